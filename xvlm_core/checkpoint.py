@@ -1,0 +1,112 @@
+"""Finding a checkpoint's files and reading its weights safely (safetensors, or .bin with weights_only)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from xvlm_core import hub
+from xvlm_core.errors import CheckpointError
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+StateDict = dict[str, torch.Tensor]
+
+
+def resolve_folder(name_or_path: str, what: str = "model") -> Path:
+    """A local folder as given, or a hub repo id found complete in the local cache."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    if path.exists():
+        raise CheckpointError(f"{path}: is a file; give the folder that holds the {what}'s files.")
+    if hub.looks_like_repo_id(name_or_path):
+        cached = hub.find_cached(name_or_path)
+        if cached is not None:
+            return cached
+        raise CheckpointError(
+            f"The {what} '{name_or_path}' is not downloaded yet (or its download is incomplete); "
+            f"run: xvlm download {name_or_path}"
+        )
+    raise CheckpointError(f"{name_or_path}: no such folder.")
+
+
+def find_weight_files(folder: Path) -> list[Path]:
+    """The weight files of a folder: one file, or the shards an index names (safetensors first)."""
+    for index_name in INDEX_FILES:
+        index_path = folder / index_name
+        if index_path.is_file():
+            try:
+                weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
+                shards = sorted(set(weight_map.values()))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise CheckpointError(f"{index_path}: not a valid shard index ({exc}).") from None
+            missing = [name for name in shards if not (folder / name).is_file()]
+            if missing:
+                raise CheckpointError(f"{folder / missing[0]}: this shard is missing (named in {index_name}).")
+            return [folder / name for name in shards]
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return [folder / name]
+    raise CheckpointError(f"{folder}: no weights (model.safetensors or pytorch_model.bin) in this folder.")
+
+
+def read_weights(files: list[Path], wanted: Callable[[str], bool] = lambda key: True) -> StateDict:
+    """All tensors whose key `wanted` accepts, memory-mapped where the format allows."""
+    state: StateDict = {}
+    for path in files:
+        state.update(_read_safetensors(path, wanted) if path.suffix == ".safetensors" else _read_bin(path, wanted))
+    return state
+
+
+def _read_safetensors(path: Path, wanted: Callable[[str], bool]) -> StateDict:
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: handle.get_tensor(key) for key in handle.keys() if wanted(key)}
+    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path}: the weights file is incomplete or corrupt ({exc}); download it again."
+        ) from None
+
+
+def _read_bin(path: Path, wanted: Callable[[str], bool]) -> StateDict:
+    # weights_only refuses anything but tensors and plain containers: no code from the file runs.
+    try:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            state = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path}: refused to load; the file holds more than weights ({exc}).") from None
+    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(
+            f"{path}: the weights file is incomplete or corrupt ({exc}); download it again."
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: does not hold a dictionary of weights.")
+    state = state.get("state_dict", state)
+    return {key: value for key, value in state.items() if isinstance(value, torch.Tensor) and wanted(key)}
+
+
+def weight_keys(files: list[Path]) -> set[str]:
+    """Key names only, without reading tensors where the format allows."""
+    keys: set[str] = set()
+    for path in files:
+        if path.suffix == ".safetensors":
+            try:
+                with safe_open(str(path), framework="pt") as handle:
+                    keys.update(handle.keys())
+            except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+                raise CheckpointError(f"{path}: the weights file is incomplete or corrupt ({exc}).") from None
+        else:
+            keys.update(_read_bin(path, lambda key: True))
+    return keys

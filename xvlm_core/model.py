@@ -1,0 +1,288 @@
+"""XmodelVLM: CLIP tower -> projector -> image embeddings spliced into LlamaForCausalLM's input."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import CLIPVisionConfig, LlamaForCausalLM
+from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+from xvlm_core import checkpoint
+from xvlm_core.config import IMAGE_TOKEN_INDEX, XvlmConfig, load_config
+from xvlm_core.device import pick_device, pick_dtype
+from xvlm_core.errors import CheckpointError, ConfigError, XvlmError
+from xvlm_core.projector import build_projector
+from xvlm_core.tokenizer import Tokenizer, find_tokenizer_file
+from xvlm_core.vision import ImagePreprocessor, VisionTower
+
+EMBEDDED_TOWER_PREFIX = "model.vision_tower.vision_tower."
+PROJECTOR_PREFIX = "model.mm_projector."
+# Towers whose shape is known, so a checkpoint that embeds one needs no separate download.
+KNOWN_TOWERS: dict[str, dict] = {
+    "openai/clip-vit-large-patch14-336": dict(
+        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+        image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu", layer_norm_eps=1e-5,
+    ),
+    "openai/clip-vit-large-patch14": dict(
+        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+        image_size=224, patch_size=14, projection_dim=768, hidden_act="quick_gelu", layer_norm_eps=1e-5,
+    ),
+}
+
+
+class XmodelVLM(nn.Module):
+    def __init__(self, config: XvlmConfig, clip_config: CLIPVisionConfig | None):
+        super().__init__()
+        self.config = config
+        self.language_model = LlamaForCausalLM(config.language.to_llama())
+        self.vision_tower = VisionTower(clip_config, config.vision) if clip_config is not None else None
+        self.projector = build_projector(config.projector) if clip_config is not None else None
+        self.image_tokens = 0
+        if clip_config is not None:
+            patches = (clip_config.image_size // clip_config.patch_size) ** 2
+            patches += config.vision.select_feature == "cls_patch"
+            factor = getattr(self.projector, "factor", 1)
+            if patches % factor:
+                raise ConfigError(f"{patches} vision tokens cannot be folded by the projector's factor {factor}.")
+            self.image_tokens = patches // factor
+
+    @torch.inference_mode()
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[N, 3, 336, 336] -> [N, 144, hidden] embeddings, in the language model's dtype."""
+        if self.vision_tower is None or self.projector is None:
+            raise XvlmError("This model has no vision tower, so it cannot look at images.")
+        tower_param = next(self.vision_tower.parameters())
+        features = self.vision_tower(pixel_values.to(tower_param.device, tower_param.dtype))  # [N, 576, C]
+        projector_dtype = next(self.projector.parameters()).dtype
+        return self.projector(features.to(projector_dtype))  # [N, 144, hidden]
+
+    def embed(self, input_ids: list[int], images: list[torch.Tensor]) -> torch.Tensor:
+        """Token embeddings with each IMAGE_TOKEN_INDEX replaced by one image's embeddings: [1, T, hidden]."""
+        embed_tokens = self.language_model.get_input_embeddings()
+        device = embed_tokens.weight.device
+        pieces: list[torch.Tensor] = []
+        run: list[int] = []
+        image_iter = iter(images)
+        for token in input_ids:
+            if token != IMAGE_TOKEN_INDEX:
+                run.append(token)
+                continue
+            if run:
+                pieces.append(embed_tokens(torch.tensor(run, device=device)))
+                run = []
+            pieces.append(next(image_iter).to(device, embed_tokens.weight.dtype))  # [144, hidden]
+        if run:
+            pieces.append(embed_tokens(torch.tensor(run, device=device)))
+        return torch.cat(pieces).unsqueeze(0)
+
+
+@dataclass
+class LoadedModel:
+    """Everything needed to answer: the network, its tokenizer and its image preprocessing."""
+
+    name: str
+    model: XmodelVLM
+    tokenizer: Tokenizer
+    preprocess: ImagePreprocessor | None
+    device: torch.device
+    dtype: torch.dtype
+    load_s: float = 0.0
+    stage_times: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def config(self) -> XvlmConfig:
+        return self.model.config
+
+    @property
+    def context_length(self) -> int:
+        return self.config.language.max_position_embeddings
+
+
+@dataclass(frozen=True)
+class TowerSource:
+    clip_config: CLIPVisionConfig
+    folder: Path | None  # tower folder (config, preprocessor, maybe weights)
+    weight_files: list[Path]  # where the tower's weights are read from
+    prefix: str  # key prefix in those files, up to and including "vision_model."
+
+
+def read_clip_config(folder: Path) -> CLIPVisionConfig:
+    path = folder / "config.json"
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: the vision tower folder has no config.json.") from None
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot read the vision tower's config ({exc}).") from None
+    vision = raw.get("vision_config", raw) if isinstance(raw, dict) else None
+    if not isinstance(vision, dict) or vision.get("model_type", "clip_vision_model") not in (
+        "clip_vision_model", "clip"
+    ):
+        raise CheckpointError(f"{path}: not a CLIP vision tower config.")
+    fields = {key: value for key, value in vision.items() if key in CLIPVisionConfig().to_dict()}
+    return CLIPVisionConfig(**fields)
+
+
+def resolve_tower(
+    config: XvlmConfig, checkpoint_files: list[Path], checkpoint_keys: set[str], override: str | None
+) -> TowerSource | None:
+    """Where the vision tower's shape and weights come from: override, mm_vision_tower, or embedded weights."""
+    embedded = any(key.startswith(EMBEDDED_TOWER_PREFIX) for key in checkpoint_keys)
+    embedded_source = (checkpoint_files, EMBEDDED_TOWER_PREFIX + "vision_model.")
+    name = override or config.vision.tower
+    if not name:
+        return None
+    folder = _find_tower_folder(name, must_exist=override is not None or not embedded)
+    if folder is not None:
+        clip_config = read_clip_config(folder)
+        try:
+            files, prefix = checkpoint.find_weight_files(folder), "vision_model."
+        except CheckpointError:
+            if not embedded:
+                raise
+            files, prefix = embedded_source
+        return TowerSource(clip_config, folder, files, prefix)
+    if name in KNOWN_TOWERS:
+        return TowerSource(CLIPVisionConfig(**KNOWN_TOWERS[name]), None, *embedded_source)
+    raise CheckpointError(
+        f"The checkpoint embeds a vision tower but names '{name}', whose shape is unknown; "
+        "pass its folder with --vision-tower."
+    )
+
+
+def _find_tower_folder(name: str, must_exist: bool) -> Path | None:
+    try:
+        return checkpoint.resolve_folder(name, what="vision tower")
+    except CheckpointError as exc:
+        if must_exist:
+            raise CheckpointError(f"{exc} Or pass --vision-tower with its folder.") from None
+        return None
+
+
+def load_model(
+    model: str,
+    vision_tower: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    on_stage: Callable[[str], None] = lambda stage: None,
+) -> LoadedModel:
+    """Load a checkpoint folder or cached hub repo, ready to answer on `device` in `dtype`."""
+    started = time.perf_counter()
+    times: dict[str, float] = {}
+    on_stage("Reading the checkpoint…")
+    folder = checkpoint.resolve_folder(model)
+    config = load_config(folder)
+    torch_device = pick_device(device)
+    torch_dtype = pick_dtype(torch_device, dtype)
+    tokenizer = Tokenizer(find_tokenizer_file(folder))
+    if tokenizer.vocab_size > config.language.vocab_size:
+        raise CheckpointError(
+            f"{folder}: the tokenizer has {tokenizer.vocab_size} pieces but the model only {config.language.vocab_size}."
+        )
+    files = checkpoint.find_weight_files(folder)
+    keys = checkpoint.weight_keys(files)
+    tower = resolve_tower(config, files, keys, vision_tower)
+
+    with torch.device("meta"):
+        network = XmodelVLM(config, tower.clip_config if tower else None)
+
+    if tower is not None:
+        tick = time.perf_counter()
+        on_stage("Loading the vision tower…")
+        _load_tower(network, tower)
+        times["vision_tower_s"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    on_stage("Loading the language model…")
+    _load_language_and_projector(network, files, tower is not None)
+    times["language_model_s"] = time.perf_counter() - tick
+
+    _rebuild_buffers(network)
+    network = network.to(device=torch_device, dtype=torch_dtype).eval()
+    # The rotary frequencies stay float32, as in the original, whatever the weights' dtype.
+    network.language_model.model.rotary_emb = LlamaRotaryEmbedding(network.language_model.config).to(torch_device)
+    preprocess = None
+    if tower is not None:
+        preprocess = ImagePreprocessor.from_folder(
+            tower.folder, tower.clip_config.image_size, config.vision.image_aspect_ratio
+        )
+    return LoadedModel(
+        name=model, model=network, tokenizer=tokenizer, preprocess=preprocess, device=torch_device,
+        dtype=torch_dtype, load_s=time.perf_counter() - started, stage_times=times,
+    )
+
+
+def _load_tower(network: XmodelVLM, tower: TowerSource) -> None:
+    assert network.vision_tower is not None
+    kept = network.vision_tower.kept_layers
+
+    def wanted(key: str) -> bool:
+        return key.startswith(tower.prefix)
+
+    raw = checkpoint.read_weights(tower.weight_files, wanted)
+    state = {}
+    for key, tensor in raw.items():
+        local = key[len(tower.prefix):]
+        if local == "embeddings.position_ids":
+            continue  # an old persistent buffer; rebuilt below
+        if local.startswith("encoder.layers."):
+            layer = int(local.split(".")[2])
+            if layer >= kept:
+                continue  # layers after the selected one never influence the features
+        state[local] = tensor
+    _assign(network.vision_tower.clip, state, f"vision tower ({tower.weight_files[0].parent})")
+
+
+def _load_language_and_projector(network: XmodelVLM, files: list[Path], with_vision: bool) -> None:
+    def wanted(key: str) -> bool:
+        return not key.startswith(EMBEDDED_TOWER_PREFIX) and not key.endswith("rotary_emb.inv_freq")
+
+    raw = checkpoint.read_weights(files, wanted)
+    language, projector, unexpected = {}, {}, []
+    for key, tensor in raw.items():
+        if key.startswith(PROJECTOR_PREFIX):
+            projector[key[len(PROJECTOR_PREFIX):]] = tensor
+        elif key.startswith(("model.embed_tokens.", "model.layers.", "model.norm.", "lm_head.")):
+            language[key] = tensor
+        else:
+            unexpected.append(key)
+    where = str(files[0].parent)
+    if unexpected:
+        raise CheckpointError(
+            f"{where}: {len(unexpected)} weights do not belong to an Xmodel-VLM model (first: {unexpected[0]})."
+        )
+    _assign(network.language_model, language, where)
+    if with_vision:
+        assert network.projector is not None
+        _assign(network.projector, projector, f"{where} (projector)")
+
+
+def _assign(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Load `state` into a meta-device module, requiring every key and every shape to match."""
+    expected = dict(module.state_dict())
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing:
+        raise CheckpointError(f"{where}: {len(missing)} weights are missing (first: {missing[0]}).")
+    if unexpected:
+        raise CheckpointError(f"{where}: unexpected weights (first: {unexpected[0]}).")
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise CheckpointError(
+                f"{where}: '{key}' has shape {tuple(tensor.shape)} but the config implies {tuple(expected[key].shape)}."
+            )
+    module.load_state_dict(state, strict=True, assign=True)
+
+
+def _rebuild_buffers(network: XmodelVLM) -> None:
+    """Non-persistent buffers were created on the meta device; compute them for real, on the CPU."""
+    network.language_model.model.rotary_emb = LlamaRotaryEmbedding(network.language_model.config)
+    if network.vision_tower is not None:
+        embeddings = network.vision_tower.clip.embeddings
+        positions = torch.arange(embeddings.num_positions).expand((1, -1))
+        embeddings.register_buffer("position_ids", positions, persistent=False)
