@@ -15,7 +15,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from xvlm_core import checkpoint
 from xvlm_core.config import IMAGE_TOKEN_INDEX, XvlmConfig, load_config
-from xvlm_core.device import pick_device, pick_dtype
+from xvlm_core.device import dtype_name, memory_in_use_mb, pick_device, pick_dtype
 from xvlm_core.errors import CheckpointError, ConfigError, XvlmError
 from xvlm_core.projector import build_projector
 from xvlm_core.tokenizer import Tokenizer, find_tokenizer_file
@@ -102,6 +102,22 @@ class LoadedModel:
     @property
     def context_length(self) -> int:
         return self.config.language.max_position_embeddings
+
+    @property
+    def can_see_images(self) -> bool:
+        return self.model.vision_tower is not None
+
+    def summary(self) -> dict[str, str | float | bool]:
+        """Plain values for people and for code that must not touch torch (the app's UI thread)."""
+        return {
+            "name": self.name,
+            "device": str(self.device),
+            "dtype": dtype_name(self.dtype),
+            "memory_mb": memory_in_use_mb(self.device),
+            "load_s": self.load_s,
+            "can_see_images": self.can_see_images,
+            "context_length": self.context_length,
+        }
 
 
 @dataclass(frozen=True)
