@@ -1,0 +1,265 @@
+"""The `xvlm` command: ask, chat, bench, download."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from xvlm_core.errors import XvlmError
+
+DEFAULT_MODEL = "XiaoduoAILab/Xmodel_VLM"
+log = logging.getLogger("xvlm")
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint folder or hub repo id (default: %(default)s)")
+    parser.add_argument("--vision-tower", help="vision tower folder or hub repo id (default: from the checkpoint)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    parser.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16 (default: auto)")
+
+
+def _sampling_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--system", help="system prompt (default: the model's own)")
+    parser.add_argument("--max-new-tokens", type=int, default=512, metavar="N")
+    parser.add_argument("--temperature", type=float, default=0.0, metavar="T", help="0 (default) is greedy")
+    parser.add_argument("--top-p", type=float, default=1.0, metavar="P")
+    parser.add_argument("--top-k", type=int, default=0, metavar="K")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R")
+    parser.add_argument("--seed", type=int, metavar="N")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xvlm", description="Ask the Xmodel-VLM model about images.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ask = commands.add_parser("ask", help="answer one question (streams to stdout)")
+    _model_options(ask)
+    _sampling_options(ask)
+    ask.add_argument("--image", type=Path, help="image file for the question")
+    ask.add_argument("--conversation", type=Path, metavar="FILE.json", help="earlier turns (JSON list of messages)")
+    ask.add_argument("--json", action="store_true", help="print one JSON object with prompt, ids, text and stats")
+    ask.add_argument("prompt", metavar="PROMPT")
+    ask.set_defaults(run=cmd_ask)
+
+    chat = commands.add_parser("chat", help="interactive multi-turn chat in the terminal")
+    _model_options(chat)
+    _sampling_options(chat)
+    chat.add_argument("--image", type=Path, help="image to talk about")
+    chat.set_defaults(run=cmd_chat)
+
+    bench = commands.add_parser("bench", help="measure load time, time to first token and decode speed")
+    _model_options(bench)
+    bench.add_argument("--synthetic", action="store_true",
+                       help="use a random checkpoint with the real model's full size (built once, then cached)")
+    bench.add_argument("--baseline", action="store_true",
+                       help="also time a plain transformers implementation (generate, prompt recomputed each turn)")
+    bench.add_argument("--turns", type=int, default=5, help="turns in the conversation (default: %(default)s)")
+    bench.add_argument("--new-tokens", type=int, default=32, help="tokens generated per turn (default: %(default)s)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(run=cmd_bench)
+
+    download = commands.add_parser("download", help="download a model and its vision tower into the hub cache")
+    download.add_argument("model", nargs="?", help="hub repo id (default: the app's default model)")
+    download.add_argument("--local-dir", type=Path, help="put the files in this folder instead of the hub cache")
+    download.add_argument("--revision", help="branch, tag or commit (default: main)")
+    download.add_argument("--endpoint", help="hub endpoint or mirror URL (default: $HF_ENDPOINT or the hub)")
+    download.set_defaults(run=cmd_download)
+    return parser
+
+
+def _settings(args: argparse.Namespace):
+    from xvlm_core.generation import SamplingSettings
+
+    return SamplingSettings(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        repetition_penalty=args.repetition_penalty, seed=args.seed,
+    )
+
+
+def _load(args: argparse.Namespace):
+    from xvlm_core.model import load_model
+
+    def on_stage(text: str) -> None:
+        log.info(text)
+
+    return load_model(args.model, vision_tower=args.vision_tower, device=args.device, dtype=args.dtype,
+                      on_stage=on_stage)
+
+
+def read_conversation(path: Path) -> list:
+    """Earlier turns from a JSON file: [{"role", "content", "images"?}], image paths relative to the file."""
+    from xvlm_core.prompt import Message
+
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise XvlmError(f"{path}: no such file.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise XvlmError(f"{path}: cannot read it ({exc}).") from None
+    except json.JSONDecodeError as exc:
+        raise XvlmError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno}).") from None
+    if not isinstance(raw, list):
+        raise XvlmError(f"{path}: expected a JSON list of messages.")
+    messages = []
+    for index, item in enumerate(raw):
+        where = f"{path}: message {index + 1}"
+        if not isinstance(item, dict) or item.get("role") not in ("user", "assistant"):
+            raise XvlmError(f"{where}: needs \"role\": \"user\" or \"assistant\".")
+        if not isinstance(item.get("content"), str):
+            raise XvlmError(f"{where}: \"content\" must be a string.")
+        images = item.get("images") or []
+        if not isinstance(images, list) or not all(isinstance(image, str) for image in images):
+            raise XvlmError(f"{where}: \"images\" must be a list of file names.")
+        if images and item["role"] != "user":
+            raise XvlmError(f"{where}: only user messages can carry images.")
+        messages.append(Message(item["role"], item["content"], [str(path.parent / image) for image in images]))
+    return messages
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from xvlm_core.prompt import SYSTEM_V1, Message
+    from xvlm_core.session import ChatSession
+    from xvlm_core.vision import load_image
+
+    settings = _settings(args)
+    history = read_conversation(args.conversation) if args.conversation else []
+    if args.image:
+        load_image(args.image)  # a bad image fails before the model loads
+    question = Message("user", args.prompt, [str(args.image)] if args.image else [])
+    loaded = _load(args)
+    answer = ChatSession(loaded).answer([*history, question], settings, system=args.system or SYSTEM_V1)
+    if args.json:
+        for _ in answer:
+            pass
+        result = {"prompt": answer.prompt, "input_ids": answer.input_ids, "output_ids": answer.output_ids,
+                  "text": answer.text, "stats": {**answer.stats.as_dict(), "load_s": loaded.load_s}}
+        print(json.dumps(result, ensure_ascii=False))
+        return 0
+    for delta in answer:
+        sys.stdout.write(delta)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    log.info("%s", _stats_line(answer.stats.as_dict()))
+    return 0
+
+
+def _stats_line(stats: dict) -> str:
+    return (f"{stats['output_tokens']} tokens, first after {stats['ttft_s']:.2f} s, "
+            f"{stats['decode_tok_s']:.1f} tokens/s ({stats['stop_reason']})")
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from xvlm_core.prompt import SYSTEM_V1, Message
+    from xvlm_core.session import ChatSession
+    from xvlm_core.vision import load_image
+
+    settings = _settings(args)
+    pending_image = str(args.image) if args.image else None
+    if pending_image:
+        load_image(pending_image)
+    loaded = _load(args)
+    session = ChatSession(loaded)
+    messages: list[Message] = []
+    print(f"Chatting with {loaded.name} on {loaded.summary()['device']} ({loaded.summary()['dtype']}).")
+    print("Commands: /image FILE attaches an image to your next message, /new starts over, /quit leaves. "
+          "Ctrl+C stops an answer.")
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            print()
+            return 0
+        if not line:
+            continue
+        if line in ("/quit", "/exit"):
+            return 0
+        if line == "/new":
+            messages, pending_image = [], None
+            print("(new chat)")
+            continue
+        if line.startswith("/image"):
+            candidate = line.removeprefix("/image").strip()
+            try:
+                load_image(candidate)
+            except XvlmError as exc:
+                print(f"error: {exc}")
+                continue
+            pending_image = candidate
+            print(f"(attached {candidate})")
+            continue
+        messages.append(Message("user", line, [pending_image] if pending_image else []))
+        pending_image = None
+        cancel = threading.Event()
+        answer = session.answer(messages, settings, system=args.system or SYSTEM_V1, cancel=cancel)
+        sys.stdout.write("model> ")
+        try:
+            for delta in answer:
+                sys.stdout.write(delta)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            cancel.set()
+            sys.stdout.write(" [stopped]")
+        except XvlmError as exc:
+            messages.pop()
+            print(f"\nerror: {exc}")
+            continue
+        print()
+        messages.append(Message("assistant", answer.text))
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from xvlm_core.bench import run_benchmark
+
+    result = run_benchmark(
+        model=None if args.synthetic else args.model, vision_tower=args.vision_tower, device=args.device,
+        dtype=args.dtype, turns=args.turns, new_tokens=args.new_tokens, baseline=args.baseline,
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>24}: {value:.4g}" if isinstance(value, float) else f"{key:>24}: {value}")
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    raise XvlmError("downloading is not available in this build yet.")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s",
+                        stream=sys.stderr)
+    if not args.debug:
+        _quiet_libraries()
+    try:
+        return args.run(args)
+    except XvlmError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the one catch-all at the command's edge
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
+        return 1
+
+
+def _quiet_libraries() -> None:
+    for name in ("transformers", "huggingface_hub", "httpx", "PIL"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
