@@ -1,0 +1,1 @@
+"""XVLM Chat: the desktop program."""
