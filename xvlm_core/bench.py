@@ -1,0 +1,157 @@
+"""`xvlm bench`: load time, time to first token and decode speed over a multi-turn image chat.
+
+The same conversation can also be run the plain transformers way (`generate`, the image encoded and
+the whole prompt recomputed every turn), so both are measured in one process on one machine.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import platformdirs
+import torch
+from PIL import Image
+from transformers.generation.streamers import BaseStreamer
+
+from xvlm_core.device import dtype_name, peak_resident_set_mb
+from xvlm_core.generation import SamplingSettings
+from xvlm_core.model import LoadedModel, load_model
+from xvlm_core.prompt import SYSTEM_V1, Message, images_in_order, render_prompt
+from xvlm_core.session import ChatSession
+from xvlm_core.vision import load_image
+
+# About 60 tokens with the Xmodel tokenizer, like a detailed first question about a photo.
+QUESTION = (
+    "Please look carefully at this picture and describe what you see in it. Which objects are in the "
+    "foreground and which are in the background, what colours dominate, and is there any text or "
+    "writing visible anywhere? Finally, guess where and when it might have been taken."
+)
+FOLLOW_UPS = (
+    "Which colour covers the largest area?",
+    "Is there anything unusual in the corners?",
+    "Describe the lighting in one sentence.",
+    "What would you call this picture?",
+)
+
+
+def synthetic_checkpoint(folder: Path | None = None) -> Path:
+    """A checkpoint with Xmodel-VLM's full dimensions and random weights, written once and reused."""
+    from xvlm_core.testing import FULL_LANGUAGE, FULL_TOWER, write_checkpoint
+
+    folder = folder or Path(platformdirs.user_cache_dir("xvlm", appauthor=False)) / "synthetic-xmodel-vlm-full"
+    if (folder / "model.safetensors").is_file():
+        return folder
+    building = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(building, ignore_errors=True)
+    write_checkpoint(building, language=FULL_LANGUAGE, tower=FULL_TOWER, dtype=torch.bfloat16)
+    building.rename(folder)
+    return folder
+
+
+def bench_image(folder: Path) -> Path:
+    """A 640x480 photo-like test image (smooth gradients plus noise)."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:480, 0:640]
+    pixels = np.stack([x / 640 * 255, y / 480 * 255, (x + y) / 1120 * 255], axis=-1)
+    pixels = np.clip(pixels + rng.normal(0, 12, pixels.shape), 0, 255).astype(np.uint8)
+    path = folder / "bench.png"
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def run_benchmark(model: str | None, vision_tower: str | None = None, device: str = "auto", dtype: str = "auto",
+                  turns: int = 5, new_tokens: int = 32, baseline: bool = False) -> dict[str, float | int | str]:
+    """Measure one image + question, then follow-ups; `model=None` uses the synthetic full-size checkpoint."""
+    synthetic = model is None
+    model = model or str(synthetic_checkpoint())
+    loaded = load_model(model, vision_tower=vision_tower, device=device, dtype=dtype)
+    weight_bytes = sum(p.numel() * p.element_size() for p in loaded.model.language_model.parameters())
+    with tempfile.TemporaryDirectory() as scratch:
+        image = str(bench_image(Path(scratch)))
+        result: dict[str, float | int | str] = {
+            "model": "synthetic full-size Xmodel-VLM" if synthetic else model,
+            "device": str(loaded.device), "dtype": dtype_name(loaded.dtype), "threads": torch.get_num_threads(),
+            "load_s": loaded.load_s,
+            **_run_session(loaded, image, turns, new_tokens),
+        }
+        if baseline:
+            result.update(_run_baseline(loaded, image, turns, new_tokens))
+    result["lm_weights_gb"] = weight_bytes / 1e9
+    result["implied_bandwidth_gbs"] = weight_bytes * float(result["decode_tok_s"]) / 1e9
+    result["peak_rss_mb"] = peak_resident_set_mb()
+    return result
+
+
+def _conversation(turns: int, image: str, answers: list[str]) -> list[list[Message]]:
+    """The prompt of every turn, given the answers of the turns before it."""
+    messages = [Message("user", QUESTION, [image])]
+    prompts = [list(messages)]
+    for turn, answer in enumerate(answers[: turns - 1]):
+        messages += [Message("assistant", answer), Message("user", FOLLOW_UPS[turn % len(FOLLOW_UPS)])]
+        prompts.append(list(messages))
+    return prompts
+
+
+def _run_session(loaded: LoadedModel, image: str, turns: int, new_tokens: int) -> dict[str, float | int]:
+    session = ChatSession(loaded)
+    settings = SamplingSettings(max_new_tokens=new_tokens)
+    answers: list[str] = []
+    stats = []
+    for turn in range(turns):
+        messages = _conversation(turn + 1, image, answers)[-1]
+        answer = session.answer(messages, settings)
+        for _ in answer:
+            pass
+        answers.append(answer.text)
+        stats.append(answer.stats)
+    first, last = stats[0], stats[-1]
+    decoded = sum(s.output_tokens - 1 for s in stats)
+    return {
+        "prompt_tokens": first.prompt_tokens, "image_encode_s": first.image_encode_s, "prefill_s": first.prefill_s,
+        "ttft_s": first.ttft_s, "decode_tok_s": decoded / sum(s.decode_s for s in stats),
+        "output_tokens": first.output_tokens, f"turn{turns}_ttft_s": last.ttft_s,
+        f"turn{turns}_prompt_tokens": last.prompt_tokens, f"turn{turns}_prefilled_tokens": last.prefilled_tokens,
+    }
+
+
+class _TokenClock(BaseStreamer):
+    """Records when `generate` produces each token (its first call carries the prompt)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def put(self, value: torch.Tensor) -> None:
+        self.times.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
+
+
+@torch.inference_mode()
+def _run_baseline(loaded: LoadedModel, image: str, turns: int, new_tokens: int) -> dict[str, float]:
+    """The plain way: default `generate`, the image encoded and the whole prompt recomputed every turn."""
+    model, tokenizer = loaded.model, loaded.tokenizer
+    answers: list[str] = []
+    ttfts, decode_rates = [], []
+    for turn in range(turns):
+        messages = _conversation(turn + 1, image, answers)[-1]
+        started = time.perf_counter()
+        assert loaded.preprocess is not None
+        pixels = torch.cat([loaded.preprocess(load_image(path)) for path in images_in_order(messages)])
+        embeds = model.embed(tokenizer.encode_prompt(render_prompt(messages, SYSTEM_V1)), list(model.encode_images(pixels)))
+        clock = _TokenClock()
+        output = model.language_model.generate(
+            inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device),
+            max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, streamer=clock,
+            pad_token_id=tokenizer.eos_id,
+        )
+        token_times = clock.times[1:]
+        ttfts.append(token_times[0] - started)
+        decode_rates.append((len(token_times) - 1) / (token_times[-1] - token_times[0]))
+        answers.append(tokenizer.decode(output[0].tolist()).strip())
+    return {"baseline_ttft_s": ttfts[0], f"baseline_turn{turns}_ttft_s": ttfts[-1],
+            "baseline_decode_tok_s": float(np.mean(decode_rates))}
