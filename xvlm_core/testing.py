@@ -99,7 +99,7 @@ def random_state(
     head_dim = parsed.language.hidden_size // parsed.language.num_attention_heads
     inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
     for layer in range(parsed.language.num_hidden_layers):
-        state[f"model.layers.{layer}.self_attn.rotary_emb.inv_freq"] = inv_freq
+        state[f"model.layers.{layer}.self_attn.rotary_emb.inv_freq"] = inv_freq.clone()
     # EOS never wins a greedy choice, so benchmarks always generate the tokens they ask for.
     state["lm_head.weight"][parsed.language.eos_token_id] = 0
     return state
