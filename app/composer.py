@@ -1,0 +1,393 @@
+"""Where a question is written: multi-line text, one image per message (button, drop or paste), Send / Stop.
+
+An attached image is checked off the UI thread with the core's own loader (the same check the model will
+make), so a truncated or fake image is refused here, with a line under the chip rather than a dialog.
+Image *data* (pasted, or dragged from a browser) is written to a PNG file first: the core takes paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import platformdirs
+from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QMimeData, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QImage, QImageReader, QKeyEvent, QPalette, QPixmap
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QSizePolicy,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app import APP_NAME
+from app.icons import icon
+
+log = logging.getLogger(__name__)
+
+CHIP_SIDE = 48
+MAX_INPUT_LINES = 8
+NOTICE_SHOWN_MS = 10_000
+IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.gif *.bmp *.webp *.tif *.tiff);;All files (*)"
+
+
+def pasted_images_dir() -> Path:
+    return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False)) / "pasted"
+
+
+def save_image_data(image: QImage) -> Path:
+    """Write pasted or dragged image data to a PNG named by its content, so the core gets a path."""
+    data = QByteArray()
+    buffer = QBuffer(data)
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+    image.save(buffer, "PNG")
+    buffer.close()
+    raw = bytes(data.data())
+    folder = pasted_images_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha256(raw).hexdigest()[:20]}.png"
+    if not path.exists():
+        path.write_bytes(raw)
+    return path
+
+
+def check_image(path: str) -> QImage:
+    """Open `path` the way the model will (raises xvlm_core's ImageError) and return a small thumbnail.
+
+    Runs off the UI thread: xvlm_core.vision and a large image both take a while to load.
+    """
+    from xvlm_core.vision import load_image
+
+    image = load_image(path)  # upright RGB, or ImageError with a message for people
+    image.thumbnail((CHIP_SIDE * 4, CHIP_SIDE * 4))
+    raw = image.tobytes("raw", "RGB")
+    return QImage(raw, image.width, image.height, image.width * 3, QImage.Format.Format_RGB888).copy()
+
+
+def mime_has_attachment(mime: QMimeData) -> bool:
+    return mime.hasImage() or any(url.isLocalFile() for url in mime.urls())
+
+
+class PromptEdit(QPlainTextEdit):
+    """The question box: Enter sends, Shift+Enter breaks the line; images pasted or dropped go to the chip."""
+
+    submitted = Signal()
+    attachment_received = Signal(QMimeData)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setPlaceholderText("Ask about the image…  (Enter to send, Shift+Enter for a new line)")
+        self.setAccessibleName("Message")
+        self.setTabChangesFocus(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.document().setDocumentMargin(6)
+        self.textChanged.connect(self._fit_height)
+        self._fit_height()
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not (
+            event.modifiers() & (Qt.KeyboardModifier.ShiftModifier | Qt.KeyboardModifier.AltModifier)
+        ):
+            self.submitted.emit()
+            return
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            self.insertPlainText("\n")
+            return
+        super().keyPressEvent(event)
+
+    def canInsertFromMimeData(self, source: QMimeData) -> bool:
+        return mime_has_attachment(source) or super().canInsertFromMimeData(source)
+
+    def insertFromMimeData(self, source: QMimeData) -> None:
+        if mime_has_attachment(source):
+            self.attachment_received.emit(source)
+        else:
+            super().insertFromMimeData(source)
+
+    def _fit_height(self) -> None:
+        lines = max(1, min(MAX_INPUT_LINES, int(self.document().size().height())))
+        margins = self.contentsMargins()
+        height = lines * self.fontMetrics().lineSpacing() + 2 * self.document().documentMargin()
+        self.setFixedHeight(int(height + margins.top() + margins.bottom() + 4))
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._fit_height()
+
+
+class ImageChip(QFrame):
+    """The image waiting to be sent: a thumbnail, its name, and a button to take it off."""
+
+    removed = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("imageChip")
+        self.path: str | None = None
+        self.checking = False
+        self.thumbnail = QLabel(self)
+        self.thumbnail.setFixedSize(CHIP_SIDE, CHIP_SIDE)
+        self.thumbnail.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.name = QLabel(self)
+        self.name.setObjectName("chipName")
+        self.remove_button = QToolButton(self)
+        self.remove_button.setIcon(icon("close"))
+        self.remove_button.setIconSize(QSize(14, 14))
+        self.remove_button.setAutoRaise(True)
+        self.remove_button.setToolTip("Remove the image")
+        self.remove_button.setAccessibleName("Remove the image")
+        self.remove_button.clicked.connect(self.removed)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(6, 4, 4, 4)
+        layout.addWidget(self.thumbnail)
+        layout.addWidget(self.name)
+        layout.addWidget(self.remove_button)
+        self.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Fixed)
+        self.hide()
+
+    def show_checking(self, path: str) -> None:
+        self.path, self.checking = path, True
+        self.thumbnail.clear()
+        self.thumbnail.setText("…")
+        self.name.setText(f"{Path(path).name}\nChecking…")
+        self.setAccessibleName(f"Attached image {Path(path).name}, checking")
+        self.show()
+
+    def show_ready(self, path: str, thumbnail: QImage) -> None:
+        self.path, self.checking = path, False
+        pixmap = QPixmap.fromImage(thumbnail)
+        ratio = self.devicePixelRatioF()
+        pixmap = pixmap.scaled(QSize(CHIP_SIDE, CHIP_SIDE) * ratio, Qt.AspectRatioMode.KeepAspectRatio,
+                               Qt.TransformationMode.SmoothTransformation)
+        pixmap.setDevicePixelRatio(ratio)
+        self.thumbnail.setPixmap(pixmap)
+        self.name.setText(Path(path).name)
+        self.setAccessibleName(f"Attached image {Path(path).name}")
+        self.show()
+
+    def clear(self) -> None:
+        self.path, self.checking = None, False
+        self.hide()
+
+
+class Composer(QFrame):
+    """Text, image chip, notices, and the Send/Stop button. Emits what the person asked for."""
+
+    send_requested = Signal(str, object)  # text, image path or None
+    edit_submitted = Signal(int, str, object)  # index of the edited message, text, image path or None
+    stop_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None, check: Callable[[str], QImage] = check_image):
+        super().__init__(parent)
+        self.setObjectName("composer")
+        self._check = check
+        self._check_serial = 0
+        self._check_task: asyncio.Future | None = None
+        self._send_when_checked = False
+        self.busy = False
+        self.editing_index: int | None = None
+
+        self.edit_bar = QFrame(self)
+        self.edit_bar.setObjectName("editBar")
+        edit_label = QLabel("Editing an earlier message: sending replaces it and everything after it.")
+        edit_label.setWordWrap(True)
+        cancel_edit = QPushButton("Cancel")
+        cancel_edit.setAccessibleName("Cancel editing")
+        cancel_edit.clicked.connect(self.cancel_edit)
+        bar_layout = QHBoxLayout(self.edit_bar)
+        bar_layout.setContentsMargins(8, 4, 4, 4)
+        bar_layout.addWidget(edit_label, 1)
+        bar_layout.addWidget(cancel_edit)
+        self.edit_bar.hide()
+
+        self.chip = ImageChip(self)
+        self.chip.removed.connect(self.remove_image)
+        self.notice = QLabel(self)
+        self.notice.setObjectName("notice")
+        self.notice.setWordWrap(True)
+        self.notice.setAccessibleName("Notice")
+        self.notice.hide()
+        self._notice_timer = QTimer(self)
+        self._notice_timer.setSingleShot(True)
+        self._notice_timer.timeout.connect(self.notice.hide)
+
+        self.attach_button = QToolButton(self)
+        self.attach_button.setIcon(icon("attach"))
+        self.attach_button.setIconSize(QSize(22, 22))
+        self.attach_button.setAutoRaise(True)
+        self.attach_button.setToolTip("Attach an image (or drop or paste one)")
+        self.attach_button.setAccessibleName("Attach an image")
+        self.attach_button.clicked.connect(self.choose_image)
+
+        self.input = PromptEdit(self)
+        self.input.submitted.connect(self.submit)
+        self.input.attachment_received.connect(self.attach_from_mime)
+
+        self.send_button = QToolButton(self)
+        self.send_button.setObjectName("sendButton")
+        self.send_button.setIconSize(QSize(20, 20))
+        self.send_button.setFixedSize(36, 36)
+        self.send_button.clicked.connect(self._send_or_stop)
+        self._update_send_button()
+
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.attach_button, 0, Qt.AlignmentFlag.AlignBottom)
+        row.addWidget(self.input, 1)
+        row.addWidget(self.send_button, 0, Qt.AlignmentFlag.AlignBottom)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(10, 8, 10, 8)
+        layout.setSpacing(6)
+        layout.addWidget(self.edit_bar)
+        layout.addWidget(self.chip, 0, Qt.AlignmentFlag.AlignLeft)
+        layout.addWidget(self.notice)
+        layout.addLayout(row)
+        self.setFocusProxy(self.input)
+
+    # -- text ----------------------------------------------------------------------------------------------
+
+    @property
+    def text(self) -> str:
+        return self.input.toPlainText()
+
+    def set_busy(self, busy: bool) -> None:
+        """While an answer is in flight the button stops it; the text box stays usable for the next question."""
+        self.busy = busy
+        self._update_send_button()
+
+    def _update_send_button(self) -> None:
+        name = "Stop the answer (Esc)" if self.busy else "Send (Enter)"
+        # drawn on the accent-coloured (or, for Stop, text-coloured) round button
+        role = QPalette.ColorRole.Base if self.busy else QPalette.ColorRole.HighlightedText
+        self.send_button.setIcon(icon("stop" if self.busy else "send", self.palette().color(role)))
+        self.send_button.setToolTip(name)
+        self.send_button.setAccessibleName("Stop" if self.busy else "Send")
+        self.send_button.setProperty("busy", self.busy)
+        self.send_button.style().polish(self.send_button)
+
+    def _send_or_stop(self) -> None:
+        if self.busy:
+            self.stop_requested.emit()
+        else:
+            self.submit()
+
+    def submit(self) -> None:
+        """Send what is written (and the image); an image still being checked is waited for."""
+        if self.busy:
+            return
+        if self.chip.checking:
+            self._send_when_checked = True
+            return
+        text, image = self.text.strip(), self.chip.path
+        if not text and not image:
+            return
+        if self.editing_index is not None:
+            self.edit_submitted.emit(self.editing_index, text, image)
+        else:
+            self.send_requested.emit(text, image)
+
+    def clear(self) -> None:
+        """Forget what was written, after it was sent."""
+        self.input.clear()
+        self.chip.clear()
+        self._send_when_checked = False
+        self.editing_index = None
+        self.edit_bar.hide()
+        self.notice.hide()
+
+    def begin_edit(self, index: int, text: str, image: str | None) -> None:
+        self.editing_index = index
+        self.input.setPlainText(text)
+        self.input.moveCursor(self.input.textCursor().MoveOperation.End)
+        self.chip.clear()
+        if image:
+            self.attach_file(image)
+        self.edit_bar.show()
+        self.input.setFocus()
+
+    def cancel_edit(self) -> None:
+        if self.editing_index is not None:
+            self.clear()
+
+    # -- images --------------------------------------------------------------------------------------------
+
+    def show_notice(self, text: str) -> None:
+        self.notice.setText(text)
+        self.notice.show()
+        self._notice_timer.start(NOTICE_SHOWN_MS)
+
+    def choose_image(self) -> None:
+        path, _filter = QFileDialog.getOpenFileName(self, "Attach an image", "", IMAGE_FILTER)
+        if path:
+            self.attach_file(path)
+
+    def attach_from_mime(self, mime: QMimeData) -> bool:
+        """Take an image from a drop or a paste: a local file, else image data. False if there was none."""
+        files = [url.toLocalFile() for url in mime.urls() if url.isLocalFile()]
+        if files:
+            self.attach_file(files[0])
+            if len(files) > 1:
+                self.show_notice("One image per message: attached the first of the files.")
+            return True
+        if mime.hasImage():
+            image = QImage(mime.imageData())
+            if image.isNull():
+                self.show_notice("The pasted image could not be read.")
+                return False
+            try:
+                path = save_image_data(image)
+            except OSError as exc:
+                log.error("cannot save pasted image: %s", exc)
+                self.show_notice(f"The image could not be saved for the model ({exc.strerror}).")
+                return False
+            self.attach_file(str(path))
+            return True
+        if mime.urls():
+            self.show_notice("Only images on this computer can be attached. Save the image first, "
+                             "or copy it and paste it here.")
+        return False
+
+    def attach_file(self, path: str) -> None:
+        """Show the chip at once; a quick format sniff on this thread, the full check off it."""
+        self.notice.hide()
+        self._check_serial += 1
+        serial = self._check_serial
+        if not QImageReader(path).canRead():
+            self.chip.clear()
+            problem = "no such file" if not Path(path).exists() else "not an image this app can read"
+            self.show_notice(f"{Path(path).name}: {problem}.")
+            return
+        self.chip.show_checking(path)
+        self._check_task = asyncio.ensure_future(self._check_in_background(serial, path))
+
+    async def _check_in_background(self, serial: int, path: str) -> None:
+        from xvlm_core.errors import ImageError
+
+        try:
+            thumbnail = await asyncio.get_running_loop().run_in_executor(None, self._check, path)
+        except ImageError as exc:
+            if serial == self._check_serial:
+                self.chip.clear()
+                self._send_when_checked = False
+                self.show_notice(str(exc))
+            return
+        if serial != self._check_serial:  # another image replaced this one meanwhile
+            return
+        self.chip.show_ready(path, thumbnail)
+        if self._send_when_checked:
+            self._send_when_checked = False
+            self.submit()
+
+    def remove_image(self) -> None:
+        self._check_serial += 1
+        self._send_when_checked = False
+        self.chip.clear()

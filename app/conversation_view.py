@@ -1,0 +1,437 @@
+"""The conversation: user messages with their image, answers rendered as Markdown that grow while they stream.
+
+Only the growing answer is re-rendered (at most `RENDERS_PER_SECOND` times a second); finished messages are
+never laid out again except when the width changes. The view follows new text only while it is scrolled to
+the bottom, so reading further up is never interrupted.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtGui import (
+    QColor,
+    QDesktopServices,
+    QFontDatabase,
+    QGuiApplication,
+    QImageReader,
+    QKeySequence,
+    QMouseEvent,
+    QPalette,
+    QPixmap,
+    QShortcut,
+    QTextBlockFormat,
+    QTextCharFormat,
+    QTextCursor,
+    QTextFormat,
+)
+from PySide6.QtWidgets import (
+    QDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QScrollArea,
+    QSizePolicy,
+    QTextBrowser,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.chat_controller import DONE, FAILED, STOPPED, STREAMING, WAITING, ChatController, ChatMessage
+from app.icons import icon
+
+RENDERS_PER_SECOND = 30
+THUMBNAIL_SIDE = 220
+FOLLOW_SLACK_PX = 24  # this close to the bottom still counts as "at the bottom"
+
+
+def load_pixmap(path: str, max_side: int | None = None) -> QPixmap:
+    """The image at `path`, upright, scaled down to fit `max_side` (a null pixmap if it cannot be read)."""
+    reader = QImageReader(path)
+    reader.setAutoTransform(True)
+    size = reader.size()
+    if max_side and size.isValid() and max(size.width(), size.height()) > max_side:
+        reader.setScaledSize(size.scaled(max_side, max_side, Qt.AspectRatioMode.KeepAspectRatio))
+    image = reader.read()
+    return QPixmap.fromImage(image) if not image.isNull() else QPixmap()
+
+
+def answer_footer(message: ChatMessage) -> str:
+    """ "0.21 s to first token · 18.3 tokens/s · 120 tokens", with "Stopped" in front when it was."""
+    stats = message.stats
+    parts = []
+    if message.status == STOPPED:
+        parts.append("Stopped")
+    if stats.get("output_tokens"):
+        parts.append(f"{stats.get('ttft_s', 0.0):.2f} s to first token")
+        if stats.get("decode_tok_s"):
+            parts.append(f"{stats['decode_tok_s']:.1f} tokens/s")
+        parts.append(f"{stats['output_tokens']} tokens")
+        if stats.get("stop_reason") == "length":
+            parts.append("cut at the length limit")
+    return " · ".join(parts)
+
+
+class MarkdownView(QTextBrowser):
+    """Read-only Markdown whose height follows its content, so the conversation, not it, scrolls."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setOpenLinks(False)
+        self.anchorClicked.connect(QDesktopServices.openUrl)
+        self.viewport().setAutoFillBackground(False)
+        self.setStyleSheet("QTextBrowser { background: transparent; }")
+        self.document().setDocumentMargin(2)
+        self.document().documentLayout().documentSizeChanged.connect(self._fit_height)
+        self.setFixedHeight(24)
+        self.markdown_source = ""
+
+    def show_markdown(self, text: str) -> None:
+        self.markdown_source = text
+        self.setMarkdown(text)
+        self._shade_code_blocks()
+
+    def _shade_code_blocks(self) -> None:
+        """Code blocks in the fixed-pitch font on a faint background (Qt's Markdown import only marks them)."""
+        document = self.document()
+        background = QColor(self.palette().color(QPalette.ColorRole.Text))
+        background.setAlpha(18)
+        fixed = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
+        block = document.begin()
+        while block.isValid():
+            if block.blockFormat().hasProperty(QTextFormat.Property.BlockCodeFence):
+                cursor = QTextCursor(block)
+                block_format = QTextBlockFormat()
+                block_format.setBackground(background)
+                cursor.mergeBlockFormat(block_format)
+                cursor.select(QTextCursor.SelectionType.BlockUnderCursor)
+                char_format = QTextCharFormat()
+                char_format.setFontFamilies([fixed.family()])
+                cursor.mergeCharFormat(char_format)
+            block = block.next()
+
+    def _fit_height(self, size) -> None:
+        self.setFixedHeight(math.ceil(size.height()) + 2 * self.frameWidth())
+
+    def sizeHint(self) -> QSize:
+        return QSize(200, self.height())
+
+
+class Thumbnail(QLabel):
+    """A message's image; a click (or Enter) opens it large."""
+
+    clicked = Signal(str)
+
+    def __init__(self, path: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.path = path
+        pixmap = load_pixmap(path, THUMBNAIL_SIDE)
+        if pixmap.isNull():
+            self.setText("(image missing)")
+        else:
+            self.setPixmap(pixmap)
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.setFocusPolicy(Qt.FocusPolicy.TabFocus)
+        self.setToolTip("Click to view the image large")
+        self.setAccessibleName("Attached image")
+        self.setAccessibleDescription(path)
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        if event.button() == Qt.MouseButton.LeftButton:
+            self.clicked.emit(self.path)
+
+    def keyPressEvent(self, event) -> None:
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Space):
+            self.clicked.emit(self.path)
+        else:
+            super().keyPressEvent(event)
+
+
+class ImageViewer(QDialog):
+    """An image as large as the screen allows; Esc closes it."""
+
+    def __init__(self, path: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle(path.rsplit("/", 1)[-1])
+        screen = (parent.screen() if parent else QGuiApplication.primaryScreen()).availableSize()
+        label = QLabel()
+        label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        pixmap = load_pixmap(path, int(min(screen.width(), screen.height()) * 0.85))
+        if pixmap.isNull():
+            label.setText("This image can no longer be read.")
+        else:
+            label.setPixmap(pixmap)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(label)
+
+
+def _tool_button(icon_name: str, text: str, parent: QWidget) -> QToolButton:
+    button = QToolButton(parent)
+    button.setIcon(icon(icon_name))
+    button.setIconSize(QSize(16, 16))
+    button.setToolTip(text)
+    button.setAccessibleName(text)
+    button.setAutoRaise(True)
+    return button
+
+
+class MessageWidget(QFrame):
+    """One message. User messages sit in a bubble on the right; answers use the full width."""
+
+    copy_requested = Signal(object)  # self
+    edit_requested = Signal(object)
+    regenerate_requested = Signal()
+    image_clicked = Signal(str)
+
+    def __init__(self, message: ChatMessage, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.message = message
+        self.is_user = message.role == "user"
+        self.setObjectName("userMessage" if self.is_user else "assistantMessage")
+        self.setAccessibleName("Your message" if self.is_user else "Answer")
+        self.body = MarkdownView(self) if not self.is_user else None
+        self.label = QLabel(self) if self.is_user else None
+        self.footer = QLabel(self)
+        self.footer.setObjectName("footer")
+        self.footer.setWordWrap(True)
+        self.footer.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._rendered: tuple[str, str] | None = None
+
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 4, 0, 4)
+        outer.setSpacing(2)
+        actions = QHBoxLayout()
+        actions.setSpacing(0)
+        self.copy_button = _tool_button("copy", "Copy message", self)
+        self.copy_button.clicked.connect(lambda: self.copy_requested.emit(self))
+        self.edit_button = self.regenerate_button = None
+        if self.is_user:
+            bubble = QFrame(self)
+            bubble.setObjectName("bubble")
+            bubble.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Preferred)
+            inner = QVBoxLayout(bubble)
+            inner.setContentsMargins(12, 8, 12, 8)
+            if message.image:
+                thumb = Thumbnail(message.image, bubble)
+                thumb.clicked.connect(self.image_clicked)
+                inner.addWidget(thumb, 0, Qt.AlignmentFlag.AlignRight)
+                self.thumbnail = thumb
+            assert self.label is not None
+            self.label.setWordWrap(True)
+            self.label.setTextFormat(Qt.TextFormat.PlainText)
+            self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            self.label.setText(message.text)
+            self.label.setVisible(bool(message.text))
+            inner.addWidget(self.label)
+            row = QHBoxLayout()
+            row.addStretch(1)
+            row.addWidget(bubble)
+            outer.addLayout(row)
+            self.edit_button = _tool_button("edit", "Edit and resend", self)
+            self.edit_button.clicked.connect(lambda: self.edit_requested.emit(self))
+            actions.addStretch(1)
+            actions.addWidget(self.edit_button)
+            actions.addWidget(self.copy_button)
+        else:
+            assert self.body is not None
+            outer.addWidget(self.body)
+            self.regenerate_button = _tool_button("regenerate", "Regenerate answer", self)
+            self.regenerate_button.clicked.connect(self.regenerate_requested)
+            actions.addWidget(self.footer, 1)
+            actions.addWidget(self.copy_button)
+            actions.addWidget(self.regenerate_button)
+        outer.addLayout(actions)
+        self.refresh()
+
+    def set_bubble_width(self, width: int) -> None:
+        if self.label is not None:
+            self.label.setMaximumWidth(width)
+
+    def refresh(self, stage: str = "") -> None:
+        """Show the message's current text and status (cheap when nothing changed)."""
+        message = self.message
+        if self.is_user:
+            return
+        assert self.body is not None
+        text = message.text
+        if message.status == WAITING:
+            text = "*Waiting for the model to load…*" + (f" *{stage}*" if stage else "")
+        elif message.status == STREAMING and not text:
+            text = "*Reading…*"
+        if self._rendered != (text, message.status):
+            self.body.show_markdown(text)
+            self._rendered = (text, message.status)
+        if message.status == FAILED:
+            self.footer.setText(message.error)
+            self.footer.setProperty("error", True)
+        else:
+            self.footer.setText(answer_footer(message))
+            self.footer.setProperty("error", False)
+        self.footer.style().polish(self.footer)
+        finished = message.status in (DONE, STOPPED, FAILED)
+        self.copy_button.setVisible(finished and bool(message.text))
+        assert self.regenerate_button is not None
+        self.regenerate_button.setVisible(finished)
+
+
+class ConversationView(QScrollArea):
+    """All messages of the chat, drawn from the controller's state and redrawn on its signals."""
+
+    edit_requested = Signal(int)  # index of the user message
+
+    def __init__(self, controller: ChatController, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.controller = controller
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setAccessibleName("Conversation")
+        self._canvas = QWidget()
+        self._canvas.setObjectName("conversation")
+        self._layout = QVBoxLayout(self._canvas)
+        self._layout.setContentsMargins(24, 16, 24, 16)
+        self._layout.setSpacing(10)
+        self._empty = QLabel(
+            "<h2>Ask about an image</h2><p>Drop an image anywhere in this window, paste one, or use the "
+            "picture button below. Then type a question and press Enter.</p>"
+        )
+        self._empty.setObjectName("emptyState")
+        self._empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._empty.setWordWrap(True)
+        self._layout.addStretch(1)
+        self._layout.addWidget(self._empty)
+        self._layout.addStretch(1)
+        self.setWidget(self._canvas)
+        self.widgets: list[MessageWidget] = []
+
+        self._follow = True
+        bar = self.verticalScrollBar()
+        bar.valueChanged.connect(self._on_scrolled)
+        bar.rangeChanged.connect(self._on_range_changed)
+
+        self._dirty: set[int] = set()
+        self._last_render = 0.0
+        self._render_timer = QTimer(self)
+        self._render_timer.setSingleShot(True)
+        self._render_timer.timeout.connect(self._render_dirty)
+        self.render_count = 0  # re-renders of streaming messages, for tests and the curious
+
+        controller.conversation_replaced.connect(self.rebuild)
+        controller.message_added.connect(self._on_added)
+        controller.message_changed.connect(self._on_changed)
+        controller.load_stage_changed.connect(lambda _stage: self._on_changed(len(self.widgets) - 1))
+        QShortcut(QKeySequence(Qt.Key.Key_End), self, self.scroll_to_bottom)
+        self.rebuild()
+
+    # -- building ------------------------------------------------------------------------------------------
+
+    def rebuild(self) -> None:
+        for widget in self.widgets:
+            widget.deleteLater()
+        self.widgets = []
+        self._dirty.clear()
+        for index in range(len(self.controller.messages)):
+            self._append(index)
+        self._update_empty_state()
+        self._follow = True
+        self.scroll_to_bottom()
+
+    def _append(self, index: int) -> None:
+        widget = MessageWidget(self.controller.messages[index], self._canvas)
+        widget.copy_requested.connect(self._copy)
+        widget.edit_requested.connect(lambda w: self.edit_requested.emit(self.widgets.index(w)))
+        widget.regenerate_requested.connect(self.controller.regenerate)
+        widget.image_clicked.connect(self.show_image)
+        widget.set_bubble_width(self._bubble_width())
+        # before the trailing stretch; the leading stretch and the empty-state label stay first
+        self._layout.insertWidget(self._layout.count() - 1, widget)
+        self.widgets.append(widget)
+        self._update_regenerate_buttons()
+
+    def _on_added(self, index: int) -> None:
+        if index != len(self.widgets):
+            self.rebuild()
+            return
+        self._append(index)
+        self._update_empty_state()
+        if self.controller.messages[index].role == "user":
+            self._follow = True  # the person just asked: show them the answer arriving
+            QTimer.singleShot(0, self.scroll_to_bottom)
+
+    def _on_changed(self, index: int) -> None:
+        if not 0 <= index < len(self.widgets):
+            return
+        self._dirty.add(index)
+        message = self.widgets[index].message
+        wait = 1.0 / RENDERS_PER_SECOND - (time.monotonic() - self._last_render)
+        if not message.in_flight or wait <= 0:
+            self._render_dirty()
+        elif not self._render_timer.isActive():
+            self._render_timer.start(max(1, int(wait * 1000)))
+
+    def _render_dirty(self) -> None:
+        self._render_timer.stop()
+        self._last_render = time.monotonic()
+        stage = self.controller.load_stage
+        for index in sorted(self._dirty):
+            if index < len(self.widgets):
+                self.widgets[index].refresh(stage)
+                self.render_count += 1
+        self._dirty.clear()
+        self._update_regenerate_buttons()
+
+    def _update_regenerate_buttons(self) -> None:
+        last = len(self.widgets) - 1
+        for index, widget in enumerate(self.widgets):
+            if widget.regenerate_button is not None:
+                widget.regenerate_button.setVisible(index == last and not widget.message.in_flight)
+            if widget.edit_button is not None:
+                widget.edit_button.setEnabled(not self.controller.busy)
+
+    def _update_empty_state(self) -> None:
+        self._empty.setVisible(not self.widgets)
+
+    def _bubble_width(self) -> int:
+        return max(240, int(self.viewport().width() * 0.7))
+
+    # -- scrolling -----------------------------------------------------------------------------------------
+
+    @property
+    def following(self) -> bool:
+        return self._follow
+
+    def scroll_to_bottom(self) -> None:
+        self._follow = True
+        bar = self.verticalScrollBar()
+        bar.setValue(bar.maximum())
+
+    def _on_scrolled(self, value: int) -> None:
+        self._follow = value >= self.verticalScrollBar().maximum() - FOLLOW_SLACK_PX
+
+    def _on_range_changed(self, _minimum: int, maximum: int) -> None:
+        if self._follow:
+            self.verticalScrollBar().setValue(maximum)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        width = self._bubble_width()
+        for widget in self.widgets:
+            widget.set_bubble_width(width)
+
+    # -- actions -------------------------------------------------------------------------------------------
+
+    def _copy(self, widget: MessageWidget) -> None:
+        QGuiApplication.clipboard().setText(widget.message.text)
+
+    def show_image(self, path: str) -> None:
+        viewer = ImageViewer(path, self.window())
+        viewer.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        viewer.open()

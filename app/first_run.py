@@ -1,0 +1,356 @@
+"""First launch: find the model, or show what would be downloaded and download it (resumably), or take a folder.
+
+The flow is one coroutine that reads top to bottom (`FirstRunPage.obtain`): plan -> wait for the person ->
+download -> the model's folder. Every hub call blocks, so each runs on the event loop's thread pool; the
+download's progress crosses back to this thread as a signal, at most `PROGRESS_PER_SECOND` times a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QFormLayout,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+log = logging.getLogger(__name__)
+
+PROGRESS_PER_SECOND = 20
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if abs(count) < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")
+
+
+def human_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class HubDownloads:
+    """The hub calls this page makes. Each one blocks: call them off the UI thread."""
+
+    def spec(self, name: str) -> Any:
+        from xvlm_core import hub
+
+        return hub.model_spec(name or None)
+
+    def installed_folder(self, spec: Any) -> Path | None:
+        from xvlm_core import hub
+
+        return hub.installed_model_folder(spec)
+
+    def plan(self, spec: Any, endpoint: str) -> Any:
+        from xvlm_core import hub
+
+        return hub.plan_download(spec, endpoint=endpoint or None)
+
+    def download(self, spec: Any, on_progress: Callable[[Any], None], cancel: threading.Event, endpoint: str) -> Path:
+        from xvlm_core import hub
+
+        return hub.download_model(spec, on_progress, cancel, endpoint=endpoint or None)
+
+    def validate_folder(self, folder: Path) -> None:
+        from xvlm_core import hub
+
+        hub.validate_local_folder(folder)
+
+
+def locate_model(name: str, downloads: HubDownloads) -> tuple[str | None, Any]:
+    """(what to load, None) when the model is on this machine, else (None, the spec to download). No network.
+
+    `name` is a folder, a hub repo id, or "" for the default model.
+    """
+    if name and (Path(name).expanduser().exists() or "/" not in name or name.startswith((".", "/", "~"))):
+        return str(Path(name).expanduser()), None  # a folder (a wrong one fails to load, with the reason)
+    spec = downloads.spec(name)
+    folder = downloads.installed_folder(spec)
+    return (str(folder), None) if folder is not None else (None, spec)
+
+
+class _ProgressRelay(QObject):
+    """Called on the download thread; hands progress to the UI thread at most `PROGRESS_PER_SECOND` times a second."""
+
+    progressed = Signal(object)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = 0.0
+        self.emitted = 0
+
+    def __call__(self, progress: Any) -> None:
+        now = time.monotonic()
+        if now - self._last >= 1.0 / PROGRESS_PER_SECOND or progress.done_bytes >= progress.total_bytes:
+            self._last = now
+            self.emitted += 1
+            self.progressed.emit(progress)
+
+
+class FirstRunPage(QWidget):
+    """What will be downloaded, from where, how big, to where; then the download with bytes, speed and ETA."""
+
+    endpoint_changed = Signal(str)
+    download_started = Signal()
+    download_stopped = Signal()  # finished, failed or cancelled
+
+    def __init__(self, downloads: HubDownloads, endpoint: str = "", parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("firstRun")
+        self.downloads = downloads
+        self._spec: Any = None
+        self._plan: Any = None
+        self._ready: asyncio.Future[str] | None = None
+        self._cancel: threading.Event | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._retry_downloads = False
+        self.picked_folder = False  # the model came from a folder the person chose, not a download
+        self.relay = _ProgressRelay()
+        self.relay.progressed.connect(self._show_progress)
+
+        title = QLabel("<h1>Welcome to XVLM Chat</h1>")
+        intro = QLabel("To answer questions about images, the app needs the Xmodel-VLM model on this computer. "
+                       "It is downloaded once; after that everything runs offline, on this machine.")
+        intro.setWordWrap(True)
+
+        self.what_label = QLabel("…")
+        self.size_label = QLabel("…")
+        self.destination_label = QLabel("…")
+        self.free_label = QLabel("…")
+        for label in (self.what_label, self.size_label, self.destination_label, self.free_label):
+            label.setWordWrap(True)
+            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.endpoint_edit = QLineEdit(endpoint)
+        self.endpoint_edit.setPlaceholderText("https://huggingface.co (or a mirror such as https://hf-mirror.com)")
+        self.endpoint_edit.setAccessibleName("Model hub address or mirror")
+        self.endpoint_edit.editingFinished.connect(self._endpoint_edited)
+
+        form = QFormLayout()
+        form.addRow("Model:", self.what_label)
+        form.addRow("From:", self.endpoint_edit)
+        form.addRow("Size:", self.size_label)
+        form.addRow("Saved to:", self.destination_label)
+        form.addRow("Free space:", self.free_label)
+
+        self.status_label = QLabel("")
+        self.status_label.setObjectName("downloadStatus")
+        self.status_label.setWordWrap(True)
+        self.status_label.setAccessibleName("Download status")
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(False)
+        self.progress.setAccessibleName("Download progress")
+        self.progress.hide()
+
+        self.download_button = QPushButton("&Download")
+        self.download_button.setDefault(True)
+        self.cancel_button = QPushButton("&Cancel")
+        self.retry_button = QPushButton("&Retry")
+        self.folder_button = QPushButton("&Use a folder I already have…")
+        self.download_button.clicked.connect(lambda: self._spawn(self._download()))
+        self.cancel_button.clicked.connect(self.cancel)
+        self.retry_button.clicked.connect(lambda: self._spawn(self._make_plan(then_download=self._retry_downloads)))
+        self.folder_button.clicked.connect(self._choose_folder)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.download_button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.retry_button)
+        buttons.addStretch(1)
+        buttons.addWidget(self.folder_button)
+
+        card = QFrame()
+        card.setObjectName("card")
+        card.setMaximumWidth(720)
+        card_layout = QVBoxLayout(card)
+        card_layout.setContentsMargins(32, 24, 32, 24)
+        card_layout.setSpacing(12)
+        card_layout.addWidget(title)
+        card_layout.addWidget(intro)
+        card_layout.addLayout(form)
+        card_layout.addWidget(self.progress)
+        card_layout.addWidget(self.status_label)
+        card_layout.addLayout(buttons)
+        outer = QVBoxLayout(self)
+        outer.addStretch(1)
+        outer.addWidget(card, 0, Qt.AlignmentFlag.AlignHCenter)
+        outer.addStretch(2)
+        self._set_buttons(download=False, cancel=False, retry=False)
+
+    # -- the flow ------------------------------------------------------------------------------------------
+
+    async def obtain(self, spec: Any, resume: bool = False) -> str:
+        """Stay on this page until the model is on disk; return the folder to load.
+
+        resume: a download was under way when the app last closed, so continue it without asking.
+        """
+        self._spec = spec
+        self._ready = asyncio.get_running_loop().create_future()
+        self._spawn(self._make_plan(then_download=resume))
+        return await self._ready
+
+    async def _make_plan(self, then_download: bool = False) -> None:
+        self._plan = None
+        self._set_buttons(download=False, cancel=False, retry=False)
+        self.status_label.setText("Checking what to download…")
+        try:
+            plan = await self._off_thread(self.downloads.plan, self._spec, self.endpoint)
+        except Exception as exc:  # hub errors carry a message for people; anything else is logged
+            self._failed(exc)
+            return
+        self._plan = plan
+        self._show_plan(plan)
+        if then_download:
+            await self._download()
+
+    async def _download(self) -> None:
+        self._cancel = threading.Event()
+        self._set_buttons(download=False, cancel=True, retry=False)
+        self.progress.show()
+        self.status_label.setText("Starting the download…")
+        self.download_started.emit()
+        try:
+            folder = await self._off_thread(self.downloads.download, self._spec, self.relay, self._cancel,
+                                            self.endpoint)
+        except Exception as exc:
+            self.download_stopped.emit()
+            if getattr(exc, "kind", "") == "cancelled":
+                self.status_label.setText("Paused. Download again to continue where it stopped.")
+                self._set_buttons(download=True, cancel=False, retry=False)
+            else:
+                self._failed(exc, during_download=True)
+            return
+        finally:
+            self._cancel = None
+        self.download_stopped.emit()
+        self.status_label.setText("Downloaded.")
+        self._resolve(str(folder))
+
+    def cancel(self) -> None:
+        """Stop the download (it resumes from here next time)."""
+        if self._cancel is not None:
+            self._cancel.set()
+            self.status_label.setText("Stopping…")
+
+    def _choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose the folder that holds the model")
+        if folder:
+            self._spawn(self.use_folder(folder))
+
+    async def use_folder(self, folder: str) -> None:
+        self.status_label.setText(f"Checking {folder}…")
+        try:
+            await self._off_thread(self.downloads.validate_folder, Path(folder))
+        except Exception as exc:
+            self._failed(exc)
+            return
+        self.cancel()
+        self.picked_folder = True
+        self._resolve(folder)
+
+    # -- showing -------------------------------------------------------------------------------------------
+
+    @property
+    def endpoint(self) -> str:
+        return self.endpoint_edit.text().strip()
+
+    def _endpoint_edited(self) -> None:
+        self.endpoint_changed.emit(self.endpoint)
+        if self._cancel is None and self._spec is not None:
+            self._spawn(self._make_plan())
+
+    def _show_plan(self, plan: Any) -> None:
+        spec = plan.spec
+        repos = ", ".join(repo.repo_id for repo in spec.repos)
+        self.what_label.setText(f"{spec.display_name} ({len(plan.files)} files from {repos})")
+        if plan.missing_bytes < plan.total_bytes:
+            self.size_label.setText(f"{human_bytes(plan.missing_bytes)} left to download "
+                                    f"(of {human_bytes(plan.total_bytes)}; the rest is already here)")
+        else:
+            self.size_label.setText(human_bytes(plan.total_bytes))
+        self.destination_label.setText(str(plan.destination))
+        free = plan.free_bytes
+        self.free_label.setText("unknown" if free is None else human_bytes(free))
+        self.progress.setValue(self._permille(plan.total_bytes - plan.missing_bytes, plan.total_bytes))
+        self.progress.setVisible(plan.missing_bytes < plan.total_bytes)
+        if free is not None and free < plan.missing_bytes:
+            self.status_label.setText(f"There is not enough free space: {human_bytes(plan.missing_bytes)} are "
+                                      f"needed. Free some space, then press Retry.")
+            self._set_buttons(download=False, cancel=False, retry=True)
+            return
+        self.status_label.setText("Ready to download.")
+        self._set_buttons(download=True, cancel=False, retry=False)
+
+    def _show_progress(self, progress: Any) -> None:
+        if self._cancel is None:
+            return  # a late one, after the download ended
+        self.progress.setValue(self._permille(progress.done_bytes, progress.total_bytes))
+        parts = [f"{human_bytes(progress.done_bytes)} of {human_bytes(progress.total_bytes)}"]
+        if progress.speed_bps:
+            parts.append(f"{human_bytes(progress.speed_bps)}/s")
+        if progress.eta_s is not None and progress.speed_bps:
+            parts.append(f"about {human_duration(progress.eta_s)} left")
+        if progress.current_file:
+            parts.append(Path(progress.current_file).name)
+        self.status_label.setText(" · ".join(parts))
+
+    def _failed(self, exc: Exception, during_download: bool = False) -> None:
+        """Say what went wrong; Retry plans again (and downloads again if that is what failed)."""
+        from xvlm_core.errors import XvlmError
+
+        if isinstance(exc, XvlmError):
+            message = str(exc)
+        else:
+            log.error("first-run step failed", exc_info=exc)
+            message = f"Something went wrong ({type(exc).__name__}). The details are in the log."
+        self.status_label.setText(message)
+        self._retry_downloads = during_download
+        self._set_buttons(download=self._plan is not None and not during_download, cancel=False,
+                          retry=self._plan is None or during_download)
+
+    def _set_buttons(self, download: bool, cancel: bool, retry: bool) -> None:
+        self.download_button.setEnabled(download)
+        self.cancel_button.setEnabled(cancel)
+        self.retry_button.setVisible(retry)
+        self.folder_button.setEnabled(not cancel)
+
+    @staticmethod
+    def _permille(done: float, total: float) -> int:
+        return int(1000 * done / total) if total else 0
+
+    # -- plumbing ------------------------------------------------------------------------------------------
+
+    def _resolve(self, folder: str) -> None:
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(folder)
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)  # keep a reference, or the task may be collected mid-flight
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _off_thread(function: Callable, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(None, function, *args)

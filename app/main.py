@@ -1,0 +1,153 @@
+"""Start-up: arguments, logging, the last-resort exception hooks, QApplication and the qasync event loop.
+
+Nothing here imports torch or xvlm_core's model code: the window is on screen before any of it loads
+(the model thread imports it when it starts loading).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import logging.handlers
+import os
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import platformdirs
+
+from app import APP_NAME
+
+log = logging.getLogger("app")
+
+LOG_FILE_BYTES = 2_000_000
+LOG_FILES_KEPT = 3
+FRIENDLY_ERROR = ("Something unexpected went wrong. The app keeps running, but if something looks wrong, "
+                  "start a new chat or restart it. The details are in the log (Help → Open Log Folder).")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="xvlm-chat", description=f"{APP_NAME}: chat about images, locally.")
+    parser.add_argument("--model", metavar="PATH_OR_REPO", default="",
+                        help="a checkpoint folder or a hub repo id (default: the one in Settings, else Xmodel-VLM)")
+    parser.add_argument("--vision-tower", metavar="PATH_OR_REPO", default="",
+                        help="the CLIP vision tower, when the checkpoint does not hold it")
+    parser.add_argument("--device", default="", help="auto, cpu, cuda, cuda:N or mps (default: from Settings)")
+    parser.add_argument("--dtype", default="", help="auto, float32, float16 or bfloat16 (default: from Settings)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        type=str.upper, help="how much to write to the log file (default: INFO)")
+    return parser.parse_args(argv)
+
+
+def log_dir() -> Path:
+    return Path(platformdirs.user_log_dir(APP_NAME, appauthor=False))
+
+
+def setup_logging(level: str = "INFO", folder: Path | None = None) -> Path:
+    """Log to a rotating file in the user log folder (and to stderr); returns the file's path."""
+    folder = folder or log_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "xvlm-chat.log"
+    file_handler = logging.handlers.RotatingFileHandler(
+        path, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILES_KEPT, encoding="utf-8")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
+    console = logging.StreamHandler()
+    console.setLevel(logging.WARNING)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.setLevel(level)
+    root.addHandler(file_handler)
+    root.addHandler(console)
+    return path
+
+
+def install_exception_hooks(report: Callable[[str], None]) -> None:
+    """Log any uncaught exception (UI thread, other threads, asyncio tasks) and tell the person, kindly.
+
+    `report` is called on whichever thread failed; pass something that is safe to call from any thread
+    (a Qt signal's emit).
+    """
+
+    def on_exception(kind, value, traceback) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            sys.__excepthook__(kind, value, traceback)
+            return
+        log.critical("uncaught exception", exc_info=(kind, value, traceback))
+        report(FRIENDLY_ERROR)
+
+    def on_thread_exception(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        log.critical("uncaught exception in thread %s", getattr(args.thread, "name", "?"),
+                     exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+        report(FRIENDLY_ERROR)
+
+    sys.excepthook = on_exception
+    threading.excepthook = on_thread_exception
+
+
+def asyncio_exception_handler(report: Callable[[str], None]) -> Callable[[asyncio.AbstractEventLoop, dict], None]:
+    def handle(_loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        exception = context.get("exception")
+        log.critical("uncaught exception in the event loop: %s", context.get("message"),
+                     exc_info=(type(exception), exception, exception.__traceback__) if exception else None)
+        report(FRIENDLY_ERROR)
+
+    return handle
+
+
+def run(args: argparse.Namespace) -> int:
+    """Show the window, then find and load the model in the background; returns the exit code."""
+    logs = setup_logging(args.log_level)
+    log.info("starting %s (log: %s)", APP_NAME, logs)
+
+    import qasync
+    from PySide6.QtCore import QObject, Qt, Signal
+    from PySide6.QtGui import QGuiApplication
+    from PySide6.QtWidgets import QApplication
+
+    from app.icons import app_icon
+    from app.settings import SettingsFile
+    from app.window import MainWindow
+
+    QGuiApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName(APP_NAME)
+    app.setApplicationDisplayName(APP_NAME)
+    app.setDesktopFileName("xvlm-chat")
+    app.setWindowIcon(app_icon())
+
+    class Reporter(QObject):
+        """Carries a message from any thread to the window."""
+
+        problem = Signal(str)
+
+    reporter = Reporter()
+    install_exception_hooks(reporter.problem.emit)
+
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    loop.set_exception_handler(asyncio_exception_handler(reporter.problem.emit))
+
+    window = MainWindow(SettingsFile(), log_dir=logs.parent)
+    reporter.problem.connect(window.show_error)
+    window.show()
+    log.info("window shown")
+    start = loop.create_task(window.start(args.model, args.vision_tower, args.device, args.dtype))
+
+    with loop:
+        loop.run_forever()  # until the last window closes; closeEvent has already begun stopping the model thread
+    start.cancel()
+    stopped = window.shutdown(timeout_ms=10_000)
+    logging.shutdown()
+    if not stopped:
+        # The model thread is still inside a load that cannot be interrupted; Qt would abort on exit.
+        os._exit(0)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The `xvlm-chat` entry point."""
+    return run(parse_args(argv))

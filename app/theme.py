@@ -1,0 +1,56 @@
+"""The app's style sheet, derived from the system palette so light and dark schemes both look right."""
+
+from __future__ import annotations
+
+from PySide6.QtGui import QColor, QGuiApplication, QPalette
+
+
+def is_dark(palette: QPalette | None = None) -> bool:
+    palette = palette or QGuiApplication.palette()
+    return palette.color(QPalette.ColorRole.Window).lightness() < 128
+
+
+def _mix(first: QColor, second: QColor, amount: float) -> str:
+    """`amount` of `second` over `first`, as #rrggbb."""
+    return QColor(
+        round(first.red() * (1 - amount) + second.red() * amount),
+        round(first.green() * (1 - amount) + second.green() * amount),
+        round(first.blue() * (1 - amount) + second.blue() * amount),
+    ).name()
+
+
+def style_sheet(palette: QPalette | None = None) -> str:
+    palette = palette or QGuiApplication.palette()
+    dark = is_dark(palette)
+    base = palette.color(QPalette.ColorRole.Base)
+    window = palette.color(QPalette.ColorRole.Window)
+    text = palette.color(QPalette.ColorRole.Text)
+    accent = palette.color(QPalette.ColorRole.Highlight)
+    accent_text = palette.color(QPalette.ColorRole.HighlightedText)
+    muted = _mix(text, base, 0.45)
+    border = _mix(base, text, 0.18)
+    error = "#ff8a80" if dark else "#b3261e"
+    banner = "#4a3413" if dark else "#fff4e0"
+    banner_border = "#8a6a2a" if dark else "#f0c36d"
+    return f"""
+    QWidget#conversation, QScrollArea {{ background: {base.name()}; }}
+    QFrame#bubble {{ background: {_mix(base, accent, 0.16)}; border-radius: 14px; }}
+    QLabel#footer {{ color: {muted}; font-size: 8.5pt; }}
+    QLabel#footer[error="true"] {{ color: {error}; font-size: 9pt; }}
+    QLabel#emptyState {{ color: {muted}; }}
+    QFrame#composer {{ background: {base.name()}; border-top: 1px solid {border}; }}
+    QPlainTextEdit {{ background: {_mix(base, text, 0.04)}; border: 1px solid {border}; border-radius: 10px; }}
+    QPlainTextEdit:focus {{ border: 1px solid {accent.name()}; }}
+    QToolButton#sendButton {{ background: {accent.name()}; border-radius: 18px; border: none; }}
+    QToolButton#sendButton:hover {{ background: {_mix(accent, accent_text, 0.15)}; }}
+    QToolButton#sendButton[busy="true"] {{ background: {_mix(base, text, 0.75)}; }}
+    QFrame#imageChip {{ border: 1px solid {border}; border-radius: 8px; background: {_mix(base, text, 0.03)}; }}
+    QLabel#chipName {{ color: {muted}; }}
+    QLabel#notice {{ color: {error}; }}
+    QFrame#editBar {{ background: {_mix(base, accent, 0.12)}; border-radius: 6px; }}
+    QFrame#banner {{ background: {banner}; border: 1px solid {banner_border}; border-radius: 8px; }}
+    QWidget#firstRun {{ background: {window.name()}; }}
+    QFrame#card {{ background: {base.name()}; border: 1px solid {border}; border-radius: 12px; }}
+    QLabel#downloadStatus {{ color: {muted}; }}
+    QListWidget#chatList {{ background: {window.name()}; border: none; }}
+    """

@@ -1,0 +1,208 @@
+"""The model's own thread: `ModelWorker` owns the model stack and turns what xvlm_core yields into signals.
+
+Nothing else in the app touches the model. xvlm_core (and with it torch) is imported here lazily, on the
+worker's thread, so the window shows before any of it is loaded.
+
+Thread lifecycle, as `ModelThread` does it:
+  - the worker is created on the UI thread, then `moveToThread(thread)`; `thread.finished` -> `worker.deleteLater`;
+  - work arrives through queued signals connected to the slots `load`, `generate`, `list_devices`;
+  - cancel is *not* a slot: the thread is busy generating, so the UI thread sets the answer's
+    `threading.Event` directly (`AnswerRequest.cancel`, or `ModelWorker.cancel()`), and the core checks it
+    once per token;
+  - on window close: `cancel()`, `thread.quit()` (the event loop ends after the running slot returns),
+    `thread.wait(timeout)`.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+log = logging.getLogger(__name__)
+
+CHUNKS_PER_SECOND = 30
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    model: str  # a folder or a hub repo id
+    vision_tower: str = ""
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One message as the worker needs it: plain values, so building it needs no xvlm_core import."""
+
+    role: str  # "user" or "assistant"
+    text: str
+    images: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AnswerRequest:
+    """Answer the last turn of `turns` (the whole conversation). Set `cancel` from any thread to stop."""
+
+    request_id: int
+    turns: tuple[Turn, ...]
+    sampling: dict[str, Any] = field(default_factory=dict)
+    system: str = ""  # "" = the prompt the model was trained with
+    cancel: threading.Event = field(default_factory=threading.Event, compare=False)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A sentence for a person about an exception the core did not word itself."""
+    from xvlm_core.errors import XvlmError
+
+    if isinstance(exc, XvlmError):
+        return str(exc)
+    if isinstance(exc, MemoryError) or "OutOfMemory" in type(exc).__name__ or "out of memory" in str(exc).lower():
+        return ("The model ran out of memory. Close other programs, or in Settings choose a smaller precision "
+                "or the CPU, or start a new chat (shorter conversations need less memory).")
+    return (f"Something went wrong in the model ({type(exc).__name__}). "
+            "The details are in the log: Help → Open Log Folder.")
+
+
+def _default_load(request: LoadRequest, on_stage: Callable[[str], None]) -> Any:
+    from xvlm_core.model import load_model
+
+    return load_model(request.model, request.vision_tower or None, request.device, request.dtype, on_stage=on_stage)
+
+
+def _default_session(loaded: Any) -> Any:
+    from xvlm_core.session import ChatSession
+
+    return ChatSession(loaded)
+
+
+class ModelWorker(QObject):
+    """Loads the model and answers, one job at a time, on the thread it was moved to."""
+
+    stage_changed = Signal(str)  # "Loading the vision tower…"
+    loaded = Signal(dict)  # LoadedModel.summary()
+    load_failed = Signal(str)
+    devices_found = Signal(list)  # [(value, label)]
+    chunk_ready = Signal(int, str)  # request id, the text added since the last chunk
+    answer_finished = Signal(int, str, dict)  # request id, the whole answer, stats (+ "memory_mb")
+    answer_failed = Signal(int, str)  # request id, a message for a person
+
+    def __init__(
+        self,
+        load: Callable[[LoadRequest, Callable[[str], None]], Any] = _default_load,
+        session_factory: Callable[[Any], Any] = _default_session,
+        chunks_per_second: float = CHUNKS_PER_SECOND,
+    ):
+        super().__init__()
+        self._load = load
+        self._session_factory = session_factory
+        self._chunk_interval = 1.0 / chunks_per_second
+        self._loaded: Any = None
+        self._session: Any = None
+        self._current_cancel: threading.Event | None = None
+
+    def cancel(self) -> None:
+        """Stop the answer being generated; safe to call from any thread."""
+        event = self._current_cancel
+        if event is not None:
+            event.set()
+
+    @Slot(object)
+    def load(self, request: LoadRequest) -> None:
+        self._drop_model()  # free the old model's memory before the new one takes its own
+        try:
+            loaded = self._load(request, self.stage_changed.emit)
+            session = self._session_factory(loaded)
+            summary = dict(loaded.summary())
+        except Exception as exc:  # the worker's edge: everything below speaks in specific errors
+            log.exception("loading %s failed", request.model)
+            self.load_failed.emit(describe_failure(exc))
+            return
+        self._loaded, self._session = loaded, session
+        log.info("model loaded: %s", summary)
+        self.loaded.emit(summary)
+
+    @Slot(object)
+    def generate(self, request: AnswerRequest) -> None:
+        if self._session is None:
+            self.answer_failed.emit(request.request_id, "No model is loaded yet.")
+            return
+        self._current_cancel = request.cancel
+        try:
+            text, stats = self._stream(request)
+            stats["memory_mb"] = self._loaded.summary()["memory_mb"]
+        except Exception as exc:  # the worker's edge
+            log.exception("answer %d failed", request.request_id)
+            self.answer_failed.emit(request.request_id, describe_failure(exc))
+        else:
+            self.answer_finished.emit(request.request_id, text, stats)
+        finally:
+            self._current_cancel = None
+
+    def _stream(self, request: AnswerRequest) -> tuple[str, dict]:
+        """Drive the core's generator, batching its deltas into at most CHUNKS_PER_SECOND signals."""
+        from xvlm_core.generation import SamplingSettings
+        from xvlm_core.prompt import SYSTEM_V1, Message
+
+        messages = [Message(role=turn.role, text=turn.text, images=list(turn.images)) for turn in request.turns]
+        answer = self._session.answer(
+            messages, SamplingSettings(**request.sampling), system=request.system or SYSTEM_V1, cancel=request.cancel
+        )
+        pending: list[str] = []
+        last_emit = 0.0
+        for delta in answer:
+            pending.append(delta)
+            now = time.monotonic()
+            if now - last_emit >= self._chunk_interval:
+                self.chunk_ready.emit(request.request_id, "".join(pending))
+                pending.clear()
+                last_emit = now
+        if pending:
+            self.chunk_ready.emit(request.request_id, "".join(pending))
+        return answer.text, dict(answer.stats.as_dict())
+
+    @Slot()
+    def list_devices(self) -> None:
+        try:
+            from xvlm_core.device import available_devices
+
+            devices = available_devices()
+        except Exception:  # the worker's edge: the settings dialog falls back to auto and CPU
+            log.exception("listing devices failed")
+            devices = []
+        self.devices_found.emit(devices)
+
+    def _drop_model(self) -> None:
+        if self._loaded is not None:
+            self._session = self._loaded = None
+            gc.collect()
+
+
+class ModelThread:
+    """Runs a `ModelWorker` on a QThread of its own, with the lifecycle written in this module's docstring."""
+
+    def __init__(self, worker: ModelWorker):
+        self.worker = worker
+        self.thread = QThread()
+        self.thread.setObjectName("model")
+        worker.moveToThread(self.thread)
+        self.thread.finished.connect(worker.deleteLater)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout_ms: int = 5000) -> bool:
+        """Cancel what runs, end the thread's loop and wait; False if it was still busy (a load) at the timeout."""
+        self.worker.cancel()
+        self.thread.quit()
+        stopped = self.thread.wait(timeout_ms)
+        if not stopped:
+            log.warning("the model thread did not stop within %d ms", timeout_ms)
+        return stopped
