@@ -251,7 +251,16 @@ def _load_tower(network: XmodelVLM, tower: TowerSource) -> None:
             if layer >= kept:
                 continue  # layers after the selected one never influence the features
         state[local] = tensor
-    _assign(network.vision_tower.clip, state, f"vision tower ({tower.weight_files[0].parent})")
+    where = f"vision tower ({tower.weight_files[0].parent})"
+    try:
+        _assign(network.vision_tower.clip, state, where)
+    except CheckpointError as exc:
+        if tower.folder is not None:
+            raise
+        raise CheckpointError(
+            f"The vision tower embedded in the checkpoint does not match the shape its config names ({exc}); "
+            "pass its folder with --vision-tower."
+        ) from None
 
 
 def _load_language_and_projector(network: XmodelVLM, files: list[Path], with_vision: bool) -> None:

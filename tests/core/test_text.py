@@ -1,0 +1,70 @@
+"""Tokenizer rules of the original wrapper, and streaming text that never breaks a character."""
+
+from __future__ import annotations
+
+import pytest
+
+from xvlm_core.config import IMAGE_TOKEN_INDEX
+from xvlm_core.generation import TextStream
+from xvlm_core.prompt import Message, render_prompt
+from xvlm_core.tokenizer import StreamDecoder, Tokenizer, find_tokenizer_file
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir) -> Tokenizer:
+    return Tokenizer(find_tokenizer_file(tiny_model_dir))
+
+
+def test_prompt_ids_match_original(tokenizer, golden):
+    for case in golden["cases"].values():
+        assert tokenizer.encode_prompt(case["prompt"]) == case["input_ids"]
+
+
+def test_eos_text_is_the_eos_id_and_next_stretch_gets_its_own_prefix(tokenizer):
+    ids = tokenizer.encode_text("ASSISTANT: yes</s>USER: no")
+    assert ids.count(2) == 1
+    after = ids[ids.index(2) + 1:]
+    assert after == tokenizer.encode_text("USER: no")
+    assert tokenizer.sp.id_to_piece(after[0]).startswith("▁")
+
+
+def test_image_placeholder_becomes_sentinel_and_bos_appears_once(tokenizer):
+    ids = tokenizer.encode_prompt("A <image>\nB <image>\nC")
+    assert ids[0] == 1 and ids.count(1) == 1
+    assert ids.count(IMAGE_TOKEN_INDEX) == 2
+
+
+def test_render_prompt_v1_template():
+    messages = [Message("user", "Q1", ["a.png"]), Message("assistant", "  A1 "), Message("user", "Q2")]
+    assert render_prompt(messages, "SYS") == "SYS USER: <image>\nQ1 ASSISTANT: A1</s>USER: Q2 ASSISTANT:"
+
+
+@pytest.mark.parametrize("text", ["你好，世界！图片里有一只猫。", "Emoji 🐱🎉 and ünïcödé", "mixed 中文 and English 😀"])
+def test_stream_never_shows_broken_characters(tokenizer, text):
+    ids = tokenizer.encode_text(text)
+    decoder = StreamDecoder(tokenizer)
+    deltas = [decoder.push(i) for i in ids]
+    assert all("\ufffd" not in delta for delta in deltas)
+    assert "".join(deltas) == tokenizer.decode(ids)
+
+
+def test_byte_fallback_pieces_are_held_until_complete(tokenizer):
+    byte_ids = [tokenizer.sp.piece_to_id(f"<0x{b:02X}>") for b in "🐱".encode()]
+    assert all(i != tokenizer.sp.unk_id() for i in byte_ids)
+    decoder = StreamDecoder(tokenizer)
+    assert [decoder.push(i) for i in byte_ids] == ["", "", "", "🐱"]
+
+
+def test_text_stream_cuts_stop_string_split_over_tokens(tokenizer):
+    stream = TextStream(tokenizer)
+    pieces = tokenizer.encode_text("Hello there") + [tokenizer.sp.piece_to_id(p) for p in ("<", "/", "s", ">")]
+    shown = "".join(stream.push(i) for i in pieces)
+    assert stream.stopped
+    assert shown == stream.text == "Hello there"
+
+
+def test_text_stream_releases_a_lone_angle_bracket_at_the_end(tokenizer):
+    stream = TextStream(tokenizer)
+    ids = tokenizer.encode_text("a < b")
+    shown = "".join(stream.push(i) for i in ids) + stream.finish()
+    assert shown == stream.text == "a < b"
