@@ -1,0 +1,105 @@
+"""Untrusted image files: unusual but valid ones work, broken ones give a clear message."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from xvlm_core.errors import ImageError
+from xvlm_core.vision import ImagePreprocessor, load_image, pad_to_square
+
+
+def test_transparent_png_is_composited_on_white(tmp_path: Path):
+    path = tmp_path / "clear.png"
+    Image.new("RGBA", (10, 10), (255, 0, 0, 0)).save(path)
+    assert load_image(path).getpixel((5, 5)) == (255, 255, 255)
+
+
+def test_palette_png_with_transparency(tmp_path: Path):
+    path = tmp_path / "palette.png"
+    image = Image.new("P", (8, 8), 0)
+    image.putpalette([0, 0, 255] + [0, 0, 0] * 255)
+    image.save(path, transparency=0)
+    assert load_image(path).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_cmyk_jpeg(tmp_path: Path):
+    path = tmp_path / "print.jpg"
+    Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(path)
+    red, green, blue = load_image(path).getpixel((8, 8))
+    assert red > 200 and green < 60 and blue < 60
+
+
+def test_sixteen_bit_grey_png_is_scaled_not_clipped(tmp_path: Path):
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.full((8, 8), 32768, dtype=np.uint16)).save(path)
+    value = load_image(path).getpixel((4, 4))
+    assert value[0] == value[1] == value[2] and 120 <= value[0] <= 135
+
+
+def test_animated_gif_uses_first_frame(tmp_path: Path):
+    path = tmp_path / "anim.gif"
+    frames = [Image.new("RGB", (8, 8), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    red, green, blue = load_image(path).getpixel((4, 4))
+    assert red > 200 and blue < 60
+
+
+def test_exif_rotation_is_applied(tmp_path: Path):
+    path = tmp_path / "phone.jpg"
+    image = Image.new("RGB", (40, 20), (0, 128, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to view
+    image.save(path, exif=exif)
+    assert load_image(path).size == (20, 40)
+
+
+def test_bytes_are_accepted(tmp_path: Path):
+    buffer = io.BytesIO()
+    Image.new("RGB", (5, 7), (1, 2, 3)).save(buffer, format="PNG")
+    assert load_image(buffer.getvalue()).size == (5, 7)
+
+
+def test_text_file_is_not_an_image(tmp_path: Path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello")
+    with pytest.raises(ImageError, match="notes.txt: not an image"):
+        load_image(path)
+
+
+def test_truncated_png_is_reported(tmp_path: Path):
+    path = tmp_path / "cut.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(ImageError, match="cut.png: the image is truncated or damaged"):
+        load_image(path)
+
+
+def test_decompression_bomb_is_refused(tmp_path: Path):
+    path = tmp_path / "bomb.png"
+    Image.new("1", (12_000, 12_000)).save(path)  # a few KB on disk, 144 megapixels decoded
+    assert path.stat().st_size < 100_000
+    with pytest.raises(ImageError, match="too large"):
+        load_image(path)
+
+
+def test_missing_file(tmp_path: Path):
+    with pytest.raises(ImageError, match="no such file"):
+        load_image(tmp_path / "gone.png")
+
+
+def test_pad_uses_the_clip_mean_colour_and_centres():
+    padded = pad_to_square(Image.new("RGB", (4, 2), (0, 0, 0)), (122, 116, 104))
+    assert padded.size == (4, 4)
+    assert padded.getpixel((0, 0)) == (122, 116, 104)
+    assert padded.getpixel((0, 1)) == (0, 0, 0)
+
+
+def test_preprocessor_output_shape_and_normalisation():
+    pixels = ImagePreprocessor()(Image.new("RGB", (500, 280), (122, 116, 104)))
+    assert tuple(pixels.shape) == (1, 3, 336, 336)
+    assert float(pixels.abs().max()) < 0.02  # the (truncated) mean colour normalises to about zero
