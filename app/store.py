@@ -736,7 +736,8 @@ def auto_title(question: str) -> str:
 
 def search_terms(query: str) -> list[str]:
     """The words of a search query, "quoted text" kept as one term; nothing in it is syntax beyond quotes."""
-    query = query.encode("utf-8", "replace").decode("utf-8")  # lone surrogates cannot be sent to SQLite
+    # Lone surrogates cannot be sent to SQLite, and FTS5 reads a NUL as the end of the query.
+    query = query.encode("utf-8", "replace").decode("utf-8").replace("\x00", " ")
     terms = []
     for phrase, word in re.findall(r'"([^"]+)"|(\S+)', query[:1000]):
         term = " ".join(phrase.split()) if phrase else word
@@ -874,7 +875,7 @@ def _image_inside(folder: Path, name: str, where: str) -> Path:
 def _file_stem(chat: Chat) -> str:
     """A file name for a chat's export, safe on every system: the title without characters that paths reserve."""
     stem = re.sub(r'[\x00-\x1f\x7f<>:"/\\|?*]', " ", chat.title)
-    stem = " ".join(stem.split())[:80].strip(" .")
+    stem = " ".join(stem.split())[:80].strip(" .…")
     # Windows reserves these names with any extension.
     if not stem or re.fullmatch(r"(con|prn|aux|nul|com\d|lpt\d)", stem, re.I):
         stem = f"chat-{chat.id}"
