@@ -31,7 +31,6 @@ from xvlm_core.errors import ImageError, XvlmError
 from app import APP_NAME
 from app.instance_lock import InstanceLock
 
-SCHEMA_VERSION = 2
 SQLITE_HEADER = b"SQLite format 3\x00"
 FINISHED_STATUSES = ("complete", "stopped", "interrupted", "failed")
 STREAM_WRITE_INTERVAL_S = 1.0
@@ -112,7 +111,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')",
     ),
 )
-assert len(_MIGRATIONS) == SCHEMA_VERSION
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 class StoreError(XvlmError):
@@ -470,7 +469,7 @@ class ChatStore:
         The first question of an untitled chat becomes its title. Raises ImageError, saving nothing,
         when an image cannot be used.
         """
-        self._require_writable()
+        self._require_writable()  # before any image is copied in
         stored = [self._store_image(image) for image in images]
         with self._write() as db:
             title = self._require_chat(db, chat_id)

@@ -325,6 +325,8 @@ def test_read_only_store_reads_but_refuses_writes(db_path: Path) -> None:
                     change()
         assert writer.load_chat(chat_id).title == "hello from the writer"
     assert not (db_path.parent / "images").exists()  # the refused image was not copied in
+    with ChatStore(db_path, read_only=True) as reader:  # also with no writer running
+        assert [chat.title for chat in reader.list_chats()] == ["hello from the writer"]
 
 
 def test_a_second_writer_is_refused_until_the_first_closes(db_path: Path) -> None:
