@@ -250,10 +250,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not file.lfs:
             return self._send_file(f"{repo_id}/{filename}", file, with_body, {**common, "ETag": f'"{file.git_oid}"'})
         self.send_response(302)
-        for name, value in {**common, "Location": f"{self.hub.cdn_url}/cdn/{file.sha256}",
+        for header, value in {**common, "Location": f"{self.hub.cdn_url}/cdn/{file.sha256}",
                             "ETag": f'"{file.git_oid}"', "X-Linked-Etag": f'"{file.sha256}"',
                             "X-Linked-Size": str(file.size), "Content-Length": "0"}.items():
-            self.send_header(name, value)
+            self.send_header(header, value)
         self.end_headers()
 
     def _cdn(self, sha256: str, with_body: bool) -> None:
@@ -266,9 +266,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_json(self, status: int, payload: object, headers: dict[str, str] | None = None) -> None:
         body = json.dumps(payload).encode()
         self.send_response(status)
-        for name, value in {**(headers or {}), "Content-Type": "application/json",
+        for header, value in {**(headers or {}), "Content-Type": "application/json",
                             "Content-Length": str(len(body))}.items():
-            self.send_header(name, value)
+            self.send_header(header, value)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -284,9 +284,9 @@ class _Handler(BaseHTTPRequestHandler):
             end = min(int(match.group(2)), end) if match.group(2) else end
         self.send_response(206 if requested else 200)
         extra = {"Content-Range": f"bytes {start}-{end}/{file.size}"} if requested else {}
-        for name, value in {**headers, **extra, "Accept-Ranges": "bytes",
+        for header, value in {**headers, **extra, "Accept-Ranges": "bytes",
                             "Content-Length": str(end - start + 1)}.items():
-            self.send_header(name, value)
+            self.send_header(header, value)
         self.end_headers()
         if with_body:
             self.hub.ranges.append((name, start))

@@ -1134,7 +1134,7 @@ class _Meter:
         self.current = ""
         self._on_progress = on_progress
         self._clock = clock
-        self._speed = 0.0
+        self._speed = self._average = self._weight = 0.0
         self._window = 0  # network bytes since the last speed sample
         self._sampled_at = self._emitted_at = clock()
         self._emit()
@@ -1158,9 +1158,12 @@ class _Meter:
         now = self._clock()
         elapsed = now - self._sampled_at
         if elapsed > 0 and (self._window or elapsed >= self.INTERVAL_S):
-            rate = self._window / elapsed
+            # An exponential average with its start-up bias divided out: the plain average over the first seconds,
+            # then one that forgets the past within about SMOOTHING_S.
             weight = 1 - math.exp(-elapsed / self.SMOOTHING_S)
-            self._speed = rate if self._speed == 0 else self._speed + weight * (rate - self._speed)
+            self._average += weight * (self._window / elapsed - self._average)
+            self._weight += weight * (1 - self._weight)
+            self._speed = self._average / self._weight
             self._window, self._sampled_at = 0, now
         self._emitted_at = now
         remaining = max(0, self.total - self.done)

@@ -11,6 +11,12 @@ from hubserver import FakeHub
 from xvlm_core import hub
 
 
+@pytest.fixture(autouse=True)
+def no_real_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that forgets to set up a hub fails fast on a closed loopback port, never reaching the real one."""
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+
+
 @pytest.fixture
 def hub_server(fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
     """The tiny checkpoint as XiaoduoAILab/Xmodel_VLM and the tiny CLIP as openai/clip-vit-large-patch14-336.

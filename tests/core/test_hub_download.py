@@ -1,0 +1,412 @@
+"""First launch against a hub on 127.0.0.1: plan, download, resume after cuts, cancels and crashes, fail clearly."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from huggingface_hub import snapshot_download, try_to_load_from_cache
+
+from xvlm_core import hub
+from xvlm_core.errors import Cancelled, CheckpointError
+from xvlm_core.generation import SamplingSettings
+from xvlm_core.model import load_model
+from xvlm_core.prompt import Message
+from xvlm_core.session import ChatSession
+
+MODEL = "XiaoduoAILab/Xmodel_VLM"
+TOWER = "openai/clip-vit-large-patch14-336"
+WEIGHTS = f"{MODEL}/model.safetensors"
+
+
+def weights_size(tiny_model_dir: Path) -> int:
+    return (tiny_model_dir / "model.safetensors").stat().st_size
+
+
+def planned(hub_server) -> hub.DownloadPlan:
+    """The plan, then counters reset so they show what the download itself fetched."""
+    plan = hub.plan_download(hub.DEFAULT_MODEL)
+    hub_server.served.clear()
+    hub_server.ranges.clear()
+    return plan
+
+
+def partial_of(name: str) -> Path:
+    (path,) = (hub.default_cache_dir() / f"models--{name.replace('/', '--')}" / "blobs").glob("*.incomplete")
+    return path
+
+
+def assert_not_usable() -> None:
+    assert hub.installed_model_folder(hub.DEFAULT_MODEL) is None
+    assert hub.find_cached(MODEL) is None
+
+
+def test_plan_shows_files_sizes_destination_and_free_space(hub_server, tiny_model_dir, tiny_tower_dir):
+    plan = hub.plan_download(hub.DEFAULT_MODEL)
+    names = {(file.repo_id, file.filename) for file in plan.files}
+    assert names == {
+        (MODEL, "config.json"), (MODEL, "generation_config.json"), (MODEL, "special_tokens_map.json"),
+        (MODEL, "tokenizer_config.json"), (MODEL, "xmodel_32000.model"), (MODEL, "model.safetensors"),
+        (TOWER, "config.json"), (TOWER, "preprocessor_config.json"),  # the checkpoint embeds the tower's weights
+    }
+    expected = sum((tiny_model_dir / name).stat().st_size for _, name in names if _ == MODEL)
+    expected += sum((tiny_tower_dir / name).stat().st_size for _, name in names if _ == TOWER)
+    assert plan.total_bytes == plan.missing_bytes == expected
+    assert plan.tower_embedded is True
+    assert plan.destination == hub.default_cache_dir()
+    assert plan.free_bytes > 0 and plan.enough_space
+    weights = next(file for file in plan.files if file.filename == "model.safetensors")
+    assert weights.sha256 == hub_server.repos[MODEL].files["model.safetensors"].sha256
+    # Planning reads only the safetensors header, never the weights themselves.
+    assert hub_server.served[WEIGHTS] < 100_000
+
+
+def test_clean_download_then_offline_load_answers(hub_server, golden, images_dir, monkeypatch):
+    folder = hub.download_model(hub.DEFAULT_MODEL)
+    assert folder == hub.installed_model_folder(hub.DEFAULT_MODEL) == hub.find_cached(MODEL)
+    assert hub.find_cached(TOWER) is not None
+    hub_server.stop()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    loaded = load_model(MODEL, vision_tower=TOWER, dtype="float32")
+    case = golden["cases"]["single_square"]
+    question = Message("user", case["turns"][0][0], [str(images_dir / case["images"][0])])
+    answer = ChatSession(loaded).answer([question], SamplingSettings(max_new_tokens=case["max_new_tokens"]))
+    list(answer)
+    assert answer.output_ids == case["output_ids"]
+
+
+def test_huggingface_hub_finds_the_files_offline(hub_server):
+    hub.download_model(hub.DEFAULT_MODEL)
+    cache = hub.default_cache_dir()
+    config = try_to_load_from_cache(MODEL, "model.safetensors", cache_dir=cache)
+    assert isinstance(config, str) and Path(config).stat().st_size == hub_server.repos[MODEL].files[
+        "model.safetensors"].size
+    folder = snapshot_download(MODEL, cache_dir=cache, local_files_only=True)
+    assert Path(folder) == hub.find_cached(MODEL)
+    assert (Path(folder) / "model.safetensors").is_symlink()
+
+
+def test_models_already_in_the_hub_cache_are_not_fetched_again(hub_server):
+    # As if the user had fetched the model earlier with huggingface_hub's own tools.
+    for repo in hub.DEFAULT_MODEL.repos:
+        snapshot_download(repo.repo_id, cache_dir=hub.default_cache_dir(), endpoint=hub_server.url, token=False,
+                          allow_patterns=["*.json", "*.model", "*.safetensors"])
+    plan = planned(hub_server)
+    assert plan.missing_bytes == 0
+    assert hub.download_model(hub.DEFAULT_MODEL, plan=plan) == hub.find_cached(MODEL)
+    assert sum(hub_server.served.values()) == 0
+
+
+def test_cut_mid_file_resumes_without_fetching_bytes_again(hub_server, tiny_model_dir):
+    plan = planned(hub_server)
+    hub_server.cut_at(WEIGHTS, 5_000_000)
+    hub.download_model(hub.DEFAULT_MODEL, plan=plan)
+    assert hub_server.ranges.count((WEIGHTS, 5_000_000)) == 1
+    assert hub_server.served[WEIGHTS] == weights_size(tiny_model_dir)
+
+
+def test_download_stopped_by_a_lost_hub_resumes_on_the_next_run(hub_server, tiny_model_dir):
+    plan = planned(hub_server)
+    hub_server.cut_at(WEIGHTS, 6_000_000)
+    hub_server.go_away_on_cut = True
+    with pytest.raises(hub.DownloadError) as error:
+        hub.download_model(hub.DEFAULT_MODEL, plan=plan)
+    assert error.value.kind == "unreachable"
+    assert "127.0.0.1" in str(error.value)
+    assert_not_usable()
+    with pytest.raises(CheckpointError, match="not downloaded yet"):
+        load_model(MODEL)
+    assert partial_of(MODEL).stat().st_size == 6_000_000
+
+    hub_server.start()  # the hub is back, on the same address
+    hub_server.served.clear()
+    hub.download_model(hub.DEFAULT_MODEL)
+    assert (WEIGHTS, 6_000_000) in hub_server.ranges
+    assert hub_server.served[WEIGHTS] < 100_000 + weights_size(tiny_model_dir) - 6_000_000  # header + the rest
+    assert hub.installed_model_folder(hub.DEFAULT_MODEL) is not None
+
+
+def test_after_a_crash_only_the_bytes_synced_to_disk_are_kept(hub_server, tiny_model_dir):
+    plan = planned(hub_server)
+    hub_server.cut_at(WEIGHTS, 9_000_000)
+    hub_server.go_away_on_cut = True
+    with pytest.raises(hub.DownloadError):
+        hub.download_model(hub.DEFAULT_MODEL, plan=plan)
+    partial = partial_of(MODEL)
+    sidecar = partial.with_name(partial.name + ".json")
+    record = json.loads(sidecar.read_text())
+    # A crash (not a clean stop): the sidecar still says 8 MiB were synced, and the OS lost data after that.
+    record["durable_bytes"] = 8 * 2**20
+    sidecar.write_text(json.dumps(record))
+    with partial.open("r+b") as handle:
+        handle.seek(8 * 2**20)
+        handle.write(b"\0" * 4096)
+
+    hub_server.start()
+    hub_server.ranges.clear()
+    hub.download_model(hub.DEFAULT_MODEL, plan=plan)
+    assert hub_server.ranges == [(WEIGHTS, 8 * 2**20)]
+    assert hub.installed_model_folder(hub.DEFAULT_MODEL) is not None
+
+
+def test_cancel_stops_within_a_second_and_the_next_run_continues(hub_server, tiny_model_dir):
+    plan = planned(hub_server)
+    hub_server.bytes_per_s = 8_000_000
+    cancel = threading.Event()
+    cancelled_at: list[float] = []
+
+    def on_progress(progress: hub.DownloadProgress) -> None:
+        if progress.done_bytes > 2_000_000 and not cancel.is_set():
+            cancelled_at.append(time.monotonic())
+            cancel.set()
+
+    with pytest.raises(hub.DownloadError) as error:
+        hub.download_model(hub.DEFAULT_MODEL, on_progress=on_progress, cancel=cancel, plan=plan)
+    assert time.monotonic() - cancelled_at[0] < 1.0
+    assert error.value.kind == "cancelled" and isinstance(error.value, Cancelled)
+    assert_not_usable()
+    kept = partial_of(MODEL).stat().st_size
+    assert kept > 1_000_000
+
+    hub_server.bytes_per_s = None
+    hub_server.ranges.clear()
+    hub.download_model(hub.DEFAULT_MODEL, plan=plan)
+    assert hub_server.ranges == [(WEIGHTS, kept)]
+
+
+def test_cancel_while_the_hub_is_silent(hub_server):
+    plan = planned(hub_server)
+    hub_server.bytes_per_s = 1_000  # one chunk, then a minute of silence
+    cancel = threading.Event()
+    threading.Timer(0.5, cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(hub.DownloadError) as error:
+        hub.download_model(hub.DEFAULT_MODEL, cancel=cancel, plan=plan)
+    assert error.value.kind == "cancelled"
+    assert time.monotonic() - started < 1.5
+
+
+def test_bursts_of_503_are_retried(hub_server):
+    hub_server.fail_next(3)
+    assert hub.download_model(hub.DEFAULT_MODEL) == hub.installed_model_folder(hub.DEFAULT_MODEL)
+    assert sum(1 for request in hub_server.requests if request[0] == "GET") > 3
+
+
+def test_a_hub_that_keeps_failing_gives_up_with_a_clear_error(hub_server):
+    hub_server.fail_next(100)
+    with pytest.raises(hub.DownloadError) as error:
+        hub.download_model(hub.DEFAULT_MODEL)
+    assert error.value.kind == "unreachable"
+    assert "503" in str(error.value) and f"{hub.RETRY.attempts} tries" in str(error.value)
+    assert len(hub_server.requests) == hub.RETRY.attempts
+
+
+def test_hub_gone_is_a_clear_error_and_nothing_is_installed(hub_server):
+    hub_server.stop()
+    with pytest.raises(hub.DownloadError) as error:
+        hub.download_model(hub.DEFAULT_MODEL)
+    assert error.value.kind == "unreachable"
+    assert str(error.value).startswith(f"Cannot reach the model hub at {hub_server.url.removeprefix('http://')}")
+    assert_not_usable()
+
+
+def test_unknown_host_reads_as_no_network(hub_server, monkeypatch):
+    monkeypatch.setattr(hub, "RETRY", hub.RetryPolicy(attempts=1))
+    with pytest.raises(hub.DownloadError) as error:
+        hub.download_model(hub.DEFAULT_MODEL, endpoint="http://no-such-host.invalid")
+    assert error.value.kind == "offline"
+    assert "No network connection" in str(error.value)
+
+
+@pytest.mark.parametrize("name", [WEIGHTS, f"{MODEL}/config.json"])
+def test_a_wrong_byte_is_detected_and_the_file_deleted(hub_server, name):
+    plan = planned(hub_server)
+    hub_server.corrupt(name, 1000)
+    with pytest.raises(hub.DownloadError) as error:
+        hub.download_model(hub.DEFAULT_MODEL, plan=plan)
+    assert error.value.kind == "integrity"
+    assert name.removeprefix(f"{MODEL}/") in str(error.value) and "deleted" in str(error.value)
+    blobs = hub.default_cache_dir() / f"models--{MODEL.replace('/', '--')}" / "blobs"
+    file = hub_server.repos[MODEL].files[name.removeprefix(f"{MODEL}/")]
+    assert not (blobs / (file.sha256 if file.lfs else file.git_oid)).exists()
+    assert not list(blobs.glob("*.incomplete*"))
+    assert_not_usable()
+
+
+def _fail_writes_after(monkeypatch: pytest.MonkeyPatch, limit: int, code: int) -> None:
+    """The disk accepts `limit` more bytes of downloads, then refuses with `code`."""
+    original = hub._PartialFile.append
+    budget = [limit]
+
+    def append(self, data: bytes) -> None:
+        if len(data) > budget[0]:
+            raise OSError(code, os.strerror(code))
+        budget[0] -= len(data)
+        original(self, data)
+
+    monkeypatch.setattr(hub._PartialFile, "append", append)
+
+
+def test_disk_full_mid_download_says_so_and_leaves_the_cache_consistent(hub_server, monkeypatch):
+    plan = planned(hub_server)
+    with monkeypatch.context() as patch, pytest.raises(hub.DownloadError) as error:
+        _fail_writes_after(patch, 4_000_000, errno.ENOSPC)
+        hub.download_model(hub.DEFAULT_MODEL, plan=plan)
+    assert error.value.kind == "disk_full"
+    assert str(error.value).startswith("The disk is full")
+    assert_not_usable()
+    partial = partial_of(MODEL)
+    record = json.loads(partial.with_name(partial.name + ".json").read_text())
+    assert record["durable_bytes"] == partial.stat().st_size > 3_000_000
+
+    hub_server.ranges.clear()
+    hub.download_model(hub.DEFAULT_MODEL, plan=plan)
+    assert hub_server.ranges == [(WEIGHTS, record["durable_bytes"])]
+
+
+def test_permission_denied_is_its_own_error(hub_server, monkeypatch):
+    _fail_writes_after(monkeypatch, 0, errno.EACCES)
+    with pytest.raises(hub.DownloadError) as error:
+        hub.download_model(hub.DEFAULT_MODEL)
+    assert error.value.kind == "permission"
+    assert "permission denied" in str(error.value)
+
+
+def test_not_enough_space_fails_before_downloading(hub_server, monkeypatch):
+    monkeypatch.setattr(hub, "_free_bytes", lambda path: 1_000_000)
+    plan = planned(hub_server)
+    with pytest.raises(hub.DownloadError) as error:
+        hub.download_model(hub.DEFAULT_MODEL, plan=plan)
+    assert error.value.kind == "disk_full"
+    assert str(error.value) == (
+        f"Not enough disk space: Xmodel-VLM needs {hub.format_size(plan.needed_bytes)} more in "
+        f"{hub.default_cache_dir()} (1.0 MB free). Free up space or choose another folder.")
+    assert sum(hub_server.served.values()) == 0
+
+
+def test_unknown_model_is_not_found(hub_server):
+    with pytest.raises(hub.DownloadError) as error:
+        hub.plan_download(hub.model_spec("someone/no-such-model"))
+    assert error.value.kind == "not_found"
+    assert "someone/no-such-model" in str(error.value) and "HF_TOKEN" in str(error.value)
+
+
+def test_private_model_uses_the_token_from_the_environment(hub_server, monkeypatch):
+    hub_server.token = "secret-token"
+    with pytest.raises(hub.DownloadError) as error:
+        hub.plan_download(hub.DEFAULT_MODEL)
+    assert error.value.kind == "not_found"
+    monkeypatch.setenv("HF_TOKEN", "secret-token")
+    hub_server.requests.clear()
+    assert hub.download_model(hub.DEFAULT_MODEL) == hub.find_cached(MODEL)
+    # The token goes to the hub, never to the file host (another origin) that large files are redirected to.
+    to_hub = {auth for _, path, auth in hub_server.requests if not path.startswith("/cdn/")}
+    to_file_host = {auth for _, path, auth in hub_server.requests if path.startswith("/cdn/")}
+    assert to_hub == {"Bearer secret-token"} and to_file_host == {None}
+
+
+def test_gated_model_asks_for_access(hub_server):
+    hub_server.gated.add(MODEL)
+    with pytest.raises(hub.DownloadError) as error:
+        hub.plan_download(hub.DEFAULT_MODEL)
+    assert error.value.kind == "auth"
+    assert "gated" in str(error.value) and "HF_TOKEN" in str(error.value)
+
+
+def test_unknown_revision_is_not_found(hub_server):
+    with pytest.raises(hub.DownloadError, match="no such revision") as error:
+        hub.plan_download(hub.DEFAULT_MODEL.with_revision("v9"))
+    assert error.value.kind == "not_found"
+
+
+def test_mirror_endpoint_overrides_the_environment(hub_server, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
+    assert hub.download_model(hub.DEFAULT_MODEL, endpoint=hub_server.url) is not None
+
+
+def test_offline_mode_without_the_model_says_what_is_missing(hub_server, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(hub.DownloadError) as error:
+        hub.download_model(hub.DEFAULT_MODEL)
+    assert error.value.kind == "offline"
+    assert f"{MODEL} is not downloaded" in str(error.value)
+    assert hub_server.requests == []
+
+
+def test_offline_mode_with_a_complete_cache_needs_no_network(hub_server, monkeypatch):
+    folder = hub.download_model(hub.DEFAULT_MODEL)
+    hub_server.stop()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub.download_model(hub.DEFAULT_MODEL) == folder
+    plan = hub.plan_download(hub.DEFAULT_MODEL)
+    assert plan.missing_bytes == 0 and plan.total_bytes > 17_000_000
+
+
+def test_unreachable_hub_falls_back_to_a_complete_cache(hub_server):
+    folder = hub.download_model(hub.DEFAULT_MODEL)
+    hub_server.stop()
+    assert hub.download_model(hub.DEFAULT_MODEL) == folder
+
+
+def test_progress_is_monotonic_throttled_and_ends_complete(hub_server):
+    plan = planned(hub_server)
+    hub_server.bytes_per_s = 25_000_000
+    events: list[hub.DownloadProgress] = []
+    started = time.monotonic()
+    hub.download_model(hub.DEFAULT_MODEL, on_progress=events.append, plan=plan)
+    elapsed = time.monotonic() - started
+    assert len(events) <= 21 * elapsed + 2
+    assert [event.done_bytes for event in events] == sorted(event.done_bytes for event in events)
+    assert events[-1].done_bytes == events[-1].total_bytes == plan.total_bytes
+    assert events[-1].eta_s == 0
+    middle = [event for event in events if 0 < event.done_bytes < event.total_bytes and event.speed_bps > 0]
+    assert middle and all(5e6 < event.speed_bps < 60e6 for event in middle[len(middle) // 2:])
+    assert all(event.eta_s is not None and event.eta_s > 0 for event in middle)
+    assert {event.current_file for event in middle} >= {WEIGHTS}
+
+
+def test_progress_speed_is_smoothed_and_events_are_throttled():
+    clock = [0.0]
+    events: list[hub.DownloadProgress] = []
+    meter = hub._Meter(total=200_000_000, done=0, on_progress=events.append, clock=lambda: clock[0])
+    for _ in range(1000):  # 10 MB/s for 10 s, in 100 KB pieces every 10 ms
+        clock[0] += 0.01
+        meter.received(100_000, "file")
+    assert 150 < len(events) <= 1 + 10 * 20  # the first event, then at most one per 50 ms
+    assert events[-1].speed_bps == pytest.approx(10e6, rel=0.01)
+    assert events[-1].eta_s == pytest.approx(10, rel=0.01)
+    clock[0] += 0.5  # half a second without data barely moves the estimate
+    meter.received(0, "file")
+    assert 8e6 < events[-1].speed_bps < 10e6
+
+
+def test_bin_checkpoint_skips_the_tower_weights_once_it_sees_them_inside(hub_server):
+    spec = hub.model_spec("XiaoduoAILab/Xmodel_VLM_bin")
+    plan = hub.plan_download(spec)
+    # Its config names the tower by a path from the authors' machine; the tower is found by that folder's name.
+    assert {file.repo_id for file in plan.files} == {spec.repo_id, TOWER}
+    assert plan.tower_embedded is None  # a .bin must be here before its keys can be read
+    assert f"{TOWER}/model.safetensors" in {f"{file.repo_id}/{file.filename}" for file in plan.files}
+    hub_server.served.clear()
+    events: list[hub.DownloadProgress] = []
+    folder = hub.download_model(spec, on_progress=events.append, plan=plan)
+    assert hub_server.served[f"{TOWER}/model.safetensors"] == 0
+    assert events[-1].done_bytes == events[-1].total_bytes < plan.total_bytes
+    assert folder == hub.installed_model_folder(spec)
+
+
+def test_local_dir_holds_the_model_and_validates(hub_server, tmp_path):
+    target = tmp_path / "models" / "xmodel"
+    assert hub.download_model(hub.DEFAULT_MODEL, local_dir=target) == target
+    assert (target / "model.safetensors").stat().st_size == hub_server.repos[MODEL].files["model.safetensors"].size
+    assert not list(target.glob("*.incomplete")) and not list((target / ".cache").rglob("*.incomplete"))
+    hub.validate_local_folder(target)
+    hub_server.served.clear()
+    plan = hub.plan_download(hub.DEFAULT_MODEL, local_dir=target)
+    assert plan.missing_bytes == 0 and plan.destination == target
