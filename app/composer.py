@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 
 from app import APP_NAME
 from app.icons import icon
+from app.worker import import_core
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +66,7 @@ def check_image(path: str) -> QImage:
 
     Runs off the UI thread: xvlm_core.vision and a large image both take a while to load.
     """
-    from xvlm_core.vision import load_image
-
-    image = load_image(path)  # upright RGB, or ImageError with a message for people
+    image = import_core("xvlm_core.vision").load_image(path)  # upright RGB, or ImageError with a message for people
     image.thumbnail((CHIP_SIDE * 4, CHIP_SIDE * 4))
     raw = image.tobytes("raw", "RGB")
     return QImage(raw, image.width, image.height, image.width * 3, QImage.Format.Format_RGB888).copy()

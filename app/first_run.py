@@ -29,6 +29,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.worker import import_core
+
 log = logging.getLogger(__name__)
 
 PROGRESS_PER_SECOND = 20
@@ -55,28 +57,23 @@ class HubDownloads:
     """The hub calls this page makes. Each one blocks: call them off the UI thread."""
 
     def spec(self, name: str) -> Any:
-        from xvlm_core import hub
-
+        hub = import_core("xvlm_core.hub")
         return hub.model_spec(name or None)
 
     def installed_folder(self, spec: Any) -> Path | None:
-        from xvlm_core import hub
-
+        hub = import_core("xvlm_core.hub")
         return hub.installed_model_folder(spec)
 
     def plan(self, spec: Any, endpoint: str) -> Any:
-        from xvlm_core import hub
-
+        hub = import_core("xvlm_core.hub")
         return hub.plan_download(spec, endpoint=endpoint or None)
 
     def download(self, spec: Any, on_progress: Callable[[Any], None], cancel: threading.Event, endpoint: str) -> Path:
-        from xvlm_core import hub
-
+        hub = import_core("xvlm_core.hub")
         return hub.download_model(spec, on_progress, cancel, endpoint=endpoint or None)
 
     def validate_folder(self, folder: Path) -> None:
-        from xvlm_core import hub
-
+        hub = import_core("xvlm_core.hub")
         hub.validate_local_folder(folder)
 
 

@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import platformdirs
@@ -129,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
 
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
+    # Plain threads for blocking hub and image calls; closing the loop waits for them (a download is cancelled first).
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=4, thread_name_prefix="io"))
     loop.set_exception_handler(asyncio_exception_handler(reporter.problem.emit))
 
     window = MainWindow(SettingsFile(), log_dir=logs.parent)

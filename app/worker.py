@@ -16,6 +16,7 @@ Thread lifecycle, as `ModelThread` does it:
 from __future__ import annotations
 
 import gc
+import importlib
 import logging
 import threading
 import time
@@ -28,6 +29,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 log = logging.getLogger(__name__)
 
 CHUNKS_PER_SECOND = 30
+_IMPORT_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,16 @@ class AnswerRequest:
     cancel: threading.Event = field(default_factory=threading.Event, compare=False)
 
 
+def import_core(module: str) -> Any:
+    """Import an xvlm_core module, one thread at a time.
+
+    transformers resolves its names lazily and not thread-safely: the model thread loading the model while
+    another thread checks a dropped image (xvlm_core.vision) could otherwise fail with an ImportError.
+    """
+    with _IMPORT_LOCK:
+        return importlib.import_module(module)
+
+
 def describe_failure(exc: BaseException) -> str:
     """A sentence for a person about an exception the core did not word itself."""
     from xvlm_core.errors import XvlmError
@@ -72,15 +84,12 @@ def describe_failure(exc: BaseException) -> str:
 
 
 def _default_load(request: LoadRequest, on_stage: Callable[[str], None]) -> Any:
-    from xvlm_core.model import load_model
-
+    load_model = import_core("xvlm_core.model").load_model
     return load_model(request.model, request.vision_tower or None, request.device, request.dtype, on_stage=on_stage)
 
 
 def _default_session(loaded: Any) -> Any:
-    from xvlm_core.session import ChatSession
-
-    return ChatSession(loaded)
+    return import_core("xvlm_core.session").ChatSession(loaded)
 
 
 class ModelWorker(QObject):
@@ -148,12 +157,11 @@ class ModelWorker(QObject):
 
     def _stream(self, request: AnswerRequest) -> tuple[str, dict]:
         """Drive the core's generator, batching its deltas into at most CHUNKS_PER_SECOND signals."""
-        from xvlm_core.generation import SamplingSettings
-        from xvlm_core.prompt import SYSTEM_V1, Message
-
-        messages = [Message(role=turn.role, text=turn.text, images=list(turn.images)) for turn in request.turns]
+        generation, prompt = import_core("xvlm_core.generation"), import_core("xvlm_core.prompt")
+        messages = [prompt.Message(turn.role, turn.text, list(turn.images)) for turn in request.turns]
         answer = self._session.answer(
-            messages, SamplingSettings(**request.sampling), system=request.system or SYSTEM_V1, cancel=request.cancel
+            messages, generation.SamplingSettings(**request.sampling), system=request.system or prompt.SYSTEM_V1,
+            cancel=request.cancel,
         )
         pending: list[str] = []
         last_emit = 0.0
@@ -171,9 +179,7 @@ class ModelWorker(QObject):
     @Slot()
     def list_devices(self) -> None:
         try:
-            from xvlm_core.device import available_devices
-
-            devices = available_devices()
+            devices = import_core("xvlm_core.device").available_devices()
         except Exception:  # the worker's edge: the settings dialog falls back to auto and CPU
             log.exception("listing devices failed")
             devices = []

@@ -1,0 +1,159 @@
+"""Stand-ins for the model: a real session slowed down, a fake one, a fake load; and a UI-thread heartbeat."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from PySide6.QtCore import QElapsedTimer, QObject, QTimer
+
+
+class SlowAnswer:
+    """The core's answer, with a pause before each delta: a model slow enough to stop mid-answer."""
+
+    def __init__(self, answer, delay_s: float):
+        self._answer, self._delay = answer, delay_s
+
+    def __iter__(self):
+        for delta in self._answer:
+            time.sleep(self._delay)
+            yield delta
+
+    @property
+    def text(self) -> str:
+        return self._answer.text
+
+    @property
+    def stats(self):
+        return self._answer.stats
+
+
+class SlowSession:
+    """Wraps a real ChatSession (same answers) but sleeps `delay_s` before each delta it yields."""
+
+    def __init__(self, loaded, delay_s: float = 0.05):
+        from xvlm_core.session import ChatSession
+
+        self.session = ChatSession(loaded)
+        self.delay_s = delay_s
+        self.calls: list[list] = []
+
+    def answer(self, messages, settings, system, cancel):
+        self.calls.append(list(messages))
+        return SlowAnswer(self.session.answer(messages, settings, system=system, cancel=cancel), self.delay_s)
+
+
+@dataclass
+class FakeStats:
+    values: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return dict(self.values)
+
+
+class FakeAnswer:
+    def __init__(self, deltas: list[str], delay_s: float, cancel: threading.Event):
+        self.deltas, self.delay_s, self.cancel = deltas, delay_s, cancel
+        self.text = ""
+        self.stats = FakeStats({"output_tokens": 0, "stop_reason": "", "ttft_s": 0.01, "decode_tok_s": 0.0})
+
+    def __iter__(self):
+        self.stats.values["stop_reason"] = "length"
+        for delta in self.deltas:
+            if self.cancel.is_set():
+                self.stats.values["stop_reason"] = "cancelled"
+                break
+            time.sleep(self.delay_s)
+            self.text += delta
+            self.stats.values["output_tokens"] += 1
+            yield delta
+
+
+class FakeSession:
+    """Says `deltas`, one every `delay_s`; records the conversations it was given."""
+
+    def __init__(self, deltas: list[str] | None = None, delay_s: float = 0.0):
+        self.deltas = deltas or [f"word{i} " for i in range(20)]
+        self.delay_s = delay_s
+        self.calls: list[list] = []
+
+    def answer(self, messages, settings, system, cancel):
+        self.calls.append(list(messages))
+        return FakeAnswer(self.deltas, self.delay_s, cancel)
+
+
+class FakeLoaded:
+    def __init__(self, name: str = "fake-model"):
+        self.name = name
+
+    def summary(self) -> dict:
+        return {"name": self.name, "device": "cpu", "dtype": "float32", "memory_mb": 12.0, "load_s": 0.0,
+                "can_see_images": True, "context_length": 4096}
+
+
+def fake_load(delay_s: float = 0.0, error: Exception | None = None) -> Callable:
+    def load(request, on_stage):
+        on_stage("Loading the vision tower…")
+        time.sleep(delay_s)
+        on_stage("Loading the language model…")
+        if error is not None:
+            raise error
+        return FakeLoaded(request.model)
+
+    return load
+
+
+class Heartbeat:
+    """A timer on the UI thread that records the longest gap between its ticks: a blocked UI thread shows up."""
+
+    def __init__(self, interval_ms: int = 5):
+        self.timer = QTimer()
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self._tick)
+        self.clock = QElapsedTimer()
+        self.max_gap_ms = 0
+        self.ticks = 0
+        self.gaps: list[tuple[int, int]] = []  # (gap, ms since the start when it ended)
+        self._since_start = QElapsedTimer()
+
+    def _tick(self) -> None:
+        self.ticks += 1
+        gap = self.clock.restart()
+        self.gaps.append((gap, self._since_start.elapsed()))
+        self.max_gap_ms = max(self.max_gap_ms, gap)
+
+    def __enter__(self) -> Heartbeat:
+        self.clock.start()
+        self._since_start.start()
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.timer.stop()
+
+
+class _Sink(QObject):
+    def __init__(self, calls: list):
+        super().__init__()
+        self.calls = calls
+
+    def take(self, *args) -> None:
+        self.calls.append(args)
+
+
+class Recorder:
+    """Records signals on the UI thread. (A lambda connected to a worker's signal would run on the worker's
+    thread; a QObject's method is called through the UI thread's event queue, as the app's own slots are.)"""
+
+    def __init__(self, source: QObject, *names: str):
+        self.calls: dict[str, list] = {name: [] for name in names}
+        self._sinks = []
+        for name in names:
+            sink = _Sink(self.calls[name])
+            getattr(source, name).connect(sink.take)
+            self._sinks.append(sink)
+
+    def __getitem__(self, name: str) -> list:
+        return self.calls[name]
