@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from xvlm_core.errors import XvlmError
+
+if TYPE_CHECKING:
+    from xvlm_core.hub import DownloadProgress
 
 DEFAULT_MODEL = "XiaoduoAILab/Xmodel_VLM"
 log = logging.getLogger("xvlm")
@@ -228,8 +233,56 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+class _DownloadBar:
+    """Download progress: one `\\r`-updated line on a terminal, a plain line every 10% when output is redirected."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.step = -1
+        self.shown = 0  # length of the line now on the terminal
+
+    def __call__(self, progress: DownloadProgress) -> None:
+        from xvlm_core.hub import format_duration, format_size
+
+        percent = 100 * progress.done_bytes / progress.total_bytes if progress.total_bytes else 100.0
+        eta = "--" if progress.eta_s is None else format_duration(progress.eta_s)
+        line = (f"{percent:5.1f}%  {format_size(progress.done_bytes)} / {format_size(progress.total_bytes)}  "
+                f"{format_size(progress.speed_bps)}/s  ETA {eta}  {progress.current_file.rsplit('/', 1)[-1]}")
+        if self.tty:
+            line = line[: shutil.get_terminal_size().columns - 1]
+            self.stream.write("\r" + line.ljust(self.shown))
+            self.stream.flush()
+            self.shown = len(line)
+        elif int(percent // 10) != self.step:
+            self.step = int(percent // 10)
+            print(line, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
 def cmd_download(args: argparse.Namespace) -> int:
-    raise XvlmError("downloading is not available in this build yet.")
+    from xvlm_core import hub
+
+    spec = hub.model_spec(args.model)
+    if args.revision:
+        spec = spec.with_revision(args.revision)
+    plan = hub.plan_download(spec, endpoint=args.endpoint, local_dir=args.local_dir)
+    repos = ", ".join(dict.fromkeys(file.repo_id for file in plan.files))
+    print(f"{spec.display_name}: {len(plan.files)} files from {repos}; {hub.format_size(plan.total_bytes)} in all, "
+          f"{hub.format_size(plan.missing_bytes)} still to download.")
+    print(f"Destination: {plan.destination} ({hub.format_size(plan.free_bytes)} free)")
+    bar = _DownloadBar(sys.stdout)
+    try:
+        folder = hub.download_model(spec, on_progress=bar, endpoint=args.endpoint, local_dir=args.local_dir,
+                                    plan=plan)
+    finally:
+        bar.close()
+    print(f"Ready: {folder}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

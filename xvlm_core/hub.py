@@ -54,6 +54,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote, urlparse
 
 import httpx2
+import huggingface_hub
 from filelock import FileLock
 from filelock import Timeout as LockTimeout
 from huggingface_hub import get_session, hf_hub_url
@@ -66,7 +67,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from huggingface_hub.hf_api import RepoFile
-from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
+from huggingface_hub.utils import hf_raise_for_status
 
 from xvlm_core import __version__
 from xvlm_core.errors import Cancelled, CheckpointError, XvlmError
@@ -288,9 +289,14 @@ class _Session:
         self.endpoint = _endpoint(endpoint)
         token = _token()
         self.authenticated = token is not None
-        # token=False: never let huggingface_hub fall back to a token file chosen at its import time.
-        self.headers = build_hf_headers(token=token or False, library_name="xvlm-chat", library_version=__version__)
-        self.headers["Accept-Encoding"] = "identity"  # exact sizes, and Range requests that mean raw bytes
+        # Our own headers: huggingface_hub's would look up a token file and an "agent" list on the default hub,
+        # both chosen when it was imported, not by this download's settings.
+        self.headers = {
+            "User-Agent": f"xvlm-chat/{__version__}; hf_hub/{huggingface_hub.__version__}",
+            "Accept-Encoding": "identity",  # exact sizes, and Range requests that mean raw bytes
+        }
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
         self.cancel = cancel
 
     def check_cancel(self) -> None:
