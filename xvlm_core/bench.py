@@ -19,10 +19,10 @@ from transformers.generation.streamers import BaseStreamer
 
 from xvlm_core.device import dtype_name, peak_resident_set_mb
 from xvlm_core.generation import SamplingSettings
+from xvlm_core.images import load_image
 from xvlm_core.model import LoadedModel, load_model
 from xvlm_core.prompt import SYSTEM_V1, Message, images_in_order, render_prompt
 from xvlm_core.session import ChatSession
-from xvlm_core.vision import load_image
 
 # About 60 tokens with the Xmodel tokenizer, like a detailed first question about a photo.
 QUESTION = (
@@ -63,8 +63,15 @@ def bench_image(folder: Path) -> Path:
     return path
 
 
-def run_benchmark(model: str | None, vision_tower: str | None = None, device: str = "auto", dtype: str = "auto",
-                  turns: int = 5, new_tokens: int = 32, baseline: bool = False) -> dict[str, float | int | str]:
+def run_benchmark(
+    model: str | None,
+    vision_tower: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    turns: int = 5,
+    new_tokens: int = 32,
+    baseline: bool = False,
+) -> dict[str, float | int | str]:
     """Measure one image + question, then follow-ups; `model=None` uses the synthetic full-size checkpoint."""
     synthetic = model is None
     model = model or str(synthetic_checkpoint())
@@ -74,7 +81,9 @@ def run_benchmark(model: str | None, vision_tower: str | None = None, device: st
         image = str(bench_image(Path(scratch)))
         result: dict[str, float | int | str] = {
             "model": "synthetic full-size Xmodel-VLM" if synthetic else model,
-            "device": str(loaded.device), "dtype": dtype_name(loaded.dtype), "threads": torch.get_num_threads(),
+            "device": str(loaded.device),
+            "dtype": dtype_name(loaded.dtype),
+            "threads": torch.get_num_threads(),
             "load_s": loaded.load_s,
             **_run_session(loaded, image, turns, new_tokens),
         }
@@ -111,10 +120,15 @@ def _run_session(loaded: LoadedModel, image: str, turns: int, new_tokens: int) -
     first, last = stats[0], stats[-1]
     decoded = sum(s.output_tokens - 1 for s in stats)
     return {
-        "prompt_tokens": first.prompt_tokens, "image_encode_s": first.image_encode_s, "prefill_s": first.prefill_s,
-        "ttft_s": first.ttft_s, "decode_tok_s": decoded / sum(s.decode_s for s in stats),
-        "output_tokens": first.output_tokens, f"turn{turns}_ttft_s": last.ttft_s,
-        f"turn{turns}_prompt_tokens": last.prompt_tokens, f"turn{turns}_prefilled_tokens": last.prefilled_tokens,
+        "prompt_tokens": first.prompt_tokens,
+        "image_encode_s": first.image_encode_s,
+        "prefill_s": first.prefill_s,
+        "ttft_s": first.ttft_s,
+        "decode_tok_s": decoded / sum(s.decode_s for s in stats),
+        "output_tokens": first.output_tokens,
+        f"turn{turns}_ttft_s": last.ttft_s,
+        f"turn{turns}_prompt_tokens": last.prompt_tokens,
+        f"turn{turns}_prefilled_tokens": last.prefilled_tokens,
     }
 
 
@@ -142,16 +156,24 @@ def _run_baseline(loaded: LoadedModel, image: str, turns: int, new_tokens: int) 
         started = time.perf_counter()
         assert loaded.preprocess is not None
         pixels = torch.cat([loaded.preprocess(load_image(path)) for path in images_in_order(messages)])
-        embeds = model.embed(tokenizer.encode_prompt(render_prompt(messages, SYSTEM_V1)), list(model.encode_images(pixels)))
+        input_ids = tokenizer.encode_prompt(render_prompt(messages, SYSTEM_V1))
+        embeds = model.embed(input_ids, list(model.encode_images(pixels)))
         clock = _TokenClock()
         output = model.language_model.generate(
-            inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device),
-            max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, streamer=clock,
+            inputs_embeds=embeds,
+            attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            streamer=clock,
             pad_token_id=tokenizer.eos_id,
         )
         token_times = clock.times[1:]
         ttfts.append(token_times[0] - started)
         decode_rates.append((len(token_times) - 1) / (token_times[-1] - token_times[0]))
         answers.append(tokenizer.decode(output[0].tolist()).strip())
-    return {"baseline_ttft_s": ttfts[0], f"baseline_turn{turns}_ttft_s": ttfts[-1],
-            "baseline_decode_tok_s": float(np.mean(decode_rates))}
+    return {
+        "baseline_ttft_s": ttfts[0],
+        f"baseline_turn{turns}_ttft_s": ttfts[-1],
+        "baseline_decode_tok_s": float(np.mean(decode_rates)),
+    }

@@ -69,7 +69,7 @@ def read_weights(files: list[Path], wanted: Callable[[str], bool] = lambda key: 
 def _read_safetensors(path: Path, wanted: Callable[[str], bool]) -> StateDict:
     try:
         with safe_open(str(path), framework="pt") as handle:
-            return {key: handle.get_tensor(key) for key in handle.keys() if wanted(key)}
+            return {key: handle.get_tensor(key) for key in handle.keys() if wanted(key)}  # noqa: SIM118 (a method of safe_open, not a dict)
     except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
         raise CheckpointError(
             f"{path}: the weights file is incomplete or corrupt ({exc}); download it again."

@@ -22,7 +22,9 @@ log = logging.getLogger("xvlm")
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint folder or hub repo id (default: %(default)s)")
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help="checkpoint folder or hub repo id (default: %(default)s)"
+    )
     parser.add_argument("--vision-tower", help="vision tower folder or hub repo id (default: from the checkpoint)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16 (default: auto)")
@@ -60,10 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="measure load time, time to first token and decode speed")
     _model_options(bench)
-    bench.add_argument("--synthetic", action="store_true",
-                       help="use a random checkpoint with the real model's full size (built once, then cached)")
-    bench.add_argument("--baseline", action="store_true",
-                       help="also time a plain transformers implementation (generate, prompt recomputed each turn)")
+    bench.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="use a random checkpoint with the real model's full size (built once, then cached)",
+    )
+    bench.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also time a plain transformers implementation (generate, prompt recomputed each turn)",
+    )
     bench.add_argument("--turns", type=int, default=5, help="turns in the conversation (default: %(default)s)")
     bench.add_argument("--new-tokens", type=int, default=32, help="tokens generated per turn (default: %(default)s)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
@@ -82,8 +90,12 @@ def _settings(args: argparse.Namespace):
     from xvlm_core.generation import SamplingSettings
 
     return SamplingSettings(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-        repetition_penalty=args.repetition_penalty, seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
     )
 
 
@@ -93,44 +105,15 @@ def _load(args: argparse.Namespace):
     def on_stage(text: str) -> None:
         log.info(text)
 
-    return load_model(args.model, vision_tower=args.vision_tower, device=args.device, dtype=args.dtype,
-                      on_stage=on_stage)
-
-
-def read_conversation(path: Path) -> list:
-    """Earlier turns from a JSON file: [{"role", "content", "images"?}], image paths relative to the file."""
-    from xvlm_core.prompt import Message
-
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise XvlmError(f"{path}: no such file.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise XvlmError(f"{path}: cannot read it ({exc}).") from None
-    except json.JSONDecodeError as exc:
-        raise XvlmError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno}).") from None
-    if not isinstance(raw, list):
-        raise XvlmError(f"{path}: expected a JSON list of messages.")
-    messages = []
-    for index, item in enumerate(raw):
-        where = f"{path}: message {index + 1}"
-        if not isinstance(item, dict) or item.get("role") not in ("user", "assistant"):
-            raise XvlmError(f"{where}: needs \"role\": \"user\" or \"assistant\".")
-        if not isinstance(item.get("content"), str):
-            raise XvlmError(f"{where}: \"content\" must be a string.")
-        images = item.get("images") or []
-        if not isinstance(images, list) or not all(isinstance(image, str) for image in images):
-            raise XvlmError(f"{where}: \"images\" must be a list of file names.")
-        if images and item["role"] != "user":
-            raise XvlmError(f"{where}: only user messages can carry images.")
-        messages.append(Message(item["role"], item["content"], [str(path.parent / image) for image in images]))
-    return messages
+    return load_model(
+        args.model, vision_tower=args.vision_tower, device=args.device, dtype=args.dtype, on_stage=on_stage
+    )
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from xvlm_core.prompt import SYSTEM_V1, Message
+    from xvlm_core.images import load_image
+    from xvlm_core.prompt import SYSTEM_V1, Message, read_conversation
     from xvlm_core.session import ChatSession
-    from xvlm_core.vision import load_image
 
     settings = _settings(args)
     history = read_conversation(args.conversation) if args.conversation else []
@@ -142,8 +125,13 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if args.json:
         for _ in answer:
             pass
-        result = {"prompt": answer.prompt, "input_ids": answer.input_ids, "output_ids": answer.output_ids,
-                  "text": answer.text, "stats": {**answer.stats.as_dict(), "load_s": loaded.load_s}}
+        result = {
+            "prompt": answer.prompt,
+            "input_ids": answer.input_ids,
+            "output_ids": answer.output_ids,
+            "text": answer.text,
+            "stats": {**answer.stats.as_dict(), "load_s": loaded.load_s},
+        }
         print(json.dumps(result, ensure_ascii=False))
         return 0
     for delta in answer:
@@ -155,14 +143,16 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def _stats_line(stats: dict) -> str:
-    return (f"{stats['output_tokens']} tokens, first after {stats['ttft_s']:.2f} s, "
-            f"{stats['decode_tok_s']:.1f} tokens/s ({stats['stop_reason']})")
+    return (
+        f"{stats['output_tokens']} tokens, first after {stats['ttft_s']:.2f} s, "
+        f"{stats['decode_tok_s']:.1f} tokens/s ({stats['stop_reason']})"
+    )
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
+    from xvlm_core.images import load_image
     from xvlm_core.prompt import SYSTEM_V1, Message
     from xvlm_core.session import ChatSession
-    from xvlm_core.vision import load_image
 
     settings = _settings(args)
     pending_image = str(args.image) if args.image else None
@@ -172,8 +162,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
     session = ChatSession(loaded)
     messages: list[Message] = []
     print(f"Chatting with {loaded.name} on {loaded.summary()['device']} ({loaded.summary()['dtype']}).")
-    print("Commands: /image FILE attaches an image to your next message, /new starts over, /quit leaves. "
-          "Ctrl+C stops an answer.")
+    print(
+        "Commands: /image FILE attaches an image to your next message, /new starts over, /quit leaves. "
+        "Ctrl+C stops an answer."
+    )
     while True:
         try:
             line = input("you> ").strip()
@@ -222,8 +214,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from xvlm_core.bench import run_benchmark
 
     result = run_benchmark(
-        model=None if args.synthetic else args.model, vision_tower=args.vision_tower, device=args.device,
-        dtype=args.dtype, turns=args.turns, new_tokens=args.new_tokens, baseline=args.baseline,
+        model=None if args.synthetic else args.model,
+        vision_tower=args.vision_tower,
+        device=args.device,
+        dtype=args.dtype,
+        turns=args.turns,
+        new_tokens=args.new_tokens,
+        baseline=args.baseline,
     )
     if args.json:
         print(json.dumps(result))
@@ -247,8 +244,10 @@ class _DownloadBar:
 
         percent = 100 * progress.done_bytes / progress.total_bytes if progress.total_bytes else 100.0
         eta = "--" if progress.eta_s is None else format_duration(progress.eta_s)
-        line = (f"{percent:5.1f}%  {format_size(progress.done_bytes)} / {format_size(progress.total_bytes)}  "
-                f"{format_size(progress.speed_bps)}/s  ETA {eta}  {progress.current_file.rsplit('/', 1)[-1]}")
+        line = (
+            f"{percent:5.1f}%  {format_size(progress.done_bytes)} / {format_size(progress.total_bytes)}  "
+            f"{format_size(progress.speed_bps)}/s  ETA {eta}  {progress.current_file.rsplit('/', 1)[-1]}"
+        )
         if self.tty:
             line = line[: shutil.get_terminal_size().columns - 1]
             self.stream.write("\r" + line.ljust(self.shown))
@@ -272,13 +271,14 @@ def cmd_download(args: argparse.Namespace) -> int:
         spec = spec.with_revision(args.revision)
     plan = hub.plan_download(spec, endpoint=args.endpoint, local_dir=args.local_dir)
     repos = ", ".join(dict.fromkeys(file.repo_id for file in plan.files))
-    print(f"{spec.display_name}: {len(plan.files)} files from {repos}; {hub.format_size(plan.total_bytes)} in all, "
-          f"{hub.format_size(plan.missing_bytes)} still to download.")
+    print(
+        f"{spec.display_name}: {len(plan.files)} files from {repos}; {hub.format_size(plan.total_bytes)} in all, "
+        f"{hub.format_size(plan.missing_bytes)} still to download."
+    )
     print(f"Destination: {plan.destination} ({hub.format_size(plan.free_bytes)} free)")
     bar = _DownloadBar(sys.stdout)
     try:
-        folder = hub.download_model(spec, on_progress=bar, endpoint=args.endpoint, local_dir=args.local_dir,
-                                    plan=plan)
+        folder = hub.download_model(spec, on_progress=bar, endpoint=args.endpoint, local_dir=args.local_dir, plan=plan)
     finally:
         bar.close()
     print(f"Ready: {folder}")
@@ -288,8 +288,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s", stream=sys.stderr)
     if not args.debug:
         _quiet_libraries()
     try:

@@ -6,11 +6,12 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from transformers import LlamaConfig
+from typing import TYPE_CHECKING, Any
 
 from xvlm_core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import LlamaConfig
 
 IMAGE_TOKEN_INDEX = -200
 DEFAULT_VISION_TOWER = "openai/clip-vit-large-patch14-336"
@@ -33,6 +34,8 @@ class LanguageConfig:
     pad_token_id: int
 
     def to_llama(self) -> LlamaConfig:
+        from transformers import LlamaConfig
+
         return LlamaConfig(
             hidden_size=self.hidden_size,
             intermediate_size=self.intermediate_size,
@@ -95,9 +98,7 @@ def parse_config(raw: dict[str, Any], path: Path) -> XvlmConfig:
     """Validate a config dict; every message names the file, the field and the value."""
     model_type = raw.get("model_type")
     if model_type not in ("xmodelvlm", "llava", "llava_llama", "xmodel", "llama"):
-        raise ConfigError(
-            f"{path}: model_type {model_type!r} is not an Xmodel-VLM / LLaVA-style model."
-        )
+        raise ConfigError(f"{path}: model_type {model_type!r} is not an Xmodel-VLM / LLaVA-style model.")
     hidden = _require(raw, "hidden_size", int, path)
     heads = _require(raw, "num_attention_heads", int, path)
     if hidden % heads:

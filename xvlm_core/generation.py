@@ -18,7 +18,8 @@ from transformers import (
 from transformers.cache_utils import Cache
 
 from xvlm_core.errors import XvlmError
-from xvlm_core.tokenizer import EOS_TEXT, StreamDecoder, Tokenizer
+from xvlm_core.prompt import EOS_TEXT
+from xvlm_core.tokenizer import StreamDecoder, Tokenizer
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ class TextStream:
 
     def _release(self, upto: int) -> str:
         visible = self.full[:upto].strip()
-        delta, self.shown = visible[self.shown:], max(self.shown, len(visible))
+        delta, self.shown = visible[self.shown :], max(self.shown, len(visible))
         return delta
 
     def finish(self) -> str:

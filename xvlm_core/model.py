@@ -26,12 +26,26 @@ PROJECTOR_PREFIX = "model.mm_projector."
 # Towers whose shape is known, so a checkpoint that embeds one needs no separate download.
 KNOWN_TOWERS: dict[str, dict] = {
     "openai/clip-vit-large-patch14-336": dict(
-        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-        image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu", layer_norm_eps=1e-5,
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        image_size=336,
+        patch_size=14,
+        projection_dim=768,
+        hidden_act="quick_gelu",
+        layer_norm_eps=1e-5,
     ),
     "openai/clip-vit-large-patch14": dict(
-        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-        image_size=224, patch_size=14, projection_dim=768, hidden_act="quick_gelu", layer_norm_eps=1e-5,
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        image_size=224,
+        patch_size=14,
+        projection_dim=768,
+        hidden_act="quick_gelu",
+        layer_norm_eps=1e-5,
     ),
 }
 
@@ -138,7 +152,8 @@ def read_clip_config(folder: Path) -> CLIPVisionConfig:
         raise CheckpointError(f"{path}: cannot read the vision tower's config ({exc}).") from None
     vision = raw.get("vision_config", raw) if isinstance(raw, dict) else None
     if not isinstance(vision, dict) or vision.get("model_type", "clip_vision_model") not in (
-        "clip_vision_model", "clip"
+        "clip_vision_model",
+        "clip",
     ):
         raise CheckpointError(f"{path}: not a CLIP vision tower config.")
     fields = {key: value for key, value in vision.items() if key in CLIPVisionConfig().to_dict()}
@@ -199,7 +214,8 @@ def load_model(
     tokenizer = Tokenizer(find_tokenizer_file(folder))
     if tokenizer.vocab_size > config.language.vocab_size:
         raise CheckpointError(
-            f"{folder}: the tokenizer has {tokenizer.vocab_size} pieces but the model only {config.language.vocab_size}."
+            f"{folder}: the tokenizer has {tokenizer.vocab_size} pieces "
+            f"but the model only {config.language.vocab_size}."
         )
     files = checkpoint.find_weight_files(folder)
     keys = checkpoint.weight_keys(files)
@@ -228,8 +244,14 @@ def load_model(
             tower.folder, tower.clip_config.image_size, config.vision.image_aspect_ratio
         )
     return LoadedModel(
-        name=model, model=network, tokenizer=tokenizer, preprocess=preprocess, device=torch_device,
-        dtype=torch_dtype, load_s=time.perf_counter() - started, stage_times=times,
+        name=model,
+        model=network,
+        tokenizer=tokenizer,
+        preprocess=preprocess,
+        device=torch_device,
+        dtype=torch_dtype,
+        load_s=time.perf_counter() - started,
+        stage_times=times,
     )
 
 
@@ -243,7 +265,7 @@ def _load_tower(network: XmodelVLM, tower: TowerSource) -> None:
     raw = checkpoint.read_weights(tower.weight_files, wanted)
     state = {}
     for key, tensor in raw.items():
-        local = key[len(tower.prefix):]
+        local = key[len(tower.prefix) :]
         if local == "embeddings.position_ids":
             continue  # an old persistent buffer; rebuilt below
         if local.startswith("encoder.layers."):
@@ -271,7 +293,7 @@ def _load_language_and_projector(network: XmodelVLM, files: list[Path], with_vis
     language, projector, unexpected = {}, {}, []
     for key, tensor in raw.items():
         if key.startswith(PROJECTOR_PREFIX):
-            projector[key[len(PROJECTOR_PREFIX):]] = tensor
+            projector[key[len(PROJECTOR_PREFIX) :]] = tensor
         elif key.startswith(("model.embed_tokens.", "model.layers.", "model.norm.", "lm_head.")):
             language[key] = tensor
         else:

@@ -15,9 +15,9 @@ from transformers import DynamicCache
 from xvlm_core.config import IMAGE_TOKEN_INDEX
 from xvlm_core.errors import ImageError, XvlmError
 from xvlm_core.generation import GenerationStats, SamplingSettings, TextStream, decode
+from xvlm_core.images import load_image
 from xvlm_core.model import LoadedModel
 from xvlm_core.prompt import SYSTEM_V1, Message, images_in_order, render_prompt
-from xvlm_core.vision import load_image
 
 # One cache position: a token id, or (image hash, index of the embedding within that image).
 Position = Hashable
@@ -29,8 +29,14 @@ class Answer:
     Nothing runs until iteration starts; iteration runs image encoding, prefill and decoding.
     """
 
-    def __init__(self, session: ChatSession, messages: list[Message], settings: SamplingSettings,
-                 system: str, cancel: threading.Event):
+    def __init__(
+        self,
+        session: ChatSession,
+        messages: list[Message],
+        settings: SamplingSettings,
+        system: str,
+        cancel: threading.Event,
+    ):
         self._session = session
         self._messages = messages
         self.settings = settings
@@ -93,7 +99,9 @@ class ChatSession:
 
         tick = time.perf_counter()
         hashes = [self._image_hash(Path(path)) for path in images_in_order(messages)]
-        images = [self._encode_image(key, path, stats) for key, path in zip(hashes, images_in_order(messages))]
+        images = [
+            self._encode_image(key, path, stats) for key, path in zip(hashes, images_in_order(messages), strict=True)
+        ]
         stats.image_encode_s = time.perf_counter() - tick
 
         sequence = self._positions(answer.input_ids, hashes)
@@ -115,8 +123,18 @@ class ChatSession:
         stream = TextStream(loaded.tokenizer)
         try:
             yield from decode(
-                loaded.model.language_model, self.cache, logits, answer.input_ids, stream, loaded.tokenizer.eos_id,
-                answer.settings, stats, answer.output_ids, answer.cancel, started, max_new,
+                loaded.model.language_model,
+                self.cache,
+                logits,
+                answer.input_ids,
+                stream,
+                loaded.tokenizer.eos_id,
+                answer.settings,
+                stats,
+                answer.output_ids,
+                answer.cancel,
+                started,
+                max_new,
             )
         finally:
             # Also when the consumer stops iterating: every generated token but the last is in the cache.
@@ -136,7 +154,7 @@ class ChatSession:
                 break
             cut = user_turns[1]
             carried = [path for message in messages[:cut] for path in message.images]
-            messages = [replace(messages[cut], images=carried + messages[cut].images), *messages[cut + 1:]]
+            messages = [replace(messages[cut], images=carried + messages[cut].images), *messages[cut + 1 :]]
             answer.stats.dropped_messages += cut
         if length >= context:
             raise XvlmError(
@@ -184,7 +202,7 @@ class ChatSession:
 
 def _common_prefix(first: list[Position], second: list[Position]) -> int:
     length = 0
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=False):
         if a != b:
             break
         length += 1

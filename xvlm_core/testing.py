@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from transformers import CLIPVisionConfig
 
 from xvlm_core.config import parse_config
+from xvlm_core.images import CLIP_MEAN, CLIP_STD
 from xvlm_core.model import EMBEDDED_TOWER_PREFIX, PROJECTOR_PREFIX, XmodelVLM
 
 
@@ -43,8 +44,12 @@ FULL_TOWER = TowerShape(1024, 4096, 24, 16, 336, 14)  # CLIP ViT-L/14 @ 336
 FULL_LANGUAGE = LanguageShape(2048, 5632, 24, 32, 4, 32000)  # Xmodel-LM 1.1B
 
 
-def config_dict(language: LanguageShape, tower: TowerShape, projector: str = "xdpnet",
-                vision_tower: str = "openai/clip-vit-large-patch14-336") -> dict:
+def config_dict(
+    language: LanguageShape,
+    tower: TowerShape,
+    projector: str = "xdpnet",
+    vision_tower: str = "openai/clip-vit-large-patch14-336",
+) -> dict:
     """A config.json as the authors' training code writes it."""
     return {
         "architectures": ["XmodelLMForCausalLM"],
@@ -54,7 +59,9 @@ def config_dict(language: LanguageShape, tower: TowerShape, projector: str = "xd
         "hidden_act": "silu",
         "rms_norm_eps": 1e-5,
         "max_position_embeddings": 4096,
-        "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 0,
         "tie_word_embeddings": False,
         "mm_vision_tower": vision_tower,
         "vision_tower_type": "clip",
@@ -83,8 +90,16 @@ def random_state(
 
     def fill(prefix: str, module: torch.nn.Module) -> None:
         for key, meta in module.state_dict().items():
-            if key.endswith(("norm.weight", "layernorm.weight", "layer_norm1.weight", "layer_norm2.weight",
-                             "pre_layrnorm.weight", "post_layernorm.weight")):
+            if key.endswith(
+                (
+                    "norm.weight",
+                    "layernorm.weight",
+                    "layer_norm1.weight",
+                    "layer_norm2.weight",
+                    "pre_layrnorm.weight",
+                    "post_layernorm.weight",
+                )
+            ):
                 tensor = 1 + 0.1 * torch.randn(meta.shape, generator=generator)
             else:
                 tensor = torch.randn(meta.shape, generator=generator) * (1 / math.sqrt(meta.shape[-1]))
@@ -113,12 +128,24 @@ def write_tokenizer(folder: Path) -> Path:
     import textwrap
 
     corpus = folder / "corpus.txt"
-    lines = [line.strip() for module in (inspect, json_module, pathlib, textwrap)
-             for line in (inspect.getsource(module).splitlines()) if line.strip()]
+    lines = [
+        line.strip()
+        for module in (inspect, json_module, pathlib, textwrap)
+        for line in (inspect.getsource(module).splitlines())
+        if line.strip()
+    ]
     corpus.write_text("\n".join(lines), encoding="utf-8")
     spm.SentencePieceTrainer.train(
-        input=str(corpus), model_prefix=str(folder / "tokenizer"), vocab_size=2000, model_type="unigram",
-        byte_fallback=True, character_coverage=1.0, bos_id=1, eos_id=2, unk_id=0, pad_id=-1,
+        input=str(corpus),
+        model_prefix=str(folder / "tokenizer"),
+        vocab_size=2000,
+        model_type="unigram",
+        byte_fallback=True,
+        character_coverage=1.0,
+        bos_id=1,
+        eos_id=2,
+        unk_id=0,
+        pad_id=-1,
         minloglevel=2,
     )
     corpus.unlink()
@@ -150,8 +177,9 @@ def write_checkpoint(
     return folder
 
 
-def write_weights(folder: Path, state: dict[str, torch.Tensor], weight_format: str = "safetensors",
-                  shards: int = 1) -> None:
+def write_weights(
+    folder: Path, state: dict[str, torch.Tensor], weight_format: str = "safetensors", shards: int = 1
+) -> None:
     suffix = ".safetensors" if weight_format == "safetensors" else ".bin"
     stem = "model" if weight_format == "safetensors" else "pytorch_model"
     keys = sorted(state)
@@ -182,13 +210,22 @@ def write_tower(folder: Path, tower: TowerShape = TowerShape(), seed: int = 0, f
     clip = tower.clip_config().to_dict()
     config = {"model_type": "clip", "vision_config": clip} if full_clip else {**clip, "model_type": "clip_vision_model"}
     (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    preprocessor = {"crop_size": tower.image_size, "size": tower.image_size, "do_center_crop": True,
-                    "do_normalize": True, "do_resize": True, "resample": 3,
-                    "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}
+    preprocessor = {
+        "crop_size": tower.image_size,
+        "size": tower.image_size,
+        "do_center_crop": True,
+        "do_normalize": True,
+        "do_resize": True,
+        "resample": 3,
+        "image_mean": list(CLIP_MEAN),
+        "image_std": list(CLIP_STD),
+    }
     (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor), encoding="utf-8")
-    state = {key.removeprefix(EMBEDDED_TOWER_PREFIX): value
-             for key, value in random_state(config_dict(LanguageShape(), tower), tower, seed).items()
-             if key.startswith(EMBEDDED_TOWER_PREFIX)}
+    state = {
+        key.removeprefix(EMBEDDED_TOWER_PREFIX): value
+        for key, value in random_state(config_dict(LanguageShape(), tower), tower, seed).items()
+        if key.startswith(EMBEDDED_TOWER_PREFIX)
+    }
     if full_clip:
         state["text_model.embeddings.token_embedding.weight"] = torch.zeros(8, tower.hidden_size)
         state["logit_scale"] = torch.tensor(4.6)

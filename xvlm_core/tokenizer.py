@@ -8,9 +8,7 @@ import sentencepiece as spm
 
 from xvlm_core.config import IMAGE_TOKEN_INDEX
 from xvlm_core.errors import CheckpointError
-
-IMAGE_PLACEHOLDER = "<image>"
-EOS_TEXT = "</s>"
+from xvlm_core.prompt import EOS_TEXT, IMAGE_PLACEHOLDER
 
 
 class Tokenizer:
@@ -73,7 +71,7 @@ class StreamDecoder:
         text = self.tokenizer.decode(self.ids)
         if text.endswith("\ufffd") or not text.startswith(self.emitted):
             return ""
-        delta, self.emitted = text[len(self.emitted):], text
+        delta, self.emitted = text[len(self.emitted) :], text
         return delta
 
     @property

@@ -32,17 +32,24 @@ def test_usage_error_exits_2():
 def test_bad_image_names_the_file(capsys, tmp_path, tiny_model_dir, tiny_tower_dir):
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
-    code = main(["ask", "--model", str(tiny_model_dir), "--vision-tower", str(tiny_tower_dir), "--image", str(text), "hi"])
+    code = main(
+        ["ask", "--model", str(tiny_model_dir), "--vision-tower", str(tiny_tower_dir), "--image", str(text), "hi"]
+    )
     assert code == 1
-    assert capsys.readouterr().err.strip().endswith(f"error: {text}: not an image file (or a format Pillow cannot read).")
+    assert (
+        capsys.readouterr().err.strip().endswith(f"error: {text}: not an image file (or a format Pillow cannot read).")
+    )
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("{", "not valid JSON"),
-    ('{"role": "user"}', "expected a JSON list"),
-    ('[{"role": "robot", "content": "x"}]', "message 1"),
-    ('[{"role": "assistant", "content": "x", "images": ["a.png"]}]', "only user messages"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{", "not valid JSON"),
+        ('{"role": "user"}', "expected a JSON list"),
+        ('[{"role": "robot", "content": "x"}]', "message 1"),
+        ('[{"role": "assistant", "content": "x", "images": ["a.png"]}]', "only user messages"),
+    ],
+)
 def test_bad_conversation_file(capsys, tmp_path, tiny_model_dir, content, message):
     path = tmp_path / "conversation.json"
     path.write_text(content)
@@ -52,8 +59,20 @@ def test_bad_conversation_file(capsys, tmp_path, tiny_model_dir, content, messag
 
 def test_ask_streams_text_to_stdout(capsys, golden, tiny_model_dir, tiny_tower_dir):
     case = golden["cases"]["text_only"]
-    code = main(["ask", "--model", str(tiny_model_dir), "--vision-tower", str(tiny_tower_dir), "--dtype", "float32",
-                 "--max-new-tokens", "24", case["turns"][0][0]])
+    code = main(
+        [
+            "ask",
+            "--model",
+            str(tiny_model_dir),
+            "--vision-tower",
+            str(tiny_tower_dir),
+            "--dtype",
+            "float32",
+            "--max-new-tokens",
+            "24",
+            case["turns"][0][0],
+        ]
+    )
     assert code == 0
     assert capsys.readouterr().out == case["text"] + "\n"
 
@@ -62,9 +81,25 @@ def test_chat_keeps_context_across_turns(golden, tiny_model_dir, tiny_tower_dir,
     case = golden["cases"]["multi_turn_square"]
     script = f"/image {images_dir / 'gradient_square.png'}\nWhat is in this image?\nAre you sure?\n/quit\n"
     done = subprocess.run(
-        [sys.executable, "-m", "xvlm_core", "chat", "--model", str(tiny_model_dir), "--vision-tower", str(tiny_tower_dir),
-         "--dtype", "float32", "--max-new-tokens", "24"],
-        input=script, capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "xvlm_core",
+            "chat",
+            "--model",
+            str(tiny_model_dir),
+            "--vision-tower",
+            str(tiny_tower_dir),
+            "--dtype",
+            "float32",
+            "--max-new-tokens",
+            "24",
+        ],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert case["turns"][0][1] in done.stdout
@@ -72,26 +107,57 @@ def test_chat_keeps_context_across_turns(golden, tiny_model_dir, tiny_tower_dir,
 
 
 def test_bench_json_has_the_figures(capsys, tiny_model_dir, tiny_tower_dir):
-    code = main(["bench", "--model", str(tiny_model_dir), "--vision-tower", str(tiny_tower_dir), "--turns", "3",
-                 "--new-tokens", "4", "--baseline", "--json"])
+    code = main(
+        [
+            "bench",
+            "--model",
+            str(tiny_model_dir),
+            "--vision-tower",
+            str(tiny_tower_dir),
+            "--turns",
+            "3",
+            "--new-tokens",
+            "4",
+            "--baseline",
+            "--json",
+        ]
+    )
     assert code == 0
     result = json.loads(capsys.readouterr().out)
-    for key in ("device", "dtype", "load_s", "image_encode_s", "prefill_s", "ttft_s", "decode_tok_s", "turn3_ttft_s",
-                "peak_rss_mb", "baseline_decode_tok_s", "baseline_turn3_ttft_s"):
+    for key in (
+        "device",
+        "dtype",
+        "load_s",
+        "image_encode_s",
+        "prefill_s",
+        "ttft_s",
+        "decode_tok_s",
+        "turn3_ttft_s",
+        "peak_rss_mb",
+        "baseline_decode_tok_s",
+        "baseline_turn3_ttft_s",
+    ):
         assert key in result
     assert result["turn3_prefilled_tokens"] < result["turn3_prompt_tokens"] / 2
     assert result["decode_tok_s"] > 0 and result["baseline_decode_tok_s"] > 0
 
 
-@pytest.mark.parametrize(("filename", "source"), [
-    ("xvlm_core/leak.py", "from PySide6.QtCore import QObject\n"),
-    ("app/leak.py", "import torch\n"),
-])
+@pytest.mark.parametrize(
+    ("filename", "source"),
+    [
+        ("xvlm_core/leak.py", "from PySide6.QtCore import QObject\n"),
+        ("app/leak.py", "import torch\n"),
+    ],
+)
 def test_walls_between_model_stack_and_ui_are_enforced(filename, source):
     """xvlm_core never imports Qt and the app never imports torch: ruff's banned-api rule fails otherwise."""
     done = subprocess.run(
         [sys.executable, "-m", "ruff", "check", "--no-cache", "--stdin-filename", filename, "-"],
-        input=source, capture_output=True, text=True, timeout=60, check=False,
+        input=source,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 1
     assert "TID251" in done.stdout

@@ -36,7 +36,9 @@ def loaded(request, fixtures_dir, tiny_tower_dir):
 @pytest.mark.parametrize("name", CASES)
 def test_golden_case_matches_original_ids(loaded, golden, images_dir, name):
     case = golden["cases"][name]
-    answer = ChatSession(loaded).answer(conversation(case, images_dir), SamplingSettings(max_new_tokens=case["max_new_tokens"]))
+    answer = ChatSession(loaded).answer(
+        conversation(case, images_dir), SamplingSettings(max_new_tokens=case["max_new_tokens"])
+    )
     deltas = list(answer)
     assert answer.prompt == case["prompt"]
     assert answer.input_ids == case["input_ids"]
@@ -48,7 +50,7 @@ def test_golden_case_matches_original_ids(loaded, golden, images_dir, name):
 def test_first_logits_rank_like_original(loaded, golden, images_dir):
     import torch
 
-    from xvlm_core.vision import load_image
+    from xvlm_core.images import load_image
 
     case = golden["cases"]["single_square"]
     pixels = loaded.preprocess(load_image(images_dir / case["images"][0]))
@@ -64,14 +66,26 @@ def test_first_logits_rank_like_original(loaded, golden, images_dir):
 @pytest.mark.parametrize("name", ["single_square", "multi_turn_square", "chinese_wide"])
 def test_ask_json_matches_original(golden, tiny_model_dir, tiny_tower_dir, images_dir, tmp_path, capsys, name):
     case = golden["cases"][name]
-    args = ["ask", "--model", str(tiny_model_dir), "--vision-tower", str(tiny_tower_dir), "--dtype", "float32",
-            "--max-new-tokens", str(case["max_new_tokens"]), "--json"]
+    args = [
+        "ask",
+        "--model",
+        str(tiny_model_dir),
+        "--vision-tower",
+        str(tiny_tower_dir),
+        "--dtype",
+        "float32",
+        "--max-new-tokens",
+        str(case["max_new_tokens"]),
+        "--json",
+    ]
     *earlier, (question, _) = case["turns"]
     if earlier:
         history = tmp_path / "conversation.json"
         turns = []
         for index, (q, a) in enumerate(earlier):
-            turns.append({"role": "user", "content": q, "images": [str(images_dir / case["images"][0])] if index == 0 else []})
+            turns.append(
+                {"role": "user", "content": q, "images": [str(images_dir / case["images"][0])] if index == 0 else []}
+            )
             turns.append({"role": "assistant", "content": a})
         history.write_text(json.dumps(turns, ensure_ascii=False), encoding="utf-8")
         args += ["--conversation", str(history)]
@@ -89,9 +103,26 @@ def test_ask_json_matches_original(golden, tiny_model_dir, tiny_tower_dir, image
 def test_installed_command_answers_text_only(golden, tiny_model_bin_dir, tiny_tower_dir):
     case = golden["cases"]["text_only"]
     done = subprocess.run(
-        [sys.executable, "-m", "xvlm_core", "ask", "--model", str(tiny_model_bin_dir), "--vision-tower",
-         str(tiny_tower_dir), "--dtype", "float32", "--json", "--max-new-tokens", "24", case["turns"][0][0]],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "xvlm_core",
+            "ask",
+            "--model",
+            str(tiny_model_bin_dir),
+            "--vision-tower",
+            str(tiny_tower_dir),
+            "--dtype",
+            "float32",
+            "--json",
+            "--max-new-tokens",
+            "24",
+            case["turns"][0][0],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["output_ids"] == case["output_ids"]

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from xvlm_core.errors import ImageError
-from xvlm_core.vision import ImagePreprocessor, load_image, pad_to_square
+from xvlm_core.images import load_image, pad_to_square
+from xvlm_core.vision import ImagePreprocessor
 
 
 def test_transparent_png_is_composited_on_white(tmp_path: Path):
@@ -45,7 +46,7 @@ def test_animated_gif_uses_first_frame(tmp_path: Path):
     path = tmp_path / "anim.gif"
     frames = [Image.new("RGB", (8, 8), colour) for colour in ((255, 0, 0), (0, 0, 255))]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
-    red, green, blue = load_image(path).getpixel((4, 4))
+    red, _, blue = load_image(path).getpixel((4, 4))
     assert red > 200 and blue < 60
 
 

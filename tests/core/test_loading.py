@@ -18,12 +18,22 @@ from xvlm_core.model import load_model
 from xvlm_core.projector import XDPProjector
 from xvlm_core.prompt import Message
 from xvlm_core.session import ChatSession
-from xvlm_core.testing import LanguageShape, TowerShape, random_state, config_dict, write_checkpoint, write_tower, write_weights
+from xvlm_core.testing import (
+    LanguageShape,
+    TowerShape,
+    config_dict,
+    random_state,
+    write_checkpoint,
+    write_tower,
+    write_weights,
+)
 
 
 def answer_ids(loaded, images_dir: Path, tokens: int = 8) -> list[int]:
-    answer = ChatSession(loaded).answer([Message("user", "What is in this image?", [str(images_dir / "gradient_square.png")])],
-                                        SamplingSettings(max_new_tokens=tokens))
+    answer = ChatSession(loaded).answer(
+        [Message("user", "What is in this image?", [str(images_dir / "gradient_square.png")])],
+        SamplingSettings(max_new_tokens=tokens),
+    )
     list(answer)
     return answer.output_ids
 
@@ -86,7 +96,9 @@ def test_tower_in_full_clip_layout_with_text_half_is_accepted(tmp_path, images_d
 
 @pytest.mark.parametrize("projector", ["linear", "mlp2x_gelu", "xdpnetv10_4"])
 def test_other_projector_types_load(tmp_path, projector, images_dir, tiny_model_dir, tiny_tower_dir):
-    model = write_checkpoint(tmp_path / "model", tokenizer_file=tiny_model_dir / "xmodel_32000.model", projector=projector)
+    model = write_checkpoint(
+        tmp_path / "model", tokenizer_file=tiny_model_dir / "xmodel_32000.model", projector=projector
+    )
     loaded = load_model(str(model), vision_tower=str(tiny_tower_dir), dtype="float32")
     assert loaded.model.image_tokens == (144 if projector.startswith("xdp") else 576)
     assert len(answer_ids(loaded, images_dir, 4)) == 4
@@ -99,12 +111,15 @@ def test_missing_folder_and_missing_config(tmp_path):
         load_model(str(tmp_path))
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"model_type": "bert"}, "not an Xmodel-VLM"),
-    ({"mm_projector_type": "qformer"}, "mm_projector_type 'qformer'"),
-    ({"hidden_size": "big"}, "'hidden_size' is 'big'"),
-    ({"vision_tower_type": "siglip"}, "vision_tower_type"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"model_type": "bert"}, "not an Xmodel-VLM"),
+        ({"mm_projector_type": "qformer"}, "mm_projector_type 'qformer'"),
+        ({"hidden_size": "big"}, "'hidden_size' is 'big'"),
+        ({"vision_tower_type": "siglip"}, "vision_tower_type"),
+    ],
+)
 def test_bad_config_values_are_named(tmp_path, tiny_model_dir, change, message):
     raw = json.loads((tiny_model_dir / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**raw, **change}))
@@ -187,7 +202,11 @@ def test_embedded_tower_that_does_not_match_its_name_asks_for_vision_tower(tiny_
 
 def test_forced_device_that_does_not_exist(tiny_model_dir, tiny_tower_dir):
     with pytest.raises(DeviceError):
-        load_model(str(tiny_model_dir), vision_tower=str(tiny_tower_dir), device="cuda:3" if not torch.cuda.is_available() else "cuda:99")
+        load_model(
+            str(tiny_model_dir),
+            vision_tower=str(tiny_tower_dir),
+            device="cuda:3" if not torch.cuda.is_available() else "cuda:99",
+        )
 
 
 def test_dtype_choice_is_applied(tiny_model_dir, tiny_tower_dir):

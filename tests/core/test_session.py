@@ -31,8 +31,11 @@ def test_second_turn_prefills_only_new_tokens_and_matches_original(loaded, golde
     first, _ = run(session, [Message("user", "What is in this image?", [square])])
     assert first.stats.images_encoded == 1
     case = golden["cases"]["multi_turn_square"]
-    follow_up = [Message("user", "What is in this image?", [square]), Message("assistant", first.text),
-                 Message("user", "Are you sure?")]
+    follow_up = [
+        Message("user", "What is in this image?", [square]),
+        Message("assistant", first.text),
+        Message("user", "Are you sure?"),
+    ]
     second, _ = run(session, follow_up)
     assert second.output_ids == case["output_ids"]
     assert second.stats.images_encoded == 0  # the image's embeddings come from the session
@@ -87,8 +90,9 @@ def test_changing_the_image_invalidates_its_positions(loaded, images_dir):
 def test_cancel_stops_within_one_token(loaded):
     cancel = threading.Event()
     session = ChatSession(loaded)
-    answer = session.answer([Message("user", "Hello, who are you?")], SamplingSettings(max_new_tokens=200),
-                            cancel=cancel)
+    answer = session.answer(
+        [Message("user", "Hello, who are you?")], SamplingSettings(max_new_tokens=200), cancel=cancel
+    )
     received = []
     for delta in answer:
         received.append(delta)

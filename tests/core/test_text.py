@@ -23,7 +23,7 @@ def test_prompt_ids_match_original(tokenizer, golden):
 def test_eos_text_is_the_eos_id_and_next_stretch_gets_its_own_prefix(tokenizer):
     ids = tokenizer.encode_text("ASSISTANT: yes</s>USER: no")
     assert ids.count(2) == 1
-    after = ids[ids.index(2) + 1:]
+    after = ids[ids.index(2) + 1 :]
     assert after == tokenizer.encode_text("USER: no")
     assert tokenizer.sp.id_to_piece(after[0]).startswith("▁")
 
@@ -39,7 +39,9 @@ def test_render_prompt_v1_template():
     assert render_prompt(messages, "SYS") == "SYS USER: <image>\nQ1 ASSISTANT: A1</s>USER: Q2 ASSISTANT:"
 
 
-@pytest.mark.parametrize("text", ["你好，世界！图片里有一只猫。", "Emoji 🐱🎉 and ünïcödé", "mixed 中文 and English 😀"])
+@pytest.mark.parametrize(
+    "text", ["你好，世界！图片里有一只猫。", "Emoji 🐱🎉 and ünïcödé", "mixed 中文 and English 😀"]
+)
 def test_stream_never_shows_broken_characters(tokenizer, text):
     ids = tokenizer.encode_text(text)
     decoder = StreamDecoder(tokenizer)
