@@ -100,6 +100,7 @@ class FakeHub:
         self.bytes_per_s: float | None = None
         self.go_away_on_cut = False
         self._refusing = False  # set the moment the hub goes away, before its servers have stopped
+        self._stopping: threading.Thread | None = None
         self._cuts: dict[str, list[int]] = {}
         self._corrupt: dict[str, int] = {}
         self._failures: list[int] = []
@@ -111,6 +112,9 @@ class FakeHub:
     # -- running
 
     def start(self) -> FakeHub:
+        if self._stopping is not None:
+            self._stopping.join(timeout=10)  # a hub that went away on its own must be gone before it comes back
+            self._stopping = None
         self._refusing = False
         handler = type("Handler", (_Handler,), {"hub": self})
         self._servers = [_Server(("127.0.0.1", port), handler) for port in self._ports]
@@ -324,4 +328,5 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.shutdown(socket.SHUT_RDWR)
         if self.hub.go_away_on_cut:
             self.hub._refusing = True
-            threading.Thread(target=self.hub.stop, daemon=True).start()
+            self.hub._stopping = threading.Thread(target=self.hub.stop, daemon=True)
+            self.hub._stopping.start()
