@@ -17,7 +17,6 @@ import sqlite3
 import tempfile
 import time
 import urllib.parse
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,8 +24,10 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Literal
 
 import platformdirs
-from PIL import Image, ImageOps, UnidentifiedImageError
-from xvlm_core.errors import ImageError, XvlmError
+from PIL import Image
+from xvlm_core.errors import ConversationError, XvlmError
+from xvlm_core.images import FORMAT_SUFFIXES, open_image, read_image_bytes, to_rgb
+from xvlm_core.prompt import read_conversation
 
 from app import APP_NAME
 from app.instance_lock import InstanceLock
@@ -36,20 +37,6 @@ FINISHED_STATUSES = ("complete", "stopped", "interrupted", "failed")
 STREAM_WRITE_INTERVAL_S = 1.0
 TITLE_LENGTH = 60
 THUMBNAIL_SIDE = 256
-# The model's image loader takes up to 80 megapixels; a decompression bomb is refused before it is decoded.
-MAX_IMAGE_PIXELS = 80_000_000
-MAX_IMAGE_BYTES = 100 * 1024 * 1024
-# Only these parsers of Pillow ever see untrusted bytes.
-IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
-# Pillow format -> the suffix an image is stored under; MPO (JPEG with extra frames, from phone cameras)
-# comes through the JPEG parser.
-_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp",
-             "TIFF": ".tiff"}
-# An imported conversation is untrusted: these bounds keep a hostile file from filling memory or disk.
-MAX_IMPORT_BYTES = 32 * 1024 * 1024
-MAX_IMPORT_MESSAGES = 5_000
-MAX_IMPORT_TEXT_CHARS = 1_000_000
-MAX_IMPORT_IMAGES_PER_MESSAGE = 32
 SNIPPET_CHARS = 160
 
 Role = Literal["user", "assistant"]
@@ -126,7 +113,7 @@ class StoreInUseError(StoreError):
     """Another process holds the chat history open for writing."""
 
 
-class ConversationFileError(StoreError):
+class ConversationFileError(StoreError, ConversationError):
     """A conversation file to import is unreadable or not in the expected shape."""
 
 
@@ -687,9 +674,7 @@ class ChatStore:
     def _store_image(self, source: Path | bytes) -> _ImageFiles:
         """Copy an image into the images folder under its SHA-256, with a thumbnail; once per distinct image."""
         name = "the pasted image" if isinstance(source, bytes) else str(source)
-        data = source if isinstance(source, bytes) else _read_image_file(Path(source))
-        if len(data) > MAX_IMAGE_BYTES:
-            raise ImageError(f"{name}: the file is larger than {MAX_IMAGE_BYTES // 2**20} MB.")
+        data = source if isinstance(source, bytes) else read_image_bytes(Path(source))
         sha256 = hashlib.sha256(data).hexdigest()
         row = self._read().execute("SELECT file, thumbnail FROM images WHERE sha256 = ?", (sha256,)).fetchone()
         if row and all((self.images_dir / file).is_file() for file in row):
@@ -761,102 +746,24 @@ def _snippet(text: str, pattern: re.Pattern[str]) -> tuple[str, tuple[tuple[int,
 
 def _thumbnail(data: bytes, name: str) -> tuple[bytes, str]:
     """Check untrusted image bytes; the JPEG thumbnail of the upright image, and the suffix to store it under."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
-                if image.width * image.height > MAX_IMAGE_PIXELS:
-                    raise ImageError(
-                        f"{name}: {image.width}x{image.height} pixels is too large "
-                        f"(at most {MAX_IMAGE_PIXELS // 1_000_000} megapixels)."
-                    )
-                suffix = _SUFFIXES[image.format]
-                image.load()  # the whole first frame: a truncated file fails here, not later in the chat
-                upright = ImageOps.exif_transpose(image)
-        upright.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
-        buffer = io.BytesIO()
-        _flatten(upright).save(buffer, "JPEG", quality=85)
-        return buffer.getvalue(), suffix
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image file (or not a PNG, JPEG, GIF, BMP, WebP or TIFF).") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{name}: the image is too large to open safely.") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"{name}: the image is truncated or damaged ({exc}).") from None
-
-
-def _flatten(image: Image.Image) -> Image.Image:
-    """RGB for a thumbnail: transparency over white (as the model sees it), deep greyscale scaled to 8 bits."""
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        high = image.getextrema()[1]
-        scale = 255.0 / high if high > 255 or (image.mode == "F" and 0 < high <= 1) else 1.0
-        image = image.convert("F").point(lambda value: value * scale).convert("L")
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def _read_image_file(path: Path) -> bytes:
-    try:
-        if path.stat().st_size > MAX_IMAGE_BYTES:
-            raise ImageError(f"{path}: the file is larger than {MAX_IMAGE_BYTES // 2**20} MB.")
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file.") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a folder, not an image.") from None
-    except PermissionError:
-        raise ImageError(f"{path}: permission denied.") from None
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot read it ({exc.strerror or exc}).") from None
+    image, image_format = open_image(data, name)
+    image = to_rgb(image)
+    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=85)
+    return buffer.getvalue(), FORMAT_SUFFIXES[image_format]
 
 
 def _read_conversation(path: Path) -> list[tuple[Role, str, list[Path]]]:
     """Validate an untrusted conversation file: (role, text, image paths inside its folder) per turn."""
     try:
-        if path.stat().st_size > MAX_IMPORT_BYTES:
-            raise ConversationFileError(f"{path}: the file is larger than {MAX_IMPORT_BYTES // 2**20} MB.")
-        raw = json.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise ConversationFileError(f"{path}: no such file.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConversationFileError(f"{path}: cannot read it ({exc}).") from None
-    except json.JSONDecodeError as exc:
-        raise ConversationFileError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno}).") from None
-    except RecursionError:
-        raise ConversationFileError(f"{path}: not a conversation (nested too deeply).") from None
-    if not isinstance(raw, list) or not raw:
-        raise ConversationFileError(f"{path}: expected a JSON list of messages, with at least one message.")
-    if len(raw) > MAX_IMPORT_MESSAGES:
-        raise ConversationFileError(f"{path}: more than {MAX_IMPORT_MESSAGES} messages.")
+        messages = read_conversation(path)
+    except ConversationError as exc:
+        raise ConversationFileError(str(exc)) from None
     folder = path.parent.resolve()
-    turns: list[tuple[Role, str, list[Path]]] = []
-    for index, item in enumerate(raw, 1):
-        where = f"{path}: message {index}"
-        if not isinstance(item, dict) or item.get("role") not in ("user", "assistant"):
-            raise ConversationFileError(f'{where}: needs "role": "user" or "assistant".')
-        unknown = set(item) - {"role", "content", "images"}
-        if unknown:
-            raise ConversationFileError(f"{where}: unexpected fields {', '.join(sorted(map(repr, unknown)))}.")
-        text = item.get("content")
-        if not isinstance(text, str):
-            raise ConversationFileError(f'{where}: "content" must be a string.')
-        if len(text) > MAX_IMPORT_TEXT_CHARS:
-            raise ConversationFileError(f"{where}: the text is longer than {MAX_IMPORT_TEXT_CHARS} characters.")
-        names = item.get("images", [])
-        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-            raise ConversationFileError(f'{where}: "images" must be a list of file names.')
-        if names and item["role"] != "user":
-            raise ConversationFileError(f"{where}: only user messages can carry images.")
-        if len(names) > MAX_IMPORT_IMAGES_PER_MESSAGE:
-            raise ConversationFileError(f"{where}: more than {MAX_IMPORT_IMAGES_PER_MESSAGE} images.")
-        turns.append((item["role"], text, [_image_inside(folder, name, where) for name in names]))
-    return turns
+    return [(message.role, message.text, [_image_inside(folder, name, f"{path}: message {index}")
+                                          for name in message.images])
+            for index, message in enumerate(messages, 1)]
 
 
 def _image_inside(folder: Path, name: str, where: str) -> Path:

@@ -116,7 +116,12 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from xvlm_core.session import ChatSession
 
     settings = _settings(args)
-    history = read_conversation(args.conversation) if args.conversation else []
+    history = []
+    if args.conversation:
+        # Image names in the file are relative to it (absolute ones stay as they are).
+        folder = args.conversation.parent
+        history = [Message(m.role, m.text, [str(folder / name) for name in m.images])
+                   for m in read_conversation(args.conversation)]
     if args.image:
         load_image(args.image)  # a bad image fails before the model loads
     question = Message("user", args.prompt, [str(args.image)] if args.image else [])

@@ -17,6 +17,10 @@ class ImageError(XvlmError):
     """A file could not be used as an image."""
 
 
+class ConversationError(XvlmError):
+    """A conversation file (JSON list of messages) is unreadable or not in the expected shape."""
+
+
 class DeviceError(XvlmError):
     """The requested device or dtype is not available on this machine."""
 

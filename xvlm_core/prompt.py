@@ -7,10 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from xvlm_core.errors import XvlmError
+from xvlm_core.errors import ConversationError
 
 IMAGE_PLACEHOLDER = "<image>"
 EOS_TEXT = "</s>"
+# Bounds for conversation files, which are untrusted input.
+MAX_CONVERSATION_BYTES = 32 * 1024 * 1024
+MAX_CONVERSATION_MESSAGES = 5_000
+MAX_MESSAGE_CHARS = 1_000_000
+MAX_IMAGES_PER_MESSAGE = 32
 
 SYSTEM_V1 = (
     "A chat between a curious user and an artificial intelligence assistant. "
@@ -47,28 +52,46 @@ def images_in_order(messages: list[Message]) -> list[str]:
 
 
 def read_conversation(path: Path) -> list[Message]:
-    """Turns from a JSON file: `[{"role", "content", "images"?}]`, image paths relative to the file."""
+    """Turns from an untrusted JSON file: `[{"role", "content", "images"?}, ...]`.
+
+    Image names are returned as written in the file (relative to it, in files the app exports); the
+    caller decides how to resolve them. Sizes are bounded so a hostile file cannot fill memory.
+    """
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_CONVERSATION_BYTES:
+            raise ConversationError(f"{path}: the file is larger than {MAX_CONVERSATION_BYTES // 2**20} MB.")
+        raw = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
-        raise XvlmError(f"{path}: no such file.") from None
+        raise ConversationError(f"{path}: no such file.") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise XvlmError(f"{path}: cannot read it ({exc}).") from None
+        raise ConversationError(f"{path}: cannot read it ({exc}).") from None
     except json.JSONDecodeError as exc:
-        raise XvlmError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno}).") from None
-    if not isinstance(raw, list):
-        raise XvlmError(f"{path}: expected a JSON list of messages.")
-    messages = []
-    for index, item in enumerate(raw):
-        where = f"{path}: message {index + 1}"
-        if not isinstance(item, dict) or item.get("role") not in ("user", "assistant"):
-            raise XvlmError(f'{where}: needs "role": "user" or "assistant".')
-        if not isinstance(item.get("content"), str):
-            raise XvlmError(f'{where}: "content" must be a string.')
-        images = item.get("images") or []
-        if not isinstance(images, list) or not all(isinstance(image, str) for image in images):
-            raise XvlmError(f'{where}: "images" must be a list of file names.')
-        if images and item["role"] != "user":
-            raise XvlmError(f"{where}: only user messages can carry images.")
-        messages.append(Message(item["role"], item["content"], [str(path.parent / image) for image in images]))
-    return messages
+        raise ConversationError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno}).") from None
+    except RecursionError:
+        raise ConversationError(f"{path}: not a conversation (nested too deeply).") from None
+    if not isinstance(raw, list) or not raw:
+        raise ConversationError(f"{path}: expected a JSON list of messages, with at least one message.")
+    if len(raw) > MAX_CONVERSATION_MESSAGES:
+        raise ConversationError(f"{path}: more than {MAX_CONVERSATION_MESSAGES} messages.")
+    return [_parse_message(item, f"{path}: message {index}") for index, item in enumerate(raw, 1)]
+
+
+def _parse_message(item: object, where: str) -> Message:
+    if not isinstance(item, dict) or item.get("role") not in ("user", "assistant"):
+        raise ConversationError(f'{where}: needs "role": "user" or "assistant".')
+    unknown = set(item) - {"role", "content", "images"}
+    if unknown:
+        raise ConversationError(f"{where}: unexpected fields {', '.join(sorted(map(repr, unknown)))}.")
+    text = item.get("content")
+    if not isinstance(text, str):
+        raise ConversationError(f'{where}: "content" must be a string.')
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise ConversationError(f"{where}: the text is longer than {MAX_MESSAGE_CHARS} characters.")
+    names = item.get("images", [])
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ConversationError(f'{where}: "images" must be a list of file names.')
+    if names and item["role"] != "user":
+        raise ConversationError(f"{where}: only user messages can carry images.")
+    if len(names) > MAX_IMAGES_PER_MESSAGE:
+        raise ConversationError(f"{where}: more than {MAX_IMAGES_PER_MESSAGE} images.")
+    return Message(item["role"], text, list(names))

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from app import store as store_module
 from app.store import ChatStore, ConversationFileError
+from xvlm_core import prompt as prompt_module
 from xvlm_core.errors import ImageError
 
 
@@ -62,15 +62,19 @@ def test_json_export_has_the_shape_xvlm_ask_reads(store: ChatStore, chat_id: int
     assert sorted(p.name for p in (path.parent / folder).iterdir()) == sorted([Path(shapes).name, Path(red).name])
 
 
-def test_json_export_is_read_by_the_xvlm_command(store: ChatStore, chat_id: int, tmp_path: Path) -> None:
-    from xvlm_core.cli import read_conversation
+def test_json_export_is_read_by_the_xvlm_command(store: ChatStore, chat_id: int, tmp_path: Path, capsys,
+                                                 tiny_model_dir: Path, tiny_tower_dir: Path) -> None:
+    from xvlm_core.cli import main
 
     path = store.export_json(chat_id, tmp_path / "exports")
-    messages = read_conversation(path)
-    assert [(m.role, m.text) for m in messages] == [
-        (item["role"], item["content"]) for item in json.loads(path.read_text(encoding="utf-8"))
-    ]
-    assert all(Path(image).is_file() for message in messages for image in message.images)
+    code = main(["ask", "--model", str(tiny_model_dir), "--vision-tower", str(tiny_tower_dir), "--json",
+                 "--max-new-tokens", "4", "--conversation", str(path), "One more question?"])
+    assert code == 0, capsys.readouterr().err
+    prompt = json.loads(capsys.readouterr().out)["prompt"]
+    exported = json.loads(path.read_text(encoding="utf-8"))
+    assert prompt.count("<image>") == sum(len(item.get("images", [])) for item in exported) > 0
+    assert all(item["content"].strip() in prompt for item in exported)
+    assert prompt.endswith("USER: One more question? ASSISTANT:")
 
 
 def test_export_then_import_gives_the_same_chat(store: ChatStore, chat_id: int, tmp_path: Path) -> None:
@@ -205,15 +209,15 @@ def test_import_refuses_files_that_are_not_json_or_too_big(store: ChatStore, tmp
         store.import_json(tmp_path / "missing.json")
 
     path = write_conversation(tmp_path / "big", [{"role": "user", "content": "x" * 100}] * 3)
-    monkeypatch.setattr(store_module, "MAX_IMPORT_BYTES", 200)
+    monkeypatch.setattr(prompt_module, "MAX_CONVERSATION_BYTES", 200)
     with pytest.raises(ConversationFileError, match="larger than"):
         store.import_json(path)
-    monkeypatch.setattr(store_module, "MAX_IMPORT_BYTES", 10_000)
-    monkeypatch.setattr(store_module, "MAX_IMPORT_MESSAGES", 2)
+    monkeypatch.setattr(prompt_module, "MAX_CONVERSATION_BYTES", 10_000)
+    monkeypatch.setattr(prompt_module, "MAX_CONVERSATION_MESSAGES", 2)
     with pytest.raises(ConversationFileError, match="more than 2 messages"):
         store.import_json(path)
-    monkeypatch.setattr(store_module, "MAX_IMPORT_MESSAGES", 10)
-    monkeypatch.setattr(store_module, "MAX_IMPORT_TEXT_CHARS", 99)
+    monkeypatch.setattr(prompt_module, "MAX_CONVERSATION_MESSAGES", 10)
+    monkeypatch.setattr(prompt_module, "MAX_MESSAGE_CHARS", 99)
     with pytest.raises(ConversationFileError, match="longer than 99 characters"):
         store.import_json(path)
     assert store.list_chats() == []

@@ -68,7 +68,7 @@ def test_bytes_are_accepted(tmp_path: Path):
 def test_text_file_is_not_an_image(tmp_path: Path):
     path = tmp_path / "notes.txt"
     path.write_text("hello")
-    with pytest.raises(ImageError, match="notes.txt: not an image"):
+    with pytest.raises(ImageError, match="notes.txt: not an image file"):
         load_image(path)
 
 
