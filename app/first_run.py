@@ -36,23 +36,6 @@ log = logging.getLogger(__name__)
 PROGRESS_PER_SECOND = 20
 
 
-def human_bytes(count: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if abs(count) < 1000 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
-        count /= 1000
-    raise AssertionError("unreachable")
-
-
-def human_duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
 class HubDownloads:
     """The hub calls this page makes. Each one blocks: call them off the UI thread."""
 
@@ -68,13 +51,16 @@ class HubDownloads:
         hub = import_core("xvlm_core.hub")
         return hub.plan_download(spec, endpoint=endpoint or None)
 
-    def download(self, spec: Any, on_progress: Callable[[Any], None], cancel: threading.Event, endpoint: str) -> Path:
+    def download(self, plan: Any, on_progress: Callable[[Any], None], cancel: threading.Event, endpoint: str) -> Path:
         hub = import_core("xvlm_core.hub")
-        return hub.download_model(spec, on_progress, cancel, endpoint=endpoint or None)
+        return hub.download_model(plan.spec, on_progress, cancel, endpoint=endpoint or None, plan=plan)
 
-    def validate_folder(self, folder: Path) -> None:
+    def validate_folder(self, folder: Path, vision_tower: str = "") -> None:
         hub = import_core("xvlm_core.hub")
-        hub.validate_local_folder(folder)
+        hub.validate_local_folder(folder, vision_tower or None)
+
+    def looks_like_repo_id(self, name: str) -> bool:
+        return import_core("xvlm_core.hub").looks_like_repo_id(name)
 
 
 def locate_model(name: str, downloads: HubDownloads) -> tuple[str | None, Any]:
@@ -82,7 +68,7 @@ def locate_model(name: str, downloads: HubDownloads) -> tuple[str | None, Any]:
 
     `name` is a folder, a hub repo id, or "" for the default model.
     """
-    if name and (Path(name).expanduser().exists() or "/" not in name or name.startswith((".", "/", "~"))):
+    if name and (Path(name).expanduser().exists() or not downloads.looks_like_repo_id(name)):
         return str(Path(name).expanduser()), None  # a folder (a wrong one fails to load, with the reason)
     spec = downloads.spec(name)
     folder = downloads.installed_folder(spec)
@@ -114,8 +100,10 @@ class FirstRunPage(QWidget):
     download_started = Signal()
     download_stopped = Signal()  # finished, failed or cancelled
 
-    def __init__(self, downloads: HubDownloads, endpoint: str = "", parent: QWidget | None = None):
+    def __init__(self, downloads: HubDownloads, endpoint: str = "", vision_tower: str = "",
+                 parent: QWidget | None = None):
         super().__init__(parent)
+        self.vision_tower = vision_tower
         self.setObjectName("firstRun")
         self.downloads = downloads
         self._spec: Any = None
@@ -123,6 +111,7 @@ class FirstRunPage(QWidget):
         self._ready: asyncio.Future[str] | None = None
         self._cancel: threading.Event | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._threads: set[threading.Thread] = set()
         self._retry_downloads = False
         self.picked_folder = False  # the model came from a folder the person chose, not a download
         self.relay = _ProgressRelay()
@@ -229,7 +218,7 @@ class FirstRunPage(QWidget):
         self.status_label.setText("Starting the download…")
         self.download_started.emit()
         try:
-            folder = await self._off_thread(self.downloads.download, self._spec, self.relay, self._cancel,
+            folder = await self._off_thread(self.downloads.download, self._plan, self.relay, self._cancel,
                                             self.endpoint)
         except Exception as exc:
             self.download_stopped.emit()
@@ -259,7 +248,7 @@ class FirstRunPage(QWidget):
     async def use_folder(self, folder: str) -> None:
         self.status_label.setText(f"Checking {folder}…")
         try:
-            await self._off_thread(self.downloads.validate_folder, Path(folder))
+            await self._off_thread(self.downloads.validate_folder, Path(folder), self.vision_tower)
         except Exception as exc:
             self._failed(exc)
             return
@@ -279,36 +268,39 @@ class FirstRunPage(QWidget):
             self._spawn(self._make_plan())
 
     def _show_plan(self, plan: Any) -> None:
+        from xvlm_core.hub import format_size  # imported already: the plan came from it
+
         spec = plan.spec
-        repos = ", ".join(repo.repo_id for repo in spec.repos)
-        self.what_label.setText(f"{spec.display_name} ({len(plan.files)} files from {repos})")
-        if plan.missing_bytes < plan.total_bytes:
-            self.size_label.setText(f"{human_bytes(plan.missing_bytes)} left to download "
-                                    f"(of {human_bytes(plan.total_bytes)}; the rest is already here)")
+        repos = ", ".join(sorted({file.repo_id for file in plan.files}))
+        self.what_label.setText(f"{spec.display_name}: {len(plan.files)} files from {repos}")
+        if 0 < plan.missing_bytes < plan.total_bytes:
+            self.size_label.setText(f"{format_size(plan.missing_bytes)} left to download "
+                                    f"(of {format_size(plan.total_bytes)}; the rest is already here)")
         else:
-            self.size_label.setText(human_bytes(plan.total_bytes))
+            self.size_label.setText(format_size(plan.total_bytes))
         self.destination_label.setText(str(plan.destination))
-        free = plan.free_bytes
-        self.free_label.setText("unknown" if free is None else human_bytes(free))
+        self.free_label.setText(format_size(plan.free_bytes))
         self.progress.setValue(self._permille(plan.total_bytes - plan.missing_bytes, plan.total_bytes))
         self.progress.setVisible(plan.missing_bytes < plan.total_bytes)
-        if free is not None and free < plan.missing_bytes:
-            self.status_label.setText(f"There is not enough free space: {human_bytes(plan.missing_bytes)} are "
-                                      f"needed. Free some space, then press Retry.")
+        if not plan.enough_space:
+            self.status_label.setText(f"There is not enough free space there: {format_size(plan.needed_bytes)} "
+                                      "are needed. Free some space, then press Retry.")
             self._set_buttons(download=False, cancel=False, retry=True)
             return
         self.status_label.setText("Ready to download.")
         self._set_buttons(download=True, cancel=False, retry=False)
 
     def _show_progress(self, progress: Any) -> None:
+        from xvlm_core.hub import format_duration, format_size
+
         if self._cancel is None:
             return  # a late one, after the download ended
         self.progress.setValue(self._permille(progress.done_bytes, progress.total_bytes))
-        parts = [f"{human_bytes(progress.done_bytes)} of {human_bytes(progress.total_bytes)}"]
+        parts = [f"{format_size(progress.done_bytes)} of {format_size(progress.total_bytes)}"]
         if progress.speed_bps:
-            parts.append(f"{human_bytes(progress.speed_bps)}/s")
-        if progress.eta_s is not None and progress.speed_bps:
-            parts.append(f"about {human_duration(progress.eta_s)} left")
+            parts.append(f"{format_size(progress.speed_bps)}/s")
+            if progress.eta_s is not None:
+                parts.append(f"about {format_duration(progress.eta_s)} left")
         if progress.current_file:
             parts.append(Path(progress.current_file).name)
         self.status_label.setText(" · ".join(parts))
@@ -348,6 +340,43 @@ class FirstRunPage(QWidget):
         self._tasks.add(task)  # keep a reference, or the task may be collected mid-flight
         task.add_done_callback(self._tasks.discard)
 
-    @staticmethod
-    async def _off_thread(function: Callable, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(None, function, *args)
+    async def _off_thread(self, function: Callable, *args: Any) -> Any:
+        """Run a blocking hub call on a thread of its own and wait for it without blocking the UI.
+
+        The thread is a daemon: planning cannot be interrupted, and retrying an unreachable hub may take a
+        minute, which must not keep the app from quitting. Downloads are cancelled and joined (`shutdown`).
+        """
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+
+        def settle(result: Any, error: BaseException | None) -> None:
+            if future.done():  # the awaiting task was cancelled (the window closed)
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+        def work() -> None:
+            try:
+                result = function(*args)
+            except BaseException as exc:  # handed to the awaiting coroutine, which reports it
+                loop.call_soon_threadsafe(settle, None, exc)
+            else:
+                loop.call_soon_threadsafe(settle, result, None)
+
+        thread = threading.Thread(target=work, name=f"hub-{function.__name__}", daemon=True)
+        self._threads.add(thread)
+        thread.start()
+        try:
+            return await future
+        finally:
+            self._threads.discard(thread)
+
+    def shutdown(self, timeout_s: float = 3.0) -> None:
+        """Cancel a download and give it a moment to record how far it got (it resumes from there)."""
+        self.cancel()
+        deadline = time.monotonic() + timeout_s
+        for thread in list(self._threads):
+            if thread.name == "hub-download":
+                thread.join(max(0.0, deadline - time.monotonic()))

@@ -133,7 +133,7 @@ class MainWindow(QMainWindow):
         self.list_devices_requested.connect(self.worker.list_devices)
         self.worker.devices_found.connect(self._on_devices)
 
-        self.first_run = FirstRunPage(self.downloads, self.settings.hub_endpoint)
+        self.first_run = FirstRunPage(self.downloads, self.settings.hub_endpoint, self.settings.vision_tower)
         self.first_run.endpoint_changed.connect(lambda endpoint: self._update_settings(hub_endpoint=endpoint))
         self.first_run.download_started.connect(lambda: self._update_settings(download_started=True))
         self.first_run.download_stopped.connect(lambda: self._update_settings(download_started=False))
@@ -446,8 +446,9 @@ class MainWindow(QMainWindow):
         """Save the geometry, stop a download and the answer, end the model thread."""
         if not self._closing:
             self._closing = True
+            self.hide()  # what follows may wait a moment for the threads; the person need not watch it
             self._update_settings(window_geometry=bytes(self.saveGeometry().toBase64().data()).decode())
-            self.first_run.cancel()
+            self.first_run.shutdown()
             if self.controller.busy:
                 self.controller.stop()
             self.shutdown()

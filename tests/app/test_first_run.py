@@ -1,0 +1,176 @@
+"""First launch against a model hub on 127.0.0.1: what will be downloaded, download, pause, resume, or a folder."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFileDialog
+from test_window import ask, wait_answered, wait_ready
+
+from app.settings import SettingsFile
+from app.worker import ModelWorker
+
+WEIGHTS = "XiaoduoAILab/Xmodel_VLM/model.safetensors"
+
+
+def wait_plan(qtbot, window) -> None:
+    qtbot.waitUntil(lambda: window.first_run.download_button.isEnabled(), timeout=10_000)
+
+
+def click(qtbot, button) -> None:
+    assert button.isVisible() and button.isEnabled(), button.text()
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
+def test_first_launch_shows_the_download_then_chats(qtbot, make_window, hub_server, app_settings, tmp_path):
+    from xvlm_core import hub
+
+    window = make_window(settings=replace(app_settings, model=""), model="")
+    qtbot.waitUntil(lambda: window.first_run.isVisible())
+    wait_plan(qtbot, window)
+    page = window.first_run
+    assert page.what_label.text().startswith("Xmodel-VLM: 8 files from ")
+    assert "XiaoduoAILab/Xmodel_VLM" in page.what_label.text()
+    assert page.size_label.text() == "17.6 MB"
+    assert page.destination_label.text() == str(hub.default_cache_dir())
+    assert page.free_label.text().endswith("GB")
+    assert page.endpoint_edit.placeholderText().startswith("https://huggingface.co")
+
+    click(qtbot, page.download_button)
+    qtbot.waitUntil(lambda: window.chat_page.isVisible(), timeout=20_000)
+    wait_ready(qtbot, window)
+    assert hub.installed_model_folder(hub.DEFAULT_MODEL) is not None
+    ask(qtbot, window, "Hello?")
+    wait_answered(qtbot, window)
+    saved = json.loads((tmp_path / "settings.json").read_text())
+    assert saved["download_started"] is False and saved["model"] == ""
+
+
+def test_progress_shows_bytes_speed_and_eta_at_most_20_times_a_second(qtbot, make_window, hub_server, app_settings):
+    hub_server.bytes_per_s = 9_000_000  # about two seconds for the tiny checkpoint
+    window = make_window(settings=replace(app_settings, model=""), model="")
+    wait_plan(qtbot, window)
+    page = window.first_run
+    texts: list[str] = []
+    page.relay.progressed.connect(lambda _progress: texts.append(page.status_label.text()))
+    started = time.monotonic()
+    click(qtbot, page.download_button)
+    qtbot.waitUntil(lambda: "/s" in page.status_label.text() and "left" in page.status_label.text(), timeout=10_000)
+    assert " of 17.6 MB" in page.status_label.text()
+    assert page.progress.isVisible() and 0 <= page.progress.value() < 1000
+    qtbot.waitUntil(lambda: window.chat_page.isVisible(), timeout=20_000)
+    elapsed = time.monotonic() - started
+    assert elapsed > 1.0
+    assert 5 <= page.relay.emitted <= 20 * elapsed + 2
+
+
+def test_cancel_pauses_and_download_continues_where_it_stopped(qtbot, make_window, hub_server, app_settings):
+    hub_server.bytes_per_s = 6_000_000
+    window = make_window(settings=replace(app_settings, model=""), model="")
+    wait_plan(qtbot, window)
+    page = window.first_run
+    click(qtbot, page.download_button)
+    qtbot.waitUntil(lambda: hub_server.served[WEIGHTS] > 4_000_000, timeout=10_000)
+    click(qtbot, page.cancel_button)
+    qtbot.waitUntil(lambda: page.status_label.text().startswith("Paused"), timeout=5_000)
+    assert page.download_button.isEnabled() and not page.cancel_button.isEnabled()
+    assert window.first_run.isVisible()
+
+    hub_server.bytes_per_s = None
+    hub_server.ranges.clear()
+    click(qtbot, page.download_button)
+    qtbot.waitUntil(lambda: window.chat_page.isVisible(), timeout=20_000)
+    weights_requests = [start for name, start in hub_server.ranges if name == WEIGHTS and start > 8]
+    assert weights_requests and weights_requests[0] > 2_000_000  # it went on from the bytes already here
+
+
+def test_closing_mid_download_and_reopening_resumes_by_itself(qtbot, make_window, hub_server, app_settings, tmp_path):
+    hub_server.bytes_per_s = 6_000_000
+    first = make_window(settings=replace(app_settings, model=""), model="")
+    wait_plan(qtbot, first)
+    click(qtbot, first.first_run.download_button)
+    qtbot.waitUntil(lambda: hub_server.served[WEIGHTS] > 3_000_000, timeout=10_000)
+    first.close()
+    assert SettingsFile(tmp_path / "settings.json").load().download_started
+
+    hub_server.bytes_per_s = None
+    hub_server.ranges.clear()
+    second = make_window(settings=SettingsFile(tmp_path / "settings.json").load(), model="")
+    qtbot.waitUntil(lambda: second.first_run.isVisible(), timeout=5_000)
+    qtbot.waitUntil(lambda: second.chat_page.isVisible(), timeout=20_000)  # nobody pressed Download
+    wait_ready(qtbot, second)
+    weights_requests = [start for name, start in hub_server.ranges if name == WEIGHTS and start > 8]
+    assert weights_requests and weights_requests[0] > 2_000_000  # it went on from the bytes already here
+    assert not SettingsFile(tmp_path / "settings.json").load().download_started
+
+
+def test_no_connection_says_so_and_retry_works_once_it_is_back(qtbot, make_window, hub_server, app_settings):
+    hub_server.stop()
+    window = make_window(settings=replace(app_settings, model=""), model="")
+    page = window.first_run
+    qtbot.waitUntil(lambda: page.retry_button.isVisible(), timeout=10_000)
+    message = page.status_label.text()
+    assert message and "Traceback" not in message and not page.download_button.isEnabled()
+    assert page.folder_button.isEnabled()
+    hub_server.start()
+    click(qtbot, page.retry_button)
+    wait_plan(qtbot, window)
+    assert page.size_label.text() == "17.6 MB"
+
+
+def test_a_mirror_address_typed_on_the_page_is_used_and_remembered(
+        qtbot, make_window, hub_server, app_settings, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the default hub is unreachable
+    window = make_window(settings=replace(app_settings, model=""), model="")
+    page = window.first_run
+    qtbot.waitUntil(lambda: page.retry_button.isVisible(), timeout=10_000)
+    page.endpoint_edit.setFocus()
+    qtbot.keyClicks(page.endpoint_edit, hub_server.url)
+    qtbot.keyClick(page.endpoint_edit, Qt.Key.Key_Return)
+    wait_plan(qtbot, window)
+    assert json.loads((tmp_path / "settings.json").read_text())["hub_endpoint"] == hub_server.url
+    click(qtbot, page.download_button)
+    qtbot.waitUntil(lambda: window.chat_page.isVisible(), timeout=20_000)
+
+
+def test_use_a_folder_i_already_have(qtbot, make_window, app_settings, tiny_model_dir, tmp_path, monkeypatch):
+    window = make_window(ModelWorker(), settings=replace(app_settings, model=""), model="")
+    page = window.first_run
+    qtbot.waitUntil(lambda: page.folder_button.isEnabled() and page.isVisible(), timeout=10_000)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *args, **kwargs: str(empty))
+    click(qtbot, page.folder_button)
+    qtbot.waitUntil(lambda: str(empty) in page.status_label.text(), timeout=5_000)
+    qtbot.waitUntil(lambda: "Checking" not in page.status_label.text(), timeout=5_000)
+    assert page.isVisible()
+
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *args, **kwargs: str(tiny_model_dir))
+    click(qtbot, page.folder_button)
+    qtbot.waitUntil(lambda: window.chat_page.isVisible(), timeout=10_000)
+    wait_ready(qtbot, window)
+    assert SettingsFile(tmp_path / "settings.json").load().model == str(tiny_model_dir)
+
+
+def test_a_model_named_on_the_command_line_that_is_cached_starts_offline(
+        qtbot, make_window, hub_server, app_settings, monkeypatch):
+    from xvlm_core import hub
+
+    hub.download_model(hub.DEFAULT_MODEL)
+    hub_server.stop()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    window = make_window(settings=replace(app_settings, model=""), model="XiaoduoAILab/Xmodel_VLM")
+    wait_ready(qtbot, window)
+    assert not window.first_run.isVisible()
+    assert window.model_label.text() == "XiaoduoAILab/Xmodel_VLM"
+
+
+def test_a_missing_folder_named_on_the_command_line_is_a_load_error_not_a_download(qtbot, make_window, tmp_path):
+    window = make_window(model=str(Path(tmp_path) / "nowhere"))
+    qtbot.waitUntil(lambda: window.banner.isVisible(), timeout=10_000)
+    assert not window.first_run.isVisible()
