@@ -31,7 +31,6 @@ from PySide6.QtWidgets import (
 
 from app import APP_NAME
 from app.icons import icon
-from app.worker import import_core
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +63,11 @@ def save_image_data(image: QImage) -> Path:
 def check_image(path: str) -> QImage:
     """Open `path` the way the model will (raises xvlm_core's ImageError) and return a small thumbnail.
 
-    Runs off the UI thread: xvlm_core.vision and a large image both take a while to load.
+    Runs off the UI thread: a large image takes a while to decode.
     """
-    image = import_core("xvlm_core.vision").load_image(path)  # upright RGB, or ImageError with a message for people
+    from xvlm_core.images import load_image  # Pillow only (no torch), so any thread may import it
+
+    image = load_image(path)  # upright RGB, or ImageError with a message for people
     image.thumbnail((CHIP_SIDE * 4, CHIP_SIDE * 4))
     raw = image.tobytes("raw", "RGB")
     return QImage(raw, image.width, image.height, image.width * 3, QImage.Format.Format_RGB888).copy()
