@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from PySide6.QtCore import QObject, Signal
 
+from app.qt_compat import emit
 from app.settings import Settings
 from app.worker import AnswerRequest, LoadRequest, ModelWorker, Turn
 
@@ -102,7 +103,7 @@ class ChatController(QObject):
             self._active.cancel.set()
         self.model_summary, self.model_error = {}, ""
         self._set_phase(ModelPhase.LOADING)
-        self.load_requested.emit(request)
+        emit(self.load_requested, request)
 
     def send(self, text: str, image: str | None = None) -> bool:
         """Ask a question; False (and nothing happens) while another answer is in flight or it is empty."""
@@ -110,7 +111,7 @@ class ChatController(QObject):
         if self.busy or not (text or image):
             return False
         self.messages.append(ChatMessage("user", text, image))
-        self.message_added.emit(len(self.messages) - 1)
+        emit(self.message_added, len(self.messages) - 1)
         self._begin_answer()
         return True
 
@@ -129,7 +130,7 @@ class ChatController(QObject):
         if self.busy or not self.messages or self.messages[-1].role != "assistant":
             return False
         self.messages.pop()
-        self.conversation_replaced.emit()
+        emit(self.conversation_replaced)
         self._begin_answer()
         return True
 
@@ -140,22 +141,22 @@ class ChatController(QObject):
         if not (text.strip() or image):
             return False
         del self.messages[index:]
-        self.conversation_replaced.emit()
+        emit(self.conversation_replaced)
         return self.send(text, image)
 
     def new_chat(self) -> None:
         self.stop()
         self._active = None
         self.messages = []
-        self.conversation_replaced.emit()
-        self.busy_changed.emit(False)
+        emit(self.conversation_replaced)
+        emit(self.busy_changed, False)
 
     # -- the answer's life ---------------------------------------------------------------------------------
 
     def _begin_answer(self) -> None:
         self.messages.append(ChatMessage("assistant", status=WAITING))
-        self.message_added.emit(len(self.messages) - 1)
-        self.busy_changed.emit(True)
+        emit(self.message_added, len(self.messages) - 1)
+        emit(self.busy_changed, True)
         if self.phase is ModelPhase.READY:
             self._ask()
         elif self.phase is ModelPhase.FAILED:
@@ -173,14 +174,14 @@ class ChatController(QObject):
             sampling=self.settings.sampling(), system=self.settings.system_prompt,
         )
         answer.status = STREAMING
-        self.message_changed.emit(len(self.messages) - 1)
-        self.answer_requested.emit(self._active)
+        emit(self.message_changed, len(self.messages) - 1)
+        emit(self.answer_requested, self._active)
 
     def _finish(self, message: ChatMessage, status: str, error: str = "") -> None:
         message.status, message.error = status, error
         self._active = None
-        self.message_changed.emit(self.messages.index(message))
-        self.busy_changed.emit(False)
+        emit(self.message_changed, self.messages.index(message))
+        emit(self.busy_changed, False)
 
     def _current(self, request_id: int) -> ChatMessage | None:
         """The message a worker signal is about, or None for an answer that was replaced meanwhile."""
@@ -192,7 +193,7 @@ class ChatController(QObject):
         message = self._current(request_id)
         if message is not None:
             message.text += text
-            self.message_changed.emit(len(self.messages) - 1)
+            emit(self.message_changed, len(self.messages) - 1)
 
     def _on_finished(self, request_id: int, text: str, stats: dict) -> None:
         message = self._current(request_id)
@@ -212,23 +213,23 @@ class ChatController(QObject):
 
     def _set_phase(self, phase: ModelPhase) -> None:
         self.phase = phase
-        self.model_phase_changed.emit(phase)
+        emit(self.model_phase_changed, phase)
 
     def _on_stage(self, stage: str) -> None:
         self.load_stage = stage
-        self.load_stage_changed.emit(stage)
+        emit(self.load_stage_changed, stage)
 
     def _on_loaded(self, summary: dict) -> None:
         self.model_summary, self.load_stage = summary, ""
         self._set_phase(ModelPhase.READY)
-        self.model_loaded.emit(summary)
+        emit(self.model_loaded, summary)
         if self.busy and self.messages[-1].status == WAITING:
             self._ask()
 
     def _on_load_failed(self, error: str) -> None:
         self.model_error, self.load_stage = error, ""
         self._set_phase(ModelPhase.FAILED)
-        self.model_failed.emit(error)
+        emit(self.model_failed, error)
         if self.busy and self._active is None:
             self._finish(self.messages[-1], FAILED, self._no_model_message())
 

@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 
 from app import APP_NAME
 from app.icons import icon
+from app.qt_compat import emit
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class PromptEdit(QPlainTextEdit):
         if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not (
             event.modifiers() & (Qt.KeyboardModifier.ShiftModifier | Qt.KeyboardModifier.AltModifier)
         ):
-            self.submitted.emit()
+            emit(self.submitted)
             return
         if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
             self.insertPlainText("\n")
@@ -109,7 +110,7 @@ class PromptEdit(QPlainTextEdit):
 
     def insertFromMimeData(self, source: QMimeData) -> None:
         if mime_has_attachment(source):
-            self.attachment_received.emit(source)
+            emit(self.attachment_received, source)
         else:
             super().insertFromMimeData(source)
 
@@ -276,7 +277,7 @@ class Composer(QFrame):
 
     def _send_or_stop(self) -> None:
         if self.busy:
-            self.stop_requested.emit()
+            emit(self.stop_requested)
         else:
             self.submit()
 
@@ -291,9 +292,9 @@ class Composer(QFrame):
         if not text and not image:
             return
         if self.editing_index is not None:
-            self.edit_submitted.emit(self.editing_index, text, image)
+            emit(self.edit_submitted, self.editing_index, text, image)
         else:
-            self.send_requested.emit(text, image)
+            emit(self.send_requested, text, image)
 
     def clear(self) -> None:
         """Forget what was written, after it was sent."""

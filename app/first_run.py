@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.qt_compat import emit
 from app.worker import import_core
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class _ProgressRelay(QObject):
         if now - self._last >= 1.0 / PROGRESS_PER_SECOND or progress.done_bytes >= progress.total_bytes:
             self._last = now
             self.emitted += 1
-            self.progressed.emit(progress)
+            emit(self.progressed, progress)
 
 
 class FirstRunPage(QWidget):
@@ -216,12 +217,12 @@ class FirstRunPage(QWidget):
         self._set_buttons(download=False, cancel=True, retry=False)
         self.progress.show()
         self.status_label.setText("Starting the download…")
-        self.download_started.emit()
+        emit(self.download_started)
         try:
             folder = await self._off_thread(self.downloads.download, self._plan, self.relay, self._cancel,
                                             self.endpoint)
         except Exception as exc:
-            self.download_stopped.emit()
+            emit(self.download_stopped)
             if getattr(exc, "kind", "") == "cancelled":
                 self.status_label.setText("Paused. Download again to continue where it stopped.")
                 self._set_buttons(download=True, cancel=False, retry=False)
@@ -230,7 +231,7 @@ class FirstRunPage(QWidget):
             return
         finally:
             self._cancel = None
-        self.download_stopped.emit()
+        emit(self.download_stopped)
         self.status_label.setText("Downloaded.")
         self._resolve(str(folder))
 
@@ -263,7 +264,7 @@ class FirstRunPage(QWidget):
         return self.endpoint_edit.text().strip()
 
     def _endpoint_edited(self) -> None:
-        self.endpoint_changed.emit(self.endpoint)
+        emit(self.endpoint_changed, self.endpoint)
         if self._cancel is None and self._spec is not None:
             self._spawn(self._make_plan())
 

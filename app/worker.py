@@ -15,6 +15,7 @@ Thread lifecycle, as `ModelThread` does it:
 
 from __future__ import annotations
 
+import functools
 import gc
 import importlib
 import logging
@@ -25,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from app.qt_compat import emit
 
 log = logging.getLogger(__name__)
 
@@ -127,21 +130,21 @@ class ModelWorker(QObject):
     def load(self, request: LoadRequest) -> None:
         self._drop_model()  # free the old model's memory before the new one takes its own
         try:
-            loaded = self._load(request, self.stage_changed.emit)
+            loaded = self._load(request, functools.partial(emit, self.stage_changed))
             session = self._session_factory(loaded)
             summary = dict(loaded.summary())
         except Exception as exc:  # the worker's edge: everything below speaks in specific errors
             log.exception("loading %s failed", request.model)
-            self.load_failed.emit(describe_failure(exc))
+            emit(self.load_failed, describe_failure(exc))
             return
         self._loaded, self._session = loaded, session
         log.info("model loaded: %s", summary)
-        self.loaded.emit(summary)
+        emit(self.loaded, summary)
 
     @Slot(object)
     def generate(self, request: AnswerRequest) -> None:
         if self._session is None:
-            self.answer_failed.emit(request.request_id, "No model is loaded yet.")
+            emit(self.answer_failed, request.request_id, "No model is loaded yet.")
             return
         self._current_cancel = request.cancel
         try:
@@ -149,9 +152,9 @@ class ModelWorker(QObject):
             stats["memory_mb"] = self._loaded.summary()["memory_mb"]
         except Exception as exc:  # the worker's edge
             log.exception("answer %d failed", request.request_id)
-            self.answer_failed.emit(request.request_id, describe_failure(exc))
+            emit(self.answer_failed, request.request_id, describe_failure(exc))
         else:
-            self.answer_finished.emit(request.request_id, text, stats)
+            emit(self.answer_finished, request.request_id, text, stats)
         finally:
             self._current_cancel = None
 
@@ -169,11 +172,11 @@ class ModelWorker(QObject):
             pending.append(delta)
             now = time.monotonic()
             if now - last_emit >= self._chunk_interval:
-                self.chunk_ready.emit(request.request_id, "".join(pending))
+                emit(self.chunk_ready, request.request_id, "".join(pending))
                 pending.clear()
                 last_emit = now
         if pending:
-            self.chunk_ready.emit(request.request_id, "".join(pending))
+            emit(self.chunk_ready, request.request_id, "".join(pending))
         return answer.text, dict(answer.stats.as_dict())
 
     @Slot()
@@ -183,7 +186,7 @@ class ModelWorker(QObject):
         except Exception:  # the worker's edge: the settings dialog falls back to auto and CPU
             log.exception("listing devices failed")
             devices = []
-        self.devices_found.emit(devices)
+        emit(self.devices_found, devices)
 
     def _drop_model(self) -> None:
         if self._loaded is not None:

@@ -1,0 +1,182 @@
+"""The conversation state machine alone: a stand-in worker answers synchronously, no widgets, no threads."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import QObject, Signal, Slot
+
+from app.chat_controller import DONE, FAILED, STOPPED, STREAMING, WAITING, ChatController, ModelPhase
+from app.qt_compat import emit
+from app.settings import Settings
+from app.worker import AnswerRequest, LoadRequest
+
+
+@pytest.fixture(autouse=True)
+def _qt(qapp):
+    """Signals want a QCoreApplication, as in the app."""
+
+
+class ScriptedWorker(QObject):
+    """Same signals as ModelWorker; the test says when each thing happens."""
+
+    stage_changed = Signal(str)
+    loaded = Signal(dict)
+    load_failed = Signal(str)
+    chunk_ready = Signal(int, str)
+    answer_finished = Signal(int, str, dict)
+    answer_failed = Signal(int, str)
+
+    def __init__(self):
+        super().__init__()
+        self.loads: list[LoadRequest] = []
+        self.requests: list[AnswerRequest] = []
+
+    @Slot(object)
+    def load(self, request: LoadRequest) -> None:
+        self.loads.append(request)
+
+    @Slot(object)
+    def generate(self, request: AnswerRequest) -> None:
+        self.requests.append(request)
+
+
+def make(settings: Settings | None = None) -> tuple[ChatController, ScriptedWorker]:
+    controller = ChatController(settings or Settings(max_new_tokens=64, temperature=0.5, system_prompt="Be brief."))
+    worker = ScriptedWorker()
+    controller.connect_worker(worker)
+    return controller, worker
+
+
+def loaded(controller: ChatController, worker: ScriptedWorker) -> None:
+    controller.load_model(LoadRequest("model"))
+    emit(worker.loaded, {"name": "model", "memory_mb": 10.0})
+
+
+def test_a_question_asked_while_loading_waits_then_goes_out_with_the_settings():
+    controller, worker = make()
+    controller.load_model(LoadRequest("model", device="cpu"))
+    assert controller.phase is ModelPhase.LOADING and worker.loads == [LoadRequest("model", device="cpu")]
+    assert controller.send("  What is this?  ", "/pictures/cat.png")
+    assert controller.messages[-1].status == WAITING and worker.requests == []
+    emit(worker.stage_changed, "Loading the vision tower…")
+    assert controller.load_stage == "Loading the vision tower…"
+    emit(worker.loaded, {"name": "model"})
+    (request,) = worker.requests
+    assert [(turn.role, turn.text, turn.images) for turn in request.turns] == [
+        ("user", "What is this?", ("/pictures/cat.png",))]
+    assert request.sampling == {"max_new_tokens": 64, "temperature": 0.5, "top_p": 1.0}
+    assert request.system == "Be brief." and controller.messages[-1].status == STREAMING
+
+
+def test_chunks_grow_the_answer_and_finish_marks_it_done():
+    controller, worker = make()
+    loaded(controller, worker)
+    controller.send("Hi")
+    request_id = worker.requests[0].request_id
+    emit(worker.chunk_ready, request_id, "Hel")
+    emit(worker.chunk_ready, request_id, "lo")
+    assert controller.messages[-1].text == "Hello" and controller.busy
+    emit(worker.answer_finished, request_id, "Hello", {"stop_reason": "eos", "memory_mb": 42.0})
+    assert controller.messages[-1].status == DONE and not controller.busy
+    assert controller.model_summary["memory_mb"] == 42.0
+
+
+def test_stop_sets_the_cancel_event_and_a_cancelled_finish_is_stopped():
+    controller, worker = make()
+    loaded(controller, worker)
+    controller.send("Hi")
+    request = worker.requests[0]
+    emit(worker.chunk_ready, request.request_id, "Partial")
+    controller.stop()
+    assert request.cancel.is_set()
+    emit(worker.answer_finished, request.request_id, "Partial", {"stop_reason": "cancelled"})
+    assert (controller.messages[-1].status, controller.messages[-1].text) == (STOPPED, "Partial")
+
+
+def test_stop_while_waiting_for_the_model_asks_nothing():
+    controller, worker = make()
+    controller.load_model(LoadRequest("model"))
+    controller.send("Hi")
+    controller.stop()
+    assert controller.messages[-1].status == STOPPED and not controller.busy
+    emit(worker.loaded, {"name": "model"})
+    assert worker.requests == []
+
+
+def test_a_failed_load_fails_the_waiting_answer_with_the_reason():
+    controller, worker = make()
+    controller.load_model(LoadRequest("model"))
+    controller.send("Hi")
+    emit(worker.load_failed, "The checkpoint file is incomplete.")
+    assert controller.phase is ModelPhase.FAILED
+    assert controller.messages[-1].status == FAILED
+    assert "The checkpoint file is incomplete." in controller.messages[-1].error
+
+
+def test_no_second_question_while_one_is_answered():
+    controller, worker = make()
+    loaded(controller, worker)
+    assert controller.send("One")
+    assert not controller.send("Two")
+    assert not controller.regenerate() and not controller.edit(0, "Changed", None)
+    assert len(controller.messages) == 2 and len(worker.requests) == 1
+
+
+def test_regenerate_sends_the_conversation_without_the_last_answer():
+    controller, worker = make()
+    loaded(controller, worker)
+    controller.send("One")
+    emit(worker.answer_finished, worker.requests[0].request_id, "First", {"stop_reason": "eos"})
+    controller.send("Two")
+    emit(worker.answer_finished, worker.requests[1].request_id, "Second", {"stop_reason": "eos"})
+    assert controller.regenerate()
+    assert [turn.text for turn in worker.requests[2].turns] == ["One", "First", "Two"]
+    assert [message.text for message in controller.messages] == ["One", "First", "Two", ""]
+
+
+def test_edit_cuts_the_conversation_at_the_edited_message():
+    controller, worker = make()
+    loaded(controller, worker)
+    controller.send("One", "/a.png")
+    emit(worker.answer_finished, worker.requests[0].request_id, "First", {"stop_reason": "eos"})
+    controller.send("Two")
+    emit(worker.answer_finished, worker.requests[1].request_id, "Second", {"stop_reason": "eos"})
+    assert controller.edit(2, "Second question, better", None)
+    assert [turn.text for turn in worker.requests[2].turns] == ["One", "First", "Second question, better"]
+    assert len(controller.messages) == 4
+
+
+def test_an_answer_that_failed_before_any_text_is_left_out_of_the_next_prompt():
+    controller, worker = make()
+    loaded(controller, worker)
+    controller.send("One")
+    emit(worker.answer_failed, worker.requests[0].request_id, "Out of memory.")
+    controller.send("Two")
+    assert [(turn.role, turn.text) for turn in worker.requests[1].turns] == [("user", "One"), ("user", "Two")]
+
+
+def test_late_chunks_of_an_abandoned_answer_are_ignored():
+    controller, worker = make()
+    loaded(controller, worker)
+    controller.send("One")
+    old = worker.requests[0]
+    controller.new_chat()
+    assert old.cancel.is_set() and controller.messages == []
+    emit(worker.chunk_ready, old.request_id, "late")
+    emit(worker.answer_finished, old.request_id, "late", {"stop_reason": "cancelled"})
+    assert controller.messages == [] and not controller.busy
+
+
+def test_reloading_stops_the_answer_in_flight():
+    controller, worker = make()
+    loaded(controller, worker)
+    controller.send("One")
+    controller.load_model(LoadRequest("other", device="cpu"))
+    assert worker.requests[0].cancel.is_set() and controller.phase is ModelPhase.LOADING
+
+
+def test_title_is_the_first_question_shortened():
+    controller, _worker = make()
+    assert controller.title == "New chat"
+    controller.send("What   is\nthe weather like in this photograph of the mountains at dawn?")
+    assert controller.title == "What is the weather like in this photograph of t…"
