@@ -26,8 +26,9 @@ Resume
 Installed
     A model is installed when its snapshot (found through refs/<revision>) holds a config, a tokenizer and whole
     weights, and its vision tower's snapshot holds a config, the image processor config and, unless the model's
-    weights embed the tower (`model.vision_tower.vision_tower.*`), whole weights. The model's ref is written last,
-    so a half-downloaded model never looks usable. These checks never touch the network.
+    weights embed the tower (`model.vision_tower.vision_tower.*`), whole weights. Refs are written once every file is
+    in place and the model's weights come last, so a half-downloaded model never looks usable. These checks never
+    touch the network.
 """
 
 from __future__ import annotations
@@ -1242,9 +1243,10 @@ def _fetch_all(session: _Session, plan: DownloadPlan, stores: _Stores, meter: _M
             meter.adjust(-file.done_bytes, -file.size)  # the model carries the tower: not needed after all
             continue
         _fetch_file(session, stores.for_role(file.role), file, meter)
-    commits = {(file.repo_id, file.revision, file.commit, file.role) for file in plan.files}
-    for repo_id, revision, commit, role in sorted(commits, key=lambda item: item[3] == "model"):
-        stores.for_role(role).finish_repo(repo_id, revision, commit)  # the model's ref last: then it is usable
+    # Refs only now: until every file is in place, no revision points at the new snapshots.
+    repos = {(file.repo_id, file.revision, file.commit, file.role) for file in plan.files}
+    for repo_id, revision, commit, role in repos:
+        stores.for_role(role).finish_repo(repo_id, revision, commit)
 
 
 def _model_weights(files: tuple[PlannedFile, ...]) -> PlannedFile:
