@@ -11,15 +11,25 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
+import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from PySide6.QtCore import QObject, Signal
+from xvlm_core.errors import XvlmError
 
 from app.qt_compat import emit
 from app.settings import Settings
+from app.store import auto_title
 from app.worker import AnswerRequest, LoadRequest, ModelWorker, Turn
 
+if TYPE_CHECKING:
+    from app.store import ChatStore
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ModelPhase(enum.Enum):
@@ -31,6 +41,10 @@ class ModelPhase(enum.Enum):
 
 # Assistant message statuses; only "waiting" and "streaming" belong to an answer in flight.
 WAITING, STREAMING, DONE, STOPPED, FAILED = "waiting", "streaming", "done", "stopped", "failed"
+# How the store names them, and back ("interrupted": the app stopped while it streamed).
+STORE_STATUS = {DONE: "complete", STOPPED: "stopped", FAILED: "failed"}
+FROM_STORE_STATUS = {"complete": DONE, "stopped": STOPPED, "failed": FAILED, "interrupted": STOPPED,
+                     "streaming": STOPPED}
 
 
 @dataclass
@@ -57,13 +71,19 @@ class ChatController(QObject):
     message_added = Signal(int)  # index into `messages`
     message_changed = Signal(int)  # text grew, or status changed
     busy_changed = Signal(bool)  # an answer is in flight (waiting or streaming)
+    chat_changed = Signal()  # another chat is shown, or this one was saved for the first time or retitled
+    store_failed = Signal(str)  # the history could not be saved: a message for a person
+
 
     load_requested = Signal(object)  # LoadRequest, to the worker's thread
     answer_requested = Signal(object)  # AnswerRequest, to the worker's thread
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, store: ChatStore | None = None):
         super().__init__()
         self.settings = settings
+        self.store = store
+        self.chat_id: int | None = None  # in the store; None until the first question of a new chat
+        self.chat_title = ""  # as the person renamed it; "" = made from the first question
         self.messages: list[ChatMessage] = []
         self.phase = ModelPhase.NONE
         self.load_stage = ""
@@ -91,9 +111,16 @@ class ChatController(QObject):
 
     @property
     def title(self) -> str:
+        """The chat's name: as renamed, else made from its first question the way the store makes it."""
         first = next((message.text for message in self.messages if message.role == "user"), "")
-        first = " ".join(first.split())
-        return (first[:48] + "…" if len(first) > 48 else first) or "New chat"
+        return self.chat_title or auto_title(first) or "New chat"
+
+    def rename(self, title: str) -> None:
+        self.chat_title = " ".join(title.split())
+        if self.chat_id is not None:
+            chat_id, new_title = self.chat_id, self.chat_title
+            self._persist(lambda: self.store.rename_chat(chat_id, new_title))
+        emit(self.chat_changed)
 
     # -- verbs ---------------------------------------------------------------------------------------------
 
@@ -110,10 +137,24 @@ class ChatController(QObject):
         text = text.strip()
         if self.busy or not (text or image):
             return False
-        self.messages.append(ChatMessage("user", text, image))
+        message = ChatMessage("user", text, image)
+        # Saved before anything is asked: a crash while answering loses no question.
+        new_chat = self.chat_id is None
+        if new_chat:
+            sampling = self.settings.sampling()
+            self.chat_id = self._persist(lambda: self.store.create_chat(self.settings_model(), sampling))
+        if self.chat_id is not None:
+            images = [Path(image)] if image else []
+            message.message_id = self._persist(lambda: self.store.add_user_message(self.chat_id, text, images))
+        self.messages.append(message)
         emit(self.message_added, len(self.messages) - 1)
+        if new_chat and self.chat_id is not None:
+            emit(self.chat_changed)
         self._begin_answer()
         return True
+
+    def settings_model(self) -> str:
+        return self.model_summary.get("name", "") or self.settings.model
 
     def stop(self) -> None:
         """Stop the answer in flight; the text so far stays, marked stopped."""
@@ -130,6 +171,7 @@ class ChatController(QObject):
         if self.busy or not self.messages or self.messages[-1].role != "assistant":
             return False
         self.messages.pop()
+        self._truncate_store_after(len(self.messages) - 1)
         emit(self.conversation_replaced)
         self._begin_answer()
         return True
@@ -140,21 +182,85 @@ class ChatController(QObject):
             return False
         if not (text.strip() or image):
             return False
+        if index == 0 and self.store is not None and self.chat_id is not None:
+            # The store cannot drop a chat's first message: the edited conversation becomes a new chat.
+            old_chat = self.chat_id
+            self.chat_id, self.chat_title = None, ""
+            self._persist(lambda: self.store.delete_chat(old_chat))
+        else:
+            self._truncate_store_after(index - 1)
         del self.messages[index:]
         emit(self.conversation_replaced)
         return self.send(text, image)
 
     def new_chat(self) -> None:
-        self.stop()
-        self._active = None
+        """Leave this chat (an answer in flight is stopped and saved as it is); the next question starts another."""
+        self._abandon_answer()
+        self.chat_id, self.chat_title = None, ""
         self.messages = []
         emit(self.conversation_replaced)
+        emit(self.chat_changed)
         emit(self.busy_changed, False)
+
+    def open_chat(self, chat_id: int) -> None:
+        """Show a saved chat; the next question continues it."""
+        if self.store is None:
+            return
+        chat = self._persist(lambda: self.store.load_chat(chat_id))
+        if chat is None:
+            return
+        self._abandon_answer()
+        self.chat_id, self.chat_title = chat.id, chat.title
+        self.messages = [
+            ChatMessage(stored.role, stored.text, str(stored.images[0]) if stored.images else None,
+                        FROM_STORE_STATUS.get(stored.status, DONE) if stored.role == "assistant" else DONE,
+                        stored.stats.get("error", ""), stored.stats, stored.id)
+            for stored in chat.messages
+        ]
+        emit(self.conversation_replaced)
+        emit(self.chat_changed)
+        emit(self.busy_changed, False)
+
+    def _abandon_answer(self) -> None:
+        if self.busy:
+            message = self.messages[-1]
+            if self._active is not None:
+                self._active.cancel.set()
+            self._save_finished(message, STOPPED)
+        self._active = None
+
+    # -- saving --------------------------------------------------------------------------------------------
+
+    def _persist(self, call: Callable[[], T]) -> T | None:
+        """Run a store call; a failure is logged and reported, and the chat goes on unsaved."""
+        if self.store is None or self.store.read_only:
+            return None
+        try:
+            return call()
+        except (XvlmError, OSError, sqlite3.Error) as exc:
+            log.exception("saving the chat failed")
+            emit(self.store_failed, f"The chat history could not be saved: {exc}")
+            return None
+
+    def _truncate_store_after(self, index: int) -> None:
+        """Drop from the store every message after `messages[index]` (the messages list is cut by the caller)."""
+        if index >= 0 and self.messages[index].message_id is not None:
+            message_id = self.messages[index].message_id
+            self._persist(lambda: self.store.truncate_after(message_id))
+
+    def _save_finished(self, message: ChatMessage, status: str, error: str = "") -> None:
+        if message.message_id is not None:
+            stats: dict[str, Any] = {**message.stats, "error": error} if error else dict(message.stats)
+            message_id, text = message.message_id, message.text
+            self._persist(lambda: self.store.finish_answer(message_id, text, STORE_STATUS[status], stats))
 
     # -- the answer's life ---------------------------------------------------------------------------------
 
     def _begin_answer(self) -> None:
-        self.messages.append(ChatMessage("assistant", status=WAITING))
+        answer = ChatMessage("assistant", status=WAITING)
+        if self.chat_id is not None:
+            answer.message_id = self._persist(lambda: self.store.begin_answer(self.chat_id))
+        self.messages.append(answer)
         emit(self.message_added, len(self.messages) - 1)
         emit(self.busy_changed, True)
         if self.phase is ModelPhase.READY:
@@ -179,6 +285,7 @@ class ChatController(QObject):
 
     def _finish(self, message: ChatMessage, status: str, error: str = "") -> None:
         message.status, message.error = status, error
+        self._save_finished(message, status, error)
         self._active = None
         emit(self.message_changed, self.messages.index(message))
         emit(self.busy_changed, False)
@@ -193,6 +300,9 @@ class ChatController(QObject):
         message = self._current(request_id)
         if message is not None:
             message.text += text
+            if message.message_id is not None:
+                message_id, so_far = message.message_id, message.text
+                self._persist(lambda: self.store.update_streaming(message_id, so_far))
             emit(self.message_changed, len(self.messages) - 1)
 
     def _on_finished(self, request_id: int, text: str, stats: dict) -> None:

@@ -107,6 +107,17 @@ class MarkdownView(QTextBrowser):
         fixed = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
         block = document.begin()
         while block.isValid():
+            iterator = block.begin()
+            while not iterator.atEnd():  # `inline code`: Qt marks it fixed-pitch but keeps the text's family
+                fragment = iterator.fragment()
+                if fragment.isValid() and fragment.charFormat().fontFixedPitch():
+                    cursor = QTextCursor(document)
+                    cursor.setPosition(fragment.position())
+                    cursor.setPosition(fragment.position() + fragment.length(), QTextCursor.MoveMode.KeepAnchor)
+                    char_format = QTextCharFormat()
+                    char_format.setFontFamilies([fixed.family()])
+                    cursor.mergeCharFormat(char_format)
+                iterator += 1
             if block.blockFormat().hasProperty(QTextFormat.Property.BlockCodeFence):
                 cursor = QTextCursor(block)
                 block_format = QTextBlockFormat()
@@ -253,8 +264,12 @@ class MessageWidget(QFrame):
         self.refresh()
 
     def set_bubble_width(self, width: int) -> None:
+        """At most `width` wide; a short question on one line (QLabel's own guess wraps early)."""
         if self.label is not None:
+            natural = max((self.label.fontMetrics().horizontalAdvance(line)
+                           for line in self.message.text.splitlines() or [""]), default=0)
             self.label.setMaximumWidth(width)
+            self.label.setMinimumWidth(min(natural + 4, width))
 
     def refresh(self, stage: str = "") -> None:
         """Show the message's current text and status (cheap when nothing changed)."""
@@ -426,6 +441,24 @@ class ConversationView(QScrollArea):
         width = self._bubble_width()
         for widget in self.widgets:
             widget.set_bubble_width(width)
+
+    def reveal_message(self, message_id: int) -> None:
+        """Scroll to a saved message (a search hit) and mark it for a moment."""
+        widget = next((widget for widget in self.widgets if widget.message.message_id == message_id), None)
+        if widget is None:
+            return
+        self._follow = False
+        self.revealed = widget
+        widget.setProperty("found", True)
+        widget.style().polish(widget)
+        QTimer.singleShot(0, lambda: self.ensureWidgetVisible(widget, 0, 60))
+
+        def unmark() -> None:
+            if widget in self.widgets:
+                widget.setProperty("found", False)
+                widget.style().polish(widget)
+
+        QTimer.singleShot(2500, unmark)
 
     # -- actions -------------------------------------------------------------------------------------------
 

@@ -53,4 +53,8 @@ def style_sheet(palette: QPalette | None = None) -> str:
     QFrame#card {{ background: {base.name()}; border: 1px solid {border}; border-radius: 12px; }}
     QLabel#downloadStatus {{ color: {muted}; }}
     QListWidget#chatList {{ background: {window.name()}; border: none; }}
+    QListWidget#chatList::item {{ padding: 6px 4px; border-radius: 6px; }}
+    QListWidget#chatList::item:selected {{ background: {_mix(window, accent, 0.22)}; color: {text.name()}; }}
+    QFrame#userMessage[found="true"], QFrame#assistantMessage[found="true"] {{
+        background: {_mix(base, accent, 0.10)}; border-radius: 8px; }}
     """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from PySide6.QtGui import (
     QShortcut,
 )
 from PySide6.QtWidgets import (
+    QFileDialog,
     QFrame,
     QHBoxLayout,
     QLabel,
@@ -27,20 +29,24 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QSplitter,
     QStackedWidget,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
+from xvlm_core.errors import XvlmError
 
 from app import APP_NAME
-from app.chat_controller import ChatController, ModelPhase
+from app.chat_controller import DONE, FAILED, STOPPED, ChatController, ModelPhase
+from app.chat_list import ChatList
 from app.composer import Composer, mime_has_attachment
 from app.conversation_view import ConversationView
 from app.first_run import FirstRunPage, HubDownloads, locate_model
 from app.icons import app_icon, icon
 from app.qt_compat import emit
 from app.settings import Settings, SettingsDialog, SettingsFile
+from app.store import ChatStore
 from app.theme import style_sheet
 from app.worker import LoadRequest, ModelThread, ModelWorker
 
@@ -112,8 +118,11 @@ class MainWindow(QMainWindow):
         worker: ModelWorker | None = None,
         downloads: HubDownloads | None = None,
         log_dir: Path | None = None,
+        store: ChatStore | None = None,
+        notices: Sequence[str] = (),
     ):
         super().__init__()
+        self.store = store
         self.settings_file = settings_file
         self.settings = settings or settings_file.load()
         self.downloads = downloads or HubDownloads()
@@ -127,7 +136,7 @@ class MainWindow(QMainWindow):
         self.resize(DEFAULT_SIZE)
         self.setMinimumSize(QSize(520, 420))
 
-        self.controller = ChatController(self.settings)
+        self.controller = ChatController(self.settings, store)
         self.worker = worker or ModelWorker()
         self.model_thread = ModelThread(self.worker)
         self.controller.connect_worker(self.worker)
@@ -157,7 +166,18 @@ class MainWindow(QMainWindow):
         self.pages = QStackedWidget()
         self.pages.addWidget(chat_page)
         self.pages.addWidget(self.first_run)
-        self.setCentralWidget(self.pages)
+        self.chat_list: ChatList | None = None
+        if store is not None:
+            self.chat_list = ChatList(store)
+            self.splitter = QSplitter()
+            self.splitter.addWidget(self.chat_list)
+            self.splitter.addWidget(self.pages)
+            self.splitter.setStretchFactor(1, 1)
+            self.splitter.setSizes([250, DEFAULT_SIZE.width() - 250])
+            self.splitter.setCollapsible(1, False)
+            self.setCentralWidget(self.splitter)
+        else:
+            self.setCentralWidget(self.pages)
 
         self._build_status_bar()
         self._build_menus()
@@ -168,6 +188,11 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(QByteArray.fromBase64(self.settings.window_geometry.encode()))
         self._update_title()
         self.composer.setFocus()
+        if store is not None and store.recovered_from is not None:
+            notices = [*notices, f"The chat history could not be read, so a new one was started. "
+                                 f"The old file was kept as {store.recovered_from}."]
+        if notices:
+            self.show_error(" ".join(notices))
 
     # -- building ------------------------------------------------------------------------------------------
 
@@ -199,6 +224,13 @@ class MainWindow(QMainWindow):
                                           "attach")
         file_menu.addAction(self.new_chat_action)
         file_menu.addAction(self.attach_action)
+        if self.store is not None:
+            file_menu.addSeparator()
+            self.export_markdown_action = self._action("Export Chat as &Markdown…", lambda: self.export_chat("md"))
+            self.export_json_action = self._action("Export Chat as &JSON…", lambda: self.export_chat("json"))
+            file_menu.addAction(self.export_markdown_action)
+            file_menu.addAction(self.export_json_action)
+            file_menu.addAction(self._action("&Import Chat…", self.import_chat))
         file_menu.addSeparator()
         file_menu.addAction(self._action("&Quit", self.close, QKeySequence.StandardKey.Quit))
 
@@ -252,6 +284,15 @@ class MainWindow(QMainWindow):
         controller.message_added.connect(lambda _index: self._update_title())
         controller.message_changed.connect(self._on_message_changed)
         controller.conversation_replaced.connect(self._update_title)
+        controller.chat_changed.connect(self._on_chat_changed)
+        controller.store_failed.connect(self.show_error)
+        if self.chat_list is not None:
+            self.chat_list.chat_chosen.connect(self.open_chat)
+            self.chat_list.message_chosen.connect(self.open_message)
+            self.chat_list.new_chat_requested.connect(self.new_chat)
+            self.chat_list.renamed.connect(self._rename_chat)
+            self.chat_list.deleted.connect(self._on_chat_deleted)
+            self.chat_list.failed.connect(self.show_error)
         self._on_busy(False)
 
     def apply_theme(self) -> None:
@@ -318,6 +359,65 @@ class MainWindow(QMainWindow):
         self.composer.clear()
         self.composer.setFocus()
 
+    def open_chat(self, chat_id: int) -> None:
+        self.controller.open_chat(chat_id)
+        self.composer.clear()
+        self.composer.setFocus()
+
+    def open_message(self, chat_id: int, message_id: int) -> None:
+        """Show a search hit: its chat, scrolled to the message."""
+        if chat_id != self.controller.chat_id:
+            self.open_chat(chat_id)
+        self.view.reveal_message(message_id)
+
+    def _rename_chat(self, chat_id: int, title: str) -> None:
+        if chat_id == self.controller.chat_id:
+            self.controller.rename(title)
+        elif self.store is not None:
+            self.store.rename_chat(chat_id, title)
+
+    def _on_chat_deleted(self, chat_id: int) -> None:
+        if chat_id == self.controller.chat_id:
+            self.new_chat()
+
+    def _on_chat_changed(self) -> None:
+        self._update_title()
+        if self.chat_list is not None:
+            self.chat_list.refresh(self.controller.chat_id)
+        has_chat = self.controller.chat_id is not None
+        for action in (getattr(self, "export_markdown_action", None), getattr(self, "export_json_action", None)):
+            if action is not None:
+                action.setEnabled(has_chat)
+
+    def export_chat(self, kind: str) -> None:
+        if self.store is None or self.controller.chat_id is None:
+            return
+        folder = QFileDialog.getExistingDirectory(self, "Export the chat to which folder?")
+        if not folder:
+            return
+        export = self.store.export_markdown if kind == "md" else self.store.export_json
+        try:
+            path = export(self.controller.chat_id, Path(folder))
+        except (XvlmError, OSError) as exc:
+            log.exception("export failed")
+            self.show_error(f"The chat could not be exported: {exc}")
+            return
+        self.statusBar().showMessage(f"Exported to {path}", 8000)
+
+    def import_chat(self) -> None:
+        if self.store is None:
+            return
+        path, _filter = QFileDialog.getOpenFileName(self, "Import a chat", "", "Chat files (*.json);;All files (*)")
+        if not path:
+            return
+        try:
+            chat_id = self.store.import_json(Path(path))
+        except (XvlmError, OSError) as exc:
+            log.exception("import failed")
+            self.show_error(f"The chat could not be imported: {exc}")
+            return
+        self.open_chat(chat_id)
+
     def copy_last_answer(self) -> None:
         answers = [message for message in self.controller.messages if message.role == "assistant" and message.text]
         if answers:
@@ -339,8 +439,10 @@ class MainWindow(QMainWindow):
 
     def _on_message_changed(self, index: int) -> None:
         message = self.controller.messages[index]
-        if message.stats.get("decode_tok_s") and not message.in_flight:
+        if message.role == "assistant" and message.status in (DONE, STOPPED, FAILED):
             self._show_model_summary(self.controller.model_summary)
+            if self.chat_list is not None and not self.chat_list.search_edit.text():
+                self.chat_list.refresh()  # the chat moves to the top: it was the last one active
 
     def _update_title(self) -> None:
         self.setWindowTitle(f"{self.controller.title} — {APP_NAME}")
@@ -453,6 +555,13 @@ class MainWindow(QMainWindow):
             if self.controller.busy:
                 self.controller.stop()
             self.shutdown()
+            if self.store is not None:
+                self.controller.new_chat()  # an answer still streaming is saved as it is
+                try:
+                    self.store.purge_deleted()  # deleted chats could be undone until now
+                    self.store.close()
+                except (XvlmError, OSError) as exc:
+                    log.error("closing the chat history: %s", exc)
         event.accept()
 
     def shutdown(self, timeout_ms: int = 5000) -> bool:

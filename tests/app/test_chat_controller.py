@@ -178,5 +178,7 @@ def test_reloading_stops_the_answer_in_flight():
 def test_title_is_the_first_question_shortened():
     controller, _worker = make()
     assert controller.title == "New chat"
-    controller.send("What   is\nthe weather like in this photograph of the mountains at dawn?")
-    assert controller.title == "What is the weather like in this photograph of t…"
+    controller.send("What   is the weather like in this photograph of the mountains at dawn, do you think?")
+    assert controller.title == "What is the weather like in this photograph of the mountains…"
+    controller.rename("Mountains")
+    assert controller.title == "Mountains"

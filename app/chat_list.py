@@ -1,0 +1,229 @@
+"""The sidebar: saved chats (pinned first, then the newest), search across them, rename, pin, delete with undo."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMenu,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+from xvlm_core.errors import XvlmError
+
+from app.icons import icon
+from app.qt_compat import emit
+from app.store import ChatStore
+
+log = logging.getLogger(__name__)
+
+SEARCH_DELAY_MS = 200
+UNDO_SHOWN_MS = 10_000
+CHAT_ID, MESSAGE_ID, PINNED = (Qt.ItemDataRole.UserRole + offset for offset in range(3))
+
+
+class ChatList(QWidget):
+    chat_chosen = Signal(int)
+    message_chosen = Signal(int, int)  # chat id, message id (a search result)
+    new_chat_requested = Signal()
+    renamed = Signal(int, str)  # chat id, new title
+    deleted = Signal(int)
+    failed = Signal(str)  # a store call failed: a message for a person
+
+    def __init__(self, store: ChatStore, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("chatListPane")
+        self.store = store
+        self.current_chat: int | None = None
+        self._undo_chat: int | None = None
+
+        self.new_button = QPushButton(icon("new-chat"), " New chat")
+        self.new_button.setAccessibleName("New chat")
+        self.new_button.setToolTip("New chat (Ctrl+N)")
+        self.new_button.clicked.connect(lambda: emit(self.new_chat_requested))
+        self.search_edit = QLineEdit()
+        self.search_edit.setPlaceholderText("Search chats")
+        self.search_edit.setAccessibleName("Search chats")
+        self.search_edit.setClearButtonEnabled(True)
+        self.search_edit.addAction(icon("search"), QLineEdit.ActionPosition.LeadingPosition)
+        self._search_timer = QTimer(self)
+        self._search_timer.setSingleShot(True)
+        self._search_timer.setInterval(SEARCH_DELAY_MS)
+        self._search_timer.timeout.connect(self.refresh)
+        self.search_edit.textChanged.connect(lambda _text: self._search_timer.start())
+
+        self.list = QListWidget()
+        self.list.setObjectName("chatList")
+        self.list.setAccessibleName("Chats")
+        self.list.setIconSize(QSize(28, 28))
+        self.list.setUniformItemSizes(False)
+        self.list.setWordWrap(True)
+        self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.list.customContextMenuRequested.connect(self._context_menu)
+        self.list.itemActivated.connect(self._activated)
+        self.list.itemClicked.connect(self._activated)
+        self.empty_label = QLabel("No chats yet.")
+        self.empty_label.setObjectName("footer")
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+
+        self.undo_bar = QFrame()
+        self.undo_bar.setObjectName("editBar")
+        self.undo_label = QLabel()
+        self.undo_label.setWordWrap(True)
+        self.undo_button = QPushButton("Undo")
+        self.undo_button.setAccessibleName("Undo delete")
+        self.undo_button.clicked.connect(self.undo_delete)
+        undo_layout = QHBoxLayout(self.undo_bar)
+        undo_layout.setContentsMargins(8, 4, 4, 4)
+        undo_layout.addWidget(self.undo_label, 1)
+        undo_layout.addWidget(self.undo_button)
+        self.undo_bar.hide()
+        self._undo_timer = QTimer(self)
+        self._undo_timer.setSingleShot(True)
+        self._undo_timer.timeout.connect(self.undo_bar.hide)
+
+        for text, shortcut, slot in (("Rename…", "F2", self.rename_selected),
+                                     ("Delete", QKeySequence.StandardKey.Delete, self.delete_selected)):
+            action = QAction(text, self.list)
+            action.setShortcut(shortcut)
+            action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+            action.triggered.connect(slot)
+            self.list.addAction(action)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 8, 0, 8)
+        layout.setSpacing(6)
+        layout.addWidget(self.new_button)
+        layout.addWidget(self.search_edit)
+        layout.addWidget(self.list, 1)
+        layout.addWidget(self.empty_label)
+        layout.addWidget(self.undo_bar)
+        self.refresh()
+
+    # -- showing -------------------------------------------------------------------------------------------
+
+    def refresh(self, current_chat: int | None = -1) -> None:
+        """List the chats again (or the search's hits); `current_chat` is selected (-1: keep the selection)."""
+        if current_chat != -1:
+            self.current_chat = current_chat
+        query = self.search_edit.text().strip()
+        self.list.clear()
+        if query:
+            hits = self._call(lambda: self.store.search(query)) or []
+            for hit in hits:
+                item = QListWidgetItem(f"{hit.chat_title or 'Untitled'}\n{hit.snippet}")
+                item.setData(CHAT_ID, hit.chat_id)
+                item.setData(MESSAGE_ID, hit.message_id)
+                item.setToolTip(hit.snippet)
+                self.list.addItem(item)
+            self.empty_label.setText("Nothing found." if not hits else "")
+        else:
+            chats = self._call(self.store.list_chats) or []
+            for chat in chats:
+                item = QListWidgetItem(chat.title or "Untitled")
+                item.setData(CHAT_ID, chat.id)
+                item.setToolTip(f"{chat.title}\n{chat.message_count} messages · {chat.updated:%d %b %Y %H:%M}")
+                item.setData(PINNED, chat.pinned)
+                if chat.pinned:
+                    item.setIcon(icon("pin"))
+                self.list.addItem(item)
+                if chat.id == self.current_chat:
+                    item.setSelected(True)
+                    self.list.setCurrentItem(item)
+            self.empty_label.setText("No chats yet." if not chats else "")
+        self.empty_label.setVisible(self.list.count() == 0)
+
+    def chat_ids(self) -> list[int]:
+        return [self.list.item(row).data(CHAT_ID) for row in range(self.list.count())]
+
+    # -- acting ----------------------------------------------------------------------------------------------
+
+    def _activated(self, item: QListWidgetItem) -> None:
+        message_id = item.data(MESSAGE_ID)
+        if message_id is not None:
+            emit(self.message_chosen, item.data(CHAT_ID), message_id)
+        elif item.data(CHAT_ID) != self.current_chat:
+            emit(self.chat_chosen, item.data(CHAT_ID))
+
+    def _selected_chat(self) -> int | None:
+        item = self.list.currentItem()
+        return item.data(CHAT_ID) if item is not None else None
+
+    def _context_menu(self, position) -> None:
+        item = self.list.itemAt(position)
+        if item is None:
+            return
+        chat_id = item.data(CHAT_ID)
+        pinned = bool(item.data(PINNED))
+        menu = QMenu(self)
+        menu.addAction("Rename…", lambda: self.rename(chat_id))
+        menu.addAction("Unpin" if pinned else "Pin to the top", lambda: self.set_pinned(chat_id, not pinned))
+        menu.addSeparator()
+        menu.addAction(icon("delete"), "Delete", lambda: self.delete(chat_id))
+        menu.exec(self.list.viewport().mapToGlobal(position))
+
+    def rename_selected(self) -> None:
+        chat_id = self._selected_chat()
+        if chat_id is not None:
+            self.rename(chat_id)
+
+    def rename(self, chat_id: int, title: str | None = None) -> None:
+        if title is None:
+            current = next((self.list.item(row).text() for row in range(self.list.count())
+                            if self.list.item(row).data(CHAT_ID) == chat_id), "")
+            title, accepted = QInputDialog.getText(self, "Rename chat", "Name:", text=current.split("\n")[0])
+            if not accepted or not title.strip():
+                return
+        emit(self.renamed, chat_id, " ".join(title.split()))
+        self.refresh()
+
+    def set_pinned(self, chat_id: int, pinned: bool) -> None:
+        self._call(lambda: self.store.set_pinned(chat_id, pinned))
+        self.refresh()
+
+    def delete_selected(self) -> None:
+        chat_id = self._selected_chat()
+        if chat_id is not None:
+            self.delete(chat_id)
+
+    def delete(self, chat_id: int) -> None:
+        """Hide the chat; Undo brings it back until the app closes (deleted chats are purged then)."""
+        title = next((self.list.item(row).text().split("\n")[0] for row in range(self.list.count())
+                      if self.list.item(row).data(CHAT_ID) == chat_id), "the chat")
+        if self._call(lambda: self.store.delete_chat(chat_id)) is False:
+            return
+        self._undo_chat = chat_id
+        self.undo_label.setText(f"Deleted “{title}”.")
+        self.undo_bar.show()
+        self._undo_timer.start(UNDO_SHOWN_MS)
+        emit(self.deleted, chat_id)
+        self.refresh()
+
+    def undo_delete(self) -> None:
+        if self._undo_chat is not None:
+            chat_id, self._undo_chat = self._undo_chat, None
+            self._call(lambda: self.store.restore_chat(chat_id))
+            self.undo_bar.hide()
+            self.refresh()
+            emit(self.chat_chosen, chat_id)
+
+    def _call(self, call):
+        """A store call; a failure becomes a message (the list stays as it was). False when it failed."""
+        try:
+            result = call()
+        except (XvlmError, OSError, sqlite3.Error) as exc:
+            log.exception("chat list: store call failed")
+            emit(self.failed, str(exc))
+            return False
+        return True if result is None else result
