@@ -324,11 +324,11 @@ class _Session:
     def file_url(self, repo_id: str, commit: str, filename: str) -> str:
         return hf_hub_url(repo_id, filename, revision=commit, endpoint=self.endpoint)
 
-    def get_json(self, url: str, repo_id: str) -> tuple[Any, str | None]:
+    def get_json(self, url: str, repo_id: str, revision: str | None = None) -> tuple[Any, str | None]:
         """A JSON answer and the next page's address (Link header), with retries."""
 
         def attempt() -> tuple[Any, str | None]:
-            with _BodyStream(self, url, repo_id) as body:
+            with _BodyStream(self, url, repo_id, revision=revision) as body:
                 raw = b"".join(body)
                 next_page = body.response.links.get("next", {}).get("url")
             try:
@@ -356,7 +356,8 @@ class _Session:
 
         return self.retrying(attempt)
 
-    def http_error(self, response: httpx2.Response, repo_id: str, filename: str | None) -> DownloadError:
+    def http_error(self, response: httpx2.Response, repo_id: str, filename: str | None = None,
+                   revision: str | None = None) -> DownloadError:
         """The person-readable error for a 4xx answer."""
         what = f"'{filename}' of {repo_id}" if filename else f"'{repo_id}'"
         try:
@@ -366,7 +367,8 @@ class _Session:
                 f"The model {repo_id} is gated: accept its conditions on its page at {self.endpoint}, "
                 "then set HF_TOKEN to an access token of that account.", "auth")
         except RevisionNotFoundError:
-            return DownloadError(f"{repo_id} has no such revision at {self.endpoint}; check the revision.", "not_found")
+            return DownloadError(f"{repo_id} has no revision '{revision or '?'}' at {self.endpoint}; check the "
+                                 "branch, tag or commit you asked for.", "not_found")
         except RemoteEntryNotFoundError:
             return DownloadError(f"The file {what} is not on {self.endpoint} (any more).", "not_found")
         except RepositoryNotFoundError:
@@ -424,7 +426,7 @@ class _BodyStream:
     """
 
     def __init__(self, session: _Session, url: str, repo_id: str, filename: str | None = None,
-                 start: int = 0, end: int | None = None):
+                 start: int = 0, end: int | None = None, revision: str | None = None):
         self._session = session
         self._chunks: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=64)
         self._stop = threading.Event()
@@ -434,7 +436,7 @@ class _BodyStream:
         threading.Thread(target=self._receive, args=(url, headers), name="xvlm-download", daemon=True).start()
         try:
             self.response: httpx2.Response = self._expect_response()
-            self.start = self._body_start(start, repo_id, filename)
+            self.start = self._body_start(start, repo_id, filename, revision)
         except BaseException:
             self.close()
             raise
@@ -478,12 +480,12 @@ class _BodyStream:
         assert kind == "response", kind
         return value
 
-    def _body_start(self, requested: int, repo_id: str, filename: str | None) -> int:
+    def _body_start(self, requested: int, repo_id: str, filename: str | None, revision: str | None) -> int:
         status = self.response.status_code
         if status in _TRANSIENT_STATUS:
             raise _Transient(f"HTTP {status} {self.response.reason_phrase}", status=status)
         if status >= 400:
-            raise self._session.http_error(self.response, repo_id, filename)
+            raise self._session.http_error(self.response, repo_id, filename, revision)
         if status != 206:
             return 0
         match = re.match(r"bytes (\d+)-", self.response.headers.get("Content-Range", ""))
@@ -524,6 +526,8 @@ def _transport_error(exc: Exception) -> Exception:
 
 @dataclass(frozen=True)
 class PlannedFile:
+    """One file to fetch, as the hub lists it, and how much of it is already on disk."""
+
     repo_id: str
     filename: str
     size: int
@@ -546,6 +550,8 @@ class PlannedFile:
 
 @dataclass(frozen=True)
 class DownloadPlan:
+    """What a download will do, to show before it starts: files, sizes, where they go, the space there."""
+
     spec: ModelSpec
     files: tuple[PlannedFile, ...]
     total_bytes: int
@@ -566,6 +572,8 @@ class DownloadPlan:
 
 @dataclass(frozen=True)
 class DownloadProgress:
+    """Over all files: bytes on disk of the total, the file being fetched, speed (smoothed) and time left."""
+
     done_bytes: int
     total_bytes: int
     current_file: str
@@ -618,7 +626,7 @@ def _list_files(session: _Session, repo: RepoSpec, store: _Store) -> list[Planne
 
 def _resolve_commit(session: _Session, repo: RepoSpec) -> str:
     url = f"{session.endpoint}/api/models/{repo.repo_id}/revision/{quote(repo.revision, safe='')}"
-    info, _ = session.get_json(url, repo.repo_id)
+    info, _ = session.get_json(url, repo.repo_id, repo.revision)
     commit = info.get("sha") if isinstance(info, dict) else None
     if not isinstance(commit, str) or not _COMMIT.match(commit):
         raise DownloadError(f"{session.endpoint} did not give a commit for {repo.repo_id}; is it a model hub?", "http")
@@ -659,8 +667,8 @@ def _read_small(session: _Session, filename: str, files: list[PlannedFile], stor
     file = next((item for item in files if item.filename == filename), None)
     if file is None:
         return None
-    if store.is_complete(file):
-        return store.final_path(file).read_bytes()
+    if (path := store.complete_path(file)) is not None:
+        return path.read_bytes()
     return session.read_range(session.file_url(file.repo_id, file.commit, filename), file.repo_id, filename,
                               0, file.size) if file.size else b""
 
@@ -675,7 +683,7 @@ def _tower_repos(spec: ModelSpec, read: Callable[[str], bytes | None]) -> list[R
         config = json.loads(raw) if raw else {}
     except ValueError:
         return []
-    name = config.get("mm_vision_tower") or config.get("vision_tower") if isinstance(config, dict) else None
+    name = (config.get("mm_vision_tower") or config.get("vision_tower")) if isinstance(config, dict) else None
     if not isinstance(name, str) or not name or Path(name).expanduser().is_dir():
         return []  # text-only, or a tower folder that exists on this machine
     repo_id = tower_repo_id(name)
@@ -696,8 +704,8 @@ def _remote_weight_keys(session: _Session, files: list[PlannedFile], store: _Sto
     single = weights[0] if weights else None
     if single is None:
         return set()
-    if store.is_complete(single):
-        return _file_keys(store.final_path(single))
+    if (path := store.complete_path(single)) is not None:
+        return _file_keys(path)
     if not single.filename.endswith(".safetensors"):
         return None
     # Only the header: 8 bytes of length, then that much JSON naming every tensor.
@@ -868,8 +876,12 @@ class _Store:
     def lock_path(self, file: PlannedFile) -> Path:
         raise NotImplementedError
 
-    def is_complete(self, file: PlannedFile) -> bool:
+    def complete_path(self, file: PlannedFile) -> Path | None:
+        """Where the finished file can be read, or None when it is not (completely) here."""
         raise NotImplementedError
+
+    def is_complete(self, file: PlannedFile) -> bool:
+        return self.complete_path(file) is not None
 
     def place(self, file: PlannedFile, partial: Path) -> None:
         raise NotImplementedError
@@ -906,11 +918,11 @@ class _CacheStore(_Store):
         # The lock huggingface_hub takes for the same blob, so the two never write it at once.
         return self.root / ".locks" / self.repo_dir(file.repo_id).name / f"{file.etag}.lock"
 
-    def is_complete(self, file: PlannedFile) -> bool:
+    def complete_path(self, file: PlannedFile) -> Path | None:
         if self.final_path(file).is_file():
-            return True
-        blob = self.blob_path(file)
-        return blob.is_file() and blob.stat().st_size == file.size  # shared with another revision
+            return self.final_path(file)
+        blob = self.blob_path(file)  # maybe there already for another revision
+        return blob if blob.is_file() and blob.stat().st_size == file.size else None
 
     def adopt(self, file: PlannedFile) -> None:
         if not self.final_path(file).is_file():
@@ -975,13 +987,13 @@ class _FolderStore(_Store):
     def _record(self, file: PlannedFile) -> Path:
         return self._work(file).with_name(self._work(file).name + ".json")
 
-    def is_complete(self, file: PlannedFile) -> bool:
+    def complete_path(self, file: PlannedFile) -> Path | None:
         final = self.final_path(file)
         try:
             record = json.loads(self._record(file).read_text(encoding="utf-8"))
-            return final.stat().st_size == file.size and record.get("etag") == file.etag
+            return final if final.stat().st_size == file.size and record.get("etag") == file.etag else None
         except (OSError, ValueError, AttributeError):
-            return False
+            return None
 
     def place(self, file: PlannedFile, partial: Path) -> None:
         final = self.final_path(file)

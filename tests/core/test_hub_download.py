@@ -325,7 +325,7 @@ def test_gated_model_asks_for_access(hub_server):
 
 
 def test_unknown_revision_is_not_found(hub_server):
-    with pytest.raises(hub.DownloadError, match="no such revision") as error:
+    with pytest.raises(hub.DownloadError, match="has no revision 'v9'") as error:
         hub.plan_download(hub.DEFAULT_MODEL.with_revision("v9"))
     assert error.value.kind == "not_found"
 
