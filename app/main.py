@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import logging.handlers
 import os
@@ -110,7 +111,10 @@ def run(args: argparse.Namespace) -> int:
     from PySide6.QtWidgets import QApplication
 
     from app.icons import app_icon
+    from app.qt_compat import emit
     from app.settings import SettingsFile
+    from app.single_instance import SingleInstance, open_history, server_name
+    from app.store import default_store_path
     from app.window import MainWindow
 
     QGuiApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
@@ -119,6 +123,11 @@ def run(args: argparse.Namespace) -> int:
     app.setApplicationDisplayName(APP_NAME)
     app.setDesktopFileName("xvlm-chat")
     app.setWindowIcon(app_icon())
+    instance = SingleInstance(server_name(str(default_store_path().parent)))
+    if instance.forward_to_running():
+        log.info("already running: asked that window to come to the front")
+        return 0
+    instance.listen()
 
     class Reporter(QObject):
         """Carries a message from any thread to the window."""
@@ -126,16 +135,18 @@ def run(args: argparse.Namespace) -> int:
         problem = Signal(str)
 
     reporter = Reporter()
-    install_exception_hooks(reporter.problem.emit)
+    install_exception_hooks(functools.partial(emit, reporter.problem))
 
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     # Plain threads for blocking hub and image calls; closing the loop waits for them (a download is cancelled first).
     loop.set_default_executor(ThreadPoolExecutor(max_workers=4, thread_name_prefix="io"))
-    loop.set_exception_handler(asyncio_exception_handler(reporter.problem.emit))
+    loop.set_exception_handler(asyncio_exception_handler(functools.partial(emit, reporter.problem)))
 
-    window = MainWindow(SettingsFile(), log_dir=logs.parent)
+    store, notices = open_history()
+    window = MainWindow(SettingsFile(), log_dir=logs.parent, store=store, notices=notices)
     reporter.problem.connect(window.show_error)
+    instance.activation_requested.connect(window.bring_to_front)
     window.show()
     log.info("window shown")
     start = loop.create_task(window.start(args.model, args.vision_tower, args.device, args.dtype))

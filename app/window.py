@@ -497,6 +497,14 @@ class MainWindow(QMainWindow):
                    ("Open Log Folder", self.open_log_folder)]
         self.banner.show_message(f"<b>The model could not be loaded.</b> {html.escape(error)}", actions)
 
+    def bring_to_front(self) -> None:
+        """Another launch of the app asked for this window."""
+        if self.isMinimized():
+            self.showNormal()
+        self.show()
+        self.raise_()
+        self.activateWindow()
+
     def show_error(self, text: str) -> None:
         """An unexpected problem, told without a traceback (the log has it)."""
         self.banner.show_message(html.escape(text), [("Open Log Folder", self.open_log_folder)])
