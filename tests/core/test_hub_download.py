@@ -415,3 +415,23 @@ def test_local_dir_holds_the_model_and_validates(hub_server, tmp_path):
     hub_server.served.clear()
     plan = hub.plan_download(hub.DEFAULT_MODEL, local_dir=target)
     assert plan.missing_bytes == 0 and plan.destination == target
+
+
+def test_two_downloads_at_once_fetch_each_byte_once(hub_server, tiny_model_dir):
+    plan = planned(hub_server)
+    hub_server.bytes_per_s = 40_000_000
+    results: list[object] = []
+
+    def download() -> None:
+        try:
+            results.append(hub.download_model(hub.DEFAULT_MODEL, plan=plan))
+        except Exception as exc:  # reported below, not lost in the thread
+            results.append(exc)
+
+    threads = [threading.Thread(target=download) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert results == [hub.find_cached(MODEL)] * 2
+    assert hub_server.served[WEIGHTS] == weights_size(tiny_model_dir)

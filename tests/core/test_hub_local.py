@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -208,3 +210,9 @@ def test_model_counts_as_installed_only_with_its_tower(tiny_model_dir, tiny_towe
     cache_snapshot("openai/clip-vit-large-patch14-336",
                    {name: tiny_tower_dir / name for name in ("config.json", "preprocessor_config.json")})
     assert hub.installed_model_folder(hub.DEFAULT_MODEL) == snapshot  # the checkpoint embeds the tower's weights
+
+
+def test_importing_the_hub_module_loads_neither_torch_nor_qt():
+    code = "import sys, xvlm_core.hub; print(sorted({'torch', 'PySide6', 'transformers'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
