@@ -66,7 +66,7 @@ class ChatList(QWidget):
         self.list = QListWidget()
         self.list.setObjectName("chatList")
         self.list.setAccessibleName("Chats")
-        self.list.setIconSize(QSize(28, 28))
+        self.list.setIconSize(QSize(16, 16))
         self.list.setUniformItemSizes(False)
         self.list.setWordWrap(True)
         self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSize, Qt, QUrl, Signal
+from PySide6.QtCore import QByteArray, QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import (
     QAction,
     QCloseEvent,
@@ -183,7 +183,8 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._connect()
         self.apply_theme()
-        QGuiApplication.styleHints().colorSchemeChanged.connect(self.apply_theme)
+        # The palette follows the scheme a moment later; restyle once it has.
+        QGuiApplication.styleHints().colorSchemeChanged.connect(lambda _scheme: QTimer.singleShot(0, self.apply_theme))
         if self.settings.window_geometry:
             self.restoreGeometry(QByteArray.fromBase64(self.settings.window_geometry.encode()))
         self._update_title()
