@@ -1145,6 +1145,7 @@ class _Meter:
 
     INTERVAL_S = 0.05
     SMOOTHING_S = 3.0
+    WARMUP_S = 2.0  # no ETA before: the first seconds are small files and round trips, far slower than the rest
 
     def __init__(self, total: int, done: int, on_progress: Callable[[DownloadProgress], None],
                  clock: Callable[[], float] = time.monotonic):
@@ -1155,7 +1156,7 @@ class _Meter:
         self._clock = clock
         self._speed = self._average = self._weight = 0.0
         self._window = 0  # network bytes since the last speed sample
-        self._sampled_at = self._emitted_at = clock()
+        self._started = self._sampled_at = self._emitted_at = clock()
         self._emit()
 
     def received(self, size: int, current: str) -> None:
@@ -1186,7 +1187,12 @@ class _Meter:
             self._window, self._sampled_at = 0, now
         self._emitted_at = now
         remaining = max(0, self.total - self.done)
-        eta = remaining / self._speed if self._speed > 0 else (0.0 if remaining == 0 else None)
+        if remaining == 0:
+            eta: float | None = 0.0
+        elif self._speed > 0 and now - self._started >= self.WARMUP_S:
+            eta = remaining / self._speed
+        else:
+            eta = None
         self._on_progress(DownloadProgress(self.done, self.total, self.current, self._speed, eta))
 
 

@@ -359,7 +359,8 @@ def test_unreachable_hub_falls_back_to_a_complete_cache(hub_server):
     assert hub.download_model(hub.DEFAULT_MODEL) == folder
 
 
-def test_progress_is_monotonic_throttled_and_ends_complete(hub_server):
+def test_progress_is_monotonic_throttled_and_ends_complete(hub_server, monkeypatch):
+    monkeypatch.setattr(hub._Meter, "WARMUP_S", 0.0)
     plan = planned(hub_server)
     hub_server.bytes_per_s = 25_000_000
     events: list[hub.DownloadProgress] = []
@@ -386,6 +387,7 @@ def test_progress_speed_is_smoothed_and_events_are_throttled():
     assert 150 < len(events) <= 1 + 10 * 20  # the first event, then at most one per 50 ms
     assert events[-1].speed_bps == pytest.approx(10e6, rel=0.01)
     assert events[-1].eta_s == pytest.approx(10, rel=0.01)
+    assert all(event.eta_s is None for event in events if event.done_bytes < 20_000_000)  # the first 2 s
     clock[0] += 0.5  # half a second without data barely moves the estimate
     meter.received(0, "file")
     assert 8e6 < events[-1].speed_bps < 10e6
