@@ -1,0 +1,94 @@
+"""Settings: one object in a JSON file, a dialog to edit it, a reload when the model or device changes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+from fakes import FakeSession, fake_load
+from PySide6.QtWidgets import QDialog
+from test_window import ask, wait_answered, wait_ready
+
+from app.settings import Settings, SettingsDialog, SettingsFile
+from app.worker import ModelWorker
+
+
+def test_settings_round_trip_and_survive_a_damaged_file(tmp_path):
+    file = SettingsFile(tmp_path / "settings.json")
+    assert file.load() == Settings()
+    changed = replace(Settings(), device="cuda:1", temperature=0.7, max_new_tokens=300, system_prompt="Be brief.")
+    file.save(changed)
+    assert file.load() == changed
+    (tmp_path / "settings.json").write_text('{"temperature": "hot", "top_p": 0.5, "unknown": 1')
+    assert file.load() == Settings()
+    (tmp_path / "settings.json").write_text('{"temperature": "hot", "top_p": 0.5, "max_new_tokens": 100}')
+    assert file.load() == replace(Settings(), top_p=0.5, max_new_tokens=100)
+
+
+def test_the_dialog_lists_the_workers_devices_and_edits_a_copy(qtbot):
+    devices = [("auto", "Automatic"), ("cpu", "CPU"), ("cuda:0", "GPU 0: Test card")]
+    dialog = SettingsDialog(Settings(device="cuda:0"), devices)
+    qtbot.addWidget(dialog)
+    assert [dialog.device_combo.itemData(i) for i in range(dialog.device_combo.count())] == ["auto", "cpu", "cuda:0"]
+    assert dialog.device_combo.currentData() == "cuda:0"
+    dialog.device_combo.setCurrentIndex(1)
+    dialog.temperature_spin.setValue(0.8)
+    dialog.system_edit.setPlainText("  Answer in French.  ")
+    result = dialog.result_settings()
+    assert (result.device, result.temperature, result.system_prompt) == ("cpu", 0.8, "Answer in French.")
+    unknown = SettingsDialog(Settings(device="cuda:3"), devices)
+    qtbot.addWidget(unknown)
+    assert unknown.device_combo.currentData() == "cuda:3" and "not found" in unknown.device_combo.currentText()
+
+
+def test_changing_the_device_reloads_in_the_background_and_sampling_applies_next(qtbot, make_window, tmp_path,
+                                                                                monkeypatch):
+    loads = []
+
+    def load(request, on_stage):
+        loads.append(request)
+        return fake_load()(request, on_stage)
+
+    session = FakeSession(["ok"])
+    window = make_window(ModelWorker(load=load, session_factory=lambda loaded: session))
+    wait_ready(qtbot, window)
+    qtbot.waitUntil(lambda: bool(window.devices), timeout=10_000)
+    assert window.devices[0] == ("auto", "Automatic") and ("cpu", "CPU") in window.devices
+
+    def edit(dialog):
+        dialog.device_combo.setCurrentIndex(dialog.device_combo.findData("cpu"))
+        dialog.max_tokens_spin.setValue(77)
+        return QDialog.DialogCode.Accepted
+
+    monkeypatch.setattr(SettingsDialog, "exec", edit)
+    window.settings_action.trigger()
+    assert window.controller.phase.value == "loading"
+    wait_ready(qtbot, window)
+    assert [request.device for request in loads] == ["auto", "cpu"]
+    assert json.loads((tmp_path / "settings.json").read_text())["device"] == "cpu"
+    ask(qtbot, window, "Hi")
+    wait_answered(qtbot, window)
+    assert window.controller.messages[-1].text == "ok"
+
+
+def test_only_sampling_changes_do_not_reload(qtbot, make_window, monkeypatch):
+    loads = []
+
+    def load(request, on_stage):
+        loads.append(request)
+        return fake_load()(request, on_stage)
+
+    window = make_window(ModelWorker(load=load, session_factory=lambda loaded: FakeSession()))
+    wait_ready(qtbot, window)
+    window.apply_settings(replace(window.settings, temperature=0.9))
+    assert len(loads) == 1 and window.controller.settings.temperature == 0.9
+
+
+def test_window_size_and_place_are_remembered(qtbot, make_window, tmp_path, app_settings):
+    first = make_window(start=False)
+    first.resize(700, 500)
+    first.close()
+    saved = SettingsFile(tmp_path / "settings.json").load()
+    assert saved.window_geometry
+    second = make_window(settings=saved, start=False)
+    assert (second.width(), second.height()) == (700, 500)
