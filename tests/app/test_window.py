@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
+import pytest
 from fakes import FakeSession, Heartbeat, SlowSession, fake_load
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QImage
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QLabel
 
 from app.chat_controller import DONE, FAILED, STOPPED, ModelPhase
 from app.worker import ModelWorker, import_core
@@ -326,3 +328,40 @@ def test_copy_message_puts_the_answer_on_the_clipboard(qtbot, make_window):
     wait_answered(qtbot, window)
     qtbot.mouseClick(window.view.widgets[-1].copy_button, Qt.MouseButton.LeftButton)
     assert QGuiApplication.clipboard().text() == "**bold** x"
+
+
+def test_only_the_growing_answer_is_rendered_and_at_most_30_times_a_second(qtbot, make_window):
+    session = FakeSession(["first ", "answer"])
+    window = make_window(ModelWorker(load=fake_load(), session_factory=lambda loaded: session))
+    ask(qtbot, window, "One")
+    wait_answered(qtbot, window)
+    earlier = window.view.widgets[1]
+    renders: list[str] = []
+    earlier.body.show_markdown = lambda text: renders.append(text)  # any re-render of the finished answer
+    session.deltas, session.delay_s = [f"w{i} " for i in range(150)], 0.004  # ~250 deltas a second
+    started = time.monotonic()
+    before = window.view.render_count
+    ask(qtbot, window, "Two")
+    wait_answered(qtbot, window)
+    elapsed = time.monotonic() - started
+    assert renders == []
+    streamed_renders = window.view.render_count - before
+    assert 3 <= streamed_renders <= 30 * elapsed + 4
+
+
+@pytest.mark.qt_log_ignore("does not support propagateSizeHints")  # the offscreen platform, showing a dialog
+def test_clicking_a_thumbnail_shows_the_image_large(qtbot, make_window, images_dir):
+    from app.conversation_view import ImageViewer
+
+    window = make_window(ModelWorker(load=fake_load(), session_factory=lambda loaded: FakeSession()))
+    drop_files(window, images_dir / "shapes_wide.png")
+    wait_image_checked(qtbot, window)
+    ask(qtbot, window, "Shapes?")
+    wait_answered(qtbot, window)
+    qtbot.mouseClick(window.view.widgets[0].thumbnail, Qt.MouseButton.LeftButton)
+    viewer = window.findChild(ImageViewer)
+    assert viewer is not None and viewer.isVisible()
+    label_pixmap = viewer.findChild(QLabel).pixmap()
+    assert label_pixmap.width() == 500  # the image at its own size (it fits the screen)
+    qtbot.keyClick(viewer, Qt.Key.Key_Escape)
+    qtbot.waitUntil(lambda: window.findChild(ImageViewer) is None or not viewer.isVisible())
