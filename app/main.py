@@ -40,6 +40,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="", help="auto, float32, float16 or bfloat16 (default: from Settings)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         type=str.upper, help="how much to write to the log file (default: INFO)")
+    parser.add_argument("--self-check", metavar="MODEL_DIR", default="",
+                        help="check this installation without a window: load MODEL_DIR, answer one question "
+                             "about a test picture, print the answer and timings; exit 0 if all works")
     return parser.parse_args(argv)
 
 
@@ -104,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
     """Show the window, then find and load the model in the background; returns the exit code."""
     logs = setup_logging(args.log_level)
     log.info("starting %s (log: %s)", APP_NAME, logs)
+    if args.self_check:
+        from app.self_check import run_self_check
+
+        return run_self_check(args.self_check, args.vision_tower or None)
 
     import qasync
     from PySide6.QtCore import QObject, Qt, Signal
