@@ -130,6 +130,9 @@ class MainWindow(QMainWindow):
         self.devices: list[tuple[str, str]] = []
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
+        self._overrides: dict[str, str] = {}  # from the command line, for this run only
+        self._current_model: str | None = None  # what was last loaded (a folder or a repo id)
+        self.export_actions: list[QAction] = []
 
         self.setWindowIcon(app_icon())
         self.setAcceptDrops(True)
@@ -229,8 +232,10 @@ class MainWindow(QMainWindow):
             file_menu.addSeparator()
             self.export_markdown_action = self._action("Export Chat as &Markdown…", lambda: self.export_chat("md"))
             self.export_json_action = self._action("Export Chat as &JSON…", lambda: self.export_chat("json"))
-            file_menu.addAction(self.export_markdown_action)
-            file_menu.addAction(self.export_json_action)
+            self.export_actions = [self.export_markdown_action, self.export_json_action]
+            for action in self.export_actions:
+                action.setEnabled(False)  # until a chat is saved
+            file_menu.addActions(self.export_actions)
             file_menu.addAction(self._action("&Import Chat…", self.import_chat))
         file_menu.addSeparator()
         file_menu.addAction(self._action("&Quit", self.close, QKeySequence.StandardKey.Quit))
@@ -325,7 +330,7 @@ class MainWindow(QMainWindow):
         self._load(target)
 
     def _load(self, model: str) -> None:
-        settings, overrides = self.settings, getattr(self, "_overrides", {})
+        settings, overrides = self.settings, self._overrides
         self._current_model = model
         self.controller.load_model(LoadRequest(
             model=model,
@@ -335,7 +340,7 @@ class MainWindow(QMainWindow):
         ))
 
     def reload_model(self) -> None:
-        model = getattr(self, "_current_model", None)
+        model = self._current_model
         if model is None:
             self._spawn(self.start())
         else:
@@ -386,9 +391,8 @@ class MainWindow(QMainWindow):
         if self.chat_list is not None:
             self.chat_list.refresh(self.controller.chat_id)
         has_chat = self.controller.chat_id is not None
-        for action in (getattr(self, "export_markdown_action", None), getattr(self, "export_json_action", None)):
-            if action is not None:
-                action.setEnabled(has_chat)
+        for action in self.export_actions:
+            action.setEnabled(has_chat)
 
     def export_chat(self, kind: str) -> None:
         if self.store is None or self.controller.chat_id is None:
