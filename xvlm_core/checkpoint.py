@@ -7,21 +7,28 @@ import pickle
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors import SafetensorError, safe_open
 
-from xvlm_core import hub
 from xvlm_core.errors import CheckpointError
 
+if TYPE_CHECKING:
+    import torch
+
+    StateDict = dict[str, torch.Tensor]
+
+# The authors' checkpoint layout. Importing this module loads no torch, so the download code shares it.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-
-StateDict = dict[str, torch.Tensor]
+EMBEDDED_TOWER_PREFIX = "model.vision_tower.vision_tower."
+PROJECTOR_PREFIX = "model.mm_projector."
 
 
 def resolve_folder(name_or_path: str, what: str = "model") -> Path:
     """A local folder as given, or a hub repo id found complete in the local cache."""
+    from xvlm_core import hub
+
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path.resolve()
@@ -77,6 +84,8 @@ def _read_safetensors(path: Path, wanted: Callable[[str], bool]) -> StateDict:
 
 
 def _read_bin(path: Path, wanted: Callable[[str], bool]) -> StateDict:
+    import torch
+
     # weights_only refuses anything but tensors and plain containers: no code from the file runs.
     try:
         try:

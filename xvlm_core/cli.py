@@ -314,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _quiet_libraries() -> None:
-    for name in ("transformers", "huggingface_hub", "httpx", "PIL"):
+    for name in ("transformers", "huggingface_hub", "httpx", "httpx2", "PIL"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 

@@ -71,6 +71,7 @@ from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import hf_raise_for_status
 
 from xvlm_core import __version__
+from xvlm_core.checkpoint import EMBEDDED_TOWER_PREFIX, INDEX_FILES, WEIGHT_FILES
 from xvlm_core.errors import Cancelled, CheckpointError, XvlmError
 
 log = logging.getLogger(__name__)
@@ -81,9 +82,6 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # Mirrors model.EMBEDDED_TOWER_PREFIX; repeated here because model.py imports torch.
-_EMBEDDED_TOWER_PREFIX = "model.vision_tower.vision_tower."
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 _POLL_S = 0.1  # how often a waiting download looks at its cancel flag
 _SYNC_EVERY = 8 * 2**20  # bytes between fsyncs of a partial file: what a power cut can cost per file
@@ -693,7 +691,7 @@ def _tower_repos(spec: ModelSpec, read: Callable[[str], bytes | None]) -> list[R
 def _tower_embedded(session: _Session, files: list[PlannedFile], store: _Store) -> bool | None:
     """Whether the model's weights hold the vision tower; None when only the whole .bin file could tell."""
     keys = _remote_weight_keys(session, files, store)
-    return None if keys is None else any(key.startswith(_EMBEDDED_TOWER_PREFIX) for key in keys)
+    return None if keys is None else any(key.startswith(EMBEDDED_TOWER_PREFIX) for key in keys)
 
 
 def _remote_weight_keys(session: _Session, files: list[PlannedFile], store: _Store) -> set[str] | None:
@@ -782,7 +780,7 @@ def _file_keys(path: Path) -> set[str] | None:
 
 
 def _local_weight_files(folder: Path) -> list[Path]:
-    for name in (*_INDEX_FILES, *_WEIGHT_FILES):
+    for name in (*INDEX_FILES, *WEIGHT_FILES):
         if (folder / name).is_file():
             return [folder / name]
     return []
@@ -792,12 +790,12 @@ def embeds_tower(folder: Path) -> bool:
     """Whether the checkpoint in `folder` carries the vision tower's weights."""
     files = _local_weight_files(folder)
     keys = _file_keys(files[0]) if files else None
-    return bool(keys) and any(key.startswith(_EMBEDDED_TOWER_PREFIX) for key in keys or ())
+    return bool(keys) and any(key.startswith(EMBEDDED_TOWER_PREFIX) for key in keys or ())
 
 
 def _weights_problem(folder: Path) -> str | None:
     """What is wrong with a folder's weights (a file named), or None when they are all there and whole."""
-    for index_name in _INDEX_FILES:
+    for index_name in INDEX_FILES:
         index = folder / index_name
         if index.is_file():
             try:
@@ -809,7 +807,7 @@ def _weights_problem(folder: Path) -> str | None:
                 if problem:
                     return f"{problem} (named in {index_name})"
             return None
-    for name in _WEIGHT_FILES:
+    for name in WEIGHT_FILES:
         if (folder / name).is_file():
             return _weight_file_problem(folder / name)
     return "the weights file (model.safetensors or pytorch_model.bin) is missing"

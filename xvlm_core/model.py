@@ -13,7 +13,8 @@ from torch import nn
 from transformers import CLIPVisionConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-from xvlm_core import checkpoint
+from xvlm_core import checkpoint, hub
+from xvlm_core.checkpoint import EMBEDDED_TOWER_PREFIX, PROJECTOR_PREFIX
 from xvlm_core.config import IMAGE_TOKEN_INDEX, XvlmConfig, load_config
 from xvlm_core.device import dtype_name, memory_in_use_mb, pick_device, pick_dtype
 from xvlm_core.errors import CheckpointError, ConfigError, XvlmError
@@ -21,8 +22,6 @@ from xvlm_core.projector import build_projector
 from xvlm_core.tokenizer import Tokenizer, find_tokenizer_file
 from xvlm_core.vision import ImagePreprocessor, VisionTower
 
-EMBEDDED_TOWER_PREFIX = "model.vision_tower.vision_tower."
-PROJECTOR_PREFIX = "model.mm_projector."
 # Towers whose shape is known, so a checkpoint that embeds one needs no separate download.
 KNOWN_TOWERS: dict[str, dict] = {
     "openai/clip-vit-large-patch14-336": dict(
@@ -169,6 +168,9 @@ def resolve_tower(
     name = override or config.vision.tower
     if not name:
         return None
+    if not Path(name).expanduser().is_dir():
+        # Configs often hold a path from the authors' machine; its folder name says which hub repo it was.
+        name = hub.tower_repo_id(name) or name
     folder = _find_tower_folder(name, must_exist=override is not None or not embedded)
     if folder is not None:
         clip_config = read_clip_config(folder)

@@ -224,3 +224,16 @@ def test_random_state_round_trips_through_pickle_free_formats():
     state = random_state(config_dict(LanguageShape(), TowerShape()), TowerShape())
     assert all(isinstance(value, torch.Tensor) for value in state.values())
     assert not any(isinstance(value, type(pickle)) for value in state.values())
+
+
+def test_tower_path_from_the_authors_machine_is_found_in_the_cache(tiny_model_bin_dir, tiny_tower_dir, images_dir):
+    # xmodel-vlm-tiny-bin names /data/models/clip-vit-large-patch14-336, which does not exist here.
+    snapshot = Path(os.environ["HF_HUB_CACHE"]) / "models--openai--clip-vit-large-patch14-336" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("abc123")
+    for path in tiny_tower_dir.iterdir():
+        shutil.copy(path, snapshot / path.name)
+    from_cache = load_model(str(tiny_model_bin_dir), dtype="float32")
+    explicit = load_model(str(tiny_model_bin_dir), vision_tower=str(tiny_tower_dir), dtype="float32")
+    assert answer_ids(from_cache, images_dir) == answer_ids(explicit, images_dir)
