@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -80,6 +81,7 @@ class _ProgressRelay(QObject):
     """Called on the download thread; hands progress to the UI thread at most `PROGRESS_PER_SECOND` times a second."""
 
     progressed = Signal(object)
+    warned = Signal(str)  # the hub is retrying: why, and when it tries again
 
     def __init__(self) -> None:
         super().__init__()
@@ -92,6 +94,17 @@ class _ProgressRelay(QObject):
             self._last = now
             self.emitted += 1
             emit(self.progressed, progress)
+
+
+class _HubWarnings(logging.Handler):
+    """The hub's retry warnings ("… trying again in 4.0 s"), relayed to the page so a wait is explained."""
+
+    def __init__(self, relay: _ProgressRelay):
+        super().__init__(logging.WARNING)
+        self.relay = relay
+
+    def emit(self, record: logging.LogRecord) -> None:
+        emit(self.relay.warned, record.getMessage())
 
 
 class FirstRunPage(QWidget):
@@ -115,8 +128,13 @@ class FirstRunPage(QWidget):
         self._threads: set[threading.Thread] = set()
         self._retry_downloads = False
         self.picked_folder = False  # the model came from a folder the person chose, not a download
+        self._busy = False  # planning or downloading: hub warnings are worth showing
         self.relay = _ProgressRelay()
         self.relay.progressed.connect(self._show_progress)
+        self.relay.warned.connect(self._show_hub_warning)
+        self._hub_warnings = _HubWarnings(self.relay)
+        logging.getLogger("xvlm_core.hub").addHandler(self._hub_warnings)
+        self.destroyed.connect(lambda: logging.getLogger("xvlm_core.hub").removeHandler(self._hub_warnings))
 
         title = QLabel("<h1>Welcome to XVLM Chat</h1>")
         intro = QLabel("To answer questions about images, the app needs the Xmodel-VLM model on this computer. "
@@ -131,7 +149,8 @@ class FirstRunPage(QWidget):
             label.setWordWrap(True)
             label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.endpoint_edit = QLineEdit(endpoint)
-        self.endpoint_edit.setPlaceholderText("https://huggingface.co (or a mirror such as https://hf-mirror.com)")
+        default_endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+        self.endpoint_edit.setPlaceholderText(f"{default_endpoint} (or a mirror such as https://hf-mirror.com)")
         self.endpoint_edit.setAccessibleName("Model hub address or mirror")
         self.endpoint_edit.editingFinished.connect(self._endpoint_edited)
 
@@ -202,11 +221,14 @@ class FirstRunPage(QWidget):
         self._plan = None
         self._set_buttons(download=False, cancel=False, retry=False)
         self.status_label.setText("Checking what to download…")
+        self._busy = True
         try:
             plan = await self._off_thread(self.downloads.plan, self._spec, self.endpoint)
         except Exception as exc:  # hub errors carry a message for people; anything else is logged
             self._failed(exc)
             return
+        finally:
+            self._busy = False
         self._plan = plan
         self._show_plan(plan)
         if then_download:
@@ -218,6 +240,7 @@ class FirstRunPage(QWidget):
         self.progress.show()
         self.status_label.setText("Starting the download…")
         emit(self.download_started)
+        self._busy = True
         try:
             folder = await self._off_thread(self.downloads.download, self._plan, self.relay, self._cancel,
                                             self.endpoint)
@@ -231,6 +254,7 @@ class FirstRunPage(QWidget):
             return
         finally:
             self._cancel = None
+            self._busy = False
         emit(self.download_stopped)
         self.status_label.setText("Downloaded.")
         self._resolve(str(folder))
@@ -305,6 +329,10 @@ class FirstRunPage(QWidget):
         if progress.current_file:
             parts.append(Path(progress.current_file).name)
         self.status_label.setText(" · ".join(parts))
+
+    def _show_hub_warning(self, message: str) -> None:
+        if self._busy:
+            self.status_label.setText(f"The model hub is not answering as it should: {message}")
 
     def _failed(self, exc: Exception, during_download: bool = False) -> None:
         """Say what went wrong; Retry plans again (and downloads again if that is what failed)."""

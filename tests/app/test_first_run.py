@@ -38,7 +38,7 @@ def test_first_launch_shows_the_download_then_chats(qtbot, make_window, hub_serv
     assert page.size_label.text() == "17.6 MB"
     assert page.destination_label.text() == str(hub.default_cache_dir())
     assert page.free_label.text().endswith("GB")
-    assert page.endpoint_edit.placeholderText().startswith("https://huggingface.co")
+    assert page.endpoint_edit.placeholderText().startswith(hub_server.url)  # where HF_ENDPOINT points
 
     click(qtbot, page.download_button)
     qtbot.waitUntil(lambda: window.chat_page.isVisible(), timeout=20_000)
@@ -174,3 +174,16 @@ def test_a_missing_folder_named_on_the_command_line_is_a_load_error_not_a_downlo
     window = make_window(model=str(Path(tmp_path) / "nowhere"))
     qtbot.waitUntil(lambda: window.banner.isVisible(), timeout=10_000)
     assert not window.first_run.isVisible()
+
+
+def test_while_the_hub_does_not_answer_the_page_says_so(qtbot, make_window, hub_server, app_settings, monkeypatch):
+    from xvlm_core import hub
+
+    monkeypatch.setattr(hub, "RETRY", hub.RetryPolicy(attempts=3, first_delay_s=0.4, max_delay_s=0.4))
+    hub_server.stop()
+    window = make_window(settings=replace(app_settings, model=""), model="")
+    page = window.first_run
+    qtbot.waitUntil(lambda: "not answering" in page.status_label.text(), timeout=10_000)
+    assert "trying again" in page.status_label.text()
+    qtbot.waitUntil(lambda: page.retry_button.isVisible(), timeout=10_000)
+    assert "not answering" not in page.status_label.text()
