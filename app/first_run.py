@@ -128,7 +128,7 @@ class FirstRunPage(QWidget):
         self._threads: set[threading.Thread] = set()
         self._retry_downloads = False
         self.picked_folder = False  # the model came from a folder the person chose, not a download
-        self._busy = False  # planning or downloading: hub warnings are worth showing
+        self._busy = False  # planning or downloading, and nothing else to say: hub warnings are shown
         self.relay = _ProgressRelay()
         self.relay.progressed.connect(self._show_progress)
         self.relay.warned.connect(self._show_hub_warning)
@@ -271,6 +271,7 @@ class FirstRunPage(QWidget):
             self._spawn(self.use_folder(folder))
 
     async def use_folder(self, folder: str) -> None:
+        self._busy = False  # what the folder check says matters more than a plan still retrying
         self.status_label.setText(f"Checking {folder}…")
         try:
             await self._off_thread(self.downloads.validate_folder, Path(folder), self.vision_tower)
