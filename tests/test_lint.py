@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
-from conftest import PROJECT_ROOT
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_ruff_is_clean():
