@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from PySide6.QtCore import QObject, Signal
 from xvlm_core.errors import XvlmError
 
-from app.qt_compat import emit
 from app.settings import Settings
 from app.store import auto_title
 from app.worker import AnswerRequest, LoadRequest, ModelWorker, Turn
@@ -120,7 +119,7 @@ class ChatController(QObject):
         if self.chat_id is not None:
             chat_id, new_title = self.chat_id, self.chat_title
             self._persist(lambda: self.store.rename_chat(chat_id, new_title))
-        emit(self.chat_changed)
+        self.chat_changed.emit()
 
     # -- verbs ---------------------------------------------------------------------------------------------
 
@@ -130,7 +129,7 @@ class ChatController(QObject):
             self._active.cancel.set()
         self.model_summary, self.model_error = {}, ""
         self._set_phase(ModelPhase.LOADING)
-        emit(self.load_requested, request)
+        self.load_requested.emit(request)
 
     def send(self, text: str, image: str | None = None) -> bool:
         """Ask a question; False (and nothing happens) while another answer is in flight or it is empty."""
@@ -147,9 +146,9 @@ class ChatController(QObject):
             images = [Path(image)] if image else []
             message.message_id = self._persist(lambda: self.store.add_user_message(self.chat_id, text, images))
         self.messages.append(message)
-        emit(self.message_added, len(self.messages) - 1)
+        self.message_added.emit(len(self.messages) - 1)
         if new_chat and self.chat_id is not None:
-            emit(self.chat_changed)
+            self.chat_changed.emit()
         self._begin_answer()
         return True
 
@@ -172,7 +171,7 @@ class ChatController(QObject):
             return False
         self.messages.pop()
         self._truncate_store_after(len(self.messages) - 1)
-        emit(self.conversation_replaced)
+        self.conversation_replaced.emit()
         self._begin_answer()
         return True
 
@@ -190,7 +189,7 @@ class ChatController(QObject):
         else:
             self._truncate_store_after(index - 1)
         del self.messages[index:]
-        emit(self.conversation_replaced)
+        self.conversation_replaced.emit()
         return self.send(text, image)
 
     def new_chat(self) -> None:
@@ -198,9 +197,9 @@ class ChatController(QObject):
         self._abandon_answer()
         self.chat_id, self.chat_title = None, ""
         self.messages = []
-        emit(self.conversation_replaced)
-        emit(self.chat_changed)
-        emit(self.busy_changed, False)
+        self.conversation_replaced.emit()
+        self.chat_changed.emit()
+        self.busy_changed.emit(False)
 
     def open_chat(self, chat_id: int) -> None:
         """Show a saved chat; the next question continues it."""
@@ -217,9 +216,9 @@ class ChatController(QObject):
                         stored.stats.get("error", ""), stored.stats, stored.id)
             for stored in chat.messages
         ]
-        emit(self.conversation_replaced)
-        emit(self.chat_changed)
-        emit(self.busy_changed, False)
+        self.conversation_replaced.emit()
+        self.chat_changed.emit()
+        self.busy_changed.emit(False)
 
     def _abandon_answer(self) -> None:
         if self.busy:
@@ -239,7 +238,7 @@ class ChatController(QObject):
             return call()
         except (XvlmError, OSError, sqlite3.Error) as exc:
             log.exception("saving the chat failed")
-            emit(self.store_failed, f"The chat history could not be saved: {exc}")
+            self.store_failed.emit(f"The chat history could not be saved: {exc}")
             return None
 
     def _truncate_store_after(self, index: int) -> None:
@@ -261,8 +260,8 @@ class ChatController(QObject):
         if self.chat_id is not None:
             answer.message_id = self._persist(lambda: self.store.begin_answer(self.chat_id))
         self.messages.append(answer)
-        emit(self.message_added, len(self.messages) - 1)
-        emit(self.busy_changed, True)
+        self.message_added.emit(len(self.messages) - 1)
+        self.busy_changed.emit(True)
         if self.phase is ModelPhase.READY:
             self._ask()
         elif self.phase is ModelPhase.FAILED:
@@ -280,15 +279,15 @@ class ChatController(QObject):
             sampling=self.settings.sampling(), system=self.settings.system_prompt,
         )
         answer.status = STREAMING
-        emit(self.message_changed, len(self.messages) - 1)
-        emit(self.answer_requested, self._active)
+        self.message_changed.emit(len(self.messages) - 1)
+        self.answer_requested.emit(self._active)
 
     def _finish(self, message: ChatMessage, status: str, error: str = "") -> None:
         message.status, message.error = status, error
         self._save_finished(message, status, error)
         self._active = None
-        emit(self.message_changed, self.messages.index(message))
-        emit(self.busy_changed, False)
+        self.message_changed.emit(self.messages.index(message))
+        self.busy_changed.emit(False)
 
     def _current(self, request_id: int) -> ChatMessage | None:
         """The message a worker signal is about, or None for an answer that was replaced meanwhile."""
@@ -303,7 +302,7 @@ class ChatController(QObject):
             if message.message_id is not None:
                 message_id, so_far = message.message_id, message.text
                 self._persist(lambda: self.store.update_streaming(message_id, so_far))
-            emit(self.message_changed, len(self.messages) - 1)
+            self.message_changed.emit(len(self.messages) - 1)
 
     def _on_finished(self, request_id: int, text: str, stats: dict) -> None:
         message = self._current(request_id)
@@ -323,23 +322,23 @@ class ChatController(QObject):
 
     def _set_phase(self, phase: ModelPhase) -> None:
         self.phase = phase
-        emit(self.model_phase_changed, phase)
+        self.model_phase_changed.emit(phase)
 
     def _on_stage(self, stage: str) -> None:
         self.load_stage = stage
-        emit(self.load_stage_changed, stage)
+        self.load_stage_changed.emit(stage)
 
     def _on_loaded(self, summary: dict) -> None:
         self.model_summary, self.load_stage = summary, ""
         self._set_phase(ModelPhase.READY)
-        emit(self.model_loaded, summary)
+        self.model_loaded.emit(summary)
         if self.busy and self.messages[-1].status == WAITING:
             self._ask()
 
     def _on_load_failed(self, error: str) -> None:
         self.model_error, self.load_stage = error, ""
         self._set_phase(ModelPhase.FAILED)
-        emit(self.model_failed, error)
+        self.model_failed.emit(error)
         if self.busy and self._active is None:
             self._finish(self.messages[-1], FAILED, self._no_model_message())
 

@@ -23,7 +23,6 @@ from PySide6.QtWidgets import (
 from xvlm_core.errors import XvlmError
 
 from app.icons import icon
-from app.qt_compat import emit
 from app.store import ChatStore
 
 log = logging.getLogger(__name__)
@@ -51,7 +50,7 @@ class ChatList(QWidget):
         self.new_button = QPushButton(icon("new-chat"), " New chat")
         self.new_button.setAccessibleName("New chat")
         self.new_button.setToolTip("New chat (Ctrl+N)")
-        self.new_button.clicked.connect(lambda: emit(self.new_chat_requested))
+        self.new_button.clicked.connect(lambda: self.new_chat_requested.emit())
         self.search_edit = QLineEdit()
         self.search_edit.setPlaceholderText("Search chats")
         self.search_edit.setAccessibleName("Search chats")
@@ -152,9 +151,9 @@ class ChatList(QWidget):
     def _activated(self, item: QListWidgetItem) -> None:
         message_id = item.data(MESSAGE_ID)
         if message_id is not None:
-            emit(self.message_chosen, item.data(CHAT_ID), message_id)
+            self.message_chosen.emit(item.data(CHAT_ID), message_id)
         elif item.data(CHAT_ID) != self.current_chat:
-            emit(self.chat_chosen, item.data(CHAT_ID))
+            self.chat_chosen.emit(item.data(CHAT_ID))
 
     def _selected_chat(self) -> int | None:
         item = self.list.currentItem()
@@ -185,7 +184,7 @@ class ChatList(QWidget):
             title, accepted = QInputDialog.getText(self, "Rename chat", "Name:", text=current.split("\n")[0])
             if not accepted or not title.strip():
                 return
-        emit(self.renamed, chat_id, " ".join(title.split()))
+        self.renamed.emit(chat_id, " ".join(title.split()))
         self.refresh()
 
     def set_pinned(self, chat_id: int, pinned: bool) -> None:
@@ -207,7 +206,7 @@ class ChatList(QWidget):
         self.undo_label.setText(f"Deleted “{title}”.")
         self.undo_bar.show()
         self._undo_timer.start(UNDO_SHOWN_MS)
-        emit(self.deleted, chat_id)
+        self.deleted.emit(chat_id)
         self.refresh()
 
     def undo_delete(self) -> None:
@@ -216,7 +215,7 @@ class ChatList(QWidget):
             self._call(lambda: self.store.restore_chat(chat_id))
             self.undo_bar.hide()
             self.refresh()
-            emit(self.chat_chosen, chat_id)
+            self.chat_chosen.emit(chat_id)
 
     def _call(self, call):
         """A store call; a failure becomes a message (the list stays as it was). False when it failed."""
@@ -224,6 +223,6 @@ class ChatList(QWidget):
             result = call()
         except (XvlmError, OSError, sqlite3.Error) as exc:
             log.exception("chat list: store call failed")
-            emit(self.failed, str(exc))
+            self.failed.emit(str(exc))
             return False
         return True if result is None else result

@@ -31,7 +31,6 @@ from PySide6.QtWidgets import (
 
 from app import APP_NAME
 from app.icons import icon
-from app.qt_compat import emit
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +97,7 @@ class PromptEdit(QPlainTextEdit):
         if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not (
             event.modifiers() & (Qt.KeyboardModifier.ShiftModifier | Qt.KeyboardModifier.AltModifier)
         ):
-            emit(self.submitted)
+            self.submitted.emit()
             return
         if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
             self.insertPlainText("\n")
@@ -110,7 +109,7 @@ class PromptEdit(QPlainTextEdit):
 
     def insertFromMimeData(self, source: QMimeData) -> None:
         if mime_has_attachment(source):
-            emit(self.attachment_received, source)
+            self.attachment_received.emit(source)
         else:
             super().insertFromMimeData(source)
 
@@ -277,7 +276,7 @@ class Composer(QFrame):
 
     def _send_or_stop(self) -> None:
         if self.busy:
-            emit(self.stop_requested)
+            self.stop_requested.emit()
         else:
             self.submit()
 
@@ -292,9 +291,9 @@ class Composer(QFrame):
         if not text and not image:
             return
         if self.editing_index is not None:
-            emit(self.edit_submitted, self.editing_index, text, image)
+            self.edit_submitted.emit(self.editing_index, text, image)
         else:
-            emit(self.send_requested, text, image)
+            self.send_requested.emit(text, image)
 
     def clear(self) -> None:
         """Forget what was written, after it was sent."""

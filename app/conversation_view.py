@@ -42,7 +42,6 @@ from PySide6.QtWidgets import (
 
 from app.chat_controller import DONE, FAILED, STOPPED, STREAMING, WAITING, ChatController, ChatMessage
 from app.icons import icon
-from app.qt_compat import emit
 
 RENDERS_PER_SECOND = 30
 THUMBNAIL_SIDE = 220
@@ -157,11 +156,11 @@ class Thumbnail(QLabel):
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
         if event.button() == Qt.MouseButton.LeftButton:
-            emit(self.clicked, self.path)
+            self.clicked.emit(self.path)
 
     def keyPressEvent(self, event) -> None:
         if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Space):
-            emit(self.clicked, self.path)
+            self.clicked.emit(self.path)
         else:
             super().keyPressEvent(event)
 
@@ -223,7 +222,7 @@ class MessageWidget(QFrame):
         actions = QHBoxLayout()
         actions.setSpacing(0)
         self.copy_button = _tool_button("copy", "Copy message", self)
-        self.copy_button.clicked.connect(lambda: emit(self.copy_requested, self))
+        self.copy_button.clicked.connect(lambda: self.copy_requested.emit(self))
         self.edit_button = self.regenerate_button = None
         if self.is_user:
             bubble = QFrame(self)
@@ -248,7 +247,7 @@ class MessageWidget(QFrame):
             row.addWidget(bubble)
             outer.addLayout(row)
             self.edit_button = _tool_button("edit", "Edit and resend", self)
-            self.edit_button.clicked.connect(lambda: emit(self.edit_requested, self))
+            self.edit_button.clicked.connect(lambda: self.edit_requested.emit(self))
             actions.addStretch(1)
             actions.addWidget(self.edit_button)
             actions.addWidget(self.copy_button)
@@ -363,7 +362,7 @@ class ConversationView(QScrollArea):
     def _append(self, index: int) -> None:
         widget = MessageWidget(self.controller.messages[index], self._canvas)
         widget.copy_requested.connect(self._copy)
-        widget.edit_requested.connect(lambda w: emit(self.edit_requested, self.widgets.index(w)))
+        widget.edit_requested.connect(lambda w: self.edit_requested.emit(self.widgets.index(w)))
         widget.regenerate_requested.connect(self.controller.regenerate)
         widget.image_clicked.connect(self.show_image)
         widget.set_bubble_width(self._bubble_width())

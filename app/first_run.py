@@ -30,7 +30,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.qt_compat import emit
 from app.worker import import_core
 
 log = logging.getLogger(__name__)
@@ -93,7 +92,7 @@ class _ProgressRelay(QObject):
         if now - self._last >= 1.0 / PROGRESS_PER_SECOND or progress.done_bytes >= progress.total_bytes:
             self._last = now
             self.emitted += 1
-            emit(self.progressed, progress)
+            self.progressed.emit(progress)
 
 
 class _HubWarnings(logging.Handler):
@@ -104,7 +103,7 @@ class _HubWarnings(logging.Handler):
         self.relay = relay
 
     def emit(self, record: logging.LogRecord) -> None:
-        emit(self.relay.warned, record.getMessage())
+        self.relay.warned.emit(record.getMessage())
 
 
 class FirstRunPage(QWidget):
@@ -239,13 +238,13 @@ class FirstRunPage(QWidget):
         self._set_buttons(download=False, cancel=True, retry=False)
         self.progress.show()
         self.status_label.setText("Starting the download…")
-        emit(self.download_started)
+        self.download_started.emit()
         self._busy = True
         try:
             folder = await self._off_thread(self.downloads.download, self._plan, self.relay, self._cancel,
                                             self.endpoint)
         except Exception as exc:
-            emit(self.download_stopped)
+            self.download_stopped.emit()
             if getattr(exc, "kind", "") == "cancelled":
                 self.status_label.setText("Paused. Download again to continue where it stopped.")
                 self._set_buttons(download=True, cancel=False, retry=False)
@@ -255,7 +254,7 @@ class FirstRunPage(QWidget):
         finally:
             self._cancel = None
             self._busy = False
-        emit(self.download_stopped)
+        self.download_stopped.emit()
         self.status_label.setText("Downloaded.")
         self._resolve(str(folder))
 
@@ -289,7 +288,7 @@ class FirstRunPage(QWidget):
         return self.endpoint_edit.text().strip()
 
     def _endpoint_edited(self) -> None:
-        emit(self.endpoint_changed, self.endpoint)
+        self.endpoint_changed.emit(self.endpoint)
         if self._cancel is None and self._spec is not None:
             self._spawn(self._make_plan())
 

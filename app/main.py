@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import logging
 import logging.handlers
 import os
@@ -118,7 +117,6 @@ def run(args: argparse.Namespace) -> int:
     from PySide6.QtWidgets import QApplication
 
     from app.icons import app_icon
-    from app.qt_compat import emit
     from app.settings import SettingsFile
     from app.single_instance import SingleInstance, open_history, server_name
     from app.store import default_store_path
@@ -142,13 +140,13 @@ def run(args: argparse.Namespace) -> int:
         problem = Signal(str)
 
     reporter = Reporter()
-    install_exception_hooks(functools.partial(emit, reporter.problem))
+    install_exception_hooks(reporter.problem.emit)
 
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     # Plain threads for blocking hub and image calls; closing the loop waits for them (a download is cancelled first).
     loop.set_default_executor(ThreadPoolExecutor(max_workers=4, thread_name_prefix="io"))
-    loop.set_exception_handler(asyncio_exception_handler(functools.partial(emit, reporter.problem)))
+    loop.set_exception_handler(asyncio_exception_handler(reporter.problem.emit))
 
     store, notices = open_history()
     window = MainWindow(SettingsFile(), log_dir=logs.parent, store=store, notices=notices)

@@ -36,7 +36,6 @@ from PySide6.QtWidgets import QApplication
 import app
 from app import APP_NAME
 from app.icons import app_icon, icon, resources_dir
-from app.qt_compat import emit
 from app.worker import AnswerRequest, LoadRequest, ModelThread, ModelWorker, Turn
 
 log = logging.getLogger(__name__)
@@ -260,7 +259,7 @@ class _Driver(QObject):
     @Slot(dict)
     def on_loaded(self, summary: dict) -> None:
         self.summary = summary
-        emit(self.answer_requested, self.request)
+        self.answer_requested.emit(self.request)
 
     @Slot(int, str)
     def on_chunk(self, _request_id: int, text: str) -> None:
@@ -292,7 +291,7 @@ def _answer_one_question(model: str, vision_tower: str | None, image: Path) -> s
 
     started = time.perf_counter()
     model_thread.start()
-    emit(driver.load_requested, LoadRequest(model, vision_tower or ""))
+    driver.load_requested.emit(LoadRequest(model, vision_tower or ""))
     timer.start()
     loop.exec()
     timer.stop()

@@ -10,8 +10,6 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtNetwork import QLocalServer, QLocalSocket
 
-from app.qt_compat import emit
-
 if TYPE_CHECKING:
     from app.store import ChatStore
 
@@ -70,7 +68,7 @@ class SingleInstance(QObject):
     def _on_message(self) -> None:
         socket = self.sender()
         if isinstance(socket, QLocalSocket) and bytes(socket.readAll().data()).startswith(ACTIVATE.strip()):
-            emit(self.activation_requested)
+            self.activation_requested.emit()
 
     def close(self) -> None:
         if self.server is not None:

@@ -44,7 +44,6 @@ from app.composer import Composer, mime_has_attachment
 from app.conversation_view import ConversationView
 from app.first_run import FirstRunPage, HubDownloads, locate_model
 from app.icons import app_icon, icon
-from app.qt_compat import emit
 from app.settings import Settings, SettingsDialog, SettingsFile
 from app.store import ChatStore
 from app.theme import style_sheet
@@ -310,7 +309,7 @@ class MainWindow(QMainWindow):
     async def start(self, model: str = "", vision_tower: str = "", device: str = "", dtype: str = "") -> None:
         """Find the model (or download it on the first-run page), then load it. Arguments override settings."""
         self.model_thread.start()
-        emit(self.list_devices_requested)
+        self.list_devices_requested.emit()
         model = model or self.settings.model
         self._overrides = {"vision_tower": vision_tower, "device": device, "dtype": dtype}
         try:

@@ -15,7 +15,6 @@ Thread lifecycle, as `ModelThread` does it:
 
 from __future__ import annotations
 
-import functools
 import gc
 import importlib
 import logging
@@ -26,8 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
-
-from app.qt_compat import emit
 
 log = logging.getLogger(__name__)
 
@@ -130,21 +127,21 @@ class ModelWorker(QObject):
     def load(self, request: LoadRequest) -> None:
         self._drop_model()  # free the old model's memory before the new one takes its own
         try:
-            loaded = self._load(request, functools.partial(emit, self.stage_changed))
+            loaded = self._load(request, self.stage_changed.emit)
             session = self._session_factory(loaded)
             summary = dict(loaded.summary())
         except Exception as exc:  # the worker's edge: everything below speaks in specific errors
             log.exception("loading %s failed", request.model)
-            emit(self.load_failed, describe_failure(exc))
+            self.load_failed.emit(describe_failure(exc))
             return
         self._loaded, self._session = loaded, session
         log.info("model loaded: %s", summary)
-        emit(self.loaded, summary)
+        self.loaded.emit(summary)
 
     @Slot(object)
     def generate(self, request: AnswerRequest) -> None:
         if self._session is None:
-            emit(self.answer_failed, request.request_id, "No model is loaded yet.")
+            self.answer_failed.emit(request.request_id, "No model is loaded yet.")
             return
         self._current_cancel = request.cancel
         try:
@@ -152,9 +149,9 @@ class ModelWorker(QObject):
             stats["memory_mb"] = self._loaded.summary()["memory_mb"]
         except Exception as exc:  # the worker's edge
             log.exception("answer %d failed", request.request_id)
-            emit(self.answer_failed, request.request_id, describe_failure(exc))
+            self.answer_failed.emit(request.request_id, describe_failure(exc))
         else:
-            emit(self.answer_finished, request.request_id, text, stats)
+            self.answer_finished.emit(request.request_id, text, stats)
         finally:
             self._current_cancel = None
 
@@ -172,11 +169,11 @@ class ModelWorker(QObject):
             pending.append(delta)
             now = time.monotonic()
             if now - last_emit >= self._chunk_interval:
-                emit(self.chunk_ready, request.request_id, "".join(pending))
+                self.chunk_ready.emit(request.request_id, "".join(pending))
                 pending.clear()
                 last_emit = now
         if pending:
-            emit(self.chunk_ready, request.request_id, "".join(pending))
+            self.chunk_ready.emit(request.request_id, "".join(pending))
         return answer.text, dict(answer.stats.as_dict())
 
     @Slot()
@@ -186,7 +183,7 @@ class ModelWorker(QObject):
         except Exception:  # the worker's edge: the settings dialog falls back to auto and CPU
             log.exception("listing devices failed")
             devices = []
-        emit(self.devices_found, devices)
+        self.devices_found.emit(devices)
 
     def _drop_model(self) -> None:
         if self._loaded is not None:

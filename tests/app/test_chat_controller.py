@@ -6,7 +6,6 @@ import pytest
 from PySide6.QtCore import QObject, Signal, Slot
 
 from app.chat_controller import DONE, FAILED, STOPPED, STREAMING, WAITING, ChatController, ModelPhase
-from app.qt_compat import emit
 from app.settings import Settings
 from app.worker import AnswerRequest, LoadRequest
 
@@ -49,7 +48,7 @@ def make(settings: Settings | None = None) -> tuple[ChatController, ScriptedWork
 
 def loaded(controller: ChatController, worker: ScriptedWorker) -> None:
     controller.load_model(LoadRequest("model"))
-    emit(worker.loaded, {"name": "model", "memory_mb": 10.0})
+    worker.loaded.emit({"name": "model", "memory_mb": 10.0})
 
 
 def test_a_question_asked_while_loading_waits_then_goes_out_with_the_settings():
@@ -58,9 +57,9 @@ def test_a_question_asked_while_loading_waits_then_goes_out_with_the_settings():
     assert controller.phase is ModelPhase.LOADING and worker.loads == [LoadRequest("model", device="cpu")]
     assert controller.send("  What is this?  ", "/pictures/cat.png")
     assert controller.messages[-1].status == WAITING and worker.requests == []
-    emit(worker.stage_changed, "Loading the vision tower…")
+    worker.stage_changed.emit("Loading the vision tower…")
     assert controller.load_stage == "Loading the vision tower…"
-    emit(worker.loaded, {"name": "model"})
+    worker.loaded.emit({"name": "model"})
     (request,) = worker.requests
     assert [(turn.role, turn.text, turn.images) for turn in request.turns] == [
         ("user", "What is this?", ("/pictures/cat.png",))]
@@ -73,10 +72,10 @@ def test_chunks_grow_the_answer_and_finish_marks_it_done():
     loaded(controller, worker)
     controller.send("Hi")
     request_id = worker.requests[0].request_id
-    emit(worker.chunk_ready, request_id, "Hel")
-    emit(worker.chunk_ready, request_id, "lo")
+    worker.chunk_ready.emit(request_id, "Hel")
+    worker.chunk_ready.emit(request_id, "lo")
     assert controller.messages[-1].text == "Hello" and controller.busy
-    emit(worker.answer_finished, request_id, "Hello", {"stop_reason": "eos", "memory_mb": 42.0})
+    worker.answer_finished.emit(request_id, "Hello", {"stop_reason": "eos", "memory_mb": 42.0})
     assert controller.messages[-1].status == DONE and not controller.busy
     assert controller.model_summary["memory_mb"] == 42.0
 
@@ -86,10 +85,10 @@ def test_stop_sets_the_cancel_event_and_a_cancelled_finish_is_stopped():
     loaded(controller, worker)
     controller.send("Hi")
     request = worker.requests[0]
-    emit(worker.chunk_ready, request.request_id, "Partial")
+    worker.chunk_ready.emit(request.request_id, "Partial")
     controller.stop()
     assert request.cancel.is_set()
-    emit(worker.answer_finished, request.request_id, "Partial", {"stop_reason": "cancelled"})
+    worker.answer_finished.emit(request.request_id, "Partial", {"stop_reason": "cancelled"})
     assert (controller.messages[-1].status, controller.messages[-1].text) == (STOPPED, "Partial")
 
 
@@ -99,7 +98,7 @@ def test_stop_while_waiting_for_the_model_asks_nothing():
     controller.send("Hi")
     controller.stop()
     assert controller.messages[-1].status == STOPPED and not controller.busy
-    emit(worker.loaded, {"name": "model"})
+    worker.loaded.emit({"name": "model"})
     assert worker.requests == []
 
 
@@ -107,7 +106,7 @@ def test_a_failed_load_fails_the_waiting_answer_with_the_reason():
     controller, worker = make()
     controller.load_model(LoadRequest("model"))
     controller.send("Hi")
-    emit(worker.load_failed, "The checkpoint file is incomplete.")
+    worker.load_failed.emit("The checkpoint file is incomplete.")
     assert controller.phase is ModelPhase.FAILED
     assert controller.messages[-1].status == FAILED
     assert "The checkpoint file is incomplete." in controller.messages[-1].error
@@ -126,9 +125,9 @@ def test_regenerate_sends_the_conversation_without_the_last_answer():
     controller, worker = make()
     loaded(controller, worker)
     controller.send("One")
-    emit(worker.answer_finished, worker.requests[0].request_id, "First", {"stop_reason": "eos"})
+    worker.answer_finished.emit(worker.requests[0].request_id, "First", {"stop_reason": "eos"})
     controller.send("Two")
-    emit(worker.answer_finished, worker.requests[1].request_id, "Second", {"stop_reason": "eos"})
+    worker.answer_finished.emit(worker.requests[1].request_id, "Second", {"stop_reason": "eos"})
     assert controller.regenerate()
     assert [turn.text for turn in worker.requests[2].turns] == ["One", "First", "Two"]
     assert [message.text for message in controller.messages] == ["One", "First", "Two", ""]
@@ -138,9 +137,9 @@ def test_edit_cuts_the_conversation_at_the_edited_message():
     controller, worker = make()
     loaded(controller, worker)
     controller.send("One", "/a.png")
-    emit(worker.answer_finished, worker.requests[0].request_id, "First", {"stop_reason": "eos"})
+    worker.answer_finished.emit(worker.requests[0].request_id, "First", {"stop_reason": "eos"})
     controller.send("Two")
-    emit(worker.answer_finished, worker.requests[1].request_id, "Second", {"stop_reason": "eos"})
+    worker.answer_finished.emit(worker.requests[1].request_id, "Second", {"stop_reason": "eos"})
     assert controller.edit(2, "Second question, better", None)
     assert [turn.text for turn in worker.requests[2].turns] == ["One", "First", "Second question, better"]
     assert len(controller.messages) == 4
@@ -150,7 +149,7 @@ def test_an_answer_that_failed_before_any_text_is_left_out_of_the_next_prompt():
     controller, worker = make()
     loaded(controller, worker)
     controller.send("One")
-    emit(worker.answer_failed, worker.requests[0].request_id, "Out of memory.")
+    worker.answer_failed.emit(worker.requests[0].request_id, "Out of memory.")
     controller.send("Two")
     assert [(turn.role, turn.text) for turn in worker.requests[1].turns] == [("user", "One"), ("user", "Two")]
 
@@ -162,8 +161,8 @@ def test_late_chunks_of_an_abandoned_answer_are_ignored():
     old = worker.requests[0]
     controller.new_chat()
     assert old.cancel.is_set() and controller.messages == []
-    emit(worker.chunk_ready, old.request_id, "late")
-    emit(worker.answer_finished, old.request_id, "late", {"stop_reason": "cancelled"})
+    worker.chunk_ready.emit(old.request_id, "late")
+    worker.answer_finished.emit(old.request_id, "late", {"stop_reason": "cancelled"})
     assert controller.messages == [] and not controller.busy
 
 

@@ -25,7 +25,7 @@ def drop_files(window, *paths: Path) -> bool:
 
 def drop_mime(window, mime: QMimeData) -> bool:
     point = QPoint(window.width() // 2, window.height() // 2)
-    enter = QDragEnterEvent(QPointF(point), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+    enter = QDragEnterEvent(point, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
                             Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(window, enter)
     if not enter.isAccepted():

@@ -8,7 +8,6 @@ import pytest
 from fakes import FakeSession, Recorder, SlowSession, fake_load
 from PySide6.QtCore import QObject, Signal
 
-from app.qt_compat import emit
 from app.worker import AnswerRequest, LoadRequest, ModelThread, ModelWorker, Turn, describe_failure
 
 WORKER_SIGNALS = ("loaded", "load_failed", "chunk_ready", "answer_finished", "answer_failed")
@@ -50,10 +49,10 @@ def test_streamed_chunks_join_to_what_the_core_answers(qtbot, run_worker, tiny_m
     image = str(images_dir / "gradient_square.png")
     worker = ModelWorker(session_factory=lambda loaded: SlowSession(loaded, delay_s=0.04))
     caller, seen = run_worker(worker)
-    emit(caller.load, LoadRequest(str(tiny_model_dir), str(tiny_tower_dir), "cpu", "float32"))
+    caller.load.emit(LoadRequest(str(tiny_model_dir), str(tiny_tower_dir), "cpu", "float32"))
     qtbot.waitUntil(lambda: bool(seen["loaded"]), timeout=20_000)
     question = Turn("user", "What is in the picture?", (image,))
-    emit(caller.generate, AnswerRequest(1, (question,), {"max_new_tokens": 12}))
+    caller.generate.emit(AnswerRequest(1, (question,), {"max_new_tokens": 12}))
     qtbot.waitUntil(lambda: bool(seen["answer_finished"]), timeout=20_000)
 
     direct = ChatSession(load_model(str(tiny_model_dir), str(tiny_tower_dir), dtype="float32")).answer(
@@ -71,10 +70,10 @@ def test_fast_deltas_are_batched_to_at_most_30_chunks_a_second(qtbot, run_worker
     session = FakeSession([f"{i} " for i in range(600)], delay_s=0.0005)  # ~2000 deltas a second
     worker = ModelWorker(load=fake_load(), session_factory=lambda loaded: session)
     caller, seen = run_worker(worker)
-    emit(caller.load, LoadRequest("fake"))
+    caller.load.emit(LoadRequest("fake"))
     qtbot.waitUntil(lambda: bool(seen["loaded"]))
     started = time.monotonic()
-    emit(caller.generate, AnswerRequest(1, (Turn("user", "count"),)))
+    caller.generate.emit(AnswerRequest(1, (Turn("user", "count"),)))
     qtbot.waitUntil(lambda: bool(seen["answer_finished"]), timeout=10_000)
     elapsed = time.monotonic() - started
     chunks = [text for _id, text in seen["chunk_ready"]]
@@ -86,10 +85,10 @@ def test_cancel_event_stops_the_answer_and_keeps_its_text(qtbot, run_worker):
     session = FakeSession([f"w{i} " for i in range(500)], delay_s=0.01)
     worker = ModelWorker(load=fake_load(), session_factory=lambda loaded: session)
     caller, seen = run_worker(worker)
-    emit(caller.load, LoadRequest("fake"))
+    caller.load.emit(LoadRequest("fake"))
     qtbot.waitUntil(lambda: bool(seen["loaded"]))
     request = AnswerRequest(7, (Turn("user", "talk"),))
-    emit(caller.generate, request)
+    caller.generate.emit(request)
     qtbot.waitUntil(lambda: len(seen["chunk_ready"]) >= 2)
     request.cancel.set()  # from this (the UI) thread, while the worker's thread is busy generating
     qtbot.waitUntil(lambda: bool(seen["answer_finished"]), timeout=2000)
@@ -102,7 +101,7 @@ def test_cancel_event_stops_the_answer_and_keeps_its_text(qtbot, run_worker):
 def test_a_bad_model_folder_fails_with_a_message_for_people(qtbot, run_worker, tmp_path):
     (tmp_path / "config.json").write_text("{}")
     caller, seen = run_worker(ModelWorker())
-    emit(caller.load, LoadRequest(str(tmp_path), device="cpu"))
+    caller.load.emit(LoadRequest(str(tmp_path), device="cpu"))
     qtbot.waitUntil(lambda: bool(seen["load_failed"]), timeout=20_000)
     (message,) = seen["load_failed"][0]
     assert str(tmp_path) in message and "Traceback" not in message
@@ -111,7 +110,7 @@ def test_a_bad_model_folder_fails_with_a_message_for_people(qtbot, run_worker, t
 
 def test_an_unexpected_error_is_caught_at_the_edge_and_logged(qtbot, run_worker, caplog):
     caller, seen = run_worker(ModelWorker(load=fake_load(error=KeyError("weights"))))
-    emit(caller.load, LoadRequest("fake"))
+    caller.load.emit(LoadRequest("fake"))
     qtbot.waitUntil(lambda: bool(seen["load_failed"]))
     (message,) = seen["load_failed"][0]
     assert "KeyError" in message and "log" in message
@@ -128,7 +127,7 @@ def test_out_of_memory_says_what_to_do():
 
 def test_generate_before_load_fails_politely(qtbot, run_worker):
     caller, seen = run_worker(ModelWorker(load=fake_load()))
-    emit(caller.generate, AnswerRequest(3, (Turn("user", "hi"),)))
+    caller.generate.emit(AnswerRequest(3, (Turn("user", "hi"),)))
     qtbot.waitUntil(lambda: bool(seen["answer_failed"]))
     assert seen["answer_failed"] == [(3, "No model is loaded yet.")]
 
@@ -142,9 +141,9 @@ def test_stopping_the_thread_cancels_a_running_answer(qtbot):
     caller.generate.connect(worker.generate)
     seen = Recorder(worker, "loaded", "chunk_ready")
     thread.start()
-    emit(caller.load, LoadRequest("fake"))
+    caller.load.emit(LoadRequest("fake"))
     qtbot.waitUntil(lambda: bool(seen["loaded"]))
-    emit(caller.generate, AnswerRequest(1, (Turn("user", "go on forever"),)))
+    caller.generate.emit(AnswerRequest(1, (Turn("user", "go on forever"),)))
     qtbot.waitUntil(lambda: bool(seen["chunk_ready"]))
     started = time.monotonic()
     assert thread.stop(2000)
