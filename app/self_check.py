@@ -95,6 +95,7 @@ def run_self_check(model: str, vision_tower: str | None, image: Path | None = No
     check("resources", lambda: _check_resources(image))
     check("TLS for downloads", _check_tls)
     check("log", _check_log)
+    check("user folders", _user_folders)
     check("model", lambda: _answer_one_question(model, vision_tower, image))
     check("lazily loaded modules", _check_modules)
     _say("self-check passed" if not failures else f"self-check FAILED: {failures} problem(s)")
@@ -233,6 +234,18 @@ def _check_log() -> str:
     return ", ".join(map(str, files))
 
 
+def _user_folders() -> str:
+    """Where this build keeps chats, settings, logs and models: the same folders as the app run from source."""
+    from xvlm_core.hub import default_cache_dir
+
+    from app.main import log_dir
+    from app.settings import config_dir
+    from app.store import default_store_path
+
+    return (f"chats {default_store_path().parent}, settings {config_dir()}, logs {log_dir()}, "
+            f"models {default_cache_dir()}")
+
+
 class _Driver(QObject):
     """Stands in for the chat controller: asks the worker through queued signals and collects what comes back.
 
@@ -280,7 +293,35 @@ class _Driver(QObject):
         self.loop.quit()
 
 
+class _LastError(logging.Handler):
+    """Keeps the exception behind the worker's message for people ("Something went wrong in the model
+    (ImportError)"): a broken build needs the module's name."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.error: BaseException | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and record.exc_info[1] is not None:
+            self.error = record.exc_info[1]
+
+    def add_to(self, message: str) -> str:
+        """`message`, with the exception behind it where the message does not already say it."""
+        if self.error is None or str(self.error) in message:
+            return message
+        return f"{message} [{type(self.error).__name__}: {self.error}]"
+
+
 def _answer_one_question(model: str, vision_tower: str | None, image: Path) -> str:
+    last_error = _LastError()
+    logging.getLogger(ModelWorker.__module__).addHandler(last_error)
+    try:
+        return _ask_the_worker(model, vision_tower, image, last_error)
+    finally:
+        logging.getLogger(ModelWorker.__module__).removeHandler(last_error)
+
+
+def _ask_the_worker(model: str, vision_tower: str | None, image: Path, last_error: _LastError) -> str:
     worker = ModelWorker()
     model_thread = ModelThread(worker)
     loop = QEventLoop()
@@ -299,7 +340,7 @@ def _answer_one_question(model: str, vision_tower: str | None, image: Path) -> s
     if not model_thread.stop(timeout_ms=10_000):
         raise CheckFailed("the model thread did not stop")
     if driver.error:
-        raise CheckFailed(driver.error)
+        raise CheckFailed(last_error.add_to(driver.error))
     text, stats, summary = driver.text, driver.stats, driver.summary
     streamed = "".join(driver.chunks)
     if not text.strip() or streamed != text:
