@@ -240,6 +240,7 @@ def load_model(
     network = network.to(device=torch_device, dtype=torch_dtype).eval()
     # The rotary frequencies stay float32, as in the original, whatever the weights' dtype.
     network.language_model.model.rotary_emb = LlamaRotaryEmbedding(network.language_model.config).to(torch_device)
+    _read_in(network)
     preprocess = None
     if tower is not None:
         preprocess = ImagePreprocessor.from_folder(
@@ -326,6 +327,18 @@ def _assign(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> No
                 f"{where}: '{key}' has shape {tuple(tensor.shape)} but the config implies {tuple(expected[key].shape)}."
             )
     module.load_state_dict(state, strict=True, assign=True)
+
+
+@torch.inference_mode()
+def _read_in(network: nn.Module) -> None:
+    """Touch every page of weights still memory-mapped from the checkpoint file.
+
+    Otherwise the disk is read during the first answer, page by page, and loading only looks fast.
+    """
+    for parameter in network.parameters():
+        if parameter.device.type == "cpu" and parameter.is_contiguous() and parameter.numel():
+            step = max(1, 4096 // parameter.element_size())  # one element per 4 KiB page
+            parameter.view(-1)[::step].sum()
 
 
 def _rebuild_buffers(network: XmodelVLM) -> None:
