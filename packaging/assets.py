@@ -6,6 +6,7 @@ pyproject.toml the one source of the version.
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +32,9 @@ class Assets:
                 for path in sorted(self.icon_theme.rglob("*")) if path.is_file()]
 
 
-def render_png(svg: Path, size: int, target: Path) -> Path:
-    """Draw `svg` at size x size pixels with Qt's SVG renderer, the same one the app draws its icons with."""
-    from PySide6.QtCore import Qt
+def render_png(svg: Path, size: int) -> bytes:
+    """`svg` drawn at size x size pixels as PNG, by Qt's SVG renderer (the one the app draws its icons with)."""
+    from PySide6.QtCore import QBuffer, QByteArray, QIODevice, Qt
     from PySide6.QtGui import QImage, QPainter
     from PySide6.QtSvg import QSvgRenderer
 
@@ -45,10 +46,20 @@ def render_png(svg: Path, size: int, target: Path) -> Path:
     painter = QPainter(image)
     renderer.render(painter)
     painter.end()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not image.save(str(target), "PNG"):
-        raise OSError(f"cannot write {target}")
-    return target
+    data = QByteArray()
+    buffer = QBuffer(data)
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+    if not image.save(buffer, "PNG"):
+        raise OSError(f"cannot encode {svg} as PNG")
+    return bytes(data)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    """Write `data` unless the file already holds it: PyInstaller rebuilds everything when a data file is newer."""
+    if not path.is_file() or path.read_bytes() != data:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return path
 
 
 def _version_tuple(version: str) -> tuple[int, int, int, int]:
@@ -95,28 +106,25 @@ VSVersionInfo(
 
 
 def generate(folder: Path) -> Assets:
-    """Write the icon set, app.ico, app.icns and the version files into `folder`."""
+    """Write the icon set, app.ico, app.icns and the version files into `folder` (unchanged files are kept)."""
     from PIL import Image
 
-    folder.mkdir(parents=True, exist_ok=True)
     theme = folder / "hicolor"
     for size in ICON_SIZES:
-        render_png(APP_SVG, size, theme / f"{size}x{size}" / "apps" / f"{GUI_NAME}.png")
-    scalable = theme / "scalable" / "apps" / f"{GUI_NAME}.svg"
-    scalable.parent.mkdir(parents=True, exist_ok=True)
-    scalable.write_bytes(APP_SVG.read_bytes())
+        _write(theme / f"{size}x{size}" / "apps" / f"{GUI_NAME}.png", render_png(APP_SVG, size))
+    _write(theme / "scalable" / "apps" / f"{GUI_NAME}.svg", APP_SVG.read_bytes())
 
-    renders = folder / "renders"
-    images = {size: Image.open(render_png(APP_SVG, size, renders / f"{size}.png"))
-              for size in sorted(set(ICO_SIZES) | set(ICNS_SIZES))}
-    ico, icns = folder / "app.ico", folder / "app.icns"
-    ico_images = [images[size] for size in ICO_SIZES]
-    ico_images[-1].save(ico, sizes=[(size, size) for size in ICO_SIZES], append_images=ico_images[:-1])
-    icns_images = [images[size] for size in ICNS_SIZES]
-    icns_images[-1].save(icns, append_images=icns_images[:-1])
+    images = {size: Image.open(io.BytesIO(render_png(APP_SVG, size))) for size in set(ICO_SIZES) | set(ICNS_SIZES)}
+    icons = {}
+    for name, sizes in (("app.ico", ICO_SIZES), ("app.icns", ICNS_SIZES)):
+        largest, *others = (images[size] for size in sorted(sizes, reverse=True))
+        encoded = io.BytesIO()
+        largest.save(encoded, format=name.rsplit(".")[-1].upper(), sizes=[(size, size) for size in sizes],
+                     append_images=others)
+        icons[name] = _write(folder / name, encoded.getvalue())
 
     version = project_version()
-    gui_version, cli_version = folder / "version-gui.txt", folder / "version-cli.txt"
-    gui_version.write_text(windows_version_info(version, GUI_NAME, APP_NAME), encoding="utf-8")
-    cli_version.write_text(windows_version_info(version, CLI_NAME, f"{APP_NAME} command line"), encoding="utf-8")
-    return Assets(theme, ico, icns, gui_version, cli_version)
+    gui_version = _write(folder / "version-gui.txt", windows_version_info(version, GUI_NAME, APP_NAME).encode())
+    cli_version = _write(folder / "version-cli.txt",
+                         windows_version_info(version, CLI_NAME, f"{APP_NAME} command line").encode())
+    return Assets(theme, icons["app.ico"], icons["app.icns"], gui_version, cli_version)

@@ -29,7 +29,22 @@ def build(dist: Path, work: Path, clean: bool) -> int:
                "--distpath", str(dist), "--workpath", str(work)]
     if clean:
         command.append("--clean")
-    return subprocess.run(command, cwd=bundle.PROJECT_ROOT, check=False).returncode
+    # Importing every torch submodule to collect it prints dozens of torch's own deprecation notices.
+    env = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+    return subprocess.run(command, cwd=bundle.PROJECT_ROOT, env=env, check=False).returncode
+
+
+def versions() -> str:
+    """The versions that decide most of the size, for the report."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for name in ("torch", "PySide6-Essentials", "transformers", "pyinstaller"):
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            continue
+    return ", ".join(found)
 
 
 def _archive_sizes(executable: Path) -> Counter[str] | None:
@@ -92,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         installer = folder / LINUX_INSTALLER.name
         shutil.copyfile(LINUX_INSTALLER, installer)
         os.chmod(installer, 0o755)
-    print(f"Built {folder} in {time.monotonic() - started:.0f} s")
+    print(f"Built {folder} in {time.monotonic() - started:.0f} s with {versions()}")
     print(size_report(folder))
     return 0
 

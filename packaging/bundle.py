@@ -229,7 +229,7 @@ def split_scripts(scripts: list[tuple[str, str, str]], *programs: Path) -> list[
 COMPONENTS = (
     ("torch", ("torch", "functorch", "torchgen", "libtorch", "libc10", "libgomp", "libshm")),
     ("CUDA libraries", ("nvidia", "libcuda", "libcudnn", "libcublas", "libnccl", "libnv", "triton")),
-    ("Qt", ("PySide6", "shiboken6", "libQt6", "libpyside6", "libshiboken6", "Qt6", "pyside6", "shiboken6")),
+    ("Qt", ("PySide6", "shiboken6", "libQt6", "libpyside6", "libshiboken6", "Qt6", "pyside6")),
     ("transformers", ("transformers", "tokenizers", "sentencepiece", "safetensors", "huggingface_hub", "hf_xet")),
     ("python stdlib", ("base_library.zip", "python3", "libpython", "lib-dynload", "Python")),
 )
