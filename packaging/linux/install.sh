@@ -17,7 +17,8 @@ refresh() {
     if command -v update-desktop-database >/dev/null 2>&1; then
         update-desktop-database -q "$applications" || true
     fi
-    if command -v gtk-update-icon-cache >/dev/null 2>&1; then
+    # Only refresh a cache that exists: a new one would hide icons that later installs add without refreshing it.
+    if [ -f "$icons/icon-theme.cache" ] && command -v gtk-update-icon-cache >/dev/null 2>&1; then
         gtk-update-icon-cache -q -t -f "$icons" 2>/dev/null || true
     fi
 }
