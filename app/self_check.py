@@ -125,7 +125,7 @@ def _version() -> str:
 
     try:
         return version("xvlm-chat")
-    except PackageNotFoundError:  # a frozen build carries no distribution metadata for the app itself
+    except PackageNotFoundError:  # a build made without the app installed carries no metadata for it
         from xvlm_core import __version__
 
         return __version__
