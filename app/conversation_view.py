@@ -44,6 +44,7 @@ from app.chat_controller import DONE, FAILED, STOPPED, STREAMING, WAITING, ChatC
 from app.icons import icon
 
 RENDERS_PER_SECOND = 30
+RENDER_SHARE = 0.2  # of the UI thread's time, at most, spent re-rendering a streaming answer
 THUMBNAIL_SIDE = 220
 FOLLOW_SLACK_PX = 24  # this close to the bottom still counts as "at the bottom"
 
@@ -334,6 +335,7 @@ class ConversationView(QScrollArea):
 
         self._dirty: set[int] = set()
         self._last_render = 0.0
+        self._render_cost = 0.0  # seconds the last streaming re-render took on this thread
         self._render_timer = QTimer(self)
         self._render_timer.setSingleShot(True)
         self._render_timer.timeout.connect(self._render_dirty)
@@ -386,15 +388,24 @@ class ConversationView(QScrollArea):
             return
         self._dirty.add(index)
         message = self.widgets[index].message
-        wait = 1.0 / RENDERS_PER_SECOND - (time.monotonic() - self._last_render)
+        wait = self._render_interval() - (time.monotonic() - self._last_render)
         if not message.in_flight or wait <= 0:
             self._render_dirty()
         elif not self._render_timer.isActive():
             self._render_timer.start(max(1, int(wait * 1000)))
 
+    def _render_interval(self) -> float:
+        """Seconds between re-renders of a growing answer: at most RENDERS_PER_SECOND, and slower when a
+        long answer takes long to lay out, so rendering keeps to RENDER_SHARE of this thread's time.
+
+        Re-rendering holds Python's lock, which the model thread needs between its torch operations: with a
+        fast model (a GPU, a small checkpoint) and a long answer, unthrottled rendering cut decoding several-fold.
+        """
+        return max(1.0 / RENDERS_PER_SECOND, self._render_cost / RENDER_SHARE)
+
     def _render_dirty(self) -> None:
         self._render_timer.stop()
-        self._last_render = time.monotonic()
+        started = time.monotonic()
         stage = self.controller.load_stage
         for index in sorted(self._dirty):
             if index < len(self.widgets):
@@ -402,6 +413,8 @@ class ConversationView(QScrollArea):
                 self.render_count += 1
         self._dirty.clear()
         self._update_regenerate_buttons()
+        self._last_render = time.monotonic()
+        self._render_cost = self._last_render - started
 
     def _update_regenerate_buttons(self) -> None:
         last = len(self.widgets) - 1
