@@ -190,6 +190,9 @@ class Composer(QFrame):
         super().__init__(parent)
         self.setObjectName("composer")
         self._check = check
+        # Set by the window to the chat store's prepare_image: the image is copied into the history while it
+        # is checked, off the UI thread, so sending it later costs little more than hashing it.
+        self.prepare_image: Callable[[str], None] | None = None
         self._check_serial = 0
         self._check_task: asyncio.Future | None = None
         self._send_when_checked = False
@@ -373,7 +376,7 @@ class Composer(QFrame):
         from xvlm_core.errors import ImageError
 
         try:
-            thumbnail = await asyncio.get_running_loop().run_in_executor(None, self._check, path)
+            thumbnail = await asyncio.get_running_loop().run_in_executor(None, self._check_and_prepare, path)
         except ImageError as exc:
             if serial == self._check_serial:
                 self.chip.clear()
@@ -386,6 +389,12 @@ class Composer(QFrame):
         if self._send_when_checked:
             self._send_when_checked = False
             self.submit()
+
+    def _check_and_prepare(self, path: str) -> QImage:
+        thumbnail = self._check(path)
+        if self.prepare_image is not None:
+            self.prepare_image(path)
+        return thumbnail
 
     def remove_image(self) -> None:
         self._check_serial += 1

@@ -671,14 +671,26 @@ class ChatStore:
         db.execute("UPDATE chats SET updated = ? WHERE id = ?", (now, chat_id))
         return message_id
 
+    def prepare_image(self, source: Path | bytes) -> None:
+        """Check an image and copy it into the images folder ahead of `add_user_message`.
+
+        Safe on any thread (files only, no database): decoding a large photo and drawing its thumbnail is
+        then done before the question is sent, not on the UI thread when it is. Raises ImageError.
+        """
+        self._store_image(source)
+
     def _store_image(self, source: Path | bytes) -> _ImageFiles:
-        """Copy an image into the images folder under its SHA-256, with a thumbnail; once per distinct image."""
+        """Copy an image into the images folder under its SHA-256, with a thumbnail; once per distinct image.
+
+        Files only, named by content: the same image from two threads writes the same bytes, atomically.
+        """
         name = "the pasted image" if isinstance(source, bytes) else str(source)
         data = source if isinstance(source, bytes) else read_image_bytes(Path(source))
         sha256 = hashlib.sha256(data).hexdigest()
-        row = self._read().execute("SELECT file, thumbnail FROM images WHERE sha256 = ?", (sha256,)).fetchone()
-        if row and all((self.images_dir / file).is_file() for file in row):
-            return _ImageFiles(sha256, *row)
+        thumbnail_name = sha256 + ".thumb.jpg"
+        copies = [path.name for path in self.images_dir.glob(sha256 + ".*") if path.name != thumbnail_name]
+        if len(copies) == 1 and (self.images_dir / thumbnail_name).is_file():
+            return _ImageFiles(sha256, copies[0], thumbnail_name)
         thumbnail, suffix = _thumbnail(data, name)
         files = _ImageFiles(sha256, sha256 + suffix, sha256 + ".thumb.jpg")
         _write_atomic(self.images_dir / files.file, data)

@@ -153,6 +153,8 @@ class MainWindow(QMainWindow):
         self.banner = Banner()
         self.view = ConversationView(self.controller)
         self.composer = Composer()
+        if store is not None and not store.read_only:
+            self.composer.prepare_image = store.prepare_image
         chat_page = QWidget()
         chat_layout = QVBoxLayout(chat_page)
         chat_layout.setContentsMargins(0, 0, 0, 0)

@@ -192,3 +192,23 @@ def test_a_damaged_history_is_set_aside_with_a_notice(qtbot, make_window, tmp_pa
     ask(qtbot, window, "Still works?")
     wait_answered(qtbot, window)
     assert len(window.chat_list.chat_ids()) == 1
+
+
+def test_an_attached_image_is_copied_into_the_history_before_send(qtbot, make_window, tmp_path, images_dir,
+                                                                  monkeypatch):
+    import app.store as store_module
+
+    store = store_at(tmp_path)
+    window = make_window(fake_worker(), store=store)
+    drop_files(window, images_dir / "shapes_wide.png")
+    wait_image_checked(qtbot, window)
+    assert len(list(store.images_dir.glob("*.thumb.jpg"))) == 1  # prepared off the UI thread while checked
+
+    def no_decoding_on_send(data, name):
+        raise AssertionError("the image was decoded again when the question was sent")
+
+    monkeypatch.setattr(store_module, "_thumbnail", no_decoding_on_send)
+    ask(qtbot, window, "How many shapes?")
+    wait_answered(qtbot, window)
+    (saved,) = store.load_chat(window.controller.chat_id).messages[0].images
+    assert saved.read_bytes() == (images_dir / "shapes_wide.png").read_bytes()

@@ -402,3 +402,21 @@ def test_settings_and_stats_are_json(store: ChatStore) -> None:
     assert json.loads(settings) == {"system": "你好", "top_p": 0.9}
     with pytest.raises(ValueError, match="status"):
         store.finish_answer(answer, "x", "streaming")
+
+
+def test_an_image_prepared_on_another_thread_is_not_decoded_again(store: ChatStore, monkeypatch) -> None:
+    import threading
+
+    import app.store as store_module
+
+    calls = []
+    real_thumbnail = store_module._thumbnail
+    monkeypatch.setattr(store_module, "_thumbnail", lambda data, name: calls.append(name) or real_thumbnail(data, name))
+    worker = threading.Thread(target=store.prepare_image, args=(png_bytes(),))
+    worker.start()
+    worker.join()
+    chat_id = store.create_chat()
+    store.add_user_message(chat_id, "look", [png_bytes()])
+    assert len(calls) == 1
+    (image,) = store.load_chat(chat_id).messages[0].images
+    assert image.read_bytes() == png_bytes()
