@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hubserver import FakeHub
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # Tests never reach the real hub; anything that tries fails fast instead of hanging.
@@ -58,7 +60,28 @@ def isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.setenv("XDG_STATE_HOME", str(home / "state"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
-    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    # Nothing reaches the real model hub: a test that forgets to set one up fails fast on a closed port.
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     return home
+
+
+@pytest.fixture
+def hub_server(fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    """A model hub on 127.0.0.1: the tiny checkpoint as XiaoduoAILab/Xmodel_VLM (and its .bin copy as
+    XiaoduoAILab/Xmodel_VLM_bin), the tiny CLIP as openai/clip-vit-large-patch14-336.
+
+    HF_ENDPOINT points at it, and retries wait milliseconds instead of seconds.
+    """
+    from xvlm_core import hub
+
+    server = FakeHub({
+        "XiaoduoAILab/Xmodel_VLM": fixtures_dir / "xmodel-vlm-tiny",
+        "XiaoduoAILab/Xmodel_VLM_bin": fixtures_dir / "xmodel-vlm-tiny-bin",
+        "openai/clip-vit-large-patch14-336": fixtures_dir / "tiny-clip-vit-336",
+    }).start()
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setattr(hub, "RETRY", hub.RetryPolicy(attempts=4, first_delay_s=0.01, max_delay_s=0.05))
+    yield server
+    server.stop()

@@ -9,32 +9,10 @@ from pathlib import Path
 
 import pytest
 import qasync
-from hubserver import FakeHub
 
 from app.settings import Settings, SettingsFile
 from app.window import MainWindow
 from app.worker import ModelWorker
-
-
-@pytest.fixture(autouse=True)
-def no_real_hub(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Nothing here reaches the real model hub: a forgotten set-up fails fast on a closed loopback port."""
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-
-
-@pytest.fixture
-def hub_server(fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
-    """A model hub on 127.0.0.1 serving the tiny checkpoint as the default model, and the tiny CLIP tower."""
-    from xvlm_core import hub
-
-    server = FakeHub({
-        "XiaoduoAILab/Xmodel_VLM": fixtures_dir / "xmodel-vlm-tiny",
-        "openai/clip-vit-large-patch14-336": fixtures_dir / "tiny-clip-vit-336",
-    }).start()
-    monkeypatch.setenv("HF_ENDPOINT", server.url)
-    monkeypatch.setattr(hub, "RETRY", hub.RetryPolicy(attempts=2, first_delay_s=0.01, max_delay_s=0.05))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="session")

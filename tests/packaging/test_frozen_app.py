@@ -10,12 +10,10 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import bundle
 import pytest
-from hubserver import FakeHub
 
 from app.main import log_dir
 from app.settings import config_dir
@@ -95,15 +93,6 @@ def test_frozen_sampling_matches_the_source_for_the_same_seed(frozen_app, tiny_m
                             timeout=300, check=False)
     assert frozen.returncode == source.returncode == 0, frozen.stderr + source.stderr
     assert frozen.stdout == source.stdout and frozen.stdout.strip()
-
-
-@pytest.fixture
-def hub_server(fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
-    server = FakeHub({MODEL: fixtures_dir / "xmodel-vlm-tiny",
-                      "openai/clip-vit-large-patch14-336": fixtures_dir / "tiny-clip-vit-336"}).start()
-    monkeypatch.setenv("HF_ENDPOINT", server.url)
-    yield server
-    server.stop()
 
 
 def test_frozen_first_launch_download_then_offline_answer(frozen_app, hub_server, monkeypatch, golden, images_dir):
