@@ -94,14 +94,11 @@ class ChatSession:
     def _generate(self, answer: Answer, started: float) -> Iterator[str]:
         loaded, stats = self.loaded, answer.stats
         messages, max_new = self._fit_context(answer)
-        answer.prompt = render_prompt(messages, answer.system)
-        answer.input_ids = loaded.tokenizer.encode_prompt(answer.prompt)
 
         tick = time.perf_counter()
-        hashes = [self._image_hash(Path(path)) for path in images_in_order(messages)]
-        images = [
-            self._encode_image(key, path, stats) for key, path in zip(hashes, images_in_order(messages), strict=True)
-        ]
+        paths = images_in_order(messages)
+        hashes = [self._image_hash(Path(path)) for path in paths]
+        images = [self._encode_image(key, path, stats) for key, path in zip(hashes, paths, strict=True)]
         stats.image_encode_s = time.perf_counter() - tick
 
         sequence = self._positions(answer.input_ids, hashes)
@@ -142,13 +139,20 @@ class ChatSession:
             answer.text = stream.text
 
     def _fit_context(self, answer: Answer) -> tuple[list[Message], int]:
-        """Drop the oldest turns until prompt + answer fit the context; carry their images forward."""
+        """Drop the oldest turns until prompt + answer fit the context; carry their images forward.
+
+        Sets the answer's prompt and input ids to those of the messages kept; returns them and how many
+        tokens the answer may have.
+        """
         context = self.loaded.context_length
         wanted_new = answer.settings.max_new_tokens
         reserve = min(wanted_new, context // 4)
         messages = answer._messages
         while True:
-            length = self._prompt_length(messages, answer.system)
+            answer.prompt = render_prompt(messages, answer.system)
+            answer.input_ids = self.loaded.tokenizer.encode_prompt(answer.prompt)
+            images = answer.input_ids.count(IMAGE_TOKEN_INDEX)
+            length = len(answer.input_ids) - images + images * self.loaded.model.image_tokens
             user_turns = [i for i, message in enumerate(messages) if message.role == "user"]
             if length + reserve <= context or len(user_turns) < 2:
                 break
@@ -162,11 +166,6 @@ class ChatSession:
                 "Shorten it or start a new chat."
             )
         return messages, min(wanted_new, context - length)
-
-    def _prompt_length(self, messages: list[Message], system: str) -> int:
-        ids = self.loaded.tokenizer.encode_prompt(render_prompt(messages, system))
-        images = ids.count(IMAGE_TOKEN_INDEX)
-        return len(ids) - images + images * self.loaded.model.image_tokens
 
     def _positions(self, input_ids: list[int], hashes: list[str]) -> list[Position]:
         positions: list[Position] = []
