@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xvlm_core.errors import ConfigError
+from xvlm_core.errors import ConfigError, XvlmError
 
 if TYPE_CHECKING:
     from transformers import LlamaConfig
@@ -147,16 +147,23 @@ def parse_config(raw: dict[str, Any], path: Path) -> XvlmConfig:
     return XvlmConfig(language=language, vision=vision, projector=projector)
 
 
-def load_config(folder: Path) -> XvlmConfig:
-    path = folder / "config.json"
+def read_json_object(path: Path, error: type[XvlmError], what: str) -> dict[str, Any]:
+    """The JSON object in a checkpoint's file; anything else raises `error` with a sentence naming the file."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no config.json in this folder; it is not a model checkpoint.") from None
+        raise error(f"{path}: {what} is missing.") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the config ({exc}).") from None
+        raise error(f"{path}: cannot read {what} ({exc}).") from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: the config is not valid JSON ({exc.msg}, line {exc.lineno}).") from None
+        raise error(f"{path}: {what} is not valid JSON ({exc.msg}, line {exc.lineno}).") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the config is not a JSON object.")
-    return parse_config(raw, path)
+        raise error(f"{path}: {what} is not a JSON object.")
+    return raw
+
+
+def load_config(folder: Path) -> XvlmConfig:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{path}: no config.json in this folder; it is not a model checkpoint.")
+    return parse_config(read_json_object(path, ConfigError, "the config"), path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from xvlm_core import checkpoint, hub
 from xvlm_core.checkpoint import EMBEDDED_TOWER_PREFIX, PROJECTOR_PREFIX
-from xvlm_core.config import IMAGE_TOKEN_INDEX, XvlmConfig, load_config
+from xvlm_core.config import IMAGE_TOKEN_INDEX, XvlmConfig, load_config, read_json_object
 from xvlm_core.device import dtype_name, memory_in_use_mb, pick_device, pick_dtype
 from xvlm_core.errors import CheckpointError, ConfigError, XvlmError
 from xvlm_core.projector import build_projector
@@ -127,13 +126,8 @@ class TowerSource:
 
 def read_clip_config(folder: Path) -> CLIPVisionConfig:
     path = folder / "config.json"
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: the vision tower folder has no config.json.") from None
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: cannot read the vision tower's config ({exc}).") from None
-    vision = raw.get("vision_config", raw) if isinstance(raw, dict) else None
+    raw = read_json_object(path, CheckpointError, "the vision tower's config")
+    vision = raw.get("vision_config", raw)
     if not isinstance(vision, dict) or vision.get("model_type", "clip_vision_model") not in (
         "clip_vision_model",
         "clip",

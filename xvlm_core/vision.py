@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +11,8 @@ from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-from xvlm_core.config import VisionConfig
+from xvlm_core.config import VisionConfig, read_json_object
+from xvlm_core.errors import CheckpointError
 from xvlm_core.images import CLIP_MEAN, CLIP_STD, pad_to_square
 
 
@@ -32,7 +32,7 @@ class ImagePreprocessor:
         path = folder / "preprocessor_config.json" if folder else None
         if path is None or not path.is_file():
             return cls(size=image_size, crop=image_size, aspect_ratio=aspect_ratio)
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = read_json_object(path, CheckpointError, "the image preprocessing config")
         size, crop = raw.get("size", image_size), raw.get("crop_size", image_size)
         return cls(
             size=size.get("shortest_edge", image_size) if isinstance(size, dict) else int(size),

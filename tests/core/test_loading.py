@@ -237,3 +237,11 @@ def test_tower_path_from_the_authors_machine_is_found_in_the_cache(tiny_model_bi
     from_cache = load_model(str(tiny_model_bin_dir), dtype="float32")
     explicit = load_model(str(tiny_model_bin_dir), vision_tower=str(tiny_tower_dir), dtype="float32")
     assert answer_ids(from_cache, images_dir) == answer_ids(explicit, images_dir)
+
+
+@pytest.mark.parametrize("name", ["config.json", "preprocessor_config.json"])
+def test_damaged_tower_config_file_is_named(tmp_path, tiny_model_dir, tiny_tower_dir, name):
+    tower = copy_checkpoint(tiny_tower_dir, tmp_path / "tower")
+    (tower / name).write_text('{"size": 336,')
+    with pytest.raises(CheckpointError, match=f"{name}: .* is not valid JSON"):
+        load_model(str(tiny_model_dir), vision_tower=str(tower))
