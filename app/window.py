@@ -200,9 +200,8 @@ class MainWindow(QMainWindow):
         self._update_title()
         self.composer.setFocus()
         if self.history.notice is not None:
-            notice = self.history.notice
-            self.notice.show_message(html.escape(notice.text), [("Open Log Folder", self.open_log_folder)],
-                                     closable=notice.saving)
+            self.notice.show_message(html.escape(self.history.notice.text),
+                                     [("Show Folder", self._show_history_folder)], closable=self.history.notice.saving)
 
     # -- building ------------------------------------------------------------------------------------------
 
@@ -527,6 +526,9 @@ class MainWindow(QMainWindow):
 
     def _update_settings(self, **changes) -> None:
         self.app_settings.update(**changes)
+
+    def _show_history_folder(self) -> None:
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.history.notice.folder)))
 
     def open_log_folder(self) -> None:
         if self.log_dir is not None:

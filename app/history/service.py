@@ -20,7 +20,7 @@ from PySide6.QtCore import QObject, Signal
 from xvlm_core.errors import XvlmError
 
 from app.history import exchange
-from app.history.database import ChatStore
+from app.history.database import ChatStore, default_store_path
 from app.history.records import (
     Chat,
     ChatSummary,
@@ -44,6 +44,7 @@ class Notice:
 
     text: str
     saving: bool  # whether chats are saved all the same (then the person may dismiss it)
+    folder: Path  # where the history is (and a file set aside went)
 
 
 class History(QObject):
@@ -55,7 +56,7 @@ class History(QObject):
         self.notice = notice
         if notice is None and store is not None and store.recovered_from is not None:
             self.notice = Notice(f"The chat history could not be read, so a new one was started. "
-                                 f"The old file was kept as {store.recovered_from}.", saving=True)
+                                 f"The old file was kept as {store.recovered_from}.", True, store.path.parent)
 
     @property
     def available(self) -> bool:
@@ -206,6 +207,7 @@ def open_history(path: Path | None = None) -> History:
     Another process writing it, or a data folder this one cannot write, opens it read-only; when it cannot be
     opened at all, the app runs without one. Either way the notice says that chats are not saved.
     """
+    folder = (path or default_store_path()).parent
     try:
         return History(ChatStore(path))
     except StoreInUseError:
@@ -216,10 +218,10 @@ def open_history(path: Path | None = None) -> History:
         reason = str(exc)
     except StoreError as exc:
         log.error("chat history unavailable: %s", exc)
-        return History(None, Notice(f"{exc} {NOT_SAVED}", saving=False))
+        return History(None, Notice(f"{exc} {NOT_SAVED}", False, folder))
     try:
         return History(ChatStore(path, read_only=True),
-                       Notice(f"{reason} This window shows the history read-only. {NOT_SAVED}", saving=False))
+                       Notice(f"{reason} This window shows the history read-only. {NOT_SAVED}", False, folder))
     except StoreError as exc:
         log.error("chat history not readable either: %s", exc)
-        return History(None, Notice(f"{reason} {NOT_SAVED} ({exc})", saving=False))
+        return History(None, Notice(f"{reason} {NOT_SAVED} ({exc})", False, folder))

@@ -380,6 +380,15 @@ def test_history_from_a_newer_app_is_not_touched(db_path: Path) -> None:
     assert not list(db_path.parent.glob("*.corrupt-*"))
 
 
+def test_sqlite_errors_leave_the_store_as_store_errors(store: ChatStore) -> None:
+    chat_id = store.create_chat()
+    store._read().close()  # the connection fails underneath, as a failing disk would make it
+    for call in (store.list_chats, lambda: store.load_chat(chat_id), lambda: store.search("anything"),
+                 lambda: store.rename_chat(chat_id, "new"), lambda: store.begin_answer(chat_id)):
+        with pytest.raises(StoreError, match="chat history at .* could not be"):
+            call()
+
+
 def test_closed_store_says_so(store: ChatStore) -> None:
     store.close()
     with pytest.raises(StoreError, match="closed"):
