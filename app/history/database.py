@@ -122,7 +122,7 @@ def _translated(method: Callable[P, T]) -> Callable[P, T]:
             return method(*args, **kwargs)
         except sqlite3.Error as exc:
             store = args[0]
-            raise StoreError(f"The chat history at {store.path} could not be read: {exc}.") from exc
+            raise StoreError(f"The chat history at {store.path} could not be read: {_reason(exc)}.") from exc
 
     return read
 
@@ -198,7 +198,7 @@ class ChatStore:
         try:
             return self._connect_and_migrate()
         except _DamagedDatabase as exc:
-            raise StoreError(f"A new chat history at {self.path} could not be started: {exc}.") from exc
+            raise StoreError(f"A new chat history at {self.path} could not be started: {_reason(exc)}.") from exc
 
     def _connect_and_migrate(self) -> sqlite3.Connection:
         db = self._connect(self.path.absolute().as_uri())
@@ -223,7 +223,7 @@ class ChatStore:
             db.close()
             if _is_damage(exc):
                 raise _DamagedDatabase(str(exc)) from exc
-            raise StoreError(f"Could not open the chat history at {self.path}: {exc}.") from exc
+            raise StoreError(f"Could not open the chat history at {self.path}: {_reason(exc)}.") from exc
         except BaseException:
             db.close()
             raise
@@ -250,7 +250,7 @@ class ChatStore:
                 )
         except (sqlite3.DatabaseError, _DamagedDatabase) as exc:
             db.close()
-            raise StoreError(f"The chat history at {self.path} cannot be read: {exc}.") from exc
+            raise StoreError(f"The chat history at {self.path} cannot be read: {_reason(exc)}.") from exc
         except BaseException:
             db.close()
             raise
@@ -261,7 +261,7 @@ class ChatStore:
             # Autocommit at the driver level: every write goes through `_transaction`, which says BEGIN itself.
             return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10)
         except sqlite3.Error as exc:
-            raise StoreError(f"Could not open the chat history at {self.path}: {exc}.") from exc
+            raise StoreError(f"Could not open the chat history at {self.path}: {_reason(exc)}.") from exc
 
     @staticmethod
     def _check_integrity(db: sqlite3.Connection) -> None:
@@ -544,7 +544,7 @@ class ChatStore:
             with _transaction(self._read()) as db:
                 yield db
         except sqlite3.Error as exc:
-            raise StoreError(f"The chat history at {self.path} could not be written: {exc}.") from exc
+            raise StoreError(f"The chat history at {self.path} could not be written: {_reason(exc)}.") from exc
 
     @staticmethod
     def _require_chat(db: sqlite3.Connection, chat_id: int) -> str:
@@ -632,6 +632,11 @@ def _could_be_sqlite(path: Path) -> bool:
 def _is_damage(error: sqlite3.DatabaseError) -> bool:
     code = getattr(error, "sqlite_errorcode", 0) & 0xFF
     return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def _reason(error: Exception) -> str:
+    """SQLite's message for an error, to end a sentence of ours (some of its messages end in a full stop)."""
+    return str(error).rstrip(".")
 
 
 def _datetime(timestamp: float) -> datetime:

@@ -174,8 +174,7 @@ class History(QObject):
         except TransferCancelled:
             return None
         except (XvlmError, OSError) as exc:
-            log.exception(failure)
-            self.failed.emit(f"{failure}: {exc}")
+            self._report(failure, exc)
             return None
 
     # -- the one place store errors are caught -------------------------------------------------------------
@@ -186,8 +185,7 @@ class History(QObject):
         try:
             return call(self.store)
         except (XvlmError, OSError) as exc:
-            log.exception("reading the chat history failed")
-            self.failed.emit(f"The chat history could not be read: {exc}")
+            self._report("The chat history could not be read", exc)
             return None
 
     def _write(self, call: Callable[[ChatStore], T]) -> T | None:
@@ -196,9 +194,13 @@ class History(QObject):
         try:
             return call(self.store)
         except (XvlmError, OSError) as exc:
-            log.exception("saving the chat failed")
-            self.failed.emit(f"The chat history could not be saved: {exc}")
+            self._report("The chat history could not be saved", exc)
             return None
+
+    def _report(self, what: str, error: Exception) -> None:
+        """Log the detail; tell the person in one message (a StoreError's message already says it all)."""
+        log.exception(what)
+        self.failed.emit(str(error) if isinstance(error, StoreError) else f"{what}: {error}")
 
 
 def open_history(path: Path | None = None) -> History:

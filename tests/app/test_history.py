@@ -249,11 +249,23 @@ def test_a_cancelled_import_saves_nothing(qtbot, make_window, tmp_path, images_d
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *args, **kwargs: (str(path), ""))
     window = make_window(fake_worker(), history=history_at(tmp_path), start=False)
     window.import_action.trigger()
-    qtbot.mouseClick(window.transfer_bar.cancel_button, Qt.MouseButton.LeftButton)
+    # Cancel before the loop has run anything: the worker thread sees it at its first image, deterministically.
+    window.transfer_bar.cancel_button.click()
     qtbot.waitUntil(lambda: not window.transfer_bar.running, timeout=5000)
     assert window.history.list_chats() == [] and window.controller.chat_id is None
     assert not window.banner.isVisible()  # cancelling is not a failure
     assert window.import_action.isEnabled()
+
+
+def test_a_history_that_fails_while_chatting_is_reported_and_the_chat_goes_on(qtbot, make_window, tmp_path):
+    window = make_window(fake_worker(), history=history_at(tmp_path))
+    wait_ready(qtbot, window)
+    window.history.store._read().close()  # the database fails underneath, as a failing disk would make it
+    ask(qtbot, window, "Still there?")
+    wait_answered(qtbot, window)
+    assert window.controller.messages[-1].text == "An answer."
+    assert window.banner.isVisible() and "could not be" in window.banner.text.text()
+    assert "Traceback" not in window.banner.text.text()
 
 
 def test_an_answer_cut_by_a_crash_is_shown_as_interrupted(qtbot, make_window, tmp_path):
