@@ -136,7 +136,7 @@ class MainWindow(QMainWindow):
         self.setWindowIcon(app_icon())
         self.setAcceptDrops(True)
         self.resize(DEFAULT_SIZE)
-        self.setMinimumSize(QSize(520, 420))
+        self.setMinimumSize(QSize(520, 400))  # the first-run page and the chat both work at 600x400
 
         self.controller = ChatController(self.settings, store)
         self.worker = worker or ModelWorker()
