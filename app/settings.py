@@ -53,6 +53,7 @@ class Settings:
     hub_endpoint: str = ""
     download_started: bool = False  # a download was under way when the app last closed: resume it
     window_geometry: str = ""  # QWidget.saveGeometry(), base64
+    theme: str = "system"  # "system", "light" or "dark" (View > Theme)
 
     def model_changed(self, other: Settings) -> bool:
         """Whether going from `self` to `other` needs the model loaded again."""

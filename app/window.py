@@ -12,6 +12,7 @@ from pathlib import Path
 from PySide6.QtCore import QByteArray, QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import (
     QAction,
+    QActionGroup,
     QCloseEvent,
     QDesktopServices,
     QDragEnterEvent,
@@ -46,7 +47,7 @@ from app.first_run import FirstRunPage, HubDownloads, locate_model
 from app.icons import app_icon, icon
 from app.settings import Settings, SettingsDialog, SettingsFile
 from app.store import ChatStore
-from app.theme import style_sheet
+from app.theme import THEMES, style_sheet, use_theme
 from app.worker import LoadRequest, ModelThread, ModelWorker
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,7 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._build_menus()
         self._connect()
+        use_theme(self.settings.theme)
         self.apply_theme()
         # The palette follows the scheme a moment later; restyle once it has.
         QGuiApplication.styleHints().colorSchemeChanged.connect(lambda _scheme: QTimer.singleShot(0, self.apply_theme))
@@ -252,6 +254,18 @@ class MainWindow(QMainWindow):
         chat_menu.addAction(self.regenerate_action)
         chat_menu.addAction(self.copy_answer_action)
 
+        view_menu = menu.addMenu("&View")
+        theme_menu = view_menu.addMenu("&Theme")
+        self.theme_actions: dict[str, QAction] = {}
+        themes = QActionGroup(self)
+        for theme, text in THEMES.items():
+            action = self._action(text, lambda theme=theme: self.set_theme(theme))
+            action.setCheckable(True)
+            action.setChecked(theme == self.settings.theme)
+            themes.addAction(action)
+            theme_menu.addAction(action)
+            self.theme_actions[theme] = action
+
         model_menu = menu.addMenu("&Model")
         self.settings_action = self._action("&Settings…", self.open_settings, QKeySequence("Ctrl+,"), "settings")
         self.settings_action.setMenuRole(QAction.MenuRole.PreferencesRole)
@@ -305,6 +319,14 @@ class MainWindow(QMainWindow):
     def apply_theme(self) -> None:
         self.setStyleSheet(style_sheet())
         self.composer.set_busy(self.composer.busy)  # its icons take the new colours
+        self.banner.icon_label.setPixmap(icon("warning").pixmap(QSize(20, 20)))
+
+    def set_theme(self, theme: str) -> None:
+        """View > Theme: colour the app at once and remember the choice."""
+        use_theme(theme)
+        self.theme_actions[theme].setChecked(True)
+        self._update_settings(theme=theme)
+        self.apply_theme()
 
     # -- start-up ------------------------------------------------------------------------------------------
 
