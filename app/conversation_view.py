@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 
-from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QColor,
     QDesktopServices,
@@ -40,7 +40,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.chat_controller import DONE, FAILED, STOPPED, STREAMING, WAITING, ChatController, ChatMessage
+from app.chat_controller import (
+    DONE,
+    FAILED,
+    REGENERATE_TEMPERATURE,
+    REGENERATE_TOP_P,
+    STOPPED,
+    STREAMING,
+    WAITING,
+    ChatController,
+    ChatMessage,
+)
 from app.icons import icon
 
 RENDERS_PER_SECOND = 30
@@ -74,6 +84,14 @@ def answer_footer(message: ChatMessage) -> str:
         if stats.get("stop_reason") == "length":
             parts.append("cut at the length limit")
     return " · ".join(parts)
+
+
+def regenerate_tooltip(temperature: float) -> str:
+    """What Regenerate will do with the chat's temperature (see chat_controller.regenerate_sampling)."""
+    if temperature == 0:
+        return (f"Regenerate answer: another one, sampled at temperature {REGENERATE_TEMPERATURE:g} and top-p "
+                f"{REGENERATE_TOP_P:g} with a new seed (at this chat's temperature 0 every answer is the same)")
+    return f"Regenerate answer: another one, sampled at temperature {temperature:g} with a new seed"
 
 
 class MarkdownView(QTextBrowser):
@@ -366,6 +384,8 @@ class ConversationView(QScrollArea):
         widget.copy_requested.connect(self._copy)
         widget.edit_requested.connect(lambda w: self.edit_requested.emit(self.widgets.index(w)))
         widget.regenerate_requested.connect(self.controller.regenerate)
+        if widget.regenerate_button is not None:
+            widget.regenerate_button.installEventFilter(self)  # its tooltip follows the chat's temperature
         widget.image_clicked.connect(self.show_image)
         widget.set_bubble_width(self._bubble_width())
         # before the trailing stretch; the leading stretch and the empty-state label stay first
@@ -416,11 +436,17 @@ class ConversationView(QScrollArea):
         self._last_render = time.monotonic()
         self._render_cost = self._last_render - started
 
+    def eventFilter(self, watched, event) -> bool:
+        if event.type() == QEvent.Type.ToolTip and isinstance(watched, QToolButton):
+            watched.setToolTip(regenerate_tooltip(self.controller.settings.temperature))
+        return super().eventFilter(watched, event)
+
     def _update_regenerate_buttons(self) -> None:
         last = len(self.widgets) - 1
         for index, widget in enumerate(self.widgets):
             if widget.regenerate_button is not None:
                 widget.regenerate_button.setVisible(index == last and not widget.message.in_flight)
+                widget.regenerate_button.setToolTip(regenerate_tooltip(self.controller.settings.temperature))
             if widget.edit_button is not None:
                 widget.edit_button.setEnabled(not self.controller.busy)
 
