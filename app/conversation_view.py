@@ -86,6 +86,31 @@ def answer_footer(message: ChatMessage) -> str:
     return " · ".join(parts)
 
 
+def dropped_notice(dropped: int) -> str:
+    """The line above an answer for which the oldest messages of the chat no longer fit the model's context."""
+    if dropped == 1:
+        return "The first message no longer fits and was left out."
+    return f"The first {dropped} messages no longer fit and were left out."
+
+
+def unseen_count(messages: list[ChatMessage]) -> int:
+    """How many messages, from the top, the model no longer sees: those its latest answer was written without.
+
+    The stats count the turns the model was given (see ChatController._ask: answers that failed before any text
+    are not given), so the count is mapped back onto the messages shown.
+    """
+    last = next((index for index in range(len(messages) - 1, -1, -1)
+                 if messages[index].role == "assistant" and messages[index].stats), None)
+    dropped = int(messages[last].stats.get("dropped_messages", 0)) if last is not None else 0
+    given = 0
+    for index, message in enumerate(messages[:last] if dropped else []):
+        if message.role == "user" or message.text:
+            given += 1
+        if given == dropped:
+            return index + 1
+    return 0
+
+
 def regenerate_tooltip(temperature: float) -> str:
     """What Regenerate will do with the chat's temperature (see chat_controller.regenerate_sampling)."""
     if temperature == 0:
@@ -227,6 +252,11 @@ class MessageWidget(QFrame):
         self.is_user = message.role == "user"
         self.setObjectName("userMessage" if self.is_user else "assistantMessage")
         self.setAccessibleName("Your message" if self.is_user else "Answer")
+        self.unseen = False  # the model no longer sees this message (set by the view)
+        self.context_notice = QLabel(self)  # answers: "The first 2 messages no longer fit…"
+        self.context_notice.setObjectName("contextNotice")
+        self.context_notice.setWordWrap(True)
+        self.context_notice.hide()
         self.body = MarkdownView(self) if not self.is_user else None
         self.label = QLabel(self) if self.is_user else None
         self.footer = QLabel(self)
@@ -272,6 +302,7 @@ class MessageWidget(QFrame):
             actions.addWidget(self.copy_button)
         else:
             assert self.body is not None
+            outer.addWidget(self.context_notice)
             outer.addWidget(self.body)
             self.regenerate_button = _tool_button("regenerate", "Regenerate answer", self)
             self.regenerate_button.clicked.connect(self.regenerate_requested)
@@ -289,6 +320,20 @@ class MessageWidget(QFrame):
             self.label.setMaximumWidth(width)
             self.label.setMinimumWidth(min(natural + 4, width))
 
+    def set_unseen(self, unseen: bool) -> None:
+        """Dim the text of a message the model no longer sees (its image it still sees)."""
+        if unseen == self.unseen:
+            return
+        self.unseen = unseen
+        self.setProperty("unseen", unseen)
+        self.setToolTip("The model no longer sees this message: the chat has outgrown what it can read at once."
+                        if unseen else "")
+        for widget in (self, self.label, self.body):
+            if widget is not None:
+                widget.style().unpolish(widget)
+                widget.style().polish(widget)
+                widget.update()
+
     def refresh(self, stage: str = "") -> None:
         """Show the message's current text and status (cheap when nothing changed)."""
         message = self.message
@@ -303,6 +348,9 @@ class MessageWidget(QFrame):
         if self._rendered != (text, message.status):
             self.body.show_markdown(text)
             self._rendered = (text, message.status)
+        dropped = int(message.stats.get("dropped_messages", 0))
+        self.context_notice.setText(dropped_notice(dropped) if dropped else "")
+        self.context_notice.setVisible(bool(dropped))
         if message.status == FAILED:
             self.footer.setText(message.error)
             self.footer.setProperty("error", True)
@@ -376,6 +424,7 @@ class ConversationView(QScrollArea):
         for index in range(len(self.controller.messages)):
             self._append(index)
         self._update_empty_state()
+        self._mark_unseen()
         self._follow = True
         self.scroll_to_bottom()
 
@@ -433,6 +482,7 @@ class ConversationView(QScrollArea):
                 self.render_count += 1
         self._dirty.clear()
         self._update_regenerate_buttons()
+        self._mark_unseen()
         self._last_render = time.monotonic()
         self._render_cost = self._last_render - started
 
@@ -449,6 +499,11 @@ class ConversationView(QScrollArea):
                 widget.regenerate_button.setToolTip(regenerate_tooltip(self.controller.settings.temperature))
             if widget.edit_button is not None:
                 widget.edit_button.setEnabled(not self.controller.busy)
+
+    def _mark_unseen(self) -> None:
+        unseen = unseen_count([widget.message for widget in self.widgets])
+        for index, widget in enumerate(self.widgets):
+            widget.set_unseen(index < unseen)
 
     def _update_empty_state(self) -> None:
         self._empty.setVisible(not self.widgets)

@@ -86,6 +86,9 @@ def style_sheet(palette: QPalette | None = None) -> str:
     QLabel#footer {{ color: {muted}; font-size: 8.5pt; }}
     QLabel#footer[error="true"] {{ color: {error}; font-size: 9pt; }}
     QLabel#emptyState {{ color: {muted}; }}
+    QLabel#contextNotice {{ color: {muted}; font-size: 8.5pt; font-style: italic; }}
+    QFrame#userMessage[unseen="true"] QLabel, QFrame#assistantMessage[unseen="true"] QTextBrowser {{
+        color: {_mix(text, base, 0.55)}; }}
     QFrame#composer {{ background: {base.name()}; border-top: 1px solid {border}; }}
     QPlainTextEdit {{ background: {_mix(base, text, 0.04)}; border: 1px solid {border}; border-radius: 10px; }}
     QPlainTextEdit:focus {{ border: 1px solid {accent.name()}; }}
