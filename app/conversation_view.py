@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 
-from PySide6.QtCore import QEvent, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import (
     QColor,
     QDesktopServices,
@@ -26,6 +26,7 @@ from PySide6.QtGui import (
     QTextCharFormat,
     QTextCursor,
     QTextFormat,
+    QTextOption,
 )
 from PySide6.QtWidgets import (
     QDialog,
@@ -57,6 +58,7 @@ RENDERS_PER_SECOND = 30
 RENDER_SHARE = 0.2  # of the UI thread's time, at most, spent re-rendering a streaming answer
 THUMBNAIL_SIDE = 220
 FOLLOW_SLACK_PX = 24  # this close to the bottom still counts as "at the bottom"
+COPY_CODE_SCHEME = "copy-code"  # the href of a code block's Copy link: copy-code:INDEX
 
 
 def load_pixmap(path: str, max_side: int | None = None) -> QPixmap:
@@ -129,25 +131,42 @@ class MarkdownView(QTextBrowser):
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setOpenLinks(False)
-        self.anchorClicked.connect(QDesktopServices.openUrl)
+        self.anchorClicked.connect(self._open_link)
+        self.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)  # long words too: no cut-off
         self.viewport().setAutoFillBackground(False)
         self.setStyleSheet("QTextBrowser { background: transparent; }")
         self.document().setDocumentMargin(2)
         self.document().documentLayout().documentSizeChanged.connect(self._fit_height)
         self.setFixedHeight(24)
         self.markdown_source = ""
+        self.code_blocks: list[str] = []  # the text of each code block, for its Copy link
 
     def show_markdown(self, text: str) -> None:
         self.markdown_source = text
         self.setMarkdown(text)
-        self._shade_code_blocks()
+        self._style_blocks()
 
-    def _shade_code_blocks(self) -> None:
-        """Code blocks in the fixed-pitch font on a faint background (Qt's Markdown import only marks them)."""
+    def _open_link(self, url: QUrl) -> None:
+        if url.scheme() == COPY_CODE_SCHEME:
+            index = int(url.path() or -1)
+            if 0 <= index < len(self.code_blocks):
+                QGuiApplication.clipboard().setText(self.code_blocks[index])
+        else:
+            QDesktopServices.openUrl(url)
+
+    def _style_blocks(self) -> None:
+        """What Qt's Markdown import only marks: code in the fixed-pitch font on a faint background, its long lines
+        wrapped (not cut at the right edge) and a Copy link above each block; block quotes set off in a muted colour.
+        """
         document = self.document()
-        background = QColor(self.palette().color(QPalette.ColorRole.Text))
+        text_colour = self.palette().color(QPalette.ColorRole.Text)
+        background = QColor(text_colour)
         background.setAlpha(18)
+        quote_colour = QColor(text_colour)
+        quote_colour.setAlpha(170)
         fixed = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
+        code_groups: list[tuple[int, list[str]]] = []  # (first block's position, its lines)
+        previous_was_code = False
         block = document.begin()
         while block.isValid():
             iterator = block.begin()
@@ -161,16 +180,54 @@ class MarkdownView(QTextBrowser):
                     char_format.setFontFamilies([fixed.family()])
                     cursor.mergeCharFormat(char_format)
                 iterator += 1
-            if block.blockFormat().hasProperty(QTextFormat.Property.BlockCodeFence):
+            is_code = block.blockFormat().hasProperty(QTextFormat.Property.BlockCodeFence)
+            if is_code:
+                cursor = QTextCursor(block)
+                block_format = QTextBlockFormat()
+                block_format.setBackground(background)
+                block_format.setNonBreakableLines(False)  # a long line wraps instead of running off the edge
+                cursor.mergeBlockFormat(block_format)
+                cursor.select(QTextCursor.SelectionType.BlockUnderCursor)
+                char_format = QTextCharFormat()
+                char_format.setFontFamilies([fixed.family()])
+                cursor.mergeCharFormat(char_format)
+                if previous_was_code:
+                    code_groups[-1][1].append(block.text())
+                else:
+                    code_groups.append((block.position(), [block.text()]))
+            elif block.blockFormat().intProperty(QTextFormat.Property.BlockQuoteLevel) > 0:
                 cursor = QTextCursor(block)
                 block_format = QTextBlockFormat()
                 block_format.setBackground(background)
                 cursor.mergeBlockFormat(block_format)
                 cursor.select(QTextCursor.SelectionType.BlockUnderCursor)
                 char_format = QTextCharFormat()
-                char_format.setFontFamilies([fixed.family()])
+                char_format.setForeground(quote_colour)
+                char_format.setFontItalic(True)
                 cursor.mergeCharFormat(char_format)
+            previous_was_code = is_code
             block = block.next()
+        self.code_blocks = ["\n".join(lines) for _position, lines in code_groups]
+        for index in range(len(code_groups) - 1, -1, -1):  # from the end, so earlier positions stay valid
+            self._add_copy_link(code_groups[index][0], index)
+
+    def _add_copy_link(self, position: int, index: int) -> None:
+        """A right-aligned "Copy" link in a block of its own just above the code block starting at `position`."""
+        cursor = QTextCursor(self.document())
+        cursor.setPosition(position)
+        code_format, code_chars = cursor.blockFormat(), cursor.charFormat()
+        cursor.insertBlock(code_format, code_chars)  # the code moves down a block; the empty one above is ours
+        cursor.movePosition(QTextCursor.MoveOperation.PreviousBlock)
+        link_block = QTextBlockFormat()
+        link_block.setAlignment(Qt.AlignmentFlag.AlignRight)
+        link_block.setTopMargin(4)
+        cursor.setBlockFormat(link_block)
+        link = QTextCharFormat()
+        link.setAnchor(True)
+        link.setAnchorHref(f"{COPY_CODE_SCHEME}:{index}")
+        link.setForeground(self.palette().color(QPalette.ColorRole.Link))
+        link.setFontPointSize(max(6.0, self.font().pointSizeF() * 0.85))
+        cursor.insertText("Copy code", link)
 
     def _fit_height(self, size) -> None:
         self.setFixedHeight(math.ceil(size.height()) + 2 * self.frameWidth())
