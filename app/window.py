@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QByteArray, QSize, Qt, QTimer, QUrl, Signal, qVersion
 from PySide6.QtGui import (
     QAction,
     QActionGroup,
@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from xvlm_core import __version__
 from xvlm_core.errors import XvlmError
 
 from app import APP_NAME
@@ -45,7 +46,7 @@ from app.composer import Composer, mime_has_attachment
 from app.conversation_view import ConversationView
 from app.first_run import FirstRunPage, HubDownloads, locate_model
 from app.icons import app_icon, icon
-from app.settings import Settings, SettingsDialog, SettingsFile
+from app.settings import MAX_ANSWER_TOKENS, Settings, SettingsDialog, SettingsFile
 from app.store import ChatStore
 from app.theme import THEMES, style_sheet, use_theme
 from app.worker import LoadRequest, ModelThread, ModelWorker
@@ -543,7 +544,8 @@ class MainWindow(QMainWindow):
         self.devices = [tuple(device) for device in devices]
 
     def open_settings(self) -> None:
-        dialog = SettingsDialog(self.settings, self.devices, self)
+        context = int(self.controller.model_summary.get("context_length", MAX_ANSWER_TOKENS))
+        dialog = SettingsDialog(self.settings, self.devices, self, context_length=context)
         if dialog.exec() != SettingsDialog.DialogCode.Accepted:
             return
         self.apply_settings(dialog.result_settings())
@@ -565,14 +567,51 @@ class MainWindow(QMainWindow):
         self.settings_file.save(self.settings)
 
     def open_log_folder(self) -> None:
-        if self.log_dir is not None:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.log_dir)))
+        """Show the log folder in the file manager; where none opens it, show its path with a Copy button."""
+        if self.log_dir is None:
+            return
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.log_dir))):
+            return
+        box = QMessageBox(QMessageBox.Icon.Information, "Log folder",
+                          "No file manager could open the log folder. It is here:", parent=self)
+        box.setInformativeText(str(self.log_dir))
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        copy = box.addButton("&Copy Path", QMessageBox.ButtonRole.ActionRole)
+        copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(str(self.log_dir)))
+        box.addButton(QMessageBox.StandardButton.Close)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.log_folder_box = box
+        box.open()
+
+    def about_text(self) -> str:
+        """Help > About: the version, the model in use and where it comes from, the licences."""
+        summary = self.controller.model_summary
+        if summary:
+            model = (f"{html.escape(display_model_name(str(summary.get('name', ''))))} on "
+                     f"{html.escape(str(summary.get('device', '')))} ({html.escape(str(summary.get('dtype', '')))})")
+        else:
+            model = "none loaded yet"
+        return (
+            f"<h3>{APP_NAME} {__version__}</h3>"
+            "<p>Chat about images with the Xmodel-VLM vision-language model, locally on this computer.</p>"
+            f"<p><b>Model in use:</b> {model}<br>"
+            "Xmodel-VLM is made by XiaoduoAILab "
+            "(<a href='https://huggingface.co/XiaoduoAILab/Xmodel_VLM'>its page</a> gives its licence); it sees "
+            "through OpenAI's CLIP ViT-L/14-336.</p>"
+            f"<p><b>Licence:</b> {APP_NAME} is free software under the Apache License 2.0. "
+            f"It uses Qt {qVersion()} through PySide6 (LGPLv3), PyTorch and Hugging Face transformers.</p>"
+        )
 
     def show_about(self) -> None:
-        QMessageBox.about(self, f"About {APP_NAME}",
-                          f"<h3>{APP_NAME}</h3><p>Chat about images with the Xmodel-VLM vision-language model, "
-                          "locally on this computer.</p>")
+        box = QMessageBox(QMessageBox.Icon.NoIcon, f"About {APP_NAME}", self.about_text(),
+                          QMessageBox.StandardButton.Close, self)
+        box.setIconPixmap(app_icon().pixmap(QSize(64, 64)))
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.about_box = box
+        box.open()
 
     # -- closing -------------------------------------------------------------------------------------------
 
