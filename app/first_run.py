@@ -384,6 +384,7 @@ class FirstRunPage(QWidget):
             self._stop_retry_countdown()
             self.status_label.setText("Stopped asking the model hub. Press Retry to ask again, or use a folder "
                                       "that already holds the model.")
+            self.size_label.setText("Not known: the model hub has not said")
             self._retry_downloads = False
             self._set_buttons(download=False, cancel=False, retry=True)
 
@@ -494,6 +495,8 @@ class FirstRunPage(QWidget):
             log.error("first-run step failed", exc_info=exc)
             message = f"Something went wrong ({type(exc).__name__}). The details are in the log."
         self.status_label.setText(message)
+        if self._plan is None:
+            self.size_label.setText("Not known: the model hub has not said")
         self._retry_downloads = during_download
         self._set_buttons(download=self._plan is not None and not during_download, cancel=False,
                           retry=self._plan is None or during_download)

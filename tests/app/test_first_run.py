@@ -211,6 +211,7 @@ def test_cancel_while_the_hub_is_retrying_stops_asking_at_once(qtbot, make_windo
     click(qtbot, page.cancel_button)
     assert page.status_label.text().startswith("Stopped asking the model hub")
     assert page.retry_button.isVisible() and not page.cancel_button.isEnabled()
+    assert page.size_label.text() == "Not known: the model hub has not said"
     hub_server.start()
     click(qtbot, page.retry_button)
     wait_plan(qtbot, window)
