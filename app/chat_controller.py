@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,22 @@ WAITING, STREAMING, DONE, STOPPED, INTERRUPTED, FAILED = (
 STORE_STATUS = {DONE: "complete", STOPPED: "stopped", FAILED: "failed"}
 FROM_STORE_STATUS = {"complete": DONE, "stopped": STOPPED, "failed": FAILED, "interrupted": INTERRUPTED,
                      "streaming": INTERRUPTED}
+
+
+# Regenerating at temperature 0 (greedy) would give the same answer word for word: it samples with these instead.
+REGENERATE_TEMPERATURE = 0.7
+REGENERATE_TOP_P = 0.9
+
+
+def regenerate_sampling(settings: Settings) -> dict[str, Any]:
+    """The sampling for Regenerate: the chat's own, with a new seed; at temperature 0, sampled at
+    REGENERATE_TEMPERATURE and REGENERATE_TOP_P, so that the answer can differ. Normal answers stay greedy."""
+    sampling = dict(settings.sampling())
+    if sampling.get("temperature", 0.0) == 0.0:
+        sampling["temperature"] = REGENERATE_TEMPERATURE
+        sampling["top_p"] = min(float(sampling.get("top_p", 1.0)), REGENERATE_TOP_P)
+    sampling["seed"] = random.randrange(2**31)
+    return sampling
 
 
 @dataclass
@@ -82,6 +99,7 @@ class ChatController(QObject):
         self.model_error = ""
         self._request_ids = itertools.count(1)
         self._active: AnswerRequest | None = None
+        self._sampling: dict[str, Any] | None = None  # the answer's own sampling (Regenerate), else the settings'
 
     def connect_worker(self, worker: ModelWorker) -> None:
         """Requests go out as queued signals; the cancel event is set directly (see app/worker.py)."""
@@ -168,7 +186,7 @@ class ChatController(QObject):
         self.messages.pop()
         self._truncate_store_after(len(self.messages) - 1)
         self.conversation_replaced.emit()
-        self._begin_answer()
+        self._begin_answer(regenerate_sampling(self.settings))
         return True
 
     def edit(self, index: int, text: str, image: str | None) -> bool:
@@ -236,7 +254,9 @@ class ChatController(QObject):
 
     # -- the answer's life ---------------------------------------------------------------------------------
 
-    def _begin_answer(self) -> None:
+    def _begin_answer(self, sampling: dict[str, Any] | None = None) -> None:
+        """Ask for the next answer, with `sampling` (default: the chat's settings) once the model is ready."""
+        self._sampling = sampling
         answer = ChatMessage("assistant", status=WAITING)
         if self.chat_id is not None:
             answer.message_id = self.history.begin_answer(self.chat_id)
@@ -257,7 +277,7 @@ class ChatController(QObject):
         )
         self._active = AnswerRequest(
             request_id=next(self._request_ids), turns=turns,
-            sampling=self.settings.sampling(), system=self.settings.system_prompt,
+            sampling=self._sampling or self.settings.sampling(), system=self.settings.system_prompt,
         )
         answer.status = STREAMING
         self.message_changed.emit(len(self.messages) - 1)

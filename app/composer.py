@@ -44,17 +44,18 @@ def pasted_images_dir() -> Path:
     return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False)) / "pasted"
 
 
-def save_image_data(image: QImage) -> Path:
-    """Write pasted or dragged image data to a PNG named by its content, so the core gets a path."""
+def save_image_data(image: QImage, number: int) -> Path:
+    """Write pasted or dragged image data to "Pasted image NUMBER.png", so the core gets a path and the person
+    a name they can read; a folder named by the content keeps two different images apart."""
     data = QByteArray()
     buffer = QBuffer(data)
     buffer.open(QIODevice.OpenModeFlag.WriteOnly)
     image.save(buffer, "PNG")
     buffer.close()
     raw = bytes(data.data())
-    folder = pasted_images_dir()
+    folder = pasted_images_dir() / hashlib.sha256(raw).hexdigest()[:20]
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{hashlib.sha256(raw).hexdigest()[:20]}.png"
+    path = folder / f"Pasted image {number}.png"
     if not path.exists():
         path.write_bytes(raw)
     return path
@@ -198,6 +199,7 @@ class Composer(QFrame):
         self._send_when_checked = False
         self.busy = False
         self.editing_index: int | None = None
+        self._pasted = 0  # images pasted (or dragged in as data) so far: they are numbered
 
         self.edit_bar = QFrame(self)
         self.edit_bar.setObjectName("editBar")
@@ -347,11 +349,12 @@ class Composer(QFrame):
                 self.show_notice("The pasted image could not be read.")
                 return False
             try:
-                path = save_image_data(image)
+                path = save_image_data(image, self._pasted + 1)
             except OSError as exc:
                 log.error("cannot save pasted image: %s", exc)
                 self.show_notice(f"The image could not be saved for the model ({exc.strerror}).")
                 return False
+            self._pasted += 1
             self.attach_file(str(path))
             return True
         if mime.urls():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 
-from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import (
     QColor,
     QDesktopServices,
@@ -26,6 +26,7 @@ from PySide6.QtGui import (
     QTextCharFormat,
     QTextCursor,
     QTextFormat,
+    QTextOption,
 )
 from PySide6.QtWidgets import (
     QDialog,
@@ -44,6 +45,8 @@ from app.chat_controller import (
     DONE,
     FAILED,
     INTERRUPTED,
+    REGENERATE_TEMPERATURE,
+    REGENERATE_TOP_P,
     STOPPED,
     STREAMING,
     WAITING,
@@ -56,6 +59,7 @@ RENDERS_PER_SECOND = 30
 RENDER_SHARE = 0.2  # of the UI thread's time, at most, spent re-rendering a streaming answer
 THUMBNAIL_SIDE = 220
 FOLLOW_SLACK_PX = 24  # this close to the bottom still counts as "at the bottom"
+COPY_CODE_SCHEME = "copy-code"  # the href of a code block's Copy link: copy-code:INDEX
 
 
 def load_pixmap(path: str, max_side: int | None = None) -> QPixmap:
@@ -87,6 +91,39 @@ def answer_footer(message: ChatMessage) -> str:
     return " · ".join(parts)
 
 
+def dropped_notice(dropped: int) -> str:
+    """The line above an answer for which the oldest messages of the chat no longer fit the model's context."""
+    if dropped == 1:
+        return "The first message no longer fits and was left out."
+    return f"The first {dropped} messages no longer fit and were left out."
+
+
+def unseen_count(messages: list[ChatMessage]) -> int:
+    """How many messages, from the top, the model no longer sees: those its latest answer was written without.
+
+    The stats count the turns the model was given (see ChatController._ask: answers that failed before any text
+    are not given), so the count is mapped back onto the messages shown.
+    """
+    last = next((index for index in range(len(messages) - 1, -1, -1)
+                 if messages[index].role == "assistant" and messages[index].stats), None)
+    dropped = int(messages[last].stats.get("dropped_messages", 0)) if last is not None else 0
+    given = 0
+    for index, message in enumerate(messages[:last] if dropped else []):
+        if message.role == "user" or message.text:
+            given += 1
+        if given == dropped:
+            return index + 1
+    return 0
+
+
+def regenerate_tooltip(temperature: float) -> str:
+    """What Regenerate will do with the chat's temperature (see chat_controller.regenerate_sampling)."""
+    if temperature == 0:
+        return (f"Regenerate answer: another one, sampled at temperature {REGENERATE_TEMPERATURE:g} and top-p "
+                f"{REGENERATE_TOP_P:g} with a new seed (at this chat's temperature 0 every answer is the same)")
+    return f"Regenerate answer: another one, sampled at temperature {temperature:g} with a new seed"
+
+
 class MarkdownView(QTextBrowser):
     """Read-only Markdown whose height follows its content, so the conversation, not it, scrolls."""
 
@@ -97,25 +134,42 @@ class MarkdownView(QTextBrowser):
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setOpenLinks(False)
-        self.anchorClicked.connect(QDesktopServices.openUrl)
+        self.anchorClicked.connect(self._open_link)
+        self.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)  # long words too: no cut-off
         self.viewport().setAutoFillBackground(False)
         self.setStyleSheet("QTextBrowser { background: transparent; }")
         self.document().setDocumentMargin(2)
         self.document().documentLayout().documentSizeChanged.connect(self._fit_height)
         self.setFixedHeight(24)
         self.markdown_source = ""
+        self.code_blocks: list[str] = []  # the text of each code block, for its Copy link
 
     def show_markdown(self, text: str) -> None:
         self.markdown_source = text
         self.setMarkdown(text)
-        self._shade_code_blocks()
+        self._style_blocks()
 
-    def _shade_code_blocks(self) -> None:
-        """Code blocks in the fixed-pitch font on a faint background (Qt's Markdown import only marks them)."""
+    def _open_link(self, url: QUrl) -> None:
+        if url.scheme() == COPY_CODE_SCHEME:
+            index = int(url.path() or -1)
+            if 0 <= index < len(self.code_blocks):
+                QGuiApplication.clipboard().setText(self.code_blocks[index])
+        else:
+            QDesktopServices.openUrl(url)
+
+    def _style_blocks(self) -> None:
+        """What Qt's Markdown import only marks: code in the fixed-pitch font on a faint background, its long lines
+        wrapped (not cut at the right edge) and a Copy link above each block; block quotes set off in a muted colour.
+        """
         document = self.document()
-        background = QColor(self.palette().color(QPalette.ColorRole.Text))
+        text_colour = self.palette().color(QPalette.ColorRole.Text)
+        background = QColor(text_colour)
         background.setAlpha(18)
+        quote_colour = QColor(text_colour)
+        quote_colour.setAlpha(170)
         fixed = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
+        code_groups: list[tuple[int, list[str]]] = []  # (first block's position, its lines)
+        previous_was_code = False
         block = document.begin()
         while block.isValid():
             iterator = block.begin()
@@ -129,16 +183,54 @@ class MarkdownView(QTextBrowser):
                     char_format.setFontFamilies([fixed.family()])
                     cursor.mergeCharFormat(char_format)
                 iterator += 1
-            if block.blockFormat().hasProperty(QTextFormat.Property.BlockCodeFence):
+            is_code = block.blockFormat().hasProperty(QTextFormat.Property.BlockCodeFence)
+            if is_code:
+                cursor = QTextCursor(block)
+                block_format = QTextBlockFormat()
+                block_format.setBackground(background)
+                block_format.setNonBreakableLines(False)  # a long line wraps instead of running off the edge
+                cursor.mergeBlockFormat(block_format)
+                cursor.select(QTextCursor.SelectionType.BlockUnderCursor)
+                char_format = QTextCharFormat()
+                char_format.setFontFamilies([fixed.family()])
+                cursor.mergeCharFormat(char_format)
+                if previous_was_code:
+                    code_groups[-1][1].append(block.text())
+                else:
+                    code_groups.append((block.position(), [block.text()]))
+            elif block.blockFormat().intProperty(QTextFormat.Property.BlockQuoteLevel) > 0:
                 cursor = QTextCursor(block)
                 block_format = QTextBlockFormat()
                 block_format.setBackground(background)
                 cursor.mergeBlockFormat(block_format)
                 cursor.select(QTextCursor.SelectionType.BlockUnderCursor)
                 char_format = QTextCharFormat()
-                char_format.setFontFamilies([fixed.family()])
+                char_format.setForeground(quote_colour)
+                char_format.setFontItalic(True)
                 cursor.mergeCharFormat(char_format)
+            previous_was_code = is_code
             block = block.next()
+        self.code_blocks = ["\n".join(lines) for _position, lines in code_groups]
+        for index in range(len(code_groups) - 1, -1, -1):  # from the end, so earlier positions stay valid
+            self._add_copy_link(code_groups[index][0], index)
+
+    def _add_copy_link(self, position: int, index: int) -> None:
+        """A right-aligned "Copy" link in a block of its own just above the code block starting at `position`."""
+        cursor = QTextCursor(self.document())
+        cursor.setPosition(position)
+        code_format, code_chars = cursor.blockFormat(), cursor.charFormat()
+        cursor.insertBlock(code_format, code_chars)  # the code moves down a block; the empty one above is ours
+        cursor.movePosition(QTextCursor.MoveOperation.PreviousBlock)
+        link_block = QTextBlockFormat()
+        link_block.setAlignment(Qt.AlignmentFlag.AlignRight)
+        link_block.setTopMargin(4)
+        cursor.setBlockFormat(link_block)
+        link = QTextCharFormat()
+        link.setAnchor(True)
+        link.setAnchorHref(f"{COPY_CODE_SCHEME}:{index}")
+        link.setForeground(self.palette().color(QPalette.ColorRole.Link))
+        link.setFontPointSize(max(6.0, self.font().pointSizeF() * 0.85))
+        cursor.insertText("Copy code", link)
 
     def _fit_height(self, size) -> None:
         self.setFixedHeight(math.ceil(size.height()) + 2 * self.frameWidth())
@@ -220,6 +312,11 @@ class MessageWidget(QFrame):
         self.is_user = message.role == "user"
         self.setObjectName("userMessage" if self.is_user else "assistantMessage")
         self.setAccessibleName("Your message" if self.is_user else "Answer")
+        self.unseen = False  # the model no longer sees this message (set by the view)
+        self.context_notice = QLabel(self)  # answers: "The first 2 messages no longer fit…"
+        self.context_notice.setObjectName("contextNotice")
+        self.context_notice.setWordWrap(True)
+        self.context_notice.hide()
         self.body = MarkdownView(self) if not self.is_user else None
         self.label = QLabel(self) if self.is_user else None
         self.footer = QLabel(self)
@@ -265,6 +362,7 @@ class MessageWidget(QFrame):
             actions.addWidget(self.copy_button)
         else:
             assert self.body is not None
+            outer.addWidget(self.context_notice)
             outer.addWidget(self.body)
             self.regenerate_button = _tool_button("regenerate", "Regenerate answer", self)
             self.regenerate_button.clicked.connect(self.regenerate_requested)
@@ -282,6 +380,20 @@ class MessageWidget(QFrame):
             self.label.setMaximumWidth(width)
             self.label.setMinimumWidth(min(natural + 4, width))
 
+    def set_unseen(self, unseen: bool) -> None:
+        """Dim the text of a message the model no longer sees (its image it still sees)."""
+        if unseen == self.unseen:
+            return
+        self.unseen = unseen
+        self.setProperty("unseen", unseen)
+        self.setToolTip("The model no longer sees this message: the chat has outgrown what it can read at once."
+                        if unseen else "")
+        for widget in (self, self.label, self.body):
+            if widget is not None:
+                widget.style().unpolish(widget)
+                widget.style().polish(widget)
+                widget.update()
+
     def refresh(self, stage: str = "") -> None:
         """Show the message's current text and status (cheap when nothing changed)."""
         message = self.message
@@ -296,6 +408,9 @@ class MessageWidget(QFrame):
         if self._rendered != (text, message.status):
             self.body.show_markdown(text)
             self._rendered = (text, message.status)
+        dropped = int(message.stats.get("dropped_messages", 0))
+        self.context_notice.setText(dropped_notice(dropped) if dropped else "")
+        self.context_notice.setVisible(bool(dropped))
         if message.status == FAILED:
             self.footer.setText(message.error)
             self.footer.setProperty("error", True)
@@ -369,6 +484,7 @@ class ConversationView(QScrollArea):
         for index in range(len(self.controller.messages)):
             self._append(index)
         self._update_empty_state()
+        self._mark_unseen()
         self._follow = True
         self.scroll_to_bottom()
 
@@ -377,6 +493,8 @@ class ConversationView(QScrollArea):
         widget.copy_requested.connect(self._copy)
         widget.edit_requested.connect(lambda w: self.edit_requested.emit(self.widgets.index(w)))
         widget.regenerate_requested.connect(self.controller.regenerate)
+        if widget.regenerate_button is not None:
+            widget.regenerate_button.installEventFilter(self)  # its tooltip follows the chat's temperature
         widget.image_clicked.connect(self.show_image)
         widget.set_bubble_width(self._bubble_width())
         # before the trailing stretch; the leading stretch and the empty-state label stay first
@@ -424,16 +542,28 @@ class ConversationView(QScrollArea):
                 self.render_count += 1
         self._dirty.clear()
         self._update_regenerate_buttons()
+        self._mark_unseen()
         self._last_render = time.monotonic()
         self._render_cost = self._last_render - started
+
+    def eventFilter(self, watched, event) -> bool:
+        if event.type() == QEvent.Type.ToolTip and isinstance(watched, QToolButton):
+            watched.setToolTip(regenerate_tooltip(self.controller.settings.temperature))
+        return super().eventFilter(watched, event)
 
     def _update_regenerate_buttons(self) -> None:
         last = len(self.widgets) - 1
         for index, widget in enumerate(self.widgets):
             if widget.regenerate_button is not None:
                 widget.regenerate_button.setVisible(index == last and not widget.message.in_flight)
+                widget.regenerate_button.setToolTip(regenerate_tooltip(self.controller.settings.temperature))
             if widget.edit_button is not None:
                 widget.edit_button.setEnabled(not self.controller.busy)
+
+    def _mark_unseen(self) -> None:
+        unseen = unseen_count([widget.message for widget in self.widgets])
+        for index, widget in enumerate(self.widgets):
+            widget.set_unseen(index < unseen)
 
     def _update_empty_state(self) -> None:
         self._empty.setVisible(not self.widgets)

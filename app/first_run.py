@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
@@ -26,6 +28,8 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -35,10 +39,26 @@ from app.worker import import_core
 log = logging.getLogger(__name__)
 
 PROGRESS_PER_SECOND = 20
+CARD_WIDTH = 680  # the card keeps this width in every state, or the page's width where that is narrower
+_RETRY_DELAY = re.compile(r"trying again in (\d+(?:\.\d+)?) s")
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free space on the disk that holds `path`, which may not exist yet (None: no folder above it is readable)."""
+    for candidate in (path, *path.parents):
+        try:
+            return shutil.disk_usage(candidate).free
+        except OSError:
+            continue
+    return None
 
 
 class HubDownloads:
     """The hub calls this page makes. Each one blocks: call them off the UI thread."""
+
+    def destination(self) -> Path:
+        """Where a download goes: the hub cache. Local only, known before the hub answers."""
+        return import_core("xvlm_core.hub").default_cache_dir()
 
     def spec(self, name: str) -> Any:
         hub = import_core("xvlm_core.hub")
@@ -107,7 +127,12 @@ class _HubWarnings(logging.Handler):
 
 
 class FirstRunPage(QWidget):
-    """What will be downloaded, from where, how big, to where; then the download with bytes, speed and ETA."""
+    """What will be downloaded, from where, how big, to where; then the download with bytes, speed and ETA.
+
+    The states, each with its own sentence and buttons: checking what to download (Cancel), waiting to try the
+    hub again (Cancel), ready (Download, or Resume when part of it is here), downloading (Cancel), paused
+    (Resume), failed (Retry). "Use a folder I already have…" works in all of them but a running download.
+    """
 
     endpoint_changed = Signal(str)
     download_started = Signal()
@@ -123,11 +148,16 @@ class FirstRunPage(QWidget):
         self._plan: Any = None
         self._ready: asyncio.Future[str] | None = None
         self._cancel: threading.Event | None = None
+        self._planning: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self._threads: set[threading.Thread] = set()
         self._retry_downloads = False
         self.picked_folder = False  # the model came from a folder the person chose, not a download
         self._busy = False  # planning or downloading, and nothing else to say: hub warnings are shown
+        self._retry_at = 0.0  # when the hub is asked again (time.monotonic()), while waiting to retry
+        self._retry_timer = QTimer(self)
+        self._retry_timer.setInterval(1000)
+        self._retry_timer.timeout.connect(self._show_retry_countdown)
         self.relay = _ProgressRelay()
         self.relay.progressed.connect(self._show_progress)
         self.relay.warned.connect(self._show_hub_warning)
@@ -136,6 +166,7 @@ class FirstRunPage(QWidget):
         self.destroyed.connect(lambda: logging.getLogger("xvlm_core.hub").removeHandler(self._hub_warnings))
 
         title = QLabel("<h1>Welcome to XVLM Chat</h1>")
+        title.setWordWrap(True)
         intro = QLabel("To answer questions about images, the app needs the Xmodel-VLM model on this computer. "
                        "It is downloaded once; after that everything runs offline, on this machine.")
         intro.setWordWrap(True)
@@ -154,6 +185,8 @@ class FirstRunPage(QWidget):
         self.endpoint_edit.editingFinished.connect(self._endpoint_edited)
 
         form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)  # a narrow window: labels above fields
         form.addRow("Model:", self.what_label)
         form.addRow("From:", self.endpoint_edit)
         form.addRow("Size:", self.size_label)
@@ -168,6 +201,10 @@ class FirstRunPage(QWidget):
         self.progress.setRange(0, 1000)
         self.progress.setTextVisible(False)
         self.progress.setAccessibleName("Download progress")
+        # Hidden without giving up its row, so the card keeps its height when the download starts.
+        policy = self.progress.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)
+        self.progress.setSizePolicy(policy)
         self.progress.hide()
 
         self.download_button = QPushButton("&Download")
@@ -177,19 +214,21 @@ class FirstRunPage(QWidget):
         self.folder_button = QPushButton("&Use a folder I already have…")
         self.download_button.clicked.connect(lambda: self._spawn(self._download()))
         self.cancel_button.clicked.connect(self.cancel)
-        self.retry_button.clicked.connect(lambda: self._spawn(self._make_plan(then_download=self._retry_downloads)))
+        self.retry_button.clicked.connect(self._retry)
         self.folder_button.clicked.connect(self._choose_folder)
         buttons = QHBoxLayout()
         buttons.addWidget(self.download_button)
         buttons.addWidget(self.cancel_button)
         buttons.addWidget(self.retry_button)
         buttons.addStretch(1)
-        buttons.addWidget(self.folder_button)
+        self._buttons_row = buttons
+        self._second_row = QHBoxLayout()  # the folder button, when the card is too narrow for one row
+        self._second_row.addStretch(1)
 
-        card = QFrame()
-        card.setObjectName("card")
-        card.setMaximumWidth(720)
-        card_layout = QVBoxLayout(card)
+        self.card = QFrame()
+        self.card.setObjectName("card")
+        self.card.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Minimum)  # scroll, never squash
+        card_layout = QVBoxLayout(self.card)
         card_layout.setContentsMargins(32, 24, 32, 24)
         card_layout.setSpacing(12)
         card_layout.addWidget(title)
@@ -198,11 +237,56 @@ class FirstRunPage(QWidget):
         card_layout.addWidget(self.progress)
         card_layout.addWidget(self.status_label)
         card_layout.addLayout(buttons)
+        card_layout.addLayout(self._second_row)
+
+        # The card scrolls when the window is too small for it, rather than squashing its rows.
+        canvas = QWidget()
+        canvas.setObjectName("firstRunCanvas")
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(self.card)
+        row.addStretch(1)
+        column = QVBoxLayout(canvas)
+        column.setContentsMargins(16, 16, 16, 16)
+        column.addStretch(1)
+        column.addLayout(row)
+        column.addStretch(2)
+        self.scroll_area = QScrollArea()
+        self.scroll_area.setWidgetResizable(True)
+        self.scroll_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll_area.setWidget(canvas)
+        self.scroll_area.viewport().installEventFilter(self)  # its width changes when the scroll bar comes
         outer = QVBoxLayout(self)
-        outer.addStretch(1)
-        outer.addWidget(card, 0, Qt.AlignmentFlag.AlignHCenter)
-        outer.addStretch(2)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.scroll_area)
+        self._fit_card()
         self._set_buttons(download=False, cancel=False, retry=False)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.Resize:
+            self._fit_card()
+        return super().eventFilter(watched, event)
+
+    def _fit_card(self) -> None:
+        """One width for the card in every state: CARD_WIDTH, or the page's width less the margins."""
+        room = self.scroll_area.viewport().width() - 32
+        self.card.setFixedWidth(max(280, min(CARD_WIDTH, room)))
+        self._arrange_buttons()
+
+    def _arrange_buttons(self) -> None:
+        """The folder button beside the others when they fit on one line, else on a line of its own."""
+        margins = self.card.layout().contentsMargins()
+        inner = self.card.width() - margins.left() - margins.right()
+        shown = [button for button in (self.download_button, self.cancel_button, self.retry_button,
+                                       self.folder_button) if not button.isHidden()]
+        spacing = max(0, self._buttons_row.spacing())
+        one_line = sum(button.sizeHint().width() + spacing for button in shown) <= inner
+        target = self._buttons_row if one_line else self._second_row
+        if target.indexOf(self.folder_button) < 0:
+            other = self._second_row if one_line else self._buttons_row
+            other.removeWidget(self.folder_button)
+            target.addWidget(self.folder_button)
 
     # -- the flow ------------------------------------------------------------------------------------------
 
@@ -213,21 +297,50 @@ class FirstRunPage(QWidget):
         """
         self._spec = spec
         self._ready = asyncio.get_running_loop().create_future()
-        self._spawn(self._make_plan(then_download=resume))
+        self._show_local_facts(spec)
+        self._start_planning(then_download=resume)
         return await self._ready
+
+    def _show_local_facts(self, spec: Any) -> None:
+        """What is known without the hub, shown at once: the model's name, where it goes, the space there."""
+        from xvlm_core.hub import format_size  # imported already: the spec came from it
+
+        repos = " and ".join(repo.repo_id for repo in spec.repos)
+        self.what_label.setText(f"{spec.display_name}, from {repos}")
+        self.size_label.setText("Asking the model hub…")
+        destination = self.downloads.destination()
+        self.destination_label.setText(str(destination))
+        free = free_bytes(destination)
+        self.free_label.setText(format_size(free) if free is not None else "unknown")
+
+    def _start_planning(self, then_download: bool = False) -> None:
+        if self._planning is not None:
+            self._planning.cancel()
+        self._planning = asyncio.ensure_future(self._make_plan(then_download))
+        self._tasks.add(self._planning)
+        self._planning.add_done_callback(self._tasks.discard)
+
+    def _retry(self) -> None:
+        if self._retry_downloads and self._plan is not None:
+            self._spawn(self._download())
+        else:
+            self._start_planning(then_download=self._retry_downloads)
 
     async def _make_plan(self, then_download: bool = False) -> None:
         self._plan = None
-        self._set_buttons(download=False, cancel=False, retry=False)
+        self._set_buttons(download=False, cancel=True, retry=False)
         self.status_label.setText("Checking what to download…")
         self._busy = True
         try:
             plan = await self._off_thread(self.downloads.plan, self._spec, self.endpoint)
+        except asyncio.CancelledError:
+            raise  # Cancel was pressed: `cancel` has said so; the planning thread's answer is dropped
         except Exception as exc:  # hub errors carry a message for people; anything else is logged
             self._failed(exc)
             return
         finally:
             self._busy = False
+            self._stop_retry_countdown()
         self._plan = plan
         self._show_plan(plan)
         if then_download:
@@ -235,7 +348,7 @@ class FirstRunPage(QWidget):
 
     async def _download(self) -> None:
         self._cancel = threading.Event()
-        self._set_buttons(download=False, cancel=True, retry=False)
+        self._set_buttons(download=False, cancel=True, retry=False, folder=False)
         self.progress.show()
         self.status_label.setText("Starting the download…")
         self.download_started.emit()
@@ -246,7 +359,8 @@ class FirstRunPage(QWidget):
         except Exception as exc:
             self.download_stopped.emit()
             if getattr(exc, "kind", "") == "cancelled":
-                self.status_label.setText("Paused. Download again to continue where it stopped.")
+                self.status_label.setText("Paused. Press Resume to continue where it stopped.")
+                self.download_button.setText("&Resume")
                 self._set_buttons(download=True, cancel=False, retry=False)
             else:
                 self._failed(exc, during_download=True)
@@ -254,15 +368,25 @@ class FirstRunPage(QWidget):
         finally:
             self._cancel = None
             self._busy = False
+            self._stop_retry_countdown()
         self.download_stopped.emit()
         self.status_label.setText("Downloaded.")
         self._resolve(str(folder))
 
     def cancel(self) -> None:
-        """Stop the download (it resumes from here next time)."""
+        """Stop the download (it resumes from here next time), or stop asking the hub what to download."""
         if self._cancel is not None:
             self._cancel.set()
             self.status_label.setText("Stopping…")
+        elif self._planning is not None and not self._planning.done():
+            self._planning.cancel()
+            self._busy = False
+            self._stop_retry_countdown()
+            self.status_label.setText("Stopped asking the model hub. Press Retry to ask again, or use a folder "
+                                      "that already holds the model.")
+            self.size_label.setText("Not known: the model hub has not said")
+            self._retry_downloads = False
+            self._set_buttons(download=False, cancel=False, retry=True)
 
     def _choose_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Choose the folder that holds the model")
@@ -271,6 +395,7 @@ class FirstRunPage(QWidget):
 
     async def use_folder(self, folder: str) -> None:
         self._busy = False  # what the folder check says matters more than a plan still retrying
+        self._stop_retry_countdown()
         self.status_label.setText(f"Checking {folder}…")
         try:
             await self._off_thread(self.downloads.validate_folder, Path(folder), self.vision_tower)
@@ -290,7 +415,7 @@ class FirstRunPage(QWidget):
     def _endpoint_edited(self) -> None:
         self.endpoint_changed.emit(self.endpoint)
         if self._cancel is None and self._spec is not None:
-            self._spawn(self._make_plan())
+            self._start_planning()
 
     def _show_plan(self, plan: Any) -> None:
         from xvlm_core.hub import format_size  # imported already: the plan came from it
@@ -298,11 +423,13 @@ class FirstRunPage(QWidget):
         spec = plan.spec
         repos = ", ".join(sorted({file.repo_id for file in plan.files}))
         self.what_label.setText(f"{spec.display_name}: {len(plan.files)} files from {repos}")
-        if 0 < plan.missing_bytes < plan.total_bytes:
+        partly_here = 0 < plan.missing_bytes < plan.total_bytes
+        if partly_here:
             self.size_label.setText(f"{format_size(plan.missing_bytes)} left to download "
                                     f"(of {format_size(plan.total_bytes)}; the rest is already here)")
         else:
             self.size_label.setText(format_size(plan.total_bytes))
+        self.download_button.setText("&Resume" if partly_here else "&Download")
         self.destination_label.setText(str(plan.destination))
         self.free_label.setText(format_size(plan.free_bytes))
         self.progress.setValue(self._permille(plan.total_bytes - plan.missing_bytes, plan.total_bytes))
@@ -310,6 +437,7 @@ class FirstRunPage(QWidget):
         if not plan.enough_space:
             self.status_label.setText(f"There is not enough free space there: {format_size(plan.needed_bytes)} "
                                       "are needed. Free some space, then press Retry.")
+            self._retry_downloads = False
             self._set_buttons(download=False, cancel=False, retry=True)
             return
         self.status_label.setText("Ready to download.")
@@ -320,6 +448,7 @@ class FirstRunPage(QWidget):
 
         if self._cancel is None:
             return  # a late one, after the download ended
+        self._stop_retry_countdown()  # bytes arrive again
         self.progress.setValue(self._permille(progress.done_bytes, progress.total_bytes))
         parts = [f"{format_size(progress.done_bytes)} of {format_size(progress.total_bytes)}"]
         if progress.speed_bps:
@@ -331,8 +460,30 @@ class FirstRunPage(QWidget):
         self.status_label.setText(" · ".join(parts))
 
     def _show_hub_warning(self, message: str) -> None:
-        if self._busy:
-            self.status_label.setText(f"The model hub is not answering as it should: {message}")
+        """The hub did not answer and will be asked again: say so in words, with a countdown.
+
+        The technical reason is in the log (the hub logs it); the way out is on the buttons: Cancel, or a folder.
+        """
+        if not self._busy:
+            return
+        delay = _RETRY_DELAY.search(message)
+        if delay is None:
+            return  # a warning that is not about a retry: the log has it
+        self._retry_at = time.monotonic() + float(delay.group(1))
+        self._retry_timer.start()
+        self._show_retry_countdown()
+
+    def _show_retry_countdown(self) -> None:
+        seconds = max(0, round(self._retry_at - time.monotonic()))
+        if seconds == 0:
+            self._retry_timer.stop()
+            self.status_label.setText("Can't reach the model hub. Trying again now…")
+            return
+        self.status_label.setText(f"Can't reach the model hub. Trying again in {seconds} s… "
+                                  "Press Cancel to stop, or use a folder that already holds the model.")
+
+    def _stop_retry_countdown(self) -> None:
+        self._retry_timer.stop()
 
     def _failed(self, exc: Exception, during_download: bool = False) -> None:
         """Say what went wrong; Retry plans again (and downloads again if that is what failed)."""
@@ -344,15 +495,18 @@ class FirstRunPage(QWidget):
             log.error("first-run step failed", exc_info=exc)
             message = f"Something went wrong ({type(exc).__name__}). The details are in the log."
         self.status_label.setText(message)
+        if self._plan is None:
+            self.size_label.setText("Not known: the model hub has not said")
         self._retry_downloads = during_download
         self._set_buttons(download=self._plan is not None and not during_download, cancel=False,
                           retry=self._plan is None or during_download)
 
-    def _set_buttons(self, download: bool, cancel: bool, retry: bool) -> None:
+    def _set_buttons(self, download: bool, cancel: bool, retry: bool, folder: bool = True) -> None:
         self.download_button.setEnabled(download)
         self.cancel_button.setEnabled(cancel)
         self.retry_button.setVisible(retry)
-        self.folder_button.setEnabled(not cancel)
+        self.folder_button.setEnabled(folder)
+        self._arrange_buttons()
 
     @staticmethod
     def _permille(done: float, total: float) -> int:

@@ -23,18 +23,27 @@ def _svg_text(name: str) -> str:
 
 
 class _SvgIconEngine(QIconEngine):
-    """Renders one SVG sharp at every size; `currentColor` becomes the palette's text colour."""
+    """Renders one SVG sharp at every size; `currentColor` becomes `color`, or else the palette's text colour at
+    the moment it is drawn, so a theme change redraws every such icon in the new colours."""
 
-    def __init__(self, name: str, color: QColor, disabled: QColor):
+    def __init__(self, name: str, color: QColor | None = None):
         super().__init__()
-        self._name, self._color, self._disabled = name, QColor(color), QColor(disabled)
-        text = _svg_text(name)
-        self._normal = QSvgRenderer(QByteArray(text.replace("currentColor", color.name()).encode()))
-        self._greyed = QSvgRenderer(QByteArray(text.replace("currentColor", disabled.name()).encode()))
+        self._name, self._color = name, QColor(color) if color is not None else None
+        self._renderers: dict[str, QSvgRenderer] = {}
+
+    def _renderer(self, mode: QIcon.Mode) -> QSvgRenderer:
+        palette = QGuiApplication.palette()
+        if mode == QIcon.Mode.Disabled:
+            color = palette.color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.WindowText)
+        else:
+            color = self._color or palette.color(QPalette.ColorRole.WindowText)
+        key = color.name()
+        if key not in self._renderers:
+            self._renderers[key] = QSvgRenderer(QByteArray(_svg_text(self._name).replace("currentColor", key).encode()))
+        return self._renderers[key]
 
     def paint(self, painter: QPainter, rect: QRect, mode: QIcon.Mode, state: QIcon.State) -> None:
-        renderer = self._greyed if mode == QIcon.Mode.Disabled else self._normal
-        renderer.render(painter, QRectF(rect))
+        self._renderer(mode).render(painter, QRectF(rect))
 
     def pixmap(self, size: QSize, mode: QIcon.Mode, state: QIcon.State) -> QPixmap:
         return self.scaledPixmap(size, mode, state, 1.0)
@@ -49,15 +58,12 @@ class _SvgIconEngine(QIconEngine):
         return pixmap
 
     def clone(self) -> QIconEngine:
-        return _SvgIconEngine(self._name, self._color, self._disabled)
+        return _SvgIconEngine(self._name, self._color)
 
 
 def icon(name: str, color: QColor | None = None) -> QIcon:
-    """The icon `resources/icons/<name>.svg` in `color` (default: the current palette's text colour)."""
-    palette = QGuiApplication.palette()
-    color = color or palette.color(QPalette.ColorRole.WindowText)
-    disabled = palette.color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.WindowText)
-    return QIcon(_SvgIconEngine(name, color, disabled))
+    """The icon `resources/icons/<name>.svg` in `color` (default: the palette's text colour whenever it is drawn)."""
+    return QIcon(_SvgIconEngine(name, color))
 
 
 def app_icon() -> QIcon:

@@ -34,6 +34,9 @@ DTYPES = [("auto", "Automatic"), ("float32", "float32 (exact, most memory)"),
           ("bfloat16", "bfloat16"), ("float16", "float16")]
 
 
+MAX_ANSWER_TOKENS = 4096  # Xmodel-VLM's context: no answer can be longer than what the model reads at once
+
+
 def config_dir() -> Path:
     return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
 
@@ -53,6 +56,7 @@ class Settings:
     hub_endpoint: str = ""
     download_started: bool = False  # a download was under way when the app last closed: resume it
     window_geometry: str = ""  # QWidget.saveGeometry(), base64
+    theme: str = "system"  # "system", "light" or "dark" (View > Theme)
 
     def model_changed(self, other: Settings) -> bool:
         """Whether going from `self` to `other` needs the model loaded again."""
@@ -125,7 +129,8 @@ class AppSettings:
 class SettingsDialog(QDialog):
     """Edits a copy of the settings; `result_settings()` gives the edited copy after exec()."""
 
-    def __init__(self, settings: Settings, devices: list[tuple[str, str]], parent: QWidget | None = None):
+    def __init__(self, settings: Settings, devices: list[tuple[str, str]], parent: QWidget | None = None,
+                 context_length: int = MAX_ANSWER_TOKENS):
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self.setMinimumWidth(520)
@@ -174,7 +179,8 @@ class SettingsDialog(QDialog):
         self.top_p_spin.setAccessibleName("Top-p")
 
         self.max_tokens_spin = QSpinBox()
-        self.max_tokens_spin.setRange(1, 8192)
+        self.max_tokens_spin.setRange(1, context_length)
+        self.max_tokens_spin.setToolTip(f"At most {context_length} tokens: the most the model reads and writes at once")
         self.max_tokens_spin.setValue(settings.max_new_tokens)
         self.max_tokens_spin.setAccessibleName("Longest answer in tokens")
 
@@ -190,7 +196,9 @@ class SettingsDialog(QDialog):
 
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        form.addRow("&Model:", model_row)
+        model_label = QLabel("&Model:")  # a row of two widgets has no buddy of its own: Alt+M goes to the field
+        model_label.setBuddy(self.model_edit)
+        form.addRow(model_label, model_row)
         form.addRow("&Vision tower:", self.tower_edit)
         form.addRow("&Device:", self.device_combo)
         form.addRow("&Precision:", self.dtype_combo)

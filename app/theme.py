@@ -1,8 +1,56 @@
-"""The app's style sheet, derived from the system palette so light and dark schemes both look right."""
+"""The app's colours: the system's scheme, or light or dark as chosen, and a style sheet derived from the palette.
+
+Many Linux desktops do not tell Qt about their dark mode, hence View > Theme. A chosen theme is a whole palette
+set on the application; "system" clears it, so Qt's own (the platform's, or Fusion's) comes back.
+"""
 
 from __future__ import annotations
 
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
+
+THEMES = {"system": "&System", "light": "&Light", "dark": "&Dark"}  # setting value -> View > Theme menu text
+
+# Role -> (light, dark). Disabled text is derived below.
+_COLOURS = {
+    QPalette.ColorRole.Window: ("#f3f3f3", "#26272b"),
+    QPalette.ColorRole.WindowText: ("#1f1f1f", "#e6e6e6"),
+    QPalette.ColorRole.Base: ("#ffffff", "#1d1e21"),
+    QPalette.ColorRole.AlternateBase: ("#f6f6f6", "#2a2b30"),
+    QPalette.ColorRole.Text: ("#1f1f1f", "#e6e6e6"),
+    QPalette.ColorRole.Button: ("#f0f0f0", "#34353a"),
+    QPalette.ColorRole.ButtonText: ("#1f1f1f", "#e6e6e6"),
+    QPalette.ColorRole.BrightText: ("#ffffff", "#ffffff"),
+    QPalette.ColorRole.Highlight: ("#2f6fd6", "#4d8fef"),
+    QPalette.ColorRole.HighlightedText: ("#ffffff", "#ffffff"),
+    QPalette.ColorRole.Link: ("#1f5fbf", "#7fb0ff"),
+    QPalette.ColorRole.ToolTipBase: ("#ffffe1", "#3a3b40"),
+    QPalette.ColorRole.ToolTipText: ("#1f1f1f", "#e6e6e6"),
+    QPalette.ColorRole.PlaceholderText: ("#7a7a7a", "#8d8e93"),
+    QPalette.ColorRole.Light: ("#ffffff", "#45464c"),
+    QPalette.ColorRole.Midlight: ("#e3e3e3", "#3a3b40"),
+    QPalette.ColorRole.Mid: ("#b8b8b8", "#2f3034"),
+    QPalette.ColorRole.Dark: ("#9f9f9f", "#18191c"),
+    QPalette.ColorRole.Shadow: ("#767676", "#0b0b0c"),
+}
+
+
+def palette_for(theme: str) -> QPalette | None:
+    """The palette of a chosen theme ("light" or "dark"); None for "system" (or anything unknown)."""
+    if theme not in ("light", "dark"):
+        return None
+    column = 1 if theme == "dark" else 0
+    palette = QPalette()
+    for role, colours in _COLOURS.items():
+        palette.setColor(role, QColor(colours[column]))
+    disabled = QColor(_COLOURS[QPalette.ColorRole.PlaceholderText][column])
+    for role in (QPalette.ColorRole.WindowText, QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText):
+        palette.setColor(QPalette.ColorGroup.Disabled, role, disabled)
+    return palette
+
+
+def use_theme(theme: str) -> None:
+    """Colour the whole application as `theme` says, at once ("system": as the desktop does)."""
+    QGuiApplication.setPalette(palette_for(theme) or QPalette())
 
 
 def is_dark(palette: QPalette | None = None) -> bool:
@@ -38,6 +86,9 @@ def style_sheet(palette: QPalette | None = None) -> str:
     QLabel#footer {{ color: {muted}; font-size: 8.5pt; }}
     QLabel#footer[error="true"] {{ color: {error}; font-size: 9pt; }}
     QLabel#emptyState {{ color: {muted}; }}
+    QLabel#contextNotice {{ color: {muted}; font-size: 8.5pt; font-style: italic; }}
+    QFrame#userMessage[unseen="true"] QLabel, QFrame#assistantMessage[unseen="true"] QTextBrowser {{
+        color: {_mix(text, base, 0.55)}; }}
     QFrame#composer {{ background: {base.name()}; border-top: 1px solid {border}; }}
     QPlainTextEdit {{ background: {_mix(base, text, 0.04)}; border: 1px solid {border}; border-radius: 10px; }}
     QPlainTextEdit:focus {{ border: 1px solid {accent.name()}; }}

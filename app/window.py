@@ -8,9 +8,10 @@ import logging
 import threading
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QByteArray, QSize, Qt, QTimer, QUrl, Signal, qVersion
 from PySide6.QtGui import (
     QAction,
+    QActionGroup,
     QCloseEvent,
     QDesktopServices,
     QDragEnterEvent,
@@ -34,6 +35,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from xvlm_core import __version__
 
 from app import APP_NAME
 from app.chat_controller import DONE, FAILED, INTERRUPTED, STOPPED, ChatController, ModelPhase
@@ -43,9 +45,9 @@ from app.conversation_view import ConversationView
 from app.first_run import FirstRunPage, HubDownloads
 from app.history.service import History
 from app.icons import app_icon, icon
-from app.settings import AppSettings, Settings, SettingsDialog, SettingsFile
+from app.settings import MAX_ANSWER_TOKENS, AppSettings, Settings, SettingsDialog, SettingsFile
 from app.startup import ModelStartup
-from app.theme import style_sheet
+from app.theme import THEMES, style_sheet, use_theme
 from app.transfer_bar import TransferBar
 from app.worker import ModelThread, ModelWorker
 
@@ -133,7 +135,7 @@ class MainWindow(QMainWindow):
         self.setWindowIcon(app_icon())
         self.setAcceptDrops(True)
         self.resize(DEFAULT_SIZE)
-        self.setMinimumSize(QSize(520, 420))
+        self.setMinimumSize(QSize(520, 400))  # the first-run page and the chat both work at 600x400
 
         self.controller = ChatController(self.app_settings, self.history)
         self.worker = worker or ModelWorker()
@@ -192,6 +194,7 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._build_menus()
         self._connect()
+        use_theme(self.settings.theme)
         self.apply_theme()
         # The palette follows the scheme a moment later; restyle once it has.
         QGuiApplication.styleHints().colorSchemeChanged.connect(lambda _scheme: QTimer.singleShot(0, self.apply_theme))
@@ -255,6 +258,18 @@ class MainWindow(QMainWindow):
         chat_menu.addAction(self.regenerate_action)
         chat_menu.addAction(self.copy_answer_action)
 
+        view_menu = menu.addMenu("&View")
+        theme_menu = view_menu.addMenu("&Theme")
+        self.theme_actions: dict[str, QAction] = {}
+        themes = QActionGroup(self)
+        for theme, text in THEMES.items():
+            action = self._action(text, lambda theme=theme: self.set_theme(theme))
+            action.setCheckable(True)
+            action.setChecked(theme == self.settings.theme)
+            themes.addAction(action)
+            theme_menu.addAction(action)
+            self.theme_actions[theme] = action
+
         model_menu = menu.addMenu("&Model")
         self.settings_action = self._action("&Settings…", self.open_settings, QKeySequence("Ctrl+,"), "settings")
         self.settings_action.setMenuRole(QAction.MenuRole.PreferencesRole)
@@ -307,6 +322,14 @@ class MainWindow(QMainWindow):
     def apply_theme(self) -> None:
         self.setStyleSheet(style_sheet())
         self.composer.set_busy(self.composer.busy)  # its icons take the new colours
+        self.banner.icon_label.setPixmap(icon("warning").pixmap(QSize(20, 20)))
+
+    def set_theme(self, theme: str) -> None:
+        """View > Theme: colour the app at once and remember the choice."""
+        use_theme(theme)
+        self.theme_actions[theme].setChecked(True)
+        self._update_settings(theme=theme)
+        self.apply_theme()
 
     # -- start-up ------------------------------------------------------------------------------------------
 
@@ -510,7 +533,8 @@ class MainWindow(QMainWindow):
         self.devices = [tuple(device) for device in devices]
 
     def open_settings(self) -> None:
-        dialog = SettingsDialog(self.settings, self.devices, self)
+        context = int(self.controller.model_summary.get("context_length", MAX_ANSWER_TOKENS))
+        dialog = SettingsDialog(self.settings, self.devices, self, context_length=context)
         if dialog.exec() != SettingsDialog.DialogCode.Accepted:
             return
         self.apply_settings(dialog.result_settings())
@@ -531,14 +555,51 @@ class MainWindow(QMainWindow):
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.history.notice.folder)))
 
     def open_log_folder(self) -> None:
-        if self.log_dir is not None:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.log_dir)))
+        """Show the log folder in the file manager; where none opens it, show its path with a Copy button."""
+        if self.log_dir is None:
+            return
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.log_dir))):
+            return
+        box = QMessageBox(QMessageBox.Icon.Information, "Log folder",
+                          "No file manager could open the log folder. It is here:", parent=self)
+        box.setInformativeText(str(self.log_dir))
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        copy = box.addButton("&Copy Path", QMessageBox.ButtonRole.ActionRole)
+        copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(str(self.log_dir)))
+        box.addButton(QMessageBox.StandardButton.Close)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.log_folder_box = box
+        box.open()
+
+    def about_text(self) -> str:
+        """Help > About: the version, the model in use and where it comes from, the licences."""
+        summary = self.controller.model_summary
+        if summary:
+            model = (f"{html.escape(display_model_name(str(summary.get('name', ''))))} on "
+                     f"{html.escape(str(summary.get('device', '')))} ({html.escape(str(summary.get('dtype', '')))})")
+        else:
+            model = "none loaded yet"
+        return (
+            f"<h3>{APP_NAME} {__version__}</h3>"
+            "<p>Chat about images with the Xmodel-VLM vision-language model, locally on this computer.</p>"
+            f"<p><b>Model in use:</b> {model}<br>"
+            "Xmodel-VLM is made by XiaoduoAILab "
+            "(<a href='https://huggingface.co/XiaoduoAILab/Xmodel_VLM'>its page</a> gives its licence); it sees "
+            "through OpenAI's CLIP ViT-L/14-336.</p>"
+            f"<p><b>Licence:</b> {APP_NAME} is free software under the Apache License 2.0. "
+            f"It uses Qt {qVersion()} through PySide6 (LGPLv3), PyTorch and Hugging Face transformers.</p>"
+        )
 
     def show_about(self) -> None:
-        QMessageBox.about(self, f"About {APP_NAME}",
-                          f"<h3>{APP_NAME}</h3><p>Chat about images with the Xmodel-VLM vision-language model, "
-                          "locally on this computer.</p>")
+        box = QMessageBox(QMessageBox.Icon.NoIcon, f"About {APP_NAME}", self.about_text(),
+                          QMessageBox.StandardButton.Close, self)
+        box.setIconPixmap(app_icon().pixmap(QSize(64, 64)))
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.about_box = box
+        box.open()
 
     # -- closing -------------------------------------------------------------------------------------------
 

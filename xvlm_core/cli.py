@@ -179,14 +179,15 @@ def cmd_chat(args: argparse.Namespace) -> int:
             return 0
         if not line:
             continue
-        if line in ("/quit", "/exit"):
+        command, _, argument = line.partition(" ")
+        if command in ("/quit", "/exit"):
             return 0
-        if line == "/new":
+        if command == "/new":
             messages, pending_image = [], None
             print("(new chat)")
             continue
-        if line.startswith("/image"):
-            candidate = line.removeprefix("/image").strip()
+        if command == "/image":
+            candidate = argument.strip()
             try:
                 load_image(candidate)
             except XvlmError as exc:
@@ -194,6 +195,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 continue
             pending_image = candidate
             print(f"(attached {candidate})")
+            continue
+        if line.startswith("//"):
+            line = line[1:]  # a message that begins with "/": written "//..."
+        elif line.startswith("/"):
+            print(f"error: there is no command {command}; the commands are /image FILE, /new and /quit. "
+                  "To send a message that begins with /, write // instead.")
             continue
         messages.append(Message("user", line, [pending_image] if pending_image else []))
         pending_image = None

@@ -67,7 +67,8 @@ def open_image(source: str | Path | bytes, name: str | None = None) -> tuple[Ima
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image file (or not a PNG, JPEG, GIF, BMP, WebP or TIFF).") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{name}: the image is too large to open safely.") from None
+        raise ImageError(f"{name}: the image is too large to open safely "
+                         f"(at most {MAX_IMAGE_PIXELS // 1_000_000} megapixels).") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{name}: the image is truncated or damaged ({exc}).") from None
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFileDialog
+from PySide6.QtWidgets import QApplication, QFileDialog, QWidget
 from test_window import ask, wait_answered, wait_ready
 
+from app.first_run import HubDownloads
 from app.settings import SettingsFile
 from app.worker import ModelWorker
 
@@ -78,6 +81,7 @@ def test_cancel_pauses_and_download_continues_where_it_stopped(qtbot, make_windo
     click(qtbot, page.cancel_button)
     qtbot.waitUntil(lambda: page.status_label.text().startswith("Paused"), timeout=5_000)
     assert page.download_button.isEnabled() and not page.cancel_button.isEnabled()
+    assert page.download_button.text() == "&Resume"
     assert window.first_run.isVisible()
 
     hub_server.bytes_per_s = None
@@ -176,14 +180,139 @@ def test_a_missing_folder_named_on_the_command_line_is_a_load_error_not_a_downlo
     assert not window.first_run.isVisible()
 
 
-def test_while_the_hub_does_not_answer_the_page_says_so(qtbot, make_window, hub_server, app_settings, monkeypatch):
+def test_while_the_hub_does_not_answer_local_facts_show_and_cancel_works(
+        qtbot, make_window, hub_server, app_settings, monkeypatch):
     from xvlm_core import hub
 
     monkeypatch.setattr(hub, "RETRY", hub.RetryPolicy(attempts=3, first_delay_s=0.4, max_delay_s=0.4))
     hub_server.stop()
     window = make_window(settings=replace(app_settings, model=""), model="")
     page = window.first_run
-    qtbot.waitUntil(lambda: "not answering" in page.status_label.text(), timeout=10_000)
-    assert "trying again" in page.status_label.text()
-    qtbot.waitUntil(lambda: page.retry_button.isVisible(), timeout=10_000)
-    assert "not answering" not in page.status_label.text()
+    qtbot.waitUntil(lambda: page.status_label.text().startswith("Can't reach the model hub. Trying again"),
+                    timeout=10_000)
+    assert "Error" not in page.status_label.text() and "Errno" not in page.status_label.text()
+    assert page.destination_label.text() == str(hub.default_cache_dir())
+    assert page.free_label.text().endswith("GB")
+    assert "Xmodel-VLM" in page.what_label.text()
+    assert page.cancel_button.isEnabled() and page.folder_button.isEnabled()
+    qtbot.waitUntil(lambda: page.retry_button.isVisible(), timeout=10_000)  # retries spent: the hub's sentence
+    assert "Trying again" not in page.status_label.text()
+
+
+def test_cancel_while_the_hub_is_retrying_stops_asking_at_once(qtbot, make_window, hub_server, app_settings,
+                                                               monkeypatch):
+    from xvlm_core import hub
+
+    monkeypatch.setattr(hub, "RETRY", hub.RetryPolicy(attempts=3, first_delay_s=3.0, max_delay_s=3.0))
+    hub_server.stop()
+    window = make_window(settings=replace(app_settings, model=""), model="")
+    page = window.first_run
+    qtbot.waitUntil(lambda: "Trying again in" in page.status_label.text(), timeout=10_000)
+    click(qtbot, page.cancel_button)
+    assert page.status_label.text().startswith("Stopped asking the model hub")
+    assert page.retry_button.isVisible() and not page.cancel_button.isEnabled()
+    assert page.size_label.text() == "Not known: the model hub has not said"
+    hub_server.start()
+    click(qtbot, page.retry_button)
+    wait_plan(qtbot, window)
+    assert page.size_label.text() == "17.6 MB"
+
+
+class ScriptedDownloads(HubDownloads):
+    """The hub calls, answering as a test says: plan blocks, fails or answers; download reports and waits."""
+
+    def __init__(self) -> None:
+        self.plan_released = threading.Event()
+        self.plan_error: Exception | None = None
+        self.downloading = threading.Event()
+
+    def destination(self) -> Path:
+        return Path("/home/someone/.cache/huggingface/hub")
+
+    def spec(self, name: str):
+        from xvlm_core import hub
+
+        return hub.DEFAULT_MODEL
+
+    def installed_folder(self, spec):
+        return None
+
+    def plan(self, spec, endpoint):
+        self.plan_released.wait(30)
+        if self.plan_error is not None:
+            raise self.plan_error
+        files = [SimpleNamespace(repo_id=repo.repo_id) for repo in spec.repos for _ in range(4)]
+        return SimpleNamespace(spec=spec, files=files, total_bytes=2_043_000_000, missing_bytes=2_043_000_000,
+                               destination=self.destination(), free_bytes=51_200_000_000, enough_space=True,
+                               needed_bytes=2_243_000_000)
+
+    def download(self, plan, on_progress, cancel, endpoint):
+        from xvlm_core import hub
+
+        on_progress(SimpleNamespace(done_bytes=700_000_000, total_bytes=plan.total_bytes, speed_bps=12_500_000,
+                                    eta_s=107.0, current_file="model.safetensors"))
+        self.downloading.set()
+        cancel.wait(30)
+        raise hub.DownloadCancelled()
+
+
+def clipped_widgets(page) -> list[str]:
+    """Widgets on the card shown smaller than they ask to be (wrapped text: taller than its height)."""
+    problems = []
+    for widget in [page.card, *page.card.findChildren(QWidget)]:
+        if not widget.isVisibleTo(page):
+            continue
+        size, hint = widget.size(), widget.sizeHint()
+        if widget.hasHeightForWidth():
+            fits = widget.heightForWidth(size.width()) <= size.height()
+            fits = fits and widget.minimumSizeHint().width() <= size.width()
+        else:
+            fits = hint.width() <= size.width() and hint.height() <= size.height()
+        if not fits:
+            name = getattr(widget, "text", lambda: "")() or widget.objectName() or type(widget).__name__
+            problems.append(f"{name}: {size.width()}x{size.height()} < hint {hint.width()}x{hint.height()}")
+    viewport = page.scroll_area.viewport()
+    right = page.card.mapTo(viewport, page.card.rect().bottomRight()).x()
+    if right > viewport.width():
+        problems.append(f"the card reaches {right} px, beyond the {viewport.width()} px page")
+    return problems
+
+
+def test_the_page_is_not_squashed_in_any_state_at_the_default_size_or_at_600x400(qtbot, make_window, app_settings):
+    downloads = ScriptedDownloads()
+    window = make_window(settings=replace(app_settings, model=""), model="", downloads=downloads)
+    page = window.first_run
+    qtbot.waitUntil(lambda: page.isVisible() and page.status_label.text().startswith("Checking"), timeout=5_000)
+    widths: set[int] = set()
+
+    def check(state: str) -> None:
+        for size in ((1100, 780), (600, 400)):
+            window.resize(*size)
+            qtbot.waitUntil(lambda size=size: (window.width(), window.height()) == size, timeout=5_000)
+            QApplication.processEvents()
+            assert clipped_widgets(page) == [], (state, size)
+            if size == (1100, 780):
+                widths.add(page.card.width())
+
+    check("checking")
+    assert page.cancel_button.isEnabled()
+    downloads.plan_released.set()
+    wait_plan(qtbot, window)
+    check("ready")
+    click(qtbot, page.download_button)
+    qtbot.waitUntil(lambda: "left" in page.status_label.text(), timeout=5_000)
+    check("downloading")
+    click(qtbot, page.cancel_button)
+    qtbot.waitUntil(lambda: page.status_label.text().startswith("Paused"), timeout=5_000)
+    assert page.download_button.text() == "&Resume"
+    check("cancelled")
+    from xvlm_core import hub
+
+    downloads.plan_error = hub.DownloadError("Cannot reach the model hub at huggingface.co (ConnectError, 6 tries). "
+                                             "Check your connection and proxy settings, or use a mirror.",
+                                             "unreachable")
+    page.endpoint_edit.setText("https://hf-mirror.com")
+    page.endpoint_edit.editingFinished.emit()
+    qtbot.waitUntil(lambda: page.retry_button.isVisible(), timeout=5_000)
+    check("failed")
+    assert len(widths) == 1  # the card keeps its width from state to state

@@ -1,0 +1,60 @@
+"""A chat that outgrows the model's context: the answer says which messages were left out, and they are dimmed."""
+
+from __future__ import annotations
+
+from fakes import FakeSession, fake_load
+from PySide6.QtGui import QPalette
+from test_window import ask, wait_answered
+
+from app.worker import ModelWorker
+
+
+class ForgetfulSession(FakeSession):
+    """Answers like FakeSession; from the third question on, its stats say the first two messages were left out."""
+
+    def answer(self, messages, settings, system, cancel):
+        answer = super().answer(messages, settings, system, cancel)
+        if len(messages) >= 5:
+            answer.stats.values["dropped_messages"] = 2
+        return answer
+
+
+def test_left_out_messages_are_told_above_the_answer_and_dimmed(qtbot, make_window):
+    window = make_window(ModelWorker(load=fake_load(), session_factory=lambda _loaded: ForgetfulSession(["ok"])))
+    for question in ("First question", "Second question", "Third question"):
+        ask(qtbot, window, question)
+        wait_answered(qtbot, window)
+
+    widgets = window.view.widgets
+    assert [widget.context_notice.isVisible() for widget in widgets] == [False] * 5 + [True]
+    assert widgets[-1].context_notice.text() == "The first 2 messages no longer fit and were left out."
+    assert [widget.unseen for widget in widgets] == [True, True, False, False, False, False]
+    role = QPalette.ColorRole.WindowText
+    dimmed, plain = widgets[0].label.palette().color(role), widgets[2].label.palette().color(role)
+    assert dimmed != plain
+    answer_role = QPalette.ColorRole.Text
+    assert widgets[1].body.palette().color(answer_role) != widgets[3].body.palette().color(answer_role)
+    assert "no longer sees" in widgets[0].toolTip()
+
+
+def test_a_reopened_chat_still_shows_what_was_left_out(qtbot, make_window, tmp_path):
+    from app.history.service import open_history
+
+    window = make_window(ModelWorker(load=fake_load(), session_factory=lambda _loaded: ForgetfulSession(["ok"])),
+                         history=open_history(tmp_path / "chats.sqlite3"))
+    for question in ("First question", "Second question", "Third question"):
+        ask(qtbot, window, question)
+        wait_answered(qtbot, window)
+    chat_id = window.controller.chat_id
+    window.new_chat()
+    window.open_chat(chat_id)
+    assert window.view.widgets[-1].context_notice.text() == "The first 2 messages no longer fit and were left out."
+    assert [widget.unseen for widget in window.view.widgets] == [True, True, False, False, False, False]
+
+
+def test_a_short_chat_has_no_notice(qtbot, make_window):
+    window = make_window(ModelWorker(load=fake_load(), session_factory=lambda _loaded: FakeSession(["ok"])))
+    ask(qtbot, window, "Hi")
+    wait_answered(qtbot, window)
+    assert not window.view.widgets[-1].context_notice.isVisible()
+    assert not any(widget.unseen for widget in window.view.widgets)

@@ -1,0 +1,61 @@
+"""View > Theme: System / Light / Dark, applied at once to the whole window and its icons, and remembered."""
+
+from __future__ import annotations
+
+import json
+
+from fakes import FakeSession, fake_load
+from PySide6.QtCore import QSize
+from PySide6.QtGui import QGuiApplication, QPalette
+from PySide6.QtWidgets import QApplication
+from test_window import ask, wait_answered
+
+from app.settings import SettingsFile
+from app.worker import ModelWorker
+
+
+def icon_lightness(icon) -> int:
+    """The lightness of the icon's strokes: its darkest or lightest opaque pixel, whichever differs from mid-grey."""
+    image = icon.pixmap(QSize(24, 24)).toImage()
+    values = [image.pixelColor(x, y).lightness() for x in range(image.width()) for y in range(image.height())
+              if image.pixelColor(x, y).alpha() > 200]
+    assert values, "the icon drew nothing"
+    return max(values, key=lambda value: abs(value - 128))
+
+
+def test_dark_then_light_then_system_recolours_the_window_and_its_icons_and_is_remembered(
+        qtbot, make_window, tmp_path):
+    system_window = QGuiApplication.palette().color(QPalette.ColorRole.Window).name()
+    window = make_window(ModelWorker(load=fake_load(), session_factory=lambda _loaded: FakeSession(["hello"])))
+    ask(qtbot, window, "Hi")
+    wait_answered(qtbot, window)
+    copy_button = window.view.widgets[-1].copy_button
+
+    window.theme_actions["dark"].trigger()
+    QApplication.processEvents()
+    assert QGuiApplication.palette().color(QPalette.ColorRole.Window).lightness() < 60
+    assert window.view.palette().color(QPalette.ColorRole.Base).lightness() < 60
+    assert icon_lightness(copy_button.icon()) > 180  # light strokes on the dark background
+    assert icon_lightness(window.regenerate_action.icon()) > 180
+    assert window.theme_actions["dark"].isChecked() and not window.theme_actions["system"].isChecked()
+    assert json.loads((tmp_path / "settings.json").read_text())["theme"] == "dark"
+
+    window.theme_actions["light"].trigger()
+    QApplication.processEvents()
+    assert QGuiApplication.palette().color(QPalette.ColorRole.Window).lightness() > 200
+    assert icon_lightness(copy_button.icon()) < 80
+
+    window.theme_actions["system"].trigger()
+    assert QGuiApplication.palette().color(QPalette.ColorRole.Window).name() == system_window
+    assert SettingsFile(tmp_path / "settings.json").load().theme == "system"
+
+
+def test_the_chosen_theme_is_used_from_the_start(qtbot, make_window, app_settings, tmp_path):
+    from dataclasses import replace
+
+    window = make_window(settings=replace(app_settings, theme="dark"), start=False)
+    try:
+        assert QGuiApplication.palette().color(QPalette.ColorRole.Window).lightness() < 60
+        assert window.theme_actions["dark"].isChecked()
+    finally:
+        window.set_theme("system")
