@@ -298,7 +298,7 @@ def _assign(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> No
     if missing:
         raise CheckpointError(f"{where}: {len(missing)} weights are missing (first: {missing[0]}).")
     if unexpected:
-        raise CheckpointError(f"{where}: unexpected weights (first: {unexpected[0]}).")
+        raise CheckpointError(f"{where}: weights the model does not have (first: {unexpected[0]}).")
     for key, tensor in state.items():
         if tuple(tensor.shape) != tuple(expected[key].shape):
             raise CheckpointError(
