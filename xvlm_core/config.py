@@ -203,6 +203,22 @@ def select_layer_count(vision: VisionConfig, tower_layers: int) -> int:
     return kept
 
 
+def check_tower_config(vision: dict[str, Any], path: Path) -> None:
+    """Validate the fields of a CLIP tower's config that shape the network, naming file, field and value."""
+    hidden = _integer(vision, "hidden_size", path, 768)
+    heads = _integer(vision, "num_attention_heads", path, 12, high=hidden)
+    if hidden % heads:
+        raise ConfigError(f"{path}: hidden_size {hidden} is not divisible by num_attention_heads {heads}.")
+    _integer(vision, "intermediate_size", path, 3072, high=8 * _MAX_WIDTH)
+    _integer(vision, "num_hidden_layers", path, 12, high=_MAX_LAYERS)
+    _integer(vision, "num_channels", path, 3, low=3, high=3)
+    image_size = _integer(vision, "image_size", path, 224, high=_MAX_IMAGE_SIDE)
+    patch_size = _integer(vision, "patch_size", path, 32, high=image_size)
+    if image_size % patch_size:
+        raise ConfigError(f"{path}: image_size {image_size} is not a multiple of patch_size {patch_size}.")
+    _positive_number(vision, "layer_norm_eps", path, 1e-5)
+
+
 @dataclass(frozen=True)
 class PreprocessorValues:
     """The fields of a tower's preprocessor_config.json that image preprocessing uses, checked."""

@@ -14,7 +14,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from xvlm_core import checkpoint, hub
 from xvlm_core.checkpoint import EMBEDDED_TOWER_PREFIX, PROJECTOR_PREFIX
-from xvlm_core.config import IMAGE_TOKEN_INDEX, XvlmConfig, load_config, read_json_object
+from xvlm_core.config import IMAGE_TOKEN_INDEX, XvlmConfig, check_tower_config, load_config, read_json_object
 from xvlm_core.device import dtype_name, memory_in_use_mb, pick_device, pick_dtype
 from xvlm_core.errors import CheckpointError, ConfigError, XvlmError
 from xvlm_core.projector import build_projector
@@ -133,6 +133,7 @@ def read_clip_config(folder: Path) -> CLIPVisionConfig:
         "clip",
     ):
         raise CheckpointError(f"{path}: not a CLIP vision tower config.")
+    check_tower_config(vision, path)
     fields = {key: value for key, value in vision.items() if key in CLIPVisionConfig().to_dict()}
     return CLIPVisionConfig(**fields)
 

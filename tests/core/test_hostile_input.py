@@ -53,6 +53,16 @@ PREPROCESSOR_CASES = {
 }
 
 
+# (the vision tower's config.json change, what the message must name besides the file)
+TOWER_CASES = {
+    "zero heads": ({"num_attention_heads": 0}, "'num_attention_heads' is 0"),
+    "string width": ({"hidden_size": "wide"}, "'hidden_size' is 'wide'"),
+    "patch larger than image": ({"patch_size": 500}, "'patch_size' is 500"),
+    "uneven patches": ({"patch_size": 13}, "patch_size 13"),
+    "list epsilon": ({"layer_norm_eps": [1e-5]}, "'layer_norm_eps' is [1e-05]"),
+}
+
+
 def link_copy(source: Path, target: Path) -> Path:
     """A checkpoint folder whose files link to `source`'s, ready to have one file replaced."""
     target.mkdir()
@@ -114,6 +124,17 @@ def test_bad_preprocessor_value_is_named_by_the_api_and_the_command(capsys, brok
     assert_for_people(str(error.value), str(tower / "preprocessor_config.json"), named)
     assert main(["ask", "--model", str(tiny_model_dir), "--vision-tower", str(tower), "hi"]) == 1
     assert_for_people(capsys.readouterr().err, str(tower / "preprocessor_config.json"), named)
+
+
+@pytest.mark.parametrize("case", list(TOWER_CASES))
+def test_bad_tower_config_value_is_named(capsys, tmp_path, tiny_model_dir, tiny_tower_dir, case):
+    change, named = TOWER_CASES[case]
+    tower = with_changed_json(tiny_tower_dir, tmp_path / "tower", "config.json", change)
+    with pytest.raises(XvlmError) as error:
+        load_model(str(tiny_model_dir), vision_tower=str(tower), dtype="float32")
+    assert_for_people(str(error.value), str(tower / "config.json"), named)
+    assert main(["ask", "--model", str(tiny_model_dir), "--vision-tower", str(tower), "hi"]) == 1
+    assert_for_people(capsys.readouterr().err, str(tower / "config.json"), named)
 
 
 @pytest.mark.parametrize("field", ["temperature", "top_p", "repetition_penalty"])
