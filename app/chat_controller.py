@@ -10,25 +10,16 @@ from __future__ import annotations
 
 import enum
 import itertools
-import logging
-import sqlite3
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from PySide6.QtCore import QObject, Signal
-from xvlm_core.errors import XvlmError
 
-from app.settings import Settings
-from app.store import auto_title
+from app.history.records import auto_title
+from app.history.service import History
+from app.settings import AppSettings, Settings
 from app.worker import AnswerRequest, LoadRequest, ModelWorker, Turn
-
-if TYPE_CHECKING:
-    from app.store import ChatStore
-
-log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class ModelPhase(enum.Enum):
@@ -39,11 +30,14 @@ class ModelPhase(enum.Enum):
 
 
 # Assistant message statuses; only "waiting" and "streaming" belong to an answer in flight.
-WAITING, STREAMING, DONE, STOPPED, FAILED = "waiting", "streaming", "done", "stopped", "failed"
-# How the store names them, and back ("interrupted": the app stopped while it streamed).
+# "interrupted": the app stopped (a crash, a kill) while the answer streamed; only reopened chats have it.
+WAITING, STREAMING, DONE, STOPPED, INTERRUPTED, FAILED = (
+    "waiting", "streaming", "done", "stopped", "interrupted", "failed")
+# How the store names them, and back. An answer "streaming" in the store, seen read-only while another window
+# writes it, is shown as it stands: cut off.
 STORE_STATUS = {DONE: "complete", STOPPED: "stopped", FAILED: "failed"}
-FROM_STORE_STATUS = {"complete": DONE, "stopped": STOPPED, "failed": FAILED, "interrupted": STOPPED,
-                     "streaming": STOPPED}
+FROM_STORE_STATUS = {"complete": DONE, "stopped": STOPPED, "failed": FAILED, "interrupted": INTERRUPTED,
+                     "streaming": INTERRUPTED}
 
 
 @dataclass
@@ -71,16 +65,14 @@ class ChatController(QObject):
     message_changed = Signal(int)  # text grew, or status changed
     busy_changed = Signal(bool)  # an answer is in flight (waiting or streaming)
     chat_changed = Signal()  # another chat is shown, or this one was saved for the first time or retitled
-    store_failed = Signal(str)  # the history could not be saved: a message for a person
-
 
     load_requested = Signal(object)  # LoadRequest, to the worker's thread
     answer_requested = Signal(object)  # AnswerRequest, to the worker's thread
 
-    def __init__(self, settings: Settings, store: ChatStore | None = None):
+    def __init__(self, settings: AppSettings, history: History | None = None):
         super().__init__()
-        self.settings = settings
-        self.store = store
+        self._settings = settings
+        self.history = history if history is not None else History()
         self.chat_id: int | None = None  # in the store; None until the first question of a new chat
         self.chat_title = ""  # as the person renamed it; "" = made from the first question
         self.messages: list[ChatMessage] = []
@@ -97,12 +89,16 @@ class ChatController(QObject):
         self.answer_requested.connect(worker.generate)
         worker.stage_changed.connect(self._on_stage)
         worker.loaded.connect(self._on_loaded)
-        worker.load_failed.connect(self._on_load_failed)
+        worker.load_failed.connect(self.fail_load)
         worker.chunk_ready.connect(self._on_chunk)
         worker.answer_finished.connect(self._on_finished)
         worker.answer_failed.connect(self._on_failed)
 
     # -- state people ask about --------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings.current
 
     @property
     def busy(self) -> bool:
@@ -118,7 +114,7 @@ class ChatController(QObject):
         self.chat_title = " ".join(title.split())
         if self.chat_id is not None:
             chat_id, new_title = self.chat_id, self.chat_title
-            self._persist(lambda: self.store.rename_chat(chat_id, new_title))
+            self.history.rename_chat(chat_id, new_title)
         self.chat_changed.emit()
 
     # -- verbs ---------------------------------------------------------------------------------------------
@@ -141,10 +137,10 @@ class ChatController(QObject):
         new_chat = self.chat_id is None
         if new_chat:
             sampling = self.settings.sampling()
-            self.chat_id = self._persist(lambda: self.store.create_chat(self.settings_model(), sampling))
+            self.chat_id = self.history.create_chat(self.settings_model(), sampling)
         if self.chat_id is not None:
             images = [Path(image)] if image else []
-            message.message_id = self._persist(lambda: self.store.add_user_message(self.chat_id, text, images))
+            message.message_id = self.history.add_user_message(self.chat_id, text, images)
         self.messages.append(message)
         self.message_added.emit(len(self.messages) - 1)
         if new_chat and self.chat_id is not None:
@@ -181,11 +177,11 @@ class ChatController(QObject):
             return False
         if not (text.strip() or image):
             return False
-        if index == 0 and self.store is not None and self.chat_id is not None:
+        if index == 0 and self.chat_id is not None:
             # The store cannot drop a chat's first message: the edited conversation becomes a new chat.
             old_chat = self.chat_id
             self.chat_id, self.chat_title = None, ""
-            self._persist(lambda: self.store.delete_chat(old_chat))
+            self.history.delete_chat(old_chat)
         else:
             self._truncate_store_after(index - 1)
         del self.messages[index:]
@@ -203,9 +199,7 @@ class ChatController(QObject):
 
     def open_chat(self, chat_id: int) -> None:
         """Show a saved chat; the next question continues it."""
-        if self.store is None:
-            return
-        chat = self._persist(lambda: self.store.load_chat(chat_id))
+        chat = self.history.load_chat(chat_id)
         if chat is None:
             return
         self._abandon_answer()
@@ -230,35 +224,22 @@ class ChatController(QObject):
 
     # -- saving --------------------------------------------------------------------------------------------
 
-    def _persist(self, call: Callable[[], T]) -> T | None:
-        """Run a store call; a failure is logged and reported, and the chat goes on unsaved."""
-        if self.store is None or self.store.read_only:
-            return None
-        try:
-            return call()
-        except (XvlmError, OSError, sqlite3.Error) as exc:
-            log.exception("saving the chat failed")
-            self.store_failed.emit(f"The chat history could not be saved: {exc}")
-            return None
-
     def _truncate_store_after(self, index: int) -> None:
         """Drop from the store every message after `messages[index]` (the messages list is cut by the caller)."""
         if index >= 0 and self.messages[index].message_id is not None:
-            message_id = self.messages[index].message_id
-            self._persist(lambda: self.store.truncate_after(message_id))
+            self.history.truncate_after(self.messages[index].message_id)
 
     def _save_finished(self, message: ChatMessage, status: str, error: str = "") -> None:
         if message.message_id is not None:
             stats: dict[str, Any] = {**message.stats, "error": error} if error else dict(message.stats)
-            message_id, text = message.message_id, message.text
-            self._persist(lambda: self.store.finish_answer(message_id, text, STORE_STATUS[status], stats))
+            self.history.finish_answer(message.message_id, message.text, STORE_STATUS[status], stats)
 
     # -- the answer's life ---------------------------------------------------------------------------------
 
     def _begin_answer(self) -> None:
         answer = ChatMessage("assistant", status=WAITING)
         if self.chat_id is not None:
-            answer.message_id = self._persist(lambda: self.store.begin_answer(self.chat_id))
+            answer.message_id = self.history.begin_answer(self.chat_id)
         self.messages.append(answer)
         self.message_added.emit(len(self.messages) - 1)
         self.busy_changed.emit(True)
@@ -300,8 +281,7 @@ class ChatController(QObject):
         if message is not None:
             message.text += text
             if message.message_id is not None:
-                message_id, so_far = message.message_id, message.text
-                self._persist(lambda: self.store.update_streaming(message_id, so_far))
+                self.history.update_streaming(message.message_id, message.text)
             self.message_changed.emit(len(self.messages) - 1)
 
     def _on_finished(self, request_id: int, text: str, stats: dict) -> None:
@@ -335,7 +315,8 @@ class ChatController(QObject):
         if self.busy and self.messages[-1].status == WAITING:
             self._ask()
 
-    def _on_load_failed(self, error: str) -> None:
+    def fail_load(self, error: str) -> None:
+        """The model could not be loaded (or even looked for): say why, and fail a question waiting for it."""
         self.model_error, self.load_stage = error, ""
         self._set_phase(ModelPhase.FAILED)
         self.model_failed.emit(error)

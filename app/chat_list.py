@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-import sqlite3
+from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QIcon, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -20,15 +19,13 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from xvlm_core.errors import XvlmError
 
+from app.history.service import History
 from app.icons import icon
-from app.store import ChatStore
-
-log = logging.getLogger(__name__)
 
 SEARCH_DELAY_MS = 200
 UNDO_SHOWN_MS = 10_000
+THUMBNAIL_SIDE = 32
 CHAT_ID, MESSAGE_ID, PINNED = (Qt.ItemDataRole.UserRole + offset for offset in range(3))
 
 
@@ -38,12 +35,12 @@ class ChatList(QWidget):
     new_chat_requested = Signal()
     renamed = Signal(int, str)  # chat id, new title
     deleted = Signal(int)
-    failed = Signal(str)  # a store call failed: a message for a person
 
-    def __init__(self, store: ChatStore, parent: QWidget | None = None):
+    def __init__(self, history: History, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("chatListPane")
-        self.store = store
+        self.history = history
+        self._thumbnails: dict[Path, QIcon] = {}  # files named by content never change: read each once
         self.current_chat: int | None = None
         self._undo_chat: int | None = None
 
@@ -65,7 +62,7 @@ class ChatList(QWidget):
         self.list = QListWidget()
         self.list.setObjectName("chatList")
         self.list.setAccessibleName("Chats")
-        self.list.setIconSize(QSize(16, 16))
+        self.list.setIconSize(QSize(THUMBNAIL_SIDE, THUMBNAIL_SIDE))
         self.list.setUniformItemSizes(False)
         self.list.setWordWrap(True)
         self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
@@ -119,7 +116,7 @@ class ChatList(QWidget):
         query = self.search_edit.text().strip()
         self.list.clear()
         if query:
-            hits = self._call(lambda: self.store.search(query)) or []
+            hits = self.history.search(query)
             for hit in hits:
                 item = QListWidgetItem(f"{hit.chat_title or 'Untitled'}\n{hit.snippet}")
                 item.setData(CHAT_ID, hit.chat_id)
@@ -128,20 +125,29 @@ class ChatList(QWidget):
                 self.list.addItem(item)
             self.empty_label.setText("Nothing found." if not hits else "")
         else:
-            chats = self._call(self.store.list_chats) or []
+            chats = self.history.list_chats()
             for chat in chats:
                 item = QListWidgetItem(chat.title or "Untitled")
                 item.setData(CHAT_ID, chat.id)
-                item.setToolTip(f"{chat.title}\n{chat.message_count} messages · {chat.updated:%d %b %Y %H:%M}")
+                pinned = "Pinned · " if chat.pinned else ""
+                item.setToolTip(f"{chat.title}\n{pinned}{chat.message_count} messages · {chat.updated:%d %b %Y %H:%M}")
                 item.setData(PINNED, chat.pinned)
+                # The chat's first picture is what people recognise a chat by; a pinned chat shows the pin.
                 if chat.pinned:
                     item.setIcon(icon("pin"))
+                elif chat.thumbnail is not None:
+                    item.setIcon(self._thumbnail_icon(chat.thumbnail))
                 self.list.addItem(item)
                 if chat.id == self.current_chat:
                     item.setSelected(True)
                     self.list.setCurrentItem(item)
             self.empty_label.setText("No chats yet." if not chats else "")
         self.empty_label.setVisible(self.list.count() == 0)
+
+    def _thumbnail_icon(self, path: Path) -> QIcon:
+        if path not in self._thumbnails:
+            self._thumbnails[path] = QIcon(QPixmap(str(path)))
+        return self._thumbnails[path]
 
     def chat_ids(self) -> list[int]:
         return [self.list.item(row).data(CHAT_ID) for row in range(self.list.count())]
@@ -188,7 +194,7 @@ class ChatList(QWidget):
         self.refresh()
 
     def set_pinned(self, chat_id: int, pinned: bool) -> None:
-        self._call(lambda: self.store.set_pinned(chat_id, pinned))
+        self.history.set_pinned(chat_id, pinned)
         self.refresh()
 
     def delete_selected(self) -> None:
@@ -200,7 +206,7 @@ class ChatList(QWidget):
         """Hide the chat; Undo brings it back until the app closes (deleted chats are purged then)."""
         title = next((self.list.item(row).text().split("\n")[0] for row in range(self.list.count())
                       if self.list.item(row).data(CHAT_ID) == chat_id), "the chat")
-        if self._call(lambda: self.store.delete_chat(chat_id)) is False:
+        if not self.history.delete_chat(chat_id):
             return
         self._undo_chat = chat_id
         self.undo_label.setText(f"Deleted “{title}”.")
@@ -212,17 +218,7 @@ class ChatList(QWidget):
     def undo_delete(self) -> None:
         if self._undo_chat is not None:
             chat_id, self._undo_chat = self._undo_chat, None
-            self._call(lambda: self.store.restore_chat(chat_id))
+            self.history.restore_chat(chat_id)
             self.undo_bar.hide()
             self.refresh()
             self.chat_chosen.emit(chat_id)
-
-    def _call(self, call):
-        """A store call; a failure becomes a message (the list stays as it was). False when it failed."""
-        try:
-            result = call()
-        except (XvlmError, OSError, sqlite3.Error) as exc:
-            log.exception("chat list: store call failed")
-            self.failed.emit(str(exc))
-            return False
-        return True if result is None else result

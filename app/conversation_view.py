@@ -40,7 +40,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.chat_controller import DONE, FAILED, STOPPED, STREAMING, WAITING, ChatController, ChatMessage
+from app.chat_controller import (
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    STOPPED,
+    STREAMING,
+    WAITING,
+    ChatController,
+    ChatMessage,
+)
 from app.icons import icon
 
 RENDERS_PER_SECOND = 30
@@ -66,6 +75,8 @@ def answer_footer(message: ChatMessage) -> str:
     parts = []
     if message.status == STOPPED:
         parts.append("Stopped")
+    elif message.status == INTERRUPTED:
+        parts.append("Interrupted: the app closed before the answer was finished")
     if stats.get("output_tokens"):
         parts.append(f"{stats.get('ttft_s', 0.0):.2f} s to first token")
         if stats.get("decode_tok_s"):
@@ -292,7 +303,7 @@ class MessageWidget(QFrame):
             self.footer.setText(answer_footer(message))
             self.footer.setProperty("error", False)
         self.footer.style().polish(self.footer)
-        finished = message.status in (DONE, STOPPED, FAILED)
+        finished = message.status in (DONE, STOPPED, INTERRUPTED, FAILED)
         self.copy_button.setVisible(finished and bool(message.text))
         assert self.regenerate_button is not None
         self.regenerate_button.setVisible(finished)

@@ -9,22 +9,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import logging.handlers
 import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-
-import platformdirs
 
 from app import APP_NAME
+from app.logs import setup_logging
 
 log = logging.getLogger("app")
 
-LOG_FILE_BYTES = 2_000_000
-LOG_FILES_KEPT = 3
 FRIENDLY_ERROR = ("Something unexpected went wrong. The app keeps running, but if something looks wrong, "
                   "start a new chat or restart it. The details are in the log (Help → Open Log Folder).")
 
@@ -43,28 +38,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="check this installation without a window: load MODEL_DIR, answer one question "
                              "about a test picture, print the answer and timings; exit 0 if all works")
     return parser.parse_args(argv)
-
-
-def log_dir() -> Path:
-    return Path(platformdirs.user_log_dir(APP_NAME, appauthor=False))
-
-
-def setup_logging(level: str = "INFO", folder: Path | None = None) -> Path:
-    """Log to a rotating file in the user log folder (and to stderr); returns the file's path."""
-    folder = folder or log_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "xvlm-chat.log"
-    file_handler = logging.handlers.RotatingFileHandler(
-        path, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILES_KEPT, encoding="utf-8")
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
-    console = logging.StreamHandler()
-    console.setLevel(logging.WARNING)
-    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.setLevel(level)
-    root.addHandler(file_handler)
-    root.addHandler(console)
-    return path
 
 
 def install_exception_hooks(report: Callable[[str], None]) -> None:
@@ -122,10 +95,11 @@ def run(args: argparse.Namespace) -> int:
     from PySide6.QtGui import QGuiApplication
     from PySide6.QtWidgets import QApplication
 
+    from app.history.database import default_store_path
+    from app.history.service import open_history
     from app.icons import app_icon
     from app.settings import SettingsFile
-    from app.single_instance import SingleInstance, open_history, server_name
-    from app.store import default_store_path
+    from app.single_instance import SingleInstance, server_name
     from app.window import MainWindow
 
     QGuiApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
@@ -154,8 +128,7 @@ def run(args: argparse.Namespace) -> int:
     loop.set_default_executor(ThreadPoolExecutor(max_workers=4, thread_name_prefix="io"))
     loop.set_exception_handler(asyncio_exception_handler(reporter.problem.emit))
 
-    store, notices = open_history()
-    window = MainWindow(SettingsFile(), log_dir=logs.parent, store=store, notices=notices)
+    window = MainWindow(SettingsFile(), log_dir=logs.parent, history=open_history())
     reporter.problem.connect(window.show_error)
     instance.activation_requested.connect(window.bring_to_front)
     window.show()

@@ -238,9 +238,9 @@ def _user_folders() -> str:
     """Where this build keeps chats, settings, logs and models: the same folders as the app run from source."""
     from xvlm_core.hub import default_cache_dir
 
-    from app.main import log_dir
+    from app.history.database import default_store_path
+    from app.logs import log_dir
     from app.settings import config_dir
-    from app.store import default_store_path
 
     return (f"chats {default_store_path().parent}, settings {config_dir()}, logs {log_dir()}, "
             f"models {default_cache_dir()}")

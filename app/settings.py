@@ -103,6 +103,25 @@ class SettingsFile:
             log.error("cannot save the settings to %s: %s", self.path, exc)
 
 
+class AppSettings:
+    """The one live settings object the window, the controller and the start-up share.
+
+    Read `current`; change it only through `update` or `replace`, which also save the file, so no part of the app
+    keeps a copy that can drift.
+    """
+
+    def __init__(self, file: SettingsFile, initial: Settings | None = None):
+        self.file = file
+        self.current = initial if initial is not None else file.load()
+
+    def update(self, **changes) -> None:
+        self.replace(replace(self.current, **changes))
+
+    def replace(self, new: Settings) -> None:
+        self.current = new
+        self.file.save(new)
+
+
 class SettingsDialog(QDialog):
     """Edits a copy of the settings; `result_settings()` gives the edited copy after exec()."""
 

@@ -5,13 +5,9 @@ from __future__ import annotations
 import getpass
 import hashlib
 import logging
-from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtNetwork import QLocalServer, QLocalSocket
-
-if TYPE_CHECKING:
-    from app.store import ChatStore
 
 log = logging.getLogger(__name__)
 
@@ -75,26 +71,3 @@ class SingleInstance(QObject):
             self.server.close()
             self.server.deleteLater()
             self.server = None
-
-
-def open_history() -> tuple[ChatStore | None, list[str]]:
-    """The chat history for this window, and what to tell the person about it.
-
-    When another process is writing it (a second copy that could not be reached, say), the history opens
-    read-only; when it cannot be opened at all, the app runs without one.
-    """
-    from app.store import ChatStore, StoreError, StoreInUseError
-
-    try:
-        return ChatStore(), []
-    except StoreInUseError:
-        log.warning("chat history in use by another process; opening it read-only")
-        notice = ("Another XVLM Chat is using the chat history, so this window shows it read-only: "
-                  "new chats here are not saved.")
-    except StoreError as exc:
-        log.error("chat history unavailable: %s", exc)
-        return None, [f"{exc} Chats in this window are not saved."]
-    try:
-        return ChatStore(read_only=True), [notice]
-    except StoreError as exc:
-        return None, [f"{notice} ({exc})"]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-from collections.abc import Sequence
-from dataclasses import replace
+import threading
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSize, Qt, QTimer, QUrl, Signal
@@ -35,19 +34,20 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from xvlm_core.errors import XvlmError
 
 from app import APP_NAME
-from app.chat_controller import DONE, FAILED, STOPPED, ChatController, ModelPhase
+from app.chat_controller import DONE, FAILED, INTERRUPTED, STOPPED, ChatController, ModelPhase
 from app.chat_list import ChatList
 from app.composer import Composer, mime_has_attachment
 from app.conversation_view import ConversationView
-from app.first_run import FirstRunPage, HubDownloads, locate_model
+from app.first_run import FirstRunPage, HubDownloads
+from app.history.service import History
 from app.icons import app_icon, icon
-from app.settings import Settings, SettingsDialog, SettingsFile
-from app.store import ChatStore
+from app.settings import AppSettings, Settings, SettingsDialog, SettingsFile
+from app.startup import ModelStartup
 from app.theme import style_sheet
-from app.worker import LoadRequest, ModelThread, ModelWorker
+from app.transfer_bar import TransferBar
+from app.worker import ModelThread, ModelWorker
 
 log = logging.getLogger(__name__)
 
@@ -70,17 +70,17 @@ def human_megabytes(megabytes: float) -> str:
 class Banner(QFrame):
     """A message across the top of the chat with what to do about it (a failed load, an unexpected error)."""
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, parent: QWidget | None = None, name: str = "Problem"):
         super().__init__(parent)
         self.setObjectName("banner")
-        self.setAccessibleName("Problem")
+        self.setAccessibleName(name)
         self.icon_label = QLabel(self)
         self.icon_label.setPixmap(icon("warning").pixmap(QSize(20, 20)))
         self.text = QLabel(self)
         self.text.setWordWrap(True)
         self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.buttons = QHBoxLayout()
-        close = QToolButton(self)
+        close = self.close_button = QToolButton(self)
         close.setIcon(icon("close"))
         close.setAutoRaise(True)
         close.setAccessibleName("Dismiss")
@@ -94,7 +94,7 @@ class Banner(QFrame):
         layout.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
         self.hide()
 
-    def show_message(self, text: str, actions: list[tuple[str, object]]) -> None:
+    def show_message(self, text: str, actions: list[tuple[str, object]], closable: bool = True) -> None:
         while self.buttons.count():
             widget = self.buttons.takeAt(0).widget()
             if widget is not None:
@@ -104,6 +104,7 @@ class Banner(QFrame):
             button.clicked.connect(callback)
             self.buttons.addWidget(button)
         self.text.setText(text)
+        self.close_button.setVisible(closable)
         self.show()
 
 
@@ -117,28 +118,24 @@ class MainWindow(QMainWindow):
         worker: ModelWorker | None = None,
         downloads: HubDownloads | None = None,
         log_dir: Path | None = None,
-        store: ChatStore | None = None,
-        notices: Sequence[str] = (),
+        history: History | None = None,
     ):
         super().__init__()
-        self.store = store
-        self.settings_file = settings_file
-        self.settings = settings or settings_file.load()
+        self.history = history if history is not None else History()
+        self.app_settings = AppSettings(settings_file, settings)
         self.downloads = downloads or HubDownloads()
         self.log_dir = log_dir
         self.devices: list[tuple[str, str]] = []
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
-        self._overrides: dict[str, str] = {}  # from the command line, for this run only
-        self._current_model: str | None = None  # what was last loaded (a folder or a repo id)
-        self.export_actions: list[QAction] = []
+        self.file_actions: list[QAction] = []  # export and import: off while one of them runs
 
         self.setWindowIcon(app_icon())
         self.setAcceptDrops(True)
         self.resize(DEFAULT_SIZE)
         self.setMinimumSize(QSize(520, 420))
 
-        self.controller = ChatController(self.settings, store)
+        self.controller = ChatController(self.app_settings, self.history)
         self.worker = worker or ModelWorker()
         self.model_thread = ModelThread(self.worker)
         self.controller.connect_worker(self.worker)
@@ -150,18 +147,27 @@ class MainWindow(QMainWindow):
         self.first_run.download_started.connect(lambda: self._update_settings(download_started=True))
         self.first_run.download_stopped.connect(lambda: self._update_settings(download_started=False))
 
+        self.startup = ModelStartup(self.app_settings, self.controller, self.downloads, self.first_run,
+                                    self._show_first_run)
+
         self.banner = Banner()
+        # Conditions of the history (not saved, read-only, set aside): apart from the banner, so that nothing
+        # else that happens (a model loading, another error) hides them.
+        self.notice = Banner(name="Chat history")
+        self.transfer_bar = TransferBar()
         self.view = ConversationView(self.controller)
         self.composer = Composer()
-        if store is not None and not store.read_only:
-            self.composer.prepare_image = store.prepare_image
+        if self.history.writable:
+            self.composer.prepare_image = self.history.prepare_image
         chat_page = QWidget()
         chat_layout = QVBoxLayout(chat_page)
         chat_layout.setContentsMargins(0, 0, 0, 0)
         chat_layout.setSpacing(0)
         banner_holder = QVBoxLayout()
         banner_holder.setContentsMargins(12, 8, 12, 0)
+        banner_holder.addWidget(self.notice)
         banner_holder.addWidget(self.banner)
+        banner_holder.addWidget(self.transfer_bar)
         chat_layout.addLayout(banner_holder)
         chat_layout.addWidget(self.view, 1)
         chat_layout.addWidget(self.composer)
@@ -171,8 +177,8 @@ class MainWindow(QMainWindow):
         self.pages.addWidget(chat_page)
         self.pages.addWidget(self.first_run)
         self.chat_list: ChatList | None = None
-        if store is not None:
-            self.chat_list = ChatList(store)
+        if self.history.available:
+            self.chat_list = ChatList(self.history)
             self.splitter = QSplitter()
             self.splitter.addWidget(self.chat_list)
             self.splitter.addWidget(self.pages)
@@ -193,11 +199,9 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(QByteArray.fromBase64(self.settings.window_geometry.encode()))
         self._update_title()
         self.composer.setFocus()
-        if store is not None and store.recovered_from is not None:
-            notices = [*notices, f"The chat history could not be read, so a new one was started. "
-                                 f"The old file was kept as {store.recovered_from}."]
-        if notices:
-            self.show_error(" ".join(notices))
+        if self.history.notice is not None:
+            self.notice.show_message(html.escape(self.history.notice.text),
+                                     [("Show Folder", self._show_history_folder)], closable=self.history.notice.saving)
 
     # -- building ------------------------------------------------------------------------------------------
 
@@ -229,15 +233,14 @@ class MainWindow(QMainWindow):
                                           "attach")
         file_menu.addAction(self.new_chat_action)
         file_menu.addAction(self.attach_action)
-        if self.store is not None:
+        if self.history.available:
             file_menu.addSeparator()
             self.export_markdown_action = self._action("Export Chat as &Markdown…", lambda: self.export_chat("md"))
             self.export_json_action = self._action("Export Chat as &JSON…", lambda: self.export_chat("json"))
-            self.export_actions = [self.export_markdown_action, self.export_json_action]
-            for action in self.export_actions:
-                action.setEnabled(False)  # until a chat is saved
-            file_menu.addActions(self.export_actions)
-            file_menu.addAction(self._action("&Import Chat…", self.import_chat))
+            self.import_action = self._action("&Import Chat…", self.import_chat)
+            self.file_actions = [self.export_markdown_action, self.export_json_action, self.import_action]
+            file_menu.addActions(self.file_actions)
+            self._update_file_actions()
         file_menu.addSeparator()
         file_menu.addAction(self._action("&Quit", self.close, QKeySequence.StandardKey.Quit))
 
@@ -292,14 +295,13 @@ class MainWindow(QMainWindow):
         controller.message_changed.connect(self._on_message_changed)
         controller.conversation_replaced.connect(self._update_title)
         controller.chat_changed.connect(self._on_chat_changed)
-        controller.store_failed.connect(self.show_error)
+        self.history.failed.connect(self.show_error)
         if self.chat_list is not None:
             self.chat_list.chat_chosen.connect(self.open_chat)
             self.chat_list.message_chosen.connect(self.open_message)
             self.chat_list.new_chat_requested.connect(self.new_chat)
             self.chat_list.renamed.connect(self._rename_chat)
             self.chat_list.deleted.connect(self._on_chat_deleted)
-            self.chat_list.failed.connect(self.show_error)
         self._on_busy(False)
 
     def apply_theme(self) -> None:
@@ -309,43 +311,18 @@ class MainWindow(QMainWindow):
     # -- start-up ------------------------------------------------------------------------------------------
 
     async def start(self, model: str = "", vision_tower: str = "", device: str = "", dtype: str = "") -> None:
-        """Find the model (or download it on the first-run page), then load it. Arguments override settings."""
+        """Start the model thread, then find and load the model (see app/startup.py)."""
         self.model_thread.start()
         self.list_devices_requested.emit()
-        model = model or self.settings.model
-        self._overrides = {"vision_tower": vision_tower, "device": device, "dtype": dtype}
-        try:
-            target, spec = await asyncio.get_running_loop().run_in_executor(
-                None, locate_model, model, self.downloads)
-        except Exception as exc:  # the model hub's lookup: report it, and offer the settings
-            log.exception("looking for the model failed")
-            self._on_model_failed(f"Could not look for the model: {exc}")
-            return
-        if target is None:
-            self.pages.setCurrentWidget(self.first_run)
-            target = await self.first_run.obtain(spec, resume=self.settings.download_started)
-            if self.first_run.picked_folder:
-                self._update_settings(model=target)
-            self.pages.setCurrentWidget(self.chat_page)
-            self.composer.setFocus()
-        self._load(target)
+        await self.startup.start(model, vision_tower, device, dtype)
 
-    def _load(self, model: str) -> None:
-        settings, overrides = self.settings, self._overrides
-        self._current_model = model
-        self.controller.load_model(LoadRequest(
-            model=model,
-            vision_tower=overrides.get("vision_tower") or settings.vision_tower,
-            device=overrides.get("device") or settings.device,
-            dtype=overrides.get("dtype") or settings.dtype,
-        ))
+    def _show_first_run(self, shown: bool) -> None:
+        self.pages.setCurrentWidget(self.first_run if shown else self.chat_page)
+        if not shown:
+            self.composer.setFocus()
 
     def reload_model(self) -> None:
-        model = self._current_model
-        if model is None:
-            self._spawn(self.start())
-        else:
-            self._load(model)
+        self.startup.reload()
 
     # -- chat ----------------------------------------------------------------------------------------------
 
@@ -380,8 +357,8 @@ class MainWindow(QMainWindow):
     def _rename_chat(self, chat_id: int, title: str) -> None:
         if chat_id == self.controller.chat_id:
             self.controller.rename(title)
-        elif self.store is not None:
-            self.store.rename_chat(chat_id, title)
+        else:
+            self.history.rename_chat(chat_id, title)
 
     def _on_chat_deleted(self, chat_id: int) -> None:
         if chat_id == self.controller.chat_id:
@@ -391,38 +368,50 @@ class MainWindow(QMainWindow):
         self._update_title()
         if self.chat_list is not None:
             self.chat_list.refresh(self.controller.chat_id)
-        has_chat = self.controller.chat_id is not None
-        for action in self.export_actions:
-            action.setEnabled(has_chat)
+        self._update_file_actions()
+
+    def _update_file_actions(self) -> None:
+        busy = self.transfer_bar.running
+        if self.file_actions:
+            self.export_markdown_action.setEnabled(not busy and self.controller.chat_id is not None)
+            self.export_json_action.setEnabled(not busy and self.controller.chat_id is not None)
+            self.import_action.setEnabled(not busy and self.history.writable)
 
     def export_chat(self, kind: str) -> None:
-        if self.store is None or self.controller.chat_id is None:
+        if self.controller.chat_id is None or self.transfer_bar.running:
             return
         folder = QFileDialog.getExistingDirectory(self, "Export the chat to which folder?")
-        if not folder:
-            return
-        export = self.store.export_markdown if kind == "md" else self.store.export_json
+        if folder:
+            cancel = self.transfer_bar.begin("Exporting the chat…")
+            self._update_file_actions()
+            self._spawn(self._export(self.controller.chat_id, Path(folder), kind, cancel))
+
+    async def _export(self, chat_id: int, folder: Path, kind: str, cancel: threading.Event) -> None:
         try:
-            path = export(self.controller.chat_id, Path(folder))
-        except (XvlmError, OSError) as exc:
-            log.exception("export failed")
-            self.show_error(f"The chat could not be exported: {exc}")
-            return
-        self.statusBar().showMessage(f"Exported to {path}", 8000)
+            path = await self.history.export_chat(chat_id, folder, kind, self.transfer_bar.set_progress, cancel)
+        finally:
+            self.transfer_bar.finish()
+            self._update_file_actions()
+        if path is not None:
+            self.statusBar().showMessage(f"Exported to {path}", 8000)
 
     def import_chat(self) -> None:
-        if self.store is None:
+        if not self.history.writable or self.transfer_bar.running:
             return
         path, _filter = QFileDialog.getOpenFileName(self, "Import a chat", "", "Chat files (*.json);;All files (*)")
-        if not path:
-            return
+        if path:
+            cancel = self.transfer_bar.begin(f"Importing {Path(path).name}…")
+            self._update_file_actions()
+            self._spawn(self._import(Path(path), cancel))
+
+    async def _import(self, path: Path, cancel: threading.Event) -> None:
         try:
-            chat_id = self.store.import_json(Path(path))
-        except (XvlmError, OSError) as exc:
-            log.exception("import failed")
-            self.show_error(f"The chat could not be imported: {exc}")
-            return
-        self.open_chat(chat_id)
+            chat_id = await self.history.import_chat(path, self.transfer_bar.set_progress, cancel)
+        finally:
+            self.transfer_bar.finish()
+            self._update_file_actions()
+        if chat_id is not None:
+            self.open_chat(chat_id)
 
     def copy_last_answer(self) -> None:
         answers = [message for message in self.controller.messages if message.role == "assistant" and message.text]
@@ -445,7 +434,7 @@ class MainWindow(QMainWindow):
 
     def _on_message_changed(self, index: int) -> None:
         message = self.controller.messages[index]
-        if message.role == "assistant" and message.status in (DONE, STOPPED, FAILED):
+        if message.role == "assistant" and message.status in (DONE, STOPPED, INTERRUPTED, FAILED):
             self._show_model_summary(self.controller.model_summary)
             if self.chat_list is not None and not self.chat_list.search_edit.text():
                 self.chat_list.refresh()  # the chat moves to the top: it was the last one active
@@ -526,21 +515,20 @@ class MainWindow(QMainWindow):
             return
         self.apply_settings(dialog.result_settings())
 
+    @property
+    def settings(self) -> Settings:
+        return self.app_settings.current
+
     def apply_settings(self, new: Settings) -> None:
         old = self.settings
-        self.settings = new
-        self.controller.settings = new
-        self.settings_file.save(new)
-        if old.model_changed(new):
-            self._overrides = {}
-            if new.model != old.model:
-                self._current_model = None
-            self.reload_model()
+        self.app_settings.replace(new)
+        self.startup.settings_changed(old, new)
 
     def _update_settings(self, **changes) -> None:
-        self.settings = replace(self.settings, **changes)
-        self.controller.settings = self.settings
-        self.settings_file.save(self.settings)
+        self.app_settings.update(**changes)
+
+    def _show_history_folder(self) -> None:
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.history.notice.folder)))
 
     def open_log_folder(self) -> None:
         if self.log_dir is not None:
@@ -569,13 +557,8 @@ class MainWindow(QMainWindow):
             if self.controller.busy:
                 self.controller.stop()
             self.shutdown()
-            if self.store is not None:
-                self.controller.new_chat()  # an answer still streaming is saved as it is
-                try:
-                    self.store.purge_deleted()  # deleted chats could be undone until now
-                    self.store.close()
-                except (XvlmError, OSError) as exc:
-                    log.error("closing the chat history: %s", exc)
+            self.controller.new_chat()  # an answer still streaming is saved as it is
+            self.history.close()
         event.accept()
 
     def shutdown(self, timeout_ms: int = 5000) -> bool:

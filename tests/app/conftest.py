@@ -46,10 +46,10 @@ def make_window(qtbot, event_loop, tmp_path: Path, tiny_model_dir: Path, app_set
     windows: list[MainWindow] = []
 
     def make(worker: ModelWorker | None = None, settings: Settings | None = None, model: str | None = None,
-             downloads=None, start: bool = True, settings_path: Path | None = None, store=None) -> MainWindow:
+             downloads=None, start: bool = True, settings_path: Path | None = None, history=None) -> MainWindow:
         window = MainWindow(SettingsFile(settings_path or tmp_path / "settings.json"), settings or app_settings,
                             worker=worker or ModelWorker(), downloads=downloads, log_dir=tmp_path / "logs",
-                            store=store)
+                            history=history)
         windows.append(window)
         window.show()
         qtbot.waitExposed(window)

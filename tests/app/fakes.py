@@ -11,14 +11,19 @@ from PySide6.QtCore import QElapsedTimer, QObject, QTimer
 
 
 class SlowAnswer:
-    """The core's answer, with a pause before each delta: a model slow enough to stop mid-answer."""
+    """The core's answer, with a pause before each delta: a model slow enough to stop mid-answer.
 
-    def __init__(self, answer, delay_s: float):
-        self._answer, self._delay = answer, delay_s
+    `on_delta()` is called as each delta is produced, on the thread producing it.
+    """
+
+    def __init__(self, answer, delay_s: float, on_delta: Callable[[], None] | None = None):
+        self._answer, self._delay, self._on_delta = answer, delay_s, on_delta
 
     def __iter__(self):
         for delta in self._answer:
             time.sleep(self._delay)
+            if self._on_delta is not None:
+                self._on_delta()
             yield delta
 
     @property
@@ -33,16 +38,18 @@ class SlowAnswer:
 class SlowSession:
     """Wraps a real ChatSession (same answers) but sleeps `delay_s` before each delta it yields."""
 
-    def __init__(self, loaded, delay_s: float = 0.05):
+    def __init__(self, loaded, delay_s: float = 0.05, on_delta: Callable[[], None] | None = None):
         from xvlm_core.session import ChatSession
 
         self.session = ChatSession(loaded)
         self.delay_s = delay_s
+        self.on_delta = on_delta
         self.calls: list[list] = []
 
     def answer(self, messages, settings, system, cancel):
         self.calls.append(list(messages))
-        return SlowAnswer(self.session.answer(messages, settings, system=system, cancel=cancel), self.delay_s)
+        return SlowAnswer(self.session.answer(messages, settings, system=system, cancel=cancel), self.delay_s,
+                          self.on_delta)
 
 
 @dataclass

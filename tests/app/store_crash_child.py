@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from app.store import ChatStore
+from app.history.database import ChatStore
 
 STREAM_SECONDS_BEFORE_MARKER = 2.5
 

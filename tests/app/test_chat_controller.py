@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from PySide6.QtCore import QObject, Signal, Slot
 
 from app.chat_controller import DONE, FAILED, STOPPED, STREAMING, WAITING, ChatController, ModelPhase
-from app.settings import Settings
+from app.settings import AppSettings, Settings, SettingsFile
 from app.worker import AnswerRequest, LoadRequest
 
 
@@ -40,7 +42,9 @@ class ScriptedWorker(QObject):
 
 
 def make(settings: Settings | None = None) -> tuple[ChatController, ScriptedWorker]:
-    controller = ChatController(settings or Settings(max_new_tokens=64, temperature=0.5, system_prompt="Be brief."))
+    settings = settings or Settings(max_new_tokens=64, temperature=0.5, system_prompt="Be brief.")
+    # Nothing here changes the settings, so the file is never written.
+    controller = ChatController(AppSettings(SettingsFile(Path("unused-settings.json")), settings))
     worker = ScriptedWorker()
     controller.connect_worker(worker)
     return controller, worker

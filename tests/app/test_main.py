@@ -10,7 +10,8 @@ import threading
 import time
 from pathlib import Path
 
-from app.main import FRIENDLY_ERROR, install_exception_hooks, parse_args, setup_logging
+from app.logs import setup_logging
+from app.main import FRIENDLY_ERROR, install_exception_hooks, parse_args
 
 PROJECT = Path(__file__).resolve().parents[2]
 

@@ -8,8 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from app.single_instance import SingleInstance, open_history, server_name
-from app.store import ChatStore, default_store_path
+from app.history.database import ChatStore, default_store_path
+from app.history.service import open_history
+from app.single_instance import SingleInstance, server_name
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -34,16 +35,16 @@ def test_a_history_in_use_opens_read_only_with_a_notice():
     writer.add_user_message(writer.create_chat(), "kept")
     writer.flush()
     try:
-        store, notices = open_history()
-        assert store is not None and store.read_only
-        assert "read-only" in notices[0]
-        assert [chat.title for chat in store.list_chats()] == ["kept"]
-        store.close()
+        history = open_history()
+        assert history.available and not history.writable
+        assert "read-only" in history.notice.text and not history.notice.saving
+        assert [chat.title for chat in history.list_chats()] == ["kept"]
+        history.close()
     finally:
         writer.close()
-    store, notices = open_history()
-    assert not store.read_only and notices == []
-    store.close()
+    history = open_history()
+    assert history.writable and history.notice is None
+    history.close()
 
 
 def test_main_py_second_launch_exits_and_leaves_the_first_running(tmp_path, tiny_model_dir, tiny_tower_dir):

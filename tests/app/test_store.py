@@ -14,14 +14,9 @@ import platformdirs
 import pytest
 from PIL import Image
 
-from app.store import (
-    ChatStore,
-    ReadOnlyStoreError,
-    StoreError,
-    StoreInUseError,
-    auto_title,
-    default_store_path,
-)
+from app.history import image_files
+from app.history.database import ChatStore, default_store_path
+from app.history.records import ReadOnlyStoreError, StoreError, StoreInUseError, auto_title
 from xvlm_core.errors import ImageError
 
 
@@ -98,7 +93,7 @@ def test_chat_round_trip_with_images_and_stats(store: ChatStore, images_dir: Pat
     first, second = chat.messages[0].images
     assert first.read_bytes() == (images_dir / "shapes_wide.png").read_bytes()
     assert second.read_bytes() == png_bytes("blue")
-    assert all(path.parent == store.images_dir for path in chat.messages[0].images + chat.messages[0].thumbnails)
+    assert all(path.parent == store.images_dir for path in chat.messages[0].images)
     assert chat.created <= chat.messages[0].created <= chat.updated
 
 
@@ -113,6 +108,7 @@ def test_images_are_stored_once_under_their_hash(store: ChatStore) -> None:
 
     assert path.name == hashlib.sha256(png_bytes("green")).hexdigest() + ".png"
     assert sorted(p.name for p in store.images_dir.iterdir()) == sorted([path.name, path.stem + ".thumb.jpg"])
+    assert store.list_chats()[0].thumbnail == store.images_dir / (path.stem + ".thumb.jpg")
 
 
 def test_thumbnail_is_small_and_upright(store: ChatStore) -> None:
@@ -122,8 +118,7 @@ def test_thumbnail_is_small_and_upright(store: ChatStore) -> None:
     Image.new("RGB", (1000, 400), "orange").save(buffer, "JPEG", exif=exif)
     chat_id = store.create_chat()
     store.add_user_message(chat_id, "rotated", [buffer.getvalue()])
-    (thumbnail,) = store.load_chat(chat_id).messages[0].thumbnails
-    with Image.open(thumbnail) as image:
+    with Image.open(store.list_chats()[0].thumbnail) as image:
         assert image.format == "JPEG"
         assert image.size == (102, 256)
 
@@ -135,9 +130,9 @@ def test_transparent_and_sixteen_bit_images_get_thumbnails(store: ChatStore) -> 
     gradient = Image.new("I;16", (64, 8))
     gradient.putdata([x * 1000 for x in range(64)] * 8)
     gradient.save(deep, "PNG")
-    chat_id = store.create_chat()
-    store.add_user_message(chat_id, "odd modes", [transparent.getvalue(), deep.getvalue()])
-    clear, ramp = store.load_chat(chat_id).messages[0].thumbnails
+    store.add_user_message(store.create_chat(), "transparent", [transparent.getvalue()])
+    store.add_user_message(store.create_chat(), "sixteen bits", [deep.getvalue()])
+    ramp, clear = (chat.thumbnail for chat in store.list_chats())
     with Image.open(clear) as image:
         assert image.convert("RGB").getpixel((25, 25)) >= (250, 250, 250)  # transparency shows as white
     with Image.open(ramp) as image:
@@ -211,8 +206,8 @@ def test_chat_list_puts_pinned_first_then_newest(store: ChatStore) -> None:
     assert [chat.id for chat in chats] == [old, new, middle]
     assert [chat.pinned for chat in chats] == [True, False, False]
     assert [chat.message_count for chat in chats] == [1, 1, 1]
-    first_image = store.load_chat(old).messages[0].thumbnails[0]
-    assert chats[0].thumbnail == first_image and chats[1].thumbnail is None
+    first_image = store.load_chat(old).messages[0].images[0]
+    assert chats[0].thumbnail == first_image.with_suffix(".thumb.jpg") and chats[1].thumbnail is None
     store.add_user_message(middle, "a follow-up moves it up")
     assert [chat.id for chat in store.list_chats()] == [old, middle, new]
     store.set_pinned(old, False)
@@ -242,7 +237,7 @@ def test_delete_can_be_undone_until_purged(store: ChatStore, db_path: Path) -> N
     assert raw_rows(db_path, "INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')") == []
 
 
-def test_truncate_after_and_edit_for_regenerate(store: ChatStore) -> None:
+def test_truncate_after_for_regenerate(store: ChatStore) -> None:
     chat_id = store.create_chat()
     first = store.add_user_message(chat_id, "first")
     answer = store.begin_answer(chat_id)
@@ -251,16 +246,13 @@ def test_truncate_after_and_edit_for_regenerate(store: ChatStore) -> None:
     store.finish_answer(store.begin_answer(chat_id), "second answer")
 
     store.truncate_after(first)
-    store.edit_message(first, "first, edited")
-    assert [m.text for m in store.load_chat(chat_id).messages] == ["first, edited"]
+    assert [m.text for m in store.load_chat(chat_id).messages] == ["first"]
     assert store.search("second") == []
     again = store.begin_answer(chat_id)
     store.finish_answer(again, "a new answer")
-    assert [(m.id, m.text) for m in store.load_chat(chat_id).messages] == [
-        (first, "first, edited"), (again, "a new answer")
-    ]
+    assert [(m.id, m.text) for m in store.load_chat(chat_id).messages] == [(first, "first"), (again, "a new answer")]
     with pytest.raises(StoreError, match="no message"):
-        store.edit_message(second, "gone")
+        store.truncate_after(second)
 
 
 def test_streaming_writes_at_most_once_per_interval(db_path: Path) -> None:
@@ -388,6 +380,15 @@ def test_history_from_a_newer_app_is_not_touched(db_path: Path) -> None:
     assert not list(db_path.parent.glob("*.corrupt-*"))
 
 
+def test_sqlite_errors_leave_the_store_as_store_errors(store: ChatStore) -> None:
+    chat_id = store.create_chat()
+    store._read().close()  # the connection fails underneath, as a failing disk would make it
+    for call in (store.list_chats, lambda: store.load_chat(chat_id), lambda: store.search("anything"),
+                 lambda: store.rename_chat(chat_id, "new"), lambda: store.begin_answer(chat_id)):
+        with pytest.raises(StoreError, match="chat history at .* could not be"):
+            call()
+
+
 def test_closed_store_says_so(store: ChatStore) -> None:
     store.close()
     with pytest.raises(StoreError, match="closed"):
@@ -407,12 +408,11 @@ def test_settings_and_stats_are_json(store: ChatStore) -> None:
 def test_an_image_prepared_on_another_thread_is_not_decoded_again(store: ChatStore, monkeypatch) -> None:
     import threading
 
-    import app.store as store_module
-
     calls = []
-    real_thumbnail = store_module._thumbnail
-    monkeypatch.setattr(store_module, "_thumbnail", lambda data, name: calls.append(name) or real_thumbnail(data, name))
-    worker = threading.Thread(target=store.prepare_image, args=(png_bytes(),))
+    real_thumbnail = image_files.make_thumbnail
+    monkeypatch.setattr(image_files, "make_thumbnail",
+                        lambda data, name: calls.append(name) or real_thumbnail(data, name))
+    worker = threading.Thread(target=store.images.store, args=(png_bytes(),))
     worker.start()
     worker.join()
     chat_id = store.create_chat()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from app.store import ChatStore
+from app.history.database import ChatStore
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,13 +39,14 @@ def test_killed_while_streaming_keeps_the_partial_answer(tmp_path: Path, images_
 
     with ChatStore(db_path) as store:
         messages = store.load_chat(chat_id).messages
+        thumbnail = store.list_chats()[0].thumbnail
     assert [(m.role, m.text, m.status) for m in messages[:3]] == [
         ("user", "What is in the picture?", "complete"),
         ("assistant", "Some shapes.", "complete"),
         ("user", "Count them slowly.", "complete"),
     ]
     assert messages[0].images[0].read_bytes() == (images_dir / "gradient_square.png").read_bytes()
-    assert messages[0].thumbnails[0].is_file()
+    assert thumbnail.is_file()
     partial = messages[3]
     assert (partial.id, partial.role, partial.status) == (answer_id, "assistant", "interrupted")
     # Written during the stream, not only its first word: the child streamed for seconds before the kill.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,7 +13,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from app.store import ChatStore, ConversationFileError
+from app.history import exchange, image_files
+from app.history.database import ChatStore
+from app.history.records import ConversationFileError, TransferCancelled
 from xvlm_core import prompt as prompt_module
 from xvlm_core.errors import ImageError
 
@@ -21,6 +24,19 @@ def png_bytes(color: str) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (24, 16), color).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def export_json(store: ChatStore, chat_id: int, folder: Path) -> Path:
+    return exchange.write_json(store.load_chat(chat_id), folder)
+
+
+def export_markdown(store: ChatStore, chat_id: int, folder: Path) -> Path:
+    return exchange.write_markdown(store.load_chat(chat_id), folder)
+
+
+def import_json(store: ChatStore, path: Path) -> int:
+    """Both halves of an import, as the app runs them: the files off the UI thread, then the database."""
+    return store.add_imported_chat(exchange.read_chat_file(path, store.images))
 
 
 @pytest.fixture
@@ -44,7 +60,7 @@ def chat_id(store: ChatStore, images_dir: Path) -> int:
 
 def test_json_export_has_the_shape_xvlm_ask_reads(store: ChatStore, chat_id: int, tmp_path: Path,
                                                    images_dir: Path) -> None:
-    path = store.export_json(chat_id, tmp_path / "exports")
+    path = export_json(store, chat_id, tmp_path / "exports")
     assert path == tmp_path / "exports" / "What is in these pictures.json"
     items = json.loads(path.read_text(encoding="utf-8"))
     folder = "What is in these pictures_images"
@@ -66,7 +82,7 @@ def test_json_export_is_read_by_the_xvlm_command(store: ChatStore, chat_id: int,
                                                  tiny_model_dir: Path, tiny_tower_dir: Path) -> None:
     from xvlm_core.cli import main
 
-    path = store.export_json(chat_id, tmp_path / "exports")
+    path = export_json(store, chat_id, tmp_path / "exports")
     code = main(["ask", "--model", str(tiny_model_dir), "--vision-tower", str(tiny_tower_dir), "--json",
                  "--max-new-tokens", "4", "--conversation", str(path), "One more question?"])
     assert code == 0, capsys.readouterr().err
@@ -78,8 +94,8 @@ def test_json_export_is_read_by_the_xvlm_command(store: ChatStore, chat_id: int,
 
 
 def test_export_then_import_gives_the_same_chat(store: ChatStore, chat_id: int, tmp_path: Path) -> None:
-    path = store.export_json(chat_id, tmp_path / "moved" / "elsewhere")
-    imported_id = store.import_json(path)
+    path = export_json(store, chat_id, tmp_path / "moved" / "elsewhere")
+    imported_id = import_json(store, path)
     original, imported = store.load_chat(chat_id), store.load_chat(imported_id)
     assert imported_id != chat_id
     assert imported.title == original.title
@@ -90,12 +106,12 @@ def test_export_then_import_gives_the_same_chat(store: ChatStore, chat_id: int, 
     ]
     assert all(m.status == "complete" for m in imported.messages)
     # Exporting the imported chat gives the same file again.
-    again = store.export_json(imported_id, tmp_path / "again")
+    again = export_json(store, imported_id, tmp_path / "again")
     assert json.loads(again.read_text(encoding="utf-8")) == json.loads(path.read_text(encoding="utf-8"))
 
 
 def test_markdown_export_links_its_images_relatively(store: ChatStore, chat_id: int, tmp_path: Path) -> None:
-    path = store.export_markdown(chat_id, tmp_path / "exports")
+    path = export_markdown(store, chat_id, tmp_path / "exports")
     assert path.name == "What is in these pictures.md"
     text = path.read_text(encoding="utf-8")
     assert text.startswith("# What is in: these/pictures?\n")
@@ -113,17 +129,62 @@ def test_markdown_export_links_its_images_relatively(store: ChatStore, chat_id: 
 
 
 def test_exports_never_overwrite_and_names_are_safe(store: ChatStore, chat_id: int, tmp_path: Path) -> None:
-    first = store.export_markdown(chat_id, tmp_path)
-    second = store.export_markdown(chat_id, tmp_path)
+    first = export_markdown(store, chat_id, tmp_path)
+    second = export_markdown(store, chat_id, tmp_path)
     assert (first.name, second.name) == ("What is in these pictures.md", "What is in these pictures-2.md")
     odd = store.create_chat()
     store.rename_chat(odd, 'CON')
-    assert store.export_json(odd, tmp_path).name == f"chat-{odd}.json"
+    assert export_json(store, odd, tmp_path).name == f"chat-{odd}.json"
     store.rename_chat(odd, '../../a<b>:c|d?*"e\\f')
-    exported = store.export_json(odd, tmp_path)
+    exported = export_json(store, odd, tmp_path)
     # No leading dots: neither hidden nor a way up.
     assert exported.parent == tmp_path and exported.name == "a b c d e f.json"
     assert json.loads(exported.read_text(encoding="utf-8")) == []
+
+
+@pytest.mark.parametrize("title", ["这张图片里有什么东西" * 8, "🙂" * 60, "👩‍👩‍👧" * 30, "é" * 200],
+                         ids=["80 CJK", "60 emoji", "joined emoji", "200 accented"])
+def test_export_names_fit_the_file_system_in_bytes(store: ChatStore, tmp_path: Path, title: str) -> None:
+    chat_id = store.create_chat()
+    store.add_user_message(chat_id, "look", [png_bytes("red")])
+    store.rename_chat(chat_id, title)
+    for export in (export_json, export_markdown, export_json):  # the third one is named "-2"
+        path = export(store, chat_id, tmp_path)
+        assert path.is_file() and len(path.name.encode("utf-8")) <= 200
+        assert path.stem.removesuffix("-2") and title.startswith(path.stem.removesuffix("-2"))
+        assert not path.stem.endswith("\u200d")
+        assert (tmp_path / f"{path.stem}_images").is_dir()
+
+
+def test_import_reads_and_hashes_each_distinct_image_once(store: ChatStore, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "in"
+    path = write_conversation(folder, [{"role": "user", "content": f"again {n}", "images": ["pic.png"] * 20}
+                                       for n in range(50)])
+    hashed = []
+    real_digest = image_files.digest
+    monkeypatch.setattr(image_files, "digest", lambda data: hashed.append(len(data)) or real_digest(data))
+    progress: list[tuple[int, int]] = []
+    turns = exchange.read_chat_file(path, store.images, lambda done, total: progress.append((done, total)))
+    assert len(hashed) == 1 and progress == [(0, 1), (1, 1)]
+    chat = store.load_chat(store.add_imported_chat(turns))
+    assert len(chat.messages) == 50 and all(len(m.images) == 20 for m in chat.messages)
+
+
+def test_a_cancelled_transfer_leaves_nothing_behind(store: ChatStore, chat_id: int, tmp_path: Path) -> None:
+    cancel = threading.Event()
+
+    def cancel_after_the_first(done: int, total: int) -> None:
+        if done == 1:
+            cancel.set()
+
+    with pytest.raises(TransferCancelled):
+        exchange.write_json(store.load_chat(chat_id), tmp_path / "out", cancel_after_the_first, cancel)
+    assert list((tmp_path / "out").iterdir()) == []
+    path = write_conversation(tmp_path / "in", [{"role": "user", "content": "x", "images": ["pic.png"]}])
+    with pytest.raises(TransferCancelled):
+        exchange.read_chat_file(path, store.images, None, cancel)
+    assert not list(store.images_dir.glob(image_files.digest(png_bytes("blue")) + ".*"))
 
 
 def write_conversation(folder: Path, items: object) -> Path:
@@ -136,10 +197,10 @@ def write_conversation(folder: Path, items: object) -> Path:
 
 def test_import_of_a_hand_written_conversation(store: ChatStore, tmp_path: Path) -> None:
     path = write_conversation(tmp_path / "in", [
-        {"role": "user", "content": "Hello there, what is this?", "images": ["pic.png", "./sub/../pic.png"]},
+        {"role": "user", "content": "Hello there, what is this?", "images": ["pic.png", "pic.png"]},
         {"role": "assistant", "content": "A blue rectangle."},
     ])
-    chat = store.load_chat(store.import_json(path))
+    chat = store.load_chat(import_json(store, path))
     assert chat.title == "Hello there, what is this?"
     assert [len(m.images) for m in chat.messages] == [2, 0]
     assert chat.messages[0].images[0].read_bytes() == png_bytes("blue")
@@ -167,18 +228,20 @@ BAD_CONVERSATIONS: dict[str, tuple[Callable[[Path], object], str]] = {
     "assistant image": (lambda folder: [{"role": "assistant", "content": "x", "images": ["pic.png"]}],
                         "only user messages"),
     "absolute path": (lambda folder: [{"role": "user", "content": "x", "images": [str(folder / "pic.png")]}],
-                      "relative to the conversation file"),
-    "windows drive": (lambda folder: [{"role": "user", "content": "x", "images": ["C:\\pic.png"]}],
-                      "relative to the conversation file"),
-    "windows share": (lambda folder: [{"role": "user", "content": "x", "images": ["\\\\server\\share\\pic.png"]}],
-                      "relative to the conversation file"),
-    "empty name": (lambda folder: [{"role": "user", "content": "x", "images": [""]}], "relative"),
+                      "absolute path"),
+    "windows drive": (lambda folder: [{"role": "user", "content": "x", "images": ["C:pic.png"]}], "absolute path"),
+    "backslashes": (lambda folder: [{"role": "user", "content": "x", "images": ["\\\\server\\share\\pic.png"]}],
+                    "backslash"),
+    "empty name": (lambda folder: [{"role": "user", "content": "x", "images": [""]}], "not a file name"),
     "parent folder": (lambda folder: [{"role": "user", "content": "x", "images": ["../outside.png"]}],
-                      "outside the conversation's folder"),
+                      r"'\.\.' component"),
+    "dotted path": (lambda folder: [{"role": "user", "content": "x", "images": ["./sub/../pic.png"]}],
+                    r"'\.\.' component"),
     "link outside": (lambda folder: [{"role": "user", "content": "x", "images": [_symlink_outside(folder)]}],
-                     "outside the conversation's folder"),
+                     "leads outside"),
     "missing image": (lambda folder: [{"role": "user", "content": "x", "images": ["nope.png"]}], "does not exist"),
-    "folder as image": (lambda folder: [{"role": "user", "content": "x", "images": ["."]}], "does not exist"),
+    "folder as image": (lambda folder: (folder / "sub").mkdir()
+                        or [{"role": "user", "content": "x", "images": ["sub"]}], "does not exist"),
 }
 
 
@@ -190,7 +253,7 @@ def test_import_refuses_a_bad_conversation_and_saves_nothing(store: ChatStore, t
     (folder.parent / "outside.png").write_bytes(png_bytes("green"))
     path = write_conversation(folder, make(folder))
     with pytest.raises(ConversationFileError, match=message):
-        store.import_json(path)
+        import_json(store, path)
     assert store.list_chats() == []
 
 
@@ -204,22 +267,22 @@ def test_import_refuses_files_that_are_not_json_or_too_big(store: ChatStore, tmp
     ]:
         path.write_bytes(content)
         with pytest.raises(ConversationFileError, match=message):
-            store.import_json(path)
+            import_json(store, path)
     with pytest.raises(ConversationFileError, match="no such file"):
-        store.import_json(tmp_path / "missing.json")
+        import_json(store, tmp_path / "missing.json")
 
     path = write_conversation(tmp_path / "big", [{"role": "user", "content": "x" * 100}] * 3)
     monkeypatch.setattr(prompt_module, "MAX_CONVERSATION_BYTES", 200)
     with pytest.raises(ConversationFileError, match="larger than"):
-        store.import_json(path)
+        import_json(store, path)
     monkeypatch.setattr(prompt_module, "MAX_CONVERSATION_BYTES", 10_000)
     monkeypatch.setattr(prompt_module, "MAX_CONVERSATION_MESSAGES", 2)
     with pytest.raises(ConversationFileError, match="more than 2 messages"):
-        store.import_json(path)
+        import_json(store, path)
     monkeypatch.setattr(prompt_module, "MAX_CONVERSATION_MESSAGES", 10)
     monkeypatch.setattr(prompt_module, "MAX_MESSAGE_CHARS", 99)
     with pytest.raises(ConversationFileError, match="longer than 99 characters"):
-        store.import_json(path)
+        import_json(store, path)
     assert store.list_chats() == []
 
 
@@ -231,5 +294,5 @@ def test_import_refuses_an_image_that_is_not_one(store: ChatStore, tmp_path: Pat
     ])
     (folder / "notes.txt").write_text("just text", encoding="utf-8")
     with pytest.raises(ImageError, match=r"notes\.txt: not an image"):
-        store.import_json(path)
+        import_json(store, path)
     assert store.list_chats() == []

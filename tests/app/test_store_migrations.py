@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from app.store import SCHEMA_VERSION, ChatStore
+from app.history.database import SCHEMA_VERSION, ChatStore
 
 # Schema version 1 exactly as that version created it, written out here so the test does not depend on
 # the store's own migration code.

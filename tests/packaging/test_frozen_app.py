@@ -15,9 +15,9 @@ from pathlib import Path
 import bundle
 import pytest
 
-from app.main import log_dir
+from app.history.database import default_store_path
+from app.logs import log_dir
 from app.settings import config_dir
-from app.store import default_store_path
 from xvlm_core import hub
 
 pytestmark = pytest.mark.slow

@@ -1,46 +1,50 @@
-"""Chat history: one SQLite file with a folder of images beside it; crash-safe, searchable, exportable.
+"""The chat history's database: one SQLite file (WAL) with the images folder beside it; crash-safe, searchable.
 
 One process writes: the writer holds a lock file beside the database, and any other process opens the store
-read-only. A store object is not thread-safe; use it from one thread (the UI thread).
+read-only. A store object is not thread-safe; use it from one thread (the UI thread). Every failure leaves here
+as a StoreError (or ImageError for an image that cannot be used), never as sqlite3's own errors.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import html
-import io
+import errno
+import functools
 import json
 import os
 import re
 import sqlite3
-import tempfile
 import time
-import urllib.parse
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
 
+import filelock
 import platformdirs
-from PIL import Image
-from xvlm_core.errors import ConversationError, XvlmError
-from xvlm_core.images import FORMAT_SUFFIXES, open_image, read_image_bytes, to_rgb
-from xvlm_core.prompt import read_conversation
 
 from app import APP_NAME
-from app.instance_lock import InstanceLock
+from app.history.image_files import ImageFolder, StoredImage
+from app.history.records import (
+    FINISHED_STATUSES,
+    Chat,
+    ChatSummary,
+    FolderNotWritableError,
+    ImportedTurn,
+    NewerHistoryError,
+    ReadOnlyStoreError,
+    Role,
+    SearchHit,
+    Status,
+    StoredMessage,
+    StoreError,
+    StoreInUseError,
+    auto_title,
+)
 
 SQLITE_HEADER = b"SQLite format 3\x00"
-FINISHED_STATUSES = ("complete", "stopped", "interrupted", "failed")
 STREAM_WRITE_INTERVAL_S = 1.0
-TITLE_LENGTH = 60
-THUMBNAIL_SIDE = 256
 SNIPPET_CHARS = 160
-
-Role = Literal["user", "assistant"]
-Status = Literal["complete", "stopped", "interrupted", "failed", "streaming"]
 
 # Each step takes the schema from version N to N + 1, in one transaction. A released step never changes:
 # databases written by earlier versions of the app replay the steps they miss.
@@ -101,85 +105,26 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
-class StoreError(XvlmError):
-    """The chat history could not be opened, read or written; the message says why."""
-
-
-class ReadOnlyStoreError(StoreError):
-    """A change was asked of a store opened read-only."""
-
-
-class StoreInUseError(StoreError):
-    """Another process holds the chat history open for writing."""
-
-
-class ConversationFileError(StoreError, ConversationError):
-    """A conversation file to import is unreadable or not in the expected shape."""
-
-
-@dataclass(frozen=True)
-class StoredMessage:
-    id: int
-    role: Role
-    text: str
-    status: Status
-    stats: dict[str, Any]
-    created: datetime
-    images: list[Path]  # the stored copies, in the order they were attached
-    thumbnails: list[Path]  # one per image, same order
-
-
-@dataclass(frozen=True)
-class Chat:
-    id: int
-    title: str
-    created: datetime
-    updated: datetime
-    model: str
-    settings: dict[str, Any]
-    pinned: bool
-    messages: list[StoredMessage]
-
-
-@dataclass(frozen=True)
-class ChatSummary:
-    id: int
-    title: str
-    created: datetime
-    updated: datetime
-    pinned: bool
-    message_count: int
-    thumbnail: Path | None  # of the chat's first image
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    chat_id: int
-    message_id: int
-    chat_title: str
-    role: Role
-    snippet: str  # plain text, one line
-    highlights: tuple[tuple[int, int], ...]  # [start, end) ranges of `snippet` that match the query
-
-    def snippet_html(self) -> str:
-        """The snippet as HTML with the matches in <b>, everything else escaped."""
-        parts, done = [], 0
-        for start, end in self.highlights:
-            parts += [html.escape(self.snippet[done:start]), "<b>", html.escape(self.snippet[start:end]), "</b>"]
-            done = end
-        parts.append(html.escape(self.snippet[done:]))
-        return "".join(parts)
-
-
-@dataclass(frozen=True)
-class _ImageFiles:
-    sha256: str
-    file: str  # names inside the images folder
-    thumbnail: str
-
-
 class _DamagedDatabase(Exception):
     """The database file is not a database, or fails its integrity check."""
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _translated(method: Callable[P, T]) -> Callable[P, T]:
+    """A read of the database whose SQLite errors (a disk failing, a file changed underneath) become StoreError."""
+
+    @functools.wraps(method)
+    def read(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            store = args[0]
+            raise StoreError(f"The chat history at {store.path} could not be read: {_reason(exc)}.") from exc
+
+    return read
 
 
 def default_store_path() -> Path:
@@ -197,31 +142,44 @@ class ChatStore:
     def __init__(self, path: Path | None = None, read_only: bool = False, *,
                  stream_write_interval: float = STREAM_WRITE_INTERVAL_S):
         self.path = Path(path) if path is not None else default_store_path()
-        self.images_dir = self.path.parent / "images"
+        self.images = ImageFolder(self.path.parent / "images")
         self.read_only = read_only
         self.recovered_from: Path | None = None
         self._stream_write_interval = stream_write_interval
         self._pending: dict[int, str] = {}  # message id -> streamed text not yet written
         self._last_stream_write = float("-inf")
-        self._lock = InstanceLock(self.path.with_name(self.path.name + ".lock"))
+        # The lock lives on the open file: a crashed holder never leaves a stale lock behind.
+        self._lock = filelock.FileLock(self.path.with_name(self.path.name + ".lock"), thread_local=False)
         self._db: sqlite3.Connection | None = None
         if read_only:
             self._db = self._open_reader()
             return
         try:
+            if self.path.exists() and not self.path.is_file():
+                raise StoreError(f"The chat history at {self.path} is not a file; move it away and start the app "
+                                 "again to begin a new history.")
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            if not self._lock.acquire():
+            try:
+                self._lock.acquire(timeout=0)
+            except filelock.Timeout:
                 raise StoreInUseError(
                     f"Another XVLM Chat window is using the chat history in {self.path.parent}. "
                     "Close it first, or open the history read-only."
-                )
+                ) from None
             self._db = self._open_writer()
         except OSError as exc:
             self._lock.release()
+            if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+                raise FolderNotWritableError(
+                    f"The folder {self.path.parent} cannot be written ({exc.strerror or exc}).") from exc
             raise StoreError(f"Could not open the chat history in {self.path.parent}: {exc.strerror or exc}.") from exc
         except BaseException:
             self._lock.release()
             raise
+
+    @property
+    def images_dir(self) -> Path:
+        return self.images.folder
 
     # --- opening -----------------------------------------------------------------------------------------------
 
@@ -240,7 +198,7 @@ class ChatStore:
         try:
             return self._connect_and_migrate()
         except _DamagedDatabase as exc:
-            raise StoreError(f"A new chat history at {self.path} could not be started: {exc}.") from exc
+            raise StoreError(f"A new chat history at {self.path} could not be started: {_reason(exc)}.") from exc
 
     def _connect_and_migrate(self) -> sqlite3.Connection:
         db = self._connect(self.path.absolute().as_uri())
@@ -265,7 +223,7 @@ class ChatStore:
             db.close()
             if _is_damage(exc):
                 raise _DamagedDatabase(str(exc)) from exc
-            raise StoreError(f"Could not open the chat history at {self.path}: {exc}.") from exc
+            raise StoreError(f"Could not open the chat history at {self.path}: {_reason(exc)}.") from exc
         except BaseException:
             db.close()
             raise
@@ -276,7 +234,12 @@ class ChatStore:
             raise StoreError(f"There is no chat history at {self.path} yet.")
         if not _could_be_sqlite(self.path):
             raise StoreError(f"The chat history at {self.path} cannot be read: it is not a database.")
-        db = self._connect(self.path.absolute().as_uri() + "?mode=ro")
+        uri = self.path.absolute().as_uri() + "?mode=ro"
+        if not os.access(self.path.parent, os.W_OK) and not Path(f"{self.path}-wal").exists():
+            # Nobody can be writing it, and SQLite could not create the shared-memory file a reader of a WAL
+            # database needs: read the file as it stands.
+            uri += "&immutable=1"
+        db = self._connect(uri)
         try:
             db.execute("PRAGMA foreign_keys = ON")
             self._check_integrity(db)
@@ -287,7 +250,7 @@ class ChatStore:
                 )
         except (sqlite3.DatabaseError, _DamagedDatabase) as exc:
             db.close()
-            raise StoreError(f"The chat history at {self.path} cannot be read: {exc}.") from exc
+            raise StoreError(f"The chat history at {self.path} cannot be read: {_reason(exc)}.") from exc
         except BaseException:
             db.close()
             raise
@@ -298,7 +261,7 @@ class ChatStore:
             # Autocommit at the driver level: every write goes through `_transaction`, which says BEGIN itself.
             return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10)
         except sqlite3.Error as exc:
-            raise StoreError(f"Could not open the chat history at {self.path}: {exc}.") from exc
+            raise StoreError(f"Could not open the chat history at {self.path}: {_reason(exc)}.") from exc
 
     @staticmethod
     def _check_integrity(db: sqlite3.Connection) -> None:
@@ -309,7 +272,7 @@ class ChatStore:
     def _schema_version(self, db: sqlite3.Connection) -> int:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise StoreError(
+            raise NewerHistoryError(
                 f"The chat history at {self.path} was written by a newer version of XVLM Chat "
                 f"(schema {version}; this version knows up to {SCHEMA_VERSION}). Update the app to open it."
             )
@@ -359,6 +322,7 @@ class ChatStore:
             )
         return cursor.lastrowid
 
+    @_translated
     def list_chats(self) -> list[ChatSummary]:
         """Chats not deleted: pinned ones first, then the most recently active."""
         rows = self._read().execute(
@@ -377,6 +341,7 @@ class ChatStore:
             for chat_id, title, created, updated, pinned, count, thumbnail in rows
         ]
 
+    @_translated
     def load_chat(self, chat_id: int) -> Chat:
         """A chat with all its messages in order (a deleted chat too, until it is purged)."""
         db = self._read()
@@ -386,19 +351,18 @@ class ChatStore:
         if row is None:
             raise StoreError(f"There is no chat {chat_id} in the history.")
         title, created, updated, model, settings, pinned = row
-        images: dict[int, list[tuple[str, str]]] = {}
-        for message_id, file, thumbnail in db.execute(
-            """SELECT a.message_id, i.file, i.thumbnail FROM attachments a
+        images: dict[int, list[str]] = {}
+        for message_id, file in db.execute(
+            """SELECT a.message_id, i.file FROM attachments a
                JOIN messages m ON m.id = a.message_id JOIN images i ON i.sha256 = a.sha256
                WHERE m.chat_id = ? ORDER BY a.message_id, a.position""",
             (chat_id,),
         ):
-            images.setdefault(message_id, []).append((file, thumbnail))
+            images.setdefault(message_id, []).append(file)
         messages = [
             StoredMessage(
                 message_id, role, self._pending.get(message_id, text), status, json.loads(stats), _datetime(at),
-                [self.images_dir / file for file, _ in images.get(message_id, [])],
-                [self.images_dir / thumbnail for _, thumbnail in images.get(message_id, [])],
+                [self.images_dir / file for file in images.get(message_id, [])],
             )
             for message_id, role, text, status, stats, at in db.execute(
                 "SELECT id, role, text, status, stats, created FROM messages WHERE chat_id = ? ORDER BY position",
@@ -444,8 +408,7 @@ class ChatStore:
             db.execute(f"DELETE {unused}")
         # Files go only after the rows are gone for good: a crash in between leaves files, never broken rows.
         for names in files:
-            for name in names:
-                (self.images_dir / name).unlink(missing_ok=True)
+            self.images.remove(*names)
         return purged
 
     # --- messages ----------------------------------------------------------------------------------------------
@@ -457,7 +420,7 @@ class ChatStore:
         when an image cannot be used.
         """
         self._require_writable()  # before any image is copied in
-        stored = [self._store_image(image) for image in images]
+        stored = [self.images.store(image) for image in images]
         with self._write() as db:
             title = self._require_chat(db, chat_id)
             message_id = self._insert_message(db, chat_id, "user", text, "complete", stored)
@@ -507,13 +470,17 @@ class ChatStore:
             db.execute("UPDATE chats SET updated = ? WHERE id = ?", (time.time(), chat_id))
         self._pending.pop(message_id, None)
 
-    def edit_message(self, message_id: int, text: str) -> None:
-        """Replace a message's text (its images stay); pair with `truncate_after` for edit-and-resend."""
+    def add_imported_chat(self, turns: Sequence[ImportedTurn]) -> int:
+        """A new chat of finished messages whose images are already in the images folder; returns its id."""
+        now = time.time()
+        first_question = next((turn.text for turn in turns if turn.role == "user" and turn.text.strip()), "")
         with self._write() as db:
-            chat_id = self._require_message(db, message_id)
-            db.execute("UPDATE messages SET text = ? WHERE id = ?", (text, message_id))
-            db.execute("UPDATE chats SET updated = ? WHERE id = ?", (time.time(), chat_id))
-        self._pending.pop(message_id, None)
+            chat_id = db.execute(
+                "INSERT INTO chats (title, created, updated) VALUES (?, ?, ?)", (auto_title(first_question), now, now)
+            ).lastrowid
+            for turn in turns:
+                self._insert_message(db, chat_id, turn.role, turn.text, "complete", turn.images)
+        return chat_id
 
     def truncate_after(self, message_id: int) -> None:
         """Delete every message that comes after this one in its chat (to regenerate or resend from it)."""
@@ -526,6 +493,7 @@ class ChatStore:
 
     # --- search ------------------------------------------------------------------------------------------------
 
+    @_translated
     def search(self, query: str, limit: int = 50) -> list[SearchHit]:
         """Messages of chats not deleted that contain every word of `query` (case-insensitive), newest first.
 
@@ -556,67 +524,6 @@ class ChatStore:
             hits.append(SearchHit(chat_id, message_id, title, role, snippet, highlights))
         return hits
 
-    # --- export and import -------------------------------------------------------------------------------------
-
-    def export_markdown(self, chat_id: int, folder: Path) -> Path:
-        """Write the chat as `TITLE.md` in `folder`, its images in `TITLE_images/` linked relatively."""
-        chat = self.load_chat(chat_id)
-        target = _free_path(Path(folder), _file_stem(chat), ".md")
-        links = self._export_images(chat, target)
-        title = chat.title or f"Chat of {chat.created.astimezone():%Y-%m-%d %H:%M}"
-        about = f"Exported from XVLM Chat on {datetime.now():%Y-%m-%d %H:%M}"
-        if chat.model:
-            about += f", model {chat.model}"
-        lines = [f"# {title}", "", f"*{about}*", ""]
-        for message in chat.messages:
-            lines += ["## " + ("You" if message.role == "user" else "Assistant"), ""]
-            for number, image in enumerate(message.images, 1):
-                lines += [f"![image {number}]({urllib.parse.quote(links[image])})", ""]
-            if message.text:
-                lines += [message.text, ""]
-            if message.status != "complete":
-                lines += [f"*(answer {message.status})*", ""]
-        _write_atomic(target, "\n".join(lines).encode("utf-8"), shared=True)
-        return target
-
-    def export_json(self, chat_id: int, folder: Path) -> Path:
-        """Write the chat as `TITLE.json` for `xvlm ask --conversation`, images copied to `TITLE_images/`.
-
-        The shape is `[{"role", "content", "images"?}]`; answers without any text are left out.
-        """
-        chat = self.load_chat(chat_id)
-        target = _free_path(Path(folder), _file_stem(chat), ".json")
-        links = self._export_images(chat, target)
-        items: list[dict[str, Any]] = []
-        for message in chat.messages:
-            if message.role == "assistant" and not message.text:
-                continue
-            item: dict[str, Any] = {"role": message.role, "content": message.text}
-            if message.images:
-                item["images"] = [links[image] for image in message.images]
-            items.append(item)
-        _write_atomic(target, json.dumps(items, ensure_ascii=False, indent=2).encode("utf-8"), shared=True)
-        return target
-
-    def import_json(self, path: Path) -> int:
-        """A new chat from a conversation file in the `export_json` shape; returns its id.
-
-        The file is untrusted: anything unexpected raises ConversationFileError (or ImageError), saving nothing.
-        """
-        self._require_writable()
-        path = Path(path)
-        turns = _read_conversation(path)
-        stored = [[self._store_image(image) for image in images] for _, _, images in turns]
-        now = time.time()
-        first_question = next((text for role, text, _ in turns if role == "user" and text.strip()), "")
-        with self._write() as db:
-            chat_id = db.execute(
-                "INSERT INTO chats (title, created, updated) VALUES (?, ?, ?)", (auto_title(first_question), now, now)
-            ).lastrowid
-            for (role, text, _), images in zip(turns, stored, strict=True):
-                self._insert_message(db, chat_id, role, text, "complete", images)
-        return chat_id
-
     # --- internals ---------------------------------------------------------------------------------------------
 
     def _read(self) -> sqlite3.Connection:
@@ -626,17 +533,18 @@ class ChatStore:
 
     def _require_writable(self) -> None:
         if self.read_only:
-            raise ReadOnlyStoreError(
-                "The chat history is open read-only here because another XVLM Chat window is using it; "
-                "changes can be made in that window."
-            )
+            raise ReadOnlyStoreError(f"The chat history at {self.path} is open read-only in this window; "
+                                     "changes are not saved.")
         self._read()
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         self._require_writable()
-        with _transaction(self._read()) as db:
-            yield db
+        try:
+            with _transaction(self._read()) as db:
+                yield db
+        except sqlite3.Error as exc:
+            raise StoreError(f"The chat history at {self.path} could not be written: {_reason(exc)}.") from exc
 
     @staticmethod
     def _require_chat(db: sqlite3.Connection, chat_id: int) -> str:
@@ -656,7 +564,7 @@ class ChatStore:
 
     @staticmethod
     def _insert_message(db: sqlite3.Connection, chat_id: int, role: Role, text: str, status: Status,
-                        images: list[_ImageFiles]) -> int:
+                        images: Sequence[StoredImage]) -> int:
         now = time.time()
         message_id = db.execute(
             """INSERT INTO messages (chat_id, position, role, text, status, created)
@@ -670,64 +578,6 @@ class ChatStore:
                        (message_id, position, image.sha256))
         db.execute("UPDATE chats SET updated = ? WHERE id = ?", (now, chat_id))
         return message_id
-
-    def prepare_image(self, source: Path | bytes) -> None:
-        """Check an image and copy it into the images folder ahead of `add_user_message`.
-
-        Safe on any thread (files only, no database): decoding a large photo and drawing its thumbnail is
-        then done before the question is sent, not on the UI thread when it is. Raises ImageError.
-        """
-        self._store_image(source)
-
-    def _store_image(self, source: Path | bytes) -> _ImageFiles:
-        """Copy an image into the images folder under its SHA-256, with a thumbnail; once per distinct image.
-
-        Files only, named by content: the same image from two threads writes the same bytes, atomically.
-        """
-        name = "the pasted image" if isinstance(source, bytes) else str(source)
-        data = source if isinstance(source, bytes) else read_image_bytes(Path(source))
-        sha256 = hashlib.sha256(data).hexdigest()
-        thumbnail_name = sha256 + ".thumb.jpg"
-        copies = [path.name for path in self.images_dir.glob(sha256 + ".*") if path.name != thumbnail_name]
-        if len(copies) == 1 and (self.images_dir / thumbnail_name).is_file():
-            return _ImageFiles(sha256, copies[0], thumbnail_name)
-        thumbnail, suffix = _thumbnail(data, name)
-        files = _ImageFiles(sha256, sha256 + suffix, sha256 + ".thumb.jpg")
-        _write_atomic(self.images_dir / files.file, data)
-        _write_atomic(self.images_dir / files.thumbnail, thumbnail)
-        return files
-
-    def _export_images(self, chat: Chat, target: Path) -> dict[Path, str]:
-        """Copy the chat's images to `STEM_images/` beside `target`; stored path -> link relative to `target`."""
-        folder = target.with_name(target.stem + "_images")
-        links: dict[Path, str] = {}
-        for message in chat.messages:
-            for image in message.images:
-                if image in links:
-                    continue
-                try:
-                    data = image.read_bytes()
-                except OSError as exc:
-                    raise StoreError(f"An image of this chat is missing from {self.images_dir}: {exc}.") from exc
-                # The stored name is the content's hash, so one name never stands for two different images.
-                name = image.stem[:16] + image.suffix
-                _write_atomic(folder / name, data, shared=True)
-                links[image] = f"{folder.name}/{name}"
-        return links
-
-
-# --- helpers that need no store ------------------------------------------------------------------------------------
-
-
-def auto_title(question: str) -> str:
-    """A chat title from its first question: the first non-empty line, cut to about 60 characters at a word."""
-    line = next((" ".join(line.split()) for line in question.splitlines() if line.strip()), "")
-    if len(line) <= TITLE_LENGTH:
-        return line
-    cut = line[:TITLE_LENGTH + 1].rfind(" ")
-    # Text without spaces (Chinese, a long URL) is cut at the length itself.
-    head = line[:cut] if cut > TITLE_LENGTH // 2 else line[:TITLE_LENGTH]
-    return head.rstrip(" ,.;:-") + "…"
 
 
 def search_terms(query: str) -> list[str]:
@@ -756,80 +606,6 @@ def _snippet(text: str, pattern: re.Pattern[str]) -> tuple[str, tuple[tuple[int,
     return prefix + window + suffix, highlights
 
 
-def _thumbnail(data: bytes, name: str) -> tuple[bytes, str]:
-    """Check untrusted image bytes; the JPEG thumbnail of the upright image, and the suffix to store it under."""
-    image, image_format = open_image(data, name)
-    image = to_rgb(image)
-    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=85)
-    return buffer.getvalue(), FORMAT_SUFFIXES[image_format]
-
-
-def _read_conversation(path: Path) -> list[tuple[Role, str, list[Path]]]:
-    """Validate an untrusted conversation file: (role, text, image paths inside its folder) per turn."""
-    try:
-        messages = read_conversation(path)
-    except ConversationError as exc:
-        raise ConversationFileError(str(exc)) from None
-    folder = path.parent.resolve()
-    return [(message.role, message.text, [_image_inside(folder, name, f"{path}: message {index}")
-                                          for name in message.images])
-            for index, message in enumerate(messages, 1)]
-
-
-def _image_inside(folder: Path, name: str, where: str) -> Path:
-    """The file an imported image name stands for; it must be a relative path that stays inside `folder`."""
-    if not name or "\x00" in name or PurePosixPath(name).is_absolute() or PureWindowsPath(name).anchor:
-        raise ConversationFileError(f"{where}: image {name!r} must be a path relative to the conversation file.")
-    resolved = (folder / name).resolve()  # follows links, so a link pointing outside is caught too
-    if not resolved.is_relative_to(folder):
-        raise ConversationFileError(f"{where}: image {name!r} is outside the conversation's folder.")
-    if not resolved.is_file():
-        raise ConversationFileError(f"{where}: image {name!r} does not exist.")
-    return resolved
-
-
-def _file_stem(chat: Chat) -> str:
-    """A file name for a chat's export, safe on every system: the title without characters that paths reserve."""
-    stem = re.sub(r'[\x00-\x1f\x7f<>:"/\\|?*]', " ", chat.title)
-    stem = " ".join(stem.split())[:80].strip(" .…")
-    # Windows reserves these names with any extension.
-    if not stem or re.fullmatch(r"(con|prn|aux|nul|com\d|lpt\d)", stem, re.I):
-        stem = f"chat-{chat.id}"
-    return stem
-
-
-def _free_path(folder: Path, stem: str, suffix: str) -> Path:
-    """`folder/stem.suffix`, or `stem-2.suffix`... when that exists: an export never overwrites a file."""
-    folder.mkdir(parents=True, exist_ok=True)
-    candidate, counter = folder / f"{stem}{suffix}", 2
-    while candidate.exists():
-        candidate, counter = folder / f"{stem}-{counter}{suffix}", counter + 1
-    return candidate
-
-
-def _write_atomic(path: Path, data: bytes, shared: bool = False) -> None:
-    """Write through a temporary file and rename: readers see the old file or the whole new one.
-
-    `shared` files (exports) are readable by others like any saved document; copies in the data folder are private.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if shared:
-            os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-
-
 @contextlib.contextmanager
 def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     # IMMEDIATE takes the write lock up front, so a transaction never fails half-way for want of it.
@@ -856,6 +632,11 @@ def _could_be_sqlite(path: Path) -> bool:
 def _is_damage(error: sqlite3.DatabaseError) -> bool:
     code = getattr(error, "sqlite_errorcode", 0) & 0xFF
     return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def _reason(error: Exception) -> str:
+    """SQLite's message for an error, to end a sentence of ours (some of its messages end in a full stop)."""
+    return str(error).rstrip(".")
 
 
 def _datetime(timestamp: float) -> datetime:

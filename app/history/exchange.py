@@ -1,0 +1,169 @@
+"""Chats to and from files: Markdown and the JSON `xvlm ask --conversation` reads, and importing that JSON back.
+
+Files only, no database, so all of it runs off the UI thread: the database side is `ChatStore.load_chat` before an
+export and `ChatStore.add_imported_chat` after an import. Long steps report `progress(done, total)` and stop with
+TransferCancelled between files once `cancel` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import urllib.parse
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from xvlm_core.errors import ConversationError
+from xvlm_core.prompt import read_conversation
+from xvlm_core.safepath import UnsafePathError, path_inside
+
+from app.history.image_files import ImageFolder, StoredImage, write_atomic
+from app.history.records import Chat, ConversationFileError, ImportedTurn, StoreError, TransferCancelled
+
+Progress = Callable[[int, int], None]
+
+# Most file systems allow 255 bytes per name (UTF-8 on Linux and macOS, UTF-16 units on Windows). The stem leaves
+# room for "-NN", the suffix, "_images" and the temporary name an atomic write uses.
+STEM_BYTES = 180
+STEM_CHARS = 80
+
+
+def write_markdown(chat: Chat, folder: Path, progress: Progress | None = None,
+                   cancel: threading.Event | None = None) -> Path:
+    """Write the chat as `TITLE.md` in `folder`, its images in `TITLE_images/` linked relatively."""
+    target = _free_path(Path(folder), file_stem(chat.title, chat.id), ".md")
+    links = _export_images(chat, target, progress, cancel)
+    title = chat.title or f"Chat of {chat.created.astimezone():%Y-%m-%d %H:%M}"
+    about = f"Exported from XVLM Chat on {datetime.now():%Y-%m-%d %H:%M}"
+    if chat.model:
+        about += f", model {chat.model}"
+    lines = [f"# {title}", "", f"*{about}*", ""]
+    for message in chat.messages:
+        lines += ["## " + ("You" if message.role == "user" else "Assistant"), ""]
+        for number, image in enumerate(message.images, 1):
+            lines += [f"![image {number}]({urllib.parse.quote(links[image])})", ""]
+        if message.text:
+            lines += [message.text, ""]
+        if message.status != "complete":
+            lines += [f"*(answer {message.status})*", ""]
+    write_atomic(target, "\n".join(lines).encode("utf-8"), shared=True)
+    return target
+
+
+def write_json(chat: Chat, folder: Path, progress: Progress | None = None,
+               cancel: threading.Event | None = None) -> Path:
+    """Write the chat as `TITLE.json` for `xvlm ask --conversation`, images copied to `TITLE_images/`.
+
+    The shape is `[{"role", "content", "images"?}]`; answers without any text are left out.
+    """
+    target = _free_path(Path(folder), file_stem(chat.title, chat.id), ".json")
+    links = _export_images(chat, target, progress, cancel)
+    items: list[dict[str, Any]] = []
+    for message in chat.messages:
+        if message.role == "assistant" and not message.text:
+            continue
+        item: dict[str, Any] = {"role": message.role, "content": message.text}
+        if message.images:
+            item["images"] = [links[image] for image in message.images]
+        items.append(item)
+    write_atomic(target, json.dumps(items, ensure_ascii=False, indent=2).encode("utf-8"), shared=True)
+    return target
+
+
+def read_chat_file(path: Path, images: ImageFolder, progress: Progress | None = None,
+                   cancel: threading.Event | None = None) -> list[ImportedTurn]:
+    """Check an untrusted conversation file in the `write_json` shape and copy its images into `images`.
+
+    Each distinct image file is read, checked and hashed once, however often the file refers to it. Anything
+    unexpected raises ConversationFileError (or ImageError); nothing goes into the database here.
+    """
+    path = Path(path)
+    try:
+        messages = read_conversation(path)
+    except ConversationError as exc:
+        raise ConversationFileError(str(exc)) from None
+    folder = path.parent
+    files = [[_image_file(folder, name, f"{path} (message {index})") for name in message.images]
+             for index, message in enumerate(messages, 1)]
+    distinct = list(dict.fromkeys(file for message_files in files for file in message_files))
+    stored: dict[Path, StoredImage] = {}
+    for done, file in enumerate(distinct):
+        _check(cancel, progress, done, len(distinct))
+        stored[file] = images.store(file)
+    _check(cancel, progress, len(distinct), len(distinct))
+    return [ImportedTurn(message.role, message.text, tuple(stored[file] for file in message_files))
+            for message, message_files in zip(messages, files, strict=True)]
+
+
+def file_stem(title: str, chat_id: int) -> str:
+    """A file name for a chat's export, safe on every system: the title without characters paths reserve,
+    at most 80 characters and 180 bytes of UTF-8."""
+    stem = re.sub(r'[\x00-\x1f\x7f<>:"/\\|?*]', " ", title)
+    stem = " ".join(stem.split())[:STEM_CHARS]
+    # Cut at a character boundary; a joiner left at the end would glue the name to whatever follows it.
+    stem = stem.encode("utf-8")[:STEM_BYTES].decode("utf-8", "ignore").rstrip("\u200d\ufe0f")
+    stem = stem.strip(" .…")
+    # Windows reserves these names with any extension.
+    if not stem or re.fullmatch(r"(con|prn|aux|nul|com\d|lpt\d)", stem, re.I):
+        stem = f"chat-{chat_id}"
+    return stem
+
+
+def _image_file(folder: Path, name: object, where: str) -> Path:
+    """The regular file an imported image name stands for, inside the conversation's folder."""
+    try:
+        path = path_inside(folder, name, source=f"the conversation file {where}")
+    except UnsafePathError as exc:
+        raise ConversationFileError(str(exc)) from None
+    if not path.is_file():
+        raise ConversationFileError(f"{where}: image {name!r} does not exist.")
+    return path.resolve()
+
+
+def _export_images(chat: Chat, target: Path, progress: Progress | None,
+                   cancel: threading.Event | None) -> dict[Path, str]:
+    """Copy the chat's images to `STEM_images/` beside `target`; stored path -> link relative to `target`.
+
+    A cancelled export takes away the copies it made.
+    """
+    folder = target.with_name(target.stem + "_images")
+    distinct = list(dict.fromkeys(image for message in chat.messages for image in message.images))
+    links: dict[Path, str] = {}
+    try:
+        for done, image in enumerate(distinct):
+            _check(cancel, progress, done, len(distinct))
+            try:
+                data = image.read_bytes()
+            except OSError as exc:
+                raise StoreError(f"An image of this chat is missing from {image.parent}: {exc}.") from exc
+            # The stored name is the content's hash, so one name never stands for two different images.
+            name = image.stem[:16] + image.suffix
+            write_atomic(folder / name, data, shared=True)
+            links[image] = f"{folder.name}/{name}"
+        _check(cancel, progress, len(distinct), len(distinct))
+    except TransferCancelled:
+        for link in links.values():
+            (target.parent / link).unlink(missing_ok=True)
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+    return links
+
+
+def _check(cancel: threading.Event | None, progress: Progress | None, done: int, total: int) -> None:
+    if cancel is not None and cancel.is_set():
+        raise TransferCancelled()
+    if progress is not None:
+        progress(done, total)
+
+
+def _free_path(folder: Path, stem: str, suffix: str) -> Path:
+    """`folder/stem.suffix`, or `stem-2.suffix`... when that exists: an export never overwrites a file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    candidate, counter = folder / f"{stem}{suffix}", 2
+    while candidate.exists():
+        candidate, counter = folder / f"{stem}-{counter}{suffix}", counter + 1
+    return candidate

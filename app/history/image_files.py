@@ -1,0 +1,91 @@
+"""The history's images: one file per distinct image under its SHA-256, each with a small JPEG thumbnail.
+
+Files only, no database: safe on any thread. Names come from content, so two threads storing the same image
+write the same bytes, atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+from xvlm_core.images import FORMAT_SUFFIXES, open_image, read_image_bytes, to_rgb
+
+THUMBNAIL_SIDE = 256
+THUMBNAIL_SUFFIX = ".thumb.jpg"
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    sha256: str
+    file: str  # names inside the images folder
+    thumbnail: str
+
+
+def digest(data: bytes) -> str:
+    """The name an image is stored under: the SHA-256 of its bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+class ImageFolder:
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def store(self, source: Path | bytes) -> StoredImage:
+        """Check an untrusted image (a file or encoded bytes) and copy it in with a thumbnail, once per content.
+
+        Raises ImageError when it cannot be used.
+        """
+        name = "the pasted image" if isinstance(source, bytes) else str(source)
+        data = source if isinstance(source, bytes) else read_image_bytes(Path(source))
+        sha256 = digest(data)
+        thumbnail_name = sha256 + THUMBNAIL_SUFFIX
+        copies = [path.name for path in self.folder.glob(sha256 + ".*") if path.name != thumbnail_name]
+        if len(copies) == 1 and (self.folder / thumbnail_name).is_file():
+            return StoredImage(sha256, copies[0], thumbnail_name)
+        thumbnail, suffix = make_thumbnail(data, name)
+        stored = StoredImage(sha256, sha256 + suffix, thumbnail_name)
+        write_atomic(self.folder / stored.file, data)
+        write_atomic(self.folder / stored.thumbnail, thumbnail)
+        return stored
+
+    def remove(self, *names: str) -> None:
+        for name in names:
+            (self.folder / name).unlink(missing_ok=True)
+
+
+def make_thumbnail(data: bytes, name: str) -> tuple[bytes, str]:
+    """Check untrusted image bytes; the JPEG thumbnail of the upright image, and the suffix to store it under."""
+    image, image_format = open_image(data, name)
+    image = to_rgb(image)
+    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=85)
+    return buffer.getvalue(), FORMAT_SUFFIXES[image_format]
+
+
+def write_atomic(path: Path, data: bytes, shared: bool = False) -> None:
+    """Write through a temporary file and rename: readers see the old file or the whole new one.
+
+    `shared` files (exports) are readable by others like any saved document; copies in the data folder are private.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if shared:
+            os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise

@@ -1,0 +1,36 @@
+"""Where the app logs and how: a rotating file in the user log folder, warnings also on stderr."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+from pathlib import Path
+
+import platformdirs
+
+from app import APP_NAME
+
+LOG_FILE_BYTES = 2_000_000
+LOG_FILES_KEPT = 3
+
+
+def log_dir() -> Path:
+    return Path(platformdirs.user_log_dir(APP_NAME, appauthor=False))
+
+
+def setup_logging(level: str = "INFO", folder: Path | None = None) -> Path:
+    """Log to a rotating file in the user log folder (and to stderr); returns the file's path."""
+    folder = folder or log_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "xvlm-chat.log"
+    file_handler = logging.handlers.RotatingFileHandler(
+        path, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILES_KEPT, encoding="utf-8")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
+    console = logging.StreamHandler()
+    console.setLevel(logging.WARNING)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.setLevel(level)
+    root.addHandler(file_handler)
+    root.addHandler(console)
+    return path

@@ -1,0 +1,77 @@
+"""Getting the model running: find it (or have the first-run page fetch it), load it, load it again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from app.chat_controller import ChatController
+from app.first_run import FirstRunPage, HubDownloads, locate_model
+from app.settings import AppSettings, Settings
+from app.worker import LoadRequest
+
+log = logging.getLogger(__name__)
+
+
+class ModelStartup:
+    """The start-up flow: locate -> (first-run page: download or pick a folder) -> load, and reloads after that.
+
+    `show_first_run(True)` asks the window to show the first-run page, `show_first_run(False)` the chat again.
+    """
+
+    def __init__(self, settings: AppSettings, controller: ChatController, downloads: HubDownloads,
+                 first_run: FirstRunPage, show_first_run: Callable[[bool], None]):
+        self.settings = settings
+        self.controller = controller
+        self.downloads = downloads
+        self.first_run = first_run
+        self.show_first_run = show_first_run
+        self._overrides: dict[str, str] = {}  # from the command line, for this run only
+        self._current_model: str | None = None  # what was last loaded (a folder or a repo id)
+        self._tasks: set[asyncio.Task] = set()
+
+    async def start(self, model: str = "", vision_tower: str = "", device: str = "", dtype: str = "") -> None:
+        """Find the model (or download it on the first-run page), then load it. Arguments override settings."""
+        model = model or self.settings.current.model
+        self._overrides = {"vision_tower": vision_tower, "device": device, "dtype": dtype}
+        try:
+            target, spec = await asyncio.get_running_loop().run_in_executor(None, locate_model, model, self.downloads)
+        except Exception as exc:  # the model hub's lookup: report it, and offer the settings
+            log.exception("looking for the model failed")
+            self.controller.fail_load(f"Could not look for the model: {exc}")
+            return
+        if target is None:
+            self.show_first_run(True)
+            target = await self.first_run.obtain(spec, resume=self.settings.current.download_started)
+            if self.first_run.picked_folder:
+                self.settings.update(model=target)
+            self.show_first_run(False)
+        self._load(target)
+
+    def reload(self) -> None:
+        """Load the model again (after a failure, or with new settings); look for it first if it never loaded."""
+        if self._current_model is None:
+            task = asyncio.ensure_future(self.start())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            self._load(self._current_model)
+
+    def settings_changed(self, old: Settings, new: Settings) -> None:
+        """Reload when the model, device or precision changed; the command line's choices end there."""
+        if old.model_changed(new):
+            self._overrides = {}
+            if new.model != old.model:
+                self._current_model = None
+            self.reload()
+
+    def _load(self, model: str) -> None:
+        settings, overrides = self.settings.current, self._overrides
+        self._current_model = model
+        self.controller.load_model(LoadRequest(
+            model=model,
+            vision_tower=overrides.get("vision_tower") or settings.vision_tower,
+            device=overrides.get("device") or settings.device,
+            dtype=overrides.get("dtype") or settings.dtype,
+        ))
