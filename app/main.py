@@ -20,7 +20,7 @@ from app.logs import setup_logging
 
 log = logging.getLogger("app")
 
-FRIENDLY_ERROR = ("Something unexpected went wrong. The app keeps running, but if something looks wrong, "
+FRIENDLY_ERROR = ("Something went wrong that the app has no message for. It keeps running; if something looks wrong, "
                   "start a new chat or restart it. The details are in the log (Help → Open Log Folder).")
 
 

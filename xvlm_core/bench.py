@@ -21,7 +21,7 @@ from xvlm_core.device import dtype_name, peak_resident_set_mb
 from xvlm_core.generation import SamplingSettings
 from xvlm_core.images import load_image
 from xvlm_core.model import LoadedModel, load_model
-from xvlm_core.prompt import SYSTEM_V1, Message, images_in_order, render_prompt
+from xvlm_core.prompt import SYSTEM_V1, Message, images_in_order, render_segments
 from xvlm_core.session import ChatSession
 
 # About 60 tokens with the Xmodel tokenizer, like a detailed first question about a photo.
@@ -156,7 +156,7 @@ def _run_baseline(loaded: LoadedModel, image: str, turns: int, new_tokens: int) 
         started = time.perf_counter()
         assert loaded.preprocess is not None
         pixels = torch.cat([loaded.preprocess(load_image(path)) for path in images_in_order(messages)])
-        input_ids = tokenizer.encode_prompt(render_prompt(messages, SYSTEM_V1))
+        input_ids = tokenizer.encode_segments(render_segments(messages, SYSTEM_V1))
         embeds = model.embed(input_ids, list(model.encode_images(pixels)))
         clock = _TokenClock()
         output = model.language_model.generate(

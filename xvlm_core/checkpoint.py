@@ -94,8 +94,11 @@ def _read_bin(path: Path, wanted: Callable[[str], bool]) -> StateDict:
             if "mmap" not in str(exc):
                 raise
             state = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{path}: refused to load; the file holds more than weights ({exc}).") from None
+    except pickle.UnpicklingError:
+        # PyTorch's own message suggests turning the check off; the file is simply not loaded.
+        raise CheckpointError(
+            f"{path}: refused for safety: besides weights, the file holds code that would run when loaded."
+        ) from None
     except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
         raise CheckpointError(
             f"{path}: the weights file is incomplete or corrupt ({exc}); download it again."

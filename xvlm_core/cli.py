@@ -316,7 +316,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the one catch-all at the command's edge
         if args.debug:
             raise
-        print(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
+        print(
+            f"error: something went wrong that xvlm has no message for ({type(exc).__name__}: {exc}); "
+            "run the same command with --debug to see where.",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -34,6 +35,10 @@ class SamplingSettings:
     seed: int | None = None
 
     def __post_init__(self) -> None:
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise XvlmError(f"{name} must be a finite number, not {value!r}.")
         if self.max_new_tokens < 1:
             raise XvlmError(f"max_new_tokens must be at least 1, not {self.max_new_tokens}.")
         if self.temperature < 0:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import math
+import os
+import stat
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
 
 from xvlm_core.errors import ImageError
 
@@ -16,6 +19,9 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # A 50-megapixel phone photo still fits; a decompression bomb does not.
 MAX_IMAGE_PIXELS = 80_000_000
 MAX_IMAGE_BYTES = 100 * 1024 * 1024
+# Memory for the decoded picture (width x height x bands x bytes per sample, read from the header before
+# decoding): a 50-megapixel RGB photo (150 MB) fits; a small file that inflates to more is refused.
+MAX_DECODED_BYTES = 150 * 1024 * 1024
 # Only these parsers of Pillow ever see untrusted bytes.
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 # Pillow format -> file suffix; MPO (JPEG with extra frames, from phone cameras) comes through the JPEG parser.
@@ -24,20 +30,84 @@ FORMAT_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "GIF": ".gif", 
 IMAGE_FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 
 
+def file_identity(path: Path) -> tuple[str, int, int]:
+    """(path, mtime, size) of an image file, to notice when it changes; refuses what is not a regular file."""
+    info = _stat_image_file(path)
+    return str(path), info.st_mtime_ns, info.st_size
+
+
 def read_image_bytes(path: Path) -> bytes:
-    """The bytes of an image file, refusing files too large to be a sensible image."""
+    """The bytes of an image file, refusing files too large to be a sensible image and anything not a file.
+
+    Devices and pipes are refused before they are opened (`/dev/zero` never ends, a FIFO blocks), and
+    again on the open file, in case the path was swapped between the two.
+    """
+    _stat_image_file(path)
     try:
-        if path.stat().st_size > MAX_IMAGE_BYTES:
-            raise ImageError(f"{path}: the file is larger than {MAX_IMAGE_BYTES // 2**20} MB.")
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file.") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a folder, not an image.") from None
-    except PermissionError:
-        raise ImageError(f"{path}: permission denied.") from None
+        # O_NONBLOCK: should the path have become a FIFO since the check, opening it must not wait for a writer.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with os.fdopen(fd, "rb") as file:
+            _require_regular_file(path, os.fstat(file.fileno()))
+            data = file.read(MAX_IMAGE_BYTES + 1)
     except OSError as exc:
-        raise ImageError(f"{path}: cannot read it ({exc.strerror or exc}).") from None
+        raise _read_error(path, exc) from None
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ImageError(f"{path}: the file is larger than {MAX_IMAGE_BYTES // 2**20} MB.")
+    return data
+
+
+def _stat_image_file(path: Path) -> os.stat_result:
+    if "\0" in str(path):
+        shown = str(path).replace("\0", "\\0")
+        raise ImageError(f"{shown}: not a usable file name (it contains a NUL character).")
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise _read_error(path, exc) from None
+    _require_regular_file(path, info)
+    if info.st_size > MAX_IMAGE_BYTES:
+        raise ImageError(f"{path}: the file is larger than {MAX_IMAGE_BYTES // 2**20} MB.")
+    return info
+
+
+def _require_regular_file(path: Path, info: os.stat_result) -> None:
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageError(f"{path}: is a folder, not an image.")
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageError(f"{path}: not a regular file (a device, pipe or socket); only image files can be opened.")
+
+
+def _read_error(path: Path, exc: OSError) -> ImageError:
+    if isinstance(exc, FileNotFoundError):
+        return ImageError(f"{path}: no such file.")
+    if isinstance(exc, IsADirectoryError):
+        return ImageError(f"{path}: is a folder, not an image.")
+    if isinstance(exc, PermissionError):
+        return ImageError(f"{path}: permission denied.")
+    return ImageError(f"{path}: cannot read it ({exc.strerror or exc}).")
+
+
+def decoded_bytes(image: Image.Image, name: str) -> int:
+    """Memory the decoded frame takes, from the header alone: width x height x bands x bytes per sample."""
+    try:
+        mode = ImageMode.getmode(image.mode)
+    except KeyError:
+        raise ImageError(f"{name}: its pixel format {image.mode!r} is not supported.") from None
+    return image.width * image.height * len(mode.bands) * np.dtype(mode.typestr).itemsize
+
+
+def _check_size(image: Image.Image, name: str) -> None:
+    if image.width * image.height > MAX_IMAGE_PIXELS:
+        raise ImageError(
+            f"{name}: {image.width}x{image.height} pixels is too large "
+            f"(at most {MAX_IMAGE_PIXELS // 1_000_000} megapixels)."
+        )
+    size = decoded_bytes(image, name)
+    if size > MAX_DECODED_BYTES:
+        raise ImageError(
+            f"{name}: {image.width}x{image.height} pixels in mode {image.mode} would take {math.ceil(size / 2**20)} MB "
+            f"of memory to decode, more than the {MAX_DECODED_BYTES // 2**20} MB allowed for an image."
+        )
 
 
 def open_image(source: str | Path | bytes, name: str | None = None) -> tuple[Image.Image, str]:
@@ -53,13 +123,10 @@ def open_image(source: str | Path | bytes, name: str | None = None) -> tuple[Ima
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
-                if image.width * image.height > MAX_IMAGE_PIXELS:
-                    raise ImageError(
-                        f"{name}: {image.width}x{image.height} pixels is too large "
-                        f"(at most {MAX_IMAGE_PIXELS // 1_000_000} megapixels)."
-                    )
+                _check_size(image, name)  # the header's size and mode, before any pixel is decoded
                 image_format = image.format or "PNG"
                 image.seek(0)  # animated GIF/WebP/APNG: the first frame
+                _check_size(image, name)  # a first frame of another size or mode than the header said
                 image.load()  # the whole frame now: a truncated file fails here, not later
                 return ImageOps.exif_transpose(image), image_format
     except ImageError:
@@ -80,14 +147,18 @@ def load_image(source: str | Path | bytes) -> Image.Image:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """RGB for any mode: transparency over white, 16-bit scaled down, palette expanded."""
+    # In place on one copy of the samples: a float64 copy of a 16-bit picture took four times its size.
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         # Pillow's plain convert clips 16-bit values at 255, which turns most photos white.
-        pixels = np.asarray(image, dtype=np.float64)
-        scale = 257.0 if pixels.max(initial=0) > 255 else 1.0
-        image = Image.fromarray(np.clip(pixels / scale, 0, 255).astype(np.uint8))
+        pixels = np.array(image)
+        scale = 257 if pixels.max(initial=0) > 255 else 1
+        pixels //= scale
+        image = Image.fromarray(np.clip(pixels, 0, 255, out=pixels).astype(np.uint8))
     elif image.mode == "F":
-        pixels = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray((np.clip(pixels, 0.0, 1.0) * 255).astype(np.uint8))
+        pixels = np.array(image)
+        np.clip(pixels, 0.0, 1.0, out=pixels)
+        pixels *= 255
+        image = Image.fromarray(pixels.astype(np.uint8))
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -98,9 +169,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def pad_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
+    """`image` centred on a square of `fill`; a long panorama is shrunk first, so the square stays within
+    MAX_IMAGE_PIXELS rather than growing to its long side squared."""
     width, height = image.size
     if width == height:
         return image
+    factor = math.ceil(max(width, height) / math.isqrt(MAX_IMAGE_PIXELS))
+    if factor > 1:
+        image = image.reduce(factor)
+        width, height = image.size
     side = max(width, height)
     canvas = Image.new(image.mode, (side, side), fill)
     canvas.paste(image, ((side - width) // 2, (side - height) // 2))

@@ -14,7 +14,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from xvlm_core import checkpoint, hub
 from xvlm_core.checkpoint import EMBEDDED_TOWER_PREFIX, PROJECTOR_PREFIX
-from xvlm_core.config import IMAGE_TOKEN_INDEX, XvlmConfig, load_config, read_json_object
+from xvlm_core.config import IMAGE_TOKEN_INDEX, XvlmConfig, check_tower_config, load_config, read_json_object
 from xvlm_core.device import dtype_name, memory_in_use_mb, pick_device, pick_dtype
 from xvlm_core.errors import CheckpointError, ConfigError, XvlmError
 from xvlm_core.projector import build_projector
@@ -133,6 +133,7 @@ def read_clip_config(folder: Path) -> CLIPVisionConfig:
         "clip",
     ):
         raise CheckpointError(f"{path}: not a CLIP vision tower config.")
+    check_tower_config(vision, path)
     fields = {key: value for key, value in vision.items() if key in CLIPVisionConfig().to_dict()}
     return CLIPVisionConfig(**fields)
 
@@ -298,7 +299,7 @@ def _assign(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> No
     if missing:
         raise CheckpointError(f"{where}: {len(missing)} weights are missing (first: {missing[0]}).")
     if unexpected:
-        raise CheckpointError(f"{where}: unexpected weights (first: {unexpected[0]}).")
+        raise CheckpointError(f"{where}: weights the model does not have (first: {unexpected[0]}).")
     for key, tensor in state.items():
         if tuple(tensor.shape) != tuple(expected[key].shape):
             raise CheckpointError(

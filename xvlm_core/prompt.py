@@ -1,8 +1,9 @@
-"""The "v1" conversation template the model was tuned with, and rendering a chat to token ids."""
+"""The "v1" conversation template the model was tuned with, and rendering a chat into text and image slots."""
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -34,20 +35,54 @@ class Message:
     images: list[str] = field(default_factory=list)
 
 
-def render_prompt(messages: list[Message], system: str = SYSTEM_V1) -> str:
-    """`SYSTEM USER: <image>\\nQ ASSISTANT: A</s>USER: Q2 ASSISTANT:` for messages ending on a user turn."""
-    parts = [system, " "]
+@dataclass(frozen=True)
+class ImageSlot:
+    """Where one attached image's embeddings go. Only attached images make slots; text never does."""
+
+    key: str
+
+
+# A rendered conversation: text (the template's `</s>` included) and the image slots between it.
+Segment = str | ImageSlot
+ANSWER_CUE = "ASSISTANT:"
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """`text` with lone surrogates (from a broken JSON escape or an undecodable argument) as U+FFFD."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
+def system_segments(system: str) -> list[Segment]:
+    return [clean_text(system) + " "]
+
+
+def message_segments(message: Message) -> list[Segment]:
+    """One message in the template: `USER: <image>\nQ ` or `ASSISTANT: A</s>`."""
+    if message.role == "user":
+        slots: list[Segment] = []
+        for key in message.images:
+            slots += [ImageSlot(key), "\n"]
+        return ["USER: ", *slots, clean_text(message.text) + " "]
+    return ["ASSISTANT: " + clean_text(message.text).strip() + EOS_TEXT]
+
+
+def render_segments(messages: list[Message], system: str = SYSTEM_V1) -> list[Segment]:
+    """`SYSTEM USER: [image]\nQ ASSISTANT: A</s>USER: Q2 ASSISTANT:` for messages ending on a user turn."""
+    segments = system_segments(system)
     for message in messages:
-        if message.role == "user":
-            parts += ["USER: "] + [IMAGE_PLACEHOLDER + "\n"] * len(message.images) + [message.text, " "]
-        else:
-            parts += ["ASSISTANT: ", message.text.strip(), EOS_TEXT]
-    parts.append("ASSISTANT:")
-    return "".join(parts)
+        segments += message_segments(message)
+    segments.append(ANSWER_CUE)
+    return segments
+
+
+def render_prompt(messages: list[Message], system: str = SYSTEM_V1) -> str:
+    """The rendered conversation as text for people and logs, `<image>` standing for each slot."""
+    return "".join(IMAGE_PLACEHOLDER if isinstance(s, ImageSlot) else s for s in render_segments(messages, system))
 
 
 def images_in_order(messages: list[Message]) -> list[str]:
-    """The image keys in the order their placeholders appear in the rendered prompt."""
+    """The image keys in the order their slots appear in the rendered prompt."""
     return [key for message in messages for key in message.images]
 
 
@@ -81,7 +116,7 @@ def _parse_message(item: object, where: str) -> Message:
         raise ConversationError(f'{where}: needs "role": "user" or "assistant".')
     unknown = set(item) - {"role", "content", "images"}
     if unknown:
-        raise ConversationError(f"{where}: unexpected fields {', '.join(sorted(map(repr, unknown)))}.")
+        raise ConversationError(f"{where}: unknown fields {', '.join(sorted(map(repr, unknown)))}.")
     text = item.get("content")
     if not isinstance(text, str):
         raise ConversationError(f'{where}: "content" must be a string.')

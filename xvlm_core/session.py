@@ -13,14 +13,24 @@ import torch
 from transformers import DynamicCache
 
 from xvlm_core.config import IMAGE_TOKEN_INDEX
-from xvlm_core.errors import ImageError, XvlmError
+from xvlm_core.errors import Cancelled, XvlmError
 from xvlm_core.generation import GenerationStats, SamplingSettings, TextStream, decode
-from xvlm_core.images import load_image
+from xvlm_core.images import file_identity, load_image, read_image_bytes
 from xvlm_core.model import LoadedModel
-from xvlm_core.prompt import SYSTEM_V1, Message, images_in_order, render_prompt
+from xvlm_core.prompt import (
+    ANSWER_CUE,
+    SYSTEM_V1,
+    Message,
+    images_in_order,
+    message_segments,
+    render_prompt,
+    system_segments,
+)
 
 # One cache position: a token id, or (image hash, index of the embedding within that image).
 Position = Hashable
+# Positions per forward pass of the prefill: Stop is checked between passes, so it waits for one at most.
+PREFILL_CHUNK = 256
 
 
 class Answer:
@@ -93,29 +103,22 @@ class ChatSession:
 
     def _generate(self, answer: Answer, started: float) -> Iterator[str]:
         loaded, stats = self.loaded, answer.stats
-        messages, max_new = self._fit_context(answer)
-
-        tick = time.perf_counter()
-        paths = images_in_order(messages)
-        hashes = [self._image_hash(Path(path)) for path in paths]
-        images = [self._encode_image(key, path, stats) for key, path in zip(hashes, paths, strict=True)]
-        stats.image_encode_s = time.perf_counter() - tick
-
-        sequence = self._positions(answer.input_ids, hashes)
-        reused = _common_prefix(self.cached, sequence)
-        reused = min(reused, len(sequence) - 1)  # at least one position to prefill: its logits start the answer
-        if self.cache.get_seq_length() > reused:
-            self.cache.crop(reused - self.cache.get_seq_length())
-        stats.prompt_tokens, stats.reused_tokens = len(sequence), reused
-        stats.prefilled_tokens = len(sequence) - reused
-
-        tick = time.perf_counter()
-        with torch.inference_mode():
-            embeds = loaded.model.embed(answer.input_ids, images)[:, reused:]  # [1, T - reused, hidden]
-            out = loaded.model.language_model(inputs_embeds=embeds, cache=self.cache, use_cache=True, logits_to_keep=1)
-        self.cached = sequence
-        logits = out.logits[:, -1].float()
-        stats.prefill_s = time.perf_counter() - tick
+        try:
+            messages, max_new = self._fit_context(answer)
+            tick = time.perf_counter()
+            paths = images_in_order(messages)
+            hashes = [self._image_hash(Path(path), answer.cancel) for path in paths]
+            images = [
+                self._encode_image(key, path, stats, answer.cancel) for key, path in zip(hashes, paths, strict=True)
+            ]
+            stats.image_encode_s = time.perf_counter() - tick
+            sequence = self._positions(answer.input_ids, hashes)
+            tick = time.perf_counter()
+            logits = self._prefill(answer, sequence, images)
+            stats.prefill_s = time.perf_counter() - tick
+        except Cancelled:
+            stats.stop_reason = "cancelled"
+            return
 
         stream = TextStream(loaded.tokenizer)
         try:
@@ -138,34 +141,102 @@ class ChatSession:
             self.cached = sequence + answer.output_ids[:-1]
             answer.text = stream.text
 
-    def _fit_context(self, answer: Answer) -> tuple[list[Message], int]:
-        """Drop the oldest turns until prompt + answer fit the context; carry their images forward.
+    def _prefill(self, answer: Answer, sequence: list[Position], images: list[torch.Tensor]) -> torch.Tensor:
+        """Run what the cache lacks of `sequence` through the model, in chunks; the last position's logits.
 
-        Sets the answer's prompt and input ids to those of the messages kept; returns them and how many
-        tokens the answer may have.
+        Between chunks the cancel flag is checked; a cancelled prefill leaves the chunks done in the cache.
         """
-        context = self.loaded.context_length
+        stats = answer.stats
+        reused = _common_prefix(self.cached, sequence)
+        reused = min(reused, len(sequence) - 1)  # at least one position to prefill: its logits start the answer
+        if self.cache.get_seq_length() > reused:
+            self.cache.crop(reused - self.cache.get_seq_length())
+        self.cached = sequence[:reused]
+        stats.prompt_tokens, stats.reused_tokens = len(sequence), reused
+        stats.prefilled_tokens = len(sequence) - reused
+        with torch.inference_mode():
+            embeds = self.loaded.model.embed(answer.input_ids, images)[:, reused:]  # [1, T - reused, hidden]
+            for start in range(0, embeds.shape[1], PREFILL_CHUNK):
+                _check(answer.cancel)
+                chunk = embeds[:, start : start + PREFILL_CHUNK]  # [1, <= PREFILL_CHUNK, hidden]
+                out = self.loaded.model.language_model(
+                    inputs_embeds=chunk, cache=self.cache, use_cache=True, logits_to_keep=1
+                )
+                self.cached = sequence[: reused + start + chunk.shape[1]]
+        return out.logits[:, -1].float()
+
+    def _fit_context(self, answer: Answer) -> tuple[list[Message], int]:
+        """Keep the newest turns that fit with room for the answer; drop older ones whole, carrying their images.
+
+        A turn runs from a user message to the end of the assistant's answer (`</s>`), where the original
+        tokenization also starts afresh; so each turn is tokenized once, on its own, from the newest back,
+        and stops being tokenized once the kept ones fill the context. Only the first kept turn, which
+        shares its first stretch of text with the system prompt, is tokenized again with it.
+        Sets the answer's prompt and input ids; returns the kept messages and how many tokens the answer may have.
+        """
+        loaded, tokenizer, cancel = self.loaded, self.loaded.tokenizer, answer.cancel
+        context = loaded.context_length
         wanted_new = answer.settings.max_new_tokens
-        reserve = min(wanted_new, context // 4)
+        budget = context - min(wanted_new, context // 4)
         messages = answer._messages
-        while True:
-            answer.prompt = render_prompt(messages, answer.system)
-            answer.input_ids = self.loaded.tokenizer.encode_prompt(answer.prompt)
-            images = answer.input_ids.count(IMAGE_TOKEN_INDEX)
-            length = len(answer.input_ids) - images + images * self.loaded.model.image_tokens
-            user_turns = [i for i, message in enumerate(messages) if message.role == "user"]
-            if length + reserve <= context or len(user_turns) < 2:
+        per_image = loaded.model.image_tokens
+        _check(cancel)
+        # Where each turn starts: at the first message, and at each user message that follows an answer.
+        starts = [0] + [
+            i for i in range(1, len(messages)) if messages[i].role == "user" and messages[i - 1].role != "user"
+        ]
+        last = len(starts) - 1
+        ends = [*starts[1:], len(messages)]
+        images_before = [0]  # images in the messages before each turn: they are carried into the first kept turn
+        for start, end in zip(starts, ends, strict=True):
+            images_before.append(images_before[-1] + sum(len(m.images) for m in messages[start:end]))
+        all_images = images_before[-1]
+        carried_cost = len(tokenizer.encode_text("\n"))  # a carried image's own `\n` after its slot
+        fixed = len(tokenizer.encode_segments(system_segments(answer.system))) + all_images * per_image
+
+        turn_ids: dict[int, list[int]] = {}
+        text_tokens = 0
+        first = last
+        for turn in range(last, -1, -1):
+            _check(cancel)
+            segments = [seg for m in messages[starts[turn] : ends[turn]] for seg in message_segments(m)]
+            ids = tokenizer.encode_segments(segments + ([ANSWER_CUE] if turn == last else []), bos=False)
+            text_tokens += len(ids) - ids.count(IMAGE_TOKEN_INDEX)
+            if turn < last and fixed + text_tokens + images_before[turn] * carried_cost > budget:
                 break
-            cut = user_turns[1]
-            carried = [path for message in messages[:cut] for path in message.images]
-            messages = [replace(messages[cut], images=carried + messages[cut].images), *messages[cut + 1 :]]
-            answer.stats.dropped_messages += cut
+            turn_ids[turn], first = ids, turn
+
+        # The estimate counted the first kept turn apart from the system prompt; count it exactly, with
+        # the images carried into it, dropping one more turn while that does not fit.
+        while True:
+            _check(cancel)
+            dropped = starts[first]
+            kept = messages[dropped:]
+            if dropped:
+                carried = [key for message in messages[:dropped] for key in message.images]
+                kept = [replace(kept[0], images=carried + kept[0].images), *kept[1:]]
+            head = system_segments(answer.system)
+            for message in kept[: ends[first] - dropped]:
+                head += message_segments(message)
+            if first == last:
+                head.append(ANSWER_CUE)
+            input_ids = tokenizer.encode_segments(head)
+            for turn in range(first + 1, last + 1):
+                input_ids += turn_ids[turn]
+            images = input_ids.count(IMAGE_TOKEN_INDEX)
+            length = len(input_ids) - images + images * per_image
+            if length <= budget or first == last:
+                break
+            first += 1
+        answer.stats.dropped_messages = dropped
+        answer.prompt = render_prompt(kept, answer.system)
+        answer.input_ids = input_ids
         if length >= context:
             raise XvlmError(
                 f"This message is too long for the model: {length} tokens, and it reads at most {context}. "
                 "Shorten it or start a new chat."
             )
-        return messages, min(wanted_new, context - length)
+        return kept, min(wanted_new, context - length)
 
     def _positions(self, input_ids: list[int], hashes: list[str]) -> list[Position]:
         positions: list[Position] = []
@@ -178,25 +249,30 @@ class ChatSession:
                 positions.append(token)
         return positions
 
-    def _image_hash(self, path: Path) -> str:
-        try:
-            info = path.stat()
-        except OSError as exc:
-            raise ImageError(f"{path}: cannot read the image ({exc.strerror}).") from None
-        file_id = (str(path), info.st_mtime_ns, info.st_size)
+    def _image_hash(self, path: Path, cancel: threading.Event) -> str:
+        _check(cancel)
+        file_id = file_identity(path)
         if file_id not in self._hashes:
-            self._hashes[file_id] = hashlib.sha256(path.read_bytes()).hexdigest()
+            self._hashes[file_id] = hashlib.sha256(read_image_bytes(path)).hexdigest()
         return self._hashes[file_id]
 
-    def _encode_image(self, key: str, path: str, stats: GenerationStats) -> torch.Tensor:
+    def _encode_image(self, key: str, path: str, stats: GenerationStats, cancel: threading.Event) -> torch.Tensor:
         """The image's embeddings, computed once per image content for the whole session."""
         if key not in self._embeddings:
+            _check(cancel)
             loaded = self.loaded
             assert loaded.preprocess is not None
             pixels = loaded.preprocess(load_image(path))  # [1, 3, 336, 336]
+            _check(cancel)
             self._embeddings[key] = loaded.model.encode_images(pixels)[0]  # [144, hidden]
             stats.images_encoded += 1
         return self._embeddings[key]
+
+
+def _check(cancel: threading.Event) -> None:
+    """Stop an answer between its stages (fitting, images, prefill) once the user asked to."""
+    if cancel.is_set():
+        raise Cancelled("The answer was stopped.")
 
 
 def _common_prefix(first: list[Position], second: list[Position]) -> int:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import sentencepiece as spm
 
 from xvlm_core.config import IMAGE_TOKEN_INDEX
 from xvlm_core.errors import CheckpointError
-from xvlm_core.prompt import EOS_TEXT, IMAGE_PLACEHOLDER
+from xvlm_core.prompt import EOS_TEXT, ImageSlot, Segment, clean_text
 
 
 class Tokenizer:
-    """SentencePiece with the original wrapper's rules: BOS once, `</s>` as EOS, `<image>` as -200."""
+    """SentencePiece with the original wrapper's rules: BOS once, `</s>` as EOS, an image slot as -200."""
 
     def __init__(self, model_file: Path):
         try:
@@ -24,7 +25,9 @@ class Tokenizer:
         self.vocab_size = self.sp.get_piece_size()
 
     def _encode_plain(self, text: str) -> list[int]:
-        # The original wrapper encodes to pieces and maps each piece to its id.
+        # The original wrapper encodes to pieces and maps each piece to its id. SentencePiece cannot take
+        # lone surrogates, which Python strings may hold.
+        text = clean_text(text)
         return [self.sp.piece_to_id(piece) for piece in self.sp.encode(text, out_type=str)]
 
     def encode_text(self, text: str) -> list[int]:
@@ -38,15 +41,22 @@ class Tokenizer:
                 ids.append(self.eos_id)
         return ids
 
-    def encode_prompt(self, prompt: str) -> list[int]:
-        """BOS, then the prompt with IMAGE_TOKEN_INDEX where each `<image>` stands."""
-        ids = [self.bos_id]
-        chunks = prompt.split(IMAGE_PLACEHOLDER)
-        for index, chunk in enumerate(chunks):
-            ids += self.encode_text(chunk)
-            if index < len(chunks) - 1:
+    def encode_segments(self, segments: Iterable[Segment], bos: bool = True) -> list[int]:
+        """BOS (if `bos`), then each run of text encoded as text and IMAGE_TOKEN_INDEX for each image slot.
+
+        Text is only ever text: `<image>` written in a message stays characters, so only attached
+        images get a slot. Runs end at slots, as the original split its prompt at each placeholder.
+        """
+        ids = [self.bos_id] if bos else []
+        run: list[str] = []
+        for segment in segments:
+            if isinstance(segment, ImageSlot):
+                ids += self.encode_text("".join(run))
                 ids.append(IMAGE_TOKEN_INDEX)
-        return ids
+                run = []
+            else:
+                run.append(segment)
+        return ids + self.encode_text("".join(run))
 
     def decode(self, ids: list[int]) -> str:
         return self.sp.decode([i for i in ids if 0 <= i < self.vocab_size])

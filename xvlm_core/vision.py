@@ -11,7 +11,7 @@ from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-from xvlm_core.config import VisionConfig, read_json_object
+from xvlm_core.config import VisionConfig, parse_preprocessor, read_json_object, select_layer_count
 from xvlm_core.errors import CheckpointError
 from xvlm_core.images import CLIP_MEAN, CLIP_STD, pad_to_square
 
@@ -33,15 +33,8 @@ class ImagePreprocessor:
         if path is None or not path.is_file():
             return cls(size=image_size, crop=image_size, aspect_ratio=aspect_ratio)
         raw = read_json_object(path, CheckpointError, "the image preprocessing config")
-        size, crop = raw.get("size", image_size), raw.get("crop_size", image_size)
-        return cls(
-            size=size.get("shortest_edge", image_size) if isinstance(size, dict) else int(size),
-            crop=crop.get("height", image_size) if isinstance(crop, dict) else int(crop),
-            resample=int(raw.get("resample", 3)),
-            mean=tuple(raw.get("image_mean", CLIP_MEAN)),
-            std=tuple(raw.get("image_std", CLIP_STD)),
-            aspect_ratio=aspect_ratio,
-        )
+        values = parse_preprocessor(raw, path, image_size)
+        return cls(values.size, values.crop, values.resample, values.mean, values.std, aspect_ratio)
 
     def __post_init__(self) -> None:
         processor = CLIPImageProcessorPil(
@@ -66,11 +59,7 @@ class VisionTower(nn.Module):
 
     def __init__(self, clip_config: CLIPVisionConfig, vision: VisionConfig):
         super().__init__()
-        total = clip_config.num_hidden_layers
-        layer = vision.select_layer
-        kept = total + layer + 1 if layer < 0 else layer
-        if not 0 < kept <= total:
-            raise ValueError(f"mm_vision_select_layer {layer} does not exist in a {total}-layer tower")
+        kept = select_layer_count(vision, clip_config.num_hidden_layers)
         # hidden_states[k] is the output of layer k, so layers after `kept` never influence it.
         self.kept_layers = kept
         truncated = CLIPVisionConfig(**{**clip_config.to_dict(), "num_hidden_layers": kept})

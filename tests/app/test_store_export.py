@@ -221,7 +221,7 @@ BAD_CONVERSATIONS: dict[str, tuple[Callable[[Path], object], str]] = {
     "system role": (lambda folder: [{"role": "system", "content": "x"}], "needs \"role\""),
     "no content": (lambda folder: [{"role": "user"}], "\"content\" must be a string"),
     "number content": (lambda folder: [{"role": "user", "content": 5}], "\"content\" must be a string"),
-    "unknown field": (lambda folder: [{"role": "user", "content": "x", "status": "ok"}], "unexpected fields 'status'"),
+    "unknown field": (lambda folder: [{"role": "user", "content": "x", "status": "ok"}], "unknown fields 'status'"),
     "images not a list": (lambda folder: [{"role": "user", "content": "x", "images": "pic.png"}], "list of file names"),
     "image not a string": (lambda folder: [{"role": "user", "content": "x", "images": [1]}], "list of file names"),
     "null images": (lambda folder: [{"role": "user", "content": "x", "images": None}], "list of file names"),

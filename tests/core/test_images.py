@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +13,14 @@ import pytest
 from PIL import Image
 
 from xvlm_core.errors import ImageError
-from xvlm_core.images import load_image, pad_to_square
+from xvlm_core.images import (
+    MAX_DECODED_BYTES,
+    MAX_IMAGE_PIXELS,
+    load_image,
+    pad_to_square,
+    read_image_bytes,
+    to_rgb,
+)
 from xvlm_core.vision import ImagePreprocessor
 
 
@@ -104,3 +114,69 @@ def test_preprocessor_output_shape_and_normalisation():
     pixels = ImagePreprocessor()(Image.new("RGB", (500, 280), (122, 116, 104)))
     assert tuple(pixels.shape) == (1, 3, 336, 336)
     assert float(pixels.abs().max()) < 0.02  # the (truncated) mean colour normalises to about zero
+
+
+def png_header_only(width: int, height: int, bit_depth: int, colour_type: int) -> bytes:
+    """A PNG whose header promises `width` x `height` pixels and whose data holds a few bytes: nothing
+    beyond the header may be decoded before the size is checked."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
+
+
+def test_sixteen_bit_png_that_decodes_to_too_much_memory_is_refused(tmp_path: Path):
+    path = tmp_path / "deep.png"
+    path.write_bytes(png_header_only(8900, 8900, 16, 0))  # 16-bit grey: 158 MB once decoded
+    assert path.stat().st_size < 1000
+    with pytest.raises(ImageError) as error:
+        load_image(path)
+    message = str(error.value)
+    assert "deep.png" in message and "8900x8900" in message
+    assert f"{MAX_DECODED_BYTES // 2**20} MB" in message
+
+
+def test_large_photo_is_within_the_decoding_budget(tmp_path: Path):
+    path = tmp_path / "photo.png"
+    path.write_bytes(png_header_only(8000, 6000, 8, 2))  # a 48-megapixel RGB photo
+    with pytest.raises(ImageError, match="truncated or damaged"):  # not refused for its size: decoding starts
+        load_image(path)
+
+
+def test_sixteen_bit_conversion_keeps_one_copy_of_the_samples(tmp_path: Path):
+    pixels = np.arange(0, 65536, 16, dtype=np.uint16).reshape(64, 64)
+    rgb = to_rgb(Image.fromarray(pixels))
+    assert np.array_equal(np.asarray(rgb)[..., 0], (pixels.astype(np.float64) / 257).astype(np.uint8))
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_device_file_is_refused_before_reading():
+    with pytest.raises(ImageError, match="/dev/zero: not a regular file"):
+        load_image("/dev/zero")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageError, match="pipe.png: not a regular file"):
+        load_image(fifo)
+    link = tmp_path / "link.png"
+    link.symlink_to(fifo)
+    with pytest.raises(ImageError, match="link.png: not a regular file"):
+        read_image_bytes(link)
+
+
+def test_folder_and_nul_in_the_name_are_clear_errors(tmp_path: Path):
+    with pytest.raises(ImageError, match=r"^\.: is a folder, not an image\.$"):
+        load_image(".")
+    with pytest.raises(ImageError, match=r"a\\0b.png: not a usable file name \(it contains a NUL character\)"):
+        load_image(str(tmp_path / "a\0b.png"))
+
+
+def test_panorama_is_shrunk_before_padding_so_the_square_stays_bounded():
+    padded = pad_to_square(Image.new("RGB", (20_000, 100), (0, 0, 0)), (122, 116, 104))
+    assert padded.width == padded.height and padded.width ** 2 <= MAX_IMAGE_PIXELS

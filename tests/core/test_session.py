@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from xvlm_core.config import IMAGE_TOKEN_INDEX
 from xvlm_core.errors import XvlmError
 from xvlm_core.generation import SamplingSettings
 from xvlm_core.model import load_model
-from xvlm_core.prompt import Message
+from xvlm_core.prompt import Message, render_prompt, render_segments
 from xvlm_core.session import ChatSession
 
 
@@ -172,3 +174,227 @@ def test_broken_image_in_conversation_is_an_image_error(loaded, tmp_path: Path):
     answer = ChatSession(loaded).answer([Message("user", "What?", [str(broken)])])
     with pytest.raises(XvlmError, match="broken.png"):
         list(answer)
+
+
+# The text "<image>" is text: only attached images become image slots.
+
+
+@pytest.mark.parametrize("attached", [False, True])
+def test_image_text_typed_by_the_user_is_text(loaded, images_dir, attached):
+    square = [str(images_dir / "gradient_square.png")] if attached else []
+    session = ChatSession(loaded)
+    messages = [Message("user", "What does <image> mean here? <image>\n<image>", square)]
+    first, _ = run(session, messages)
+    assert first.stats.stop_reason in ("eos", "stop_string", "length")
+    assert first.input_ids.count(IMAGE_TOKEN_INDEX) == len(square)
+    messages += [Message("assistant", first.text), Message("user", "And now?")]
+    second, _ = run(session, messages)
+    assert second.stats.stop_reason in ("eos", "stop_string", "length") and second.output_ids
+    fresh, _ = run(ChatSession(loaded), messages)
+    assert second.output_ids == fresh.output_ids
+
+
+def test_image_text_in_an_earlier_answer_is_text(loaded, images_dir):
+    square = str(images_dir / "gradient_square.png")
+    messages = [
+        Message("user", "How do I attach a picture?", [square]),
+        Message("assistant", "Write <image> where it goes, like this: <image>\n"),
+        Message("user", "Thanks. What is in mine?"),
+    ]
+    session = ChatSession(loaded)
+    answer, _ = run(session, messages)
+    assert answer.input_ids.count(IMAGE_TOKEN_INDEX) == 1
+    assert answer.output_ids and answer.stats.stop_reason != "cancelled"
+    messages += [Message("assistant", answer.text), Message("user", "Are you sure?")]
+    again, _ = run(session, messages)
+    assert again.output_ids
+
+
+# Fitting a long conversation into the context: linear, and the same result as rendering what is kept.
+
+
+def count_encoded_characters(loaded, monkeypatch) -> list[int]:
+    """Characters passed to SentencePiece, one entry per call."""
+    calls: list[int] = []
+    tokenizer = loaded.tokenizer
+    plain = type(tokenizer)._encode_plain
+
+    def counting(text: str) -> list[int]:
+        calls.append(len(text))
+        return plain(tokenizer, text)
+
+    monkeypatch.setattr(tokenizer, "_encode_plain", counting)
+    return calls
+
+
+def test_conversation_of_megabytes_is_fitted_by_tokenizing_only_what_is_kept(loaded, images_dir, monkeypatch):
+    square = str(images_dir / "gradient_square.png")
+    turn_text = "The picture shows a gradient from one corner to the other. " * 30  # about 1.8 KB
+    messages = [Message("user", "What is in this image?", [square])]
+    for turn in range(2500):
+        messages += [Message("assistant", turn_text), Message("user", f"Tell me more, part {turn}.")]
+    size = sum(len(message.text) for message in messages)
+    assert size > 4_000_000
+    calls = count_encoded_characters(loaded, monkeypatch)
+    answer, _ = run(ChatSession(loaded), messages, max_new_tokens=4)
+    assert answer.output_ids
+    assert answer.stats.dropped_messages > 4000
+    assert answer.input_ids.count(IMAGE_TOKEN_INDEX) == 1  # the first turn's image was carried forward
+    assert answer.stats.prompt_tokens + 4 <= loaded.context_length
+    # Each kept turn once, one more that did not fit, and the first kept one again with the system prompt;
+    # dropping one turn at a time and re-tokenizing the rest would encode the conversation thousands of times.
+    kept = len(answer.prompt)
+    assert sum(calls) <= 2 * kept + 2 * len(turn_text)
+    assert len(calls) <= 2 * answer.prompt.count("</s>") + 20
+
+
+CONVERSATIONS = {
+    "plain": lambda img: [
+        Message("user", "What is in this image?", [img]), Message("assistant", "A gradient. " * 20),
+        Message("user", "Colours?"), Message("assistant", "Blue and red. " * 20), Message("user", "Sure?"),
+    ],
+    "starts with an answer, two questions in a row": lambda img: [
+        Message("assistant", "Hello! " * 10), Message("user", "Look.", [img]), Message("user", "Well? " * 10),
+        Message("assistant", "It is </s> a <image> picture. " * 10), Message("user", "More?", [img]),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(CONVERSATIONS))
+@pytest.mark.parametrize("context", [200, 330, 420, 520, 4096])
+def test_fitted_prompt_equals_rendering_the_kept_turns(loaded, images_dir, monkeypatch, name, context):
+    monkeypatch.setattr(type(loaded), "context_length", property(lambda self: context))
+    messages = CONVERSATIONS[name](str(images_dir / "gradient_square.png"))
+    try:
+        answer, _ = run(ChatSession(loaded), messages, max_new_tokens=2)
+    except XvlmError as exc:
+        assert "too long" in str(exc)
+        return
+    dropped = answer.stats.dropped_messages
+    kept = messages[dropped:]
+    if dropped:
+        carried = [key for message in messages[:dropped] for key in message.images]
+        kept = [replace(kept[0], images=carried + kept[0].images), *kept[1:]]
+    assert answer.prompt == render_prompt(kept)
+    assert answer.input_ids == loaded.tokenizer.encode_segments(render_segments(kept))
+    assert answer.stats.prompt_tokens + min(2, context // 4) <= context
+
+
+# Stop works in every stage of an answer, and the session stays usable.
+
+
+def assert_stopped_then_usable(loaded, session: ChatSession, answer, messages: list[Message]) -> None:
+    assert answer.stats.stop_reason == "cancelled"
+    assert answer.output_ids == [] and answer.text == ""
+    again, _ = run(session, messages)
+    fresh, _ = run(ChatSession(loaded), messages)
+    assert again.output_ids == fresh.output_ids
+
+
+def image_question(images_dir) -> list[Message]:
+    return [Message("user", "What is in this image? " * 40, [str(images_dir / "shapes_wide.png")])]
+
+
+def test_cancel_before_the_answer_starts(loaded, images_dir, monkeypatch):
+    calls = count_encoded_characters(loaded, monkeypatch)
+    cancel = threading.Event()
+    cancel.set()
+    session = ChatSession(loaded)
+    answer = session.answer(image_question(images_dir), SamplingSettings(max_new_tokens=24), cancel=cancel)
+    assert list(answer) == []
+    assert calls == []
+    monkeypatch.undo()
+    assert_stopped_then_usable(loaded, session, answer, image_question(images_dir))
+
+
+def test_cancel_while_fitting_the_context(loaded, images_dir, monkeypatch):
+    messages = []
+    for turn in range(30):
+        messages += [Message("user", f"Question {turn}?"), Message("assistant", f"Answer {turn}.")]
+    messages.append(Message("user", "Last one?"))
+    cancel = threading.Event()
+    calls = count_encoded_characters(loaded, monkeypatch)
+    plain = loaded.tokenizer._encode_plain
+
+    def cancel_on_first(text: str) -> list[int]:
+        cancel.set()
+        return plain(text)
+
+    monkeypatch.setattr(loaded.tokenizer, "_encode_plain", cancel_on_first)
+    session = ChatSession(loaded)
+    answer = session.answer(messages, SamplingSettings(max_new_tokens=24), cancel=cancel)
+    assert list(answer) == []
+    assert len(calls) <= 3  # the turn being tokenized when Stop came, not the other 30
+    monkeypatch.undo()
+    assert_stopped_then_usable(loaded, session, answer, messages)
+
+
+def test_cancel_while_reading_the_image(loaded, images_dir, monkeypatch):
+    import xvlm_core.session as session_module
+
+    cancel = threading.Event()
+    real = session_module.read_image_bytes
+
+    def read_then_cancel(path):
+        cancel.set()
+        return real(path)
+
+    monkeypatch.setattr(session_module, "read_image_bytes", read_then_cancel)
+    session = ChatSession(loaded)
+    answer = session.answer(image_question(images_dir), SamplingSettings(max_new_tokens=24), cancel=cancel)
+    assert list(answer) == []
+    assert answer.stats.images_encoded == 0
+    monkeypatch.undo()
+    assert_stopped_then_usable(loaded, session, answer, image_question(images_dir))
+
+
+def test_cancel_while_encoding_the_image(loaded, images_dir, monkeypatch):
+    cancel = threading.Event()
+    encoded = []
+    real = loaded.model.encode_images
+
+    def preprocess_then_cancel(image):
+        cancel.set()
+        return real_preprocess(image)
+
+    real_preprocess = loaded.preprocess
+    monkeypatch.setattr(loaded, "preprocess", preprocess_then_cancel)
+    monkeypatch.setattr(loaded.model, "encode_images", lambda pixels: encoded.append(pixels) or real(pixels))
+    session = ChatSession(loaded)
+    answer = session.answer(image_question(images_dir), SamplingSettings(max_new_tokens=24), cancel=cancel)
+    assert list(answer) == []
+    assert encoded == [] and answer.stats.images_encoded == 0
+    monkeypatch.undo()
+    assert_stopped_then_usable(loaded, session, answer, image_question(images_dir))
+
+
+def test_cancel_during_prefill_stops_after_one_chunk(loaded, images_dir, monkeypatch):
+    import xvlm_core.session as session_module
+
+    monkeypatch.setattr(session_module, "PREFILL_CHUNK", 32)
+    cancel = threading.Event()
+    forwards = []
+
+    def count_and_cancel(module, args, kwargs):
+        forwards.append(kwargs["inputs_embeds"].shape[1])
+        cancel.set()
+
+    hook = loaded.model.language_model.register_forward_pre_hook(count_and_cancel, with_kwargs=True)
+    try:
+        session = ChatSession(loaded)
+        answer = session.answer(image_question(images_dir), SamplingSettings(max_new_tokens=24), cancel=cancel)
+        assert list(answer) == []
+    finally:
+        hook.remove()
+    assert forwards == [32]  # of more than ten chunks
+    assert session.cached and len(session.cached) == session.cache.get_seq_length() == 32
+    assert_stopped_then_usable(loaded, session, answer, image_question(images_dir))
+
+
+def test_chunked_prefill_gives_the_same_answer(loaded, images_dir, monkeypatch):
+    import xvlm_core.session as session_module
+
+    whole, _ = run(ChatSession(loaded), image_question(images_dir))
+    monkeypatch.setattr(session_module, "PREFILL_CHUNK", 50)
+    chunked, _ = run(ChatSession(loaded), image_question(images_dir))
+    assert chunked.output_ids == whole.output_ids

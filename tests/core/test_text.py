@@ -6,7 +6,7 @@ import pytest
 
 from xvlm_core.config import IMAGE_TOKEN_INDEX
 from xvlm_core.generation import TextStream
-from xvlm_core.prompt import Message, render_prompt
+from xvlm_core.prompt import ImageSlot, Message, render_prompt, render_segments
 from xvlm_core.tokenizer import StreamDecoder, Tokenizer, find_tokenizer_file
 
 
@@ -15,9 +15,19 @@ def tokenizer(tiny_model_dir) -> Tokenizer:
     return Tokenizer(find_tokenizer_file(tiny_model_dir))
 
 
+def golden_messages(case: dict) -> list[Message]:
+    messages = []
+    for index, (question, answer) in enumerate(case["turns"]):
+        messages.append(Message("user", question, case["images"][:1] if index == 0 else []))
+        if answer is not None:
+            messages.append(Message("assistant", answer))
+    return messages
+
+
 def test_prompt_ids_match_original(tokenizer, golden):
     for case in golden["cases"].values():
-        assert tokenizer.encode_prompt(case["prompt"]) == case["input_ids"]
+        assert render_prompt(golden_messages(case)) == case["prompt"]
+        assert tokenizer.encode_segments(render_segments(golden_messages(case))) == case["input_ids"]
 
 
 def test_eos_text_is_the_eos_id_and_next_stretch_gets_its_own_prefix(tokenizer):
@@ -28,10 +38,30 @@ def test_eos_text_is_the_eos_id_and_next_stretch_gets_its_own_prefix(tokenizer):
     assert tokenizer.sp.id_to_piece(after[0]).startswith("▁")
 
 
-def test_image_placeholder_becomes_sentinel_and_bos_appears_once(tokenizer):
-    ids = tokenizer.encode_prompt("A <image>\nB <image>\nC")
+def test_image_slot_becomes_sentinel_and_bos_appears_once(tokenizer):
+    ids = tokenizer.encode_segments(["A ", ImageSlot("a.png"), "\nB ", ImageSlot("b.png"), "\nC"])
     assert ids[0] == 1 and ids.count(1) == 1
     assert ids.count(IMAGE_TOKEN_INDEX) == 2
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [Message("user", "What does <image> mean?")],
+        [Message("user", "What does <image> mean?", ["a.png"])],
+        [Message("user", "Hi"), Message("assistant", "Use <image>\n in the prompt."), Message("user", "Why?")],
+    ],
+)
+def test_image_text_in_a_message_stays_text(tokenizer, messages):
+    ids = tokenizer.encode_segments(render_segments(messages))
+    attached = sum(len(message.images) for message in messages)
+    assert ids.count(IMAGE_TOKEN_INDEX) == attached
+    assert "<image>" in tokenizer.decode(ids)
+
+
+def test_lone_surrogates_are_replaced_not_fatal(tokenizer):
+    assert tokenizer.encode_text("broken \ud800 escape") == tokenizer.encode_text("broken \ufffd escape")
+    assert "\ud800" not in render_prompt([Message("user", "broken \ud800")], "system \udcff")
 
 
 def test_render_prompt_v1_template():
