@@ -8,6 +8,9 @@ Endpoints, as the real hub answers them:
     HEAD, GET  /cdn/{sha256}                         served by a second server (another origin, like the real CDN)
 Both servers honour `Range: bytes=a-b` / `bytes=a-` with 206 answers.
 
+Hostile listings: `plant` lists a file under any name ("../../x", "/abs/x", "C:x"); a client that normalizes the `..`
+out of the address still gets it (any unknown address ending in its base name).
+
 Faults: cut a connection at a byte offset, answer 503 (or any status) for the next requests, flip a byte, throttle,
 go away entirely (connections refused) and come back on the same ports. Files are named "<repo id>/<path>" in
 faults and counters; `served[name]` counts the body bytes sent.
@@ -144,6 +147,20 @@ class FakeHub:
     def cdn_url(self) -> str:
         return f"http://127.0.0.1:{self._ports[1]}"
 
+    # -- hostile listings
+
+    def plant(self, repo_id: str, name: str, source: Path) -> None:
+        """List `source` in `repo_id` under `name`, whatever it is, and serve it to whoever asks for it."""
+        self.repos[repo_id].files[name] = _served_file(source, LFS_THRESHOLD)
+
+    def _planted(self, path: str) -> tuple[str, ServedFile] | None:
+        """A listed file whose base name ends `path`: what a client asks for after resolving `..` in its address."""
+        for repo in self.repos.values():
+            for name, file in repo.files.items():
+                if name.replace("\\", "/").rsplit("/", 1)[-1] == path.rsplit("/", 1)[-1] and not file.lfs:
+                    return f"{repo.repo_id}/{name}", file
+        return None
+
     # -- faults
 
     def cut_at(self, name: str, offset: int, times: int = 1) -> None:
@@ -221,6 +238,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._cdn(match.group(1), with_body)
         if match := re.match(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path):
             return self._resolve(*match.groups(), with_body=with_body)
+        if planted := self.hub._planted(path):
+            return self._send_file(*planted, with_body, {"ETag": f'"{planted[1].git_oid}"'})
         self._send_json(404, {"error": "no such endpoint"})
 
     def _repo(self, repo_id: str, revision: str) -> FakeRepo | None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from safetensors import SafetensorError, safe_open
 
 from xvlm_core.errors import CheckpointError
+from xvlm_core.safepath import UnsafePathError, path_inside
 
 if TYPE_CHECKING:
     import torch
@@ -55,10 +56,14 @@ def find_weight_files(folder: Path) -> list[Path]:
                 shards = sorted(set(weight_map.values()))
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise CheckpointError(f"{index_path}: not a valid shard index ({exc}).") from None
-            missing = [name for name in shards if not (folder / name).is_file()]
+            try:
+                paths = [path_inside(folder, name, source=str(index_path)) for name in shards]
+            except UnsafePathError as exc:
+                raise CheckpointError(str(exc)) from None
+            missing = [path for path in paths if not path.is_file()]
             if missing:
-                raise CheckpointError(f"{folder / missing[0]}: this shard is missing (named in {index_name}).")
-            return [folder / name for name in shards]
+                raise CheckpointError(f"{missing[0]}: this shard is missing (named in {index_name}).")
+            return paths
     for name in WEIGHT_FILES:
         if (folder / name).is_file():
             return [folder / name]

@@ -73,6 +73,7 @@ from huggingface_hub.utils import hf_raise_for_status
 from xvlm_core import __version__
 from xvlm_core.checkpoint import EMBEDDED_TOWER_PREFIX, INDEX_FILES, WEIGHT_FILES
 from xvlm_core.errors import Cancelled, CheckpointError, XvlmError
+from xvlm_core.safepath import UnsafePathError, path_inside
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ T = TypeVar("T")
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_ETAG = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")  # a git blob id or a SHA-256: a blob's file name
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # Mirrors model.EMBEDDED_TOWER_PREFIX; repeated here because model.py imports torch.
 
@@ -543,7 +545,7 @@ class PlannedFile:
 
     @property
     def is_weights(self) -> bool:
-        return any(fnmatch.fnmatch(self.filename, pattern) for pattern in _WEIGHT_PATTERNS)
+        return _matches(self.filename, _WEIGHT_PATTERNS)
 
 
 @dataclass(frozen=True)
@@ -610,6 +612,13 @@ def _list_files(session: _Session, repo: RepoSpec, store: _Store) -> list[Planne
     """The repo's files that `repo.allow_patterns` asks for, one weight format only, at the revision's commit."""
     commit = _resolve_commit(session, repo)
     listing = _tree(session, repo.repo_id, commit)
+    source = f"the file list of {repo.repo_id} at {session.endpoint}"
+    try:
+        # Every listed name, wanted or not: a listing that names a file outside its repo is not trusted at all.
+        for entry in listing:
+            path_inside(store.repo_folder(repo.repo_id, commit), entry.path, source=source)
+    except UnsafePathError as exc:
+        raise DownloadError(f"{exc} Nothing was downloaded.", "integrity") from None
     wanted = [entry for entry in listing if _matches(entry.path, repo.allow_patterns)]
     files = []
     for entry in _one_weight_format(wanted):
@@ -618,6 +627,9 @@ def _list_files(session: _Session, repo: RepoSpec, store: _Store) -> list[Planne
             sha256=entry.lfs.sha256 if entry.lfs else None, done_bytes=0, revision=repo.revision,
             commit=commit, blob_id=entry.blob_id, role=repo.role,
         )
+        if not _ETAG.match(file.etag):
+            raise DownloadError(f"Refused {entry.path!r} from {source}: its checksum {file.etag!r} is not a hash. "
+                                "Nothing was downloaded.", "integrity")
         files.append(replace(file, done_bytes=store.done_bytes(file)))
     return files
 
@@ -647,7 +659,12 @@ def _tree(session: _Session, repo_id: str, commit: str) -> list[RepoFile]:
 
 
 def _matches(filename: str, patterns: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatch(filename, pattern) for pattern in patterns)
+    """Whether a pattern matches `filename` component by component: `*` never crosses a `/`."""
+    parts = filename.split("/")
+    return any(
+        len(pattern_parts) == len(parts) and all(map(fnmatch.fnmatchcase, parts, pattern_parts))
+        for pattern_parts in (pattern.split("/") for pattern in patterns)
+    )
 
 
 def _one_weight_format(entries: list[RepoFile]) -> list[RepoFile]:
@@ -803,7 +820,11 @@ def _weights_problem(folder: Path) -> str | None:
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 return f"{index_name} is not a valid shard index"
             for shard in shards:
-                problem = _weight_file_problem(folder / shard)
+                try:
+                    path = path_inside(folder, shard, source=index_name)
+                except UnsafePathError as exc:
+                    return str(exc).rstrip(".")
+                problem = _weight_file_problem(path)
                 if problem:
                     return f"{problem} (named in {index_name})"
             return None
@@ -865,8 +886,13 @@ class _Store:
 
     root: Path
 
-    def final_path(self, file: PlannedFile) -> Path:
+    def repo_folder(self, repo_id: str, commit: str) -> Path:
+        """The folder a repo's files go into at `commit`; no file name may lead out of it."""
         raise NotImplementedError
+
+    def final_path(self, file: PlannedFile) -> Path:
+        return path_inside(self.repo_folder(file.repo_id, file.commit), file.filename,
+                           source=f"the file list of {file.repo_id}")
 
     def partial_path(self, file: PlannedFile) -> Path:
         raise NotImplementedError
@@ -904,10 +930,10 @@ class _CacheStore(_Store):
         return self.root / ("models--" + repo_id.replace("/", "--"))
 
     def blob_path(self, file: PlannedFile) -> Path:
-        return self.repo_dir(file.repo_id) / "blobs" / file.etag
+        return path_inside(self.repo_dir(file.repo_id) / "blobs", file.etag, source=f"the file list of {file.repo_id}")
 
-    def final_path(self, file: PlannedFile) -> Path:
-        return self.repo_dir(file.repo_id) / "snapshots" / file.commit / file.filename
+    def repo_folder(self, repo_id: str, commit: str) -> Path:
+        return self.repo_dir(repo_id) / "snapshots" / commit
 
     def partial_path(self, file: PlannedFile) -> Path:
         return self.blob_path(file).with_name(file.etag + ".incomplete")
@@ -934,7 +960,7 @@ class _CacheStore(_Store):
     def finish_repo(self, repo_id: str, revision: str, commit: str) -> None:
         if revision == commit:
             return
-        ref = self.repo_dir(repo_id) / "refs" / revision
+        ref = path_inside(self.repo_dir(repo_id) / "refs", revision, source="the revision asked for")
         ref.parent.mkdir(parents=True, exist_ok=True)
         temporary = ref.with_name(ref.name + ".tmp")
         temporary.write_text(commit, encoding="utf-8")
@@ -944,13 +970,14 @@ class _CacheStore(_Store):
         """The snapshot folder a revision points to (through refs/), if there is one; no completeness check."""
         repo_dir = self.repo_dir(repo_id)
         commit = revision
-        if not _COMMIT.match(revision):
-            try:
-                commit = (repo_dir / "refs" / revision).read_text(encoding="utf-8").strip()
-            except OSError:
-                return None
-        folder = repo_dir / "snapshots" / commit
-        return folder if commit and folder.is_dir() else None
+        try:
+            if not _COMMIT.match(revision):
+                ref = path_inside(repo_dir / "refs", revision, source="the revision asked for")
+                commit = ref.read_text(encoding="utf-8").strip()
+            folder = path_inside(repo_dir / "snapshots", commit, source=f"the ref {revision} of {repo_id}")
+        except (OSError, UnsafePathError):
+            return None
+        return folder if folder.is_dir() else None
 
 
 def _link(blob: Path, pointer: Path) -> None:
@@ -971,10 +998,10 @@ class _FolderStore(_Store):
         self.root = root
 
     def _work(self, file: PlannedFile) -> Path:
-        return self.root / ".cache" / "xvlm" / file.filename
+        return path_inside(self.root / ".cache" / "xvlm", file.filename, source=f"the file list of {file.repo_id}")
 
-    def final_path(self, file: PlannedFile) -> Path:
-        return self.root / file.filename
+    def repo_folder(self, repo_id: str, commit: str) -> Path:
+        return self.root
 
     def partial_path(self, file: PlannedFile) -> Path:
         return self._work(file).with_name(self._work(file).name + ".incomplete")
