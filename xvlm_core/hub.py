@@ -91,6 +91,8 @@ _SPACE_MARGIN = 200 * 10**6  # free space kept beyond the download, so the disk 
 _MAX_HEADER = 100 * 2**20  # a larger safetensors header is not a real one
 _TIMEOUT = httpx2.Timeout(connect=10.0, read=30.0, write=30.0, pool=10.0)
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+_SIDECAR_BYTES = 256  # a sidecar's length beyond its file name: room for every field at its longest
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -962,9 +964,7 @@ class _CacheStore(_Store):
             return
         ref = path_inside(self.repo_dir(repo_id) / "refs", revision, source="the revision asked for")
         ref.parent.mkdir(parents=True, exist_ok=True)
-        temporary = ref.with_name(ref.name + ".tmp")
-        temporary.write_text(commit, encoding="utf-8")
-        os.replace(temporary, ref)
+        _write_durably(ref, commit.encode())
 
     def snapshot(self, repo_id: str, revision: str) -> Path | None:
         """The snapshot folder a revision points to (through refs/), if there is one; no completeness check."""
@@ -1024,7 +1024,7 @@ class _FolderStore(_Store):
         final = self.final_path(file)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(partial, final)
-        self._record(file).write_text(json.dumps({"etag": file.etag, "commit": file.commit}), encoding="utf-8")
+        _write_durably(self._record(file), json.dumps({"etag": file.etag, "commit": file.commit}).encode())
 
 
 class _Stores:
@@ -1130,10 +1130,9 @@ class _PartialFile:
     def _write_sidecar(self) -> None:
         record = {"repo_id": self.file.repo_id, "filename": self.file.filename, "size": self.file.size,
                   "etag": self.file.etag, "durable_bytes": self.durable}
-        sidecar = self.sidecar(self.path)
-        temporary = sidecar.with_name(sidecar.name + ".tmp")
-        temporary.write_text(json.dumps(record), encoding="utf-8")
-        os.replace(temporary, sidecar)
+        # Padded to one length per file, so that a full disk can still take it in place (see _write_durably).
+        data = json.dumps(record).encode().ljust(_SIDECAR_BYTES + len(self.file.filename.encode()))
+        _write_durably(self.sidecar(self.path), data, in_place_if_full=True)
 
     def close(self) -> None:
         """Record what is on disk (best effort: a full disk may refuse even the sidecar) and close."""
@@ -1151,6 +1150,61 @@ class _PartialFile:
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
         self.sidecar(self.path).unlink(missing_ok=True)
+
+
+def _write_durably(path: Path, data: bytes, in_place_if_full: bool = False) -> None:
+    """Replace `path` with `data`, synced to disk; a failure leaves the old file and no temporary one.
+
+    `in_place_if_full`: when the disk has no room for a new file, overwrite the old one of the same length instead,
+    which needs no new space (its blocks exist); a record smaller than a disk sector is written whole or not at all.
+    """
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        if not (in_place_if_full and exc.errno in _DISK_FULL and _overwrite(path, data)):
+            raise
+    _sync_folder(path.parent)
+
+
+def _overwrite(path: Path, data: bytes) -> bool:
+    """Write `data` over a file of exactly its length and sync it; False when there is no such file."""
+    try:
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_BINARY", 0))
+    except OSError:
+        return False
+    try:
+        if os.fstat(fd).st_size != len(data):
+            return False
+        _write_all(fd, data)
+        os.fsync(fd)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (POSIX; Windows has no folder handles to sync)."""
+    if os.name == "nt":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _new_hash(file: PlannedFile) -> Any:
@@ -1381,7 +1435,7 @@ def _file_lock(path: Path, session: _Session) -> Iterator[None]:
 
 def _os_error(exc: OSError, destination: Path, remaining: int) -> Exception:
     where = exc.filename or destination
-    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+    if exc.errno in _DISK_FULL:
         return DownloadError(
             f"The disk is full: writing to {where} failed ({format_size(_free_bytes(destination))} free). "
             f"Free up at least {format_size(remaining + _SPACE_MARGIN)} and download again; "
