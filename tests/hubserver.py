@@ -2,7 +2,8 @@
 
 Endpoints, as the real hub answers them:
     GET        /api/models/{repo}/revision/{rev}     repo info with the commit (`sha`) and file names
-    GET        /api/models/{repo}/tree/{rev}         file listing: path, size, git `oid`, `lfs` {oid (sha256), size}
+    GET        /api/models/{repo}/tree/{rev}         file listing: path, size, git `oid`, `lfs` {oid (sha256), size},
+                                                     in pages of `tree_page_size` entries linked by a `Link` header
     HEAD, GET  /{repo}/resolve/{rev}/{path}          small files: the bytes, with ETag (git blob id) and X-Repo-Commit;
                                                      large (LFS) files: a 302 to the "CDN" with X-Linked-Etag/-Size
     HEAD, GET  /cdn/{sha256}                         served by a second server (another origin, like the real CDN)
@@ -29,7 +30,7 @@ from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 LFS_THRESHOLD = 100_000
 _CHUNK = 64 * 1024
@@ -101,6 +102,7 @@ class FakeHub:
         self.token: str | None = None  # when set, every repo is private to this token
         self.gated: set[str] = set()
         self.bytes_per_s: float | None = None
+        self.tree_page_size = 3  # small, so that every listing takes several pages, as a large repo's does
         self.go_away_on_cut = False
         self._refusing = False  # set the moment the hub goes away, before its servers have stopped
         self._stopping: threading.Thread | None = None
@@ -259,8 +261,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _api(self, repo_id: str, kind: str, revision: str) -> None:
         repo = self._repo(repo_id, revision)
-        if repo is not None:
-            self._send_json(200, repo.info() if kind == "revision" else repo.tree())
+        if repo is None:
+            return
+        if kind == "revision":
+            return self._send_json(200, repo.info())
+        address = urlsplit(self.path)
+        start = int(parse_qs(address.query).get("cursor", ["0"])[0])
+        end = start + self.hub.tree_page_size
+        entries = repo.tree()
+        headers = {}
+        if end < len(entries):
+            headers["Link"] = f'<{self.hub.url}{address.path}?recursive=true&cursor={end}>; rel="next"'
+        self._send_json(200, entries[start:end], headers)
 
     def _resolve(self, repo_id: str, revision: str, filename: str, with_body: bool) -> None:
         repo = self._repo(repo_id, revision)

@@ -16,6 +16,8 @@ from huggingface_hub import snapshot_download, try_to_load_from_cache
 from xvlm_core import hub
 from xvlm_core.errors import Cancelled, CheckpointError
 from xvlm_core.generation import SamplingSettings
+from xvlm_core.hub import plan as plan_module
+from xvlm_core.hub.progress import Meter
 from xvlm_core.model import load_model
 from xvlm_core.prompt import Message
 from xvlm_core.session import ChatSession
@@ -63,8 +65,11 @@ def test_plan_shows_files_sizes_destination_and_free_space(hub_server, tiny_mode
     assert plan.free_bytes > 0 and plan.enough_space
     weights = next(file for file in plan.files if file.filename == "model.safetensors")
     assert weights.sha256 == hub_server.repos[MODEL].files["model.safetensors"].sha256
-    # Planning reads only the safetensors header, never the weights themselves.
-    assert hub_server.served[WEIGHTS] < 100_000
+    # Planning reads only the safetensors header (huggingface_hub asks for its first 100 kB), never the weights.
+    assert hub_server.served[WEIGHTS] <= 100_001
+    # The listings came in pages of 3 entries, followed through their Link headers to the end.
+    tree_pages = [path for _, path, _ in hub_server.requests if "/tree/" in path]
+    assert len(tree_pages) == -(-len(hub_server.repos[MODEL].files) // 3) + 1
 
 
 def test_clean_download_then_offline_load_answers(hub_server, golden, images_dir, monkeypatch):
@@ -129,7 +134,7 @@ def test_download_stopped_by_a_lost_hub_resumes_on_the_next_run(hub_server, tiny
     hub_server.served.clear()
     hub.download_model(hub.DEFAULT_MODEL)
     assert (WEIGHTS, 6_000_000) in hub_server.ranges
-    assert hub_server.served[WEIGHTS] < 100_000 + weights_size(tiny_model_dir) - 6_000_000  # header + the rest
+    assert hub_server.served[WEIGHTS] <= 100_001 + weights_size(tiny_model_dir) - 6_000_000  # header + the rest
     assert hub.installed_model_folder(hub.DEFAULT_MODEL) is not None
 
 
@@ -313,7 +318,7 @@ def test_permission_denied_is_its_own_error(hub_server, monkeypatch):
 
 
 def test_not_enough_space_fails_before_downloading(hub_server, monkeypatch):
-    monkeypatch.setattr(hub, "_free_bytes", lambda path: 1_000_000)
+    monkeypatch.setattr(plan_module, "free_bytes", lambda path: 1_000_000)
     plan = planned(hub_server)
     with pytest.raises(hub.DownloadError) as error:
         hub.download_model(hub.DEFAULT_MODEL, plan=plan)
@@ -389,7 +394,7 @@ def test_unreachable_hub_falls_back_to_a_complete_cache(hub_server):
 
 
 def test_progress_is_monotonic_throttled_and_ends_complete(hub_server, monkeypatch):
-    monkeypatch.setattr(hub._Meter, "WARMUP_S", 0.0)
+    monkeypatch.setattr(Meter, "WARMUP_S", 0.0)
     plan = planned(hub_server)
     hub_server.bytes_per_s = 25_000_000
     events: list[tuple[float, hub.DownloadProgress]] = []
@@ -417,7 +422,7 @@ def test_progress_is_monotonic_throttled_and_ends_complete(hub_server, monkeypat
 def test_progress_speed_is_smoothed_and_events_are_throttled():
     clock = [0.0]
     events: list[hub.DownloadProgress] = []
-    meter = hub._Meter(total=200_000_000, done=0, on_progress=events.append, clock=lambda: clock[0])
+    meter = Meter(total=200_000_000, done=0, on_progress=events.append, clock=lambda: clock[0])
     for _ in range(1000):  # 10 MB/s for 10 s, in 100 KB pieces every 10 ms
         clock[0] += 0.01
         meter.received(100_000, "file")
