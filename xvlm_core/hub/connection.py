@@ -186,9 +186,9 @@ class HubConnection:
             hf_raise_for_status(response)
         except HfHubHTTPError as exc:
             return self.http_error(exc, repo_id, filename)
-        return self.http_error(None, repo_id, filename)
+        return DownloadError(f"{self.endpoint} answered '{response.status_code} {response.reason_phrase}'.", "http")
 
-    def http_error(self, error: HfHubHTTPError | None, repo_id: str, filename: str | None = None,
+    def http_error(self, error: HfHubHTTPError, repo_id: str, filename: str | None = None,
                    revision: str | None = None) -> DownloadError:
         what = f"'{filename}' of {repo_id}" if filename else f"'{repo_id}'"
         if isinstance(error, GatedRepoError):
@@ -205,15 +205,15 @@ class HubConnection:
                 "a private model also needs an access token in HF_TOKEN")
             return DownloadError(f"The model {repo_id} was not found at {self.endpoint}: check its name; {hint}.",
                                  "not_found")
-        response = error.response if error is not None else None
+        response = error.response
         status = response.status_code if response is not None else 0
         if status in (401, 403):
             reason = "rejected the access token in HF_TOKEN" if self.authenticated else "asks for an access token"
             return DownloadError(f"{self.endpoint} {reason} for {what}: set HF_TOKEN to a valid token.", "auth")
         if status == 404:
             return DownloadError(f"{what} was not found at {self.endpoint}.", "not_found")
-        reason = f"{status} {response.reason_phrase}" if response is not None else str(error)
-        return DownloadError(f"{self.endpoint} answered '{reason}' for {what}.", "http")
+        answer = f"{status} {response.reason_phrase}" if response is not None else str(error)
+        return DownloadError(f"{self.endpoint} answered '{answer}' for {what}.", "http")
 
     def gave_up(self, exc: Transient, attempts: int) -> DownloadError:
         """The error once retries are spent: no network, hub unreachable or failing, in words a person can act on."""
