@@ -2,11 +2,15 @@
 
 Endpoints, as the real hub answers them:
     GET        /api/models/{repo}/revision/{rev}     repo info with the commit (`sha`) and file names
-    GET        /api/models/{repo}/tree/{rev}         file listing: path, size, git `oid`, `lfs` {oid (sha256), size}
+    GET        /api/models/{repo}/tree/{rev}         file listing: path, size, git `oid`, `lfs` {oid (sha256), size},
+                                                     in pages of `tree_page_size` entries linked by a `Link` header
     HEAD, GET  /{repo}/resolve/{rev}/{path}          small files: the bytes, with ETag (git blob id) and X-Repo-Commit;
                                                      large (LFS) files: a 302 to the "CDN" with X-Linked-Etag/-Size
     HEAD, GET  /cdn/{sha256}                         served by a second server (another origin, like the real CDN)
 Both servers honour `Range: bytes=a-b` / `bytes=a-` with 206 answers.
+
+Hostile listings: `plant` lists a file under any name ("../../x", "/abs/x", "C:x"); a client that normalizes the `..`
+out of the address still gets it (any unknown address ending in its base name).
 
 Faults: cut a connection at a byte offset, answer 503 (or any status) for the next requests, flip a byte, throttle,
 go away entirely (connections refused) and come back on the same ports. Files are named "<repo id>/<path>" in
@@ -26,7 +30,7 @@ from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 LFS_THRESHOLD = 100_000
 _CHUNK = 64 * 1024
@@ -98,6 +102,7 @@ class FakeHub:
         self.token: str | None = None  # when set, every repo is private to this token
         self.gated: set[str] = set()
         self.bytes_per_s: float | None = None
+        self.tree_page_size = 3  # small, so that every listing takes several pages, as a large repo's does
         self.go_away_on_cut = False
         self._refusing = False  # set the moment the hub goes away, before its servers have stopped
         self._stopping: threading.Thread | None = None
@@ -143,6 +148,20 @@ class FakeHub:
     @property
     def cdn_url(self) -> str:
         return f"http://127.0.0.1:{self._ports[1]}"
+
+    # -- hostile listings
+
+    def plant(self, repo_id: str, name: str, source: Path) -> None:
+        """List `source` in `repo_id` under `name`, whatever it is, and serve it to whoever asks for it."""
+        self.repos[repo_id].files[name] = _served_file(source, LFS_THRESHOLD)
+
+    def _planted(self, path: str) -> tuple[str, ServedFile] | None:
+        """A listed file whose base name ends `path`: what a client asks for after resolving `..` in its address."""
+        for repo in self.repos.values():
+            for name, file in repo.files.items():
+                if name.replace("\\", "/").rsplit("/", 1)[-1] == path.rsplit("/", 1)[-1] and not file.lfs:
+                    return f"{repo.repo_id}/{name}", file
+        return None
 
     # -- faults
 
@@ -221,6 +240,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._cdn(match.group(1), with_body)
         if match := re.match(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path):
             return self._resolve(*match.groups(), with_body=with_body)
+        if planted := self.hub._planted(path):
+            return self._send_file(*planted, with_body, {"ETag": f'"{planted[1].git_oid}"'})
         self._send_json(404, {"error": "no such endpoint"})
 
     def _repo(self, repo_id: str, revision: str) -> FakeRepo | None:
@@ -240,8 +261,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _api(self, repo_id: str, kind: str, revision: str) -> None:
         repo = self._repo(repo_id, revision)
-        if repo is not None:
-            self._send_json(200, repo.info() if kind == "revision" else repo.tree())
+        if repo is None:
+            return
+        if kind == "revision":
+            return self._send_json(200, repo.info())
+        address = urlsplit(self.path)
+        start = int(parse_qs(address.query).get("cursor", ["0"])[0])
+        end = start + self.hub.tree_page_size
+        entries = repo.tree()
+        headers = {}
+        if end < len(entries):
+            headers["Link"] = f'<{self.hub.url}{address.path}?recursive=true&cursor={end}>; rel="next"'
+        self._send_json(200, entries[start:end], headers)
 
     def _resolve(self, repo_id: str, revision: str, filename: str, with_body: bool) -> None:
         repo = self._repo(repo_id, revision)

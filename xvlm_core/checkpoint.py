@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 import zipfile
 from collections.abc import Callable
@@ -11,31 +10,28 @@ from typing import TYPE_CHECKING
 
 from safetensors import SafetensorError, safe_open
 
+from xvlm_core.checkpoint_files import EMBEDDED_TOWER_PREFIX as EMBEDDED_TOWER_PREFIX  # the loader's name for it
+from xvlm_core.checkpoint_files import WEIGHT_FILES, find_index, index_shards
 from xvlm_core.errors import CheckpointError
+from xvlm_core.hub import find_cached, looks_like_repo_id
 
 if TYPE_CHECKING:
     import torch
 
     StateDict = dict[str, torch.Tensor]
 
-# The authors' checkpoint layout. Importing this module loads no torch, so the download code shares it.
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-EMBEDDED_TOWER_PREFIX = "model.vision_tower.vision_tower."
 PROJECTOR_PREFIX = "model.mm_projector."
 
 
 def resolve_folder(name_or_path: str, what: str = "model") -> Path:
     """A local folder as given, or a hub repo id found complete in the local cache."""
-    from xvlm_core import hub
-
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path.resolve()
     if path.exists():
         raise CheckpointError(f"{path}: is a file; give the folder that holds the {what}'s files.")
-    if hub.looks_like_repo_id(name_or_path):
-        cached = hub.find_cached(name_or_path)
+    if looks_like_repo_id(name_or_path):
+        cached = find_cached(name_or_path)
         if cached is not None:
             return cached
         raise CheckpointError(
@@ -47,18 +43,13 @@ def resolve_folder(name_or_path: str, what: str = "model") -> Path:
 
 def find_weight_files(folder: Path) -> list[Path]:
     """The weight files of a folder: one file, or the shards an index names (safetensors first)."""
-    for index_name in INDEX_FILES:
-        index_path = folder / index_name
-        if index_path.is_file():
-            try:
-                weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
-                shards = sorted(set(weight_map.values()))
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise CheckpointError(f"{index_path}: not a valid shard index ({exc}).") from None
-            missing = [name for name in shards if not (folder / name).is_file()]
-            if missing:
-                raise CheckpointError(f"{folder / missing[0]}: this shard is missing (named in {index_name}).")
-            return [folder / name for name in shards]
+    index = find_index(folder)
+    if index is not None:
+        shards = index_shards(index)
+        missing = [path for path in shards if not path.is_file()]
+        if missing:
+            raise CheckpointError(f"{missing[0]}: this shard is missing (named in {index.name}).")
+        return shards
     for name in WEIGHT_FILES:
         if (folder / name).is_file():
             return [folder / name]

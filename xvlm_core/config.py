@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from xvlm_core.errors import ConfigError, XvlmError
 from xvlm_core.images import CLIP_MEAN, CLIP_STD
+from xvlm_core.towers import DEFAULT_TOWER
 
 if TYPE_CHECKING:
     from transformers import LlamaConfig
 
 IMAGE_TOKEN_INDEX = -200
-DEFAULT_VISION_TOWER = "openai/clip-vit-large-patch14-336"
+DEFAULT_VISION_TOWER = DEFAULT_TOWER
 _PROJECTOR_TYPES = re.compile(r"^(linear|xdpnet|xdpnetv10_\d+|mlp\d+x_gelu)$")
 # Far beyond any real model, small enough that a typo cannot ask for terabytes before anything is checked.
 _MAX_WIDTH = 1 << 16

@@ -19,17 +19,8 @@ from xvlm_core.device import dtype_name, memory_in_use_mb, pick_device, pick_dty
 from xvlm_core.errors import CheckpointError, ConfigError, XvlmError
 from xvlm_core.projector import build_projector
 from xvlm_core.tokenizer import Tokenizer, find_tokenizer_file
+from xvlm_core.towers import KNOWN_TOWERS
 from xvlm_core.vision import ImagePreprocessor, VisionTower
-
-# Towers whose shape is known, so a checkpoint that embeds one needs no separate download.
-_CLIP_L14 = dict(
-    hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, patch_size=14,
-    projection_dim=768, hidden_act="quick_gelu", layer_norm_eps=1e-5,
-)
-KNOWN_TOWERS: dict[str, dict] = {
-    "openai/clip-vit-large-patch14-336": {**_CLIP_L14, "image_size": 336},
-    "openai/clip-vit-large-patch14": {**_CLIP_L14, "image_size": 224},
-}
 
 
 class XmodelVLM(nn.Module):

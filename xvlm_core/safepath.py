@@ -37,15 +37,16 @@ def relative_name_problem(name: object) -> str | None:
 def path_inside(root: Path, name: object, *, source: str) -> Path:
     """`root / name`, after checking that `name` is a plain relative name that stays inside `root`.
 
-    Links already on disk are followed for the check, so a link inside `root` pointing elsewhere is refused too.
-    `source` names where the name came from, for the message ("the hub's file list for REPO").
+    Folder links already on disk are followed for the check, so `link/file` with `link` pointing elsewhere is
+    refused. The last component is not followed: it is what gets written, replaced or read, and a link there was
+    made by the user or by the hub cache (whose snapshot files link to its blobs).
+    `source` names where the name came from, for the message ("the file list of REPO").
     """
     problem = relative_name_problem(name)
     if problem is not None:
         raise UnsafePathError(f"Refused the file name {name!r} from {source}: {problem}.")
     assert isinstance(name, str)
     path = root / name
-    base = root.resolve()
-    if not path.resolve().is_relative_to(base):
+    if not path.parent.resolve().is_relative_to(root.resolve()):
         raise UnsafePathError(f"Refused the file name {name!r} from {source}: it leads outside {root}.")
     return path

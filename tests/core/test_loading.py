@@ -74,6 +74,20 @@ def test_sharded_safetensors_load_like_single_file(tmp_path, tiny_model_dir, tin
     assert answer_ids(loaded, images_dir) == answer_ids(reference, images_dir)
 
 
+@pytest.mark.parametrize("shard", ["/etc/passwd", "../outside.safetensors", "sub/../../outside.safetensors"])
+def test_shard_index_naming_a_file_outside_the_folder_is_refused(tmp_path, tiny_model_dir, tiny_tower_dir, shard):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in ("config.json", "xmodel_32000.model", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(tiny_model_dir / name, folder / name)
+    (tmp_path / "outside.safetensors").write_bytes((tiny_model_dir / "model.safetensors").read_bytes())
+    weight_map = {"model.norm.weight": shard}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(CheckpointError) as error:
+        load_model(str(folder), vision_tower=str(tiny_tower_dir), dtype="float32")
+    assert f"Refused the file name {shard!r} from {folder / 'model.safetensors.index.json'}" in str(error.value)
+
+
 def test_embedded_tower_needs_only_the_tower_config(tmp_path, tiny_model_dir, tiny_tower_dir, images_dir, monkeypatch):
     # A hub cache holding only the tower's config files (the checkpoint embeds its weights).
     snapshot = Path(os.environ["HF_HUB_CACHE"]) / "models--openai--clip-vit-large-patch14-336" / "snapshots" / "abc123"

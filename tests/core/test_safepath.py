@@ -32,3 +32,12 @@ def test_a_link_inside_pointing_outside_is_refused(tmp_path: Path) -> None:
     (root / "link").symlink_to(outside)
     with pytest.raises(UnsafePathError, match="leads outside"):
         path_inside(root, "link/file", source="a test")
+
+
+def test_a_link_as_the_last_component_is_left_to_its_owner(tmp_path: Path) -> None:
+    # Hub cache snapshots link each file to its blob elsewhere in the cache; replacing a link never writes through it.
+    (tmp_path / "blob").write_bytes(b"x")
+    root = tmp_path / "snapshot"
+    root.mkdir()
+    (root / "config.json").symlink_to(tmp_path / "blob")
+    assert path_inside(root, "config.json", source="a test") == root / "config.json"

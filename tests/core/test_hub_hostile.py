@@ -1,0 +1,94 @@
+"""A hub (or a mirror, or whoever sits between) that lists file names leading out of the destination.
+
+Nothing outside the hub cache or the chosen folder may be created, replaced or deleted, and the error names the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from xvlm_core import hub
+from xvlm_core.cli import main
+from xvlm_core.errors import CheckpointError
+
+MODEL = "XiaoduoAILab/Xmodel_VLM"
+
+
+def hostile_names(outside: Path) -> list[str]:
+    """Names that each reach `outside/x.model` (or would on Windows), all matching the allow pattern `*.model`."""
+    climb = "../" * 40 + outside.as_posix().lstrip("/") + "/x.model"  # more `..` than any destination is deep
+    return [climb, (outside / "x.model").as_posix(), "..\\..\\..\\..\\x.model", "C:/x.model", "C:x.model",
+            "sub/../../x.model"]
+
+
+def tree_state(root: Path) -> dict[str, tuple[bool, bytes | None]]:
+    """Every path under `root`: whether it is a link, and a file's bytes."""
+    return {
+        path.relative_to(root).as_posix(): (path.is_symlink(), path.read_bytes() if path.is_file() else None)
+        for path in sorted(root.rglob("*"))
+    }
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A folder beside the destinations, holding a file a hostile name aims at."""
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    (folder / "x.model").write_bytes(b"precious")
+    return folder
+
+
+@pytest.mark.parametrize("case", range(6))
+@pytest.mark.parametrize("destination", ["cache", "local_dir"])
+def test_listed_names_leading_out_of_the_destination_are_refused(hub_server, tmp_path, outside, case, destination):
+    name = hostile_names(outside)[case]
+    hub_server.plant(MODEL, name, tmp_path / "outside" / "x.model")
+    local_dir = tmp_path / "chosen" / "xmodel" if destination == "local_dir" else None
+    before = tree_state(tmp_path)
+    with pytest.raises(hub.DownloadError) as error:
+        hub.download_model(hub.DEFAULT_MODEL, local_dir=local_dir)
+    assert error.value.kind == "integrity"
+    assert str(error.value).startswith(f"Refused the file name {name!r} from the file list of {MODEL}")
+    assert "Nothing was downloaded" in str(error.value)
+    assert tree_state(tmp_path) == before  # the chosen folder is not even created
+    assert (outside / "x.model").read_bytes() == b"precious" and not (outside / "x.model").is_symlink()
+    assert hub_server.served == {}  # refused while planning: no file was fetched
+
+
+def test_the_download_command_refuses_a_hostile_listing_in_one_line(hub_server, tmp_path, outside, capsys):
+    name = hostile_names(outside)[0]
+    hub_server.plant(MODEL, name, outside / "x.model")
+    before = tree_state(tmp_path)
+    assert main(["download", "--local-dir", str(tmp_path / "xmodel")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: Refused the file name {name!r}")
+    assert tree_state(tmp_path) == before
+
+
+def test_a_star_in_an_allow_pattern_stays_within_one_folder(hub_server, outside):
+    hub_server.plant(MODEL, "nested/extra.model", outside / "x.model")
+    hub_server.plant(MODEL, "old/model.safetensors", outside / "x.model")
+    names = {file.filename for file in hub.plan_download(hub.DEFAULT_MODEL).files if file.repo_id == MODEL}
+    assert "nested/extra.model" not in names and "old/model.safetensors" not in names
+    assert "xmodel_32000.model" in names and "model.safetensors" in names
+
+
+def test_a_listed_checksum_that_is_not_a_hash_is_refused(hub_server, monkeypatch):
+    file = hub_server.repos[MODEL].files["config.json"]
+    monkeypatch.setitem(hub_server.repos[MODEL].files, "config.json",
+                        type(file)(file.path, file.size, file.sha256, "../../../x", file.lfs))
+    with pytest.raises(hub.DownloadError, match=r"Refused 'config.json' .* its checksum '../../../x' is not a hash"):
+        hub.plan_download(hub.DEFAULT_MODEL)
+
+
+def test_a_shard_index_in_a_local_folder_naming_a_file_outside_is_refused(tmp_path, tiny_model_dir):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in ("config.json", "xmodel_32000.model"):
+        (folder / name).symlink_to(tiny_model_dir / name)
+    (folder / "model.safetensors.index.json").write_text('{"weight_map": {"lm_head.weight": "/etc/passwd"}}')
+    with pytest.raises(CheckpointError) as error:
+        hub.validate_local_folder(folder)
+    assert f"Refused the file name '/etc/passwd' from {folder / 'model.safetensors.index.json'}" in str(error.value)

@@ -1,0 +1,37 @@
+"""A checkpoint's file layout: which files hold the weights, and the shards an index names. No torch, no network.
+
+Shared by the loader (checkpoint.py) and the download code (hub/), so that both read a shard index the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from xvlm_core.errors import CheckpointError
+from xvlm_core.safepath import UnsafePathError, path_inside
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+EMBEDDED_TOWER_PREFIX = "model.vision_tower.vision_tower."
+
+
+def find_index(folder: Path) -> Path | None:
+    """The folder's shard index (safetensors first), if it has one."""
+    return next((folder / name for name in INDEX_FILES if (folder / name).is_file()), None)
+
+
+def index_shards(index: Path) -> list[Path]:
+    """The shard files an index names, each checked to be inside the index's folder; none is opened.
+
+    Raises CheckpointError naming the index when it cannot be read or names a file outside its folder.
+    """
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        names = sorted(set(weight_map.values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{index}: not a valid shard index ({exc}).") from None
+    try:
+        return [path_inside(index.parent, name, source=str(index)) for name in names]
+    except UnsafePathError as exc:
+        raise CheckpointError(str(exc)) from None

@@ -1,0 +1,179 @@
+"""The plan of a download: which files a model needs from which repos, how big, and how much is already here.
+
+The hub is asked through huggingface_hub's HfApi: the revision's commit, the file tree (paged), and the
+safetensors header of the model's weights, which says whether they embed the vision tower (then the tower's own
+weights are not fetched). Every listed name is checked to stay inside its destination before anything is written.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from itertools import islice
+from pathlib import Path
+
+from huggingface_hub import HfApi
+from huggingface_hub.errors import NotASafetensorsRepoError, SafetensorsParsingError
+from huggingface_hub.hf_api import RepoFile
+
+from xvlm_core.checkpoint_files import EMBEDDED_TOWER_PREFIX
+from xvlm_core.hub.connection import TIMEOUT_S, DownloadError, HubConnection
+from xvlm_core.hub.installed import embeds_tower, file_keys, index_keys, offline_folder, read_local
+from xvlm_core.hub.registry import WEIGHT_FORMATS, WEIGHT_PATTERNS, ModelSpec, RepoSpec, matches, tower_repos
+from xvlm_core.hub.stores import Store, Stores, free_bytes
+from xvlm_core.hub.transfer import PlannedFile, read_whole
+from xvlm_core.safepath import UnsafePathError, path_inside
+
+SPACE_MARGIN = 200 * 10**6  # free space kept beyond the download, so the disk is not filled to the last byte
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_ETAG = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")  # a git blob id or a SHA-256: a blob's file name
+_MAX_ENTRIES = 100_000  # no model repo comes near this; a listing that goes on is not a real one
+
+
+@dataclass(frozen=True)
+class DownloadPlan:
+    """What a download will do, to show before it starts: files, sizes, where they go, the space there."""
+
+    spec: ModelSpec
+    files: tuple[PlannedFile, ...]
+    total_bytes: int
+    missing_bytes: int
+    destination: Path
+    free_bytes: int
+    tower_embedded: bool | None = None  # None: not known before the model's weights are here
+
+    @property
+    def needed_bytes(self) -> int:
+        """Free space the download needs, with a margin."""
+        return self.missing_bytes + SPACE_MARGIN if self.missing_bytes else 0
+
+    @property
+    def enough_space(self) -> bool:
+        return self.free_bytes >= self.needed_bytes
+
+
+def plan_from_hub(hub: HubConnection, spec: ModelSpec, stores: Stores) -> DownloadPlan:
+    model_store = stores.for_role("model")
+    model_files = _list_files(hub, spec.model_repo, model_store)
+    embedded = _tower_embedded(hub, model_files, model_store)
+    files = list(model_files)
+    for tower in tower_repos(spec, lambda name: _read_small(hub, name, model_files, model_store)):
+        tower_files = _list_files(hub, tower, stores.for_role("vision_tower"))
+        files += [file for file in tower_files if not (embedded and file.is_weights)]
+    return make_plan(spec, files, stores, embedded)
+
+
+def offline_plan(spec: ModelSpec, stores: Stores) -> DownloadPlan:
+    """Offline: a plan of what is already on disk, or the error saying what is not."""
+    model_folder = offline_folder(spec, stores)
+    folders = [(spec.model_repo, model_folder)]
+    for tower in tower_repos(spec, lambda name: read_local(model_folder / name)):
+        snapshot = stores.cache.snapshot(tower.repo_id, tower.revision)
+        folders += [(tower, snapshot)] if snapshot else []
+    files = [
+        PlannedFile(repo_id=repo.repo_id, filename=path.relative_to(folder).as_posix(), size=path.stat().st_size,
+                    sha256=None, done_bytes=path.stat().st_size, revision=repo.revision, role=repo.role)
+        for repo, folder in folders for path in sorted(folder.rglob("*"))
+        if path.is_file() and ".cache" not in path.relative_to(folder).parts
+    ]
+    return make_plan(spec, files, stores, embeds_tower(model_folder))
+
+
+def make_plan(spec: ModelSpec, files: list[PlannedFile], stores: Stores, embedded: bool | None) -> DownloadPlan:
+    total = sum(file.size for file in files)
+    missing = total - sum(file.done_bytes for file in files)
+    destination = stores.destination
+    return DownloadPlan(spec, tuple(files), total, missing, destination, free_bytes(destination), embedded)
+
+
+def _list_files(hub: HubConnection, repo: RepoSpec, store: Store) -> list[PlannedFile]:
+    """The repo's files that `repo.allow_patterns` asks for, one weight format only, at the revision's commit."""
+    commit = _resolve_commit(hub, repo)
+    listing = _tree(hub, repo.repo_id, commit)
+    source = f"the file list of {repo.repo_id} at {hub.endpoint}"
+    try:
+        # Every listed name, wanted or not: a listing that names a file outside its repo is not trusted at all.
+        for entry in listing:
+            path_inside(store.repo_folder(repo.repo_id, commit), entry.path, source=source)
+    except UnsafePathError as exc:
+        raise DownloadError(f"{exc} Nothing was downloaded.", "integrity") from None
+    wanted = [entry for entry in listing if matches(entry.path, repo.allow_patterns)]
+    files = []
+    for entry in _one_weight_format(wanted):
+        file = PlannedFile(
+            repo_id=repo.repo_id, filename=entry.path, size=entry.size,
+            sha256=entry.lfs.sha256 if entry.lfs else None, done_bytes=0, revision=repo.revision,
+            commit=commit, blob_id=entry.blob_id, role=repo.role,
+        )
+        if not _ETAG.match(file.etag):
+            raise DownloadError(f"Refused {entry.path!r} from {source}: its checksum {file.etag!r} is not a hash. "
+                                "Nothing was downloaded.", "integrity")
+        files.append(replace(file, done_bytes=store.done_bytes(file)))
+    return files
+
+
+def _resolve_commit(hub: HubConnection, repo: RepoSpec) -> str:
+    info = hub.call(lambda api: api.model_info(repo.repo_id, revision=repo.revision, timeout=TIMEOUT_S),
+                    repo.repo_id, repo.revision)
+    if not isinstance(info.sha, str) or not _COMMIT.match(info.sha):
+        raise DownloadError(f"{hub.endpoint} did not give a commit for {repo.repo_id}; is it a model hub?", "http")
+    return info.sha
+
+
+def _tree(hub: HubConnection, repo_id: str, commit: str) -> list[RepoFile]:
+    def listing(api: HfApi) -> list:
+        return list(islice(api.list_repo_tree(repo_id, recursive=True, revision=commit), _MAX_ENTRIES + 1))
+
+    entries = hub.call(listing, repo_id, commit)
+    if len(entries) > _MAX_ENTRIES:
+        raise DownloadError(f"The file listing of {repo_id} does not end.", "http")
+    return entries
+
+
+def _one_weight_format(entries: list) -> list[RepoFile]:
+    """Every file that is not weights, plus the weights of the first format in WEIGHT_FORMATS that is there."""
+    files = [entry for entry in entries if isinstance(entry, RepoFile)]
+    kept = [entry for entry in files if not matches(entry.path, WEIGHT_PATTERNS)]
+    for patterns in WEIGHT_FORMATS:
+        weights = [entry for entry in files if matches(entry.path, patterns)]
+        if any(not entry.path.endswith(".json") for entry in weights):
+            return kept + weights
+    return kept
+
+
+def _read_small(hub: HubConnection, filename: str, files: list[PlannedFile], store: Store) -> bytes | None:
+    """A small file of the model repo (config, index), from disk when it is complete, else from the hub."""
+    file = next((item for item in files if item.filename == filename), None)
+    if file is None:
+        return None
+    if (path := store.complete_path(file)) is not None:
+        return path.read_bytes()
+    return read_whole(hub, file)
+
+
+def _tower_embedded(hub: HubConnection, files: list[PlannedFile], store: Store) -> bool | None:
+    """Whether the model's weights hold the vision tower; None when only the whole .bin file could tell."""
+    keys = _remote_weight_keys(hub, files, store)
+    return None if keys is None else any(key.startswith(EMBEDDED_TOWER_PREFIX) for key in keys)
+
+
+def _remote_weight_keys(hub: HubConnection, files: list[PlannedFile], store: Store) -> set[str] | None:
+    weights = [file for file in files if file.is_weights]
+    index = next((file for file in weights if file.filename.endswith(".index.json")), None)
+    if index is not None:
+        return index_keys(_read_small(hub, index.filename, files, store) or b"{}")
+    single = weights[0] if weights else None
+    if single is None:
+        return set()
+    if (path := store.complete_path(single)) is not None:
+        return file_keys(path)
+    if not single.filename.endswith(".safetensors"):
+        return None
+    # Only the header, fetched by huggingface_hub with Range requests.
+    try:
+        metadata = hub.call(lambda api: api.parse_safetensors_file_metadata(
+            single.repo_id, single.filename, revision=single.commit, timeout=TIMEOUT_S), single.repo_id)
+    except (SafetensorsParsingError, NotASafetensorsRepoError):
+        raise DownloadError(f"{single.filename} of {single.repo_id} has an unreadable safetensors header.",
+                            "integrity") from None
+    return set(metadata.tensors)

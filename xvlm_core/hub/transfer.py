@@ -1,0 +1,418 @@
+"""The resumable transfer of one file: what huggingface_hub lacks (it throws partial data away).
+
+A file is appended to its partial file with unbuffered writes, and every 8 MiB (and whenever a transfer stops:
+cancel, error, Ctrl+C) the data is fsync'ed and `durable_bytes` recorded in a sidecar, itself synced. A later run
+keeps exactly `durable_bytes` and asks for the rest with `Range: bytes=<durable_bytes>-`, so a killed process or a
+power cut costs at most the last 8 MiB of a file. The SHA-256 (git blob id for small files) is checked before a
+file is placed; a mismatch deletes it. The network is read by a helper thread, so cancel never waits on it.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import queue
+import re
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx2
+from filelock import FileLock
+from filelock import Timeout as LockTimeout
+from huggingface_hub import get_session, hf_hub_url
+
+from xvlm_core.hub.connection import (
+    POLL_S,
+    TRANSIENT_STATUS,
+    DownloadError,
+    HubConnection,
+    Transient,
+    transport_error,
+)
+from xvlm_core.hub.progress import Meter, format_size
+from xvlm_core.hub.registry import is_weights
+
+if TYPE_CHECKING:
+    from xvlm_core.hub.stores import Store
+
+log = logging.getLogger(__name__)
+
+SYNC_EVERY = 8 * 2**20  # bytes between fsyncs of a partial file: what a power cut can cost per file
+DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+_SIDECAR_BYTES = 256  # a sidecar's length beyond its file name: room for every field at its longest
+_TIMEOUT = httpx2.Timeout(connect=10.0, read=30.0, write=30.0, pool=10.0)
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """One file to fetch, as the hub lists it, and how much of it is already on disk."""
+
+    repo_id: str
+    filename: str
+    size: int
+    sha256: str | None  # LFS files; small files are checked against their git blob id instead
+    done_bytes: int  # already in the cache, or kept from an earlier partial download
+    revision: str = "main"
+    commit: str = ""
+    blob_id: str = ""
+    role: str = "model"
+
+    @property
+    def etag(self) -> str:
+        """The name the hub cache gives the file's blob."""
+        return self.sha256 or self.blob_id
+
+    @property
+    def is_weights(self) -> bool:
+        return is_weights(self.filename)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading from the network
+
+
+class BodyStream:
+    """One GET's body, read by a helper thread so that cancelling never waits on a stalled network.
+
+    The consumer thread does all file writing; the helper only receives. `start` is where the body begins in the
+    file: the requested offset, or 0 when the server ignored the Range header.
+    """
+
+    def __init__(self, hub: HubConnection, url: str, repo_id: str, filename: str, start: int = 0,
+                 end: int | None = None):
+        self._hub = hub
+        self._chunks: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=64)
+        self._stop = threading.Event()
+        headers = dict(hub.headers)
+        if start or end is not None:
+            headers["Range"] = f"bytes={start}-{'' if end is None else end}"
+        threading.Thread(target=self._receive, args=(url, headers), name="xvlm-download", daemon=True).start()
+        try:
+            self.response: httpx2.Response = self._expect_response()
+            self.start = self._body_start(start, repo_id, filename)
+        except BaseException:
+            self.close()
+            raise
+
+    def _receive(self, url: str, headers: dict[str, str]) -> None:
+        try:
+            with get_session().stream("GET", url, headers=headers, timeout=_TIMEOUT, follow_redirects=True) as answer:
+                if answer.status_code >= 300:
+                    answer.read()  # small error bodies, needed for the hub's error details
+                if not self._put(("response", answer)) or answer.status_code >= 300:
+                    return
+                for chunk in answer.iter_bytes():
+                    if not self._put(("data", chunk)):
+                        return
+            self._put(("end", None))
+        except Exception as exc:  # handed over to the consumer, which decides what it means
+            self._put(("error", exc))
+
+    def _put(self, item: tuple[str, Any]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._chunks.put(item, timeout=POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _take(self) -> tuple[str, Any]:
+        while True:
+            self._hub.check_cancel()
+            try:
+                kind, value = self._chunks.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+            if kind == "error":
+                raise transport_error(value)
+            return kind, value
+
+    def _expect_response(self) -> httpx2.Response:
+        kind, value = self._take()
+        assert kind == "response", kind
+        return value
+
+    def _body_start(self, requested: int, repo_id: str, filename: str) -> int:
+        status = self.response.status_code
+        if status in TRANSIENT_STATUS:
+            raise Transient(f"HTTP {status} {self.response.reason_phrase}", status=status)
+        if status >= 400:
+            raise self._hub.response_error(self.response, repo_id, filename)
+        if status != 206:
+            return 0
+        match = re.match(r"bytes (\d+)-", self.response.headers.get("Content-Range", ""))
+        if match is None or int(match.group(1)) != requested:
+            raise Transient(f"the server sent another part of {filename} than the one asked for")
+        return requested
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            kind, value = self._take()
+            if kind == "end":
+                return
+            yield value
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def __enter__(self) -> BodyStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def file_url(hub: HubConnection, file: PlannedFile) -> str:
+    return hf_hub_url(file.repo_id, file.filename, revision=file.commit, endpoint=hub.endpoint)
+
+
+def read_whole(hub: HubConnection, file: PlannedFile) -> bytes:
+    """A small file's bytes, with retries; nothing is written."""
+
+    def attempt() -> bytes:
+        with BodyStream(hub, file_url(hub, file), file.repo_id, file.filename) as body:
+            return b"".join(body)
+
+    return hub.retrying(attempt) if file.size else b""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing to disk
+
+
+def write_durably(path: Path, data: bytes, in_place_if_full: bool = False) -> None:
+    """Replace `path` with `data`, synced to disk; a failure leaves the old file and no temporary one.
+
+    `in_place_if_full`: when the disk has no room for a new file, overwrite the old one of the same length instead,
+    which needs no new space (its blocks exist); a record smaller than a disk sector is written whole or not at all.
+    """
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        if not (in_place_if_full and exc.errno in DISK_FULL and _overwrite(path, data)):
+            raise
+    _sync_folder(path.parent)
+
+
+def _overwrite(path: Path, data: bytes) -> bool:
+    """Write `data` over a file of exactly its length and sync it; False when there is no such file."""
+    try:
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_BINARY", 0))
+    except OSError:
+        return False
+    try:
+        if os.fstat(fd).st_size != len(data):
+            return False
+        _write_all(fd, data)
+        os.fsync(fd)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (POSIX; Windows has no folder handles to sync)."""
+    if os.name == "nt":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class PartialFile:
+    """A file being downloaded: unbuffered appends (the byte count is exact) and a sidecar saying what is durable."""
+
+    def __init__(self, path: Path, file: PlannedFile, check_cancel: Callable[[], None]):
+        self.path = path
+        self.file = file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kept = self.kept_bytes(path, file)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0), 0o644)
+        try:
+            os.ftruncate(self._fd, kept)  # drop what a crash may have left unsynced
+            self.size = self.durable = kept
+            self._hash = _new_hash(file)
+            self._rehash(check_cancel)
+            self._write_sidecar()
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    @staticmethod
+    def sidecar(path: Path) -> Path:
+        return path.with_name(path.name + ".json")
+
+    @classmethod
+    def kept_bytes(cls, path: Path, file: PlannedFile) -> int:
+        """How much of an earlier partial can be trusted: what its sidecar recorded as synced to disk."""
+        try:
+            record = json.loads(cls.sidecar(path).read_text(encoding="utf-8"))
+            if record.get("size") != file.size or record.get("etag") != file.etag:
+                return 0
+            return max(0, min(int(record["durable_bytes"]), path.stat().st_size, file.size))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return 0
+
+    def _rehash(self, check_cancel: Callable[[], None]) -> None:
+        with self.path.open("rb") as handle:
+            remaining = self.size
+            while remaining:
+                check_cancel()
+                block = handle.read(min(remaining, 4 * 2**20))
+                if not block:
+                    raise OSError(errno.EIO, "the partial file shrank while it was read", str(self.path))
+                self._hash.update(block)
+                remaining -= len(block)
+
+    def append(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            self._hash.update(view[:written])
+            self.size += written
+            view = view[written:]
+        if self.size - self.durable >= SYNC_EVERY:
+            self.sync()
+
+    def restart(self) -> None:
+        """Start again from byte 0 (the server ignored the Range header)."""
+        os.ftruncate(self._fd, 0)
+        self.size = self.durable = 0
+        self._hash = _new_hash(self.file)
+        self._write_sidecar()
+
+    def sync(self) -> None:
+        os.fsync(self._fd)
+        self.durable = self.size
+        self._write_sidecar()
+
+    def _write_sidecar(self) -> None:
+        record = {"repo_id": self.file.repo_id, "filename": self.file.filename, "size": self.file.size,
+                  "etag": self.file.etag, "durable_bytes": self.durable}
+        # Padded to one length per file, so that a full disk can still take it in place (see write_durably).
+        data = json.dumps(record).encode().ljust(_SIDECAR_BYTES + len(self.file.filename.encode()))
+        write_durably(self.sidecar(self.path), data, in_place_if_full=True)
+
+    def close(self) -> None:
+        """Record what is on disk (best effort: a full disk may refuse even the sidecar) and close."""
+        try:
+            self.sync()
+        except OSError as exc:
+            log.warning("could not record the state of %s: %s", self.path, exc)
+        finally:
+            os.close(self._fd)
+
+    def digest_matches(self) -> bool:
+        expected = self.file.sha256 or self.file.blob_id
+        return not expected or self._hash.hexdigest() == expected.lower()
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.sidecar(self.path).unlink(missing_ok=True)
+
+
+def _new_hash(file: PlannedFile) -> Any:
+    if file.sha256:
+        return hashlib.sha256()
+    digest = hashlib.sha1()  # a git blob id: sha1 of "blob <size>\0" and the content
+    digest.update(f"blob {file.size}\0".encode())
+    return digest
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One file, from the network into its store
+
+
+def fetch_file(hub: HubConnection, store: Store, file: PlannedFile, meter: Meter) -> None:
+    """One file into the store: resumed, retried, verified, placed."""
+    with _file_lock(store.lock_path(file), hub):
+        if store.is_complete(file):
+            store.adopt(file)
+            meter.adjust(file.size - file.done_bytes)
+            return
+        partial = PartialFile(store.partial_path(file), file, hub.check_cancel)
+        meter.adjust(partial.size - file.done_bytes)
+        try:
+            _transfer(hub, file, partial, meter)
+        finally:
+            partial.close()
+        if not partial.digest_matches():
+            partial.remove()
+            meter.adjust(-file.size)
+            raise DownloadError(
+                f"{file.filename} of {file.repo_id} arrived damaged (its checksum does not match the hub's), "
+                "so it was deleted. Download again; if this repeats, a proxy or mirror may be altering files.",
+                "integrity")
+        store.place(file, partial.path)
+        PartialFile.sidecar(partial.path).unlink(missing_ok=True)
+
+
+def _transfer(hub: HubConnection, file: PlannedFile, partial: PartialFile, meter: Meter) -> None:
+    """Append the rest of `file` to `partial`; a dropped connection continues where it stopped."""
+    url = file_url(hub, file)
+    label = f"{file.repo_id}/{file.filename}"
+    failures = 0
+    while partial.size < file.size:
+        before = partial.size
+        try:
+            with BodyStream(hub, url, file.repo_id, file.filename, start=partial.size) as body:
+                if body.start != partial.size:
+                    meter.adjust(-partial.size)
+                    partial.restart()
+                for chunk in body:
+                    if partial.size + len(chunk) > file.size:
+                        raise Transient(f"the server sent more of {file.filename} than its listed size")
+                    partial.append(chunk)
+                    meter.received(len(chunk), label)
+            if partial.size < file.size:
+                raise Transient(f"the connection closed early in {file.filename}")
+        except Transient as exc:
+            failures = 1 if partial.size > before else failures + 1
+            if failures >= hub.retry.attempts:
+                raise hub.gave_up(exc, failures) from None
+            log.warning("%s at %s of %s; continuing in %.1f s", exc, format_size(partial.size),
+                        format_size(file.size), hub.retry.delay(failures))
+            partial.sync()
+            hub.pause(hub.retry.delay(failures))
+
+
+@contextmanager
+def _file_lock(path: Path, hub: HubConnection) -> Iterator[None]:
+    """Another download of the same file (another window, `hf download`) finishes before this one starts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    while True:
+        hub.check_cancel()
+        try:
+            lock.acquire(timeout=POLL_S)
+            break
+        except LockTimeout:
+            continue
+    try:
+        yield
+    finally:
+        lock.release()
