@@ -11,7 +11,6 @@ import asyncio
 import logging
 import os
 import re
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -43,22 +42,16 @@ CARD_WIDTH = 680  # the card keeps this width in every state, or the page's widt
 _RETRY_DELAY = re.compile(r"trying again in (\d+(?:\.\d+)?) s")
 
 
-def free_bytes(path: Path) -> int | None:
-    """Free space on the disk that holds `path`, which may not exist yet (None: no folder above it is readable)."""
-    for candidate in (path, *path.parents):
-        try:
-            return shutil.disk_usage(candidate).free
-        except OSError:
-            continue
-    return None
-
-
 class HubDownloads:
     """The hub calls this page makes. Each one blocks: call them off the UI thread."""
 
     def destination(self) -> Path:
         """Where a download goes: the hub cache. Local only, known before the hub answers."""
         return import_core("xvlm_core.hub").default_cache_dir()
+
+    def free_bytes(self, path: Path) -> int:
+        """Free space on the disk that will hold `path`. Local only."""
+        return import_core("xvlm_core.hub").free_bytes(path)
 
     def spec(self, name: str) -> Any:
         hub = import_core("xvlm_core.hub")
@@ -310,8 +303,7 @@ class FirstRunPage(QWidget):
         self.size_label.setText("Asking the model hub…")
         destination = self.downloads.destination()
         self.destination_label.setText(str(destination))
-        free = free_bytes(destination)
-        self.free_label.setText(format_size(free) if free is not None else "unknown")
+        self.free_label.setText(format_size(self.downloads.free_bytes(destination)))
 
     def _start_planning(self, then_download: bool = False) -> None:
         if self._planning is not None:

@@ -104,6 +104,7 @@ class FakeHub:
         self.bytes_per_s: float | None = None
         self.tree_page_size = 3  # small, so that every listing takes several pages, as a large repo's does
         self.go_away_on_cut = False
+        self.ignores_range = False  # as Python's own http.server does: every GET gets the whole file
         self._refusing = False  # set the moment the hub goes away, before its servers have stopped
         self._stopping: threading.Thread | None = None
         self._cuts: dict[str, list[int]] = {}
@@ -310,7 +311,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_file(self, name: str, file: ServedFile, with_body: bool, headers: dict[str, str]) -> None:
         start, end = 0, file.size - 1
-        requested = self.headers.get("Range")
+        requested = None if self.hub.ignores_range else self.headers.get("Range")
         if requested:
             match = _RANGE.match(requested)
             if match is None or int(match.group(1)) >= file.size:

@@ -65,11 +65,28 @@ def test_plan_shows_files_sizes_destination_and_free_space(hub_server, tiny_mode
     assert plan.free_bytes > 0 and plan.enough_space
     weights = next(file for file in plan.files if file.filename == "model.safetensors")
     assert weights.sha256 == hub_server.repos[MODEL].files["model.safetensors"].sha256
-    # Planning reads only the safetensors header (huggingface_hub asks for its first 100 kB), never the weights.
-    assert hub_server.served[WEIGHTS] <= 100_001
+    # Planning reads only the safetensors header (its first HEADER_PREFIX bytes), never the weights.
+    assert hub_server.served[WEIGHTS] <= plan_module.HEADER_PREFIX
     # The listings came in pages of 3 entries, followed through their Link headers to the end.
     tree_pages = [path for _, path, _ in hub_server.requests if "/tree/" in path]
     assert len(tree_pages) == -(-len(hub_server.repos[MODEL].files) // 3) + 1
+
+
+def test_plan_reads_a_bounded_header_from_a_mirror_that_ignores_range(hub_server, tiny_model_dir, monkeypatch):
+    # A plain-http mirror answers every GET with the whole file: reading stops after the header all the same.
+    hub_server.ignores_range = True
+    read: list[int] = []
+    real_read_prefix = plan_module.read_prefix
+
+    def counted(hub_connection, file, length):
+        data = real_read_prefix(hub_connection, file, length)
+        read.append(len(data))
+        return data
+
+    monkeypatch.setattr(plan_module, "read_prefix", counted)
+    plan = hub.plan_download(hub.DEFAULT_MODEL)
+    assert plan.tower_embedded is True
+    assert read and max(read) <= plan_module.HEADER_PREFIX < weights_size(tiny_model_dir)
 
 
 def test_clean_download_then_offline_load_answers(hub_server, golden, images_dir, monkeypatch):
@@ -134,7 +151,8 @@ def test_download_stopped_by_a_lost_hub_resumes_on_the_next_run(hub_server, tiny
     hub_server.served.clear()
     hub.download_model(hub.DEFAULT_MODEL)
     assert (WEIGHTS, 6_000_000) in hub_server.ranges
-    assert hub_server.served[WEIGHTS] <= 100_001 + weights_size(tiny_model_dir) - 6_000_000  # header + the rest
+    header_and_rest = plan_module.HEADER_PREFIX + weights_size(tiny_model_dir) - 6_000_000
+    assert hub_server.served[WEIGHTS] <= header_and_rest
     assert hub.installed_model_folder(hub.DEFAULT_MODEL) is not None
 
 

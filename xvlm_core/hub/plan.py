@@ -1,29 +1,31 @@
 """The plan of a download: which files a model needs from which repos, how big, and how much is already here.
 
-The hub is asked through huggingface_hub's HfApi: the revision's commit, the file tree (paged), and the
-safetensors header of the model's weights, which says whether they embed the vision tower (then the tower's own
-weights are not fetched). Every listed name is checked to stay inside its destination before anything is written.
+The hub is asked through huggingface_hub's HfApi for the revision's commit and the file tree (paged); the
+safetensors header of the model's weights, read with a bounded Range request, says whether they embed the vision
+tower (then the tower's own weights are not fetched). Every listed name is checked to stay inside its
+destination before anything is written.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 
 from huggingface_hub import HfApi
-from huggingface_hub.errors import NotASafetensorsRepoError, SafetensorsParsingError
 from huggingface_hub.hf_api import RepoFile
 
 from xvlm_core.checkpoint_files import EMBEDDED_TOWER_PREFIX
 from xvlm_core.hub.connection import TIMEOUT_S, DownloadError, HubConnection
-from xvlm_core.hub.installed import embeds_tower, file_keys, index_keys, offline_folder, read_local
+from xvlm_core.hub.installed import MAX_HEADER, embeds_tower, file_keys, index_keys, offline_folder, read_local
 from xvlm_core.hub.registry import WEIGHT_FORMATS, WEIGHT_PATTERNS, ModelSpec, RepoSpec, matches, tower_repos
 from xvlm_core.hub.stores import Store, Stores, free_bytes
-from xvlm_core.hub.transfer import PlannedFile, read_whole
+from xvlm_core.hub.transfer import PlannedFile, read_prefix, read_whole
 from xvlm_core.safepath import UnsafePathError, path_inside
 
+HEADER_PREFIX = 100_008  # one request reads the length and most safetensors headers whole
 SPACE_MARGIN = 200 * 10**6  # free space kept beyond the download, so the disk is not filled to the last byte
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _ETAG = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")  # a git blob id or a SHA-256: a blob's file name
@@ -169,11 +171,25 @@ def _remote_weight_keys(hub: HubConnection, files: list[PlannedFile], store: Sto
         return file_keys(path)
     if not single.filename.endswith(".safetensors"):
         return None
-    # Only the header, fetched by huggingface_hub with Range requests.
+    return _safetensors_keys(hub, single)
+
+
+def _safetensors_keys(hub: HubConnection, file: PlannedFile) -> set[str]:
+    """The tensor names in a remote safetensors file's header, reading only the header.
+
+    Our own bounded read rather than HfApi's header helper: that one keeps the whole body in memory when a server
+    (a plain-http mirror, say) ignores the Range header.
+    """
+    head = read_prefix(hub, file, HEADER_PREFIX)
+    length = int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
+    if not 0 < length <= MAX_HEADER or length + 8 > file.size:
+        raise DownloadError(f"{file.filename} of {file.repo_id} has an unreadable safetensors header.", "integrity")
+    if length + 8 > len(head):
+        head = read_prefix(hub, file, length + 8)
     try:
-        metadata = hub.call(lambda api: api.parse_safetensors_file_metadata(
-            single.repo_id, single.filename, revision=single.commit, timeout=TIMEOUT_S), single.repo_id)
-    except (SafetensorsParsingError, NotASafetensorsRepoError):
-        raise DownloadError(f"{single.filename} of {single.repo_id} has an unreadable safetensors header.",
-                            "integrity") from None
-    return set(metadata.tensors)
+        header = json.loads(head[8 : 8 + length])
+    except ValueError:
+        header = None
+    if not isinstance(header, dict):
+        raise DownloadError(f"{file.filename} of {file.repo_id} has an unreadable safetensors header.", "integrity")
+    return {key for key in header if key != "__metadata__"}

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 SYNC_EVERY = 8 * 2**20  # bytes between fsyncs of a partial file: what a power cut can cost per file
 DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+SMALL_FILE_LIMIT = 16 * 2**20  # configs, shard indexes: far smaller in every real checkpoint
 _SIDECAR_BYTES = 256  # a sidecar's length beyond its file name: room for every field at its longest
 _TIMEOUT = httpx2.Timeout(connect=10.0, read=30.0, write=30.0, pool=10.0)
 
@@ -174,14 +175,35 @@ def file_url(hub: HubConnection, file: PlannedFile) -> str:
     return hf_hub_url(file.repo_id, file.filename, revision=file.commit, endpoint=hub.endpoint)
 
 
-def read_whole(hub: HubConnection, file: PlannedFile) -> bytes:
-    """A small file's bytes, with retries; nothing is written."""
+def read_prefix(hub: HubConnection, file: PlannedFile, length: int) -> bytes:
+    """The first `length` bytes of a file (all of it when shorter), with retries; nothing is written.
+
+    Reading stops at `length` whatever the server sends: a mirror that ignores Range, or lies about a size,
+    cannot make this hold more than `length` bytes.
+    """
 
     def attempt() -> bytes:
-        with BodyStream(hub, file_url(hub, file), file.repo_id, file.filename) as body:
-            return b"".join(body)
+        data = bytearray()
+        with BodyStream(hub, file_url(hub, file), file.repo_id, file.filename, end=length - 1) as body:
+            for chunk in body:
+                data += chunk
+                if len(data) >= length:
+                    break
+        return bytes(data[:length])
 
-    return hub.retrying(attempt) if file.size else b""
+    return hub.retrying(attempt) if length > 0 else b""
+
+
+def read_whole(hub: HubConnection, file: PlannedFile) -> bytes:
+    """A small file's bytes (a config, an index), at most SMALL_FILE_LIMIT; nothing is written."""
+    if file.size > SMALL_FILE_LIMIT:
+        raise DownloadError(f"{file.filename} of {file.repo_id} is listed at {file.size} bytes; a file of its kind "
+                            f"is never larger than {SMALL_FILE_LIMIT} bytes, so it was not read.", "integrity")
+    data = read_prefix(hub, file, file.size + 1)
+    if len(data) != file.size:
+        raise DownloadError(f"{file.filename} of {file.repo_id}: the hub sent {len(data)} bytes where its file "
+                            f"list says {file.size}.", "integrity")
+    return data
 
 
 # ---------------------------------------------------------------------------------------------------------------
