@@ -34,12 +34,13 @@ def relative_name_problem(name: object) -> str | None:
     return None
 
 
-def path_inside(root: Path, name: object, *, source: str) -> Path:
+def path_inside(root: Path, name: object, *, source: str, follow_last_link: bool = False) -> Path:
     """`root / name`, after checking that `name` is a plain relative name that stays inside `root`.
 
     Folder links already on disk are followed for the check, so `link/file` with `link` pointing elsewhere is
     refused. The last component is not followed: it is what gets written, replaced or read, and a link there was
-    made by the user or by the hub cache (whose snapshot files link to its blobs).
+    made by the user or by the hub cache (whose snapshot files link to its blobs). Where a link there came with the
+    untrusted input itself (an imported chat's folder), `follow_last_link` checks where it leads as well.
     `source` names where the name came from, for the message ("the file list of REPO").
     """
     problem = relative_name_problem(name)
@@ -47,6 +48,7 @@ def path_inside(root: Path, name: object, *, source: str) -> Path:
         raise UnsafePathError(f"Refused the file name {name!r} from {source}: {problem}.")
     assert isinstance(name, str)
     path = root / name
-    if not path.parent.resolve().is_relative_to(root.resolve()):
+    checked = path if follow_last_link else path.parent
+    if not checked.resolve().is_relative_to(root.resolve()):
         raise UnsafePathError(f"Refused the file name {name!r} from {source}: it leads outside {root}.")
     return path

@@ -115,7 +115,7 @@ def file_stem(title: str, chat_id: int) -> str:
 def _image_file(folder: Path, name: object, where: str) -> Path:
     """The regular file an imported image name stands for, inside the conversation's folder."""
     try:
-        path = path_inside(folder, name, source=f"the conversation file {where}")
+        path = path_inside(folder, name, source=f"the conversation file {where}", follow_last_link=True)
     except UnsafePathError as exc:
         raise ConversationFileError(str(exc)) from None
     if not path.is_file():

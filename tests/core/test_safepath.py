@@ -41,3 +41,14 @@ def test_a_link_as_the_last_component_is_left_to_its_owner(tmp_path: Path) -> No
     root.mkdir()
     (root / "config.json").symlink_to(tmp_path / "blob")
     assert path_inside(root, "config.json", source="a test") == root / "config.json"
+
+
+def test_a_last_link_is_checked_only_when_the_link_came_with_the_input(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(b"x")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "pic.png").symlink_to(outside)
+    assert path_inside(root, "pic.png", source="a hub cache") == root / "pic.png"  # cache snapshots link to blobs
+    with pytest.raises(UnsafePathError, match="leads outside"):
+        path_inside(root, "pic.png", source="an imported chat", follow_last_link=True)
