@@ -151,6 +151,11 @@ class Worker:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def waiting(self) -> int:
+        """Jobs queued behind the one being answered."""
+        return self._jobs.qsize()
+
     def submit(self, job: Job) -> None:
         try:
             self._jobs.put_nowait(job)
@@ -390,8 +395,8 @@ class EventStream:
                     await send({"type": "http.response.body", "body": data, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 group.cancel_scope.cancel()
-        except OSError:
-            pass  # the client is gone: cancelled below
+        except* OSError:  # a server that reports a send to a gone client: the generation is cancelled below
+            pass
         finally:
             await self.pending.settle()
             _note_outcome(self.request, self.pending)
@@ -404,11 +409,14 @@ async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> N
 
 
 async def _until_disconnect(request: Request, waiting: Awaitable[Event]) -> Event:
-    """`waiting`'s result, or Cancelled (via anyio) once the client has closed the connection."""
-    result: list[Event] = []
+    """`waiting`'s result (or its ApiError), or ApiError 499 once the client has closed the connection."""
+    result: list[Event | ApiError] = []
 
     async def wait() -> None:
-        result.append(await waiting)
+        try:
+            result.append(await waiting)
+        except ApiError as exc:  # raised outside the task group, which would wrap it in an ExceptionGroup
+            result.append(exc)
         group.cancel_scope.cancel()
 
     async with anyio.create_task_group() as group:
@@ -416,6 +424,8 @@ async def _until_disconnect(request: Request, waiting: Awaitable[Event]) -> Even
         group.start_soon(_cancel_on_disconnect, request.receive, group.cancel_scope)
     if not result:
         raise ApiError(499, "The client closed the connection.", code="cancelled")
+    if isinstance(result[0], ApiError):
+        raise result[0]
     return result[0]
 
 
@@ -520,23 +530,29 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def http_server(api: Api) -> uvicorn.Server:
+    """uvicorn serving `api`; its `run(sockets=...)` starts the worker and returns once shut down."""
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)
+    # Plain h11 and asyncio, no websockets: pure Python, and the modules the desktop bundle carries for it.
+    config = uvicorn.Config(
+        api.app(), http="h11", ws="none", loop="none", lifespan="on", log_config=None, access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    return uvicorn.Server(config)
+
+
 def serve(loaded: LoadedModel, options: ServerOptions) -> None:
     """Answer requests until interrupted (Ctrl+C or SIGTERM), then clean up."""
     sock = listen(options.host, options.port)
     with ImageStore(options.allow_remote_images) as images:
         worker = Worker(ModelRunner(loaded).answer, options.max_waiting)
         api = Api(worker, images, model_id(loaded), loaded.context_length, options)
-        # Plain h11 and asyncio, no websockets: pure Python, and the modules the desktop bundle carries for it.
-        config = uvicorn.Config(
-            api.app(), http="h11", ws="none", loop="none", lifespan="on", log_config=None, access_log=False,
-            timeout_graceful_shutdown=5,
-        )
-        logging.getLogger("uvicorn").setLevel(logging.WARNING)
+        server = http_server(api)
         host, port = sock.getsockname()[:2]
         shown_host = f"[{host}]" if ":" in host else host
         log.info("Serving %s on http://%s:%d/v1 (one request at a time, in arrival order; Ctrl+C stops)",
                  api.model, shown_host, port)
         try:
-            uvicorn.Server(config).run(sockets=[sock])
+            server.run(sockets=[sock])
         finally:
             sock.close()
