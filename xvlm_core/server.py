@@ -136,6 +136,7 @@ class Job:
     request: ChatRequest
     deliver: Callable[[Event], None]  # called from the worker thread
     cancel: threading.Event = field(default_factory=threading.Event)
+    started: threading.Event = field(default_factory=threading.Event)  # the worker has taken it
 
 
 class Worker:
@@ -186,6 +187,7 @@ class Worker:
             self._current = None
 
     def _serve(self, job: Job) -> None:
+        job.started.set()
         if job.cancel.is_set():  # its client left, or its time ran out, while it waited
             job.deliver(Failed(ApiError(499, "The request was cancelled before it started.", code="cancelled")))
             return
@@ -253,8 +255,10 @@ class PendingAnswer:
         return event
 
     async def settle(self) -> None:
-        """Cancel the job if it still runs and wait (briefly) for the worker to report its end."""
+        """Cancel the job; if the worker has taken it, wait (briefly) for its end, so the log line has its counts."""
         self.job.cancel.set()
+        if not self.job.started.is_set():
+            return  # the worker will skip it
         with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_WAIT_S):
             while self.outcome is None:
                 event = await self._events.get()
