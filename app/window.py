@@ -44,6 +44,7 @@ from app.composer import Composer, mime_has_attachment
 from app.conversation_view import ConversationView
 from app.first_run import FirstRunPage, HubDownloads, locate_model
 from app.icons import app_icon, icon
+from app.remote_model import api_key, keep_api_key
 from app.settings import Settings, SettingsDialog, SettingsFile
 from app.store import ChatStore
 from app.theme import style_sheet
@@ -314,6 +315,9 @@ class MainWindow(QMainWindow):
         self.list_devices_requested.emit()
         model = model or self.settings.model
         self._overrides = {"vision_tower": vision_tower, "device": device, "dtype": dtype}
+        if self.settings.use_server and self.settings.server_url:
+            self._load(model)  # the server has the model: nothing to find or download here
+            return
         try:
             target, spec = await asyncio.get_running_loop().run_in_executor(
                 None, locate_model, model, self.downloads)
@@ -333,6 +337,10 @@ class MainWindow(QMainWindow):
     def _load(self, model: str) -> None:
         settings, overrides = self.settings, self._overrides
         self._current_model = model
+        if settings.use_server and settings.server_url:
+            self.controller.load_model(LoadRequest(model=settings.server_model, server=settings.server_url,
+                                                   api_key=api_key(settings)))
+            return
         self.controller.load_model(LoadRequest(
             model=model,
             vision_tower=overrides.get("vision_tower") or settings.vision_tower,
@@ -493,6 +501,10 @@ class MainWindow(QMainWindow):
         name = display_model_name(str(summary.get("name", "")))
         self.model_label.setText(name if summary.get("can_see_images", True)
                                  else f"{name} (text only: this model cannot see images)")
+        if summary.get("server"):
+            self.device_label.setText(f"on {summary['server']}")
+            self.memory_label.clear()
+            return
         self.device_label.setText(f"{summary.get('device', '')} · {summary.get('dtype', '')}")
         self.memory_label.setText(human_megabytes(float(summary.get("memory_mb", 0.0))))
 
@@ -528,6 +540,7 @@ class MainWindow(QMainWindow):
 
     def apply_settings(self, new: Settings) -> None:
         old = self.settings
+        new = keep_api_key(new)
         self.settings = new
         self.controller.settings = new
         self.settings_file.save(new)

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,20 +13,18 @@ from pathlib import Path
 import httpx2
 import openai
 import pytest
+from serving import ServedModel, wait_for, xvlm_serve
 
 from xvlm_core.cli import main
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "test-key-1234"
 QUESTION = "What is in this image?"
-START_WAIT_S = 120.0
 
 
 @dataclass
 class Server:
     url: str
-    log: Path
-    process: subprocess.Popen
+    served: ServedModel
     clients: list[openai.OpenAI] = field(default_factory=list)
 
     def client(self, api_key: str = API_KEY) -> openai.OpenAI:
@@ -40,51 +34,17 @@ class Server:
         return client
 
     def log_lines(self) -> list[str]:
-        return self.log.read_text(encoding="utf-8").splitlines()
-
-
-def _wait_for(condition, what: str, wait_s: float = 30.0) -> None:
-    deadline = time.monotonic() + wait_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.05)
+        return self.served.log_lines()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model_dir, tiny_tower_dir) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("serve")
-    log = folder / "serve.log"
-    env = {**os.environ, "TMPDIR": str(folder), "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
-    env.pop("XVLM_API_KEY", None)
-    command = [sys.executable, "-m", "xvlm_core", "serve", "--model", str(tiny_model_dir),
-               "--vision-tower", str(tiny_tower_dir), "--device", "cpu", "--dtype", "float32", "--port", "0",
-               "--api-key", API_KEY]
-    with log.open("w", encoding="utf-8") as stderr:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                                   env=env, cwd=PROJECT_ROOT)
-    try:
-        found: list[str] = []
-
-        def started() -> bool:
-            if process.poll() is not None:
-                pytest.fail(f"xvlm serve exited with {process.returncode}:\n{log.read_text(encoding='utf-8')}")
-            found[:] = re.findall(r"on (http://127\.0\.0\.1:\d+/v1)", log.read_text(encoding="utf-8"))
-            return bool(found)
-
-        _wait_for(started, "xvlm serve to start", START_WAIT_S)
-        running = Server(found[0], log, process)
+    with xvlm_serve(folder, tiny_model_dir, tiny_tower_dir, "--api-key", API_KEY) as served:
+        running = Server(served.url, served)
         yield running
         for client in running.clients:
             client.close()
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
     # The images clients sent lived in a private folder that shutting down removes.
     assert not list(folder.glob("xvlm-serve-*"))
 
@@ -201,7 +161,7 @@ def test_client_that_drops_mid_stream_cancels_its_answer(server):
     def dropped_line() -> list[str]:
         return [line for line in server.log_lines() if "finish=cancelled" in line]
 
-    _wait_for(dropped_line, "the log line of the dropped request")
+    wait_for(dropped_line, "the log line of the dropped request")
     completion = int(re.search(r"completion=(\d+)", dropped_line()[0]).group(1))
     assert completion < 3500
 
@@ -293,7 +253,7 @@ def test_log_has_one_line_per_request_and_no_message_text(server):
     client.chat.completions.create(model="xmodel-vlm-tiny", messages=[{"role": "user", "content": secret}],
                                    max_tokens=3)
     client.models.list()
-    _wait_for(lambda: len(server.log_lines()) >= before + 2, "two log lines")
+    wait_for(lambda: len(server.log_lines()) >= before + 2, "two log lines")
     lines = server.log_lines()[before:]
     assert len(lines) == 2
     assert "POST /v1/chat/completions 200" in lines[0]
