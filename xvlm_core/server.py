@@ -16,10 +16,9 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import anyio
 import uvicorn
@@ -353,7 +352,9 @@ class Api:
             _note_outcome(request, pending)
         return JSONResponse(completion_body(answer_id, self.model, created, event.completion))
 
-    async def _chunks(self, pending: PendingAnswer, first: Event, answer_id: str, created: int):
+    async def _chunks(
+        self, pending: PendingAnswer, first: Event, answer_id: str, created: int
+    ) -> AsyncGenerator[bytes, None]:
         chat = pending.job.request
 
         def chunk(delta: dict[str, str] | None, finish: str | None = None, usage: Completion | None = None) -> bytes:
@@ -383,7 +384,7 @@ class Api:
 class EventStream:
     """A `text/event-stream` response that cancels its generation the moment the client goes away."""
 
-    def __init__(self, pending: PendingAnswer, chunks: Any, request: Request):
+    def __init__(self, pending: PendingAnswer, chunks: AsyncGenerator[bytes, None], request: Request):
         self.pending = pending
         self.chunks = chunks
         self.request = request
@@ -402,6 +403,8 @@ class EventStream:
         except* OSError:  # a server that reports a send to a gone client: the generation is cancelled below
             pass
         finally:
+            with anyio.CancelScope(shield=True):
+                await self.chunks.aclose()
             await self.pending.settle()
             _note_outcome(self.request, self.pending)
 
