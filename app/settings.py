@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import APP_NAME
+from app.server_settings import ServerSettingsBox
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,20 @@ class Settings:
     download_started: bool = False  # a download was under way when the app last closed: resume it
     window_geometry: str = ""  # QWidget.saveGeometry(), base64
     theme: str = "system"  # "system", "light" or "dark" (View > Theme)
+    use_server: bool = False  # answer with a model on an OpenAI-compatible server instead of a local one
+    server_url: str = ""
+    server_model: str = ""  # "" = the server's first model
+    server_api_key: str = ""  # only when there is no system keyring (app/remote_model.py)
+
+    @property
+    def uses_server(self) -> bool:
+        """Whether answers come from a model server rather than a model loaded here."""
+        return self.use_server and bool(self.server_url)
 
     def model_changed(self, other: Settings) -> bool:
         """Whether going from `self` to `other` needs the model loaded again."""
-        keys = ("model", "vision_tower", "device", "dtype")
+        keys = ("model", "vision_tower", "device", "dtype", "use_server", "server_url", "server_model",
+                "server_api_key")
         return any(getattr(self, key) != getattr(other, key) for key in keys)
 
     def sampling(self) -> dict[str, float | int]:
@@ -214,9 +225,11 @@ class SettingsDialog(QDialog):
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
+        self.server_box = ServerSettingsBox(settings)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(note)
+        layout.addWidget(self.server_box)
         layout.addWidget(buttons)
 
     def _browse_model(self) -> None:
@@ -225,7 +238,7 @@ class SettingsDialog(QDialog):
             self.model_edit.setText(folder)
 
     def result_settings(self) -> Settings:
-        return replace(
+        return self.server_box.result_settings(replace(
             self._settings,
             model=self.model_edit.text().strip(),
             vision_tower=self.tower_edit.text().strip(),
@@ -236,4 +249,4 @@ class SettingsDialog(QDialog):
             max_new_tokens=self.max_tokens_spin.value(),
             system_prompt=self.system_edit.toPlainText().strip(),
             hub_endpoint=self.endpoint_edit.text().strip(),
-        )
+        ))

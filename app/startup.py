@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from app.chat_controller import ChatController
 from app.first_run import FirstRunPage, HubDownloads, locate_model
+from app.remote_model import api_key
 from app.settings import AppSettings, Settings
 from app.worker import LoadRequest
 
@@ -35,6 +36,9 @@ class ModelStartup:
         """Find the model (or download it on the first-run page), then load it. Arguments override settings."""
         model = model or self.settings.current.model
         self._overrides = {"vision_tower": vision_tower, "device": device, "dtype": dtype}
+        if self.settings.current.uses_server:
+            self._load(model)  # the server has the model: nothing to find or download here
+            return
         try:
             target, spec = await asyncio.get_running_loop().run_in_executor(None, locate_model, model, self.downloads)
         except Exception as exc:  # the model hub's lookup: report it, and offer the settings
@@ -69,6 +73,10 @@ class ModelStartup:
     def _load(self, model: str) -> None:
         settings, overrides = self.settings.current, self._overrides
         self._current_model = model
+        if settings.uses_server:
+            self.controller.load_model(LoadRequest(model=settings.server_model, server=settings.server_url,
+                                                   api_key=api_key(settings)))
+            return
         self.controller.load_model(LoadRequest(
             model=model,
             vision_tower=overrides.get("vision_tower") or settings.vision_tower,

@@ -45,6 +45,7 @@ from app.conversation_view import ConversationView
 from app.first_run import FirstRunPage, HubDownloads
 from app.history.service import History
 from app.icons import app_icon, icon
+from app.remote_model import keep_api_key
 from app.settings import MAX_ANSWER_TOKENS, AppSettings, Settings, SettingsDialog, SettingsFile
 from app.startup import ModelStartup
 from app.theme import THEMES, style_sheet, use_theme
@@ -505,6 +506,10 @@ class MainWindow(QMainWindow):
         name = display_model_name(str(summary.get("name", "")))
         self.model_label.setText(name if summary.get("can_see_images", True)
                                  else f"{name} (text only: this model cannot see images)")
+        if summary.get("server"):
+            self.device_label.setText(f"on {summary['server']}")
+            self.memory_label.clear()
+            return
         self.device_label.setText(f"{summary.get('device', '')} · {summary.get('dtype', '')}")
         self.memory_label.setText(human_megabytes(float(summary.get("memory_mb", 0.0))))
 
@@ -545,7 +550,7 @@ class MainWindow(QMainWindow):
 
     def apply_settings(self, new: Settings) -> None:
         old = self.settings
-        self.app_settings.replace(new)
+        self.app_settings.replace(keep_api_key(new))
         self.startup.settings_changed(old, new)
 
     def _update_settings(self, **changes) -> None:

@@ -38,6 +38,8 @@ class LoadRequest:
     vision_tower: str = ""
     device: str = "auto"
     dtype: str = "auto"
+    server: str = ""  # an OpenAI-compatible server's address: `model` is then a name on that server
+    api_key: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -84,11 +86,19 @@ def describe_failure(exc: BaseException) -> str:
 
 
 def _default_load(request: LoadRequest, on_stage: Callable[[str], None]) -> Any:
+    if request.server:
+        from app.remote_model import connect
+
+        return connect(request.server, request.api_key, request.model, on_stage)
     load_model = import_core("xvlm_core.model").load_model
     return load_model(request.model, request.vision_tower or None, request.device, request.dtype, on_stage=on_stage)
 
 
 def _default_session(loaded: Any) -> Any:
+    from app.remote_model import RemoteModel, RemoteSession
+
+    if isinstance(loaded, RemoteModel):
+        return RemoteSession(loaded)
     return import_core("xvlm_core.session").ChatSession(loaded)
 
 

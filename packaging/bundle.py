@@ -52,6 +52,9 @@ QT_TRANSLATIONS = ("*_zh_CN.qm",)  # the app speaks English (built into Qt) and 
 # `auto` and `encoder_decoder` are imported by transformers itself while loading these.
 TRANSFORMERS_MODELS = ("auto", "clip", "encoder_decoder", "llama")
 
+# `xvlm serve`'s HTTP protocol and lifespan, which uvicorn imports by name at run time (uvicorn itself needs click).
+SERVER_MODULES = ("uvicorn.protocols.http.h11_impl", "uvicorn.lifespan.on")
+
 # Never imported when the app runs, but reachable in the import graph through optional branches.
 EXCLUDED_MODULES = (
     # other Qt bindings, that qasync and others probe for
@@ -69,7 +72,7 @@ EXCLUDED_MODULES = (
     "soundfile", "kernels", "torch.utils.tensorboard",
     # huggingface_hub's command line and file-system layers, and torch's graph partitioner; the app downloads with
     # its own requests (xvlm_core.hub), so the Xet client is not needed either
-    "typer", "click", "rich", "pygments", "shellingham", "markdown_it", "mdurl", "pydantic", "pydantic_core",
+    "typer", "rich", "pygments", "shellingham", "markdown_it", "mdurl", "pydantic", "pydantic_core",
     "annotated_types", "annotated_doc", "typing_inspection", "fsspec", "hf_xet", "networkx",
 )
 
@@ -110,7 +113,7 @@ def _submodules(package: str) -> list[str]:
 
 def hidden_imports() -> list[str]:
     """Every module of the app and of xvlm_core: the worker imports the model code by name, at run time."""
-    return _submodules("app") + _submodules("xvlm_core")
+    return _submodules("app") + _submodules("xvlm_core") + list(SERVER_MODULES)
 
 
 def qt_modules_used() -> set[str]:

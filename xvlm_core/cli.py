@@ -1,10 +1,12 @@
-"""The `xvlm` command: ask, chat, bench, download."""
+"""The `xvlm` command: ask, chat, serve, bench, download."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import shutil
 import sys
 import threading
@@ -59,6 +61,33 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling_options(chat)
     chat.add_argument("--image", type=Path, help="image to talk about")
     chat.set_defaults(run=cmd_chat)
+
+    serve = commands.add_parser("serve", help="serve the model over an OpenAI-compatible HTTP API")
+    _model_options(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s: this machine)")
+    serve.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one (default: %(default)s)")
+    serve.add_argument(
+        "--api-key",
+        default=os.environ.get("XVLM_API_KEY") or None,
+        help="key clients must send as 'Authorization: Bearer KEY' (default: $XVLM_API_KEY, else none)",
+    )
+    serve.add_argument(
+        "--insecure-no-key", action="store_true", help="allow listening beyond this machine without an API key"
+    )
+    serve.add_argument(
+        "--allow-remote-images",
+        action="store_true",
+        help="also fetch images from http(s) URLs (by default only data: URLs are accepted)",
+    )
+    serve.add_argument(
+        "--max-waiting", type=int, default=16, metavar="N",
+        help="requests that may wait behind the one being answered; more get HTTP 429 (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--request-timeout", type=float, default=300.0, metavar="SECONDS",
+        help="longest a request may take from arrival to its last token; longer gets HTTP 503 (default: %(default)s)",
+    )
+    serve.set_defaults(run=cmd_serve)
 
     bench = commands.add_parser("bench", help="measure load time, time to first token and decode speed")
     _model_options(bench)
@@ -220,6 +249,32 @@ def cmd_chat(args: argparse.Namespace) -> int:
             continue
         print()
         messages.append(Message("assistant", answer.text))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from xvlm_core.server import ServerOptions, is_loopback, serve
+
+    if not is_loopback(args.host) and not args.api_key and not args.insecure_no_key:
+        raise XvlmError(
+            f"--host {args.host} lets other machines reach the model: give --api-key KEY (or set XVLM_API_KEY), "
+            "or --insecure-no-key to serve anyone who can reach this address."
+        )
+    if args.max_waiting < 1 or args.request_timeout <= 0:
+        raise XvlmError("--max-waiting must be at least 1 and --request-timeout above 0.")
+    options = ServerOptions(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        allow_remote_images=args.allow_remote_images,
+        max_waiting=args.max_waiting,
+        request_timeout_s=args.request_timeout,
+    )
+    loaded = _load(args)
+    # Ctrl+C is how a server is stopped; uvicorn re-raises it once the server has shut down cleanly.
+    with contextlib.suppress(KeyboardInterrupt):
+        serve(loaded, options)
+    log.info("Stopped.")
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

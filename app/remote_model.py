@@ -1,0 +1,296 @@
+"""A model on an OpenAI-compatible server (`xvlm serve`, vLLM, LM Studio...) behind the worker's load/session calls.
+
+`connect` stands in for loading a model and `RemoteSession` for `xvlm_core.session.ChatSession`: the worker
+drives them the same way, on its own thread, so the window cannot tell a local model from a remote one.
+Plain Python (httpx2); no Qt, no torch.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import mimetypes
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx2
+from xvlm_core.errors import XvlmError
+from xvlm_core.prompt import SYSTEM_V1
+
+from app import APP_NAME
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 300.0  # between two streamed chunks: a busy server queues requests
+LIST_TIMEOUT_S = 10.0
+
+
+class ServerError(XvlmError):
+    """The model server could not be reached or refused a request; the message says what to do."""
+
+
+def api_url(address: str) -> str:
+    """The API's base URL from what a person typed: `gpu-box:8000` -> `http://gpu-box:8000/v1`."""
+    url = address.strip().rstrip("/")
+    if "://" not in url:
+        url = f"http://{url}"
+    return url if url.endswith("/v1") else f"{url}/v1"
+
+
+# --- the API key: the system keyring when there is one, else the settings file ----------------------------
+
+
+def _keyring() -> Any:
+    try:
+        import keyring
+    except ImportError:
+        return None
+    return keyring
+
+
+def keyring_available() -> bool:
+    return _keyring() is not None
+
+
+def api_key(settings: Settings) -> str:
+    """The key for the settings' server (the keyring's, else the one in the settings file)."""
+    keyring = _keyring()
+    if keyring is not None and settings.server_url:
+        try:
+            return keyring.get_password(APP_NAME, api_url(settings.server_url)) or settings.server_api_key
+        except Exception:  # any keyring backend failure: fall back to the file's copy
+            log.exception("reading the API key from the keyring failed")
+    return settings.server_api_key
+
+
+def keep_api_key(settings: Settings) -> Settings:
+    """Move a key typed in Settings into the keyring if there is one; what is left is saved to the file."""
+    keyring = _keyring()
+    if keyring is None or not settings.server_url or not settings.server_api_key:
+        if settings.server_api_key:
+            log.warning("no system keyring: the model server's API key is kept in the settings file")
+        return settings
+    try:
+        keyring.set_password(APP_NAME, api_url(settings.server_url), settings.server_api_key)
+    except Exception:  # any keyring backend failure: keep it in the file rather than lose it
+        log.exception("saving the API key to the keyring failed; it stays in the settings file")
+        return settings
+    return replace(settings, server_api_key="")
+
+
+# --- talking to the server -----------------------------------------------------------------------------
+
+
+def _headers(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def _failure(response: httpx2.Response, url: str) -> ServerError:
+    try:
+        detail = str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        detail = response.reason_phrase or ""
+    status = response.status_code
+    if status in (401, 403):
+        return ServerError(f"The model server at {url} refused the API key ({detail}). "
+                           "Check the key in Settings → Model server.")
+    if status == 404:
+        return ServerError(f"The model server at {url} has no such page (HTTP 404). Check the address in Settings: "
+                           "it is usually the server's address followed by /v1.")
+    if status == 429:
+        return ServerError(f"The model server at {url} is busy ({detail}). Try again in a moment.")
+    if status >= 500:
+        return ServerError(f"The model server at {url} failed (HTTP {status}: {detail}). Try again; if it keeps "
+                           "failing, the server's log says why.")
+    return ServerError(f"The model server at {url} refused the request (HTTP {status}): {detail}")
+
+
+def _unreachable(exc: Exception, url: str) -> ServerError:
+    return ServerError(f"Cannot reach the model server at {url} ({type(exc).__name__}). Check the address in "
+                       "Settings and that the server is running.")
+
+
+def list_models(address: str, key: str) -> list[dict[str, Any]]:
+    """The models a server offers (`GET /v1/models`), as its model cards."""
+    url = api_url(address)
+    try:
+        response = httpx2.get(f"{url}/models", headers=_headers(key), timeout=LIST_TIMEOUT_S)
+    except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
+        raise _unreachable(exc, url) from None
+    if response.status_code != 200:
+        raise _failure(response, url)
+    try:
+        cards = response.json()["data"]
+        return [card for card in cards if isinstance(card, dict) and isinstance(card.get("id"), str)]
+    except (ValueError, KeyError, TypeError):
+        raise ServerError(f"{url} did not answer like an OpenAI-compatible server. Check the address.") from None
+
+
+@dataclass(frozen=True)
+class RemoteModel:
+    """A model on a server, in the place of a loaded one."""
+
+    url: str
+    key: str
+    name: str
+    context_length: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {"name": self.name, "device": "server", "dtype": "", "memory_mb": 0.0, "load_s": 0.0,
+                "can_see_images": True, "context_length": self.context_length, "server": self.url}
+
+
+def connect(address: str, key: str, model: str, on_stage: Callable[[str], None]) -> RemoteModel:
+    """Check that the server answers and serves `model` ("" = its first model)."""
+    url = api_url(address)
+    on_stage(f"Connecting to {url}…")
+    cards = list_models(address, key)
+    if not cards:
+        raise ServerError(f"The model server at {url} serves no model.")
+    names = [card["id"] for card in cards]
+    name = model or names[0]
+    if name not in names:
+        raise ServerError(f"The model server at {url} does not serve {name!r}; it serves {', '.join(names)}. "
+                          "Choose one in Settings.")
+    card = cards[names.index(name)]
+    context = card.get("context_length")
+    return RemoteModel(url, key, name, context if isinstance(context, int) else 0)
+
+
+@dataclass
+class RemoteStats:
+    """The figures the window shows under an answer, measured on this side of the connection."""
+
+    ttft_s: float = 0.0
+    decode_s: float = 0.0
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+    output_tokens: int = 0
+    stop_reason: str = ""
+
+    @property
+    def decode_tok_s(self) -> float:
+        return (self.output_tokens - 1) / self.decode_s if self.output_tokens > 1 and self.decode_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        return {**asdict(self), "decode_tok_s": self.decode_tok_s}
+
+
+class RemoteSession:
+    """Answers through the server; the conversation is sent whole each time (the server reuses its cache)."""
+
+    def __init__(self, remote: RemoteModel):
+        self.remote = remote
+
+    def answer(self, messages: list[Any], settings: Any, system: str = SYSTEM_V1,
+               cancel: threading.Event | None = None) -> RemoteAnswer:
+        """`messages` are xvlm_core.prompt.Message-like (role, text, images); `settings` SamplingSettings-like."""
+        body: dict[str, Any] = {
+            "model": self.remote.name,
+            "messages": ([] if system == SYSTEM_V1 else [{"role": "system", "content": system}])
+            + [_message(message) for message in messages],
+            "max_tokens": settings.max_new_tokens,
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if settings.seed is not None:
+            body["seed"] = settings.seed
+        return RemoteAnswer(self.remote, body, cancel or threading.Event())
+
+
+def _message(message: Any) -> dict[str, Any]:
+    if not message.images:
+        return {"role": message.role, "content": message.text}
+    parts: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": _data_url(Path(path))}}
+                                   for path in message.images]
+    return {"role": message.role, "content": [*parts, {"type": "text", "text": message.text}]}
+
+
+def _data_url(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ServerError(f"{path}: cannot read the image to send it ({exc.strerror or exc}).") from None
+    kind = mimetypes.guess_type(path.name)[0] or "image/png"
+    return f"data:{kind};base64,{base64.b64encode(data).decode()}"
+
+
+class RemoteAnswer:
+    """Iterate for text deltas; then read `text` and `stats`. Setting `cancel` closes the stream."""
+
+    def __init__(self, remote: RemoteModel, body: dict[str, Any], cancel: threading.Event):
+        self.remote = remote
+        self.body = body
+        self.cancel = cancel
+        self.text = ""
+        self.stats = RemoteStats()
+
+    def __iter__(self) -> Iterator[str]:
+        url = self.remote.url
+        started = time.perf_counter()
+        first_at = 0.0
+        timeout = httpx2.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+        try:
+            with httpx2.Client(timeout=timeout) as client, client.stream(
+                    "POST", f"{url}/chat/completions", json=self.body, headers=_headers(self.remote.key)) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise _failure(response, url)
+                for line in response.iter_lines():
+                    if self.cancel.is_set():
+                        self.stats.stop_reason = "cancelled"
+                        break  # leaving the block closes the connection: the server stops generating
+                    data = line.removeprefix("data:").strip() if line.startswith("data:") else ""
+                    if not data:
+                        continue
+                    if data == "[DONE]":
+                        break
+                    for delta in self._read_chunk(data):
+                        if not first_at:
+                            first_at = time.perf_counter()
+                            self.stats.ttft_s = first_at - started
+                        self.text += delta
+                        yield delta
+        except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
+            raise _unreachable(exc, url) from None
+        if first_at:
+            self.stats.decode_s = time.perf_counter() - first_at
+
+    def _read_chunk(self, data: str) -> list[str]:
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise ServerError(f"The model server at {self.remote.url} sent something that is not JSON.") from None
+        if not isinstance(chunk, dict):
+            return []
+        if isinstance(chunk.get("error"), dict):
+            raise ServerError(f"The model server at {self.remote.url} stopped the answer: "
+                              f"{chunk['error'].get('message', 'no reason given')}")
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.stats.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            self.stats.output_tokens = int(usage.get("completion_tokens") or 0)
+            details = usage.get("prompt_tokens_details")
+            self.stats.reused_tokens = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+        deltas = []
+        for choice in chunk.get("choices") or []:
+            content = (choice.get("delta") or {}).get("content")
+            if content:
+                deltas.append(content)
+                if not isinstance(usage, dict):
+                    self.stats.output_tokens += 1  # a server that reports no usage: count chunks instead
+            finish = choice.get("finish_reason")
+            if finish:
+                self.stats.stop_reason = "length" if finish == "length" else "eos"
+        return deltas

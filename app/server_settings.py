@@ -1,0 +1,80 @@
+"""Settings → "Use a model server": the address, the API key and the model, picked from the server's list."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QWidget,
+)
+
+from app.remote_model import ServerError, keyring_available, list_models
+from app.remote_model import api_key as stored_api_key
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+
+
+class ServerSettingsBox(QGroupBox):
+    """A checkable group: checked, the chat answers with the model on the server instead of a local one."""
+
+    def __init__(self, settings: Settings, parent: QWidget | None = None):
+        super().__init__("Use a model server", parent)
+        self.setCheckable(True)
+        self.setChecked(settings.use_server)
+        self.setAccessibleName("Use a model server")
+
+        self.address_edit = QLineEdit(settings.server_url)
+        self.address_edit.setPlaceholderText("e.g. http://gpu-box:8000/v1 (xvlm serve, vLLM, LM Studio…)")
+        self.address_edit.setAccessibleName("Server address")
+        self.key_edit = QLineEdit(stored_api_key(settings))
+        self.key_edit.setEchoMode(QLineEdit.EchoMode.Password)
+        self.key_edit.setPlaceholderText("Only if the server asks for one")
+        self.key_edit.setAccessibleName("API key")
+        self.model_combo = QComboBox()
+        self.model_combo.setEditable(True)
+        self.model_combo.setAccessibleName("Model on the server")
+        self.model_combo.lineEdit().setPlaceholderText("The server's first model")
+        self.model_combo.setEditText(settings.server_model)
+        self.fetch_button = QPushButton("Fetch models")
+        self.fetch_button.setAccessibleName("Fetch the server's models")
+        self.fetch_button.clicked.connect(self.fetch_models)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_combo, 1)
+        model_row.addWidget(self.fetch_button)
+        self.status_label = QLabel("" if keyring_available() else
+                                   "No system keyring was found: the API key is kept in the settings file.")
+        self.status_label.setWordWrap(True)
+
+        form = QFormLayout(self)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.addRow("&Address:", self.address_edit)
+        form.addRow("API &key:", self.key_edit)
+        form.addRow("M&odel:", model_row)
+        form.addRow(self.status_label)
+
+    def fetch_models(self) -> None:
+        """Fill the model list from the server's /v1/models (a short, bounded wait)."""
+        try:
+            names = [card["id"] for card in list_models(self.address_edit.text(), self.key_edit.text().strip())]
+        except ServerError as exc:
+            self.status_label.setText(str(exc))
+            return
+        current = self.model_combo.currentText()
+        self.model_combo.clear()
+        self.model_combo.addItems(names)
+        self.model_combo.setCurrentText(current if current in names else names[0] if names else "")
+        self.status_label.setText(f"The server offers {len(names)} model{'s' * (len(names) != 1)}.")
+
+    def result_settings(self, settings: Settings) -> Settings:
+        return replace(settings, use_server=self.isChecked(), server_url=self.address_edit.text().strip(),
+                       server_model=self.model_combo.currentText().strip(),
+                       server_api_key=self.key_edit.text().strip())

@@ -1,0 +1,316 @@
+"""The OpenAI chat-completions wire format: parsing a request, shaping answers and errors. No torch, no HTTP."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from xvlm_core.prompt import MAX_IMAGES_PER_MESSAGE, MAX_MESSAGE_CHARS, SYSTEM_V1, Message
+
+MAX_MESSAGES = 5_000
+MAX_STOP_STRINGS = 4
+DEFAULT_MAX_TOKENS = 512  # as `xvlm ask`
+
+
+class ApiError(Exception):
+    """An answer in OpenAI's error shape: `{"error": {"message", "type", "param", "code"}}`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        kind: str = "invalid_request_error",
+    ):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.kind = kind
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+@dataclass
+class ChatRequest:
+    """One chat-completions request, checked; `messages` end with the question to answer."""
+
+    messages: list[Message]
+    system: str = SYSTEM_V1
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    stream: bool = False
+    include_usage: bool = False
+
+
+# Turns an image URL (`data:` or http(s)) into a key the session reads: (url, where in the request) -> key.
+ImageResolver = Callable[[str, str], str]
+
+
+def parse_chat_request(body: bytes, resolve_image: ImageResolver) -> ChatRequest:
+    """Check a request body; fields this server does not use are ignored, as OpenAI's API does for most."""
+    try:
+        raw = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ApiError(400, f"The request body is not valid JSON ({exc}).") from None
+    if not isinstance(raw, dict):
+        raise ApiError(400, "The request body must be a JSON object.")
+    if raw.get("n", 1) != 1:
+        raise ApiError(400, "This server gives one answer per request: n must be 1.", "n")
+    request = ChatRequest(messages=[])
+    request.max_tokens = _integer(raw, "max_completion_tokens", None)
+    if request.max_tokens is None:
+        request.max_tokens = _integer(raw, "max_tokens", DEFAULT_MAX_TOKENS)
+    if request.max_tokens < 1:
+        raise ApiError(400, f"max_tokens must be at least 1, not {request.max_tokens}.", "max_tokens")
+    request.temperature = _number(raw, "temperature", 0.0)
+    if not 0 <= request.temperature <= 2:
+        raise ApiError(400, f"temperature must be between 0 and 2, not {request.temperature}.", "temperature")
+    request.top_p = _number(raw, "top_p", 1.0)
+    if not 0 < request.top_p <= 1:
+        raise ApiError(400, f"top_p must be above 0 and at most 1, not {request.top_p}.", "top_p")
+    request.seed = _integer(raw, "seed", None)
+    request.stop = _stop(raw.get("stop"))
+    request.stream = _boolean(raw, "stream", False)
+    options = raw.get("stream_options")
+    if options is not None:
+        if not isinstance(options, dict):
+            raise ApiError(400, "stream_options must be an object.", "stream_options")
+        request.include_usage = _boolean(options, "include_usage", False, "stream_options.include_usage")
+    _messages(raw.get("messages"), request, resolve_image)
+    return request
+
+
+def _messages(raw: object, request: ChatRequest, resolve_image: ImageResolver) -> None:
+    if not isinstance(raw, list) or not raw:
+        raise ApiError(400, "messages must be a non-empty list.", "messages")
+    if len(raw) > MAX_MESSAGES:
+        raise ApiError(400, f"messages holds more than {MAX_MESSAGES} messages.", "messages")
+    system: list[str] = []
+    for index, item in enumerate(raw):
+        param = f"messages[{index}]"
+        if not isinstance(item, dict):
+            raise ApiError(400, f"{param} must be an object with a role and content.", param)
+        role = item.get("role")
+        if role in ("system", "developer"):
+            system.append(_content(item.get("content"), param))
+        elif role == "user":
+            images: list[str] = []
+            text = _content(item.get("content"), param, images, resolve_image)
+            request.messages.append(Message("user", text, images))
+        elif role == "assistant":
+            if item.get("content") is None:
+                raise ApiError(400, f"{param}: an assistant message needs text content (tool calls are not supported).",
+                               f"{param}.content")
+            request.messages.append(Message("assistant", _content(item.get("content"), param)))
+        else:
+            raise ApiError(400, f"{param}: role {role!r} is not supported (use system, user or assistant).",
+                           f"{param}.role")
+    if system:
+        request.system = "\n".join(system)
+    if not request.messages or request.messages[-1].role != "user":
+        raise ApiError(400, "The last message must be from the user: that is the question to answer.", "messages")
+
+
+def _content(
+    raw: object, param: str, images: list[str] | None = None, resolve_image: ImageResolver | None = None
+) -> str:
+    """The text of a message; for user messages, its image parts are resolved into `images`."""
+    if isinstance(raw, str):
+        return _bounded(raw, f"{param}.content")
+    if not isinstance(raw, list):
+        raise ApiError(400, f"{param}.content must be a string or a list of parts.", f"{param}.content")
+    texts: list[str] = []
+    for index, part in enumerate(raw):
+        where = f"{param}.content[{index}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "image_url" and images is not None and resolve_image is not None:
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if not isinstance(url, str):
+                raise ApiError(400, f"{where}: image_url needs a url.", f"{where}.image_url")
+            if len(images) >= MAX_IMAGES_PER_MESSAGE:
+                raise ApiError(400, f"{param}: more than {MAX_IMAGES_PER_MESSAGE} images.", where)
+            images.append(resolve_image(url, where))
+        elif kind == "image_url":
+            raise ApiError(400, f"{where}: only user messages can carry images.", where)
+        else:
+            raise ApiError(400, f"{where}: expected a text or image_url part.", where)
+    return _bounded("\n".join(texts), f"{param}.content")
+
+
+def _bounded(text: str, param: str) -> str:
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise ApiError(400, f"{param} is longer than {MAX_MESSAGE_CHARS} characters.", param)
+    return text
+
+
+def _stop(raw: object) -> list[str]:
+    if raw is None:
+        return []
+    stops = [raw] if isinstance(raw, str) else raw
+    if not isinstance(stops, list) or not all(isinstance(stop, str) and stop for stop in stops):
+        raise ApiError(400, "stop must be a non-empty string or a list of them.", "stop")
+    if len(stops) > MAX_STOP_STRINGS:
+        raise ApiError(400, f"stop takes at most {MAX_STOP_STRINGS} strings.", "stop")
+    return stops
+
+
+def _integer(raw: dict, name: str, default: int | None) -> int | None:
+    value = raw.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(400, f"{name} must be an integer, not {value!r}.", name)
+    return value
+
+
+def _number(raw: dict, name: str, default: float) -> float:
+    value = raw.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ApiError(400, f"{name} must be a number, not {value!r}.", name)
+    return float(value)
+
+
+def _boolean(raw: dict, name: str, default: bool, param: str | None = None) -> bool:
+    value = raw.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ApiError(400, f"{param or name} must be true or false, not {value!r}.", param or name)
+    return value
+
+
+class StopMatcher:
+    """Applies the request's `stop` strings to streamed text: never shows a stop string or the start of one."""
+
+    def __init__(self, stops: list[str]):
+        self.stops = stops
+        self.text = ""  # everything seen, cut before the first stop string once one appears
+        self.sent = 0  # characters of `text` already released
+        self.stopped = False
+
+    def push(self, delta: str) -> str:
+        """The part of the text so far that can be shown now."""
+        self.text += delta
+        found = [self.text.find(stop) for stop in self.stops if stop in self.text]
+        if found:
+            self.text = self.text[: min(found)]
+            self.stopped = True
+            return self._release(len(self.text))
+        hold = max((n for stop in self.stops for n in range(len(stop) - 1, 0, -1) if self.text.endswith(stop[:n])),
+                   default=0)
+        return self._release(len(self.text) - hold)
+
+    def finish(self) -> str:
+        """What was held back because it might have started a stop string that never came."""
+        return self._release(len(self.text))
+
+    def _release(self, upto: int) -> str:
+        delta, self.sent = self.text[self.sent : upto], max(self.sent, upto)
+        return delta
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A finished answer as the API reports it; token counts are positions, an image as its embeddings."""
+
+    text: str
+    finish_reason: str  # "stop" or "length"
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int  # prompt positions whose KV cache was reused from earlier requests
+
+
+def completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def usage_body(completion: Completion) -> dict[str, Any]:
+    return {
+        "prompt_tokens": completion.prompt_tokens,
+        "completion_tokens": completion.completion_tokens,
+        "total_tokens": completion.prompt_tokens + completion.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": completion.cached_tokens},
+    }
+
+
+def completion_body(answer_id: str, model: str, created: int, completion: Completion) -> dict[str, Any]:
+    """A non-streamed `chat.completion` object."""
+    return {
+        "id": answer_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": completion.text},
+                "logprobs": None,
+                "finish_reason": completion.finish_reason,
+            }
+        ],
+        "usage": usage_body(completion),
+    }
+
+
+def chunk_body(
+    answer_id: str,
+    model: str,
+    created: int,
+    delta: dict[str, str] | None,
+    finish_reason: str | None = None,
+    usage: Completion | None = None,
+    include_usage: bool = False,
+) -> dict[str, Any]:
+    """One streamed `chat.completion.chunk`; `delta=None` makes the final usage-only chunk (no choices)."""
+    body: dict[str, Any] = {"id": answer_id, "object": "chat.completion.chunk", "created": created, "model": model}
+    body["choices"] = [] if delta is None else [
+        {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    ]
+    if include_usage:
+        # With stream_options.include_usage every chunk has the field; only the last one fills it.
+        body["usage"] = usage_body(usage) if usage is not None else None
+    return body
+
+
+def server_sent_event(body: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
+
+
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+def models_body(model: str, created: int, context_length: int) -> dict[str, Any]:
+    """`GET /v1/models`: the one loaded model, with how it serves (one request at a time, in arrival order)."""
+    return {"object": "list", "data": [model_card(model, created, context_length)]}
+
+
+def model_card(model: str, created: int, context_length: int) -> dict[str, Any]:
+    return {
+        "id": model,
+        "object": "model",
+        "created": created,
+        "owned_by": "xvlm",
+        "context_length": context_length,
+        "batch_size": 1,
+        "scheduling": "one request at a time, in arrival order",
+    }
+
+
+def now() -> int:
+    return int(time.time())

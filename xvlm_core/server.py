@@ -1,0 +1,565 @@
+"""`xvlm serve`: the OpenAI chat-completions API over HTTP, one model answering one request at a time.
+
+The event loop (Starlette on uvicorn) only parses, queues and streams; one worker thread owns the model and
+answers jobs in arrival order through one chat session, so a client resending a growing conversation reuses
+the KV cache of everything it sent before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import queue
+import secrets
+import socket
+import threading
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from xvlm_core.errors import XvlmError
+from xvlm_core.model import LoadedModel
+from xvlm_core.openai_api import (
+    SSE_DONE,
+    ApiError,
+    ChatRequest,
+    Completion,
+    StopMatcher,
+    chunk_body,
+    completion_body,
+    completion_id,
+    model_card,
+    models_body,
+    now,
+    parse_chat_request,
+    server_sent_event,
+)
+from xvlm_core.server_images import ImageStore
+
+log = logging.getLogger("xvlm.serve")
+
+MAX_REQUEST_BYTES = 64 * 1024 * 1024  # a few base64 photos and a long conversation
+SHUTDOWN_WAIT_S = 10.0
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    allow_remote_images: bool = False
+    max_waiting: int = 16  # requests queued behind the one being answered; more get 429
+    request_timeout_s: float = 300.0  # from arrival to the last token; longer gets 503
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# --- The model side: the only code that calls the session ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Generated:
+    """What the session reports about one finished answer."""
+
+    prompt_tokens: int
+    output_tokens: int
+    reused_tokens: int
+    stop_reason: str  # "eos", "stop_string", "length", "cancelled"
+
+
+class ModelRunner:
+    """One chat session on the loaded model, shared by every request so that common prefixes reuse the cache."""
+
+    def __init__(self, loaded: LoadedModel):
+        from xvlm_core.session import ChatSession
+
+        self.session = ChatSession(loaded)
+
+    def answer(self, request: ChatRequest, cancel: threading.Event) -> Generator[str, None, Generated]:
+        """Yield the answer's text deltas; return its counts. Raises XvlmError for a request it cannot answer."""
+        from xvlm_core.generation import SamplingSettings
+
+        settings = SamplingSettings(
+            max_new_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p, seed=request.seed
+        )
+        answer = self.session.answer(request.messages, settings, system=request.system, cancel=cancel)
+        yield from answer
+        stats = answer.stats
+        return Generated(stats.prompt_tokens, stats.output_tokens, stats.reused_tokens, stats.stop_reason)
+
+
+# --- The worker thread -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Done:
+    completion: Completion
+    stop_reason: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: ApiError
+
+
+Event = Delta | Done | Failed
+
+
+@dataclass
+class Job:
+    request: ChatRequest
+    deliver: Callable[[Event], None]  # called from the worker thread
+    cancel: threading.Event = field(default_factory=threading.Event)
+    started: threading.Event = field(default_factory=threading.Event)  # the worker has taken it
+
+
+class Worker:
+    """The thread that owns the model: takes jobs in arrival order, one at a time."""
+
+    def __init__(self, answer: Callable[[ChatRequest, threading.Event], Generator[str, None, Generated]],
+                 max_waiting: int):
+        self._answer = answer
+        self._jobs: queue.Queue[Job | None] = queue.Queue(maxsize=max_waiting)
+        self._current: Job | None = None
+        self._thread = threading.Thread(target=self._run, name="xvlm-model", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def waiting(self) -> int:
+        """Jobs queued behind the one being answered."""
+        return self._jobs.qsize()
+
+    def submit(self, job: Job) -> None:
+        try:
+            self._jobs.put_nowait(job)
+        except queue.Full:
+            raise ApiError(
+                429, f"The server is busy: {self._jobs.maxsize} requests are already waiting. Try again shortly.",
+                code="queue_full", kind="rate_limit_error",
+            ) from None
+
+    def stop(self) -> None:
+        """Cancel what runs and what waits, then end the thread."""
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job.cancel.set()
+        if self._current is not None:
+            self._current.cancel.set()
+        self._jobs.put(None)
+        self._thread.join(SHUTDOWN_WAIT_S)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            self._current = job
+            self._serve(job)
+            self._current = None
+
+    def _serve(self, job: Job) -> None:
+        job.started.set()
+        if job.cancel.is_set():  # its client left, or its time ran out, while it waited
+            job.deliver(Failed(ApiError(499, "The request was cancelled before it started.", code="cancelled")))
+            return
+        stops = StopMatcher(job.request.stop)
+        try:
+            deltas = self._answer(job.request, job.cancel)
+            while True:
+                try:
+                    shown = stops.push(next(deltas))
+                except StopIteration as end:
+                    generated: Generated = end.value
+                    break
+                if shown:
+                    job.deliver(Delta(shown))
+                if stops.stopped:
+                    job.cancel.set()  # the session stops after this token
+            tail = stops.finish()
+            if tail:
+                job.deliver(Delta(tail))
+        except XvlmError as exc:
+            job.deliver(Failed(ApiError(400, str(exc))))
+            return
+        except Exception:  # the one catch-all at the worker's edge: the detail goes to the log, not the client
+            log.exception("answering a request failed")
+            job.deliver(Failed(ApiError(500, "The model failed to answer; the server log has the details.",
+                                        kind="server_error", code="model_error")))
+            return
+        finish = "length" if generated.stop_reason == "length" and not stops.stopped else "stop"
+        completion = Completion(stops.text, finish, generated.prompt_tokens, generated.output_tokens,
+                                generated.reused_tokens)
+        stop_reason = "stop_sequence" if stops.stopped else generated.stop_reason
+        job.deliver(Done(completion, stop_reason))
+
+
+class PendingAnswer:
+    """The event loop's side of one job: what the worker reports, within the request's deadline."""
+
+    def __init__(self, request: ChatRequest, deadline: float, timeout_s: float):
+        self._loop = asyncio.get_running_loop()
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self.job = Job(request, self._deliver)
+        self.deadline = deadline
+        self.timeout_s = timeout_s
+        self.outcome: Done | Failed | None = None
+
+    def _deliver(self, event: Event) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._events.put_nowait, event)
+        except RuntimeError:  # the loop is closed: the server is shutting down
+            self.job.cancel.set()
+
+    async def next_event(self) -> Event:
+        """The next event, or ApiError 503 once the deadline passes (the generation is then cancelled)."""
+        try:
+            event = await asyncio.wait_for(self._events.get(), max(self.deadline - time.monotonic(), 0.0))
+        except TimeoutError:
+            self.job.cancel.set()
+            raise ApiError(
+                503, f"The answer took longer than this server's limit of {self.timeout_s:g} s and was stopped. "
+                "Ask for fewer tokens, or try again when the server is less busy.",
+                code="timeout", kind="server_error",
+            ) from None
+        if isinstance(event, Done | Failed):
+            self.outcome = event
+        return event
+
+    async def settle(self) -> None:
+        """Cancel the job; if the worker has taken it, wait (briefly) for its end, so the log line has its counts."""
+        self.job.cancel.set()
+        if not self.job.started.is_set():
+            return  # the worker will skip it
+        with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_WAIT_S):
+            while self.outcome is None:
+                event = await self._events.get()
+                if isinstance(event, Done | Failed):
+                    self.outcome = event
+
+
+# --- HTTP ------------------------------------------------------------------------------------------------
+
+
+class Api:
+    """The routes, bound to one worker, one image store and the server's options."""
+
+    def __init__(self, worker: Worker, images: ImageStore, model: str, context_length: int, options: ServerOptions):
+        self.worker = worker
+        self.images = images
+        self.model = model
+        self.context_length = context_length
+        self.options = options
+        self.created = now()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        # Cleanup runs here, inside uvicorn's run: after a SIGTERM uvicorn ends the process by re-raising it.
+        self.worker.start()
+        try:
+            yield
+        finally:
+            self.worker.stop()
+            self.images.close()
+
+    def app(self) -> ASGIApp:
+        app = Starlette(
+            lifespan=self.lifespan,
+            routes=[
+                Route("/v1/models", self.list_models, methods=["GET"]),
+                Route("/v1/models/{model:path}", self.get_model, methods=["GET"]),
+                Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
+            ],
+            exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _server_error},
+        )
+        return RequestLog(app)
+
+    def _authorize(self, request: Request) -> None:
+        if self.options.api_key is None:
+            return
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        expected = self.options.api_key.encode()
+        if scheme.lower() != "bearer" or not secrets.compare_digest(key.strip().encode(), expected):
+            raise ApiError(401, "Missing or wrong API key: send it as 'Authorization: Bearer KEY'.",
+                           code="invalid_api_key")
+
+    async def list_models(self, request: Request) -> Response:
+        self._authorize(request)
+        return JSONResponse(models_body(self.model, self.created, self.context_length))
+
+    async def get_model(self, request: Request) -> Response:
+        self._authorize(request)
+        if request.path_params["model"] != self.model:
+            raise ApiError(404, f"This server has one model, {self.model!r}.", "model", "model_not_found")
+        return JSONResponse(model_card(self.model, self.created, self.context_length))
+
+    async def chat_completions(self, request: Request) -> Response:
+        arrived = time.monotonic()
+        self._authorize(request)
+        body = await _read_body(request)
+        chat = await run_in_threadpool(parse_chat_request, body, self.images.resolve)
+        pending = PendingAnswer(chat, arrived + self.options.request_timeout_s, self.options.request_timeout_s)
+        self.worker.submit(pending.job)
+        answer_id, created = completion_id(), now()
+        try:
+            # Wait for the first event before answering: a request the model refuses (too long for the
+            # context, say) still gets its error status, streamed or not.
+            first = await _until_disconnect(request, pending.next_event())
+        except BaseException:
+            await pending.settle()
+            _note_outcome(request, pending)
+            raise
+        if isinstance(first, Failed):
+            _note_outcome(request, pending)
+            raise first.error
+        if chat.stream:
+            return EventStream(pending, self._chunks(pending, first, answer_id, created), request)
+        try:
+            event: Event = first
+            while not isinstance(event, Done):
+                if isinstance(event, Failed):
+                    raise event.error
+                event = await _until_disconnect(request, pending.next_event())
+        finally:
+            await pending.settle()
+            _note_outcome(request, pending)
+        return JSONResponse(completion_body(answer_id, self.model, created, event.completion))
+
+    async def _chunks(
+        self, pending: PendingAnswer, first: Event, answer_id: str, created: int
+    ) -> AsyncGenerator[bytes, None]:
+        chat = pending.job.request
+
+        def chunk(delta: dict[str, str] | None, finish: str | None = None, usage: Completion | None = None) -> bytes:
+            body = chunk_body(answer_id, self.model, created, delta, finish, usage, chat.include_usage)
+            return server_sent_event(body)
+
+        yield chunk({"role": "assistant", "content": ""})
+        event = first
+        while True:
+            if isinstance(event, Delta):
+                yield chunk({"content": event.text})
+            elif isinstance(event, Done):
+                yield chunk({}, event.completion.finish_reason)
+                if chat.include_usage:
+                    yield chunk(None, usage=event.completion)
+                yield SSE_DONE
+                return
+            else:
+                yield server_sent_event(event.error.body())
+                return
+            try:
+                event = await pending.next_event()
+            except ApiError as exc:
+                event = Failed(exc)
+
+
+class EventStream:
+    """A `text/event-stream` response that cancels its generation the moment the client goes away."""
+
+    def __init__(self, pending: PendingAnswer, chunks: AsyncGenerator[bytes, None], request: Request):
+        self.pending = pending
+        self.chunks = chunks
+        self.request = request
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+                   (b"x-accel-buffering", b"no")]
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            async with anyio.create_task_group() as group:
+                group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
+                async for data in self.chunks:
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                group.cancel_scope.cancel()
+        except* OSError:  # a server that reports a send to a gone client: the generation is cancelled below
+            pass
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.chunks.aclose()
+            await self.pending.settle()
+            _note_outcome(self.request, self.pending)
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
+
+
+async def _until_disconnect(request: Request, waiting: Awaitable[Event]) -> Event:
+    """`waiting`'s result (or its ApiError), or ApiError 499 once the client has closed the connection."""
+    result: list[Event | ApiError] = []
+
+    async def wait() -> None:
+        try:
+            result.append(await waiting)
+        except ApiError as exc:  # raised outside the task group, which would wrap it in an ExceptionGroup
+            result.append(exc)
+        group.cancel_scope.cancel()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(wait)
+        group.start_soon(_cancel_on_disconnect, request.receive, group.cancel_scope)
+    if not result:
+        raise ApiError(499, "The client closed the connection.", code="cancelled")
+    if isinstance(result[0], ApiError):
+        raise result[0]
+    return result[0]
+
+
+async def _read_body(request: Request) -> bytes:
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > MAX_REQUEST_BYTES:
+            raise ApiError(413, f"The request is larger than {MAX_REQUEST_BYTES // 2**20} MB; send smaller images.",
+                           code="request_too_large")
+    return bytes(body)
+
+
+def _note(request: Request, text: str) -> None:
+    request.scope.setdefault("state", {})["xvlm_log"] = text
+
+
+def _note_outcome(request: Request, pending: PendingAnswer) -> None:
+    outcome = pending.outcome
+    if isinstance(outcome, Done):
+        c = outcome.completion
+        _note(request, f"prompt={c.prompt_tokens} cached={c.cached_tokens} completion={c.completion_tokens} "
+                       f"finish={outcome.stop_reason}")
+    elif isinstance(outcome, Failed):
+        _note(request, f"error={outcome.error.code or outcome.error.status}")
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    if "xvlm_log" not in request.scope.get("state", {}):
+        _note(request, f"error={exc.code or exc.status}")
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = {404: f"No such endpoint: {request.url.path}.",
+               405: f"{request.method} is not allowed on {request.url.path}."}.get(exc.status_code, str(exc.detail))
+    return JSONResponse(ApiError(exc.status_code, message).body(), status_code=exc.status_code)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.error("request failed", exc_info=exc)
+    error = ApiError(500, "The server failed to handle the request; its log has the details.", kind="server_error")
+    return JSONResponse(error.body(), status_code=500)
+
+
+class RequestLog:
+    """One log line per request: who, what, status, time, and token counts; never message contents."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = [0]
+        scope.setdefault("state", {})
+
+        async def send_and_see(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_see)
+        finally:
+            client = scope.get("client") or ("-", 0)
+            extra = scope["state"].get("xvlm_log", "")
+            log.info("%s %s %s %d %.2fs %s", client[0], scope["method"], scope["path"], status[0] or 499,
+                     time.monotonic() - started, extra)
+
+
+# --- Running it ------------------------------------------------------------------------------------------
+
+
+def model_id(loaded: LoadedModel) -> str:
+    """What clients call the model: the hub repo id, or the checkpoint folder's name."""
+    path = Path(loaded.name)
+    return path.name if path.is_dir() else loaded.name
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket, bound now so that a busy port is reported before anything else starts."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise XvlmError(f"Cannot listen on {host}: {exc.strerror or exc}. Check --host.") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise XvlmError(
+            f"Cannot listen on {host}:{port}: {exc.strerror or exc}. Another program may use the port; "
+            "choose another with --port."
+        ) from None
+    return sock
+
+
+def http_server(api: Api) -> uvicorn.Server:
+    """uvicorn serving `api`; its `run(sockets=...)` starts the worker and returns once shut down."""
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)
+    # Plain h11 and asyncio, no websockets: pure Python, and the modules the desktop bundle carries for it.
+    config = uvicorn.Config(
+        api.app(), http="h11", ws="none", loop="none", lifespan="on", log_config=None, access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    return uvicorn.Server(config)
+
+
+def serve(loaded: LoadedModel, options: ServerOptions) -> None:
+    """Answer requests until interrupted (Ctrl+C or SIGTERM), then clean up."""
+    sock = listen(options.host, options.port)
+    with ImageStore(options.allow_remote_images) as images:
+        worker = Worker(ModelRunner(loaded).answer, options.max_waiting)
+        api = Api(worker, images, model_id(loaded), loaded.context_length, options)
+        server = http_server(api)
+        host, port = sock.getsockname()[:2]
+        shown_host = f"[{host}]" if ":" in host else host
+        log.info("Serving %s on http://%s:%d/v1 (one request at a time, in arrival order; Ctrl+C stops)",
+                 api.model, shown_host, port)
+        try:
+            server.run(sockets=[sock])
+        finally:
+            sock.close()

@@ -1,0 +1,116 @@
+"""Images sent to the server, checked and kept as files named by their SHA-256 for the life of the server."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import httpx2
+
+from xvlm_core.errors import ImageError
+from xvlm_core.images import FORMAT_SUFFIXES, MAX_IMAGE_BYTES, open_image
+from xvlm_core.openai_api import ApiError
+
+MAX_REMOTE_IMAGE_BYTES = 20 * 1024 * 1024
+REMOTE_IMAGE_TIMEOUT_S = 15.0
+
+
+class ImageStore:
+    """Turns `image_url` values into image files the session reads.
+
+    The same image content always gets the same path, so the session's image cache and the KV cache prefix
+    stay valid when a client resends a conversation. The folder is private (0700) and removed by `close`.
+    """
+
+    def __init__(self, allow_remote: bool = False):
+        self.allow_remote = allow_remote
+        self.folder = Path(tempfile.mkdtemp(prefix="xvlm-serve-"))
+
+    def __enter__(self) -> ImageStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def resolve(self, url: str, where: str) -> str:
+        """The path of the image at `url` (a `data:` URL, or http(s) when allowed); `where` names it in errors."""
+        if url.startswith("data:"):
+            data = _decode_data_url(url, where)
+        elif url.startswith(("http://", "https://")):
+            if not self.allow_remote:
+                raise ApiError(
+                    400,
+                    f"{where}: this server takes images as data: URLs only (base64 in the request); "
+                    "it fetches http(s) images only when started with --allow-remote-images.",
+                    f"{where}.image_url",
+                    "remote_images_disabled",
+                )
+            data = _fetch(url, where)
+        else:
+            raise ApiError(400, f"{where}: the image URL must be a data: URL (or http(s)).", f"{where}.image_url")
+        return str(self._store(data, where))
+
+    def _store(self, data: bytes, where: str) -> Path:
+        try:
+            _, image_format = open_image(data, name=f"{where}: the image")
+        except ImageError as exc:
+            raise ApiError(400, str(exc), f"{where}.image_url", "invalid_image") from None
+        path = self.folder / (hashlib.sha256(data).hexdigest() + FORMAT_SUFFIXES.get(image_format, ".img"))
+        if not path.exists():
+            # Two requests may carry the same image at once: write aside, then rename into place.
+            handle, partial = tempfile.mkstemp(dir=self.folder, suffix=".partial")
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
+            os.replace(partial, path)
+        return path
+
+
+def _decode_data_url(url: str, where: str) -> bytes:
+    header, comma, payload = url.partition(",")
+    if not comma or not header.endswith(";base64"):
+        raise ApiError(400, f"{where}: a data: URL image must be base64 (data:image/png;base64,...).",
+                       f"{where}.image_url")
+    if len(payload) * 3 // 4 > MAX_IMAGE_BYTES:
+        raise ApiError(400, f"{where}: the image is larger than {MAX_IMAGE_BYTES // 2**20} MB.",
+                       f"{where}.image_url", "image_too_large")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, f"{where}: the data: URL is not valid base64.", f"{where}.image_url") from None
+
+
+def _fetch(url: str, where: str) -> bytes:
+    """Download an image, bounded in size and in total time (a slow server cannot hold a request forever)."""
+    deadline = time.monotonic() + REMOTE_IMAGE_TIMEOUT_S
+    limit_mb = MAX_REMOTE_IMAGE_BYTES // 2**20
+    try:
+        with httpx2.Client(timeout=REMOTE_IMAGE_TIMEOUT_S, follow_redirects=True, max_redirects=3) as client, \
+                client.stream("GET", url) as response:
+            if response.status_code != 200:
+                raise ApiError(400, f"{where}: fetching the image gave HTTP {response.status_code}.",
+                               f"{where}.image_url", "image_fetch_failed")
+            if int(response.headers.get("content-length") or 0) > MAX_REMOTE_IMAGE_BYTES:
+                raise ApiError(400, f"{where}: the image is larger than {limit_mb} MB.", f"{where}.image_url",
+                               "image_too_large")
+            data = bytearray()
+            for piece in response.iter_bytes():
+                data += piece
+                if len(data) > MAX_REMOTE_IMAGE_BYTES:
+                    raise ApiError(400, f"{where}: the image is larger than {limit_mb} MB.", f"{where}.image_url",
+                                   "image_too_large")
+                if time.monotonic() > deadline:
+                    raise ApiError(400, f"{where}: fetching the image took more than {REMOTE_IMAGE_TIMEOUT_S:.0f} s.",
+                                   f"{where}.image_url", "image_fetch_failed")
+            return bytes(data)
+    except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
+        raise ApiError(400, f"{where}: could not fetch the image ({type(exc).__name__}).", f"{where}.image_url",
+                       "image_fetch_failed") from None
