@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
 from xvlm_core import __version__
 
 from app import APP_NAME
+from app.advice import window_advice
 from app.chat_controller import DONE, FAILED, INTERRUPTED, STOPPED, ChatController, ModelPhase
 from app.chat_list import ChatList
 from app.composer import Composer, mime_has_attachment
@@ -54,6 +55,9 @@ from app.worker import ModelThread, ModelWorker
 log = logging.getLogger(__name__)
 
 DEFAULT_SIZE = QSize(1100, 780)
+# The banner's button for a failed load whose fix is one setting (see app/advice.py).
+SETTING_BUTTONS = {"model": "Choose Model…", "vision_tower": "Choose Vision Tower…", "device": "Choose Device…",
+                   "dtype": "Choose Precision…"}
 
 
 def display_model_name(name: str) -> str:
@@ -103,7 +107,7 @@ class Banner(QFrame):
                 widget.deleteLater()
         for label, callback in actions:
             button = QPushButton(label, self)
-            button.clicked.connect(callback)
+            button.clicked.connect(lambda _checked=False, callback=callback: callback())
             self.buttons.addWidget(button)
         self.text.setText(text)
         self.close_button.setVisible(closable)
@@ -511,9 +515,12 @@ class MainWindow(QMainWindow):
     def _on_model_failed(self, error: str) -> None:
         self.model_label.setText("No model loaded")
         self.load_progress.hide()
-        actions = [("Settings…", self.open_settings), ("Retry", self.reload_model),
-                   ("Open Log Folder", self.open_log_folder)]
-        self.banner.show_message(f"<b>The model could not be loaded.</b> {html.escape(error)}", actions)
+        advice = window_advice(error)
+        actions: list[tuple[str, object]] = [("Settings…", self.open_settings)]
+        if advice.setting in SETTING_BUTTONS:
+            actions = [(SETTING_BUTTONS[advice.setting], lambda: self.open_settings(advice.setting))]
+        actions += [("Retry", self.reload_model), ("Open Log Folder", self.open_log_folder)]
+        self.banner.show_message(f"<b>The model could not be loaded.</b> {html.escape(advice.text)}", actions)
 
     def bring_to_front(self) -> None:
         """Another launch of the app asked for this window."""
@@ -532,9 +539,16 @@ class MainWindow(QMainWindow):
     def _on_devices(self, devices: list) -> None:
         self.devices = [tuple(device) for device in devices]
 
-    def open_settings(self) -> None:
+    def open_settings(self, field: str = "") -> None:
+        """Model > Settings; `field` ("vision_tower", "model", ...) is the one to start in, selected."""
         context = int(self.controller.model_summary.get("context_length", MAX_ANSWER_TOKENS))
         dialog = SettingsDialog(self.settings, self.devices, self, context_length=context)
+        start = {"model": dialog.model_edit, "vision_tower": dialog.tower_edit, "device": dialog.device_combo,
+                 "dtype": dialog.dtype_combo}.get(field)
+        if start is not None:
+            start.setFocus(Qt.FocusReason.OtherFocusReason)
+            if start is dialog.model_edit or start is dialog.tower_edit:
+                start.selectAll()
         if dialog.exec() != SettingsDialog.DialogCode.Accepted:
             return
         self.apply_settings(dialog.result_settings())
