@@ -46,6 +46,7 @@ from app.conversation_view import ConversationView
 from app.first_run import FirstRunPage, HubDownloads
 from app.history.service import History
 from app.icons import app_icon, icon
+from app.launch import Launch
 from app.settings import MAX_ANSWER_TOKENS, AppSettings, Settings, SettingsDialog, SettingsFile
 from app.startup import ModelStartup
 from app.theme import THEMES, style_sheet, use_theme
@@ -523,12 +524,31 @@ class MainWindow(QMainWindow):
         self.banner.show_message(f"<b>The model could not be loaded.</b> {html.escape(advice.text)}", actions)
 
     def bring_to_front(self) -> None:
-        """Another launch of the app asked for this window."""
         if self.isMinimized():
             self.showNormal()
         self.show()
         self.raise_()
         self.activateWindow()
+
+    def launched_again(self, launch: Launch) -> None:
+        """Another launch of the app asked for this window: show it, attach its files, load the model it named."""
+        self.bring_to_front()
+        if launch.files:
+            self.open_files(list(launch.files))
+        if not launch.names_a_model:
+            return
+        if self.pages.currentWidget() is self.first_run:
+            # The banner belongs to the chat page; the status bar shows under the first-run page too.
+            self.statusBar().showMessage("The model named by the new launch was not loaded: this window is still "
+                                         "getting its first model. Choose it in Settings once that is done.", 15_000)
+        else:
+            self.startup.start_again(launch.model, launch.vision_tower, launch.device, launch.dtype)
+
+    def open_files(self, paths: list[str]) -> None:
+        """Files the app was opened with ("Open With", or the command line): the composer takes the image."""
+        log.info("opening %d files from a launch", len(paths))
+        self.composer.attach_paths(paths)
+        self.composer.setFocus()
 
     def show_error(self, text: str) -> None:
         """An unexpected problem, told without a traceback (the log has it)."""
