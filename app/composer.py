@@ -257,6 +257,9 @@ class Composer(QFrame):
         layout.addWidget(self.notice)
         layout.addLayout(row)
         self.setFocusProxy(self.input)
+        # Tab comes into the composer at the message box (its focus proxy), so the attach button follows it.
+        QWidget.setTabOrder(self.input, self.attach_button)
+        QWidget.setTabOrder(self.attach_button, self.send_button)
 
     # -- text ----------------------------------------------------------------------------------------------
 

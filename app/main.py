@@ -40,7 +40,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--self-check", metavar="MODEL_DIR", default="",
                         help="check this installation without a window: load MODEL_DIR, answer one question "
                              "about a test picture, print the answer and timings; exit 0 if all works")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # images may come before, between or after the options
 
 
 def install_exception_hooks(report: Callable[[str], None]) -> None:

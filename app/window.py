@@ -317,7 +317,8 @@ class MainWindow(QMainWindow):
         controller.chat_changed.connect(self._on_chat_changed)
         self.history.failed.connect(self.show_error)
         if self.chat_list is not None:
-            self.chat_list.chat_chosen.connect(self.open_chat)
+            self.chat_list.chat_chosen.connect(self.show_chat)
+            self.chat_list.typed.connect(self._type_in_composer)
             self.chat_list.message_chosen.connect(self.open_message)
             self.chat_list.new_chat_requested.connect(self.new_chat)
             self.chat_list.renamed.connect(self._rename_chat)
@@ -372,14 +373,22 @@ class MainWindow(QMainWindow):
         self.composer.setFocus()
 
     def open_chat(self, chat_id: int) -> None:
+        self.show_chat(chat_id)
+        self.composer.setFocus()
+
+    def show_chat(self, chat_id: int) -> None:
+        """Show a chat chosen in the sidebar; the focus stays there, where F2 and Delete act on it."""
         self.controller.open_chat(chat_id)
         self.composer.clear()
+
+    def _type_in_composer(self, text: str) -> None:
         self.composer.setFocus()
+        self.composer.input.insertPlainText(text)
 
     def open_message(self, chat_id: int, message_id: int) -> None:
         """Show a search hit: its chat, scrolled to the message."""
         if chat_id != self.controller.chat_id:
-            self.open_chat(chat_id)
+            self.show_chat(chat_id)
         self.view.reveal_message(message_id)
 
     def _rename_chat(self, chat_id: int, title: str) -> None:
