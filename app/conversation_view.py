@@ -617,7 +617,7 @@ class ConversationView(QScrollArea):
                 widget.setProperty("found", False)
                 widget.style().polish(widget)
 
-        QTimer.singleShot(2500, unmark)
+        QTimer.singleShot(2500, self, unmark)  # dropped with the view, should the window close first
 
     # -- actions -------------------------------------------------------------------------------------------
 

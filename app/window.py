@@ -56,6 +56,7 @@ from app.worker import ModelThread, ModelWorker
 log = logging.getLogger(__name__)
 
 DEFAULT_SIZE = QSize(1100, 780)
+STATUS_SHOWN_MS = 8000  # a passing message in the status bar
 # The banner's button for a failed load whose fix is one setting (see app/advice.py).
 SETTING_BUTTONS = {"model": "Choose Model…", "vision_tower": "Choose Vision Tower…", "device": "Choose Device…",
                    "dtype": "Choose Precision…"}
@@ -315,6 +316,8 @@ class MainWindow(QMainWindow):
         controller.message_changed.connect(self._on_message_changed)
         controller.conversation_replaced.connect(self._update_title)
         controller.chat_changed.connect(self._on_chat_changed)
+        controller.answer_left_running.connect(self._on_answer_left_running)
+        controller.background_answer_finished.connect(self._on_background_answer_finished)
         self.history.failed.connect(self.show_error)
         if self.chat_list is not None:
             self.chat_list.chat_chosen.connect(self.show_chat)
@@ -406,6 +409,16 @@ class MainWindow(QMainWindow):
         if self.chat_list is not None:
             self.chat_list.refresh(self.controller.chat_id)
         self._update_file_actions()
+
+    def _on_answer_left_running(self, title: str) -> None:
+        self.statusBar().showMessage(f"The answer in “{title}” is still being written; it is saved in that chat.",
+                                     STATUS_SHOWN_MS)
+
+    def _on_background_answer_finished(self, _chat_id: int, title: str, status: str) -> None:
+        done = {DONE: "is finished", STOPPED: "was stopped", FAILED: "could not be finished"}.get(status, "ended")
+        self.statusBar().showMessage(f"The answer in “{title}” {done}.", STATUS_SHOWN_MS)
+        if self.chat_list is not None and not self.chat_list.search_edit.text():
+            self.chat_list.refresh()  # that chat moves to the top: it was the last one active
 
     def _update_file_actions(self) -> None:
         busy = self.transfer_bar.running
@@ -658,10 +671,8 @@ class MainWindow(QMainWindow):
             self.hide()  # what follows may wait a moment for the threads; the person need not watch it
             self._update_settings(window_geometry=bytes(self.saveGeometry().toBase64().data()).decode())
             self.first_run.shutdown()
-            if self.controller.busy:
-                self.controller.stop()
+            self.controller.close()  # every answer still being written is stopped and saved as it stands
             self.shutdown()
-            self.controller.new_chat()  # an answer still streaming is saved as it is
             self.history.close()
         event.accept()
 
