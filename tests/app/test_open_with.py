@@ -29,6 +29,8 @@ def test_image_arguments_become_absolute_files(tmp_path):
     assert launch.device == "cpu" and launch.model == "" and launch.names_a_model
     assert not launch_from_args(parse_args(["photo.jpg"]), cwd=tmp_path).names_a_model
     assert launch_from_args(parse_args([])).files == ()
+    mixed = parse_args(["a.png", "--device", "cpu", "b.png"])  # as a launcher may put them
+    assert (mixed.images, mixed.device) == (["a.png", "b.png"], "cpu")
 
 
 def test_a_launch_survives_its_trip_through_the_socket_encoding():
