@@ -98,6 +98,7 @@ def style_sheet(palette: QPalette | None = None) -> str:
     QToolButton#sendButton:hover {{ background: {_mix(accent, accent_text, 0.15)}; }}
     QToolButton#sendButton[busy="true"] {{ background: {_mix(base, text, 0.75)}; }}
     QToolButton#sendButton:focus {{ border: 2px solid {text.name()}; }}
+    QToolButton#sendButton[busy="true"]:focus {{ border: 2px solid {accent.name()}; }}
     QFrame#imageChip {{ border: 1px solid {border}; border-radius: 8px; background: {_mix(base, text, 0.03)}; }}
     QLabel#chipName {{ color: {muted}; }}
     QLabel#notice {{ color: {error}; }}
