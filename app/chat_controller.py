@@ -19,6 +19,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
+from app.advice import window_advice
 from app.history.records import auto_title
 from app.history.service import History
 from app.settings import AppSettings, Settings
@@ -396,8 +397,9 @@ class ChatController(QObject):
             self._ask()
 
     def fail_load(self, error: str) -> None:
-        """The model could not be loaded (or even looked for): say why, and fail a question waiting for it."""
-        self.model_error, self.load_stage = error, ""
+        """The model could not be loaded (or even looked for): say why, and fail a question waiting for it.
+        `model_failed` carries the core's own words; the answer's line gives the window's advice (app/advice.py)."""
+        self.model_error, self.load_stage = window_advice(error).text, ""
         self._set_phase(ModelPhase.FAILED)
         self.model_failed.emit(error)
         if self.busy and self._active is None:

@@ -78,3 +78,8 @@ def test_a_missing_vision_tower_offers_its_setting_on_the_banner(qtbot, make_win
     monkeypatch.setattr(SettingsDialog, "exec", edit)
     buttons[0].click()
     assert opened == [(True, str(missing))]
+
+    assert window.controller.send("Hello?")  # a question asked anyway says the same, in the window's words
+    qtbot.waitUntil(lambda: not window.controller.busy, timeout=5000)
+    footer = window.view.widgets[-1].footer.text()
+    assert "No model is loaded" in footer and "Settings › Vision tower" in footer and "--" not in footer
