@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     launch = launch_from_args(args)
     instance = SingleInstance(server_name(str(default_store_path().parent)))
     if instance.forward_to_running(launch):
-        log.info("already running: handed that window this launch (%d files)", len(launch.files))
+        log.info("already running: handed that window this launch (%d file(s))", len(launch.files))
         return 0
     instance.listen()
 

@@ -568,7 +568,7 @@ class MainWindow(QMainWindow):
 
     def open_files(self, paths: list[str]) -> None:
         """Files the app was opened with ("Open With", or the command line): the composer takes the image."""
-        log.info("opening %d files from a launch", len(paths))
+        log.info("opening %d file(s) from a launch", len(paths))
         self.composer.attach_paths(paths)
         self.composer.setFocus()
 

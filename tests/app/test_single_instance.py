@@ -92,19 +92,21 @@ def test_main_py_second_launch_exits_and_leaves_the_first_running(tmp_path, tiny
     command = [sys.executable, str(PROJECT / "main.py"), "--model", str(tiny_model_dir),
                "--vision-tower", str(tiny_tower_dir)]
     log_file = tmp_path / "state" / "XVLM Chat" / "log" / "xvlm-chat.log"
-    first = subprocess.Popen(command, cwd=PROJECT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    opened = "opening 1 file(s) from a launch"
+    first = subprocess.Popen([*command, "shapes_wide.png"], cwd=images_dir, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
-        while not (log_file.exists() and "window shown" in log_file.read_text()):
+        while not (log_file.exists() and opened in log_file.read_text()):  # shown, with the picture attached
             assert first.poll() is None and time.monotonic() < deadline
             time.sleep(0.1)
         started = time.monotonic()
         second = subprocess.run([*command, "gradient_square.png"], cwd=images_dir, env=env, capture_output=True,
                                 timeout=30)
         assert second.returncode == 0 and time.monotonic() - started < 10
-        assert "already running: handed that window this launch (1 files)" in log_file.read_text()
+        assert "already running: handed that window this launch (1 file(s))" in log_file.read_text()
         deadline = time.monotonic() + 30
-        while "opening 1 files from a launch" not in log_file.read_text():  # the first one took it
+        while log_file.read_text().count(opened) < 2:  # the first one took it
             assert first.poll() is None and time.monotonic() < deadline
             time.sleep(0.1)
         assert first.poll() is None
