@@ -145,6 +145,11 @@ class ChatController(QObject):
         first = next((message.text for message in self.messages if message.role == "user"), "")
         return self.chat_title or auto_title(first) or "New chat"
 
+    @property
+    def answering_elsewhere(self) -> set[int]:
+        """The chats, not on screen, whose answer is still being written."""
+        return {answer.chat_id for answer in self._background.values()}
+
     def rename(self, title: str) -> None:
         self.chat_title = " ".join(title.split())
         if self.chat_id is not None:
@@ -265,7 +270,7 @@ class ChatController(QObject):
             if self._active is not None and self.chat_id is not None and message.message_id is not None:
                 self._background[self._active.request_id] = BackgroundAnswer(self._active, message, self.chat_id,
                                                                              self.title)
-                self.answer_left_running.emit(self.title)
+                self.answer_left_running.emit(self.title)  # before the next chat is shown: the list marks it
             else:
                 if self._active is not None:
                     self._active.cancel.set()

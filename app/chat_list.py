@@ -68,6 +68,7 @@ class ChatList(QWidget):
         self.history = history
         self._thumbnails: dict[Path, QIcon] = {}  # files named by content never change: read each once
         self.current_chat: int | None = None
+        self.answering: set[int] = set()  # chats whose answer is being written while another is shown
         self._undo_chat: int | None = None
 
         self.new_button = QPushButton(icon("new-chat"), " New chat")
@@ -169,7 +170,13 @@ class ChatList(QWidget):
                 item = QListWidgetItem(chat.title or "Untitled")
                 item.setData(CHAT_ID, chat.id)
                 pinned = "Pinned · " if chat.pinned else ""
-                item.setToolTip(f"{chat.title}\n{pinned}{chat.message_count} messages · {chat.updated:%d %b %Y %H:%M}")
+                answering = "\nAn answer is being written" if chat.id in self.answering else ""
+                item.setToolTip(f"{chat.title}\n{pinned}{chat.message_count} messages · {chat.updated:%d %b %Y %H:%M}"
+                                f"{answering}")
+                if answering:
+                    font = item.font()
+                    font.setItalic(True)
+                    item.setFont(font)
                 item.setData(PINNED, chat.pinned)
                 # The chat's first picture is what people recognise a chat by; a pinned chat shows the pin.
                 if chat.pinned:

@@ -407,6 +407,7 @@ class MainWindow(QMainWindow):
     def _on_chat_changed(self) -> None:
         self._update_title()
         if self.chat_list is not None:
+            self.chat_list.answering = self.controller.answering_elsewhere
             self.chat_list.refresh(self.controller.chat_id)
         self._update_file_actions()
 
@@ -417,8 +418,10 @@ class MainWindow(QMainWindow):
     def _on_background_answer_finished(self, _chat_id: int, title: str, status: str) -> None:
         done = {DONE: "is finished", STOPPED: "was stopped", FAILED: "could not be finished"}.get(status, "ended")
         self.statusBar().showMessage(f"The answer in “{title}” {done}.", STATUS_SHOWN_MS)
-        if self.chat_list is not None and not self.chat_list.search_edit.text():
-            self.chat_list.refresh()  # that chat moves to the top: it was the last one active
+        if self.chat_list is not None:
+            self.chat_list.answering = self.controller.answering_elsewhere
+            if not self.chat_list.search_edit.text():
+                self.chat_list.refresh()  # that chat moves to the top: it was the last one active
 
     def _update_file_actions(self) -> None:
         busy = self.transfer_bar.running

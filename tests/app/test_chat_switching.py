@@ -22,8 +22,11 @@ def test_a_new_chat_mid_answer_leaves_the_answer_running_and_saved(qtbot, make_w
     qtbot.keyClick(window.composer.input, Qt.Key.Key_N, Qt.KeyboardModifier.ControlModifier)
     assert window.controller.messages == [] and not window.composer.busy
     assert "“Tell me a story” is still being written" in window.statusBar().currentMessage()
+    marked = window.chat_list.list.item(0)  # in the sidebar, that chat reads as still being written
+    assert marked.font().italic() and marked.toolTip().endswith("An answer is being written")
     qtbot.waitUntil(lambda: "is finished" in window.statusBar().currentMessage(), timeout=10_000)
     assert window.statusBar().currentMessage() == "The answer in “Tell me a story” is finished."
+    assert not window.chat_list.list.item(0).font().italic()
     stored = history.load_chat(alpha).messages[-1]
     assert (stored.status, stored.text) == ("complete", "".join(session.deltas))
     window.open_chat(alpha)
