@@ -1,4 +1,4 @@
-"""Start XVLM Chat: `python main.py [--model PATH_OR_REPO] [--vision-tower PATH_OR_REPO] [--device DEVICE]`."""
+"""Start XVLM Chat: `python main.py [IMAGE ...] [--model PATH_OR_REPO] [--vision-tower PATH] [--device DEVICE]`."""
 
 import sys
 

@@ -2,6 +2,8 @@
 
 The model: no model -> loading -> ready (or failed). The conversation: idle, or one answer in flight,
 which is "waiting" while the model loads, then "streaming", then "done", "stopped" or "failed".
+Opening another chat mid-answer leaves the answer running for its own chat, saved there as it streams; going
+back to that chat shows it still going.
 Widgets call the verbs (`send`, `stop`, `regenerate`, `edit`, `new_chat`, `load_model`) and redraw on
 the signals; the worker is reached only through `load_requested` / `answer_requested`.
 """
@@ -17,6 +19,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
+from app.advice import window_advice
 from app.history.records import auto_title
 from app.history.service import History
 from app.settings import AppSettings, Settings
@@ -72,6 +75,16 @@ class ChatMessage:
         return self.status in (WAITING, STREAMING)
 
 
+@dataclass
+class BackgroundAnswer:
+    """An answer still being written for a chat that is no longer on screen."""
+
+    request: AnswerRequest
+    message: ChatMessage
+    chat_id: int
+    title: str
+
+
 class ChatController(QObject):
     model_phase_changed = Signal(object)  # ModelPhase
     load_stage_changed = Signal(str)
@@ -82,6 +95,8 @@ class ChatController(QObject):
     message_changed = Signal(int)  # text grew, or status changed
     busy_changed = Signal(bool)  # an answer is in flight (waiting or streaming)
     chat_changed = Signal()  # another chat is shown, or this one was saved for the first time or retitled
+    answer_left_running = Signal(str)  # another chat was opened mid-answer: the answer goes on for (title)
+    background_answer_finished = Signal(int, str, str)  # chat id, title, status: an answer left running ended
 
     load_requested = Signal(object)  # LoadRequest, to the worker's thread
     answer_requested = Signal(object)  # AnswerRequest, to the worker's thread
@@ -99,6 +114,8 @@ class ChatController(QObject):
         self.model_error = ""
         self._request_ids = itertools.count(1)
         self._active: AnswerRequest | None = None
+        # Answers going on for chats no longer shown, by request id: they are saved as they stream and when done.
+        self._background: dict[int, BackgroundAnswer] = {}
         self._sampling: dict[str, Any] | None = None  # the answer's own sampling (Regenerate), else the settings'
 
     def connect_worker(self, worker: ModelWorker) -> None:
@@ -128,6 +145,11 @@ class ChatController(QObject):
         first = next((message.text for message in self.messages if message.role == "user"), "")
         return self.chat_title or auto_title(first) or "New chat"
 
+    @property
+    def answering_elsewhere(self) -> set[int]:
+        """The chats, not on screen, whose answer is still being written."""
+        return {answer.chat_id for answer in self._background.values()}
+
     def rename(self, title: str) -> None:
         self.chat_title = " ".join(title.split())
         if self.chat_id is not None:
@@ -138,9 +160,10 @@ class ChatController(QObject):
     # -- verbs ---------------------------------------------------------------------------------------------
 
     def load_model(self, request: LoadRequest) -> None:
-        """Load (or reload) in the background; an answer in flight is stopped first, a question waits."""
-        if self._active is not None:
-            self._active.cancel.set()
+        """Load (or reload) in the background; answers in flight are stopped first, a question waits."""
+        for answer in [self._active, *(running.request for running in self._background.values())]:
+            if answer is not None:
+                answer.cancel.set()
         self.model_summary, self.model_error = {}, ""
         self._set_phase(ModelPhase.LOADING)
         self.load_requested.emit(request)
@@ -207,8 +230,9 @@ class ChatController(QObject):
         return self.send(text, image)
 
     def new_chat(self) -> None:
-        """Leave this chat (an answer in flight is stopped and saved as it is); the next question starts another."""
-        self._abandon_answer()
+        """Leave this chat (an answer in flight goes on for it, see `_leave_chat`); the next question starts
+        another."""
+        self._leave_chat()
         self.chat_id, self.chat_title = None, ""
         self.messages = []
         self.conversation_replaced.emit()
@@ -220,7 +244,7 @@ class ChatController(QObject):
         chat = self.history.load_chat(chat_id)
         if chat is None:
             return
-        self._abandon_answer()
+        self._leave_chat()
         self.chat_id, self.chat_title = chat.id, chat.title
         self.messages = [
             ChatMessage(stored.role, stored.text, str(stored.images[0]) if stored.images else None,
@@ -228,17 +252,43 @@ class ChatController(QObject):
                         stored.stats.get("error", ""), stored.stats, stored.id)
             for stored in chat.messages
         ]
+        # Back to a chat whose answer is still being written: show it going on, as it was.
+        running = next((answer for answer in self._background.values() if answer.chat_id == chat.id), None)
+        if running is not None and self.messages and self.messages[-1].message_id == running.message.message_id:
+            del self._background[running.request.request_id]
+            self.messages[-1], self._active = running.message, running.request
         self.conversation_replaced.emit()
         self.chat_changed.emit()
-        self.busy_changed.emit(False)
+        self.busy_changed.emit(self.busy)
 
-    def _abandon_answer(self) -> None:
+    def _leave_chat(self) -> None:
+        """Another chat is about to be shown. An answer being written goes on for its own chat and is saved there,
+        as in other chat apps; one still waiting for the model (nothing asked yet), or one that cannot be saved,
+        is stopped."""
         if self.busy:
             message = self.messages[-1]
-            if self._active is not None:
-                self._active.cancel.set()
+            if self._active is not None and self.chat_id is not None and message.message_id is not None:
+                self._background[self._active.request_id] = BackgroundAnswer(self._active, message, self.chat_id,
+                                                                             self.title)
+                self.answer_left_running.emit(self.title)  # before the next chat is shown: the list marks it
+            else:
+                if self._active is not None:
+                    self._active.cancel.set()
+                message.status = STOPPED
+                self._save_finished(message, STOPPED)
+        self._active = None
+
+    def close(self) -> None:
+        """The app is closing: stop every answer being written and save each as it stands."""
+        running = [(self._active, self.messages[-1])] if self.busy else []
+        running += [(answer.request, answer.message) for answer in self._background.values()]
+        for request, message in running:
+            if request is not None:
+                request.cancel.set()
+            message.status = STOPPED
             self._save_finished(message, STOPPED)
         self._active = None
+        self._background.clear()
 
     # -- saving --------------------------------------------------------------------------------------------
 
@@ -297,26 +347,42 @@ class ChatController(QObject):
         return self.messages[-1]
 
     def _on_chunk(self, request_id: int, text: str) -> None:
-        message = self._current(request_id)
+        background = self._background.get(request_id)
+        message = background.message if background is not None else self._current(request_id)
         if message is not None:
             message.text += text
             if message.message_id is not None:
                 self.history.update_streaming(message.message_id, message.text)
-            self.message_changed.emit(len(self.messages) - 1)
+            if background is None:
+                self.message_changed.emit(len(self.messages) - 1)
 
     def _on_finished(self, request_id: int, text: str, stats: dict) -> None:
-        message = self._current(request_id)
+        background = self._background.pop(request_id, None)
+        message = background.message if background is not None else self._current(request_id)
         if message is None:
             return
         message.text, message.stats = text, stats
         if "memory_mb" in stats and self.model_summary:
             self.model_summary["memory_mb"] = stats["memory_mb"]
-        self._finish(message, STOPPED if stats.get("stop_reason") == "cancelled" else DONE)
+        status = STOPPED if stats.get("stop_reason") == "cancelled" else DONE
+        if background is not None:
+            self._finish_background(background, status)
+        else:
+            self._finish(message, status)
 
     def _on_failed(self, request_id: int, error: str) -> None:
+        background = self._background.pop(request_id, None)
+        if background is not None:
+            self._finish_background(background, FAILED, error)
+            return
         message = self._current(request_id)
         if message is not None:
             self._finish(message, FAILED, error)
+
+    def _finish_background(self, answer: BackgroundAnswer, status: str, error: str = "") -> None:
+        answer.message.status, answer.message.error = status, error
+        self._save_finished(answer.message, status, error)
+        self.background_answer_finished.emit(answer.chat_id, answer.title, status)
 
     # -- the model's life ----------------------------------------------------------------------------------
 
@@ -336,8 +402,9 @@ class ChatController(QObject):
             self._ask()
 
     def fail_load(self, error: str) -> None:
-        """The model could not be loaded (or even looked for): say why, and fail a question waiting for it."""
-        self.model_error, self.load_stage = error, ""
+        """The model could not be loaded (or even looked for): say why, and fail a question waiting for it.
+        `model_failed` carries the core's own words; the answer's line gives the window's advice (app/advice.py)."""
+        self.model_error, self.load_stage = window_advice(error).text, ""
         self._set_phase(ModelPhase.FAILED)
         self.model_failed.emit(error)
         if self.busy and self._active is None:

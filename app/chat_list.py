@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QIcon, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
     QFrame,
     QHBoxLayout,
-    QInputDialog,
     QLabel,
     QLineEdit,
     QListWidget,
@@ -24,9 +25,33 @@ from app.history.service import History
 from app.icons import icon
 
 SEARCH_DELAY_MS = 200
+RENAME_DIALOG_WIDTH = 400  # the name field: room for a long title
 UNDO_SHOWN_MS = 10_000
 THUMBNAIL_SIDE = 32
 CHAT_ID, MESSAGE_ID, PINNED = (Qt.ItemDataRole.UserRole + offset for offset in range(3))
+
+
+class RenameDialog(QDialog):
+    """A chat's new name, in a field wide enough for a long one; OK only with a name."""
+
+    def __init__(self, title: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Rename chat")
+        self.name_edit = QLineEdit(title)
+        self.name_edit.setAccessibleName("Chat name")
+        self.name_edit.setMinimumWidth(RENAME_DIALOG_WIDTH)
+        self.name_edit.selectAll()
+        label = QLabel("&Name:")
+        label.setBuddy(self.name_edit)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        ok = buttons.button(QDialogButtonBox.StandardButton.Ok)
+        self.name_edit.textChanged.connect(lambda text: ok.setEnabled(bool(text.strip())))
+        layout = QVBoxLayout(self)
+        layout.addWidget(label)
+        layout.addWidget(self.name_edit)
+        layout.addWidget(buttons)
 
 
 class ChatList(QWidget):
@@ -35,6 +60,7 @@ class ChatList(QWidget):
     new_chat_requested = Signal()
     renamed = Signal(int, str)  # chat id, new title
     deleted = Signal(int)
+    typed = Signal(str)  # text typed while the list had the focus: meant for the message box
 
     def __init__(self, history: History, parent: QWidget | None = None):
         super().__init__(parent)
@@ -42,6 +68,7 @@ class ChatList(QWidget):
         self.history = history
         self._thumbnails: dict[Path, QIcon] = {}  # files named by content never change: read each once
         self.current_chat: int | None = None
+        self.answering: set[int] = set()  # chats whose answer is being written while another is shown
         self._undo_chat: int | None = None
 
         self.new_button = QPushButton(icon("new-chat"), " New chat")
@@ -69,6 +96,7 @@ class ChatList(QWidget):
         self.list.customContextMenuRequested.connect(self._context_menu)
         self.list.itemActivated.connect(self._activated)
         self.list.itemClicked.connect(self._activated)
+        self.list.installEventFilter(self)
         self.empty_label = QLabel("No chats yet.")
         self.empty_label.setObjectName("footer")
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -107,6 +135,18 @@ class ChatList(QWidget):
         layout.addWidget(self.undo_bar)
         self.refresh()
 
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        """Choosing a chat leaves the focus here (F2 renames it, Delete deletes it); typing goes on in the
+        message box, as the person means to write there."""
+        if watched is self.list and event.type() == QEvent.Type.KeyPress:
+            text = event.text()
+            modifiers = event.modifiers() & (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier
+                                             | Qt.KeyboardModifier.MetaModifier)
+            if text and text.isprintable() and not modifiers:
+                self.typed.emit(text)
+                return True
+        return super().eventFilter(watched, event)
+
     # -- showing -------------------------------------------------------------------------------------------
 
     def refresh(self, current_chat: int | None = -1) -> None:
@@ -130,7 +170,13 @@ class ChatList(QWidget):
                 item = QListWidgetItem(chat.title or "Untitled")
                 item.setData(CHAT_ID, chat.id)
                 pinned = "Pinned · " if chat.pinned else ""
-                item.setToolTip(f"{chat.title}\n{pinned}{chat.message_count} messages · {chat.updated:%d %b %Y %H:%M}")
+                answering = "\nAn answer is being written" if chat.id in self.answering else ""
+                item.setToolTip(f"{chat.title}\n{pinned}{chat.message_count} messages · {chat.updated:%d %b %Y %H:%M}"
+                                f"{answering}")
+                if answering:
+                    font = item.font()
+                    font.setItalic(True)
+                    item.setFont(font)
                 item.setData(PINNED, chat.pinned)
                 # The chat's first picture is what people recognise a chat by; a pinned chat shows the pin.
                 if chat.pinned:
@@ -187,7 +233,10 @@ class ChatList(QWidget):
         if title is None:
             current = next((self.list.item(row).text() for row in range(self.list.count())
                             if self.list.item(row).data(CHAT_ID) == chat_id), "")
-            title, accepted = QInputDialog.getText(self, "Rename chat", "Name:", text=current.split("\n")[0])
+            dialog = RenameDialog(current.split("\n")[0], self)
+            accepted = dialog.exec() == RenameDialog.DialogCode.Accepted
+            title = dialog.name_edit.text()
+            dialog.deleteLater()
             if not accepted or not title.strip():
                 return
         self.renamed.emit(chat_id, " ".join(title.split()))

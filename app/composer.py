@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import platformdirs
@@ -257,6 +257,9 @@ class Composer(QFrame):
         layout.addWidget(self.notice)
         layout.addLayout(row)
         self.setFocusProxy(self.input)
+        # Tab comes into the composer at the message box (its focus proxy), so the attach button follows it.
+        QWidget.setTabOrder(self.input, self.attach_button)
+        QWidget.setTabOrder(self.attach_button, self.send_button)
 
     # -- text ----------------------------------------------------------------------------------------------
 
@@ -361,6 +364,19 @@ class Composer(QFrame):
             self.show_notice("Only images on this computer can be attached. Save the image first, "
                              "or copy it and paste it here.")
         return False
+
+    def attach_paths(self, paths: Sequence[str]) -> None:
+        """Files the app was opened with: the first image goes on the chip; a notice names what was left out."""
+        images = [path for path in paths if QImageReader(path).canRead()]
+        problems = [f"{Path(path).name}: {'not an image this app can read' if Path(path).exists() else 'no such file'}."
+                    for path in paths if path not in images]
+        if images:
+            self.attach_file(images[0])
+        if len(images) > 1:
+            left_out = ", ".join(Path(path).name for path in images[1:])
+            problems.append(f"One image per message: attached {Path(images[0]).name}, not {left_out}.")
+        if problems:
+            self.show_notice(" ".join(problems))
 
     def attach_file(self, path: str) -> None:
         """Show the chip at once; a quick format sniff on this thread, the full check off it."""

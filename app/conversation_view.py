@@ -137,7 +137,9 @@ class MarkdownView(QTextBrowser):
         self.anchorClicked.connect(self._open_link)
         self.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)  # long words too: no cut-off
         self.viewport().setAutoFillBackground(False)
-        self.setStyleSheet("QTextBrowser { background: transparent; }")
+        # Tab reaches an answer (to select its text or follow its links): the border marks which one has the focus.
+        self.setStyleSheet("QTextBrowser { background: transparent; border: 1px solid transparent; "
+                           "border-radius: 4px; } QTextBrowser:focus { border-color: palette(highlight); }")
         self.document().setDocumentMargin(2)
         self.document().documentLayout().documentSizeChanged.connect(self._fit_height)
         self.setFixedHeight(24)
@@ -253,6 +255,7 @@ class Thumbnail(QLabel):
         else:
             self.setPixmap(pixmap)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.setObjectName("thumbnail")  # a label draws no focus mark of its own: the theme gives it one
         self.setFocusPolicy(Qt.FocusPolicy.TabFocus)
         self.setToolTip("Click to view the image large")
         self.setAccessibleName("Attached image")
@@ -436,6 +439,9 @@ class ConversationView(QScrollArea):
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setAccessibleName("Conversation")
+        self.setObjectName("conversationView")
+        # Reached with Tab, to scroll with the keys (its focus mark is in the theme); a click goes to what it hit.
+        self.setFocusPolicy(Qt.FocusPolicy.TabFocus)
         self._canvas = QWidget()
         self._canvas.setObjectName("conversation")
         self._layout = QVBoxLayout(self._canvas)
@@ -611,7 +617,7 @@ class ConversationView(QScrollArea):
                 widget.setProperty("found", False)
                 widget.style().polish(widget)
 
-        QTimer.singleShot(2500, unmark)
+        QTimer.singleShot(2500, self, unmark)  # dropped with the view, should the window close first
 
     # -- actions -------------------------------------------------------------------------------------------
 

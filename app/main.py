@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from app import APP_NAME
+from app.launch import launch_from_args
 from app.logs import setup_logging
 
 log = logging.getLogger("app")
@@ -26,6 +27,8 @@ FRIENDLY_ERROR = ("Something went wrong that the app has no message for. It keep
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="xvlm-chat", description=f"{APP_NAME}: chat about images, locally.")
+    parser.add_argument("images", metavar="IMAGE", nargs="*",
+                        help="pictures to attach to the message box (a running window takes them)")
     parser.add_argument("--model", metavar="PATH_OR_REPO", default="",
                         help="a checkpoint folder or a hub repo id (default: the one in Settings, else Xmodel-VLM)")
     parser.add_argument("--vision-tower", metavar="PATH_OR_REPO", default="",
@@ -37,7 +40,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--self-check", metavar="MODEL_DIR", default="",
                         help="check this installation without a window: load MODEL_DIR, answer one question "
                              "about a test picture, print the answer and timings; exit 0 if all works")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # images may come before, between or after the options
 
 
 def install_exception_hooks(report: Callable[[str], None]) -> None:
@@ -108,9 +111,10 @@ def run(args: argparse.Namespace) -> int:
     app.setApplicationDisplayName(APP_NAME)
     app.setDesktopFileName("xvlm-chat")
     app.setWindowIcon(app_icon())
+    launch = launch_from_args(args)
     instance = SingleInstance(server_name(str(default_store_path().parent)))
-    if instance.forward_to_running():
-        log.info("already running: asked that window to come to the front")
+    if instance.forward_to_running(launch):
+        log.info("already running: handed that window this launch (%d file(s))", len(launch.files))
         return 0
     instance.listen()
 
@@ -130,10 +134,12 @@ def run(args: argparse.Namespace) -> int:
 
     window = MainWindow(SettingsFile(), log_dir=logs.parent, history=open_history())
     reporter.problem.connect(window.show_error)
-    instance.activation_requested.connect(window.bring_to_front)
+    instance.launched_again.connect(window.launched_again)
     window.show()
     log.info("window shown")
     start = loop.create_task(window.start(args.model, args.vision_tower, args.device, args.dtype))
+    if launch.files:
+        loop.call_soon(window.open_files, list(launch.files))
 
     with loop:
         loop.run_forever()  # until the last window closes; closeEvent has already begun stopping the model thread

@@ -30,10 +30,12 @@ class ModelStartup:
         self.show_first_run = show_first_run
         self._overrides: dict[str, str] = {}  # from the command line, for this run only
         self._current_model: str | None = None  # what was last loaded (a folder or a repo id)
+        self._asked: tuple[str, str, str, str] | None = None  # start()'s arguments, last time
         self._tasks: set[asyncio.Task] = set()
 
     async def start(self, model: str = "", vision_tower: str = "", device: str = "", dtype: str = "") -> None:
         """Find the model (or download it on the first-run page), then load it. Arguments override settings."""
+        self._asked = (model, vision_tower, device, dtype)
         model = model or self.settings.current.model
         self._overrides = {"vision_tower": vision_tower, "device": device, "dtype": dtype}
         if self.settings.current.uses_server:
@@ -52,6 +54,16 @@ class ModelStartup:
                 self.settings.update(model=target)
             self.show_first_run(False)
         self._load(target)
+
+    def start_again(self, model: str, vision_tower: str, device: str, dtype: str) -> bool:
+        """Another launch named a model or its options: start with those, unless it asked for what this one did.
+        False when it changes nothing."""
+        if (model, vision_tower, device, dtype) == self._asked:
+            return False
+        task = asyncio.ensure_future(self.start(model, vision_tower, device, dtype))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
 
     def reload(self) -> None:
         """Load the model again (after a failure, or with new settings); look for it first if it never loaded."""

@@ -68,6 +68,8 @@ def _mix(first: QColor, second: QColor, amount: float) -> str:
 
 
 def style_sheet(palette: QPalette | None = None) -> str:
+    """The app's style sheet in `palette`'s colours. Every widget reached with Tab shows that it has the focus:
+    the style draws the mark for most; the rules with `:focus` below give it to those the sheet restyles."""
     palette = palette or QGuiApplication.palette()
     dark = is_dark(palette)
     base = palette.color(QPalette.ColorRole.Base)
@@ -95,6 +97,8 @@ def style_sheet(palette: QPalette | None = None) -> str:
     QToolButton#sendButton {{ background: {accent.name()}; border-radius: 18px; border: none; }}
     QToolButton#sendButton:hover {{ background: {_mix(accent, accent_text, 0.15)}; }}
     QToolButton#sendButton[busy="true"] {{ background: {_mix(base, text, 0.75)}; }}
+    QToolButton#sendButton:focus {{ border: 2px solid {text.name()}; }}
+    QToolButton#sendButton[busy="true"]:focus {{ border: 2px solid {accent.name()}; }}
     QFrame#imageChip {{ border: 1px solid {border}; border-radius: 8px; background: {_mix(base, text, 0.03)}; }}
     QLabel#chipName {{ color: {muted}; }}
     QLabel#notice {{ color: {error}; }}
@@ -106,6 +110,10 @@ def style_sheet(palette: QPalette | None = None) -> str:
     QListWidget#chatList {{ background: {window.name()}; border: none; }}
     QListWidget#chatList::item {{ padding: 6px 4px; border-radius: 6px; }}
     QListWidget#chatList::item:selected {{ background: {_mix(window, accent, 0.22)}; color: {text.name()}; }}
+    QScrollArea#conversationView {{ border: 2px solid transparent; }}
+    QScrollArea#conversationView:focus {{ border: 2px solid {accent.name()}; }}
+    QLabel#thumbnail {{ border: 2px solid transparent; border-radius: 4px; }}
+    QLabel#thumbnail:focus {{ border: 2px solid {accent.name()}; }}
     QFrame#userMessage[found="true"], QFrame#assistantMessage[found="true"] {{
         background: {_mix(base, accent, 0.10)}; border-radius: 8px; }}
     """

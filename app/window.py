@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
 from xvlm_core import __version__
 
 from app import APP_NAME
+from app.advice import window_advice
 from app.chat_controller import DONE, FAILED, INTERRUPTED, STOPPED, ChatController, ModelPhase
 from app.chat_list import ChatList
 from app.composer import Composer, mime_has_attachment
@@ -45,6 +46,7 @@ from app.conversation_view import ConversationView
 from app.first_run import FirstRunPage, HubDownloads
 from app.history.service import History
 from app.icons import app_icon, icon
+from app.launch import Launch
 from app.remote_model import keep_api_key
 from app.settings import MAX_ANSWER_TOKENS, AppSettings, Settings, SettingsDialog, SettingsFile
 from app.startup import ModelStartup
@@ -55,6 +57,10 @@ from app.worker import ModelThread, ModelWorker
 log = logging.getLogger(__name__)
 
 DEFAULT_SIZE = QSize(1100, 780)
+STATUS_SHOWN_MS = 8000  # a passing message in the status bar
+# The banner's button for a failed load whose fix is one setting (see app/advice.py).
+SETTING_BUTTONS = {"model": "Choose Model…", "vision_tower": "Choose Vision Tower…", "device": "Choose Device…",
+                   "dtype": "Choose Precision…"}
 
 
 def display_model_name(name: str) -> str:
@@ -104,7 +110,7 @@ class Banner(QFrame):
                 widget.deleteLater()
         for label, callback in actions:
             button = QPushButton(label, self)
-            button.clicked.connect(callback)
+            button.clicked.connect(lambda _checked=False, callback=callback: callback())
             self.buttons.addWidget(button)
         self.text.setText(text)
         self.close_button.setVisible(closable)
@@ -311,9 +317,12 @@ class MainWindow(QMainWindow):
         controller.message_changed.connect(self._on_message_changed)
         controller.conversation_replaced.connect(self._update_title)
         controller.chat_changed.connect(self._on_chat_changed)
+        controller.answer_left_running.connect(self._on_answer_left_running)
+        controller.background_answer_finished.connect(self._on_background_answer_finished)
         self.history.failed.connect(self.show_error)
         if self.chat_list is not None:
-            self.chat_list.chat_chosen.connect(self.open_chat)
+            self.chat_list.chat_chosen.connect(self.show_chat)
+            self.chat_list.typed.connect(self._type_in_composer)
             self.chat_list.message_chosen.connect(self.open_message)
             self.chat_list.new_chat_requested.connect(self.new_chat)
             self.chat_list.renamed.connect(self._rename_chat)
@@ -368,14 +377,22 @@ class MainWindow(QMainWindow):
         self.composer.setFocus()
 
     def open_chat(self, chat_id: int) -> None:
+        self.show_chat(chat_id)
+        self.composer.setFocus()
+
+    def show_chat(self, chat_id: int) -> None:
+        """Show a chat chosen in the sidebar; the focus stays there, where F2 and Delete act on it."""
         self.controller.open_chat(chat_id)
         self.composer.clear()
+
+    def _type_in_composer(self, text: str) -> None:
         self.composer.setFocus()
+        self.composer.input.insertPlainText(text)
 
     def open_message(self, chat_id: int, message_id: int) -> None:
         """Show a search hit: its chat, scrolled to the message."""
         if chat_id != self.controller.chat_id:
-            self.open_chat(chat_id)
+            self.show_chat(chat_id)
         self.view.reveal_message(message_id)
 
     def _rename_chat(self, chat_id: int, title: str) -> None:
@@ -391,8 +408,21 @@ class MainWindow(QMainWindow):
     def _on_chat_changed(self) -> None:
         self._update_title()
         if self.chat_list is not None:
+            self.chat_list.answering = self.controller.answering_elsewhere
             self.chat_list.refresh(self.controller.chat_id)
         self._update_file_actions()
+
+    def _on_answer_left_running(self, title: str) -> None:
+        self.statusBar().showMessage(f"The answer in “{title}” is still being written; it is saved in that chat.",
+                                     STATUS_SHOWN_MS)
+
+    def _on_background_answer_finished(self, _chat_id: int, title: str, status: str) -> None:
+        done = {DONE: "is finished", STOPPED: "was stopped", FAILED: "could not be finished"}.get(status, "ended")
+        self.statusBar().showMessage(f"The answer in “{title}” {done}.", STATUS_SHOWN_MS)
+        if self.chat_list is not None:
+            self.chat_list.answering = self.controller.answering_elsewhere
+            if not self.chat_list.search_edit.text():
+                self.chat_list.refresh()  # that chat moves to the top: it was the last one active
 
     def _update_file_actions(self) -> None:
         busy = self.transfer_bar.running
@@ -516,17 +546,39 @@ class MainWindow(QMainWindow):
     def _on_model_failed(self, error: str) -> None:
         self.model_label.setText("No model loaded")
         self.load_progress.hide()
-        actions = [("Settings…", self.open_settings), ("Retry", self.reload_model),
-                   ("Open Log Folder", self.open_log_folder)]
-        self.banner.show_message(f"<b>The model could not be loaded.</b> {html.escape(error)}", actions)
+        advice = window_advice(error)
+        actions: list[tuple[str, object]] = [("Settings…", self.open_settings)]
+        if advice.setting in SETTING_BUTTONS:
+            actions = [(SETTING_BUTTONS[advice.setting], lambda: self.open_settings(advice.setting))]
+        actions += [("Retry", self.reload_model), ("Open Log Folder", self.open_log_folder)]
+        self.banner.show_message(f"<b>The model could not be loaded.</b> {html.escape(advice.text)}", actions)
 
     def bring_to_front(self) -> None:
-        """Another launch of the app asked for this window."""
         if self.isMinimized():
             self.showNormal()
         self.show()
         self.raise_()
         self.activateWindow()
+
+    def launched_again(self, launch: Launch) -> None:
+        """Another launch of the app asked for this window: show it, attach its files, load the model it named."""
+        self.bring_to_front()
+        if launch.files:
+            self.open_files(list(launch.files))
+        if not launch.names_a_model:
+            return
+        if self.pages.currentWidget() is self.first_run:
+            # The banner belongs to the chat page; the status bar shows under the first-run page too.
+            self.statusBar().showMessage("The model named by the new launch was not loaded: this window is still "
+                                         "getting its first model. Choose it in Settings once that is done.", 15_000)
+        else:
+            self.startup.start_again(launch.model, launch.vision_tower, launch.device, launch.dtype)
+
+    def open_files(self, paths: list[str]) -> None:
+        """Files the app was opened with ("Open With", or the command line): the composer takes the image."""
+        log.info("opening %d file(s) from a launch", len(paths))
+        self.composer.attach_paths(paths)
+        self.composer.setFocus()
 
     def show_error(self, text: str) -> None:
         """An unexpected problem, told without a traceback (the log has it)."""
@@ -537,9 +589,16 @@ class MainWindow(QMainWindow):
     def _on_devices(self, devices: list) -> None:
         self.devices = [tuple(device) for device in devices]
 
-    def open_settings(self) -> None:
+    def open_settings(self, field: str = "") -> None:
+        """Model > Settings; `field` ("vision_tower", "model", ...) is the one to start in, selected."""
         context = int(self.controller.model_summary.get("context_length", MAX_ANSWER_TOKENS))
         dialog = SettingsDialog(self.settings, self.devices, self, context_length=context)
+        start = {"model": dialog.model_edit, "vision_tower": dialog.tower_edit, "device": dialog.device_combo,
+                 "dtype": dialog.dtype_combo}.get(field)
+        if start is not None:
+            start.setFocus(Qt.FocusReason.OtherFocusReason)
+            if start is dialog.model_edit or start is dialog.tower_edit:
+                start.selectAll()
         if dialog.exec() != SettingsDialog.DialogCode.Accepted:
             return
         self.apply_settings(dialog.result_settings())
@@ -620,10 +679,8 @@ class MainWindow(QMainWindow):
             self.hide()  # what follows may wait a moment for the threads; the person need not watch it
             self._update_settings(window_geometry=bytes(self.saveGeometry().toBase64().data()).decode())
             self.first_run.shutdown()
-            if self.controller.busy:
-                self.controller.stop()
+            self.controller.close()  # every answer still being written is stopped and saved as it stands
             self.shutdown()
-            self.controller.new_chat()  # an answer still streaming is saved as it is
             self.history.close()
         event.accept()
 

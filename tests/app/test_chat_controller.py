@@ -185,3 +185,68 @@ def test_title_is_the_first_question_shortened():
     assert controller.title == "What is the weather like in this photograph of the mountains…"
     controller.rename("Mountains")
     assert controller.title == "Mountains"
+
+
+def saved_controller(tmp_path: Path) -> tuple[ChatController, ScriptedWorker]:
+    from app.history.database import ChatStore
+    from app.history.service import History
+
+    controller, worker = make()
+    controller.history = History(ChatStore(tmp_path / "chats.sqlite3"))
+    loaded(controller, worker)
+    return controller, worker
+
+
+def test_an_answer_goes_on_for_its_chat_when_another_is_opened(tmp_path):
+    controller, worker = saved_controller(tmp_path)
+    left, finished = [], []
+    controller.answer_left_running.connect(left.append)
+    controller.background_answer_finished.connect(lambda *args: finished.append(args))
+    controller.send("Alpha")
+    alpha, request = controller.chat_id, worker.requests[0]
+    worker.chunk_ready.emit(request.request_id, "So ")
+    controller.new_chat()
+    assert not request.cancel.is_set() and left == ["Alpha"] and not controller.busy
+    controller.send("Beta")  # the next chat's question: the worker answers it after the first
+    worker.chunk_ready.emit(request.request_id, "far.")
+    assert [message.text for message in controller.messages] == ["Beta", ""]
+    worker.answer_finished.emit(request.request_id, "So far.", {"stop_reason": "eos"})
+    assert finished == [(alpha, "Alpha", DONE)] and controller.busy  # Beta's answer is still to come
+    stored = controller.history.load_chat(alpha).messages
+    assert [(message.text, message.status) for message in stored] == [("Alpha", "complete"),
+                                                                       ("So far.", "complete")]
+
+
+def test_going_back_to_a_chat_mid_answer_shows_it_going_on(tmp_path):
+    controller, worker = saved_controller(tmp_path)
+    controller.send("Alpha")
+    alpha, request = controller.chat_id, worker.requests[0]
+    worker.chunk_ready.emit(request.request_id, "One ")
+    controller.new_chat()
+    worker.chunk_ready.emit(request.request_id, "two ")
+    busy = []
+    controller.busy_changed.connect(busy.append)
+    controller.open_chat(alpha)
+    assert controller.busy and busy == [True] and controller.messages[-1].text == "One two "
+    worker.chunk_ready.emit(request.request_id, "three")
+    controller.stop()  # Stop works on it again
+    assert request.cancel.is_set()
+    worker.answer_finished.emit(request.request_id, "One two three", {"stop_reason": "cancelled"})
+    assert controller.messages[-1].status == STOPPED and not controller.busy
+
+
+def test_closing_stops_and_saves_every_answer_being_written(tmp_path):
+    controller, worker = saved_controller(tmp_path)
+    controller.send("Alpha")
+    alpha = controller.chat_id
+    worker.chunk_ready.emit(worker.requests[0].request_id, "Half")
+    controller.new_chat()
+    controller.send("Beta")
+    beta = controller.chat_id
+    worker.chunk_ready.emit(worker.requests[1].request_id, "Other half")
+    controller.close()
+    assert all(request.cancel.is_set() for request in worker.requests)
+    for chat_id, text in ((alpha, "Half"), (beta, "Other half")):
+        last = controller.history.load_chat(chat_id).messages[-1]
+        assert (last.text, last.status) == (text, "stopped")
+    controller.history.close()

@@ -60,7 +60,7 @@ def test_main_py_shows_the_window_quickly_and_before_torch_is_imported(tmp_path,
     print(f"window shown {float(shown_after):.2f} s after start-up began; process ran {total:.1f} s")
 
 
-def test_uncaught_exceptions_are_logged_and_reported_kindly(tmp_path, monkeypatch):
+def test_uncaught_exceptions_are_logged_and_reported_kindly(tmp_path, monkeypatch, capsys):
     reports: list[str] = []
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)
     monkeypatch.setattr(threading, "excepthook", threading.excepthook)
@@ -85,3 +85,8 @@ def test_uncaught_exceptions_are_logged_and_reported_kindly(tmp_path, monkeypatc
     assert "Traceback" not in FRIENDLY_ERROR and "log" in FRIENDLY_ERROR
     text = log_file.read_text()
     assert "ValueError: on the UI thread" in text and "ZeroDivisionError" in text and "helper" in text
+    # The terminal gets one line per failure that points to the log; the traceback stays in the file.
+    terminal = capsys.readouterr().err
+    assert "Traceback" in text and "Traceback" not in terminal
+    assert f"(ValueError; the details are in {log_file})" in terminal
+    assert f"(ZeroDivisionError; the details are in {log_file})" in terminal

@@ -79,7 +79,8 @@ def test_install_adds_a_menu_entry_that_starts_the_built_program(built_app, tmp_
     assert done.returncode == 0, done.stderr
     entry = desktop_entry(data / "applications" / "xvlm-chat.desktop")
     program = str(built_app / bundle.GUI_NAME)
-    assert exec_arguments(entry["Exec"]) == [program]
+    assert exec_arguments(entry["Exec"]) == [program, "%F"]  # "Open With" passes the images it opens
+    assert {"image/png", "image/jpeg"} <= set(entry["MimeType"].split(";"))
     assert unescape_string(entry["TryExec"]) == program
     assert entry["Icon"] == "xvlm-chat" and entry["Name"] == "XVLM Chat" and entry["Terminal"] == "false"
     assert entry["StartupWMClass"] == bundle.GUI_NAME
@@ -97,7 +98,7 @@ def test_the_copy_inside_the_build_installs_its_own_folder(built_app, tmp_path):
     done = run_install(data=data, script=built_app / INSTALL.name)
     assert done.returncode == 0, done.stderr
     entry = desktop_entry(data / "applications" / "xvlm-chat.desktop")
-    assert exec_arguments(entry["Exec"]) == [str(built_app / bundle.GUI_NAME)]
+    assert exec_arguments(entry["Exec"]) == [str(built_app / bundle.GUI_NAME), "%F"]
 
 
 def test_uninstall_removes_entry_and_icons_and_nothing_else(built_app, tmp_path):

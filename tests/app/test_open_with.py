@@ -1,0 +1,100 @@
+"""Open with: `xvlm-chat photo.jpg`, a file manager's "Open With", and a second launch with files, all attach."""
+
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+
+import pytest
+from fakes import FakeSession, fake_load
+from PySide6.QtGui import QImageReader
+
+from app.composer import IMAGE_FILTER
+from app.launch import Launch, launch_from_args
+from app.main import parse_args
+from app.single_instance import SingleInstance, server_name
+from app.worker import ModelWorker
+
+PROJECT = Path(__file__).resolve().parents[2]
+# Coming forward raises the window; offscreen, there is no window manager to raise it for.
+pytestmark = pytest.mark.qt_log_ignore("This plugin does not support raise")
+
+
+def test_image_arguments_become_absolute_files(tmp_path):
+    args = parse_args(["photo.jpg", "sub/more.png", "/pictures/a b.png", "file:///pictures/c%20d.png",
+                       "--device", "cpu"])
+    launch = launch_from_args(args, cwd=tmp_path)
+    assert launch.files == (str(tmp_path / "photo.jpg"), str(tmp_path / "sub" / "more.png"), "/pictures/a b.png",
+                            "/pictures/c d.png")
+    assert launch.device == "cpu" and launch.model == "" and launch.names_a_model
+    assert not launch_from_args(parse_args(["photo.jpg"]), cwd=tmp_path).names_a_model
+    assert launch_from_args(parse_args([])).files == ()
+    mixed = parse_args(["a.png", "--device", "cpu", "b.png"])  # as a launcher may put them
+    assert (mixed.images, mixed.device) == (["a.png", "b.png"], "cpu")
+
+
+def test_a_launch_survives_its_trip_through_the_socket_encoding():
+    launch = Launch(files=("/a/图片 1.png",), model="org/repo", vision_tower="/t", device="cuda:1", dtype="float16")
+    assert Launch.decode(launch.encode()) == launch
+    assert Launch.decode(b"not json") is None
+
+
+def wait_chip(qtbot, window, path: Path) -> None:
+    qtbot.waitUntil(lambda: window.composer.chip.path == str(path) and not window.composer.chip.checking,
+                    timeout=20_000)
+
+
+def test_files_from_the_command_line_are_attached_and_the_rest_is_named(qtbot, make_window, images_dir, tmp_path):
+    window = make_window(worker=ModelWorker(load=fake_load(), session_factory=lambda _loaded: FakeSession()))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    window.open_files([str(images_dir / "gradient_square.png"), str(notes), str(tmp_path / "gone.png"),
+                       str(images_dir / "shapes_wide.png")])
+    wait_chip(qtbot, window, images_dir / "gradient_square.png")
+    notice = window.composer.notice.text()
+    assert window.composer.notice.isVisible()
+    assert "notes.txt: not an image this app can read." in notice and "gone.png: no such file." in notice
+    assert "One image per message: attached gradient_square.png, not shapes_wide.png." in notice
+    assert window.composer.input.hasFocus()
+
+
+def test_a_second_launch_s_files_reach_the_running_window(qtbot, make_window, images_dir, tmp_path):
+    window = make_window(worker=ModelWorker(load=fake_load(), session_factory=lambda _loaded: FakeSession()))
+    name = server_name(str(tmp_path / "instance"))
+    first = SingleInstance(name)
+    assert first.listen()
+    first.launched_again.connect(window.launched_again)
+    window.showMinimized()
+    second = launch_from_args(parse_args(["shapes_wide.png"]), cwd=images_dir)
+    assert SingleInstance(name).forward_to_running(second)
+    wait_chip(qtbot, window, images_dir / "shapes_wide.png")
+    assert not window.isMinimized()
+    first.close()
+
+
+def test_a_second_launch_naming_another_model_loads_it(qtbot, make_window, tiny_model_dir, tmp_path):
+    loads = []
+
+    def load(request, on_stage):
+        loads.append(request)
+        return fake_load()(request, on_stage)
+
+    window = make_window(worker=ModelWorker(load=load, session_factory=lambda _loaded: FakeSession()))
+    qtbot.waitUntil(lambda: len(loads) == 1 and window.controller.phase.value == "ready", timeout=20_000)
+    window.launched_again(Launch())  # only "come forward": nothing reloads
+    window.launched_again(Launch(model=str(tiny_model_dir), device="cpu"))
+    qtbot.waitUntil(lambda: len(loads) == 2 and window.controller.phase.value == "ready", timeout=20_000)
+    assert loads[-1].device == "cpu" and loads[-1].model == str(tiny_model_dir)
+    assert not window.startup.start_again(str(tiny_model_dir), "", "cpu", "")  # the same again: no reload
+
+
+def test_the_desktop_entry_opens_the_images_the_app_reads():
+    entry = configparser.ConfigParser(interpolation=None)
+    entry.read(PROJECT / "resources" / "xvlm-chat.desktop.in", encoding="utf-8")
+    section = entry["Desktop Entry"]
+    assert section["Exec"].split()[-1] == "%F"  # any number of local files
+    mime_types = [mime for mime in section["MimeType"].split(";") if mime]
+    readable = {bytes(mime.data()).decode() for mime in QImageReader.supportedMimeTypes()}
+    assert {"image/png", "image/jpeg"} <= set(mime_types) <= readable
+    for mime in mime_types:  # the attach dialog offers the same kinds
+        assert f"*.{mime.removeprefix('image/')}" in IMAGE_FILTER
