@@ -61,7 +61,10 @@ class ServerSettingsBox(QGroupBox):
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.addRow(translate("ServerSettingsBox", "&Address:"), self.address_edit)
         form.addRow(translate("ServerSettingsBox", "API &key:"), self.key_edit)
-        form.addRow(translate("ServerSettingsBox", "M&odel:"), model_row)
+        model_label = QLabel(translate("ServerSettingsBox", "M&odel:"))  # a row of two widgets: Alt+O to the list
+        model_label.setBuddy(self.model_combo)
+        form.addRow(model_label, model_row)
+
         form.addRow(self.status_label)
 
     def fetch_models(self) -> None:
