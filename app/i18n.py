@@ -57,8 +57,11 @@ def install_translators(app: QCoreApplication, language: str) -> list[QTranslato
     for name, folder in ((CATALOG, translations_dir()),
                          ("qtbase", Path(QLibraryInfo.path(QLibraryInfo.LibraryPath.TranslationsPath)))):
         translator = QTranslator(app)
-        # load() tries each of the locale's UI languages: zh_CN, then zh, ...; English finds no file.
-        if translator.load(locale, name, "_", str(folder)) and app.installTranslator(translator):
-            installed.append(translator)
+        # load() tries each of the locale's UI languages: zh_CN, then zh, ...
+        if not translator.load(locale, name, "_", str(folder)):
+            break  # Qt's buttons in a language the rest of the window does not speak would be worse than English
+        app.installTranslator(translator)
+        installed.append(translator)
+
     log.info("interface language: %s (%d translation catalog(s))", locale.name(), len(installed))
     return installed

@@ -24,7 +24,11 @@ from test_first_run import ScriptedDownloads, click, wait_plan
 from test_window import ask, wait_answered, wait_ready
 
 from app import APP_NAME
+from app.chat_controller import STOPPED
 from app.chat_list import RenameDialog
+from app.conversation_view import answer_footer, dropped_notice, regenerate_tooltip
+from app.history.database import ChatStore
+from app.history.service import History
 from app.i18n import install_translators
 from app.settings import Settings, SettingsDialog, SettingsFile
 from app.worker import ModelWorker
@@ -111,8 +115,9 @@ def test_the_pseudo_translation_marks_what_it_should():
     assert untranslated("Send") == "Send"
 
 
-def test_every_text_of_the_chat_window_goes_through_translation(qtbot, pseudo, make_window, images_dir):
-    window = make_window(ModelWorker(load=fake_load(), session_factory=lambda loaded: FakeSession()))
+def test_every_text_of_the_chat_window_goes_through_translation(qtbot, pseudo, make_window, images_dir, tmp_path):
+    history = History(ChatStore(tmp_path / "history" / "chats.sqlite3"))
+    window = make_window(ModelWorker(load=fake_load(), session_factory=lambda loaded: FakeSession()), history=history)
     wait_ready(qtbot, window)
     window.composer.attach_file(str(images_dir / "gradient_square.png"))
     qtbot.waitUntil(lambda: window.composer.chip.path is not None and not window.composer.chip.checking,
@@ -125,8 +130,18 @@ def test_every_text_of_the_chat_window_goes_through_translation(qtbot, pseudo, m
                 if "What is in the picture" not in problem]  # the chat's title, from the question
     assert problems == []
     assert untranslated(window.about_text()) == ""
+    window.composer.set_busy(True)  # Send becomes Stop
+    assert untranslatable(window.composer) == []
+    window.composer.set_busy(False)
+    chats = window.chat_list.list
+    assert [untranslated(chats.item(row).toolTip().split("\n", 1)[1]) for row in range(chats.count())] == [""]
+    said = [regenerate_tooltip(0.0), regenerate_tooltip(0.7), dropped_notice(1), dropped_notice(3),
+            answer_footer(replace(window.controller.messages[-1], status=STOPPED))]
+    assert [untranslated(text) for text in said] == [""] * len(said)
     window._on_model_failed("")  # the banner and its buttons; the model stack's reason itself stays English
     assert untranslatable(window.banner) == []
+    window.chat_list.delete(window.controller.chat_id)  # the Undo bar
+    assert untranslatable(window.chat_list) == []
 
 
 
@@ -145,6 +160,13 @@ def test_every_text_of_the_first_run_page_goes_through_translation(qtbot, pseudo
     click(qtbot, page.cancel_button)
     qtbot.waitUntil(lambda: page.download_button.isEnabled(), timeout=5_000)
     states["paused"] = untranslatable(page)
+    page._busy = True  # the hub does not answer: a countdown to the next try
+    page._show_hub_warning("Cannot reach huggingface.co; trying again in 4.0 s")
+    states["retrying"] = untranslatable(page)
+    page._stop_retry_countdown()
+    page._failed(RuntimeError("boom"))  # a failure the model stack has no words for
+    states["failed"] = untranslatable(page)
+
     assert states == {state: [] for state in states}
 
 
