@@ -22,6 +22,7 @@ from PySide6.QtCore import QObject, Signal
 from app.advice import window_advice
 from app.history.records import auto_title
 from app.history.service import History
+from app.i18n import translate
 from app.settings import AppSettings, Settings
 from app.worker import AnswerRequest, LoadRequest, ModelWorker, Turn
 
@@ -143,7 +144,7 @@ class ChatController(QObject):
     def title(self) -> str:
         """The chat's name: as renamed, else made from its first question the way the store makes it."""
         first = next((message.text for message in self.messages if message.role == "user"), "")
-        return self.chat_title or auto_title(first) or "New chat"
+        return self.chat_title or auto_title(first) or translate("ChatController", "New chat")
 
     @property
     def answering_elsewhere(self) -> set[int]:
@@ -411,4 +412,6 @@ class ChatController(QObject):
             self._finish(self.messages[-1], FAILED, self._no_model_message())
 
     def _no_model_message(self) -> str:
-        return f"No model is loaded, so there is no answer. {self.model_error}".strip()
+        return translate("ChatController", "No model is loaded, so there is no answer. {reason}").format(
+            reason=self.model_error).strip()
+

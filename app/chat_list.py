@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QLocale, QObject, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QIcon, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
     QDialog,
@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.history.service import History
+from app.i18n import translate
 from app.icons import icon
 
 SEARCH_DELAY_MS = 200
@@ -36,12 +37,12 @@ class RenameDialog(QDialog):
 
     def __init__(self, title: str, parent: QWidget | None = None):
         super().__init__(parent)
-        self.setWindowTitle("Rename chat")
+        self.setWindowTitle(translate("ChatList", "Rename chat"))
         self.name_edit = QLineEdit(title)
-        self.name_edit.setAccessibleName("Chat name")
+        self.name_edit.setAccessibleName(translate("ChatList", "Chat name"))
         self.name_edit.setMinimumWidth(RENAME_DIALOG_WIDTH)
         self.name_edit.selectAll()
-        label = QLabel("&Name:")
+        label = QLabel(translate("ChatList", "&Name:"))
         label.setBuddy(self.name_edit)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
@@ -71,13 +72,13 @@ class ChatList(QWidget):
         self.answering: set[int] = set()  # chats whose answer is being written while another is shown
         self._undo_chat: int | None = None
 
-        self.new_button = QPushButton(icon("new-chat"), " New chat")
-        self.new_button.setAccessibleName("New chat")
-        self.new_button.setToolTip("New chat (Ctrl+N)")
+        self.new_button = QPushButton(icon("new-chat"), " " + translate("ChatList", "New chat"))
+        self.new_button.setAccessibleName(translate("ChatList", "New chat"))
+        self.new_button.setToolTip(translate("ChatList", "New chat (Ctrl+N)"))
         self.new_button.clicked.connect(lambda: self.new_chat_requested.emit())
         self.search_edit = QLineEdit()
-        self.search_edit.setPlaceholderText("Search chats")
-        self.search_edit.setAccessibleName("Search chats")
+        self.search_edit.setPlaceholderText(translate("ChatList", "Search chats"))
+        self.search_edit.setAccessibleName(translate("ChatList", "Search chats"))
         self.search_edit.setClearButtonEnabled(True)
         self.search_edit.addAction(icon("search"), QLineEdit.ActionPosition.LeadingPosition)
         self._search_timer = QTimer(self)
@@ -88,7 +89,7 @@ class ChatList(QWidget):
 
         self.list = QListWidget()
         self.list.setObjectName("chatList")
-        self.list.setAccessibleName("Chats")
+        self.list.setAccessibleName(translate("ChatList", "Chats"))
         self.list.setIconSize(QSize(THUMBNAIL_SIDE, THUMBNAIL_SIDE))
         self.list.setUniformItemSizes(False)
         self.list.setWordWrap(True)
@@ -97,7 +98,7 @@ class ChatList(QWidget):
         self.list.itemActivated.connect(self._activated)
         self.list.itemClicked.connect(self._activated)
         self.list.installEventFilter(self)
-        self.empty_label = QLabel("No chats yet.")
+        self.empty_label = QLabel(translate("ChatList", "No chats yet."))
         self.empty_label.setObjectName("footer")
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
 
@@ -105,8 +106,8 @@ class ChatList(QWidget):
         self.undo_bar.setObjectName("editBar")
         self.undo_label = QLabel()
         self.undo_label.setWordWrap(True)
-        self.undo_button = QPushButton("Undo")
-        self.undo_button.setAccessibleName("Undo delete")
+        self.undo_button = QPushButton(translate("ChatList", "Undo"))
+        self.undo_button.setAccessibleName(translate("ChatList", "Undo delete"))
         self.undo_button.clicked.connect(self.undo_delete)
         undo_layout = QHBoxLayout(self.undo_bar)
         undo_layout.setContentsMargins(8, 4, 4, 4)
@@ -117,8 +118,9 @@ class ChatList(QWidget):
         self._undo_timer.setSingleShot(True)
         self._undo_timer.timeout.connect(self.undo_bar.hide)
 
-        for text, shortcut, slot in (("Rename…", "F2", self.rename_selected),
-                                     ("Delete", QKeySequence.StandardKey.Delete, self.delete_selected)):
+        for text, shortcut, slot in ((translate("ChatList", "Rename…"), "F2", self.rename_selected),
+                                     (translate("ChatList", "Delete"), QKeySequence.StandardKey.Delete,
+                                      self.delete_selected)):
             action = QAction(text, self.list)
             action.setShortcut(shortcut)
             action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
@@ -158,21 +160,23 @@ class ChatList(QWidget):
         if query:
             hits = self.history.search(query)
             for hit in hits:
-                item = QListWidgetItem(f"{hit.chat_title or 'Untitled'}\n{hit.snippet}")
+                item = QListWidgetItem(f"{hit.chat_title or translate('ChatList', 'Untitled')}\n{hit.snippet}")
                 item.setData(CHAT_ID, hit.chat_id)
                 item.setData(MESSAGE_ID, hit.message_id)
                 item.setToolTip(hit.snippet)
                 self.list.addItem(item)
-            self.empty_label.setText("Nothing found." if not hits else "")
+            self.empty_label.setText(translate("ChatList", "Nothing found.") if not hits else "")
         else:
             chats = self.history.list_chats()
             for chat in chats:
-                item = QListWidgetItem(chat.title or "Untitled")
+                item = QListWidgetItem(chat.title or translate("ChatList", "Untitled"))
                 item.setData(CHAT_ID, chat.id)
-                pinned = "Pinned · " if chat.pinned else ""
-                answering = "\nAn answer is being written" if chat.id in self.answering else ""
-                item.setToolTip(f"{chat.title}\n{pinned}{chat.message_count} messages · {chat.updated:%d %b %Y %H:%M}"
-                                f"{answering}")
+                pinned = translate("ChatList", "Pinned · ") if chat.pinned else ""
+                answering = "\n" + translate("ChatList", "An answer is being written") if chat.id in self.answering \
+                    else ""
+                facts = translate("ChatList", "{count} messages · {date}").format(
+                    count=chat.message_count, date=QLocale().toString(chat.updated, QLocale.FormatType.ShortFormat))
+                item.setToolTip(f"{chat.title}\n{pinned}{facts}{answering}")
                 if answering:
                     font = item.font()
                     font.setItalic(True)
@@ -187,7 +191,7 @@ class ChatList(QWidget):
                 if chat.id == self.current_chat:
                     item.setSelected(True)
                     self.list.setCurrentItem(item)
-            self.empty_label.setText("No chats yet." if not chats else "")
+            self.empty_label.setText(translate("ChatList", "No chats yet.") if not chats else "")
         self.empty_label.setVisible(self.list.count() == 0)
 
     def _thumbnail_icon(self, path: Path) -> QIcon:
@@ -218,10 +222,11 @@ class ChatList(QWidget):
         chat_id = item.data(CHAT_ID)
         pinned = bool(item.data(PINNED))
         menu = QMenu(self)
-        menu.addAction("Rename…", lambda: self.rename(chat_id))
-        menu.addAction("Unpin" if pinned else "Pin to the top", lambda: self.set_pinned(chat_id, not pinned))
+        menu.addAction(translate("ChatList", "Rename…"), lambda: self.rename(chat_id))
+        menu.addAction(translate("ChatList", "Unpin") if pinned else translate("ChatList", "Pin to the top"),
+                       lambda: self.set_pinned(chat_id, not pinned))
         menu.addSeparator()
-        menu.addAction(icon("delete"), "Delete", lambda: self.delete(chat_id))
+        menu.addAction(icon("delete"), translate("ChatList", "Delete"), lambda: self.delete(chat_id))
         menu.exec(self.list.viewport().mapToGlobal(position))
 
     def rename_selected(self) -> None:
@@ -254,11 +259,12 @@ class ChatList(QWidget):
     def delete(self, chat_id: int) -> None:
         """Hide the chat; Undo brings it back until the app closes (deleted chats are purged then)."""
         title = next((self.list.item(row).text().split("\n")[0] for row in range(self.list.count())
-                      if self.list.item(row).data(CHAT_ID) == chat_id), "the chat")
+                      if self.list.item(row).data(CHAT_ID) == chat_id), translate("ChatList", "the chat"))
         if not self.history.delete_chat(chat_id):
             return
         self._undo_chat = chat_id
-        self.undo_label.setText(f"Deleted “{title}”.")
+        self.undo_label.setText(translate("ChatList", "Deleted “{title}”.").format(title=title))
+
         self.undo_bar.show()
         self._undo_timer.start(UNDO_SHOWN_MS)
         self.deleted.emit(chat_id)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import platformdirs
-from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QMimeData, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QT_TRANSLATE_NOOP, QBuffer, QByteArray, QIODevice, QMimeData, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QImage, QImageReader, QKeyEvent, QPalette, QPixmap
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import APP_NAME
+from app.i18n import translate
 from app.icons import icon
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,19 @@ log = logging.getLogger(__name__)
 CHIP_SIDE = 48
 MAX_INPUT_LINES = 8
 NOTICE_SHOWN_MS = 10_000
-IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.gif *.bmp *.webp *.tif *.tiff);;All files (*)"
+IMAGE_FILTER = QT_TRANSLATE_NOOP("Composer", "Images (*.png *.jpg *.jpeg *.gif *.bmp *.webp *.tif *.tiff);;"
+                                             "All files (*)")
+
+
+def unreadable_file(path: str) -> str:
+    """Why `path` cannot be attached, for the notice under the message box."""
+    if Path(path).exists():
+        return translate("Composer", "{name}: not an image this app can read.").format(name=Path(path).name)
+    return translate("Composer", "{name}: no such file.").format(name=Path(path).name)
 
 
 def pasted_images_dir() -> Path:
+
     return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False)) / "pasted"
 
 
@@ -55,7 +65,7 @@ def save_image_data(image: QImage, number: int) -> Path:
     raw = bytes(data.data())
     folder = pasted_images_dir() / hashlib.sha256(raw).hexdigest()[:20]
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"Pasted image {number}.png"
+    path = folder / (translate("Composer", "Pasted image {number}").format(number=number) + ".png")
     if not path.exists():
         path.write_bytes(raw)
     return path
@@ -86,8 +96,9 @@ class PromptEdit(QPlainTextEdit):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.setPlaceholderText("Ask about the image…  (Enter to send, Shift+Enter for a new line)")
-        self.setAccessibleName("Message")
+        self.setPlaceholderText(translate("Composer", "Ask about the image…  (Enter to send, Shift+Enter for a new "
+                                                      "line)"))
+        self.setAccessibleName(translate("Composer", "Message"))
         self.setTabChangesFocus(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.document().setDocumentMargin(6)
@@ -144,8 +155,8 @@ class ImageChip(QFrame):
         self.remove_button.setIcon(icon("close"))
         self.remove_button.setIconSize(QSize(14, 14))
         self.remove_button.setAutoRaise(True)
-        self.remove_button.setToolTip("Remove the image")
-        self.remove_button.setAccessibleName("Remove the image")
+        self.remove_button.setToolTip(translate("Composer", "Remove the image"))
+        self.remove_button.setAccessibleName(translate("Composer", "Remove the image"))
         self.remove_button.clicked.connect(self.removed)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(6, 4, 4, 4)
@@ -159,8 +170,8 @@ class ImageChip(QFrame):
         self.path, self.checking = path, True
         self.thumbnail.clear()
         self.thumbnail.setText("…")
-        self.name.setText(f"{Path(path).name}\nChecking…")
-        self.setAccessibleName(f"Attached image {Path(path).name}, checking")
+        self.name.setText(translate("Composer", "{name}\nChecking…").format(name=Path(path).name))
+        self.setAccessibleName(translate("Composer", "Attached image {name}, checking").format(name=Path(path).name))
         self.show()
 
     def show_ready(self, path: str, thumbnail: QImage) -> None:
@@ -172,7 +183,7 @@ class ImageChip(QFrame):
         pixmap.setDevicePixelRatio(ratio)
         self.thumbnail.setPixmap(pixmap)
         self.name.setText(Path(path).name)
-        self.setAccessibleName(f"Attached image {Path(path).name}")
+        self.setAccessibleName(translate("Composer", "Attached image {name}").format(name=Path(path).name))
         self.show()
 
     def clear(self) -> None:
@@ -203,10 +214,11 @@ class Composer(QFrame):
 
         self.edit_bar = QFrame(self)
         self.edit_bar.setObjectName("editBar")
-        edit_label = QLabel("Editing an earlier message: sending replaces it and everything after it.")
+        edit_label = QLabel(translate("Composer", "Editing an earlier message: sending replaces it and everything "
+                                                  "after it."))
         edit_label.setWordWrap(True)
-        cancel_edit = QPushButton("Cancel")
-        cancel_edit.setAccessibleName("Cancel editing")
+        cancel_edit = QPushButton(translate("Composer", "Cancel"))
+        cancel_edit.setAccessibleName(translate("Composer", "Cancel editing"))
         cancel_edit.clicked.connect(self.cancel_edit)
         bar_layout = QHBoxLayout(self.edit_bar)
         bar_layout.setContentsMargins(8, 4, 4, 4)
@@ -219,7 +231,7 @@ class Composer(QFrame):
         self.notice = QLabel(self)
         self.notice.setObjectName("notice")
         self.notice.setWordWrap(True)
-        self.notice.setAccessibleName("Notice")
+        self.notice.setAccessibleName(translate("Composer", "Notice"))
         self.notice.hide()
         self._notice_timer = QTimer(self)
         self._notice_timer.setSingleShot(True)
@@ -229,8 +241,9 @@ class Composer(QFrame):
         self.attach_button.setIcon(icon("attach"))
         self.attach_button.setIconSize(QSize(22, 22))
         self.attach_button.setAutoRaise(True)
-        self.attach_button.setToolTip("Attach an image (or drop or paste one)")
-        self.attach_button.setAccessibleName("Attach an image")
+        self.attach_button.setToolTip(translate("Composer", "Attach an image (or drop or paste one)"))
+        self.attach_button.setAccessibleName(translate("Composer", "Attach an image"))
+
         self.attach_button.clicked.connect(self.choose_image)
 
         self.input = PromptEdit(self)
@@ -273,12 +286,14 @@ class Composer(QFrame):
         self._update_send_button()
 
     def _update_send_button(self) -> None:
-        name = "Stop the answer (Esc)" if self.busy else "Send (Enter)"
+        name = translate("Composer", "Stop the answer (Esc)") if self.busy else translate("Composer", "Send (Enter)")
         # drawn on the accent-coloured (or, for Stop, text-coloured) round button
         role = QPalette.ColorRole.Base if self.busy else QPalette.ColorRole.HighlightedText
         self.send_button.setIcon(icon("stop" if self.busy else "send", self.palette().color(role)))
         self.send_button.setToolTip(name)
-        self.send_button.setAccessibleName("Stop" if self.busy else "Send")
+        self.send_button.setAccessibleName(translate("Composer", "Stop") if self.busy
+                                           else translate("Composer", "Send"))
+
         self.send_button.setProperty("busy", self.busy)
         self.send_button.style().polish(self.send_button)
 
@@ -334,7 +349,8 @@ class Composer(QFrame):
         self._notice_timer.start(NOTICE_SHOWN_MS)
 
     def choose_image(self) -> None:
-        path, _filter = QFileDialog.getOpenFileName(self, "Attach an image", "", IMAGE_FILTER)
+        path, _filter = QFileDialog.getOpenFileName(self, translate("Composer", "Attach an image"), "",
+                                                    translate("Composer", IMAGE_FILTER))
         if path:
             self.attach_file(path)
 
@@ -344,37 +360,38 @@ class Composer(QFrame):
         if files:
             self.attach_file(files[0])
             if len(files) > 1:
-                self.show_notice("One image per message: attached the first of the files.")
+                self.show_notice(translate("Composer", "One image per message: attached the first of the files."))
             return True
         if mime.hasImage():
             image = QImage(mime.imageData())
             if image.isNull():
-                self.show_notice("The pasted image could not be read.")
+                self.show_notice(translate("Composer", "The pasted image could not be read."))
                 return False
             try:
                 path = save_image_data(image, self._pasted + 1)
             except OSError as exc:
                 log.error("cannot save pasted image: %s", exc)
-                self.show_notice(f"The image could not be saved for the model ({exc.strerror}).")
+                self.show_notice(translate("Composer", "The image could not be saved for the model ({reason}).")
+                                 .format(reason=exc.strerror))
                 return False
             self._pasted += 1
             self.attach_file(str(path))
             return True
         if mime.urls():
-            self.show_notice("Only images on this computer can be attached. Save the image first, "
-                             "or copy it and paste it here.")
+            self.show_notice(translate("Composer", "Only images on this computer can be attached. Save the image "
+                                                   "first, or copy it and paste it here."))
         return False
 
     def attach_paths(self, paths: Sequence[str]) -> None:
         """Files the app was opened with: the first image goes on the chip; a notice names what was left out."""
         images = [path for path in paths if QImageReader(path).canRead()]
-        problems = [f"{Path(path).name}: {'not an image this app can read' if Path(path).exists() else 'no such file'}."
-                    for path in paths if path not in images]
+        problems = [unreadable_file(path) for path in paths if path not in images]
         if images:
             self.attach_file(images[0])
         if len(images) > 1:
             left_out = ", ".join(Path(path).name for path in images[1:])
-            problems.append(f"One image per message: attached {Path(images[0]).name}, not {left_out}.")
+            problems.append(translate("Composer", "One image per message: attached {name}, not {others}.")
+                            .format(name=Path(images[0]).name, others=left_out))
         if problems:
             self.show_notice(" ".join(problems))
 
@@ -385,8 +402,7 @@ class Composer(QFrame):
         serial = self._check_serial
         if not QImageReader(path).canRead():
             self.chip.clear()
-            problem = "no such file" if not Path(path).exists() else "not an image this app can read"
-            self.show_notice(f"{Path(path).name}: {problem}.")
+            self.show_notice(unreadable_file(path))
             return
         self.chip.show_checking(path)
         self._check_task = asyncio.ensure_future(self._check_in_background(serial, path))

@@ -53,6 +53,7 @@ from app.chat_controller import (
     ChatController,
     ChatMessage,
 )
+from app.i18n import translate
 from app.icons import icon
 
 RENDERS_PER_SECOND = 30
@@ -78,24 +79,26 @@ def answer_footer(message: ChatMessage) -> str:
     stats = message.stats
     parts = []
     if message.status == STOPPED:
-        parts.append("Stopped")
+        parts.append(translate("ConversationView", "Stopped"))
     elif message.status == INTERRUPTED:
-        parts.append("Interrupted: the app closed before the answer was finished")
+        parts.append(translate("ConversationView", "Interrupted: the app closed before the answer was finished"))
     if stats.get("output_tokens"):
-        parts.append(f"{stats.get('ttft_s', 0.0):.2f} s to first token")
+        parts.append(translate("ConversationView", "{seconds} s to first token")
+                     .format(seconds=f"{stats.get('ttft_s', 0.0):.2f}"))
         if stats.get("decode_tok_s"):
-            parts.append(f"{stats['decode_tok_s']:.1f} tokens/s")
-        parts.append(f"{stats['output_tokens']} tokens")
+            parts.append(translate("ConversationView", "{speed} tokens/s").format(speed=f"{stats['decode_tok_s']:.1f}"))
+        parts.append(translate("ConversationView", "{count} tokens").format(count=stats["output_tokens"]))
         if stats.get("stop_reason") == "length":
-            parts.append("cut at the length limit")
+            parts.append(translate("ConversationView", "cut at the length limit"))
     return " · ".join(parts)
 
 
 def dropped_notice(dropped: int) -> str:
     """The line above an answer for which the oldest messages of the chat no longer fit the model's context."""
     if dropped == 1:
-        return "The first message no longer fits and was left out."
-    return f"The first {dropped} messages no longer fit and were left out."
+        return translate("ConversationView", "The first message no longer fits and was left out.")
+    return translate("ConversationView", "The first {count} messages no longer fit and were left out.").format(
+        count=dropped)
 
 
 def unseen_count(messages: list[ChatMessage]) -> int:
@@ -119,9 +122,12 @@ def unseen_count(messages: list[ChatMessage]) -> int:
 def regenerate_tooltip(temperature: float) -> str:
     """What Regenerate will do with the chat's temperature (see chat_controller.regenerate_sampling)."""
     if temperature == 0:
-        return (f"Regenerate answer: another one, sampled at temperature {REGENERATE_TEMPERATURE:g} and top-p "
-                f"{REGENERATE_TOP_P:g} with a new seed (at this chat's temperature 0 every answer is the same)")
-    return f"Regenerate answer: another one, sampled at temperature {temperature:g} with a new seed"
+        return translate("ConversationView", "Regenerate answer: another one, sampled at temperature {temperature} "
+                                             "and top-p {top_p} with a new seed (at this chat's temperature 0 every "
+                                             "answer is the same)").format(temperature=f"{REGENERATE_TEMPERATURE:g}",
+                                                                           top_p=f"{REGENERATE_TOP_P:g}")
+    return translate("ConversationView", "Regenerate answer: another one, sampled at temperature {temperature} with "
+                                         "a new seed").format(temperature=f"{temperature:g}")
 
 
 class MarkdownView(QTextBrowser):
@@ -232,7 +238,7 @@ class MarkdownView(QTextBrowser):
         link.setAnchorHref(f"{COPY_CODE_SCHEME}:{index}")
         link.setForeground(self.palette().color(QPalette.ColorRole.Link))
         link.setFontPointSize(max(6.0, self.font().pointSizeF() * 0.85))
-        cursor.insertText("Copy code", link)
+        cursor.insertText(translate("ConversationView", "Copy code"), link)
 
     def _fit_height(self, size) -> None:
         self.setFixedHeight(math.ceil(size.height()) + 2 * self.frameWidth())
@@ -251,14 +257,14 @@ class Thumbnail(QLabel):
         self.path = path
         pixmap = load_pixmap(path, THUMBNAIL_SIDE)
         if pixmap.isNull():
-            self.setText("(image missing)")
+            self.setText(translate("ConversationView", "(image missing)"))
         else:
             self.setPixmap(pixmap)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
         self.setObjectName("thumbnail")  # a label draws no focus mark of its own: the theme gives it one
         self.setFocusPolicy(Qt.FocusPolicy.TabFocus)
-        self.setToolTip("Click to view the image large")
-        self.setAccessibleName("Attached image")
+        self.setToolTip(translate("ConversationView", "Click to view the image large"))
+        self.setAccessibleName(translate("ConversationView", "Attached image"))
         self.setAccessibleDescription(path)
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
@@ -283,7 +289,7 @@ class ImageViewer(QDialog):
         label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         pixmap = load_pixmap(path, int(min(screen.width(), screen.height()) * 0.85))
         if pixmap.isNull():
-            label.setText("This image can no longer be read.")
+            label.setText(translate("ConversationView", "This image can no longer be read."))
         else:
             label.setPixmap(pixmap)
         layout = QVBoxLayout(self)
@@ -314,7 +320,8 @@ class MessageWidget(QFrame):
         self.message = message
         self.is_user = message.role == "user"
         self.setObjectName("userMessage" if self.is_user else "assistantMessage")
-        self.setAccessibleName("Your message" if self.is_user else "Answer")
+        self.setAccessibleName(translate("ConversationView", "Your message") if self.is_user
+                               else translate("ConversationView", "Answer"))
         self.unseen = False  # the model no longer sees this message (set by the view)
         self.context_notice = QLabel(self)  # answers: "The first 2 messages no longer fit…"
         self.context_notice.setObjectName("contextNotice")
@@ -333,7 +340,7 @@ class MessageWidget(QFrame):
         outer.setSpacing(2)
         actions = QHBoxLayout()
         actions.setSpacing(0)
-        self.copy_button = _tool_button("copy", "Copy message", self)
+        self.copy_button = _tool_button("copy", translate("ConversationView", "Copy message"), self)
         self.copy_button.clicked.connect(lambda: self.copy_requested.emit(self))
         self.edit_button = self.regenerate_button = None
         if self.is_user:
@@ -358,7 +365,7 @@ class MessageWidget(QFrame):
             row.addStretch(1)
             row.addWidget(bubble)
             outer.addLayout(row)
-            self.edit_button = _tool_button("edit", "Edit and resend", self)
+            self.edit_button = _tool_button("edit", translate("ConversationView", "Edit and resend"), self)
             self.edit_button.clicked.connect(lambda: self.edit_requested.emit(self))
             actions.addStretch(1)
             actions.addWidget(self.edit_button)
@@ -367,7 +374,8 @@ class MessageWidget(QFrame):
             assert self.body is not None
             outer.addWidget(self.context_notice)
             outer.addWidget(self.body)
-            self.regenerate_button = _tool_button("regenerate", "Regenerate answer", self)
+            self.regenerate_button = _tool_button("regenerate", translate("ConversationView", "Regenerate answer"),
+                                                  self)
             self.regenerate_button.clicked.connect(self.regenerate_requested)
             actions.addWidget(self.footer, 1)
             actions.addWidget(self.copy_button)
@@ -389,8 +397,8 @@ class MessageWidget(QFrame):
             return
         self.unseen = unseen
         self.setProperty("unseen", unseen)
-        self.setToolTip("The model no longer sees this message: the chat has outgrown what it can read at once."
-                        if unseen else "")
+        self.setToolTip(translate("ConversationView", "The model no longer sees this message: the chat has outgrown "
+                                                      "what it can read at once.") if unseen else "")
         for widget in (self, self.label, self.body):
             if widget is not None:
                 widget.style().unpolish(widget)
@@ -405,9 +413,10 @@ class MessageWidget(QFrame):
         assert self.body is not None
         text = message.text
         if message.status == WAITING:
-            text = "*Waiting for the model to load…*" + (f" *{stage}*" if stage else "")
+            text = "*{}*".format(translate("ConversationView", "Waiting for the model to load…")) + (
+                f" *{stage}*" if stage else "")
         elif message.status == STREAMING and not text:
-            text = "*Reading…*"
+            text = "*{}*".format(translate("ConversationView", "Reading…"))
         if self._rendered != (text, message.status):
             self.body.show_markdown(text)
             self._rendered = (text, message.status)
@@ -438,7 +447,7 @@ class ConversationView(QScrollArea):
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.setAccessibleName("Conversation")
+        self.setAccessibleName(translate("ConversationView", "Conversation"))
         self.setObjectName("conversationView")
         # Reached with Tab, to scroll with the keys (its focus mark is in the theme); a click goes to what it hit.
         self.setFocusPolicy(Qt.FocusPolicy.TabFocus)
@@ -447,10 +456,10 @@ class ConversationView(QScrollArea):
         self._layout = QVBoxLayout(self._canvas)
         self._layout.setContentsMargins(24, 16, 24, 16)
         self._layout.setSpacing(10)
-        self._empty = QLabel(
-            "<h2>Ask about an image</h2><p>Drop an image anywhere in this window, paste one, or use the "
-            "picture button below. Then type a question and press Enter.</p>"
-        )
+        self._empty = QLabel(translate(
+            "ConversationView", "<h2>Ask about an image</h2><p>Drop an image anywhere in this window, paste one, or "
+                                "use the picture button below. Then type a question and press Enter.</p>"))
+
         self._empty.setObjectName("emptyState")
         self._empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self._empty.setWordWrap(True)

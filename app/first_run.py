@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.i18n import translate
 from app.worker import import_core
 
 log = logging.getLogger(__name__)
@@ -158,10 +159,11 @@ class FirstRunPage(QWidget):
         logging.getLogger("xvlm_core.hub").addHandler(self._hub_warnings)
         self.destroyed.connect(lambda: logging.getLogger("xvlm_core.hub").removeHandler(self._hub_warnings))
 
-        title = QLabel("<h1>Welcome to XVLM Chat</h1>")
+        title = QLabel("<h1>{}</h1>".format(translate("FirstRunPage", "Welcome to XVLM Chat")))
         title.setWordWrap(True)
-        intro = QLabel("To answer questions about images, the app needs the Xmodel-VLM model on this computer. "
-                       "It is downloaded once; after that everything runs offline, on this machine.")
+        intro = QLabel(translate("FirstRunPage", "To answer questions about images, the app needs the Xmodel-VLM "
+                                                 "model on this computer. It is downloaded once; after that "
+                                                 "everything runs offline, on this machine."))
         intro.setWordWrap(True)
 
         self.what_label = QLabel("…")
@@ -173,38 +175,40 @@ class FirstRunPage(QWidget):
             label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.endpoint_edit = QLineEdit(endpoint)
         default_endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-        self.endpoint_edit.setPlaceholderText(f"{default_endpoint} (or a mirror such as https://hf-mirror.com)")
-        self.endpoint_edit.setAccessibleName("Model hub address or mirror")
+        self.endpoint_edit.setPlaceholderText(translate("FirstRunPage", "{address} (or a mirror such as "
+                                                                        "https://hf-mirror.com)")
+                                              .format(address=default_endpoint))
+        self.endpoint_edit.setAccessibleName(translate("FirstRunPage", "Model hub address or mirror"))
         self.endpoint_edit.editingFinished.connect(self._endpoint_edited)
 
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)  # a narrow window: labels above fields
-        form.addRow("Model:", self.what_label)
-        form.addRow("From:", self.endpoint_edit)
-        form.addRow("Size:", self.size_label)
-        form.addRow("Saved to:", self.destination_label)
-        form.addRow("Free space:", self.free_label)
+        form.addRow(translate("FirstRunPage", "Model:"), self.what_label)
+        form.addRow(translate("FirstRunPage", "From:"), self.endpoint_edit)
+        form.addRow(translate("FirstRunPage", "Size:"), self.size_label)
+        form.addRow(translate("FirstRunPage", "Saved to:"), self.destination_label)
+        form.addRow(translate("FirstRunPage", "Free space:"), self.free_label)
 
         self.status_label = QLabel("")
         self.status_label.setObjectName("downloadStatus")
         self.status_label.setWordWrap(True)
-        self.status_label.setAccessibleName("Download status")
+        self.status_label.setAccessibleName(translate("FirstRunPage", "Download status"))
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.progress.setTextVisible(False)
-        self.progress.setAccessibleName("Download progress")
+        self.progress.setAccessibleName(translate("FirstRunPage", "Download progress"))
         # Hidden without giving up its row, so the card keeps its height when the download starts.
         policy = self.progress.sizePolicy()
         policy.setRetainSizeWhenHidden(True)
         self.progress.setSizePolicy(policy)
         self.progress.hide()
 
-        self.download_button = QPushButton("&Download")
+        self.download_button = QPushButton(translate("FirstRunPage", "&Download"))
         self.download_button.setDefault(True)
-        self.cancel_button = QPushButton("&Cancel")
-        self.retry_button = QPushButton("&Retry")
-        self.folder_button = QPushButton("&Use a folder I already have…")
+        self.cancel_button = QPushButton(translate("FirstRunPage", "&Cancel"))
+        self.retry_button = QPushButton(translate("FirstRunPage", "&Retry"))
+        self.folder_button = QPushButton(translate("FirstRunPage", "&Use a folder I already have…"))
         self.download_button.clicked.connect(lambda: self._spawn(self._download()))
         self.cancel_button.clicked.connect(self.cancel)
         self.retry_button.clicked.connect(self._retry)
@@ -298,9 +302,10 @@ class FirstRunPage(QWidget):
         """What is known without the hub, shown at once: the model's name, where it goes, the space there."""
         from xvlm_core.hub import format_size  # imported already: the spec came from it
 
-        repos = " and ".join(repo.repo_id for repo in spec.repos)
-        self.what_label.setText(f"{spec.display_name}, from {repos}")
-        self.size_label.setText("Asking the model hub…")
+        repos = translate("FirstRunPage", " and ").join(repo.repo_id for repo in spec.repos)
+        self.what_label.setText(translate("FirstRunPage", "{model}, from {repos}").format(model=spec.display_name,
+                                                                                          repos=repos))
+        self.size_label.setText(translate("FirstRunPage", "Asking the model hub…"))
         destination = self.downloads.destination()
         self.destination_label.setText(str(destination))
         self.free_label.setText(format_size(self.downloads.free_bytes(destination)))
@@ -321,7 +326,7 @@ class FirstRunPage(QWidget):
     async def _make_plan(self, then_download: bool = False) -> None:
         self._plan = None
         self._set_buttons(download=False, cancel=True, retry=False)
-        self.status_label.setText("Checking what to download…")
+        self.status_label.setText(translate("FirstRunPage", "Checking what to download…"))
         self._busy = True
         try:
             plan = await self._off_thread(self.downloads.plan, self._spec, self.endpoint)
@@ -342,7 +347,7 @@ class FirstRunPage(QWidget):
         self._cancel = threading.Event()
         self._set_buttons(download=False, cancel=True, retry=False, folder=False)
         self.progress.show()
-        self.status_label.setText("Starting the download…")
+        self.status_label.setText(translate("FirstRunPage", "Starting the download…"))
         self.download_started.emit()
         self._busy = True
         try:
@@ -351,8 +356,9 @@ class FirstRunPage(QWidget):
         except Exception as exc:
             self.download_stopped.emit()
             if getattr(exc, "kind", "") == "cancelled":
-                self.status_label.setText("Paused. Press Resume to continue where it stopped.")
-                self.download_button.setText("&Resume")
+                self.status_label.setText(translate("FirstRunPage",
+                                                    "Paused. Press Resume to continue where it stopped."))
+                self.download_button.setText(translate("FirstRunPage", "&Resume"))
                 self._set_buttons(download=True, cancel=False, retry=False)
             else:
                 self._failed(exc, during_download=True)
@@ -362,33 +368,34 @@ class FirstRunPage(QWidget):
             self._busy = False
             self._stop_retry_countdown()
         self.download_stopped.emit()
-        self.status_label.setText("Downloaded.")
+        self.status_label.setText(translate("FirstRunPage", "Downloaded."))
         self._resolve(str(folder))
 
     def cancel(self) -> None:
         """Stop the download (it resumes from here next time), or stop asking the hub what to download."""
         if self._cancel is not None:
             self._cancel.set()
-            self.status_label.setText("Stopping…")
+            self.status_label.setText(translate("FirstRunPage", "Stopping…"))
         elif self._planning is not None and not self._planning.done():
             self._planning.cancel()
             self._busy = False
             self._stop_retry_countdown()
-            self.status_label.setText("Stopped asking the model hub. Press Retry to ask again, or use a folder "
-                                      "that already holds the model.")
-            self.size_label.setText("Not known: the model hub has not said")
+            self.status_label.setText(translate("FirstRunPage", "Stopped asking the model hub. Press Retry to ask "
+                                                                "again, or use a folder that already holds the model."))
+            self.size_label.setText(translate("FirstRunPage", "Not known: the model hub has not said"))
             self._retry_downloads = False
             self._set_buttons(download=False, cancel=False, retry=True)
 
     def _choose_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose the folder that holds the model")
+        folder = QFileDialog.getExistingDirectory(self, translate("FirstRunPage",
+                                                                  "Choose the folder that holds the model"))
         if folder:
             self._spawn(self.use_folder(folder))
 
     async def use_folder(self, folder: str) -> None:
         self._busy = False  # what the folder check says matters more than a plan still retrying
         self._stop_retry_countdown()
-        self.status_label.setText(f"Checking {folder}…")
+        self.status_label.setText(translate("FirstRunPage", "Checking {folder}…").format(folder=folder))
         try:
             await self._off_thread(self.downloads.validate_folder, Path(folder), self.vision_tower)
         except Exception as exc:
@@ -414,25 +421,29 @@ class FirstRunPage(QWidget):
 
         spec = plan.spec
         repos = ", ".join(sorted({file.repo_id for file in plan.files}))
-        self.what_label.setText(f"{spec.display_name}: {len(plan.files)} files from {repos}")
+        self.what_label.setText(translate("FirstRunPage", "{model}: {count} files from {repos}").format(
+            model=spec.display_name, count=len(plan.files), repos=repos))
         partly_here = 0 < plan.missing_bytes < plan.total_bytes
         if partly_here:
-            self.size_label.setText(f"{format_size(plan.missing_bytes)} left to download "
-                                    f"(of {format_size(plan.total_bytes)}; the rest is already here)")
+            self.size_label.setText(translate("FirstRunPage", "{missing} left to download (of {total}; the rest is "
+                                                              "already here)").format(
+                missing=format_size(plan.missing_bytes), total=format_size(plan.total_bytes)))
         else:
             self.size_label.setText(format_size(plan.total_bytes))
-        self.download_button.setText("&Resume" if partly_here else "&Download")
+        self.download_button.setText(translate("FirstRunPage", "&Resume") if partly_here
+                                     else translate("FirstRunPage", "&Download"))
         self.destination_label.setText(str(plan.destination))
         self.free_label.setText(format_size(plan.free_bytes))
         self.progress.setValue(self._permille(plan.total_bytes - plan.missing_bytes, plan.total_bytes))
         self.progress.setVisible(plan.missing_bytes < plan.total_bytes)
         if not plan.enough_space:
-            self.status_label.setText(f"There is not enough free space there: {format_size(plan.needed_bytes)} "
-                                      "are needed. Free some space, then press Retry.")
+            self.status_label.setText(translate("FirstRunPage", "There is not enough free space there: {size} are "
+                                                                "needed. Free some space, then press Retry.")
+                                      .format(size=format_size(plan.needed_bytes)))
             self._retry_downloads = False
             self._set_buttons(download=False, cancel=False, retry=True)
             return
-        self.status_label.setText("Ready to download.")
+        self.status_label.setText(translate("FirstRunPage", "Ready to download."))
         self._set_buttons(download=True, cancel=False, retry=False)
 
     def _show_progress(self, progress: Any) -> None:
@@ -442,11 +453,13 @@ class FirstRunPage(QWidget):
             return  # a late one, after the download ended
         self._stop_retry_countdown()  # bytes arrive again
         self.progress.setValue(self._permille(progress.done_bytes, progress.total_bytes))
-        parts = [f"{format_size(progress.done_bytes)} of {format_size(progress.total_bytes)}"]
+        parts = [translate("FirstRunPage", "{done} of {total}").format(done=format_size(progress.done_bytes),
+                                                                      total=format_size(progress.total_bytes))]
         if progress.speed_bps:
             parts.append(f"{format_size(progress.speed_bps)}/s")
             if progress.eta_s is not None:
-                parts.append(f"about {format_duration(progress.eta_s)} left")
+                parts.append(translate("FirstRunPage", "about {time} left")
+                             .format(time=format_duration(progress.eta_s)))
         if progress.current_file:
             parts.append(Path(progress.current_file).name)
         self.status_label.setText(" · ".join(parts))
@@ -469,10 +482,11 @@ class FirstRunPage(QWidget):
         seconds = max(0, round(self._retry_at - time.monotonic()))
         if seconds == 0:
             self._retry_timer.stop()
-            self.status_label.setText("Can't reach the model hub. Trying again now…")
+            self.status_label.setText(translate("FirstRunPage", "Can't reach the model hub. Trying again now…"))
             return
-        self.status_label.setText(f"Can't reach the model hub. Trying again in {seconds} s… "
-                                  "Press Cancel to stop, or use a folder that already holds the model.")
+        self.status_label.setText(translate("FirstRunPage", "Can't reach the model hub. Trying again in {seconds} s… "
+                                                            "Press Cancel to stop, or use a folder that already holds "
+                                                            "the model.").format(seconds=seconds))
 
     def _stop_retry_countdown(self) -> None:
         self._retry_timer.stop()
@@ -485,10 +499,12 @@ class FirstRunPage(QWidget):
             message = str(exc)
         else:
             log.error("first-run step failed", exc_info=exc)
-            message = f"Something went wrong ({type(exc).__name__}). The details are in the log."
+            message = translate("FirstRunPage", "Something went wrong ({error}). The details are in the log.").format(
+                error=type(exc).__name__)
         self.status_label.setText(message)
         if self._plan is None:
-            self.size_label.setText("Not known: the model hub has not said")
+            self.size_label.setText(translate("FirstRunPage", "Not known: the model hub has not said"))
+
         self._retry_downloads = during_download
         self._set_buttons(download=self._plan is not None and not during_download, cancel=False,
                           retry=self._plan is None or during_download)

@@ -15,14 +15,18 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from PySide6.QtCore import QT_TRANSLATE_NOOP, QCoreApplication
+
 from app import APP_NAME
 from app.launch import launch_from_args
 from app.logs import setup_logging
 
 log = logging.getLogger("app")
 
-FRIENDLY_ERROR = ("Something went wrong that the app has no message for. It keeps running; if something looks wrong, "
-                  "start a new chat or restart it. The details are in the log (Help → Open Log Folder).")
+# Translated where it is shown (report), once the translators are installed.
+FRIENDLY_ERROR = QT_TRANSLATE_NOOP("main", "Something went wrong that the app has no message for. It keeps running; "
+                                           "if something looks wrong, start a new chat or restart it. The details are "
+                                           "in the log (Help → Open Log Folder).")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -55,14 +59,14 @@ def install_exception_hooks(report: Callable[[str], None]) -> None:
             sys.__excepthook__(kind, value, traceback)
             return
         log.critical("uncaught exception", exc_info=(kind, value, traceback))
-        report(FRIENDLY_ERROR)
+        report(QCoreApplication.translate("main", FRIENDLY_ERROR))
 
     def on_thread_exception(args: threading.ExceptHookArgs) -> None:
         if args.exc_type is SystemExit:
             return
         log.critical("uncaught exception in thread %s", getattr(args.thread, "name", "?"),
                      exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
-        report(FRIENDLY_ERROR)
+        report(QCoreApplication.translate("main", FRIENDLY_ERROR))
 
     sys.excepthook = on_exception
     threading.excepthook = on_thread_exception
@@ -73,7 +77,7 @@ def asyncio_exception_handler(report: Callable[[str], None]) -> Callable[[asynci
         exception = context.get("exception")
         log.critical("uncaught exception in the event loop: %s", context.get("message"),
                      exc_info=(type(exception), exception, exception.__traceback__) if exception else None)
-        report(FRIENDLY_ERROR)
+        report(QCoreApplication.translate("main", FRIENDLY_ERROR))
 
     return handle
 
@@ -100,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
     from app.history.database import default_store_path
     from app.history.service import open_history
+    from app.i18n import install_translators
     from app.icons import app_icon
     from app.settings import SettingsFile
     from app.single_instance import SingleInstance, server_name
@@ -111,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
     app.setApplicationDisplayName(APP_NAME)
     app.setDesktopFileName("xvlm-chat")
     app.setWindowIcon(app_icon())
+    settings_file = SettingsFile()
+    install_translators(app, settings_file.load().language)
     launch = launch_from_args(args)
     instance = SingleInstance(server_name(str(default_store_path().parent)))
     if instance.forward_to_running(launch):
@@ -132,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
     loop.set_default_executor(ThreadPoolExecutor(max_workers=4, thread_name_prefix="io"))
     loop.set_exception_handler(asyncio_exception_handler(reporter.problem.emit))
 
-    window = MainWindow(SettingsFile(), log_dir=logs.parent, history=open_history())
+    window = MainWindow(settings_file, log_dir=logs.parent, history=open_history())
+
     reporter.problem.connect(window.show_error)
     instance.launched_again.connect(window.launched_again)
     window.show()

@@ -23,6 +23,7 @@ from xvlm_core.errors import XvlmError
 from xvlm_core.prompt import SYSTEM_V1
 
 from app import APP_NAME
+from app.i18n import translate
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -101,22 +102,28 @@ def _failure(response: httpx2.Response, url: str) -> ServerError:
         detail = response.reason_phrase or ""
     status = response.status_code
     if status in (401, 403):
-        return ServerError(f"The model server at {url} refused the API key ({detail}). "
-                           "Check the key in Settings → Model server.")
+        return ServerError(translate("RemoteModel", "The model server at {url} refused the API key ({detail}). "
+                                                    "Check the key in Settings → Model server.")
+                           .format(url=url, detail=detail))
     if status == 404:
-        return ServerError(f"The model server at {url} has no such page (HTTP 404). Check the address in Settings: "
-                           "it is usually the server's address followed by /v1.")
+        return ServerError(translate("RemoteModel", "The model server at {url} has no such page (HTTP 404). Check "
+                                                    "the address in Settings: it is usually the server's address "
+                                                    "followed by /v1.").format(url=url))
     if status == 429:
-        return ServerError(f"The model server at {url} is busy ({detail}). Try again in a moment.")
+        return ServerError(translate("RemoteModel", "The model server at {url} is busy ({detail}). Try again in a "
+                                                    "moment.").format(url=url, detail=detail))
     if status >= 500:
-        return ServerError(f"The model server at {url} failed (HTTP {status}: {detail}). Try again; if it keeps "
-                           "failing, the server's log says why.")
-    return ServerError(f"The model server at {url} refused the request (HTTP {status}): {detail}")
+        return ServerError(translate("RemoteModel", "The model server at {url} failed (HTTP {status}: {detail}). "
+                                                    "Try again; if it keeps failing, the server's log says why.")
+                           .format(url=url, status=status, detail=detail))
+    return ServerError(translate("RemoteModel", "The model server at {url} refused the request (HTTP {status}): "
+                                                "{detail}").format(url=url, status=status, detail=detail))
 
 
 def _unreachable(exc: Exception, url: str) -> ServerError:
-    return ServerError(f"Cannot reach the model server at {url} ({type(exc).__name__}). Check the address in "
-                       "Settings and that the server is running.")
+    return ServerError(translate("RemoteModel", "Cannot reach the model server at {url} ({error}). Check the address "
+                                                "in Settings and that the server is running.")
+                       .format(url=url, error=type(exc).__name__))
 
 
 def list_models(address: str, key: str) -> list[dict[str, Any]]:
@@ -132,7 +139,8 @@ def list_models(address: str, key: str) -> list[dict[str, Any]]:
         cards = response.json()["data"]
         return [card for card in cards if isinstance(card, dict) and isinstance(card.get("id"), str)]
     except (ValueError, KeyError, TypeError):
-        raise ServerError(f"{url} did not answer like an OpenAI-compatible server. Check the address.") from None
+        raise ServerError(translate("RemoteModel", "{url} did not answer like an OpenAI-compatible server. Check the "
+                                                   "address.").format(url=url)) from None
 
 
 @dataclass(frozen=True)
@@ -152,15 +160,16 @@ class RemoteModel:
 def connect(address: str, key: str, model: str, on_stage: Callable[[str], None]) -> RemoteModel:
     """Check that the server answers and serves `model` ("" = its first model)."""
     url = api_url(address)
-    on_stage(f"Connecting to {url}…")
+    on_stage(translate("RemoteModel", "Connecting to {url}…").format(url=url))
     cards = list_models(address, key)
     if not cards:
-        raise ServerError(f"The model server at {url} serves no model.")
+        raise ServerError(translate("RemoteModel", "The model server at {url} serves no model.").format(url=url))
     names = [card["id"] for card in cards]
     name = model or names[0]
     if name not in names:
-        raise ServerError(f"The model server at {url} does not serve {name!r}; it serves {', '.join(names)}. "
-                          "Choose one in Settings.")
+        raise ServerError(translate("RemoteModel", "The model server at {url} does not serve {name}; it serves "
+                                                   "{names}. Choose one in Settings.")
+                          .format(url=url, name=repr(name), names=", ".join(names)))
     card = cards[names.index(name)]
     context = card.get("context_length")
     return RemoteModel(url, key, name, context if isinstance(context, int) else 0)
@@ -221,7 +230,8 @@ def _data_url(path: Path) -> str:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ServerError(f"{path}: cannot read the image to send it ({exc.strerror or exc}).") from None
+        raise ServerError(translate("RemoteModel", "{path}: cannot read the image to send it ({reason}).")
+                          .format(path=path, reason=exc.strerror or exc)) from None
     kind = mimetypes.guess_type(path.name)[0] or "image/png"
     return f"data:{kind};base64,{base64.b64encode(data).decode()}"
 
@@ -271,12 +281,16 @@ class RemoteAnswer:
         try:
             chunk = json.loads(data)
         except ValueError:
-            raise ServerError(f"The model server at {self.remote.url} sent something that is not JSON.") from None
+            raise ServerError(translate("RemoteModel", "The model server at {url} sent something that is not JSON.")
+                              .format(url=self.remote.url)) from None
         if not isinstance(chunk, dict):
             return []
         if isinstance(chunk.get("error"), dict):
-            raise ServerError(f"The model server at {self.remote.url} stopped the answer: "
-                              f"{chunk['error'].get('message', 'no reason given')}")
+            raise ServerError(translate("RemoteModel", "The model server at {url} stopped the answer: {reason}")
+                              .format(url=self.remote.url,
+                                      reason=chunk["error"].get("message",
+                                                                translate("RemoteModel", "no reason given"))))
+
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self.stats.prompt_tokens = int(usage.get("prompt_tokens") or 0)

@@ -21,9 +21,11 @@ from pathlib import Path
 from PySide6.QtCore import (
     QBuffer,
     QByteArray,
+    QCoreApplication,
     QEventLoop,
     QIODevice,
     QLibraryInfo,
+    QLocale,
     QObject,
     QSize,
     QTimer,
@@ -93,6 +95,7 @@ def run_self_check(model: str, vision_tower: str | None, image: Path | None = No
     check("image formats", _check_image_formats)
     check("icons", _check_icons)
     check("resources", lambda: _check_resources(image))
+    check("translations", lambda: _check_translations(qt_app))
     check("TLS for downloads", _check_tls)
     check("log", _check_log)
     check("user folders", _user_folders)
@@ -206,7 +209,25 @@ def _check_resources(image: Path) -> str:
     return f"{resources_dir()} ({picture.width()}x{picture.height()} test picture)"
 
 
+def _check_translations(qt_app: QApplication) -> str:
+    """The Simplified Chinese interface: the app's catalog and Qt's own load (then are taken out again)."""
+    from app.i18n import install_translators
+
+    before = QLocale()
+    translators = install_translators(qt_app, "zh_CN")
+    try:
+        said = QCoreApplication.translate("MainWindow", "&File")
+    finally:
+        for translator in translators:
+            qt_app.removeTranslator(translator)
+        QLocale.setDefault(before)
+    if len(translators) != 2 or said == "&File":
+        raise CheckFailed(f"the zh_CN translations do not load (found {len(translators)} of 2 catalogs)")
+    return f"zh_CN ({said})"
+
+
 def _check_tls() -> str:
+
     """The hub client's own SSL context: on Windows and macOS the system store (truststore), on Linux its CA files."""
     import ssl
 

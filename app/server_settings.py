@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.i18n import translate
 from app.remote_model import ServerError, keyring_available, list_models
 from app.remote_model import api_key as stored_api_key
 
@@ -27,38 +28,43 @@ class ServerSettingsBox(QGroupBox):
     """A checkable group: checked, the chat answers with the model on the server instead of a local one."""
 
     def __init__(self, settings: Settings, parent: QWidget | None = None):
-        super().__init__("Use a model server", parent)
+        super().__init__(translate("ServerSettingsBox", "Use a model server"), parent)
         self.setCheckable(True)
         self.setChecked(settings.use_server)
-        self.setAccessibleName("Use a model server")
+        self.setAccessibleName(translate("ServerSettingsBox", "Use a model server"))
 
         self.address_edit = QLineEdit(settings.server_url)
-        self.address_edit.setPlaceholderText("e.g. http://gpu-box:8000/v1 (xvlm serve, vLLM, LM Studio…)")
-        self.address_edit.setAccessibleName("Server address")
+        self.address_edit.setPlaceholderText(translate("ServerSettingsBox",
+                                                       "e.g. http://gpu-box:8000/v1 (xvlm serve, vLLM, LM Studio…)"))
+        self.address_edit.setAccessibleName(translate("ServerSettingsBox", "Server address"))
         self.key_edit = QLineEdit(stored_api_key(settings))
         self.key_edit.setEchoMode(QLineEdit.EchoMode.Password)
-        self.key_edit.setPlaceholderText("Only if the server asks for one")
-        self.key_edit.setAccessibleName("API key")
+        self.key_edit.setPlaceholderText(translate("ServerSettingsBox", "Only if the server asks for one"))
+        self.key_edit.setAccessibleName(translate("ServerSettingsBox", "API key"))
         self.model_combo = QComboBox()
         self.model_combo.setEditable(True)
-        self.model_combo.setAccessibleName("Model on the server")
-        self.model_combo.lineEdit().setPlaceholderText("The server's first model")
+        self.model_combo.setAccessibleName(translate("ServerSettingsBox", "Model on the server"))
+        self.model_combo.lineEdit().setPlaceholderText(translate("ServerSettingsBox", "The server's first model"))
         self.model_combo.setEditText(settings.server_model)
-        self.fetch_button = QPushButton("Fetch models")
-        self.fetch_button.setAccessibleName("Fetch the server's models")
+        self.fetch_button = QPushButton(translate("ServerSettingsBox", "Fetch models"))
+        self.fetch_button.setAccessibleName(translate("ServerSettingsBox", "Fetch the server's models"))
         self.fetch_button.clicked.connect(self.fetch_models)
         model_row = QHBoxLayout()
         model_row.addWidget(self.model_combo, 1)
         model_row.addWidget(self.fetch_button)
         self.status_label = QLabel("" if keyring_available() else
-                                   "No system keyring was found: the API key is kept in the settings file.")
+                                   translate("ServerSettingsBox", "No system keyring was found: the API key is kept "
+                                                                  "in the settings file."))
         self.status_label.setWordWrap(True)
 
         form = QFormLayout(self)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        form.addRow("&Address:", self.address_edit)
-        form.addRow("API &key:", self.key_edit)
-        form.addRow("M&odel:", model_row)
+        form.addRow(translate("ServerSettingsBox", "&Address:"), self.address_edit)
+        form.addRow(translate("ServerSettingsBox", "API &key:"), self.key_edit)
+        model_label = QLabel(translate("ServerSettingsBox", "M&odel:"))  # a row of two widgets: Alt+O to the list
+        model_label.setBuddy(self.model_combo)
+        form.addRow(model_label, model_row)
+
         form.addRow(self.status_label)
 
     def fetch_models(self) -> None:
@@ -72,7 +78,10 @@ class ServerSettingsBox(QGroupBox):
         self.model_combo.clear()
         self.model_combo.addItems(names)
         self.model_combo.setCurrentText(current if current in names else names[0] if names else "")
-        self.status_label.setText(f"The server offers {len(names)} model{'s' * (len(names) != 1)}.")
+        offers = (translate("ServerSettingsBox", "The server offers 1 model.") if len(names) == 1 else
+                  translate("ServerSettingsBox", "The server offers {count} models.").format(count=len(names)))
+        self.status_label.setText(offers)
+
 
     def result_settings(self, settings: Settings) -> Settings:
         return replace(settings, use_server=self.isChecked(), server_url=self.address_edit.text().strip(),

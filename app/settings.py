@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import platformdirs
+from PySide6.QtCore import QT_TRANSLATE_NOOP
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -27,11 +28,13 @@ from PySide6.QtWidgets import (
 )
 
 from app import APP_NAME
+from app.i18n import LANGUAGES, language_label, translate
 from app.server_settings import ServerSettingsBox
 
 log = logging.getLogger(__name__)
 
-DTYPES = [("auto", "Automatic"), ("float32", "float32 (exact, most memory)"),
+DTYPES = [("auto", QT_TRANSLATE_NOOP("SettingsDialog", "Automatic")),
+          ("float32", QT_TRANSLATE_NOOP("SettingsDialog", "float32 (exact, most memory)")),
           ("bfloat16", "bfloat16"), ("float16", "float16")]
 
 
@@ -58,6 +61,7 @@ class Settings:
     download_started: bool = False  # a download was under way when the app last closed: resume it
     window_geometry: str = ""  # QWidget.saveGeometry(), base64
     theme: str = "system"  # "system", "light" or "dark" (View > Theme)
+    language: str = "system"  # "system", "en" or "zh_CN" (Settings > Language), applied at the next start
     use_server: bool = False  # answer with a model on an OpenAI-compatible server instead of a local one
     server_url: str = ""
     server_model: str = ""  # "" = the server's first model
@@ -143,82 +147,97 @@ class SettingsDialog(QDialog):
     def __init__(self, settings: Settings, devices: list[tuple[str, str]], parent: QWidget | None = None,
                  context_length: int = MAX_ANSWER_TOKENS):
         super().__init__(parent)
-        self.setWindowTitle("Settings")
+        self.setWindowTitle(translate("SettingsDialog", "Settings"))
         self.setMinimumWidth(520)
         self._settings = settings
 
         self.model_edit = QLineEdit(settings.model)
-        self.model_edit.setPlaceholderText("Default: Xmodel-VLM from the model hub")
-        self.model_edit.setAccessibleName("Model folder or hub repository")
-        browse = QPushButton("Browse…")
-        browse.setAccessibleName("Choose a model folder")
+        self.model_edit.setPlaceholderText(translate("SettingsDialog", "Default: Xmodel-VLM from the model hub"))
+        self.model_edit.setAccessibleName(translate("SettingsDialog", "Model folder or hub repository"))
+        browse = QPushButton(translate("SettingsDialog", "Browse…"))
+        browse.setAccessibleName(translate("SettingsDialog", "Choose a model folder"))
         browse.clicked.connect(self._browse_model)
         model_row = QHBoxLayout()
         model_row.addWidget(self.model_edit, 1)
         model_row.addWidget(browse)
 
         self.tower_edit = QLineEdit(settings.vision_tower)
-        self.tower_edit.setPlaceholderText("Default: the one the model names")
-        self.tower_edit.setAccessibleName("Vision tower folder or hub repository")
+        self.tower_edit.setPlaceholderText(translate("SettingsDialog", "Default: the one the model names"))
+        self.tower_edit.setAccessibleName(translate("SettingsDialog", "Vision tower folder or hub repository"))
 
         self.device_combo = QComboBox()
-        self.device_combo.setAccessibleName("Device")
+        self.device_combo.setAccessibleName(translate("SettingsDialog", "Device"))
         known = devices or [("auto", "Automatic"), ("cpu", "CPU")]
-        for value, label in known:
-            self.device_combo.addItem(label, value)
+        for value, label in known:  # the model stack names devices in English; "Automatic" is the app's word
+            self.device_combo.addItem(translate("SettingsDialog", "Automatic") if value == "auto" else label, value)
+
         if self.device_combo.findData(settings.device) < 0:
-            self.device_combo.addItem(f"{settings.device} (not found on this machine)", settings.device)
+            self.device_combo.addItem(translate("SettingsDialog", "{device} (not found on this machine)")
+                                      .format(device=settings.device), settings.device)
         self.device_combo.setCurrentIndex(self.device_combo.findData(settings.device))
 
         self.dtype_combo = QComboBox()
-        self.dtype_combo.setAccessibleName("Precision")
+        self.dtype_combo.setAccessibleName(translate("SettingsDialog", "Precision"))
         for value, label in DTYPES:
-            self.dtype_combo.addItem(label, value)
+            self.dtype_combo.addItem(translate("SettingsDialog", label), value)
         self.dtype_combo.setCurrentIndex(max(0, self.dtype_combo.findData(settings.dtype)))
 
         self.temperature_spin = QDoubleSpinBox()
         self.temperature_spin.setRange(0.0, 2.0)
         self.temperature_spin.setSingleStep(0.1)
         self.temperature_spin.setValue(settings.temperature)
-        self.temperature_spin.setSpecialValueText("0 (always the likeliest word)")
-        self.temperature_spin.setAccessibleName("Temperature")
+        self.temperature_spin.setSpecialValueText(translate("SettingsDialog", "0 (always the likeliest word)"))
+        self.temperature_spin.setAccessibleName(translate("SettingsDialog", "Temperature"))
 
         self.top_p_spin = QDoubleSpinBox()
         self.top_p_spin.setRange(0.05, 1.0)
         self.top_p_spin.setSingleStep(0.05)
         self.top_p_spin.setValue(settings.top_p)
-        self.top_p_spin.setAccessibleName("Top-p")
+        self.top_p_spin.setAccessibleName(translate("SettingsDialog", "Top-p"))
 
         self.max_tokens_spin = QSpinBox()
         self.max_tokens_spin.setRange(1, context_length)
-        self.max_tokens_spin.setToolTip(f"At most {context_length} tokens: the most the model reads and writes at once")
+        self.max_tokens_spin.setToolTip(translate(
+            "SettingsDialog", "At most {count} tokens: the most the model reads and writes at once"
+        ).format(count=context_length))
         self.max_tokens_spin.setValue(settings.max_new_tokens)
-        self.max_tokens_spin.setAccessibleName("Longest answer in tokens")
+        self.max_tokens_spin.setAccessibleName(translate("SettingsDialog", "Longest answer in tokens"))
 
         self.system_edit = QPlainTextEdit(settings.system_prompt)
-        self.system_edit.setPlaceholderText("Empty: the prompt the model was trained with")
-        self.system_edit.setAccessibleName("System prompt")
+        self.system_edit.setPlaceholderText(translate("SettingsDialog", "Empty: the prompt the model was trained with"))
+        self.system_edit.setAccessibleName(translate("SettingsDialog", "System prompt"))
         self.system_edit.setTabChangesFocus(True)
         self.system_edit.setFixedHeight(90)
 
         self.endpoint_edit = QLineEdit(settings.hub_endpoint)
-        self.endpoint_edit.setPlaceholderText("Default: https://huggingface.co (or HF_ENDPOINT)")
-        self.endpoint_edit.setAccessibleName("Model hub address or mirror")
+        self.endpoint_edit.setPlaceholderText(translate("SettingsDialog",
+                                                        "Default: https://huggingface.co (or HF_ENDPOINT)"))
+        self.endpoint_edit.setAccessibleName(translate("SettingsDialog", "Model hub address or mirror"))
+
+        self.language_combo = QComboBox()
+        self.language_combo.setAccessibleName(translate("SettingsDialog", "Language"))
+        for value, _label in LANGUAGES:
+            self.language_combo.addItem(language_label(value), value)
+        self.language_combo.setCurrentIndex(max(0, self.language_combo.findData(settings.language)))
+        self.language_combo.setToolTip(translate("SettingsDialog", "The language changes when the app starts again."))
 
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        model_label = QLabel("&Model:")  # a row of two widgets has no buddy of its own: Alt+M goes to the field
+        # a row of two widgets has no buddy of its own: Alt+M goes to the field
+        model_label = QLabel(translate("SettingsDialog", "&Model:"))
         model_label.setBuddy(self.model_edit)
         form.addRow(model_label, model_row)
-        form.addRow("&Vision tower:", self.tower_edit)
-        form.addRow("&Device:", self.device_combo)
-        form.addRow("&Precision:", self.dtype_combo)
-        form.addRow("&Temperature:", self.temperature_spin)
-        form.addRow("Top-&p:", self.top_p_spin)
-        form.addRow("&Longest answer:", self.max_tokens_spin)
-        form.addRow("&System prompt:", self.system_edit)
-        form.addRow("Model &hub:", self.endpoint_edit)
-        note = QLabel("Changing the model, device or precision reloads the model in the background.")
+        form.addRow(translate("SettingsDialog", "&Vision tower:"), self.tower_edit)
+        form.addRow(translate("SettingsDialog", "&Device:"), self.device_combo)
+        form.addRow(translate("SettingsDialog", "&Precision:"), self.dtype_combo)
+        form.addRow(translate("SettingsDialog", "&Temperature:"), self.temperature_spin)
+        form.addRow(translate("SettingsDialog", "Top-&p:"), self.top_p_spin)
+        form.addRow(translate("SettingsDialog", "&Longest answer:"), self.max_tokens_spin)
+        form.addRow(translate("SettingsDialog", "&System prompt:"), self.system_edit)
+        form.addRow(translate("SettingsDialog", "Model &hub:"), self.endpoint_edit)
+        form.addRow(translate("SettingsDialog", "L&anguage:"), self.language_combo)
+        note = QLabel(translate("SettingsDialog", "Changing the model, device or precision reloads the model in the "
+                                                  "background; a new language applies when the app starts again."))
         note.setWordWrap(True)
         note.setEnabled(False)
 
@@ -233,7 +252,8 @@ class SettingsDialog(QDialog):
         layout.addWidget(buttons)
 
     def _browse_model(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose the model folder", self.model_edit.text())
+        folder = QFileDialog.getExistingDirectory(self, translate("SettingsDialog", "Choose the model folder"),
+                                                  self.model_edit.text())
         if folder:
             self.model_edit.setText(folder)
 
@@ -249,4 +269,6 @@ class SettingsDialog(QDialog):
             max_new_tokens=self.max_tokens_spin.value(),
             system_prompt=self.system_edit.toPlainText().strip(),
             hub_endpoint=self.endpoint_edit.text().strip(),
+            language=self.language_combo.currentData(),
         ))
+

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from app.chat_controller import ChatController
 from app.first_run import FirstRunPage, HubDownloads, locate_model
+from app.i18n import translate
 from app.remote_model import api_key
 from app.settings import AppSettings, Settings
 from app.worker import LoadRequest
@@ -45,7 +46,8 @@ class ModelStartup:
             target, spec = await asyncio.get_running_loop().run_in_executor(None, locate_model, model, self.downloads)
         except Exception as exc:  # the model hub's lookup: report it, and offer the settings
             log.exception("looking for the model failed")
-            self.controller.fail_load(f"Could not look for the model: {exc}")
+            self.controller.fail_load(translate("ModelStartup", "Could not look for the model: {reason}")
+                                      .format(reason=exc))
             return
         if target is None:
             self.show_first_run(True)

@@ -6,9 +6,13 @@ set on the application; "system" clears it, so Qt's own (the platform's, or Fusi
 
 from __future__ import annotations
 
+from PySide6.QtCore import QT_TRANSLATE_NOOP
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 
-THEMES = {"system": "&System", "light": "&Light", "dark": "&Dark"}  # setting value -> View > Theme menu text
+# setting value -> View > Theme menu text (translated where the menu is built)
+THEMES = {"system": QT_TRANSLATE_NOOP("MainWindow", "&System"), "light": QT_TRANSLATE_NOOP("MainWindow", "&Light"),
+          "dark": QT_TRANSLATE_NOOP("MainWindow", "&Dark")}
+
 
 # Role -> (light, dark). Disabled text is derived below.
 _COLOURS = {

@@ -6,6 +6,8 @@ import threading
 
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
 
+from app.i18n import translate
+
 
 class TransferBar(QFrame):
     def __init__(self, parent: QWidget | None = None):
@@ -16,7 +18,7 @@ class TransferBar(QFrame):
         self.progress.setMaximumWidth(160)
         self.progress.setMaximumHeight(12)
         self.progress.setTextVisible(False)
-        self.cancel_button = QPushButton("Cancel", self)
+        self.cancel_button = QPushButton(translate("TransferBar", "Cancel"), self)
         self.cancel_button.clicked.connect(self.cancel)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(10, 4, 6, 4)
@@ -45,7 +47,7 @@ class TransferBar(QFrame):
 
     def cancel(self) -> None:
         self._cancel.set()
-        self.label.setText("Cancelling…")
+        self.label.setText(translate("TransferBar", "Cancelling…"))
         self.cancel_button.setEnabled(False)
 
     def finish(self) -> None:

@@ -8,7 +8,7 @@ import logging
 import threading
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSize, Qt, QTimer, QUrl, Signal, qVersion
+from PySide6.QtCore import QT_TRANSLATE_NOOP, QByteArray, QSize, Qt, QTimer, QUrl, Signal, qVersion
 from PySide6.QtGui import (
     QAction,
     QActionGroup,
@@ -45,6 +45,7 @@ from app.composer import Composer, mime_has_attachment
 from app.conversation_view import ConversationView
 from app.first_run import FirstRunPage, HubDownloads
 from app.history.service import History
+from app.i18n import translate
 from app.icons import app_icon, icon
 from app.launch import Launch
 from app.remote_model import keep_api_key
@@ -59,8 +60,10 @@ log = logging.getLogger(__name__)
 DEFAULT_SIZE = QSize(1100, 780)
 STATUS_SHOWN_MS = 8000  # a passing message in the status bar
 # The banner's button for a failed load whose fix is one setting (see app/advice.py).
-SETTING_BUTTONS = {"model": "Choose Model…", "vision_tower": "Choose Vision Tower…", "device": "Choose Device…",
-                   "dtype": "Choose Precision…"}
+SETTING_BUTTONS = {"model": QT_TRANSLATE_NOOP("MainWindow", "Choose Model…"),
+                   "vision_tower": QT_TRANSLATE_NOOP("MainWindow", "Choose Vision Tower…"),
+                   "device": QT_TRANSLATE_NOOP("MainWindow", "Choose Device…"),
+                   "dtype": QT_TRANSLATE_NOOP("MainWindow", "Choose Precision…")}
 
 
 def display_model_name(name: str) -> str:
@@ -73,16 +76,18 @@ def display_model_name(name: str) -> str:
 
 
 def human_megabytes(megabytes: float) -> str:
-    return f"{megabytes / 1024:.1f} GB" if megabytes >= 1024 else f"{megabytes:.0f} MB"
+    if megabytes >= 1024:
+        return translate("MainWindow", "{size} GB").format(size=f"{megabytes / 1024:.1f}")
+    return translate("MainWindow", "{size} MB").format(size=f"{megabytes:.0f}")
 
 
 class Banner(QFrame):
     """A message across the top of the chat with what to do about it (a failed load, an unexpected error)."""
 
-    def __init__(self, parent: QWidget | None = None, name: str = "Problem"):
+    def __init__(self, parent: QWidget | None = None, name: str = ""):
         super().__init__(parent)
         self.setObjectName("banner")
-        self.setAccessibleName(name)
+        self.setAccessibleName(name or translate("MainWindow", "Problem"))
         self.icon_label = QLabel(self)
         self.icon_label.setPixmap(icon("warning").pixmap(QSize(20, 20)))
         self.text = QLabel(self)
@@ -92,8 +97,8 @@ class Banner(QFrame):
         close = self.close_button = QToolButton(self)
         close.setIcon(icon("close"))
         close.setAutoRaise(True)
-        close.setAccessibleName("Dismiss")
-        close.setToolTip("Dismiss")
+        close.setAccessibleName(translate("MainWindow", "Dismiss"))
+        close.setToolTip(translate("MainWindow", "Dismiss"))
         close.clicked.connect(self.hide)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(10, 6, 6, 6)
@@ -162,7 +167,7 @@ class MainWindow(QMainWindow):
         self.banner = Banner()
         # Conditions of the history (not saved, read-only, set aside): apart from the banner, so that nothing
         # else that happens (a model loading, another error) hides them.
-        self.notice = Banner(name="Chat history")
+        self.notice = Banner(name=translate("MainWindow", "Chat history"))
         self.transfer_bar = TransferBar()
         self.view = ConversationView(self.controller)
         self.composer = Composer()
@@ -211,25 +216,26 @@ class MainWindow(QMainWindow):
         self.composer.setFocus()
         if self.history.notice is not None:
             self.notice.show_message(html.escape(self.history.notice.text),
-                                     [("Show Folder", self._show_history_folder)], closable=self.history.notice.saving)
+                                     [(translate("MainWindow", "Show Folder"), self._show_history_folder)],
+                                     closable=self.history.notice.saving)
 
     # -- building ------------------------------------------------------------------------------------------
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
-        self.model_label = QLabel("No model loaded")
-        self.model_label.setAccessibleName("Model")
+        self.model_label = QLabel(translate("MainWindow", "No model loaded"))
+        self.model_label.setAccessibleName(translate("MainWindow", "Model"))
         self.load_progress = QProgressBar()
         self.load_progress.setRange(0, 0)  # busy: the load's stages have no byte counts
         self.load_progress.setMaximumWidth(120)
         self.load_progress.setMaximumHeight(12)
-        self.load_progress.setAccessibleName("Loading the model")
+        self.load_progress.setAccessibleName(translate("MainWindow", "Loading the model"))
         self.load_progress.hide()
         self.device_label = QLabel("")
-        self.device_label.setAccessibleName("Device and precision")
+        self.device_label.setAccessibleName(translate("MainWindow", "Device and precision"))
         self.memory_label = QLabel("")
-        self.memory_label.setAccessibleName("Memory in use")
-        self.memory_label.setToolTip("Memory the model uses on its device")
+        self.memory_label.setAccessibleName(translate("MainWindow", "Memory in use"))
+        self.memory_label.setToolTip(translate("MainWindow", "Memory the model uses on its device"))
         bar.addWidget(self.model_label)
         bar.addWidget(self.load_progress)
         bar.addPermanentWidget(self.device_label)
@@ -237,55 +243,60 @@ class MainWindow(QMainWindow):
 
     def _build_menus(self) -> None:
         menu = self.menuBar()
-        file_menu = menu.addMenu("&File")
-        self.new_chat_action = self._action("&New Chat", self.new_chat, QKeySequence.StandardKey.New, "new-chat")
-        self.attach_action = self._action("&Attach Image…", self.composer.choose_image, QKeySequence.StandardKey.Open,
-                                          "attach")
+        file_menu = menu.addMenu(translate("MainWindow", "&File"))
+        self.new_chat_action = self._action(translate("MainWindow", "&New Chat"), self.new_chat,
+                                            QKeySequence.StandardKey.New, "new-chat")
+        self.attach_action = self._action(translate("MainWindow", "&Attach Image…"), self.composer.choose_image,
+                                          QKeySequence.StandardKey.Open, "attach")
         file_menu.addAction(self.new_chat_action)
         file_menu.addAction(self.attach_action)
         if self.history.available:
             file_menu.addSeparator()
-            self.export_markdown_action = self._action("Export Chat as &Markdown…", lambda: self.export_chat("md"))
-            self.export_json_action = self._action("Export Chat as &JSON…", lambda: self.export_chat("json"))
-            self.import_action = self._action("&Import Chat…", self.import_chat)
+            self.export_markdown_action = self._action(translate("MainWindow", "Export Chat as &Markdown…"),
+                                                       lambda: self.export_chat("md"))
+            self.export_json_action = self._action(translate("MainWindow", "Export Chat as &JSON…"),
+                                                   lambda: self.export_chat("json"))
+            self.import_action = self._action(translate("MainWindow", "&Import Chat…"), self.import_chat)
             self.file_actions = [self.export_markdown_action, self.export_json_action, self.import_action]
             file_menu.addActions(self.file_actions)
             self._update_file_actions()
         file_menu.addSeparator()
-        file_menu.addAction(self._action("&Quit", self.close, QKeySequence.StandardKey.Quit))
+        file_menu.addAction(self._action(translate("MainWindow", "&Quit"), self.close, QKeySequence.StandardKey.Quit))
 
-        chat_menu = menu.addMenu("&Chat")
+        chat_menu = menu.addMenu(translate("MainWindow", "&Chat"))
         # Esc itself is a window shortcut (below), as it also leaves editing; the menu only names it.
-        self.stop_action = self._action("&Stop Answer\tEsc", self.controller.stop, None, "stop")
-        self.regenerate_action = self._action("&Regenerate Answer", self.controller.regenerate,
+        self.stop_action = self._action(translate("MainWindow", "&Stop Answer") + "\tEsc", self.controller.stop, None,
+                                        "stop")
+        self.regenerate_action = self._action(translate("MainWindow", "&Regenerate Answer"), self.controller.regenerate,
                                               QKeySequence("Ctrl+Shift+R"), "regenerate")
-        self.copy_answer_action = self._action("&Copy Last Answer", self.copy_last_answer,
+        self.copy_answer_action = self._action(translate("MainWindow", "&Copy Last Answer"), self.copy_last_answer,
                                                QKeySequence("Ctrl+Shift+C"), "copy")
         chat_menu.addAction(self.stop_action)
         chat_menu.addAction(self.regenerate_action)
         chat_menu.addAction(self.copy_answer_action)
 
-        view_menu = menu.addMenu("&View")
-        theme_menu = view_menu.addMenu("&Theme")
+        view_menu = menu.addMenu(translate("MainWindow", "&View"))
+        theme_menu = view_menu.addMenu(translate("MainWindow", "&Theme"))
         self.theme_actions: dict[str, QAction] = {}
         themes = QActionGroup(self)
         for theme, text in THEMES.items():
-            action = self._action(text, lambda theme=theme: self.set_theme(theme))
+            action = self._action(translate("MainWindow", text), lambda theme=theme: self.set_theme(theme))
             action.setCheckable(True)
             action.setChecked(theme == self.settings.theme)
             themes.addAction(action)
             theme_menu.addAction(action)
             self.theme_actions[theme] = action
 
-        model_menu = menu.addMenu("&Model")
-        self.settings_action = self._action("&Settings…", self.open_settings, QKeySequence("Ctrl+,"), "settings")
+        model_menu = menu.addMenu(translate("MainWindow", "&Model"))
+        self.settings_action = self._action(translate("MainWindow", "&Settings…"), self.open_settings,
+                                            QKeySequence("Ctrl+,"), "settings")
         self.settings_action.setMenuRole(QAction.MenuRole.PreferencesRole)
         model_menu.addAction(self.settings_action)
-        model_menu.addAction(self._action("&Reload Model", self.reload_model))
+        model_menu.addAction(self._action(translate("MainWindow", "&Reload Model"), self.reload_model))
 
-        help_menu = menu.addMenu("&Help")
-        help_menu.addAction(self._action("Open &Log Folder", self.open_log_folder))
-        about = self._action(f"&About {APP_NAME}", self.show_about)
+        help_menu = menu.addMenu(translate("MainWindow", "&Help"))
+        help_menu.addAction(self._action(translate("MainWindow", "Open &Log Folder"), self.open_log_folder))
+        about = self._action(translate("MainWindow", "&About {app}").format(app=APP_NAME), self.show_about)
         about.setMenuRole(QAction.MenuRole.AboutRole)
         help_menu.addAction(about)
 
@@ -413,12 +424,16 @@ class MainWindow(QMainWindow):
         self._update_file_actions()
 
     def _on_answer_left_running(self, title: str) -> None:
-        self.statusBar().showMessage(f"The answer in “{title}” is still being written; it is saved in that chat.",
+        self.statusBar().showMessage(translate("MainWindow", "The answer in “{title}” is still being written; it is "
+                                                             "saved in that chat.").format(title=title),
                                      STATUS_SHOWN_MS)
 
     def _on_background_answer_finished(self, _chat_id: int, title: str, status: str) -> None:
-        done = {DONE: "is finished", STOPPED: "was stopped", FAILED: "could not be finished"}.get(status, "ended")
-        self.statusBar().showMessage(f"The answer in “{title}” {done}.", STATUS_SHOWN_MS)
+        ended = {DONE: translate("MainWindow", "The answer in “{title}” is finished."),
+                 STOPPED: translate("MainWindow", "The answer in “{title}” was stopped."),
+                 FAILED: translate("MainWindow", "The answer in “{title}” could not be finished.")}
+        self.statusBar().showMessage(ended.get(status, translate("MainWindow", "The answer in “{title}” ended."))
+                                     .format(title=title), STATUS_SHOWN_MS)
         if self.chat_list is not None:
             self.chat_list.answering = self.controller.answering_elsewhere
             if not self.chat_list.search_edit.text():
@@ -434,9 +449,9 @@ class MainWindow(QMainWindow):
     def export_chat(self, kind: str) -> None:
         if self.controller.chat_id is None or self.transfer_bar.running:
             return
-        folder = QFileDialog.getExistingDirectory(self, "Export the chat to which folder?")
+        folder = QFileDialog.getExistingDirectory(self, translate("MainWindow", "Export the chat to which folder?"))
         if folder:
-            cancel = self.transfer_bar.begin("Exporting the chat…")
+            cancel = self.transfer_bar.begin(translate("MainWindow", "Exporting the chat…"))
             self._update_file_actions()
             self._spawn(self._export(self.controller.chat_id, Path(folder), kind, cancel))
 
@@ -447,14 +462,15 @@ class MainWindow(QMainWindow):
             self.transfer_bar.finish()
             self._update_file_actions()
         if path is not None:
-            self.statusBar().showMessage(f"Exported to {path}", 8000)
+            self.statusBar().showMessage(translate("MainWindow", "Exported to {path}").format(path=path), 8000)
 
     def import_chat(self) -> None:
         if not self.history.writable or self.transfer_bar.running:
             return
-        path, _filter = QFileDialog.getOpenFileName(self, "Import a chat", "", "Chat files (*.json);;All files (*)")
+        path, _filter = QFileDialog.getOpenFileName(self, translate("MainWindow", "Import a chat"), "",
+                                                    translate("MainWindow", "Chat files (*.json);;All files (*)"))
         if path:
-            cancel = self.transfer_bar.begin(f"Importing {Path(path).name}…")
+            cancel = self.transfer_bar.begin(translate("MainWindow", "Importing {name}…").format(name=Path(path).name))
             self._update_file_actions()
             self._spawn(self._import(Path(path), cancel))
 
@@ -522,7 +538,7 @@ class MainWindow(QMainWindow):
         self.load_progress.setVisible(loading)
         if loading:
             self.banner.hide()
-            self.model_label.setText("Loading the model…")
+            self.model_label.setText(translate("MainWindow", "Loading the model…"))
             self.device_label.clear()
             self.memory_label.clear()
 
@@ -535,23 +551,27 @@ class MainWindow(QMainWindow):
             return
         name = display_model_name(str(summary.get("name", "")))
         self.model_label.setText(name if summary.get("can_see_images", True)
-                                 else f"{name} (text only: this model cannot see images)")
+                                 else translate("MainWindow", "{model} (text only: this model cannot see images)")
+                                 .format(model=name))
         if summary.get("server"):
-            self.device_label.setText(f"on {summary['server']}")
+            self.device_label.setText(translate("MainWindow", "on {server}").format(server=summary["server"]))
             self.memory_label.clear()
             return
         self.device_label.setText(f"{summary.get('device', '')} · {summary.get('dtype', '')}")
         self.memory_label.setText(human_megabytes(float(summary.get("memory_mb", 0.0))))
 
     def _on_model_failed(self, error: str) -> None:
-        self.model_label.setText("No model loaded")
+        self.model_label.setText(translate("MainWindow", "No model loaded"))
         self.load_progress.hide()
         advice = window_advice(error)
-        actions: list[tuple[str, object]] = [("Settings…", self.open_settings)]
+        actions: list[tuple[str, object]] = [(translate("MainWindow", "Settings…"), self.open_settings)]
         if advice.setting in SETTING_BUTTONS:
-            actions = [(SETTING_BUTTONS[advice.setting], lambda: self.open_settings(advice.setting))]
-        actions += [("Retry", self.reload_model), ("Open Log Folder", self.open_log_folder)]
-        self.banner.show_message(f"<b>The model could not be loaded.</b> {html.escape(advice.text)}", actions)
+            actions = [(translate("MainWindow", SETTING_BUTTONS[advice.setting]),
+                        lambda: self.open_settings(advice.setting))]
+        actions += [(translate("MainWindow", "Retry"), self.reload_model),
+                    (translate("MainWindow", "Open Log Folder"), self.open_log_folder)]
+        self.banner.show_message(translate("MainWindow", "<b>The model could not be loaded.</b> {reason}")
+                                 .format(reason=html.escape(advice.text)), actions)
 
     def bring_to_front(self) -> None:
         if self.isMinimized():
@@ -569,8 +589,9 @@ class MainWindow(QMainWindow):
             return
         if self.pages.currentWidget() is self.first_run:
             # The banner belongs to the chat page; the status bar shows under the first-run page too.
-            self.statusBar().showMessage("The model named by the new launch was not loaded: this window is still "
-                                         "getting its first model. Choose it in Settings once that is done.", 15_000)
+            self.statusBar().showMessage(translate("MainWindow", "The model named by the new launch was not loaded: "
+                                                                 "this window is still getting its first model. "
+                                                                 "Choose it in Settings once that is done."), 15_000)
         else:
             self.startup.start_again(launch.model, launch.vision_tower, launch.device, launch.dtype)
 
@@ -582,7 +603,8 @@ class MainWindow(QMainWindow):
 
     def show_error(self, text: str) -> None:
         """An unexpected problem, told without a traceback (the log has it)."""
-        self.banner.show_message(html.escape(text), [("Open Log Folder", self.open_log_folder)])
+        self.banner.show_message(html.escape(text), [(translate("MainWindow", "Open Log Folder"),
+                                                      self.open_log_folder)])
 
     # -- settings and help ---------------------------------------------------------------------------------
 
@@ -625,11 +647,12 @@ class MainWindow(QMainWindow):
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.log_dir))):
             return
-        box = QMessageBox(QMessageBox.Icon.Information, "Log folder",
-                          "No file manager could open the log folder. It is here:", parent=self)
+        box = QMessageBox(QMessageBox.Icon.Information, translate("MainWindow", "Log folder"),
+                          translate("MainWindow", "No file manager could open the log folder. It is here:"),
+                          parent=self)
         box.setInformativeText(str(self.log_dir))
         box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        copy = box.addButton("&Copy Path", QMessageBox.ButtonRole.ActionRole)
+        copy = box.addButton(translate("MainWindow", "&Copy Path"), QMessageBox.ButtonRole.ActionRole)
         copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(str(self.log_dir)))
         box.addButton(QMessageBox.StandardButton.Close)
         box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
@@ -640,23 +663,26 @@ class MainWindow(QMainWindow):
         """Help > About: the version, the model in use and where it comes from, the licences."""
         summary = self.controller.model_summary
         if summary:
-            model = (f"{html.escape(display_model_name(str(summary.get('name', ''))))} on "
-                     f"{html.escape(str(summary.get('device', '')))} ({html.escape(str(summary.get('dtype', '')))})")
+            model = translate("MainWindow", "{model} on {device} ({dtype})").format(
+                model=html.escape(display_model_name(str(summary.get("name", "")))),
+                device=html.escape(str(summary.get("device", ""))), dtype=html.escape(str(summary.get("dtype", ""))))
         else:
-            model = "none loaded yet"
-        return (
-            f"<h3>{APP_NAME} {__version__}</h3>"
+            model = translate("MainWindow", "none loaded yet")
+        return f"<h3>{APP_NAME} {__version__}</h3>" + translate(
+            "MainWindow",
             "<p>Chat about images with the Xmodel-VLM vision-language model, locally on this computer.</p>"
-            f"<p><b>Model in use:</b> {model}<br>"
+            "<p><b>Model in use:</b> {model}<br>"
             "Xmodel-VLM is made by XiaoduoAILab "
             "(<a href='https://huggingface.co/XiaoduoAILab/Xmodel_VLM'>its page</a> gives its licence); it sees "
             "through OpenAI's CLIP ViT-L/14-336.</p>"
-            f"<p><b>Licence:</b> {APP_NAME} is free software under the Apache License 2.0. "
-            f"It uses Qt {qVersion()} through PySide6 (LGPLv3), PyTorch and Hugging Face transformers.</p>"
-        )
+            "<p><b>Licence:</b> {app} is free software under the Apache License 2.0. "
+            "It uses Qt {qt} through PySide6 (LGPLv3), PyTorch and Hugging Face transformers.</p>",
+        ).format(model=model, app=APP_NAME, qt=qVersion())
 
     def show_about(self) -> None:
-        box = QMessageBox(QMessageBox.Icon.NoIcon, f"About {APP_NAME}", self.about_text(),
+        box = QMessageBox(QMessageBox.Icon.NoIcon, translate("MainWindow", "About {app}").format(app=APP_NAME),
+                          self.about_text(),
+
                           QMessageBox.StandardButton.Close, self)
         box.setIconPixmap(app_icon().pixmap(QSize(64, 64)))
         box.setTextFormat(Qt.TextFormat.RichText)

@@ -26,6 +26,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+from app.i18n import translate
+
 log = logging.getLogger(__name__)
 
 CHUNKS_PER_SECOND = 30
@@ -79,10 +81,11 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, XvlmError):
         return str(exc)
     if isinstance(exc, MemoryError) or "OutOfMemory" in type(exc).__name__ or "out of memory" in str(exc).lower():
-        return ("The model ran out of memory. Close other programs, or in Settings choose a smaller precision "
-                "or the CPU, or start a new chat (shorter conversations need less memory).")
-    return (f"Something went wrong in the model ({type(exc).__name__}). "
-            "The details are in the log: Help → Open Log Folder.")
+        return translate("ModelWorker", "The model ran out of memory. Close other programs, or in Settings choose a "
+                                        "smaller precision or the CPU, or start a new chat (shorter conversations "
+                                        "need less memory).")
+    return translate("ModelWorker", "Something went wrong in the model ({error}). The details are in the log: "
+                                    "Help → Open Log Folder.").format(error=type(exc).__name__)
 
 
 def _default_load(request: LoadRequest, on_stage: Callable[[str], None]) -> Any:
@@ -151,7 +154,7 @@ class ModelWorker(QObject):
     @Slot(object)
     def generate(self, request: AnswerRequest) -> None:
         if self._session is None:
-            self.answer_failed.emit(request.request_id, "No model is loaded yet.")
+            self.answer_failed.emit(request.request_id, translate("ModelWorker", "No model is loaded yet."))
             return
         self._current_cancel = request.cancel
         try:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bundle  # packaging/ is no package: the library `packaging` owns that name
+import translations
 
 SPEC = bundle.PROJECT_ROOT / "packaging" / "xvlm-chat.spec"
 LINUX_INSTALLER = bundle.PROJECT_ROOT / "packaging" / "linux" / "install.sh"
@@ -98,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     started = time.monotonic()
+    # The .qm files the bundle takes from resources/, compiled afresh so a bundle never ships a stale one.
+    translations.release()
     code = build(args.dist.resolve(), args.work.resolve(), args.clean)
+
     if code:
         print(f"build failed (PyInstaller exit code {code})", file=sys.stderr)
         return code

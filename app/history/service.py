@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QT_TRANSLATE_NOOP, QObject, Signal
 from xvlm_core.errors import XvlmError
 
 from app.history import exchange
@@ -31,11 +31,12 @@ from app.history.records import (
     StoreInUseError,
     TransferCancelled,
 )
+from app.i18n import translate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-NOT_SAVED = "Chats in this window are not saved."
+NOT_SAVED = QT_TRANSLATE_NOOP("History", "Chats in this window are not saved.")
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,9 @@ class History(QObject):
         self.store = store
         self.notice = notice
         if notice is None and store is not None and store.recovered_from is not None:
-            self.notice = Notice(f"The chat history could not be read, so a new one was started. "
-                                 f"The old file was kept as {store.recovered_from}.", True, store.path.parent)
+            self.notice = Notice(translate("History", "The chat history could not be read, so a new one was started. "
+                                                      "The old file was kept as {path}.")
+                                 .format(path=store.recovered_from), True, store.path.parent)
 
     @property
     def available(self) -> bool:
@@ -147,16 +149,17 @@ class History(QObject):
         if chat is None:
             return None
         write = exchange.write_markdown if kind == "md" else exchange.write_json
-        return await self._off_thread("The chat could not be exported",
+        return await self._off_thread(QT_TRANSLATE_NOOP("History", "The chat could not be exported"),
                                       lambda report: write(chat, folder, report, cancel), progress)
 
     async def import_chat(self, path: Path, progress: exchange.Progress, cancel: threading.Event) -> int | None:
         """A new chat from a conversation file; None when it failed, was cancelled, or cannot be saved here."""
         if not self.writable:
-            self.failed.emit("The chat could not be imported: the chat history is not being saved in this window.")
+            self.failed.emit(translate("History", "The chat could not be imported: the chat history is not being "
+                                                  "saved in this window."))
             return None
         images = self.store.images
-        turns = await self._off_thread("The chat could not be imported",
+        turns = await self._off_thread(QT_TRANSLATE_NOOP("History", "The chat could not be imported"),
                                        lambda report: exchange.read_chat_file(path, images, report, cancel), progress)
         if turns is None or not self.writable:
             return None
@@ -185,7 +188,7 @@ class History(QObject):
         try:
             return call(self.store)
         except (XvlmError, OSError) as exc:
-            self._report("The chat history could not be read", exc)
+            self._report(QT_TRANSLATE_NOOP("History", "The chat history could not be read"), exc)
             return None
 
     def _write(self, call: Callable[[ChatStore], T]) -> T | None:
@@ -194,13 +197,17 @@ class History(QObject):
         try:
             return call(self.store)
         except (XvlmError, OSError) as exc:
-            self._report("The chat history could not be saved", exc)
+            self._report(QT_TRANSLATE_NOOP("History", "The chat history could not be saved"), exc)
             return None
 
     def _report(self, what: str, error: Exception) -> None:
-        """Log the detail; tell the person in one message (a StoreError's message already says it all)."""
+        """Log the detail; tell the person in one message (a StoreError's message already says it all).
+
+        `what` is an English sentence marked for translation: the log keeps it in English."""
         log.exception(what)
-        self.failed.emit(str(error) if isinstance(error, StoreError) else f"{what}: {error}")
+        self.failed.emit(str(error) if isinstance(error, StoreError)
+                         else translate("History", "{what}: {error}").format(what=translate("History", what),
+                                                                             error=error))
 
 
 def open_history(path: Path | None = None) -> History:
@@ -214,16 +221,18 @@ def open_history(path: Path | None = None) -> History:
         return History(ChatStore(path))
     except StoreInUseError:
         log.warning("chat history in use by another process; opening it read-only")
-        reason = "Another XVLM Chat is using the chat history."
+        reason = translate("History", "Another XVLM Chat is using the chat history.")
     except FolderNotWritableError as exc:
         log.error("chat history folder not writable: %s", exc)
         reason = str(exc)
     except StoreError as exc:
         log.error("chat history unavailable: %s", exc)
-        return History(None, Notice(f"{exc} {NOT_SAVED}", False, folder))
+        return History(None, Notice(f"{exc} {translate('History', NOT_SAVED)}", False, folder))
     try:
         return History(ChatStore(path, read_only=True),
-                       Notice(f"{reason} This window shows the history read-only. {NOT_SAVED}", False, folder))
+                       Notice(translate("History", "{reason} This window shows the history read-only. {not_saved}")
+                              .format(reason=reason, not_saved=translate("History", NOT_SAVED)), False, folder))
     except StoreError as exc:
         log.error("chat history not readable either: %s", exc)
-        return History(None, Notice(f"{reason} {NOT_SAVED} ({exc})", False, folder))
+        return History(None, Notice(f"{reason} {translate('History', NOT_SAVED)} ({exc})", False, folder))
+

@@ -84,7 +84,16 @@ def test_every_file_under_resources_is_bundled_where_the_app_looks():
     assert {"resources/icons/app.svg", "resources/self-check.png", "resources/xvlm-chat.desktop.in"} <= files
 
 
+def test_the_interface_translations_are_bundled_beside_their_sources():
+    bundled = bundled_resources()
+    for language in ("zh_CN",):
+        assert {f"resources/translations/xvlm_chat_{language}.qm",
+                f"resources/translations/xvlm_chat_{language}.ts"} <= bundled
+    assert "translations" in resource_paths_in_app()  # app.i18n looks there
+
+
 def test_every_icon_the_app_names_is_bundled():
+
     names = icon_names_in_app()
     assert {"send", "stop", "close", "attach", "warning"} <= set(names)  # the scan sees the composer and window
     missing = {name: where for name, where in names.items() if f"resources/icons/{name}.svg" not in bundled_resources()}

@@ -31,7 +31,7 @@ def test_self_check_answers_about_the_test_picture_and_exits_0(tiny_model_dir, t
     answer = next(line for line in lines if line.strip().startswith("A: "))
     assert len(answer.strip()) > len("A: ")
     assert any("first token" in line and "tokens/s" in line for line in lines)
-    for check in ("Qt platform plugins", "image formats", "icons", "TLS for downloads", "log", "model",
+    for check in ("Qt platform plugins", "image formats", "icons", "translations", "TLS for downloads", "log", "model",
                   "lazily loaded modules"):
         assert any(line.startswith(f"ok    {check}:") for line in lines), check
 
