@@ -13,7 +13,7 @@ import itertools
 import logging
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -140,7 +140,7 @@ class ChatController(QObject):
         # Saved before anything is asked: a crash while answering loses no question.
         new_chat = self.chat_id is None
         if new_chat:
-            sampling = self.settings.sampling()
+            sampling = asdict(self.settings.sampling())
             self.chat_id = self._persist(lambda: self.store.create_chat(self.settings_model(), sampling))
         if self.chat_id is not None:
             images = [Path(image)] if image else []

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from xvlm_core.sampling import SamplingSettings
 
 from app import APP_NAME
 
@@ -59,9 +60,9 @@ class Settings:
         keys = ("model", "vision_tower", "device", "dtype")
         return any(getattr(self, key) != getattr(other, key) for key in keys)
 
-    def sampling(self) -> dict[str, float | int]:
-        """Keyword arguments for xvlm_core's SamplingSettings."""
-        return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_p": self.top_p}
+    def sampling(self) -> SamplingSettings:
+        """How the model picks its words, as set here (the rest at the core's defaults)."""
+        return SamplingSettings(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p)
 
     @classmethod
     def from_dict(cls, raw: dict) -> Settings:

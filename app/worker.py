@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
+from xvlm_core.sampling import SamplingSettings  # torch-free
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class AnswerRequest:
 
     request_id: int
     turns: tuple[Turn, ...]
-    sampling: dict[str, Any] = field(default_factory=dict)
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
     system: str = ""  # "" = the prompt the model was trained with
     cancel: threading.Event = field(default_factory=threading.Event, compare=False)
 
@@ -157,11 +158,10 @@ class ModelWorker(QObject):
 
     def _stream(self, request: AnswerRequest) -> tuple[str, dict]:
         """Drive the core's generator, batching its deltas into at most CHUNKS_PER_SECOND signals."""
-        generation, prompt = import_core("xvlm_core.generation"), import_core("xvlm_core.prompt")
+        prompt = import_core("xvlm_core.prompt")
         messages = [prompt.Message(turn.role, turn.text, list(turn.images)) for turn in request.turns]
         answer = self._session.answer(
-            messages, generation.SamplingSettings(**request.sampling), system=request.system or prompt.SYSTEM_V1,
-            cancel=request.cancel,
+            messages, request.sampling, system=request.system or prompt.SYSTEM_V1, cancel=request.cancel
         )
         pending: list[str] = []
         last_emit = 0.0
@@ -174,7 +174,8 @@ class ModelWorker(QObject):
                 last_emit = now
         if pending:
             self.chunk_ready.emit(request.request_id, "".join(pending))
-        return answer.text, dict(answer.stats.as_dict())
+        result = answer.result
+        return result.text, dict(result.stats.as_dict())
 
     @Slot()
     def list_devices(self) -> None:

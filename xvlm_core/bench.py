@@ -18,10 +18,10 @@ from PIL import Image
 from transformers.generation.streamers import BaseStreamer
 
 from xvlm_core.device import dtype_name, peak_resident_set_mb
-from xvlm_core.generation import SamplingSettings
 from xvlm_core.images import load_image
 from xvlm_core.model import LoadedModel, load_model
 from xvlm_core.prompt import SYSTEM_V1, Message, images_in_order, render_prompt
+from xvlm_core.sampling import SamplingSettings
 from xvlm_core.session import ChatSession
 
 # About 60 tokens with the Xmodel tokenizer, like a detailed first question about a photo.
@@ -115,8 +115,8 @@ def _run_session(loaded: LoadedModel, image: str, turns: int, new_tokens: int) -
         answer = session.answer(messages, settings)
         for _ in answer:
             pass
-        answers.append(answer.text)
-        stats.append(answer.stats)
+        answers.append(answer.result.text)
+        stats.append(answer.result.stats)
     first, last = stats[0], stats[-1]
     decoded = sum(s.output_tokens - 1 for s in stats)
     return {

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import shutil
+import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -31,13 +32,17 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _sampling_options(parser: argparse.ArgumentParser) -> None:
+    from xvlm_core.sampling import SamplingSettings  # torch-free
+
+    defaults = SamplingSettings()
     parser.add_argument("--system", help="system prompt (default: the model's own)")
-    parser.add_argument("--max-new-tokens", type=int, default=512, metavar="N")
-    parser.add_argument("--temperature", type=float, default=0.0, metavar="T", help="0 (default) is greedy")
-    parser.add_argument("--top-p", type=float, default=1.0, metavar="P")
-    parser.add_argument("--top-k", type=int, default=0, metavar="K")
-    parser.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R")
-    parser.add_argument("--seed", type=int, metavar="N")
+    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, metavar="N")
+    parser.add_argument("--temperature", type=float, default=defaults.temperature, metavar="T",
+                        help="0 (default) is greedy")
+    parser.add_argument("--top-p", type=float, default=defaults.top_p, metavar="P")
+    parser.add_argument("--top-k", type=int, default=defaults.top_k, metavar="K")
+    parser.add_argument("--repetition-penalty", type=float, default=defaults.repetition_penalty, metavar="R")
+    parser.add_argument("--seed", type=int, default=defaults.seed, metavar="N")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace):
-    from xvlm_core.generation import SamplingSettings
+    from xvlm_core.sampling import SamplingSettings
 
     return SamplingSettings(
         max_new_tokens=args.max_new_tokens,
@@ -130,20 +135,20 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if args.json:
         for _ in answer:
             pass
-        result = {
-            "prompt": answer.prompt,
-            "input_ids": answer.input_ids,
-            "output_ids": answer.output_ids,
-            "text": answer.text,
-            "stats": {**answer.stats.as_dict(), "load_s": loaded.load_s},
-        }
-        print(json.dumps(result, ensure_ascii=False))
+        result = answer.result
+        print(json.dumps({
+            "prompt": result.prompt,
+            "input_ids": result.input_ids,
+            "output_ids": result.output_ids,
+            "text": result.text,
+            "stats": {**result.stats.as_dict(), "load_s": loaded.load_s},
+        }, ensure_ascii=False))
         return 0
     for delta in answer:
         sys.stdout.write(delta)
         sys.stdout.flush()
     sys.stdout.write("\n")
-    log.info("%s", _stats_line(answer.stats.as_dict()))
+    log.info("%s", _stats_line(answer.result.stats.as_dict()))
     return 0
 
 
@@ -201,18 +206,26 @@ def cmd_chat(args: argparse.Namespace) -> int:
         answer = session.answer(messages, settings, system=args.system or SYSTEM_V1, cancel=cancel)
         sys.stdout.write("model> ")
         try:
-            for delta in answer:
-                sys.stdout.write(delta)
-                sys.stdout.flush()
-        except KeyboardInterrupt:
-            cancel.set()
-            sys.stdout.write(" [stopped]")
+            _stream_to_stdout(answer, cancel)
         except XvlmError as exc:
             messages.pop()
             print(f"\nerror: {exc}")
             continue
         print()
-        messages.append(Message("assistant", answer.text))
+        messages.append(Message("assistant", answer.result.text))
+
+
+def _stream_to_stdout(answer, cancel: threading.Event) -> None:
+    """Print the answer as it comes; Ctrl+C stops it at the next token, keeping what was said."""
+    previous = signal.signal(signal.SIGINT, lambda _signum, _frame: cancel.set())
+    try:
+        for delta in answer:
+            sys.stdout.write(delta)
+            sys.stdout.flush()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if answer.result.stats.stop_reason == "cancelled":
+        sys.stdout.write(" [stopped]")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

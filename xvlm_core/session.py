@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Hashable, Iterator
-from dataclasses import replace
+from collections.abc import Generator, Hashable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -14,42 +14,47 @@ from transformers import DynamicCache
 
 from xvlm_core.config import IMAGE_TOKEN_INDEX
 from xvlm_core.errors import ImageError, XvlmError
-from xvlm_core.generation import GenerationStats, SamplingSettings, TextStream, decode
+from xvlm_core.generation import GenerationStats, TextStream, TokenPicker, decode
 from xvlm_core.images import load_image
 from xvlm_core.model import LoadedModel
 from xvlm_core.prompt import SYSTEM_V1, Message, images_in_order, render_prompt
+from xvlm_core.sampling import SamplingSettings
 
 # One cache position: a token id, or (image hash, index of the embedding within that image).
 Position = Hashable
 
 
-class Answer:
-    """One answer being generated: iterate for text deltas; then read `text`, `output_ids`, `stats`.
+@dataclass(frozen=True)
+class AnswerResult:
+    """A finished answer: its text, the prompt and ids it came from, and what it cost."""
 
-    Nothing runs until iteration starts; iteration runs image encoding, prefill and decoding.
+    text: str
+    prompt: str  # the rendered conversation the model read (after dropping turns that did not fit)
+    input_ids: list[int]
+    output_ids: list[int]  # every picked id, the final EOS included
+    stats: GenerationStats
+
+
+class Answer:
+    """One answer being generated: iterate for text deltas; `result` is there once iteration has ended.
+
+    Nothing runs until iteration starts; iteration runs image encoding, prefill and decoding. Stop early
+    by setting the cancel event and iterating on (the result then says "cancelled"); an iteration that
+    is abandoned or fails leaves no result.
     """
 
-    def __init__(
-        self,
-        session: ChatSession,
-        messages: list[Message],
-        settings: SamplingSettings,
-        system: str,
-        cancel: threading.Event,
-    ):
-        self._session = session
-        self._messages = messages
-        self.settings = settings
-        self.system = system
-        self.cancel = cancel
-        self.prompt = ""
-        self.input_ids: list[int] = []
-        self.output_ids: list[int] = []
-        self.stats = GenerationStats()
-        self.text = ""
+    def __init__(self, steps: Generator[str, None, AnswerResult]):
+        self._steps = steps
+        self._result: AnswerResult | None = None
 
     def __iter__(self) -> Iterator[str]:
-        return self._session._run(self)
+        self._result = yield from self._steps
+
+    @property
+    def result(self) -> AnswerResult:
+        if self._result is None:
+            raise XvlmError("The answer is not finished yet: iterate over it to the end first.")
+        return self._result
 
 
 class ChatSession:
@@ -76,24 +81,25 @@ class ChatSession:
             raise XvlmError("Only user messages can carry images.")
         if any(message.images for message in messages) and self.loaded.model.vision_tower is None:
             raise XvlmError("This model has no vision tower, so it cannot look at images.")
-        return Answer(self, list(messages), settings or SamplingSettings(), system, cancel or threading.Event())
+        job = _Job(list(messages), settings or SamplingSettings(), system, cancel or threading.Event())
+        return Answer(self._run(job))
 
     def reset(self) -> None:
         """Forget the cache (a new chat, or after an error left it in an unknown state)."""
         self.cache = DynamicCache(config=self.loaded.model.language_model.config)
         self.cached = []
 
-    def _run(self, answer: Answer) -> Iterator[str]:
+    def _run(self, job: _Job) -> Generator[str, None, AnswerResult]:
         started = time.perf_counter()
         try:
-            yield from self._generate(answer, started)
+            return (yield from self._generate(job, started))
         except Exception:
             self.reset()  # a failure mid-forward can leave layers of the cache at different lengths
             raise
 
-    def _generate(self, answer: Answer, started: float) -> Iterator[str]:
-        loaded, stats = self.loaded, answer.stats
-        messages, max_new = self._fit_context(answer)
+    def _generate(self, job: _Job, started: float) -> Generator[str, None, AnswerResult]:
+        loaded, stats = self.loaded, job.stats
+        messages, max_new = self._fit_context(job)
 
         tick = time.perf_counter()
         paths = images_in_order(messages)
@@ -101,7 +107,7 @@ class ChatSession:
         images = [self._encode_image(key, path, stats) for key, path in zip(hashes, paths, strict=True)]
         stats.image_encode_s = time.perf_counter() - tick
 
-        sequence = self._positions(answer.input_ids, hashes)
+        sequence = self._positions(job.input_ids, hashes)
         reused = _common_prefix(self.cached, sequence)
         reused = min(reused, len(sequence) - 1)  # at least one position to prefill: its logits start the answer
         if self.cache.get_seq_length() > reused:
@@ -111,34 +117,50 @@ class ChatSession:
 
         tick = time.perf_counter()
         with torch.inference_mode():
-            embeds = loaded.model.embed(answer.input_ids, images)[:, reused:]  # [1, T - reused, hidden]
+            embeds = loaded.model.embed(job.input_ids, images)[:, reused:]  # [1, T - reused, hidden]
             out = loaded.model.language_model(inputs_embeds=embeds, cache=self.cache, use_cache=True, logits_to_keep=1)
         self.cached = sequence
         logits = out.logits[:, -1].float()
         stats.prefill_s = time.perf_counter() - tick
 
         stream = TextStream(loaded.tokenizer)
+        eos_id = loaded.tokenizer.eos_id
+
+        def stop(ids: list[int]) -> str | None:
+            if ids[-1] == eos_id:
+                return "eos"
+            if stream.stopped:
+                return "stop_string"
+            return "length" if len(ids) >= max_new else None
+
+        picker = TokenPicker(job.settings, job.input_ids, logits.device)
+        tokens = decode(loaded.model.language_model, self.cache, logits, picker, stop, job.cancel)
+        output_ids: list[int] = []
         try:
-            yield from decode(
-                loaded.model.language_model,
-                self.cache,
-                logits,
-                answer.input_ids,
-                stream,
-                loaded.tokenizer.eos_id,
-                answer.settings,
-                stats,
-                answer.output_ids,
-                answer.cancel,
-                started,
-                max_new,
-            )
+            while True:
+                try:
+                    token = next(tokens)
+                except StopIteration as done:
+                    decoded = done.value
+                    break
+                output_ids.append(token)
+                if token != eos_id:
+                    delta = stream.push(token)
+                    if delta:
+                        yield delta
         finally:
             # Also when the consumer stops iterating: every generated token but the last is in the cache.
-            self.cached = sequence + answer.output_ids[:-1]
-            answer.text = stream.text
+            self.cached = sequence + output_ids[:-1]
+        tail = stream.finish()
+        if tail:
+            yield tail
+        stats.ttft_s = decoded.first_token_at - started
+        stats.decode_s = decoded.finished_at - decoded.first_token_at
+        stats.output_tokens = len(decoded.output_ids)
+        stats.stop_reason = decoded.stop_reason
+        return AnswerResult(stream.text, job.prompt, job.input_ids, decoded.output_ids, stats)
 
-    def _fit_context(self, answer: Answer) -> tuple[list[Message], int]:
+    def _fit_context(self, answer: _Job) -> tuple[list[Message], int]:
         """Drop the oldest turns until prompt + answer fit the context; carry their images forward.
 
         Sets the answer's prompt and input ids to those of the messages kept; returns them and how many
@@ -197,6 +219,19 @@ class ChatSession:
             self._embeddings[key] = loaded.model.encode_images(pixels)[0]  # [144, hidden]
             stats.images_encoded += 1
         return self._embeddings[key]
+
+
+@dataclass
+class _Job:
+    """One answer's request, and what is worked out for it before decoding (filled by `_fit_context`)."""
+
+    _messages: list[Message]
+    settings: SamplingSettings
+    system: str
+    cancel: threading.Event
+    prompt: str = ""
+    input_ids: list[int] = field(default_factory=list)
+    stats: GenerationStats = field(default_factory=GenerationStats)
 
 
 def _common_prefix(first: list[Position], second: list[Position]) -> int:

@@ -22,12 +22,8 @@ class SlowAnswer:
             yield delta
 
     @property
-    def text(self) -> str:
-        return self._answer.text
-
-    @property
-    def stats(self):
-        return self._answer.stats
+    def result(self):
+        return self._answer.result
 
 
 class SlowSession:
@@ -53,21 +49,28 @@ class FakeStats:
         return dict(self.values)
 
 
+@dataclass
+class FakeResult:
+    text: str
+    stats: FakeStats
+
+
 class FakeAnswer:
     def __init__(self, deltas: list[str], delay_s: float, cancel: threading.Event):
         self.deltas, self.delay_s, self.cancel = deltas, delay_s, cancel
-        self.text = ""
-        self.stats = FakeStats({"output_tokens": 0, "stop_reason": "", "ttft_s": 0.01, "decode_tok_s": 0.0})
+        self.result = FakeResult("", FakeStats({"output_tokens": 0, "stop_reason": "", "ttft_s": 0.01,
+                                                "decode_tok_s": 0.0}))
 
     def __iter__(self):
-        self.stats.values["stop_reason"] = "length"
+        stats = self.result.stats.values
+        stats["stop_reason"] = "length"
         for delta in self.deltas:
             if self.cancel.is_set():
-                self.stats.values["stop_reason"] = "cancelled"
+                stats["stop_reason"] = "cancelled"
                 break
             time.sleep(self.delay_s)
-            self.text += delta
-            self.stats.values["output_tokens"] += 1
+            self.result.text += delta
+            stats["output_tokens"] += 1
             yield delta
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from xvlm_core.errors import XvlmError
-from xvlm_core.generation import SamplingSettings
 from xvlm_core.model import load_model
 from xvlm_core.prompt import Message
+from xvlm_core.sampling import SamplingSettings
 from xvlm_core.session import ChatSession
 
 
@@ -22,7 +22,7 @@ def loaded(tiny_model_dir, tiny_tower_dir):
 def run(session: ChatSession, messages: list[Message], **settings) -> tuple:
     answer = session.answer(messages, SamplingSettings(**{"max_new_tokens": 24, **settings}))
     deltas = list(answer)
-    return answer, deltas
+    return answer.result, deltas
 
 
 def test_second_turn_prefills_only_new_tokens_and_matches_original(loaded, golden, images_dir):
@@ -98,9 +98,10 @@ def test_cancel_stops_within_one_token(loaded):
         received.append(delta)
         if len(received) == 3:
             cancel.set()
-    assert answer.stats.stop_reason == "cancelled"
-    assert len(answer.output_ids) <= 4
-    assert answer.text.startswith("".join(received[:3]).strip())
+    result = answer.result
+    assert result.stats.stop_reason == "cancelled"
+    assert len(result.output_ids) <= 4
+    assert result.text.startswith("".join(received[:3]).strip())
     # The session stays usable and consistent after a cancel.
     again, _ = run(session, [Message("user", "Hello, who are you?")])
     fresh, _ = run(ChatSession(loaded), [Message("user", "Hello, who are you?")])
