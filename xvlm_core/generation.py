@@ -15,8 +15,8 @@ from transformers import (
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
-from transformers.cache_utils import Cache
 
+from xvlm_core.kv_cache import PreallocatedCache
 from xvlm_core.prompt import EOS_TEXT
 from xvlm_core.sampling import SamplingSettings
 from xvlm_core.tokenizer import StreamDecoder, Tokenizer
@@ -134,12 +134,14 @@ class Decoded:
 
 # Why to stop after these output ids ("eos", "stop_string", "length"), or None to go on.
 StopCondition = Callable[[list[int]], str | None]
+# Feeds one token through the language model, extending the cache; returns the next logits [1, vocab] float32.
+DecodeStep = Callable[[int, PreallocatedCache], torch.Tensor]
 
 
 @torch.inference_mode()
 def decode(
-    model: torch.nn.Module,
-    cache: Cache,
+    model: DecodeStep,
+    cache: PreallocatedCache,
     logits: torch.Tensor,
     pick: Callable[[torch.Tensor], int],
     stop: StopCondition,
@@ -150,7 +152,6 @@ def decode(
     `logits` [1, vocab] are the prefill's last-position logits; each picked id except the last is fed back
     through `model`, extending `cache`. `stop` is asked after the consumer has handled the id just yielded.
     """
-    device = logits.device
     output_ids: list[int] = []
     first_token_at = 0.0
     while True:
@@ -162,5 +163,4 @@ def decode(
         reason = stop(output_ids) or ("cancelled" if cancel.is_set() else None)
         if reason:
             return Decoded(output_ids, reason, first_token_at, time.perf_counter())
-        out = model(input_ids=torch.tensor([[token]], device=device), cache=cache, use_cache=True, logits_to_keep=1)
-        logits = out.logits[:, -1].float()
+        logits = model(token, cache)

@@ -10,12 +10,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from transformers import DynamicCache
 
 from xvlm_core.config import IMAGE_TOKEN_INDEX
+from xvlm_core.decode_step import make_step, needs_zeroed_cache
 from xvlm_core.errors import ImageError, XvlmError
 from xvlm_core.generation import GenerationStats, TextStream, TokenPicker, decode
 from xvlm_core.images import load_image
+from xvlm_core.kv_cache import PreallocatedCache
 from xvlm_core.model import LoadedModel
 from xvlm_core.prompt import SYSTEM_V1, Message, images_in_order, render_prompt
 from xvlm_core.sampling import SamplingSettings
@@ -58,11 +59,15 @@ class Answer:
 
 
 class ChatSession:
-    """Multi-turn chat on one loaded model. Not thread-safe: use it from one thread."""
+    """Multi-turn chat on one loaded model. Not thread-safe: use it from one thread.
 
-    def __init__(self, loaded: LoadedModel):
+    `decode_mode` chooses the decode step (`decode_step.DECODE_MODES`); "auto" is right outside of tests.
+    """
+
+    def __init__(self, loaded: LoadedModel, decode_mode: str = "auto"):
         self.loaded = loaded
-        self.cache = DynamicCache(config=loaded.model.language_model.config)
+        self.step = make_step(loaded.model.language_model, decode_mode)
+        self.cache = self._new_cache()
         self.cached: list[Position] = []  # what each position of `cache` holds
         self._embeddings: dict[str, torch.Tensor] = {}  # image hash -> [144, hidden]
         self._hashes: dict[tuple[str, int, int], str] = {}  # (path, mtime, size) -> image hash
@@ -86,8 +91,11 @@ class ChatSession:
 
     def reset(self) -> None:
         """Forget the cache (a new chat, or after an error left it in an unknown state)."""
-        self.cache = DynamicCache(config=self.loaded.model.language_model.config)
+        self.cache = self._new_cache()
         self.cached = []
+
+    def _new_cache(self) -> PreallocatedCache:
+        return PreallocatedCache(self.loaded.model.language_model.config, zeroed=needs_zeroed_cache(self.step))
 
     def _run(self, job: _Job) -> Generator[str, None, AnswerResult]:
         started = time.perf_counter()
@@ -134,7 +142,7 @@ class ChatSession:
             return "length" if len(ids) >= max_new else None
 
         picker = TokenPicker(job.settings, job.input_ids, logits.device)
-        tokens = decode(loaded.model.language_model, self.cache, logits, picker, stop, job.cancel)
+        tokens = decode(self.step, self.cache, logits, picker, stop, job.cancel)
         output_ids: list[int] = []
         try:
             while True:
