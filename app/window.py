@@ -308,12 +308,14 @@ class MainWindow(QMainWindow):
 
     # -- start-up ------------------------------------------------------------------------------------------
 
-    async def start(self, model: str = "", vision_tower: str = "", device: str = "", dtype: str = "") -> None:
+    async def start(
+        self, model: str = "", vision_tower: str = "", device: str = "", dtype: str = "", quantize: str = ""
+    ) -> None:
         """Find the model (or download it on the first-run page), then load it. Arguments override settings."""
         self.model_thread.start()
         self.list_devices_requested.emit()
         model = model or self.settings.model
-        self._overrides = {"vision_tower": vision_tower, "device": device, "dtype": dtype}
+        self._overrides = {"vision_tower": vision_tower, "device": device, "dtype": dtype, "quantize": quantize}
         try:
             target, spec = await asyncio.get_running_loop().run_in_executor(
                 None, locate_model, model, self.downloads)
@@ -338,6 +340,7 @@ class MainWindow(QMainWindow):
             vision_tower=overrides.get("vision_tower") or settings.vision_tower,
             device=overrides.get("device") or settings.device,
             dtype=overrides.get("dtype") or settings.dtype,
+            quantize=overrides.get("quantize") or settings.quantize,
         ))
 
     def reload_model(self) -> None:
@@ -493,7 +496,8 @@ class MainWindow(QMainWindow):
         name = display_model_name(str(summary.get("name", "")))
         self.model_label.setText(name if summary.get("can_see_images", True)
                                  else f"{name} (text only: this model cannot see images)")
-        self.device_label.setText(f"{summary.get('device', '')} · {summary.get('dtype', '')}")
+        weights = " · 8-bit weights" if summary.get("quantize") == "int8" else ""
+        self.device_label.setText(f"{summary.get('device', '')} · {summary.get('dtype', '')}{weights}")
         self.memory_label.setText(human_megabytes(float(summary.get("memory_mb", 0.0))))
 
     def _on_model_failed(self, error: str) -> None:

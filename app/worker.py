@@ -39,6 +39,7 @@ class LoadRequest:
     vision_tower: str = ""
     device: str = "auto"
     dtype: str = "auto"
+    quantize: str = "none"  # "int8": 8-bit weights
 
 
 @dataclass(frozen=True)
@@ -78,15 +79,16 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, XvlmError):
         return str(exc)
     if isinstance(exc, MemoryError) or "OutOfMemory" in type(exc).__name__ or "out of memory" in str(exc).lower():
-        return ("The model ran out of memory. Close other programs, or in Settings choose a smaller precision "
-                "or the CPU, or start a new chat (shorter conversations need less memory).")
+        return ("The model ran out of memory. Close other programs, or in Settings choose 8-bit weights, a smaller "
+                "number format or the CPU, or start a new chat (shorter conversations need less memory).")
     return (f"Something went wrong in the model ({type(exc).__name__}). "
             "The details are in the log: Help → Open Log Folder.")
 
 
 def _default_load(request: LoadRequest, on_stage: Callable[[str], None]) -> Any:
     load_model = import_core("xvlm_core.model").load_model
-    return load_model(request.model, request.vision_tower or None, request.device, request.dtype, on_stage=on_stage)
+    return load_model(request.model, request.vision_tower or None, request.device, request.dtype, on_stage=on_stage,
+                      quantize=request.quantize)
 
 
 def _default_session(loaded: Any) -> Any:

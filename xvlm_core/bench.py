@@ -1,11 +1,14 @@
 """`xvlm bench`: load time, time to first token and decode speed over a multi-turn image chat.
 
 The same conversation can also be run the plain transformers way (`generate`, the image encoded and
-the whole prompt recomputed every turn), so both are measured in one process on one machine.
+the whole prompt recomputed every turn, exact weights), so both are measured in one process on one machine.
+Decode speed is also given as the memory bandwidth it implies: the bytes of weights one token reads
+(int8 weights count one byte) times tokens per second.
 """
 
 from __future__ import annotations
 
+import gc
 import shutil
 import tempfile
 import time
@@ -17,10 +20,11 @@ import torch
 from PIL import Image
 from transformers.generation.streamers import BaseStreamer
 
-from xvlm_core.device import dtype_name, peak_resident_set_mb
+from xvlm_core.device import dtype_name, peak_resident_set_mb, resident_set_mb
 from xvlm_core.images import load_image
 from xvlm_core.model import LoadedModel, load_model
 from xvlm_core.prompt import SYSTEM_V1, Message, images_in_order, render_prompt
+from xvlm_core.quantize import weight_bytes
 from xvlm_core.sampling import SamplingSettings
 from xvlm_core.session import ChatSession
 
@@ -71,28 +75,50 @@ def run_benchmark(
     turns: int = 5,
     new_tokens: int = 32,
     baseline: bool = False,
+    quantize: str = "none",
 ) -> dict[str, float | int | str]:
-    """Measure one image + question, then follow-ups; `model=None` uses the synthetic full-size checkpoint."""
+    """Measure one image + question, then follow-ups; `model=None` uses the synthetic full-size checkpoint.
+
+    With `baseline`, plain transformers runs the same conversation afterwards, always with exact weights
+    (with `quantize="int8"` they are loaded again once the 8-bit model's figures, memory included, are taken).
+    """
     synthetic = model is None
     model = model or str(synthetic_checkpoint())
-    loaded = load_model(model, vision_tower=vision_tower, device=device, dtype=dtype)
-    weight_bytes = sum(p.numel() * p.element_size() for p in loaded.model.language_model.parameters())
+    loaded = load_model(model, vision_tower=vision_tower, device=device, dtype=dtype, quantize=quantize)
+    read_per_token = bytes_read_per_token(loaded)
     with tempfile.TemporaryDirectory() as scratch:
         image = str(bench_image(Path(scratch)))
         result: dict[str, float | int | str] = {
             "model": "synthetic full-size Xmodel-VLM" if synthetic else model,
             "device": str(loaded.device),
             "dtype": dtype_name(loaded.dtype),
+            "quantize": quantize,
             "threads": torch.get_num_threads(),
             "load_s": loaded.load_s,
             **_run_session(loaded, image, turns, new_tokens),
         }
+        result["weights_read_per_token_gb"] = read_per_token / 1e9
+        result["implied_bandwidth_gbs"] = read_per_token * float(result["decode_tok_s"]) / 1e9
+        result["rss_mb"] = resident_set_mb()
+        result["peak_rss_mb"] = peak_resident_set_mb()
         if baseline:
+            if quantize != "none":
+                del loaded
+                gc.collect()
+                loaded = load_model(model, vision_tower=vision_tower, device=device, dtype=dtype)
             result.update(_run_baseline(loaded, image, turns, new_tokens))
-    result["lm_weights_gb"] = weight_bytes / 1e9
-    result["implied_bandwidth_gbs"] = weight_bytes * float(result["decode_tok_s"]) / 1e9
-    result["peak_rss_mb"] = peak_resident_set_mb()
+            baseline_bytes = bytes_read_per_token(loaded)
+            result["baseline_weights_read_per_token_gb"] = baseline_bytes / 1e9
+            result["baseline_implied_bandwidth_gbs"] = baseline_bytes * float(result["baseline_decode_tok_s"]) / 1e9
     return result
+
+
+def bytes_read_per_token(loaded: LoadedModel) -> int:
+    """Bytes of language-model weights one decoded token reads: all but the embedding table (one row of it)."""
+    language = loaded.model.language_model
+    table = language.get_input_embeddings().weight
+    shared_with_head = getattr(language.lm_head, "weight", None) is table
+    return weight_bytes(language) - (0 if shared_with_head else table.numel() * table.element_size())
 
 
 def _conversation(turns: int, image: str, answers: list[str]) -> list[list[Message]]:

@@ -18,6 +18,7 @@ from xvlm_core.config import IMAGE_TOKEN_INDEX, XvlmConfig, load_config, read_js
 from xvlm_core.device import dtype_name, memory_in_use_mb, pick_device, pick_dtype
 from xvlm_core.errors import CheckpointError, ConfigError, XvlmError
 from xvlm_core.projector import build_projector
+from xvlm_core.quantize import QUANTIZE_CHOICES, quantize_linears
 from xvlm_core.tokenizer import Tokenizer, find_tokenizer_file
 from xvlm_core.vision import ImagePreprocessor, VisionTower
 
@@ -88,6 +89,7 @@ class LoadedModel:
     preprocess: ImagePreprocessor | None
     device: torch.device
     dtype: torch.dtype
+    quantize: str = "none"  # "int8": the language model's linear layers hold int8 weights
     load_s: float = 0.0
     stage_times: dict[str, float] = field(default_factory=dict)
 
@@ -109,6 +111,7 @@ class LoadedModel:
             "name": self.name,
             "device": str(self.device),
             "dtype": dtype_name(self.dtype),
+            "quantize": self.quantize,
             "memory_mb": memory_in_use_mb(self.device),
             "load_s": self.load_s,
             "can_see_images": self.can_see_images,
@@ -182,8 +185,14 @@ def load_model(
     device: str = "auto",
     dtype: str = "auto",
     on_stage: Callable[[str], None] = lambda stage: None,
+    quantize: str = "none",
 ) -> LoadedModel:
-    """Load a checkpoint folder or cached hub repo, ready to answer on `device` in `dtype`."""
+    """Load a checkpoint folder or cached hub repo, ready to answer on `device` in `dtype`.
+
+    `quantize="int8"` converts the language model's linear layers to int8 weights as they are read.
+    """
+    if quantize not in QUANTIZE_CHOICES:
+        raise XvlmError(f"'{quantize}' is not a weight precision (use {' or '.join(QUANTIZE_CHOICES)}).")
     started = time.perf_counter()
     times: dict[str, float] = {}
     on_stage("Reading the checkpoint…")
@@ -215,6 +224,13 @@ def load_model(
     times["language_model_s"] = time.perf_counter() - tick
 
     _rebuild_buffers(network)
+    if quantize == "int8":
+        # Before the dtype conversion: each layer goes from the checkpoint's memory-mapped weights straight
+        # to int8, so the float copy of the whole model never exists.
+        on_stage("Converting the weights to 8 bits…")
+        tick = time.perf_counter()
+        quantize_linears(network.language_model, torch_dtype)
+        times["quantize_s"] = time.perf_counter() - tick
     network = network.to(device=torch_device, dtype=torch_dtype).eval()
     # The rotary frequencies stay float32, as in the original, whatever the weights' dtype.
     network.language_model.model.rotary_emb = LlamaRotaryEmbedding(network.language_model.config).to(torch_device)
@@ -231,6 +247,7 @@ def load_model(
         preprocess=preprocess,
         device=torch_device,
         dtype=torch_dtype,
+        quantize=quantize,
         load_s=time.perf_counter() - started,
         stage_times=times,
     )

@@ -88,12 +88,12 @@ class FakeSession:
 
 
 class FakeLoaded:
-    def __init__(self, name: str = "fake-model"):
-        self.name = name
+    def __init__(self, name: str = "fake-model", quantize: str = "none"):
+        self.name, self.quantize = name, quantize
 
     def summary(self) -> dict:
-        return {"name": self.name, "device": "cpu", "dtype": "float32", "memory_mb": 12.0, "load_s": 0.0,
-                "can_see_images": True, "context_length": 4096}
+        return {"name": self.name, "device": "cpu", "dtype": "float32", "quantize": self.quantize, "memory_mb": 12.0,
+                "load_s": 0.0, "can_see_images": True, "context_length": 4096}
 
 
 def fake_load(delay_s: float = 0.0, error: Exception | None = None) -> Callable:
@@ -103,7 +103,7 @@ def fake_load(delay_s: float = 0.0, error: Exception | None = None) -> Callable:
         on_stage("Loading the language model…")
         if error is not None:
             raise error
-        return FakeLoaded(request.model)
+        return FakeLoaded(request.model, request.quantize)
 
     return load
 

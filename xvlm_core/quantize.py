@@ -1,0 +1,88 @@
+"""Weight-only int8: each output channel of a linear layer scaled into [-127, 127], products by PyTorch's kernel.
+
+Decoding one token reads every weight once, so on a CPU its speed is the memory bandwidth divided by the
+bytes of weights: int8 halves them against bf16. `torch._weight_int8pack_mm` multiplies float activations
+by the int8 weights and applies the scales without ever writing a dequantized copy.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+QUANTIZE_CHOICES = ("none", "int8")
+
+# The CPU kernel reads its inner dimension in blocks of 16: other widths read past the row (wrong results,
+# or a crash), so such layers stay exact.
+_KERNEL_BLOCK = 16
+
+
+class Int8Linear(nn.Module):
+    """`nn.Linear` with int8 weights [out, in] and one float scale per output channel."""
+
+    def __init__(self, weight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+        self.register_buffer("weight", weight)  # int8 [out, in]
+        self.register_buffer("scales", scales)  # [out], the activations' dtype
+        self.register_buffer("bias", bias)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, dtype: torch.dtype | None = None) -> Int8Linear:
+        """`linear` quantized, for activations in `dtype` (default: its weights' dtype)."""
+        dtype = dtype or linear.weight.dtype
+        weight, scales = quantize_weight(linear.weight.detach())
+        bias = None if linear.bias is None else linear.bias.detach().to(dtype)
+        return cls(weight, scales.to(dtype), bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features)  # [..., in] -> [N, in]
+        if rows.device.type == "cpu":
+            out = torch._weight_int8pack_mm(rows.contiguous(), self.weight, self.scales)  # [N, out]
+        else:
+            # No int8 kernel without a compiler here: the memory is still halved, the speed is not.
+            out = F.linear(rows, self.weight.to(rows.dtype)) * self.scales
+        if self.bias is not None:
+            out = out + self.bias
+        return out.view(*x.shape[:-1], self.out_features)
+
+    def dequantized(self) -> torch.Tensor:
+        """The weights as float32 [out, in]: what the int8 products stand for."""
+        return self.weight.float() * self.scales.float()[:, None]
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[out, in] float -> (int8 [out, in], float32 scales [out]), symmetric, per output channel."""
+    w = weight.float()
+    scales = w.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / 127  # [out]
+    return torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8), scales
+
+
+def can_quantize(linear: nn.Linear) -> bool:
+    return linear.in_features % _KERNEL_BLOCK == 0
+
+
+@torch.inference_mode()
+def quantize_linears(module: nn.Module, dtype: torch.dtype | None = None) -> int:
+    """Replace every quantizable `nn.Linear` inside `module` by an `Int8Linear` for `dtype`, one at a time.
+
+    Each float weight is dropped as soon as its int8 copy exists, so memory never holds both for the
+    whole model. Returns how many layers were replaced.
+    """
+    replaced = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear) and can_quantize(child):
+                setattr(parent, name, Int8Linear.from_linear(child, dtype))
+                replaced += 1
+    return replaced
+
+
+def weight_bytes(module: nn.Module) -> int:
+    """Bytes of weights `module` reads in one forward: int8 weights count one byte each."""
+    tensors = [*module.parameters(), *module.buffers()]
+    return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
