@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from xvlm_core.config import IMAGE_TOKEN_INDEX, XvlmConfig, load_config, read_js
 from xvlm_core.device import dtype_name, memory_in_use_mb, pick_device, pick_dtype
 from xvlm_core.errors import CheckpointError, ConfigError, XvlmError
 from xvlm_core.projector import build_projector
-from xvlm_core.quantize import QUANTIZE_CHOICES, quantize_linears
+from xvlm_core.quantize import QUANTIZE_CHOICES, Int8Linear, quantizable_linears
 from xvlm_core.tokenizer import Tokenizer, find_tokenizer_file
 from xvlm_core.vision import ImagePreprocessor, VisionTower
 
@@ -218,19 +219,18 @@ def load_model(
         on_stage("Loading the vision tower…")
         _load_tower(network, tower)
         times["vision_tower_s"] = time.perf_counter() - tick
+    quantized: set[str] = set()
+    if quantize == "int8":
+        tick = time.perf_counter()
+        on_stage("Loading the language model in 8 bits…")
+        quantized = _load_int8_linears(network.language_model, files, torch_dtype)
+        times["quantize_s"] = time.perf_counter() - tick
     tick = time.perf_counter()
     on_stage("Loading the language model…")
-    _load_language_and_projector(network, files, tower is not None)
+    _load_language_and_projector(network, files, tower is not None, quantized)
     times["language_model_s"] = time.perf_counter() - tick
 
     _rebuild_buffers(network)
-    if quantize == "int8":
-        # Before the dtype conversion: each layer goes from the checkpoint's memory-mapped weights straight
-        # to int8, so the float copy of the whole model never exists.
-        on_stage("Converting the weights to 8 bits…")
-        tick = time.perf_counter()
-        quantize_linears(network.language_model, torch_dtype)
-        times["quantize_s"] = time.perf_counter() - tick
     network = network.to(device=torch_device, dtype=torch_dtype).eval()
     # The rotary frequencies stay float32, as in the original, whatever the weights' dtype.
     network.language_model.model.rotary_emb = LlamaRotaryEmbedding(network.language_model.config).to(torch_device)
@@ -283,8 +283,44 @@ def _load_tower(network: XmodelVLM, tower: TowerSource) -> None:
         ) from None
 
 
-def _load_language_and_projector(network: XmodelVLM, files: list[Path], with_vision: bool) -> None:
+def _load_int8_linears(language_model: nn.Module, files: list[Path], dtype: torch.dtype) -> set[str]:
+    """Read the language model's linear weights one decoder layer at a time, each straight into int8.
+
+    Each read maps the file anew and drops it before the next, so the float weights are never all in
+    memory: only the layer being converted. Returns the checkpoint keys read.
+    """
+    linears = quantizable_linears(language_model)
+    layers: dict[str, list[str]] = {}
+    for name in linears:
+        layer = re.match(r"model\.layers\.\d+\.", name)
+        layers.setdefault(layer.group(0) if layer else name, []).append(name)
+    where = str(files[0].parent)
+    read: set[str] = set()
+    for names in layers.values():
+        keys = {f"{name}.{part}" for name in names for part in ("weight", "bias")}
+        raw = checkpoint.read_weights(files, keys.__contains__)
+        for name in names:
+            meta = linears[name]
+            weight, bias = raw.get(f"{name}.weight"), raw.get(f"{name}.bias")
+            if weight is None:
+                raise CheckpointError(f"{where}: the weight '{name}.weight' is missing.")
+            if tuple(weight.shape) != tuple(meta.weight.shape) or (bias is None) != (meta.bias is None):
+                raise CheckpointError(
+                    f"{where}: '{name}.weight' has shape {tuple(weight.shape)} but the config implies "
+                    f"{tuple(meta.weight.shape)}."
+                )
+            language_model.set_submodule(name, Int8Linear.from_weight(weight, bias, dtype))
+        read |= set(raw)
+        del raw
+    return read
+
+
+def _load_language_and_projector(
+    network: XmodelVLM, files: list[Path], with_vision: bool, already_loaded: set[str]
+) -> None:
     def wanted(key: str) -> bool:
+        if key in already_loaded:
+            return False
         return not key.startswith(EMBEDDED_TOWER_PREFIX) and not key.endswith("rotary_emb.inv_freq")
 
     raw = checkpoint.read_weights(files, wanted)
@@ -301,15 +337,19 @@ def _load_language_and_projector(network: XmodelVLM, files: list[Path], with_vis
         raise CheckpointError(
             f"{where}: {len(unexpected)} weights do not belong to an Xmodel-VLM model (first: {unexpected[0]})."
         )
-    _assign(network.language_model, language, where)
+    _assign(network.language_model, language, where, skip=Int8Linear)
     if with_vision:
         assert network.projector is not None
         _assign(network.projector, projector, f"{where} (projector)")
 
 
-def _assign(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """Load `state` into a meta-device module, requiring every key and every shape to match."""
-    expected = dict(module.state_dict())
+def _assign(module: nn.Module, state: dict[str, torch.Tensor], where: str, skip: type | None = None) -> None:
+    """Load `state` into a meta-device module, requiring every key and every shape to match.
+
+    Submodules of type `skip` are already loaded and left as they are.
+    """
+    loaded = [f"{name}." for name, child in module.named_modules() if skip is not None and isinstance(child, skip)]
+    expected = {key: value for key, value in module.state_dict().items() if not key.startswith(tuple(loaded))}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing:
@@ -321,7 +361,7 @@ def _assign(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> No
             raise CheckpointError(
                 f"{where}: '{key}' has shape {tuple(tensor.shape)} but the config implies {tuple(expected[key].shape)}."
             )
-    module.load_state_dict(state, strict=True, assign=True)
+    module.load_state_dict(state, strict=not loaded, assign=True)  # every other key was checked above
 
 
 @torch.inference_mode()

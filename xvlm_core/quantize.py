@@ -29,12 +29,15 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", bias)
 
     @classmethod
+    def from_weight(cls, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> Int8Linear:
+        """A float weight [out, in] (and bias) quantized, for activations in `dtype`."""
+        int8, scales = quantize_weight(weight.detach())
+        return cls(int8, scales.to(dtype), None if bias is None else bias.detach().to(dtype))
+
+    @classmethod
     def from_linear(cls, linear: nn.Linear, dtype: torch.dtype | None = None) -> Int8Linear:
         """`linear` quantized, for activations in `dtype` (default: its weights' dtype)."""
-        dtype = dtype or linear.weight.dtype
-        weight, scales = quantize_weight(linear.weight.detach())
-        bias = None if linear.bias is None else linear.bias.detach().to(dtype)
-        return cls(weight, scales.to(dtype), bias)
+        return cls.from_weight(linear.weight, linear.bias, dtype or linear.weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)  # [..., in] -> [N, in]
@@ -57,29 +60,20 @@ class Int8Linear(nn.Module):
 
 def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """[out, in] float -> (int8 [out, in], float32 scales [out]), symmetric, per output channel."""
-    w = weight.float()
+    w = weight.to(torch.float32, copy=True)  # one float32 copy of this layer, changed in place: loading stays lean
     scales = w.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / 127  # [out]
-    return torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8), scales
+    return w.div_(scales[:, None]).round_().clamp_(-127, 127).to(torch.int8), scales
 
 
 def can_quantize(linear: nn.Linear) -> bool:
     return linear.in_features % _KERNEL_BLOCK == 0
 
 
-@torch.inference_mode()
-def quantize_linears(module: nn.Module, dtype: torch.dtype | None = None) -> int:
-    """Replace every quantizable `nn.Linear` inside `module` by an `Int8Linear` for `dtype`, one at a time.
+def quantizable_linears(module: nn.Module) -> dict[str, nn.Linear]:
+    """Every `nn.Linear` inside `module` the int8 kernel can take, by qualified name."""
+    modules = module.named_modules()
+    return {name: child for name, child in modules if isinstance(child, nn.Linear) and can_quantize(child)}
 
-    Each float weight is dropped as soon as its int8 copy exists, so memory never holds both for the
-    whole model. Returns how many layers were replaced.
-    """
-    replaced = 0
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Linear) and can_quantize(child):
-                setattr(parent, name, Int8Linear.from_linear(child, dtype))
-                replaced += 1
-    return replaced
 
 
 def weight_bytes(module: nn.Module) -> int:

@@ -9,7 +9,7 @@ from torch import nn
 from xvlm_core.errors import XvlmError
 from xvlm_core.model import load_model
 from xvlm_core.prompt import Message
-from xvlm_core.quantize import Int8Linear, quantize_linears, quantize_weight, weight_bytes
+from xvlm_core.quantize import Int8Linear, quantizable_linears, quantize_weight, weight_bytes
 from xvlm_core.sampling import SamplingSettings
 from xvlm_core.session import ChatSession
 
@@ -107,10 +107,53 @@ def test_int8_answers_on_the_tiny_model_are_sensible(exact_and_int8, images_dir,
 
 def test_layers_the_kernel_cannot_take_stay_exact():
     model = nn.Sequential(random_linear(32, 64, torch.float32), random_linear(32, 72, torch.float32))
-    assert quantize_linears(model) == 1
-    assert isinstance(model[0], Int8Linear) and type(model[1]) is nn.Linear
+    assert list(quantizable_linears(model)) == ["0"]
 
 
 def test_unknown_weight_precision_is_a_clear_error(tiny_model_dir):
     with pytest.raises(XvlmError, match="'int4' is not a weight precision"):
         load_model(str(tiny_model_dir), quantize="int4")
+
+
+def test_int8_loads_from_bin_and_from_shards_alike(tmp_path, tiny_model_bin_dir, tiny_model_dir, tiny_tower_dir):
+    from safetensors.torch import load_file
+
+    from xvlm_core.testing import write_weights
+
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    for item in tiny_model_dir.iterdir():
+        if item.suffix != ".safetensors":
+            (sharded / item.name).write_bytes(item.read_bytes())
+    write_weights(sharded, load_file(tiny_model_dir / "model.safetensors"), shards=3)
+    answers = []
+    for folder in (tiny_model_dir, tiny_model_bin_dir, sharded):
+        loaded = load_model(str(folder), vision_tower=str(tiny_tower_dir), dtype="float32", quantize="int8")
+        answer = ChatSession(loaded).answer([Message("user", "Hello")], SamplingSettings(max_new_tokens=8))
+        list(answer)
+        answers.append(answer.result.output_ids)
+    assert answers[0] == answers[1] == answers[2]
+
+
+@pytest.mark.parametrize(("change", "words"), [("drop", "'model.layers.1.mlp.up_proj.weight' is missing"),
+                                               ("reshape", "'model.layers.1.mlp.up_proj.weight' has shape")])
+def test_int8_names_a_missing_or_misshapen_linear_weight(tmp_path, tiny_model_dir, tiny_tower_dir, change, words):
+    from safetensors.torch import load_file
+
+    from xvlm_core.errors import CheckpointError
+    from xvlm_core.testing import write_weights
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for item in tiny_model_dir.iterdir():
+        if item.suffix != ".safetensors":
+            (folder / item.name).write_bytes(item.read_bytes())
+    state = load_file(tiny_model_dir / "model.safetensors")
+    key = "model.layers.1.mlp.up_proj.weight"
+    if change == "drop":
+        del state[key]
+    else:
+        state[key] = state[key][:, :32].contiguous()
+    write_weights(folder, state)
+    with pytest.raises(CheckpointError, match=words):
+        load_model(str(folder), vision_tower=str(tiny_tower_dir), quantize="int8")
