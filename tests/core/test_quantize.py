@@ -22,7 +22,7 @@ def random_linear(out_features: int, in_features: int, dtype: torch.dtype, seed:
 
 
 @pytest.mark.parametrize(("out_features", "in_features"), [(32, 64), (33, 176), (256, 2048), (64, 5632)])
-@pytest.mark.parametrize("rows", [1, 7])
+@pytest.mark.parametrize("rows", [1, 7, 40])  # 40: a prompt's rows take the dequantized float path
 def test_kernel_equals_the_dequantized_weights_in_float32(out_features, in_features, rows):
     layer = Int8Linear.from_linear(random_linear(out_features, in_features, torch.float32))
     x = torch.randn(1, rows, in_features, generator=torch.Generator().manual_seed(1))
