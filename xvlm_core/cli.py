@@ -183,7 +183,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
     loaded = _load(args)
     session = ChatSession(loaded)
     messages: list[Message] = []
-    print(f"Chatting with {loaded.name} on {loaded.summary()['device']} ({loaded.summary()['dtype']}).")
+    summary = loaded.summary()
+    weights = ", 8-bit weights" if loaded.quantize == "int8" else ""
+    print(f"Chatting with {loaded.name} on {summary['device']} ({summary['dtype']}{weights}).")
     print(
         "Commands: /image FILE attaches an image to your next message, /new starts over, /quit leaves. "
         "Ctrl+C stops an answer."
