@@ -145,15 +145,15 @@ def _run_turns(
     session = ChatSession(loaded)
     answers: list[str] = []
     plain_answers: list[str] = []
-    stats, plain_ttfts, plain_rates = [], [], []
+    stats, plain_ttfts, plain_decodes = [], [], []
     for turn in range(turns):
         result = _answer(session, _conversation(turn + 1, image, answers)[-1], new_tokens)
         answers.append(result.text)
         stats.append(result.stats)
         if plain is not None:
-            ttft, rate, text = _plain_turn(plain, _conversation(turn + 1, image, plain_answers)[-1], new_tokens)
+            ttft, decoded, text = _plain_turn(plain, _conversation(turn + 1, image, plain_answers)[-1], new_tokens)
             plain_ttfts.append(ttft)
-            plain_rates.append(rate)
+            plain_decodes.append(decoded)
             plain_answers.append(text)
     first, last = stats[0], stats[-1]
     decoded = sum(s.output_tokens - 1 for s in stats)
@@ -171,7 +171,9 @@ def _run_turns(
     if plain is not None:
         figures["baseline_ttft_s"] = plain_ttfts[0]
         figures[f"baseline_turn{turns}_ttft_s"] = plain_ttfts[-1]
-        figures["baseline_decode_tok_s"] = float(np.mean(plain_rates))
+        # Both sides as all tokens after each turn's first over all the time they took: a mean of per-turn
+        # rates would weigh a turn that ran while the machine was quiet more than one that ran while it was busy.
+        figures["baseline_decode_tok_s"] = sum(n for n, _ in plain_decodes) / sum(s for _, s in plain_decodes)
     return figures
 
 
@@ -189,9 +191,11 @@ class _TokenClock(BaseStreamer):
 
 
 @torch.inference_mode()
-def _plain_turn(loaded: LoadedModel, messages: list[Message], new_tokens: int) -> tuple[float, float, str]:
+def _plain_turn(
+    loaded: LoadedModel, messages: list[Message], new_tokens: int
+) -> tuple[float, tuple[int, float], str]:
     """One turn the plain way (default `generate`, the image encoded and the whole prompt recomputed):
-    time to first token, decode tokens/s, answer."""
+    time to first token, (tokens after the first, seconds they took), answer."""
     model, tokenizer = loaded.model, loaded.tokenizer
     started = time.perf_counter()
     assert loaded.preprocess is not None
@@ -209,5 +213,5 @@ def _plain_turn(loaded: LoadedModel, messages: list[Message], new_tokens: int) -
         pad_token_id=tokenizer.eos_id,
     )
     token_times = clock.times[1:]
-    rate = (len(token_times) - 1) / (token_times[-1] - token_times[0])
-    return token_times[0] - started, rate, tokenizer.decode(output[0].tolist()).strip()
+    decoded = (len(token_times) - 1, token_times[-1] - token_times[0])
+    return token_times[0] - started, decoded, tokenizer.decode(output[0].tolist()).strip()
