@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 import time
 from collections.abc import Callable
@@ -214,16 +215,17 @@ def load_model(
     with torch.device("meta"):
         network = XmodelVLM(config, tower.clip_config if tower else None)
 
+    int8 = torch_dtype if quantize == "int8" else None
     if tower is not None:
         tick = time.perf_counter()
         on_stage("Loading the vision tower…")
-        _load_tower(network, tower)
+        _load_tower(network, tower, int8)
         times["vision_tower_s"] = time.perf_counter() - tick
     quantized: set[str] = set()
-    if quantize == "int8":
+    if int8 is not None:
         tick = time.perf_counter()
         on_stage("Loading the language model in 8 bits…")
-        quantized = _load_int8_linears(network.language_model, files, torch_dtype)
+        quantized = _load_int8_linears(network.language_model, files, int8)
         times["quantize_s"] = time.perf_counter() - tick
     tick = time.perf_counter()
     on_stage("Loading the language model…")
@@ -253,12 +255,27 @@ def load_model(
     )
 
 
-def _load_tower(network: XmodelVLM, tower: TowerSource) -> None:
+def _load_tower(network: XmodelVLM, tower: TowerSource, int8: torch.dtype | None) -> None:
+    """The tower's weights; with `int8` (the activations' dtype) its linear layers as 8-bit weights."""
     assert network.vision_tower is not None
     kept = network.vision_tower.kept_layers
+    where = f"vision tower ({tower.weight_files[0].parent})"
+    try:
+        _read_tower(network.vision_tower.clip, tower, kept, int8, where)
+    except CheckpointError as exc:
+        if tower.folder is not None:
+            raise
+        raise CheckpointError(
+            f"The vision tower embedded in the checkpoint does not match the shape its config names ({exc}); "
+            "pass its folder with --vision-tower."
+        ) from None
+
+
+def _read_tower(clip: nn.Module, tower: TowerSource, kept: int, int8: torch.dtype | None, where: str) -> None:
+    quantized = set() if int8 is None else _load_int8_linears(clip, tower.weight_files, int8, tower.prefix)
 
     def wanted(key: str) -> bool:
-        return key.startswith(tower.prefix)
+        return key.startswith(tower.prefix) and key not in quantized
 
     raw = checkpoint.read_weights(tower.weight_files, wanted)
     state = {}
@@ -271,37 +288,28 @@ def _load_tower(network: XmodelVLM, tower: TowerSource) -> None:
             if layer >= kept:
                 continue  # layers after the selected one never influence the features
         state[local] = tensor
-    where = f"vision tower ({tower.weight_files[0].parent})"
-    try:
-        _assign(network.vision_tower.clip, state, where)
-    except CheckpointError as exc:
-        if tower.folder is not None:
-            raise
-        raise CheckpointError(
-            f"The vision tower embedded in the checkpoint does not match the shape its config names ({exc}); "
-            "pass its folder with --vision-tower."
-        ) from None
+    _assign(clip, state, where, skip=Int8Linear)
 
 
-def _load_int8_linears(language_model: nn.Module, files: list[Path], dtype: torch.dtype) -> set[str]:
-    """Read the language model's linear weights one decoder layer at a time, each straight into int8.
+def _load_int8_linears(module: nn.Module, files: list[Path], dtype: torch.dtype, prefix: str = "") -> set[str]:
+    """Read `module`'s linear weights (keys `prefix` + name) one layer at a time, each straight into int8.
 
     Each read maps the file anew and drops it before the next, so the float weights are never all in
     memory: only the layer being converted. Returns the checkpoint keys read.
     """
-    linears = quantizable_linears(language_model)
+    linears = quantizable_linears(module)
     layers: dict[str, list[str]] = {}
     for name in linears:
-        layer = re.match(r"model\.layers\.\d+\.", name)
+        layer = re.match(r".*\blayers\.\d+\.", name)
         layers.setdefault(layer.group(0) if layer else name, []).append(name)
     where = str(files[0].parent)
     read: set[str] = set()
     for names in layers.values():
-        keys = {f"{name}.{part}" for name in names for part in ("weight", "bias")}
+        keys = {f"{prefix}{name}.{part}" for name in names for part in ("weight", "bias")}
         raw = checkpoint.read_weights(files, keys.__contains__)
         for name in names:
             meta = linears[name]
-            weight, bias = raw.get(f"{name}.weight"), raw.get(f"{name}.bias")
+            weight, bias = raw.get(f"{prefix}{name}.weight"), raw.get(f"{prefix}{name}.bias")
             if weight is None:
                 raise CheckpointError(f"{where}: the weight '{name}.weight' is missing.")
             if tuple(weight.shape) != tuple(meta.weight.shape) or (bias is None) != (meta.bias is None):
@@ -309,9 +317,10 @@ def _load_int8_linears(language_model: nn.Module, files: list[Path], dtype: torc
                     f"{where}: '{name}.weight' has shape {tuple(weight.shape)} but the config implies "
                     f"{tuple(meta.weight.shape)}."
                 )
-            language_model.set_submodule(name, Int8Linear.from_weight(weight, bias, dtype))
+            module.set_submodule(name, Int8Linear.from_weight(weight, bias, dtype))
         read |= set(raw)
         del raw
+        gc.collect(1)  # the reader's objects hold the file's mapping in reference cycles: free it now
     return read
 
 

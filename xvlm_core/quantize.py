@@ -19,6 +19,7 @@ _KERNEL_BLOCK = 16
 # Up to this many rows (tokens) at once the kernel wins; a prompt of hundreds is compute-bound, and there a
 # bf16 copy of the weights made for the call and the float kernels are twice as fast (331 rows, 2 cores).
 _KERNEL_ROWS = 32
+_QUANTIZE_ROWS = 1024
 
 
 class Int8Linear(nn.Module):
@@ -35,7 +36,8 @@ class Int8Linear(nn.Module):
     def from_weight(cls, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> Int8Linear:
         """A float weight [out, in] (and bias) quantized, for activations in `dtype`."""
         int8, scales = quantize_weight(weight.detach())
-        return cls(int8, scales.to(dtype), None if bias is None else bias.detach().to(dtype))
+        # The bias is copied: a view would keep the whole checkpoint mapping it came from alive.
+        return cls(int8, scales.to(dtype), None if bias is None else bias.detach().to(dtype, copy=True))
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, dtype: torch.dtype | None = None) -> Int8Linear:
@@ -63,9 +65,15 @@ class Int8Linear(nn.Module):
 
 def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """[out, in] float -> (int8 [out, in], float32 scales [out]), symmetric, per output channel."""
-    w = weight.to(torch.float32, copy=True)  # one float32 copy of this layer, changed in place: loading stays lean
-    scales = w.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / 127  # [out]
-    return w.div_(scales[:, None]).round_().clamp_(-127, 127).to(torch.int8), scales
+    quantized = torch.empty(weight.shape, dtype=torch.int8, device=weight.device)
+    scales = torch.empty(weight.shape[0], dtype=torch.float32, device=weight.device)
+    # A float32 copy of a block of rows at a time: converting lm_head whole would add ~0.4 GB to the peak.
+    for start in range(0, weight.shape[0], _QUANTIZE_ROWS):
+        rows = weight[start : start + _QUANTIZE_ROWS].to(torch.float32, copy=True)
+        block_scales = rows.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / 127
+        quantized[start : start + _QUANTIZE_ROWS] = rows.div_(block_scales[:, None]).round_().clamp_(-127, 127)
+        scales[start : start + _QUANTIZE_ROWS] = block_scales
+    return quantized, scales
 
 
 def can_quantize(linear: nn.Linear) -> bool:

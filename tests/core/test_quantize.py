@@ -66,17 +66,28 @@ def exact_and_int8(tiny_model_dir, tiny_tower_dir):
     return exact, int8
 
 
-def test_every_language_model_linear_is_int8_and_the_tower_stays_exact(exact_and_int8):
+def test_every_linear_of_the_language_model_and_tower_is_int8_and_the_projector_stays_exact(exact_and_int8):
     exact, int8 = exact_and_int8
-    language = int8.model.language_model
+    language, tower = int8.model.language_model, int8.model.vision_tower
     layers = language.config.num_hidden_layers
     assert sum(isinstance(module, Int8Linear) for module in language.modules()) == 7 * layers + 1  # + lm_head
-    assert not any(isinstance(module, nn.Linear) for module in language.modules())
-    assert not any(isinstance(module, Int8Linear) for module in int8.model.vision_tower.modules())
+    assert not any(isinstance(module, nn.Linear) for module in [*language.modules(), *tower.modules()])
+    assert sum(isinstance(module, Int8Linear) for module in tower.modules()) == 6 * tower.kept_layers
+    assert not any(isinstance(module, Int8Linear) for module in int8.model.projector.modules())
     assert int8.summary()["quantize"] == "int8" and exact.summary()["quantize"] == "none"
     linear_bytes = sum(weight_bytes(m) for m in exact.model.language_model.modules() if isinstance(m, nn.Linear))
     int8_bytes = sum(weight_bytes(m) for m in language.modules() if isinstance(m, Int8Linear))
     assert int8_bytes < 0.3 * linear_bytes  # float32 -> int8, plus one scale per row
+
+
+def test_image_features_with_8_bit_weights_stay_close_to_the_exact_ones(exact_and_int8, images_dir):
+    from xvlm_core.images import load_image
+
+    exact, int8 = exact_and_int8
+    pixels = exact.preprocess(load_image(images_dir / "gradient_square.png"))
+    reference, features = exact.model.encode_images(pixels), int8.model.encode_images(pixels)
+    assert torch.isfinite(features).all()
+    assert (features - reference).norm() / reference.norm() < 0.02
 
 
 def test_each_quantized_layer_of_the_tiny_model_is_within_one_percent(exact_and_int8):
