@@ -13,11 +13,12 @@ from __future__ import annotations
 import enum
 import itertools
 import random
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
+from xvlm_core.sampling import SamplingSettings
 
 from app.advice import window_advice
 from app.history.records import auto_title
@@ -50,14 +51,12 @@ REGENERATE_TEMPERATURE = 0.7
 REGENERATE_TOP_P = 0.9
 
 
-def regenerate_sampling(settings: Settings) -> dict[str, Any]:
+def regenerate_sampling(settings: Settings) -> SamplingSettings:
     """The sampling for Regenerate: the chat's own, with a new seed; at temperature 0, sampled at
     REGENERATE_TEMPERATURE and REGENERATE_TOP_P, so that the answer can differ. Normal answers stay greedy."""
-    sampling = dict(settings.sampling())
-    if sampling.get("temperature", 0.0) == 0.0:
-        sampling["temperature"] = REGENERATE_TEMPERATURE
-        sampling["top_p"] = min(float(sampling.get("top_p", 1.0)), REGENERATE_TOP_P)
-    sampling["seed"] = random.randrange(2**31)
+    sampling = replace(settings.sampling(), seed=random.randrange(2**31))
+    if sampling.greedy:
+        sampling = replace(sampling, temperature=REGENERATE_TEMPERATURE, top_p=min(sampling.top_p, REGENERATE_TOP_P))
     return sampling
 
 
@@ -117,7 +116,7 @@ class ChatController(QObject):
         self._active: AnswerRequest | None = None
         # Answers going on for chats no longer shown, by request id: they are saved as they stream and when done.
         self._background: dict[int, BackgroundAnswer] = {}
-        self._sampling: dict[str, Any] | None = None  # the answer's own sampling (Regenerate), else the settings'
+        self._sampling: SamplingSettings | None = None  # the answer's own sampling (Regenerate), else the settings'
 
     def connect_worker(self, worker: ModelWorker) -> None:
         """Requests go out as queued signals; the cancel event is set directly (see app/worker.py)."""
@@ -178,7 +177,7 @@ class ChatController(QObject):
         # Saved before anything is asked: a crash while answering loses no question.
         new_chat = self.chat_id is None
         if new_chat:
-            sampling = self.settings.sampling()
+            sampling = asdict(self.settings.sampling())
             self.chat_id = self.history.create_chat(self.settings_model(), sampling)
         if self.chat_id is not None:
             images = [Path(image)] if image else []
@@ -305,7 +304,7 @@ class ChatController(QObject):
 
     # -- the answer's life ---------------------------------------------------------------------------------
 
-    def _begin_answer(self, sampling: dict[str, Any] | None = None) -> None:
+    def _begin_answer(self, sampling: SamplingSettings | None = None) -> None:
         """Ask for the next answer, with `sampling` (default: the chat's settings) once the model is ready."""
         self._sampling = sampling
         answer = ChatMessage("assistant", status=WAITING)

@@ -39,6 +39,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="the CLIP vision tower, when the checkpoint does not hold it")
     parser.add_argument("--device", default="", help="auto, cpu, cuda, cuda:N or mps (default: from Settings)")
     parser.add_argument("--dtype", default="", help="auto, float32, float16 or bfloat16 (default: from Settings)")
+    parser.add_argument("--quantize", default="", choices=["none", "int8"],
+                        help="int8: 8-bit weights, faster, answers may differ slightly; none: exact "
+                             "(default: from Settings)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         type=str.upper, help="how much to write to the log file (default: INFO)")
     parser.add_argument("--self-check", metavar="MODEL_DIR", default="",
@@ -145,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     instance.launched_again.connect(window.launched_again)
     window.show()
     log.info("window shown")
-    start = loop.create_task(window.start(args.model, args.vision_tower, args.device, args.dtype))
+    start = loop.create_task(window.start(args.model, args.vision_tower, args.device, args.dtype, args.quantize))
     if launch.files:
         loop.call_soon(window.open_files, list(launch.files))
 

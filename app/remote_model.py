@@ -236,8 +236,16 @@ def _data_url(path: Path) -> str:
     return f"data:{kind};base64,{base64.b64encode(data).decode()}"
 
 
+@dataclass(frozen=True)
+class RemoteResult:
+    """A finished answer from the server, shaped as the worker reads a local one's."""
+
+    text: str
+    stats: RemoteStats
+
+
 class RemoteAnswer:
-    """Iterate for text deltas; then read `text` and `stats`. Setting `cancel` closes the stream."""
+    """Iterate for text deltas; `result` is there once iteration has ended. Setting `cancel` closes the stream."""
 
     def __init__(self, remote: RemoteModel, body: dict[str, Any], cancel: threading.Event):
         self.remote = remote
@@ -245,6 +253,7 @@ class RemoteAnswer:
         self.cancel = cancel
         self.text = ""
         self.stats = RemoteStats()
+        self.result: RemoteResult | None = None
 
     def __iter__(self) -> Iterator[str]:
         url = self.remote.url
@@ -276,6 +285,7 @@ class RemoteAnswer:
             raise _unreachable(exc, url) from None
         if first_at:
             self.stats.decode_s = time.perf_counter() - first_at
+        self.result = RemoteResult(self.text, self.stats)
 
     def _read_chunk(self, data: str) -> list[str]:
         try:

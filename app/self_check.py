@@ -34,6 +34,7 @@ from PySide6.QtCore import (
 )
 from PySide6.QtGui import QIcon, QImage, QImageReader, QImageWriter
 from PySide6.QtWidgets import QApplication
+from xvlm_core.sampling import SamplingSettings
 
 import app
 from app import APP_NAME
@@ -346,7 +347,9 @@ def _ask_the_worker(model: str, vision_tower: str | None, image: Path, last_erro
     worker = ModelWorker()
     model_thread = ModelThread(worker)
     loop = QEventLoop()
-    request = AnswerRequest(1, (Turn("user", QUESTION, (str(image),)),), {"max_new_tokens": MAX_NEW_TOKENS})
+    request = AnswerRequest(
+        1, (Turn("user", QUESTION, (str(image),)),), SamplingSettings(max_new_tokens=MAX_NEW_TOKENS)
+    )
     driver = _Driver(worker, request, loop)
     timer = QTimer(singleShot=True, interval=TIMEOUT_S * 1000)
     timer.timeout.connect(lambda: driver.on_failed(f"no answer within {TIMEOUT_S} s"))

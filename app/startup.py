@@ -34,11 +34,13 @@ class ModelStartup:
         self._asked: tuple[str, str, str, str] | None = None  # start()'s arguments, last time
         self._tasks: set[asyncio.Task] = set()
 
-    async def start(self, model: str = "", vision_tower: str = "", device: str = "", dtype: str = "") -> None:
+    async def start(
+        self, model: str = "", vision_tower: str = "", device: str = "", dtype: str = "", quantize: str = ""
+    ) -> None:
         """Find the model (or download it on the first-run page), then load it. Arguments override settings."""
         self._asked = (model, vision_tower, device, dtype)
         model = model or self.settings.current.model
-        self._overrides = {"vision_tower": vision_tower, "device": device, "dtype": dtype}
+        self._overrides = {"vision_tower": vision_tower, "device": device, "dtype": dtype, "quantize": quantize}
         if self.settings.current.uses_server:
             self._load(model)  # the server has the model: nothing to find or download here
             return
@@ -96,4 +98,5 @@ class ModelStartup:
             vision_tower=overrides.get("vision_tower") or settings.vision_tower,
             device=overrides.get("device") or settings.device,
             dtype=overrides.get("dtype") or settings.dtype,
+            quantize=overrides.get("quantize") or settings.quantize,
         ))

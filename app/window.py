@@ -354,11 +354,13 @@ class MainWindow(QMainWindow):
 
     # -- start-up ------------------------------------------------------------------------------------------
 
-    async def start(self, model: str = "", vision_tower: str = "", device: str = "", dtype: str = "") -> None:
+    async def start(
+        self, model: str = "", vision_tower: str = "", device: str = "", dtype: str = "", quantize: str = ""
+    ) -> None:
         """Start the model thread, then find and load the model (see app/startup.py)."""
         self.model_thread.start()
         self.list_devices_requested.emit()
-        await self.startup.start(model, vision_tower, device, dtype)
+        await self.startup.start(model, vision_tower, device, dtype, quantize)
 
     def _show_first_run(self, shown: bool) -> None:
         self.pages.setCurrentWidget(self.first_run if shown else self.chat_page)
@@ -557,7 +559,8 @@ class MainWindow(QMainWindow):
             self.device_label.setText(translate("MainWindow", "on {server}").format(server=summary["server"]))
             self.memory_label.clear()
             return
-        self.device_label.setText(f"{summary.get('device', '')} · {summary.get('dtype', '')}")
+        weights = translate("MainWindow", " · 8-bit weights") if summary.get("quantize") == "int8" else ""
+        self.device_label.setText(f"{summary.get('device', '')} · {summary.get('dtype', '')}{weights}")
         self.memory_label.setText(human_megabytes(float(summary.get("memory_mb", 0.0))))
 
     def _on_model_failed(self, error: str) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
+from xvlm_core.sampling import SamplingSettings  # torch-free
 
 from app.i18n import translate
 
@@ -42,6 +43,7 @@ class LoadRequest:
     dtype: str = "auto"
     server: str = ""  # an OpenAI-compatible server's address: `model` is then a name on that server
     api_key: str = field(default="", repr=False)
+    quantize: str = "none"  # "int8": 8-bit weights
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class AnswerRequest:
 
     request_id: int
     turns: tuple[Turn, ...]
-    sampling: dict[str, Any] = field(default_factory=dict)
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
     system: str = ""  # "" = the prompt the model was trained with
     cancel: threading.Event = field(default_factory=threading.Event, compare=False)
 
@@ -81,9 +83,9 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, XvlmError):
         return str(exc)
     if isinstance(exc, MemoryError) or "OutOfMemory" in type(exc).__name__ or "out of memory" in str(exc).lower():
-        return translate("ModelWorker", "The model ran out of memory. Close other programs, or in Settings choose a "
-                                        "smaller precision or the CPU, or start a new chat (shorter conversations "
-                                        "need less memory).")
+        return translate("ModelWorker", "The model ran out of memory. Close other programs, or in Settings choose "
+                                        "8-bit weights, a smaller number format or the CPU, or start a new chat "
+                                        "(shorter conversations need less memory).")
     return translate("ModelWorker", "Something went wrong in the model ({error}). The details are in the log: "
                                     "Help → Open Log Folder.").format(error=type(exc).__name__)
 
@@ -94,7 +96,8 @@ def _default_load(request: LoadRequest, on_stage: Callable[[str], None]) -> Any:
 
         return connect(request.server, request.api_key, request.model, on_stage)
     load_model = import_core("xvlm_core.model").load_model
-    return load_model(request.model, request.vision_tower or None, request.device, request.dtype, on_stage=on_stage)
+    return load_model(request.model, request.vision_tower or None, request.device, request.dtype, on_stage=on_stage,
+                      quantize=request.quantize)
 
 
 def _default_session(loaded: Any) -> Any:
@@ -170,11 +173,10 @@ class ModelWorker(QObject):
 
     def _stream(self, request: AnswerRequest) -> tuple[str, dict]:
         """Drive the core's generator, batching its deltas into at most CHUNKS_PER_SECOND signals."""
-        generation, prompt = import_core("xvlm_core.generation"), import_core("xvlm_core.prompt")
+        prompt = import_core("xvlm_core.prompt")
         messages = [prompt.Message(turn.role, turn.text, list(turn.images)) for turn in request.turns]
         answer = self._session.answer(
-            messages, generation.SamplingSettings(**request.sampling), system=request.system or prompt.SYSTEM_V1,
-            cancel=request.cancel,
+            messages, request.sampling, system=request.system or prompt.SYSTEM_V1, cancel=request.cancel
         )
         pending: list[str] = []
         last_emit = 0.0
@@ -187,7 +189,8 @@ class ModelWorker(QObject):
                 last_emit = now
         if pending:
             self.chunk_ready.emit(request.request_id, "".join(pending))
-        return answer.text, dict(answer.stats.as_dict())
+        result = answer.result
+        return result.text, dict(result.stats.as_dict())
 
     @Slot()
     def list_devices(self) -> None:

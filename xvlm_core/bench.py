@@ -1,7 +1,9 @@
 """`xvlm bench`: load time, time to first token and decode speed over a multi-turn image chat.
 
 The same conversation can also be run the plain transformers way (`generate`, the image encoded and
-the whole prompt recomputed every turn), so both are measured in one process on one machine.
+the whole prompt recomputed every turn, exact weights), so both are measured in one process on one machine.
+Decode speed is also given as the memory bandwidth it implies: the bytes of weights one token reads
+(int8 weights count one byte) times tokens per second.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from PIL import Image
 from transformers.generation.streamers import BaseStreamer
 
 from xvlm_core.device import dtype_name, peak_resident_set_mb
-from xvlm_core.generation import SamplingSettings
 from xvlm_core.images import load_image
 from xvlm_core.model import LoadedModel, load_model
 from xvlm_core.prompt import SYSTEM_V1, Message, images_in_order, render_segments
-from xvlm_core.session import ChatSession
+from xvlm_core.quantize import weight_bytes
+from xvlm_core.sampling import SamplingSettings
+from xvlm_core.session import AnswerResult, ChatSession
 
 # About 60 tokens with the Xmodel tokenizer, like a detailed first question about a photo.
 QUESTION = (
@@ -71,28 +74,51 @@ def run_benchmark(
     turns: int = 5,
     new_tokens: int = 32,
     baseline: bool = False,
+    quantize: str = "none",
 ) -> dict[str, float | int | str]:
-    """Measure one image + question, then follow-ups; `model=None` uses the synthetic full-size checkpoint."""
+    """Measure one image + question, then follow-ups; `model=None` uses the synthetic full-size checkpoint.
+
+    One untimed answer comes first: a process's first large allocations touch fresh memory, which on
+    some machines costs seconds, and would otherwise be charged to whichever side runs first. With
+    `baseline`, plain transformers (always with exact weights, loaded a second time for `quantize="int8"`)
+    answers each turn right after this project does, so both see the machine in the same state.
+    """
     synthetic = model is None
     model = model or str(synthetic_checkpoint())
-    loaded = load_model(model, vision_tower=vision_tower, device=device, dtype=dtype)
-    weight_bytes = sum(p.numel() * p.element_size() for p in loaded.model.language_model.parameters())
+    loaded = load_model(model, vision_tower=vision_tower, device=device, dtype=dtype, quantize=quantize)
+    read_per_token = bytes_read_per_token(loaded)
     with tempfile.TemporaryDirectory() as scratch:
         image = str(bench_image(Path(scratch)))
+        _answer(ChatSession(loaded), _conversation(1, image, [])[-1], new_tokens)
         result: dict[str, float | int | str] = {
             "model": "synthetic full-size Xmodel-VLM" if synthetic else model,
             "device": str(loaded.device),
             "dtype": dtype_name(loaded.dtype),
+            "quantize": quantize,
             "threads": torch.get_num_threads(),
             "load_s": loaded.load_s,
-            **_run_session(loaded, image, turns, new_tokens),
+            "weights_read_per_token_gb": read_per_token / 1e9,
+            # Loading and one whole answer, before a baseline model is loaded.
+            "peak_rss_mb": peak_resident_set_mb(),
         }
+        plain = None
         if baseline:
-            result.update(_run_baseline(loaded, image, turns, new_tokens))
-    result["lm_weights_gb"] = weight_bytes / 1e9
-    result["implied_bandwidth_gbs"] = weight_bytes * float(result["decode_tok_s"]) / 1e9
-    result["peak_rss_mb"] = peak_resident_set_mb()
+            plain = loaded if quantize == "none" else load_model(model, vision_tower, device, dtype)
+        result.update(_run_turns(loaded, plain, image, turns, new_tokens))
+    result["implied_bandwidth_gbs"] = read_per_token * float(result["decode_tok_s"]) / 1e9
+    if plain is not None:
+        plain_bytes = bytes_read_per_token(plain)
+        result["baseline_weights_read_per_token_gb"] = plain_bytes / 1e9
+        result["baseline_implied_bandwidth_gbs"] = plain_bytes * float(result["baseline_decode_tok_s"]) / 1e9
     return result
+
+
+def bytes_read_per_token(loaded: LoadedModel) -> int:
+    """Bytes of language-model weights one decoded token reads: all but the embedding table (one row of it)."""
+    language = loaded.model.language_model
+    table = language.get_input_embeddings().weight
+    shared_with_head = getattr(language.lm_head, "weight", None) is table
+    return weight_bytes(language) - (0 if shared_with_head else table.numel() * table.element_size())
 
 
 def _conversation(turns: int, image: str, answers: list[str]) -> list[list[Message]]:
@@ -105,21 +131,33 @@ def _conversation(turns: int, image: str, answers: list[str]) -> list[list[Messa
     return prompts
 
 
-def _run_session(loaded: LoadedModel, image: str, turns: int, new_tokens: int) -> dict[str, float | int]:
+def _answer(session: ChatSession, messages: list[Message], new_tokens: int) -> AnswerResult:
+    answer = session.answer(messages, SamplingSettings(max_new_tokens=new_tokens))
+    for _ in answer:
+        pass
+    return answer.result
+
+
+def _run_turns(
+    loaded: LoadedModel, plain: LoadedModel | None, image: str, turns: int, new_tokens: int
+) -> dict[str, float | int]:
+    """The conversation in this project's session and, turn by turn after it, the plain way on `plain`."""
     session = ChatSession(loaded)
-    settings = SamplingSettings(max_new_tokens=new_tokens)
     answers: list[str] = []
-    stats = []
+    plain_answers: list[str] = []
+    stats, plain_ttfts, plain_decodes = [], [], []
     for turn in range(turns):
-        messages = _conversation(turn + 1, image, answers)[-1]
-        answer = session.answer(messages, settings)
-        for _ in answer:
-            pass
-        answers.append(answer.text)
-        stats.append(answer.stats)
+        result = _answer(session, _conversation(turn + 1, image, answers)[-1], new_tokens)
+        answers.append(result.text)
+        stats.append(result.stats)
+        if plain is not None:
+            ttft, decoded, text = _plain_turn(plain, _conversation(turn + 1, image, plain_answers)[-1], new_tokens)
+            plain_ttfts.append(ttft)
+            plain_decodes.append(decoded)
+            plain_answers.append(text)
     first, last = stats[0], stats[-1]
     decoded = sum(s.output_tokens - 1 for s in stats)
-    return {
+    figures: dict[str, float | int] = {
         "prompt_tokens": first.prompt_tokens,
         "image_encode_s": first.image_encode_s,
         "prefill_s": first.prefill_s,
@@ -130,6 +168,13 @@ def _run_session(loaded: LoadedModel, image: str, turns: int, new_tokens: int) -
         f"turn{turns}_prompt_tokens": last.prompt_tokens,
         f"turn{turns}_prefilled_tokens": last.prefilled_tokens,
     }
+    if plain is not None:
+        figures["baseline_ttft_s"] = plain_ttfts[0]
+        figures[f"baseline_turn{turns}_ttft_s"] = plain_ttfts[-1]
+        # Both sides as all tokens after each turn's first over all the time they took: a mean of per-turn
+        # rates would weigh a turn that ran while the machine was quiet more than one that ran while it was busy.
+        figures["baseline_decode_tok_s"] = sum(n for n, _ in plain_decodes) / sum(s for _, s in plain_decodes)
+    return figures
 
 
 class _TokenClock(BaseStreamer):
@@ -146,34 +191,27 @@ class _TokenClock(BaseStreamer):
 
 
 @torch.inference_mode()
-def _run_baseline(loaded: LoadedModel, image: str, turns: int, new_tokens: int) -> dict[str, float]:
-    """The plain way: default `generate`, the image encoded and the whole prompt recomputed every turn."""
+def _plain_turn(
+    loaded: LoadedModel, messages: list[Message], new_tokens: int
+) -> tuple[float, tuple[int, float], str]:
+    """One turn the plain way (default `generate`, the image encoded and the whole prompt recomputed):
+    time to first token, (tokens after the first, seconds they took), answer."""
     model, tokenizer = loaded.model, loaded.tokenizer
-    answers: list[str] = []
-    ttfts, decode_rates = [], []
-    for turn in range(turns):
-        messages = _conversation(turn + 1, image, answers)[-1]
-        started = time.perf_counter()
-        assert loaded.preprocess is not None
-        pixels = torch.cat([loaded.preprocess(load_image(path)) for path in images_in_order(messages)])
-        input_ids = tokenizer.encode_segments(render_segments(messages, SYSTEM_V1))
-        embeds = model.embed(input_ids, list(model.encode_images(pixels)))
-        clock = _TokenClock()
-        output = model.language_model.generate(
-            inputs_embeds=embeds,
-            attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device),
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            do_sample=False,
-            streamer=clock,
-            pad_token_id=tokenizer.eos_id,
-        )
-        token_times = clock.times[1:]
-        ttfts.append(token_times[0] - started)
-        decode_rates.append((len(token_times) - 1) / (token_times[-1] - token_times[0]))
-        answers.append(tokenizer.decode(output[0].tolist()).strip())
-    return {
-        "baseline_ttft_s": ttfts[0],
-        f"baseline_turn{turns}_ttft_s": ttfts[-1],
-        "baseline_decode_tok_s": float(np.mean(decode_rates)),
-    }
+    started = time.perf_counter()
+    assert loaded.preprocess is not None
+    pixels = torch.cat([loaded.preprocess(load_image(path)) for path in images_in_order(messages)])
+    input_ids = tokenizer.encode_segments(render_segments(messages, SYSTEM_V1))
+    embeds = model.embed(input_ids, list(model.encode_images(pixels)))
+    clock = _TokenClock()
+    output = model.language_model.generate(
+        inputs_embeds=embeds,
+        attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device),
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        streamer=clock,
+        pad_token_id=tokenizer.eos_id,
+    )
+    token_times = clock.times[1:]
+    decoded = (len(token_times) - 1, token_times[-1] - token_times[0])
+    return token_times[0] - started, decoded, tokenizer.decode(output[0].tolist()).strip()

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -30,16 +31,27 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vision-tower", help="vision tower folder or hub repo id (default: from the checkpoint)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16 (default: auto)")
+    parser.add_argument(
+        "--quantize",
+        choices=("none", "int8"),
+        default="none",
+        help="int8: 8-bit weights for the language model, faster and half the memory; answers may differ "
+        "slightly (default: none, the exact weights)",
+    )
 
 
 def _sampling_options(parser: argparse.ArgumentParser) -> None:
+    from xvlm_core.sampling import SamplingSettings  # torch-free
+
+    defaults = SamplingSettings()
     parser.add_argument("--system", help="system prompt (default: the model's own)")
-    parser.add_argument("--max-new-tokens", type=int, default=512, metavar="N")
-    parser.add_argument("--temperature", type=float, default=0.0, metavar="T", help="0 (default) is greedy")
-    parser.add_argument("--top-p", type=float, default=1.0, metavar="P")
-    parser.add_argument("--top-k", type=int, default=0, metavar="K")
-    parser.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R")
-    parser.add_argument("--seed", type=int, metavar="N")
+    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, metavar="N")
+    parser.add_argument("--temperature", type=float, default=defaults.temperature, metavar="T",
+                        help="0 (default) is greedy")
+    parser.add_argument("--top-p", type=float, default=defaults.top_p, metavar="P")
+    parser.add_argument("--top-k", type=int, default=defaults.top_k, metavar="K")
+    parser.add_argument("--repetition-penalty", type=float, default=defaults.repetition_penalty, metavar="R")
+    parser.add_argument("--seed", type=int, default=defaults.seed, metavar="N")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace):
-    from xvlm_core.generation import SamplingSettings
+    from xvlm_core.sampling import SamplingSettings
 
     return SamplingSettings(
         max_new_tokens=args.max_new_tokens,
@@ -135,7 +147,12 @@ def _load(args: argparse.Namespace):
         log.info(text)
 
     return load_model(
-        args.model, vision_tower=args.vision_tower, device=args.device, dtype=args.dtype, on_stage=on_stage
+        args.model,
+        vision_tower=args.vision_tower,
+        device=args.device,
+        dtype=args.dtype,
+        on_stage=on_stage,
+        quantize=args.quantize,
     )
 
 
@@ -159,20 +176,20 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if args.json:
         for _ in answer:
             pass
-        result = {
-            "prompt": answer.prompt,
-            "input_ids": answer.input_ids,
-            "output_ids": answer.output_ids,
-            "text": answer.text,
-            "stats": {**answer.stats.as_dict(), "load_s": loaded.load_s},
-        }
-        print(json.dumps(result, ensure_ascii=False))
+        result = answer.result
+        print(json.dumps({
+            "prompt": result.prompt,
+            "input_ids": result.input_ids,
+            "output_ids": result.output_ids,
+            "text": result.text,
+            "stats": {**result.stats.as_dict(), "load_s": loaded.load_s},
+        }, ensure_ascii=False))
         return 0
     for delta in answer:
         sys.stdout.write(delta)
         sys.stdout.flush()
     sys.stdout.write("\n")
-    log.info("%s", _stats_line(answer.stats.as_dict()))
+    log.info("%s", _stats_line(answer.result.stats.as_dict()))
     return 0
 
 
@@ -195,7 +212,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
     loaded = _load(args)
     session = ChatSession(loaded)
     messages: list[Message] = []
-    print(f"Chatting with {loaded.name} on {loaded.summary()['device']} ({loaded.summary()['dtype']}).")
+    summary = loaded.summary()
+    weights = ", 8-bit weights" if loaded.quantize == "int8" else ""
+    print(f"Chatting with {loaded.name} on {summary['device']} ({summary['dtype']}{weights}).")
     print(
         "Commands: /image FILE attaches an image to your next message, /new starts over, /quit leaves. "
         "Ctrl+C stops an answer."
@@ -237,18 +256,26 @@ def cmd_chat(args: argparse.Namespace) -> int:
         answer = session.answer(messages, settings, system=args.system or SYSTEM_V1, cancel=cancel)
         sys.stdout.write("model> ")
         try:
-            for delta in answer:
-                sys.stdout.write(delta)
-                sys.stdout.flush()
-        except KeyboardInterrupt:
-            cancel.set()
-            sys.stdout.write(" [stopped]")
+            _stream_to_stdout(answer, cancel)
         except XvlmError as exc:
             messages.pop()
             print(f"\nerror: {exc}")
             continue
         print()
-        messages.append(Message("assistant", answer.text))
+        messages.append(Message("assistant", answer.result.text))
+
+
+def _stream_to_stdout(answer, cancel: threading.Event) -> None:
+    """Print the answer as it comes; Ctrl+C stops it at the next token, keeping what was said."""
+    previous = signal.signal(signal.SIGINT, lambda _signum, _frame: cancel.set())
+    try:
+        for delta in answer:
+            sys.stdout.write(delta)
+            sys.stdout.flush()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if answer.result.stats.stop_reason == "cancelled":
+        sys.stdout.write(" [stopped]")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -288,6 +315,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         turns=args.turns,
         new_tokens=args.new_tokens,
         baseline=args.baseline,
+        quantize=args.quantize,
     )
     if args.json:
         print(json.dumps(result))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass
 
 import torch
@@ -16,43 +15,11 @@ from transformers import (
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
-from transformers.cache_utils import Cache
 
-from xvlm_core.errors import XvlmError
+from xvlm_core.kv_cache import PreallocatedCache
 from xvlm_core.prompt import EOS_TEXT
+from xvlm_core.sampling import SamplingSettings
 from xvlm_core.tokenizer import StreamDecoder, Tokenizer
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """How to pick tokens. Temperature 0 means greedy, the authors' default."""
-
-    max_new_tokens: int = 512
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("temperature", "top_p", "repetition_penalty"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise XvlmError(f"{name} must be a finite number, not {value!r}.")
-        if self.max_new_tokens < 1:
-            raise XvlmError(f"max_new_tokens must be at least 1, not {self.max_new_tokens}.")
-        if self.temperature < 0:
-            raise XvlmError(f"temperature must be 0 (greedy) or positive, not {self.temperature}.")
-        if not 0 < self.top_p <= 1:
-            raise XvlmError(f"top_p must be in (0, 1], not {self.top_p}.")
-        if self.top_k < 0:
-            raise XvlmError(f"top_k must be 0 (off) or positive, not {self.top_k}.")
-        if self.repetition_penalty <= 0:
-            raise XvlmError(f"repetition_penalty must be positive, not {self.repetition_penalty}.")
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
 
 
 @dataclass
@@ -81,9 +48,12 @@ class GenerationStats:
 
 
 class TokenPicker:
-    """Greedy argmax, or sampling through transformers' logits processors."""
+    """Greedy argmax, or sampling through transformers' logits processors.
 
-    def __init__(self, settings: SamplingSettings, device: torch.device):
+    Keeps the ids seen so far (prompt, then each pick) in one preallocated row, for the repetition penalty.
+    """
+
+    def __init__(self, settings: SamplingSettings, prompt_ids: list[int], device: torch.device):
         self.settings = settings
         self.processors = LogitsProcessorList()
         if settings.repetition_penalty != 1.0:
@@ -98,14 +68,23 @@ class TokenPicker:
         if settings.seed is not None:
             # CPU generator: the same seed gives the same answer on every device.
             self.generator = torch.Generator("cpu").manual_seed(settings.seed)
+        seen = [i for i in prompt_ids if i >= 0]  # image placeholders are not tokens
+        self.context = torch.empty(1, len(seen) + settings.max_new_tokens, dtype=torch.long, device=device)
+        self.context[0, : len(seen)] = torch.tensor(seen, dtype=torch.long)
+        self.length = len(seen)
 
-    def __call__(self, logits: torch.Tensor, context: torch.Tensor) -> int:
-        """logits [1, vocab] float32; context [1, n] ids seen so far (for the repetition penalty)."""
-        scores = self.processors(context, logits) if self.processors else logits
+    def __call__(self, logits: torch.Tensor) -> int:
+        """logits [1, vocab] float32 -> the next token id."""
+        scores = self.processors(self.context[:, : self.length], logits) if self.processors else logits
         if self.settings.greedy:
-            return int(scores.argmax(dim=-1))
-        probabilities = torch.softmax(scores, dim=-1).cpu()
-        return int(torch.multinomial(probabilities, 1, generator=self.generator))
+            token = int(scores.argmax(dim=-1))
+        else:
+            probabilities = torch.softmax(scores, dim=-1).cpu()
+            token = int(torch.multinomial(probabilities, 1, generator=self.generator))
+        if self.length < self.context.shape[1]:
+            self.context[0, self.length] = token
+            self.length += 1
+        return token
 
 
 class TextStream:
@@ -143,57 +122,45 @@ class TextStream:
         return self.full.strip()
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """What `decode` returns once it stops: the ids it picked, why it stopped, and when."""
+
+    output_ids: list[int]
+    stop_reason: str  # "eos", "stop_string", "length", "cancelled"
+    first_token_at: float  # time.perf_counter() when the first id was picked
+    finished_at: float
+
+
+# Why to stop after these output ids ("eos", "stop_string", "length"), or None to go on.
+StopCondition = Callable[[list[int]], str | None]
+# Feeds one token through the language model, extending the cache; returns the next logits [1, vocab] float32.
+DecodeStep = Callable[[int, PreallocatedCache], torch.Tensor]
+
+
 @torch.inference_mode()
 def decode(
-    language_model: torch.nn.Module,
-    cache: Cache,
+    model: DecodeStep,
+    cache: PreallocatedCache,
     logits: torch.Tensor,
-    context_ids: list[int],
-    stream: TextStream,
-    eos_id: int,
-    settings: SamplingSettings,
-    stats: GenerationStats,
-    output_ids: list[int],
+    pick: Callable[[torch.Tensor], int],
+    stop: StopCondition,
     cancel: threading.Event,
-    started: float,
-    max_new_tokens: int,
-) -> Iterator[str]:
-    """Yield text deltas until EOS, `</s>`, `max_new_tokens` or `cancel`; fill `output_ids`, `stream`, `stats`.
+) -> Generator[int, None, Decoded]:
+    """Yield each picked token id until `stop` says why or `cancel` is set; return what was decoded.
 
-    `logits` are the prefill's last-position logits; each generated token except the last is fed
-    back through `language_model`, extending `cache`.
+    `logits` [1, vocab] are the prefill's last-position logits; each picked id except the last is fed back
+    through `model`, extending `cache`. `stop` is asked after the consumer has handled the id just yielded.
     """
-    picker = TokenPicker(settings, logits.device)
-    device = logits.device
-    context = torch.tensor([[i for i in context_ids if i >= 0]], device=device)
-    first_token_at = started
+    output_ids: list[int] = []
+    first_token_at = 0.0
     while True:
-        token = picker(logits, context)
+        token = pick(logits)
         output_ids.append(token)
-        stats.output_tokens = len(output_ids)
         if len(output_ids) == 1:
             first_token_at = time.perf_counter()
-            stats.ttft_s = first_token_at - started
-        if token == eos_id:
-            stats.stop_reason = "eos"
-            break
-        delta = stream.push(token)
-        if delta:
-            yield delta
-        if stream.stopped:
-            stats.stop_reason = "stop_string"
-            break
-        if cancel.is_set():
-            stats.stop_reason = "cancelled"
-            break
-        if len(output_ids) >= max_new_tokens:
-            stats.stop_reason = "length"
-            break
-        token_tensor = torch.tensor([[token]], device=device)
-        context = torch.cat([context, token_tensor], dim=1)
-        out = language_model(input_ids=token_tensor, cache=cache, use_cache=True, logits_to_keep=1)
-        logits = out.logits[:, -1].float()
-    stats.decode_s = time.perf_counter() - first_token_at
-    tail = stream.finish()
-    if tail:
-        yield tail
+        yield token
+        reason = stop(output_ids) or ("cancelled" if cancel.is_set() else None)
+        if reason:
+            return Decoded(output_ids, reason, first_token_at, time.perf_counter())
+        logits = model(token, cache)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from xvlm_core.config import IMAGE_TOKEN_INDEX, XvlmConfig, check_tower_config, 
 from xvlm_core.device import dtype_name, memory_in_use_mb, pick_device, pick_dtype
 from xvlm_core.errors import CheckpointError, ConfigError, XvlmError
 from xvlm_core.projector import build_projector
+from xvlm_core.quantize import QUANTIZE_CHOICES, Int8Linear, quantizable_linears
 from xvlm_core.tokenizer import Tokenizer, find_tokenizer_file
 from xvlm_core.towers import KNOWN_TOWERS
 from xvlm_core.vision import ImagePreprocessor, VisionTower
@@ -79,6 +82,7 @@ class LoadedModel:
     preprocess: ImagePreprocessor | None
     device: torch.device
     dtype: torch.dtype
+    quantize: str = "none"  # "int8": the language model's linear layers hold int8 weights
     load_s: float = 0.0
     stage_times: dict[str, float] = field(default_factory=dict)
 
@@ -100,6 +104,7 @@ class LoadedModel:
             "name": self.name,
             "device": str(self.device),
             "dtype": dtype_name(self.dtype),
+            "quantize": self.quantize,
             "memory_mb": memory_in_use_mb(self.device),
             "load_s": self.load_s,
             "can_see_images": self.can_see_images,
@@ -174,8 +179,14 @@ def load_model(
     device: str = "auto",
     dtype: str = "auto",
     on_stage: Callable[[str], None] = lambda stage: None,
+    quantize: str = "none",
 ) -> LoadedModel:
-    """Load a checkpoint folder or cached hub repo, ready to answer on `device` in `dtype`."""
+    """Load a checkpoint folder or cached hub repo, ready to answer on `device` in `dtype`.
+
+    `quantize="int8"` converts the language model's linear layers to int8 weights as they are read.
+    """
+    if quantize not in QUANTIZE_CHOICES:
+        raise XvlmError(f"'{quantize}' is not a weight precision (use {' or '.join(QUANTIZE_CHOICES)}).")
     started = time.perf_counter()
     times: dict[str, float] = {}
     on_stage("Reading the checkpoint…")
@@ -196,14 +207,21 @@ def load_model(
     with torch.device("meta"):
         network = XmodelVLM(config, tower.clip_config if tower else None)
 
+    int8 = torch_dtype if quantize == "int8" else None
     if tower is not None:
         tick = time.perf_counter()
         on_stage("Loading the vision tower…")
-        _load_tower(network, tower)
+        _load_tower(network, tower, int8)
         times["vision_tower_s"] = time.perf_counter() - tick
+    quantized: set[str] = set()
+    if int8 is not None:
+        tick = time.perf_counter()
+        on_stage("Loading the language model in 8 bits…")
+        quantized = _load_int8_linears(network.language_model, files, int8)
+        times["quantize_s"] = time.perf_counter() - tick
     tick = time.perf_counter()
     on_stage("Loading the language model…")
-    _load_language_and_projector(network, files, tower is not None)
+    _load_language_and_projector(network, files, tower is not None, quantized)
     times["language_model_s"] = time.perf_counter() - tick
 
     _rebuild_buffers(network)
@@ -223,17 +241,33 @@ def load_model(
         preprocess=preprocess,
         device=torch_device,
         dtype=torch_dtype,
+        quantize=quantize,
         load_s=time.perf_counter() - started,
         stage_times=times,
     )
 
 
-def _load_tower(network: XmodelVLM, tower: TowerSource) -> None:
+def _load_tower(network: XmodelVLM, tower: TowerSource, int8: torch.dtype | None) -> None:
+    """The tower's weights; with `int8` (the activations' dtype) its linear layers as 8-bit weights."""
     assert network.vision_tower is not None
     kept = network.vision_tower.kept_layers
+    where = f"vision tower ({tower.weight_files[0].parent})"
+    try:
+        _read_tower(network.vision_tower.clip, tower, kept, int8, where)
+    except CheckpointError as exc:
+        if tower.folder is not None:
+            raise
+        raise CheckpointError(
+            f"The vision tower embedded in the checkpoint does not match the shape its config names ({exc}); "
+            "pass its folder with --vision-tower."
+        ) from None
+
+
+def _read_tower(clip: nn.Module, tower: TowerSource, kept: int, int8: torch.dtype | None, where: str) -> None:
+    quantized = set() if int8 is None else _load_int8_linears(clip, tower.weight_files, int8, tower.prefix)
 
     def wanted(key: str) -> bool:
-        return key.startswith(tower.prefix)
+        return key.startswith(tower.prefix) and key not in quantized
 
     raw = checkpoint.read_weights(tower.weight_files, wanted)
     state = {}
@@ -246,20 +280,48 @@ def _load_tower(network: XmodelVLM, tower: TowerSource) -> None:
             if layer >= kept:
                 continue  # layers after the selected one never influence the features
         state[local] = tensor
-    where = f"vision tower ({tower.weight_files[0].parent})"
-    try:
-        _assign(network.vision_tower.clip, state, where)
-    except CheckpointError as exc:
-        if tower.folder is not None:
-            raise
-        raise CheckpointError(
-            f"The vision tower embedded in the checkpoint does not match the shape its config names ({exc}); "
-            "pass its folder with --vision-tower."
-        ) from None
+    _assign(clip, state, where, skip=Int8Linear)
 
 
-def _load_language_and_projector(network: XmodelVLM, files: list[Path], with_vision: bool) -> None:
+def _load_int8_linears(module: nn.Module, files: list[Path], dtype: torch.dtype, prefix: str = "") -> set[str]:
+    """Read `module`'s linear weights (keys `prefix` + name) one layer at a time, each straight into int8.
+
+    Each read maps the file anew and drops it before the next, so the float weights are never all in
+    memory: only the layer being converted. Returns the checkpoint keys read.
+    """
+    linears = quantizable_linears(module)
+    layers: dict[str, list[str]] = {}
+    for name in linears:
+        layer = re.match(r".*\blayers\.\d+\.", name)
+        layers.setdefault(layer.group(0) if layer else name, []).append(name)
+    where = str(files[0].parent)
+    read: set[str] = set()
+    for names in layers.values():
+        keys = {f"{prefix}{name}.{part}" for name in names for part in ("weight", "bias")}
+        raw = checkpoint.read_weights(files, keys.__contains__)
+        for name in names:
+            meta = linears[name]
+            weight, bias = raw.get(f"{prefix}{name}.weight"), raw.get(f"{prefix}{name}.bias")
+            if weight is None:
+                raise CheckpointError(f"{where}: the weight '{name}.weight' is missing.")
+            if tuple(weight.shape) != tuple(meta.weight.shape) or (bias is None) != (meta.bias is None):
+                raise CheckpointError(
+                    f"{where}: '{name}.weight' has shape {tuple(weight.shape)} but the config implies "
+                    f"{tuple(meta.weight.shape)}."
+                )
+            module.set_submodule(name, Int8Linear.from_weight(weight, bias, dtype))
+        read |= set(raw)
+        del raw
+        gc.collect(1)  # the reader's objects hold the file's mapping in reference cycles: free it now
+    return read
+
+
+def _load_language_and_projector(
+    network: XmodelVLM, files: list[Path], with_vision: bool, already_loaded: set[str]
+) -> None:
     def wanted(key: str) -> bool:
+        if key in already_loaded:
+            return False
         return not key.startswith(EMBEDDED_TOWER_PREFIX) and not key.endswith("rotary_emb.inv_freq")
 
     raw = checkpoint.read_weights(files, wanted)
@@ -276,15 +338,19 @@ def _load_language_and_projector(network: XmodelVLM, files: list[Path], with_vis
         raise CheckpointError(
             f"{where}: {len(unexpected)} weights do not belong to an Xmodel-VLM model (first: {unexpected[0]})."
         )
-    _assign(network.language_model, language, where)
+    _assign(network.language_model, language, where, skip=Int8Linear)
     if with_vision:
         assert network.projector is not None
         _assign(network.projector, projector, f"{where} (projector)")
 
 
-def _assign(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """Load `state` into a meta-device module, requiring every key and every shape to match."""
-    expected = dict(module.state_dict())
+def _assign(module: nn.Module, state: dict[str, torch.Tensor], where: str, skip: type | None = None) -> None:
+    """Load `state` into a meta-device module, requiring every key and every shape to match.
+
+    Submodules of type `skip` are already loaded and left as they are.
+    """
+    loaded = [f"{name}." for name, child in module.named_modules() if skip is not None and isinstance(child, skip)]
+    expected = {key: value for key, value in module.state_dict().items() if not key.startswith(tuple(loaded))}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing:
@@ -296,7 +362,7 @@ def _assign(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> No
             raise CheckpointError(
                 f"{where}: '{key}' has shape {tuple(tensor.shape)} but the config implies {tuple(expected[key].shape)}."
             )
-    module.load_state_dict(state, strict=True, assign=True)
+    module.load_state_dict(state, strict=not loaded, assign=True)  # every other key was checked above
 
 
 @torch.inference_mode()

@@ -47,6 +47,7 @@ from xvlm_core.openai_api import (
     parse_chat_request,
     server_sent_event,
 )
+from xvlm_core.sampling import SamplingSettings
 from xvlm_core.server_images import ImageStore
 
 log = logging.getLogger("xvlm.serve")
@@ -97,14 +98,12 @@ class ModelRunner:
 
     def answer(self, request: ChatRequest, cancel: threading.Event) -> Generator[str, None, Generated]:
         """Yield the answer's text deltas; return its counts. Raises XvlmError for a request it cannot answer."""
-        from xvlm_core.generation import SamplingSettings
-
         settings = SamplingSettings(
             max_new_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p, seed=request.seed
         )
         answer = self.session.answer(request.messages, settings, system=request.system, cancel=cancel)
         yield from answer
-        stats = answer.stats
+        stats = answer.result.stats
         return Generated(stats.prompt_tokens, stats.output_tokens, stats.reused_tokens, stats.stop_reason)
 
 

@@ -5,17 +5,18 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Hashable, Iterator
-from dataclasses import replace
+from collections.abc import Generator, Hashable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from transformers import DynamicCache
 
 from xvlm_core.config import IMAGE_TOKEN_INDEX
+from xvlm_core.decode_step import make_step, needs_zeroed_cache
 from xvlm_core.errors import Cancelled, XvlmError
-from xvlm_core.generation import GenerationStats, SamplingSettings, TextStream, decode
+from xvlm_core.generation import GenerationStats, TextStream, TokenPicker, decode
 from xvlm_core.images import file_identity, load_image, read_image_bytes
+from xvlm_core.kv_cache import PreallocatedCache
 from xvlm_core.model import LoadedModel
 from xvlm_core.prompt import (
     ANSWER_CUE,
@@ -26,6 +27,7 @@ from xvlm_core.prompt import (
     render_prompt,
     system_segments,
 )
+from xvlm_core.sampling import SamplingSettings
 
 # One cache position: a token id, or (image hash, index of the embedding within that image).
 Position = Hashable
@@ -33,41 +35,49 @@ Position = Hashable
 PREFILL_CHUNK = 256
 
 
-class Answer:
-    """One answer being generated: iterate for text deltas; then read `text`, `output_ids`, `stats`.
+@dataclass(frozen=True)
+class AnswerResult:
+    """A finished answer: its text, the prompt and ids it came from, and what it cost."""
 
-    Nothing runs until iteration starts; iteration runs image encoding, prefill and decoding.
+    text: str
+    prompt: str  # the rendered conversation the model read (after dropping turns that did not fit)
+    input_ids: list[int]
+    output_ids: list[int]  # every picked id, the final EOS included
+    stats: GenerationStats
+
+
+class Answer:
+    """One answer being generated: iterate for text deltas; `result` is there once iteration has ended.
+
+    Nothing runs until iteration starts; iteration runs image encoding, prefill and decoding. Stop early
+    by setting the cancel event and iterating on (the result then says "cancelled"); an iteration that
+    is abandoned or fails leaves no result.
     """
 
-    def __init__(
-        self,
-        session: ChatSession,
-        messages: list[Message],
-        settings: SamplingSettings,
-        system: str,
-        cancel: threading.Event,
-    ):
-        self._session = session
-        self._messages = messages
-        self.settings = settings
-        self.system = system
-        self.cancel = cancel
-        self.prompt = ""
-        self.input_ids: list[int] = []
-        self.output_ids: list[int] = []
-        self.stats = GenerationStats()
-        self.text = ""
+    def __init__(self, steps: Generator[str, None, AnswerResult]):
+        self._steps = steps
+        self._result: AnswerResult | None = None
 
     def __iter__(self) -> Iterator[str]:
-        return self._session._run(self)
+        self._result = yield from self._steps
+
+    @property
+    def result(self) -> AnswerResult:
+        if self._result is None:
+            raise XvlmError("The answer is not finished yet: iterate over it to the end first.")
+        return self._result
 
 
 class ChatSession:
-    """Multi-turn chat on one loaded model. Not thread-safe: use it from one thread."""
+    """Multi-turn chat on one loaded model. Not thread-safe: use it from one thread.
 
-    def __init__(self, loaded: LoadedModel):
+    `decode_mode` chooses the decode step (`decode_step.DECODE_MODES`); "auto" is right outside of tests.
+    """
+
+    def __init__(self, loaded: LoadedModel, decode_mode: str = "auto"):
         self.loaded = loaded
-        self.cache = DynamicCache(config=loaded.model.language_model.config)
+        self.step = make_step(loaded.model.language_model, decode_mode)
+        self.cache = self._new_cache()
         self.cached: list[Position] = []  # what each position of `cache` holds
         self._embeddings: dict[str, torch.Tensor] = {}  # image hash -> [144, hidden]
         self._hashes: dict[tuple[str, int, int], str] = {}  # (path, mtime, size) -> image hash
@@ -86,67 +96,87 @@ class ChatSession:
             raise XvlmError("Only user messages can carry images.")
         if any(message.images for message in messages) and self.loaded.model.vision_tower is None:
             raise XvlmError("This model has no vision tower, so it cannot look at images.")
-        return Answer(self, list(messages), settings or SamplingSettings(), system, cancel or threading.Event())
+        job = _Job(list(messages), settings or SamplingSettings(), system, cancel or threading.Event())
+        return Answer(self._run(job))
 
     def reset(self) -> None:
         """Forget the cache (a new chat, or after an error left it in an unknown state)."""
-        self.cache = DynamicCache(config=self.loaded.model.language_model.config)
+        self.cache = self._new_cache()
         self.cached = []
 
-    def _run(self, answer: Answer) -> Iterator[str]:
+    def _new_cache(self) -> PreallocatedCache:
+        return PreallocatedCache(self.loaded.model.language_model.config, zeroed=needs_zeroed_cache(self.step))
+
+    def _run(self, job: _Job) -> Generator[str, None, AnswerResult]:
         started = time.perf_counter()
         try:
-            yield from self._generate(answer, started)
+            return (yield from self._generate(job, started))
         except Exception:
             self.reset()  # a failure mid-forward can leave layers of the cache at different lengths
             raise
 
-    def _generate(self, answer: Answer, started: float) -> Iterator[str]:
-        loaded, stats = self.loaded, answer.stats
+    def _generate(self, job: _Job, started: float) -> Generator[str, None, AnswerResult]:
+        loaded, stats = self.loaded, job.stats
         try:
-            messages, max_new = self._fit_context(answer)
+            messages, max_new = self._fit_context(job)
             tick = time.perf_counter()
             paths = images_in_order(messages)
-            hashes = [self._image_hash(Path(path), answer.cancel) for path in paths]
+            hashes = [self._image_hash(Path(path), job.cancel) for path in paths]
             images = [
-                self._encode_image(key, path, stats, answer.cancel) for key, path in zip(hashes, paths, strict=True)
+                self._encode_image(key, path, stats, job.cancel) for key, path in zip(hashes, paths, strict=True)
             ]
             stats.image_encode_s = time.perf_counter() - tick
-            sequence = self._positions(answer.input_ids, hashes)
+            sequence = self._positions(job.input_ids, hashes)
             tick = time.perf_counter()
-            logits = self._prefill(answer, sequence, images)
+            logits = self._prefill(job, sequence, images)
             stats.prefill_s = time.perf_counter() - tick
         except Cancelled:
             stats.stop_reason = "cancelled"
-            return
+            return AnswerResult("", job.prompt, job.input_ids, [], stats)
 
         stream = TextStream(loaded.tokenizer)
+        eos_id = loaded.tokenizer.eos_id
+
+        def stop(ids: list[int]) -> str | None:
+            if ids[-1] == eos_id:
+                return "eos"
+            if stream.stopped:
+                return "stop_string"
+            return "length" if len(ids) >= max_new else None
+
+        picker = TokenPicker(job.settings, job.input_ids, logits.device)
+        tokens = decode(self.step, self.cache, logits, picker, stop, job.cancel)
+        output_ids: list[int] = []
         try:
-            yield from decode(
-                loaded.model.language_model,
-                self.cache,
-                logits,
-                answer.input_ids,
-                stream,
-                loaded.tokenizer.eos_id,
-                answer.settings,
-                stats,
-                answer.output_ids,
-                answer.cancel,
-                started,
-                max_new,
-            )
+            while True:
+                try:
+                    token = next(tokens)
+                except StopIteration as done:
+                    decoded = done.value
+                    break
+                output_ids.append(token)
+                if token != eos_id:
+                    delta = stream.push(token)
+                    if delta:
+                        yield delta
         finally:
             # Also when the consumer stops iterating: every generated token but the last is in the cache.
-            self.cached = sequence + answer.output_ids[:-1]
-            answer.text = stream.text
+            self.cached = sequence + output_ids[:-1]
+        tail = stream.finish()
+        if tail:
+            yield tail
+        stats.ttft_s = decoded.first_token_at - started
+        stats.decode_s = decoded.finished_at - decoded.first_token_at
+        stats.output_tokens = len(decoded.output_ids)
+        stats.stop_reason = decoded.stop_reason
+        return AnswerResult(stream.text, job.prompt, job.input_ids, decoded.output_ids, stats)
 
-    def _prefill(self, answer: Answer, sequence: list[Position], images: list[torch.Tensor]) -> torch.Tensor:
+    def _prefill(self, job: _Job, sequence: list[Position], images: list[torch.Tensor]) -> torch.Tensor:
         """Run what the cache lacks of `sequence` through the model, in chunks; the last position's logits.
 
         Between chunks the cancel flag is checked; a cancelled prefill leaves the chunks done in the cache.
         """
-        stats = answer.stats
+        stats = job.stats
         reused = _common_prefix(self.cached, sequence)
         reused = min(reused, len(sequence) - 1)  # at least one position to prefill: its logits start the answer
         if self.cache.get_seq_length() > reused:
@@ -155,9 +185,9 @@ class ChatSession:
         stats.prompt_tokens, stats.reused_tokens = len(sequence), reused
         stats.prefilled_tokens = len(sequence) - reused
         with torch.inference_mode():
-            embeds = self.loaded.model.embed(answer.input_ids, images)[:, reused:]  # [1, T - reused, hidden]
+            embeds = self.loaded.model.embed(job.input_ids, images)[:, reused:]  # [1, T - reused, hidden]
             for start in range(0, embeds.shape[1], PREFILL_CHUNK):
-                _check(answer.cancel)
+                _check(job.cancel)
                 chunk = embeds[:, start : start + PREFILL_CHUNK]  # [1, <= PREFILL_CHUNK, hidden]
                 out = self.loaded.model.language_model(
                     inputs_embeds=chunk, cache=self.cache, use_cache=True, logits_to_keep=1
@@ -165,7 +195,7 @@ class ChatSession:
                 self.cached = sequence[: reused + start + chunk.shape[1]]
         return out.logits[:, -1].float()
 
-    def _fit_context(self, answer: Answer) -> tuple[list[Message], int]:
+    def _fit_context(self, job: _Job) -> tuple[list[Message], int]:
         """Keep the newest turns that fit with room for the answer; drop older ones whole, carrying their images.
 
         A turn runs from a user message to the end of the assistant's answer (`</s>`), where the original
@@ -174,14 +204,14 @@ class ChatSession:
         shares its first stretch of text with the system prompt, is tokenized again with it.
         Sets the answer's prompt and input ids; returns the kept messages and how many tokens the answer may have.
         """
-        loaded, tokenizer, cancel = self.loaded, self.loaded.tokenizer, answer.cancel
+        loaded, tokenizer, cancel = self.loaded, self.loaded.tokenizer, job.cancel
         context = loaded.context_length
-        wanted_new = answer.settings.max_new_tokens
+        wanted_new = job.settings.max_new_tokens
         budget = context - min(wanted_new, context // 4)
-        messages = answer._messages
+        messages = job._messages
         per_image = loaded.model.image_tokens
         _check(cancel)
-        # Where each turn starts: at the first message, and at each user message that follows an answer.
+        # Where each turn starts: at the first message, and at each user message that follows an job.
         starts = [0] + [
             i for i in range(1, len(messages)) if messages[i].role == "user" and messages[i - 1].role != "user"
         ]
@@ -192,7 +222,7 @@ class ChatSession:
             images_before.append(images_before[-1] + sum(len(m.images) for m in messages[start:end]))
         all_images = images_before[-1]
         carried_cost = len(tokenizer.encode_text("\n"))  # a carried image's own `\n` after its slot
-        fixed = len(tokenizer.encode_segments(system_segments(answer.system))) + all_images * per_image
+        fixed = len(tokenizer.encode_segments(system_segments(job.system))) + all_images * per_image
 
         turn_ids: dict[int, list[int]] = {}
         text_tokens = 0
@@ -215,7 +245,7 @@ class ChatSession:
             if dropped:
                 carried = [key for message in messages[:dropped] for key in message.images]
                 kept = [replace(kept[0], images=carried + kept[0].images), *kept[1:]]
-            head = system_segments(answer.system)
+            head = system_segments(job.system)
             for message in kept[: ends[first] - dropped]:
                 head += message_segments(message)
             if first == last:
@@ -228,9 +258,9 @@ class ChatSession:
             if length <= budget or first == last:
                 break
             first += 1
-        answer.stats.dropped_messages = dropped
-        answer.prompt = render_prompt(kept, answer.system)
-        answer.input_ids = input_ids
+        job.stats.dropped_messages = dropped
+        job.prompt = render_prompt(kept, job.system)
+        job.input_ids = input_ids
         if length >= context:
             raise XvlmError(
                 f"This message is too long for the model: {length} tokens, and it reads at most {context}. "
@@ -273,6 +303,19 @@ def _check(cancel: threading.Event) -> None:
     """Stop an answer between its stages (fitting, images, prefill) once the user asked to."""
     if cancel.is_set():
         raise Cancelled("The answer was stopped.")
+
+
+@dataclass
+class _Job:
+    """One answer's request, and what is worked out for it before decoding (filled by `_fit_context`)."""
+
+    _messages: list[Message]
+    settings: SamplingSettings
+    system: str
+    cancel: threading.Event
+    prompt: str = ""
+    input_ids: list[int] = field(default_factory=list)
+    stats: GenerationStats = field(default_factory=GenerationStats)
 
 
 def _common_prefix(first: list[Position], second: list[Position]) -> int:

@@ -719,6 +719,10 @@ Checking…</source>
         <translation>位于 {server}</translation>
     </message>
     <message>
+        <source> · 8-bit weights</source>
+        <translation> · 8 位权重</translation>
+    </message>
+    <message>
         <source>Settings…</source>
         <translation>设置…</translation>
     </message>
@@ -777,8 +781,8 @@ Checking…</source>
 <context>
     <name>ModelWorker</name>
     <message>
-        <source>The model ran out of memory. Close other programs, or in Settings choose a smaller precision or the CPU, or start a new chat (shorter conversations need less memory).</source>
-        <translation>模型内存不足。请关闭其他程序，或在“设置”中选择更低的精度或 CPU，或开始新对话（对话越短，所需内存越少）。</translation>
+        <source>The model ran out of memory. Close other programs, or in Settings choose 8-bit weights, a smaller number format or the CPU, or start a new chat (shorter conversations need less memory).</source>
+        <translation>模型内存不足。请关闭其他程序，或在“设置”中选择 8 位权重、更小的数值格式或 CPU，也可以新建对话（对话越短，占用内存越少）。</translation>
     </message>
     <message>
         <source>Something went wrong in the model ({error}). The details are in the log: Help → Open Log Folder.</source>
@@ -918,8 +922,16 @@ Checking…</source>
         <translation>自动</translation>
     </message>
     <message>
-        <source>float32 (exact, most memory)</source>
-        <translation>float32（精确，占用内存最多）</translation>
+        <source>float32 (most memory)</source>
+        <translation>float32（占用内存最多）</translation>
+    </message>
+    <message>
+        <source>Exact (bf16/fp16/fp32 weights)</source>
+        <translation>精确（bf16/fp16/fp32 权重）</translation>
+    </message>
+    <message>
+        <source>Faster: 8-bit weights (answers may differ slightly)</source>
+        <translation>更快：8 位权重（回答可能略有不同）</translation>
     </message>
     <message>
         <source>Settings</source>
@@ -960,6 +972,14 @@ Checking…</source>
     <message>
         <source>Precision</source>
         <translation>精度</translation>
+    </message>
+    <message>
+        <source>8-bit weights decode faster on a CPU and take about half the memory; the answers are close to the exact model&apos;s but not the same.</source>
+        <translation>8 位权重在 CPU 上生成更快，内存占用约减半；回答与精确模型接近，但不完全相同。</translation>
+    </message>
+    <message>
+        <source>Number format</source>
+        <translation>数值格式</translation>
     </message>
     <message>
         <source>0 (always the likeliest word)</source>
@@ -1018,8 +1038,12 @@ Checking…</source>
         <translation>设备(&amp;D)：</translation>
     </message>
     <message>
-        <source>&amp;Precision:</source>
-        <translation>精度(&amp;P)：</translation>
+        <source>P&amp;recision:</source>
+        <translation>精度(&amp;R)：</translation>
+    </message>
+    <message>
+        <source>&amp;Number format:</source>
+        <translation>数值格式(&amp;N)：</translation>
     </message>
     <message>
         <source>&amp;Temperature:</source>
@@ -1046,8 +1070,8 @@ Checking…</source>
         <translation>语言(&amp;A)：</translation>
     </message>
     <message>
-        <source>Changing the model, device or precision reloads the model in the background; a new language applies when the app starts again.</source>
-        <translation>更改模型、设备或精度后，模型会在后台重新加载；新的语言将在应用下次启动时生效。</translation>
+        <source>Changing the model, device, precision or number format reloads the model in the background; a new language applies when the app starts again.</source>
+        <translation>更改模型、设备、精度或数值格式会在后台重新加载模型；新的语言将在下次启动应用时生效。</translation>
     </message>
     <message>
         <source>Choose the model folder</source>

@@ -27,12 +27,8 @@ class SlowAnswer:
             yield delta
 
     @property
-    def text(self) -> str:
-        return self._answer.text
-
-    @property
-    def stats(self):
-        return self._answer.stats
+    def result(self):
+        return self._answer.result
 
 
 class SlowSession:
@@ -60,21 +56,28 @@ class FakeStats:
         return dict(self.values)
 
 
+@dataclass
+class FakeResult:
+    text: str
+    stats: FakeStats
+
+
 class FakeAnswer:
     def __init__(self, deltas: list[str], delay_s: float, cancel: threading.Event):
         self.deltas, self.delay_s, self.cancel = deltas, delay_s, cancel
-        self.text = ""
-        self.stats = FakeStats({"output_tokens": 0, "stop_reason": "", "ttft_s": 0.01, "decode_tok_s": 0.0})
+        self.result = FakeResult("", FakeStats({"output_tokens": 0, "stop_reason": "", "ttft_s": 0.01,
+                                                "decode_tok_s": 0.0}))
 
     def __iter__(self):
-        self.stats.values["stop_reason"] = "length"
+        stats = self.result.stats.values
+        stats["stop_reason"] = "length"
         for delta in self.deltas:
             if self.cancel.is_set():
-                self.stats.values["stop_reason"] = "cancelled"
+                stats["stop_reason"] = "cancelled"
                 break
             time.sleep(self.delay_s)
-            self.text += delta
-            self.stats.values["output_tokens"] += 1
+            self.result.text += delta
+            stats["output_tokens"] += 1
             yield delta
 
 
@@ -92,12 +95,12 @@ class FakeSession:
 
 
 class FakeLoaded:
-    def __init__(self, name: str = "fake-model"):
-        self.name = name
+    def __init__(self, name: str = "fake-model", quantize: str = "none"):
+        self.name, self.quantize = name, quantize
 
     def summary(self) -> dict:
-        return {"name": self.name, "device": "cpu", "dtype": "float32", "memory_mb": 12.0, "load_s": 0.0,
-                "can_see_images": True, "context_length": 4096}
+        return {"name": self.name, "device": "cpu", "dtype": "float32", "quantize": self.quantize, "memory_mb": 12.0,
+                "load_s": 0.0, "can_see_images": True, "context_length": 4096}
 
 
 def fake_load(delay_s: float = 0.0, error: Exception | None = None) -> Callable:
@@ -107,7 +110,7 @@ def fake_load(delay_s: float = 0.0, error: Exception | None = None) -> Callable:
         on_stage("Loading the language model…")
         if error is not None:
             raise error
-        return FakeLoaded(request.model)
+        return FakeLoaded(request.model, request.quantize)
 
     return load
 

@@ -10,6 +10,7 @@ from PySide6.QtCore import QObject, Signal, Slot
 from app.chat_controller import DONE, FAILED, STOPPED, STREAMING, WAITING, ChatController, ModelPhase
 from app.settings import AppSettings, Settings, SettingsFile
 from app.worker import AnswerRequest, LoadRequest
+from xvlm_core.sampling import SamplingSettings
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +68,7 @@ def test_a_question_asked_while_loading_waits_then_goes_out_with_the_settings():
     (request,) = worker.requests
     assert [(turn.role, turn.text, turn.images) for turn in request.turns] == [
         ("user", "What is this?", ("/pictures/cat.png",))]
-    assert request.sampling == {"max_new_tokens": 64, "temperature": 0.5, "top_p": 1.0}
+    assert request.sampling == SamplingSettings(max_new_tokens=64, temperature=0.5, top_p=1.0)
     assert request.system == "Be brief." and controller.messages[-1].status == STREAMING
 
 

@@ -15,7 +15,7 @@ class ForgetfulSession(FakeSession):
     def answer(self, messages, settings, system, cancel):
         answer = super().answer(messages, settings, system, cancel)
         if len(messages) >= 5:
-            answer.stats.values["dropped_messages"] = 2
+            answer.result.stats.values["dropped_messages"] = 2
         return answer
 
 

@@ -92,3 +92,41 @@ def test_window_size_and_place_are_remembered(qtbot, make_window, tmp_path, app_
     assert saved.window_geometry
     second = make_window(settings=saved, start=False)
     assert (second.width(), second.height()) == (700, 500)
+
+
+def test_choosing_8_bit_weights_reloads_in_the_background_and_the_status_bar_says_so(qtbot, make_window, tmp_path,
+                                                                                     monkeypatch):
+    loads = []
+
+    def load(request, on_stage):
+        loads.append(request)
+        return fake_load()(request, on_stage)
+
+    window = make_window(ModelWorker(load=load, session_factory=lambda loaded: FakeSession(["ok"])))
+    wait_ready(qtbot, window)
+    assert "8-bit" not in window.device_label.text()
+
+    def edit(dialog):
+        assert dialog.precision_combo.currentData() == "none"
+        dialog.precision_combo.setCurrentIndex(dialog.precision_combo.findData("int8"))
+        return QDialog.DialogCode.Accepted
+
+    monkeypatch.setattr(SettingsDialog, "exec", edit)
+    window.settings_action.trigger()
+    assert window.controller.phase.value == "loading"
+    wait_ready(qtbot, window)
+    assert [request.quantize for request in loads] == ["none", "int8"]
+    assert json.loads((tmp_path / "settings.json").read_text())["quantize"] == "int8"
+    assert window.device_label.text().endswith("· 8-bit weights")
+    ask(qtbot, window, "Hi")
+    wait_answered(qtbot, window)
+    assert window.controller.messages[-1].text == "ok"
+
+
+def test_the_precision_choice_is_labelled_for_people(qtbot):
+    dialog = SettingsDialog(Settings(quantize="int8"), [])
+    qtbot.addWidget(dialog)
+    labels = [dialog.precision_combo.itemText(i) for i in range(dialog.precision_combo.count())]
+    assert labels[0].startswith("Exact") and "8-bit" in labels[1] and "may differ" in labels[1]
+    assert dialog.result_settings().quantize == "int8"
+    assert Settings().model_changed(Settings(quantize="int8"))

@@ -60,9 +60,9 @@ def wait_image_checked(qtbot, window) -> None:
 
 def core_answer(model_dir: Path, tower_dir: Path, conversation: list[tuple[str, str, list[str]]], max_new_tokens=24):
     """What xvlm_core answers for the same conversation, without the app."""
-    from xvlm_core.generation import SamplingSettings
     from xvlm_core.model import load_model
     from xvlm_core.prompt import Message
+    from xvlm_core.sampling import SamplingSettings
     from xvlm_core.session import ChatSession
 
     session = ChatSession(load_model(str(model_dir), str(tower_dir), dtype="float32"))

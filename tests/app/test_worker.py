@@ -9,6 +9,7 @@ from fakes import FakeSession, Recorder, SlowSession, fake_load
 from PySide6.QtCore import QObject, Signal
 
 from app.worker import AnswerRequest, LoadRequest, ModelThread, ModelWorker, Turn, describe_failure
+from xvlm_core.sampling import SamplingSettings
 
 WORKER_SIGNALS = ("loaded", "load_failed", "chunk_ready", "answer_finished", "answer_failed")
 
@@ -41,9 +42,9 @@ def run_worker():
 
 
 def test_streamed_chunks_join_to_what_the_core_answers(qtbot, run_worker, tiny_model_dir, tiny_tower_dir, images_dir):
-    from xvlm_core.generation import SamplingSettings
     from xvlm_core.model import load_model
     from xvlm_core.prompt import Message
+    from xvlm_core.sampling import SamplingSettings
     from xvlm_core.session import ChatSession
 
     image = str(images_dir / "gradient_square.png")
@@ -52,7 +53,7 @@ def test_streamed_chunks_join_to_what_the_core_answers(qtbot, run_worker, tiny_m
     caller.load.emit(LoadRequest(str(tiny_model_dir), str(tiny_tower_dir), "cpu", "float32"))
     qtbot.waitUntil(lambda: bool(seen["loaded"]), timeout=20_000)
     question = Turn("user", "What is in the picture?", (image,))
-    caller.generate.emit(AnswerRequest(1, (question,), {"max_new_tokens": 12}))
+    caller.generate.emit(AnswerRequest(1, (question,), SamplingSettings(max_new_tokens=12)))
     qtbot.waitUntil(lambda: bool(seen["answer_finished"]), timeout=20_000)
 
     direct = ChatSession(load_model(str(tiny_model_dir), str(tiny_tower_dir), dtype="float32")).answer(
@@ -62,7 +63,7 @@ def test_streamed_chunks_join_to_what_the_core_answers(qtbot, run_worker, tiny_m
     _request_id, text, stats = seen["answer_finished"][0]
     assert len(chunks) >= 3
     assert "".join(chunks) == expected == text
-    assert stats["stop_reason"] == direct.stats.stop_reason and stats["output_tokens"] == 12
+    assert stats["stop_reason"] == direct.result.stats.stop_reason and stats["output_tokens"] == 12
     assert stats["memory_mb"] > 0
 
 
@@ -148,3 +149,14 @@ def test_stopping_the_thread_cancels_a_running_answer(qtbot):
     started = time.monotonic()
     assert thread.stop(2000)
     assert time.monotonic() - started < 0.5
+
+
+def test_a_load_request_for_8_bit_weights_loads_them_and_answers(qtbot, run_worker, tiny_model_dir, tiny_tower_dir):
+    caller, seen = run_worker(ModelWorker())
+    caller.load.emit(LoadRequest(str(tiny_model_dir), str(tiny_tower_dir), "cpu", "float32", quantize="int8"))
+    qtbot.waitUntil(lambda: bool(seen["loaded"]), timeout=20_000)
+    assert seen["loaded"][0][0]["quantize"] == "int8"
+    caller.generate.emit(AnswerRequest(1, (Turn("user", "Hello"),), SamplingSettings(max_new_tokens=8)))
+    qtbot.waitUntil(lambda: bool(seen["answer_finished"]), timeout=20_000)
+    _request_id, text, stats = seen["answer_finished"][0]
+    assert text and stats["output_tokens"] > 0

@@ -141,6 +141,30 @@ def test_bench_json_has_the_figures(capsys, tiny_model_dir, tiny_tower_dir):
     assert result["decode_tok_s"] > 0 and result["baseline_decode_tok_s"] > 0
 
 
+def test_bench_with_8_bit_weights_reports_them_against_an_exact_baseline(capsys, tiny_model_dir, tiny_tower_dir):
+    args = ["bench", "--model", str(tiny_model_dir), "--vision-tower", str(tiny_tower_dir), "--dtype", "float32"]
+    assert main([*args, "--turns", "2", "--new-tokens", "4", "--baseline", "--quantize", "int8", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["quantize"] == "int8"
+    assert result["implied_bandwidth_gbs"] > 0 and result["baseline_implied_bandwidth_gbs"] > 0
+    # The tiny model's linear layers go from 4 bytes a weight to 1; its embedding table is not read per token.
+    assert result["weights_read_per_token_gb"] < 0.5 * result["baseline_weights_read_per_token_gb"]
+
+
+def test_ask_with_8_bit_weights_answers(capsys, tiny_model_dir, tiny_tower_dir):
+    args = ["ask", "--model", str(tiny_model_dir), "--vision-tower", str(tiny_tower_dir), "--quantize", "int8"]
+    assert main([*args, "--max-new-tokens", "6", "--json", "Hello"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["output_ids"]) == 6 and result["text"]
+
+
+def test_unknown_quantize_choice_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_code:
+        main(["ask", "--quantize", "int4", "Hello"])
+    assert exit_code.value.code == 2
+    assert "int4" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("filename", "source"),
     [

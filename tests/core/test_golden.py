@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from xvlm_core.cli import main
-from xvlm_core.generation import SamplingSettings
 from xvlm_core.model import load_model
 from xvlm_core.prompt import Message
+from xvlm_core.sampling import SamplingSettings
 from xvlm_core.session import ChatSession
 
 CASES = ["single_square", "multi_turn_square", "text_only", "chinese_wide"]
@@ -40,11 +40,12 @@ def test_golden_case_matches_original_ids(loaded, golden, images_dir, name):
         conversation(case, images_dir), SamplingSettings(max_new_tokens=case["max_new_tokens"])
     )
     deltas = list(answer)
-    assert answer.prompt == case["prompt"]
-    assert answer.input_ids == case["input_ids"]
-    assert answer.output_ids == case["output_ids"]
-    assert answer.text == case["text"]
-    assert "".join(deltas) == answer.text
+    result = answer.result
+    assert result.prompt == case["prompt"]
+    assert result.input_ids == case["input_ids"]
+    assert result.output_ids == case["output_ids"]
+    assert result.text == case["text"]
+    assert "".join(deltas) == result.text
 
 
 def test_first_logits_rank_like_original(loaded, golden, images_dir):

@@ -15,11 +15,11 @@ from huggingface_hub import snapshot_download, try_to_load_from_cache
 
 from xvlm_core import hub
 from xvlm_core.errors import Cancelled, CheckpointError
-from xvlm_core.generation import SamplingSettings
 from xvlm_core.hub import plan as plan_module
 from xvlm_core.hub.progress import Meter
 from xvlm_core.model import load_model
 from xvlm_core.prompt import Message
+from xvlm_core.sampling import SamplingSettings
 from xvlm_core.session import ChatSession
 
 MODEL = "XiaoduoAILab/Xmodel_VLM"
@@ -101,7 +101,7 @@ def test_clean_download_then_offline_load_answers(hub_server, golden, images_dir
     question = Message("user", case["turns"][0][0], [str(images_dir / case["images"][0])])
     answer = ChatSession(loaded).answer([question], SamplingSettings(max_new_tokens=case["max_new_tokens"]))
     list(answer)
-    assert answer.output_ids == case["output_ids"]
+    assert answer.result.output_ids == case["output_ids"]
 
 
 def test_huggingface_hub_finds_the_files_offline(hub_server):

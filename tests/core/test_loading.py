@@ -13,10 +13,10 @@ import torch
 
 from xvlm_core.config import load_config
 from xvlm_core.errors import CheckpointError, ConfigError, DeviceError
-from xvlm_core.generation import SamplingSettings
 from xvlm_core.model import load_model
 from xvlm_core.projector import XDPProjector
 from xvlm_core.prompt import Message
+from xvlm_core.sampling import SamplingSettings
 from xvlm_core.session import ChatSession
 from xvlm_core.testing import (
     LanguageShape,
@@ -35,7 +35,7 @@ def answer_ids(loaded, images_dir: Path, tokens: int = 8) -> list[int]:
         SamplingSettings(max_new_tokens=tokens),
     )
     list(answer)
-    return answer.output_ids
+    return answer.result.output_ids
 
 
 def copy_checkpoint(source: Path, target: Path) -> Path:

@@ -10,9 +10,9 @@ import pytest
 
 from xvlm_core.config import IMAGE_TOKEN_INDEX
 from xvlm_core.errors import XvlmError
-from xvlm_core.generation import SamplingSettings
 from xvlm_core.model import load_model
 from xvlm_core.prompt import Message, render_prompt, render_segments
+from xvlm_core.sampling import SamplingSettings
 from xvlm_core.session import ChatSession
 
 
@@ -24,7 +24,7 @@ def loaded(tiny_model_dir, tiny_tower_dir):
 def run(session: ChatSession, messages: list[Message], **settings) -> tuple:
     answer = session.answer(messages, SamplingSettings(**{"max_new_tokens": 24, **settings}))
     deltas = list(answer)
-    return answer, deltas
+    return answer.result, deltas
 
 
 def test_second_turn_prefills_only_new_tokens_and_matches_original(loaded, golden, images_dir):
@@ -100,9 +100,10 @@ def test_cancel_stops_within_one_token(loaded):
         received.append(delta)
         if len(received) == 3:
             cancel.set()
-    assert answer.stats.stop_reason == "cancelled"
-    assert len(answer.output_ids) <= 4
-    assert answer.text.startswith("".join(received[:3]).strip())
+    result = answer.result
+    assert result.stats.stop_reason == "cancelled"
+    assert len(result.output_ids) <= 4
+    assert result.text.startswith("".join(received[:3]).strip())
     # The session stays usable and consistent after a cancel.
     again, _ = run(session, [Message("user", "Hello, who are you?")])
     fresh, _ = run(ChatSession(loaded), [Message("user", "Hello, who are you?")])
@@ -284,8 +285,8 @@ def test_fitted_prompt_equals_rendering_the_kept_turns(loaded, images_dir, monke
 
 
 def assert_stopped_then_usable(loaded, session: ChatSession, answer, messages: list[Message]) -> None:
-    assert answer.stats.stop_reason == "cancelled"
-    assert answer.output_ids == [] and answer.text == ""
+    assert answer.result.stats.stop_reason == "cancelled"
+    assert answer.result.output_ids == [] and answer.result.text == ""
     again, _ = run(session, messages)
     fresh, _ = run(ChatSession(loaded), messages)
     assert again.output_ids == fresh.output_ids
@@ -343,7 +344,7 @@ def test_cancel_while_reading_the_image(loaded, images_dir, monkeypatch):
     session = ChatSession(loaded)
     answer = session.answer(image_question(images_dir), SamplingSettings(max_new_tokens=24), cancel=cancel)
     assert list(answer) == []
-    assert answer.stats.images_encoded == 0
+    assert answer.result.stats.images_encoded == 0
     monkeypatch.undo()
     assert_stopped_then_usable(loaded, session, answer, image_question(images_dir))
 
@@ -363,7 +364,7 @@ def test_cancel_while_encoding_the_image(loaded, images_dir, monkeypatch):
     session = ChatSession(loaded)
     answer = session.answer(image_question(images_dir), SamplingSettings(max_new_tokens=24), cancel=cancel)
     assert list(answer) == []
-    assert encoded == [] and answer.stats.images_encoded == 0
+    assert encoded == [] and answer.result.stats.images_encoded == 0
     monkeypatch.undo()
     assert_stopped_then_usable(loaded, session, answer, image_question(images_dir))
 

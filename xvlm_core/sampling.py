@@ -1,0 +1,44 @@
+"""How tokens are picked: one typed, validated set of settings with one set of defaults.
+
+Torch-free, so the app's UI thread, the CLI's argument parser and the core all share it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from xvlm_core.errors import XvlmError
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How to pick tokens. Temperature 0 means greedy, the authors' default."""
+
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise XvlmError(f"{name} must be a finite number, not {value!r}.")
+        if self.max_new_tokens < 1:
+            raise XvlmError(f"max_new_tokens must be at least 1, not {self.max_new_tokens}.")
+        if self.temperature < 0:
+            raise XvlmError(f"temperature must be 0 (greedy) or positive, not {self.temperature}.")
+        if not 0 < self.top_p <= 1:
+            raise XvlmError(f"top_p must be in (0, 1], not {self.top_p}.")
+        if self.top_k < 0:
+            raise XvlmError(f"top_k must be 0 (off) or positive, not {self.top_k}.")
+        if self.repetition_penalty <= 0:
+            raise XvlmError(f"repetition_penalty must be positive, not {self.repetition_penalty}.")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
