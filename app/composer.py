@@ -25,7 +25,9 @@ from PySide6.QtWidgets import (
     QLabel,
     QPlainTextEdit,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
+    QStyle,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -187,7 +189,7 @@ class ImageChip(QFrame):
 
 
 class Composer(QFrame):
-    """Text, image chip, notices, and the Send/Stop button. Emits what the person asked for."""
+    """Text, image chips, notices, and the Send/Stop button. Emits what the person asked for."""
 
     send_requested = Signal(str, object)  # text, [ImageRef] in order
     edit_submitted = Signal(int, str, object)  # index of the edited message, text, [ImageRef]
@@ -222,10 +224,19 @@ class Composer(QFrame):
         bar_layout.addWidget(cancel_edit)
         self.edit_bar.hide()
 
-        self.chip_bar = QWidget(self)
-        self.chip_row = QHBoxLayout(self.chip_bar)
+        # The chips in one row that scrolls sideways when they outgrow the window.
+        self.chip_bar = QScrollArea(self)
+        self.chip_bar.setObjectName("chipBar")
+        self.chip_bar.setFrameShape(QFrame.Shape.NoFrame)
+        self.chip_bar.setWidgetResizable(True)
+        self.chip_bar.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        chips = QWidget(self.chip_bar)
+        self.chip_row = QHBoxLayout(chips)
         self.chip_row.setContentsMargins(0, 0, 0, 0)
         self.chip_row.addStretch(1)
+        self.chip_bar.setWidget(chips)
+        scrollbar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)
+        self.chip_bar.setFixedHeight(CHIP_SIDE + 12 + scrollbar)
         self.chip_bar.hide()
         self.notice = QLabel(self)
         self.notice.setObjectName("notice")
@@ -415,7 +426,7 @@ class Composer(QFrame):
             if notify:
                 self.show_notice(problem)
             return problem
-        chip = ImageChip(path, self.chip_bar)
+        chip = ImageChip(path, self.chip_bar.widget())
         chip.removed.connect(self.remove_image)
         self.chips.append(chip)
         self.chip_row.insertWidget(len(self.chips) - 1, chip)
