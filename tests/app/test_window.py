@@ -129,7 +129,7 @@ def test_paste_an_image_from_the_clipboard(qtbot, make_window, images_dir):
     wait_image_checked(qtbot, window)
     pasted = Path(window.composer.chips[0].path)
     assert pasted.suffix == ".png" and QImage(str(pasted)).size() == QImage(str(images_dir / "shapes_wide.png")).size()
-    assert window.composer.text == ""  # the image went to the chip, not into the text
+    assert window.composer.text == ""  # the image went to a chip, not into the text
     ask(qtbot, window, "What shapes?")
     wait_answered(qtbot, window)
     assert sent_bytes(window.controller.messages[0]) == [pasted.read_bytes()]
