@@ -1,7 +1,8 @@
 """The conversation's state machine, without widgets: what is said, what the model is doing, what to ask it.
 
-The model: no model -> loading -> ready (or failed). The conversation: idle, or one answer in flight,
-which is "waiting" while the model loads, then "streaming", then "done", "stopped" or "failed".
+The model: no model -> loading -> ready (or failed). The conversation: a list of xvlm_core's `Message`, idle, or
+one answer in flight, which is "waiting" while the model loads, then "streaming", then "complete", "stopped" or
+"failed" (`Status`).
 Opening another chat mid-answer leaves the answer running for its own chat, saved there as it streams; going
 back to that chat shows it still going.
 Widgets call the verbs (`send`, `stop`, `regenerate`, `edit`, `new_chat`, `load_model`) and redraw on
@@ -13,11 +14,11 @@ from __future__ import annotations
 import enum
 import itertools
 import random
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 
 from PySide6.QtCore import QObject, Signal
+from xvlm_core.messages import ImageRef, Message, Status
 from xvlm_core.sampling import SamplingSettings
 
 from app.advice import window_advice
@@ -25,7 +26,7 @@ from app.history.records import auto_title
 from app.history.service import History
 from app.i18n import translate
 from app.settings import AppSettings, Settings
-from app.worker import AnswerRequest, LoadRequest, ModelWorker, Turn
+from app.worker import AnswerRequest, LoadRequest, ModelWorker
 
 
 class ModelPhase(enum.Enum):
@@ -34,16 +35,6 @@ class ModelPhase(enum.Enum):
     READY = "ready"
     FAILED = "failed"
 
-
-# Assistant message statuses; only "waiting" and "streaming" belong to an answer in flight.
-# "interrupted": the app stopped (a crash, a kill) while the answer streamed; only reopened chats have it.
-WAITING, STREAMING, DONE, STOPPED, INTERRUPTED, FAILED = (
-    "waiting", "streaming", "done", "stopped", "interrupted", "failed")
-# How the store names them, and back. An answer "streaming" in the store, seen read-only while another window
-# writes it, is shown as it stands: cut off.
-STORE_STATUS = {DONE: "complete", STOPPED: "stopped", FAILED: "failed"}
-FROM_STORE_STATUS = {"complete": DONE, "stopped": STOPPED, "failed": FAILED, "interrupted": INTERRUPTED,
-                     "streaming": INTERRUPTED}
 
 
 # Regenerating at temperature 0 (greedy) would give the same answer word for word: it samples with these instead.
@@ -61,26 +52,11 @@ def regenerate_sampling(settings: Settings) -> SamplingSettings:
 
 
 @dataclass
-class ChatMessage:
-    role: str  # "user" or "assistant"
-    text: str = ""
-    image: str | None = None  # a path; user messages only
-    status: str = DONE
-    error: str = ""  # for status "failed": a message for a person
-    stats: dict = field(default_factory=dict)
-    message_id: int | None = None  # the store's id, once saved
-
-    @property
-    def in_flight(self) -> bool:
-        return self.status in (WAITING, STREAMING)
-
-
-@dataclass
 class BackgroundAnswer:
     """An answer still being written for a chat that is no longer on screen."""
 
     request: AnswerRequest
-    message: ChatMessage
+    message: Message
     chat_id: int
     title: str
 
@@ -107,7 +83,7 @@ class ChatController(QObject):
         self.history = history if history is not None else History()
         self.chat_id: int | None = None  # in the store; None until the first question of a new chat
         self.chat_title = ""  # as the person renamed it; "" = made from the first question
-        self.messages: list[ChatMessage] = []
+        self.messages: list[Message] = []
         self.phase = ModelPhase.NONE
         self.load_stage = ""
         self.model_summary: dict = {}
@@ -168,20 +144,20 @@ class ChatController(QObject):
         self._set_phase(ModelPhase.LOADING)
         self.load_requested.emit(request)
 
-    def send(self, text: str, image: str | None = None) -> bool:
-        """Ask a question; False (and nothing happens) while another answer is in flight or it is empty."""
+    def send(self, text: str, images: Sequence[ImageRef] = ()) -> bool:
+        """Ask a question about `images` (in order); False (and nothing happens) while another answer is in
+        flight or it is empty."""
         text = text.strip()
-        if self.busy or not (text or image):
+        if self.busy or not (text or images):
             return False
-        message = ChatMessage("user", text, image)
+        message = Message("user", text, tuple(images))
         # Saved before anything is asked: a crash while answering loses no question.
         new_chat = self.chat_id is None
         if new_chat:
             sampling = asdict(self.settings.sampling())
             self.chat_id = self.history.create_chat(self.settings_model(), sampling)
         if self.chat_id is not None:
-            images = [Path(image)] if image else []
-            message.message_id = self.history.add_user_message(self.chat_id, text, images)
+            message.id = self.history.add_user_message(self.chat_id, text, message.images)
         self.messages.append(message)
         self.message_added.emit(len(self.messages) - 1)
         if new_chat and self.chat_id is not None:
@@ -200,7 +176,7 @@ class ChatController(QObject):
         if self._active is not None:
             self._active.cancel.set()  # the worker finishes the answer with stop_reason "cancelled"
         else:  # still waiting for the model: nothing was asked yet
-            self._finish(message, STOPPED)
+            self._finish(message, Status.STOPPED)
 
     def regenerate(self) -> bool:
         """Answer the last question again, replacing the last answer."""
@@ -212,11 +188,11 @@ class ChatController(QObject):
         self._begin_answer(regenerate_sampling(self.settings))
         return True
 
-    def edit(self, index: int, text: str, image: str | None) -> bool:
+    def edit(self, index: int, text: str, images: Sequence[ImageRef]) -> bool:
         """Replace the user message at `index` and everything after it, and ask again."""
         if self.busy or not 0 <= index < len(self.messages) or self.messages[index].role != "user":
             return False
-        if not (text.strip() or image):
+        if not (text.strip() or images):
             return False
         if index == 0 and self.chat_id is not None:
             # The store cannot drop a chat's first message: the edited conversation becomes a new chat.
@@ -227,7 +203,7 @@ class ChatController(QObject):
             self._truncate_store_after(index - 1)
         del self.messages[index:]
         self.conversation_replaced.emit()
-        return self.send(text, image)
+        return self.send(text, images)
 
     def new_chat(self) -> None:
         """Leave this chat (an answer in flight goes on for it, see `_leave_chat`); the next question starts
@@ -246,15 +222,14 @@ class ChatController(QObject):
             return
         self._leave_chat()
         self.chat_id, self.chat_title = chat.id, chat.title
-        self.messages = [
-            ChatMessage(stored.role, stored.text, str(stored.images[0]) if stored.images else None,
-                        FROM_STORE_STATUS.get(stored.status, DONE) if stored.role == "assistant" else DONE,
-                        stored.stats.get("error", ""), stored.stats, stored.id)
-            for stored in chat.messages
-        ]
+        self.messages = chat.messages
+        for message in self.messages:
+            # An answer another window is still writing (this one reads the history read-only) shows as it stands.
+            if message.status is Status.STREAMING:
+                message.status = Status.INTERRUPTED
         # Back to a chat whose answer is still being written: show it going on, as it was.
         running = next((answer for answer in self._background.values() if answer.chat_id == chat.id), None)
-        if running is not None and self.messages and self.messages[-1].message_id == running.message.message_id:
+        if running is not None and self.messages and self.messages[-1].id == running.message.id:
             del self._background[running.request.request_id]
             self.messages[-1], self._active = running.message, running.request
         self.conversation_replaced.emit()
@@ -267,15 +242,15 @@ class ChatController(QObject):
         is stopped."""
         if self.busy:
             message = self.messages[-1]
-            if self._active is not None and self.chat_id is not None and message.message_id is not None:
+            if self._active is not None and self.chat_id is not None and message.id is not None:
                 self._background[self._active.request_id] = BackgroundAnswer(self._active, message, self.chat_id,
                                                                              self.title)
                 self.answer_left_running.emit(self.title)  # before the next chat is shown: the list marks it
             else:
                 if self._active is not None:
                     self._active.cancel.set()
-                message.status = STOPPED
-                self._save_finished(message, STOPPED)
+                message.status = Status.STOPPED
+                self._save_finished(message)
         self._active = None
 
     def close(self) -> None:
@@ -285,8 +260,8 @@ class ChatController(QObject):
         for request, message in running:
             if request is not None:
                 request.cancel.set()
-            message.status = STOPPED
-            self._save_finished(message, STOPPED)
+            message.status = Status.STOPPED
+            self._save_finished(message)
         self._active = None
         self._background.clear()
 
@@ -294,53 +269,52 @@ class ChatController(QObject):
 
     def _truncate_store_after(self, index: int) -> None:
         """Drop from the store every message after `messages[index]` (the messages list is cut by the caller)."""
-        if index >= 0 and self.messages[index].message_id is not None:
-            self.history.truncate_after(self.messages[index].message_id)
+        if index >= 0 and self.messages[index].id is not None:
+            self.history.truncate_after(self.messages[index].id)
 
-    def _save_finished(self, message: ChatMessage, status: str, error: str = "") -> None:
-        if message.message_id is not None:
-            stats: dict[str, Any] = {**message.stats, "error": error} if error else dict(message.stats)
-            self.history.finish_answer(message.message_id, message.text, STORE_STATUS[status], stats)
+    def _save_finished(self, message: Message) -> None:
+        if message.id is not None:
+            self.history.finish_answer(message.id, message.text, message.status, message.stats)
 
     # -- the answer's life ---------------------------------------------------------------------------------
 
     def _begin_answer(self, sampling: SamplingSettings | None = None) -> None:
         """Ask for the next answer, with `sampling` (default: the chat's settings) once the model is ready."""
         self._sampling = sampling
-        answer = ChatMessage("assistant", status=WAITING)
+        answer = Message("assistant", status=Status.WAITING)
         if self.chat_id is not None:
-            answer.message_id = self.history.begin_answer(self.chat_id)
+            answer.id = self.history.begin_answer(self.chat_id)
         self.messages.append(answer)
         self.message_added.emit(len(self.messages) - 1)
         self.busy_changed.emit(True)
         if self.phase is ModelPhase.READY:
             self._ask()
         elif self.phase is ModelPhase.FAILED:
-            self._finish(self.messages[-1], FAILED, self._no_model_message())
+            self._finish(self.messages[-1], Status.FAILED, self._no_model_message())
 
     def _ask(self) -> None:
         answer = self.messages[-1]
-        turns = tuple(
-            Turn(message.role, message.text, (message.image,) if message.image else ())
-            for message in self.messages[:-1]
+        # Finished messages, which nothing changes any more: the worker's thread reads them as they are.
+        messages = tuple(
+            message for message in self.messages[:-1]
             if message.role == "user" or message.text  # an answer that failed before any text is left out
         )
         self._active = AnswerRequest(
-            request_id=next(self._request_ids), turns=turns,
+            request_id=next(self._request_ids), messages=messages,
             sampling=self._sampling or self.settings.sampling(), system=self.settings.system_prompt,
         )
-        answer.status = STREAMING
+        answer.status = Status.STREAMING
         self.message_changed.emit(len(self.messages) - 1)
         self.answer_requested.emit(self._active)
 
-    def _finish(self, message: ChatMessage, status: str, error: str = "") -> None:
-        message.status, message.error = status, error
-        self._save_finished(message, status, error)
+    def _finish(self, message: Message, status: Status, error: str = "") -> None:
+        _end(message, status, error)
+        self._save_finished(message)
         self._active = None
         self.message_changed.emit(self.messages.index(message))
         self.busy_changed.emit(False)
 
-    def _current(self, request_id: int) -> ChatMessage | None:
+    def _current(self, request_id: int) -> Message | None:
         """The message a worker signal is about, or None for an answer that was replaced meanwhile."""
         if self._active is None or self._active.request_id != request_id:
             return None
@@ -351,8 +325,8 @@ class ChatController(QObject):
         message = background.message if background is not None else self._current(request_id)
         if message is not None:
             message.text += text
-            if message.message_id is not None:
-                self.history.update_streaming(message.message_id, message.text)
+            if message.id is not None:
+                self.history.update_streaming(message.id, message.text)
             if background is None:
                 self.message_changed.emit(len(self.messages) - 1)
 
@@ -364,7 +338,7 @@ class ChatController(QObject):
         message.text, message.stats = text, stats
         if "memory_mb" in stats and self.model_summary:
             self.model_summary["memory_mb"] = stats["memory_mb"]
-        status = STOPPED if stats.get("stop_reason") == "cancelled" else DONE
+        status = Status.STOPPED if stats.get("stop_reason") == "cancelled" else Status.COMPLETE
         if background is not None:
             self._finish_background(background, status)
         else:
@@ -373,15 +347,15 @@ class ChatController(QObject):
     def _on_failed(self, request_id: int, error: str) -> None:
         background = self._background.pop(request_id, None)
         if background is not None:
-            self._finish_background(background, FAILED, error)
+            self._finish_background(background, Status.FAILED, error)
             return
         message = self._current(request_id)
         if message is not None:
-            self._finish(message, FAILED, error)
+            self._finish(message, Status.FAILED, error)
 
-    def _finish_background(self, answer: BackgroundAnswer, status: str, error: str = "") -> None:
-        answer.message.status, answer.message.error = status, error
-        self._save_finished(answer.message, status, error)
+    def _finish_background(self, answer: BackgroundAnswer, status: Status, error: str = "") -> None:
+        _end(answer.message, status, error)
+        self._save_finished(answer.message)
         self.background_answer_finished.emit(answer.chat_id, answer.title, status)
 
     # -- the model's life ----------------------------------------------------------------------------------
@@ -398,7 +372,7 @@ class ChatController(QObject):
         self.model_summary, self.load_stage = summary, ""
         self._set_phase(ModelPhase.READY)
         self.model_loaded.emit(summary)
-        if self.busy and self.messages[-1].status == WAITING:
+        if self.busy and self.messages[-1].status is Status.WAITING:
             self._ask()
 
     def fail_load(self, error: str) -> None:
@@ -408,9 +382,16 @@ class ChatController(QObject):
         self._set_phase(ModelPhase.FAILED)
         self.model_failed.emit(error)
         if self.busy and self._active is None:
-            self._finish(self.messages[-1], FAILED, self._no_model_message())
+            self._finish(self.messages[-1], Status.FAILED, self._no_model_message())
 
     def _no_model_message(self) -> str:
         return translate("ChatController", "No model is loaded, so there is no answer. {reason}").format(
             reason=self.model_error).strip()
 
+
+
+def _end(message: Message, status: Status, error: str = "") -> None:
+    """An answer's last status; a failed one keeps its reason, for a person, in its stats (as the history does)."""
+    message.status = status
+    if error:
+        message.stats = {**message.stats, "error": error}

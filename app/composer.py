@@ -1,8 +1,10 @@
-"""Where a question is written: multi-line text, one image per message (button, drop or paste), Send / Stop.
+"""Where a question is written: multi-line text, images (button, drop or paste; a chip each), Send / Stop.
 
-An attached image is checked off the UI thread with the core's own loader (the same check the model will
-make), so a truncated or fake image is refused here, with a line under the chip rather than a dialog.
-Image *data* (pasted, or dragged from a browser) is written to a PNG file first: the core takes paths.
+Each attached image is checked off the UI thread with the core's own loader (the same check the model will
+make), so a truncated or fake image is refused here, with a line under the chips rather than a dialog; the
+same pass copies it into the history and names it by its SHA-256 (`ImageRef`), which is what is sent.
+Image *data* (pasted, or dragged from a browser) is written to a PNG file first. A message carries as many
+images as the model's context allows (`xvlm_core.messages.image_limit`); one more is refused with a sentence.
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ from PySide6.QtWidgets import (
     QLabel,
     QPlainTextEdit,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
+    QStyle,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
+from xvlm_core.messages import DEFAULT_CONTEXT, IMAGE_POSITIONS, ImageRef, image_limit, image_path
 
 from app import APP_NAME
 from app.i18n import translate
@@ -89,7 +94,7 @@ def mime_has_attachment(mime: QMimeData) -> bool:
 
 
 class PromptEdit(QPlainTextEdit):
-    """The question box: Enter sends, Shift+Enter breaks the line; images pasted or dropped go to the chip."""
+    """The question box: Enter sends, Shift+Enter breaks the line; images pasted or dropped go to the chips."""
 
     submitted = Signal()
     attachment_received = Signal(QMimeData)
@@ -137,19 +142,20 @@ class PromptEdit(QPlainTextEdit):
 
 
 class ImageChip(QFrame):
-    """The image waiting to be sent: a thumbnail, its name, and a button to take it off."""
+    """One image waiting to be sent: a thumbnail, its name, and a button to take it off."""
 
-    removed = Signal()
+    removed = Signal(object)  # self
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, path: str, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("imageChip")
-        self.path: str | None = None
-        self.checking = False
+        self.path = path
+        self.image: ImageRef | None = None  # once checked
         self.thumbnail = QLabel(self)
         self.thumbnail.setFixedSize(CHIP_SIDE, CHIP_SIDE)
         self.thumbnail.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.name = QLabel(self)
+        self.thumbnail.setText("…")
+        self.name = QLabel(translate("Composer", "{name}\nChecking…").format(name=Path(path).name), self)
         self.name.setObjectName("chipName")
         self.remove_button = QToolButton(self)
         self.remove_button.setIcon(icon("close"))
@@ -157,56 +163,48 @@ class ImageChip(QFrame):
         self.remove_button.setAutoRaise(True)
         self.remove_button.setToolTip(translate("Composer", "Remove the image"))
         self.remove_button.setAccessibleName(translate("Composer", "Remove the image"))
-        self.remove_button.clicked.connect(self.removed)
+        self.remove_button.clicked.connect(lambda: self.removed.emit(self))
         layout = QHBoxLayout(self)
         layout.setContentsMargins(6, 4, 4, 4)
         layout.addWidget(self.thumbnail)
         layout.addWidget(self.name)
         layout.addWidget(self.remove_button)
         self.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Fixed)
-        self.hide()
-
-    def show_checking(self, path: str) -> None:
-        self.path, self.checking = path, True
-        self.thumbnail.clear()
-        self.thumbnail.setText("…")
-        self.name.setText(translate("Composer", "{name}\nChecking…").format(name=Path(path).name))
         self.setAccessibleName(translate("Composer", "Attached image {name}, checking").format(name=Path(path).name))
-        self.show()
 
-    def show_ready(self, path: str, thumbnail: QImage) -> None:
-        self.path, self.checking = path, False
+    @property
+    def checking(self) -> bool:
+        return self.image is None
+
+    def show_ready(self, image: ImageRef, thumbnail: QImage) -> None:
+        self.image = image
         pixmap = QPixmap.fromImage(thumbnail)
         ratio = self.devicePixelRatioF()
         pixmap = pixmap.scaled(QSize(CHIP_SIDE, CHIP_SIDE) * ratio, Qt.AspectRatioMode.KeepAspectRatio,
                                Qt.TransformationMode.SmoothTransformation)
         pixmap.setDevicePixelRatio(ratio)
         self.thumbnail.setPixmap(pixmap)
-        self.name.setText(Path(path).name)
-        self.setAccessibleName(translate("Composer", "Attached image {name}").format(name=Path(path).name))
-        self.show()
-
-    def clear(self) -> None:
-        self.path, self.checking = None, False
-        self.hide()
+        self.name.setText(Path(self.path).name)
+        self.setAccessibleName(translate("Composer", "Attached image {name}").format(name=Path(self.path).name))
 
 
 class Composer(QFrame):
-    """Text, image chip, notices, and the Send/Stop button. Emits what the person asked for."""
+    """Text, image chips, notices, and the Send/Stop button. Emits what the person asked for."""
 
-    send_requested = Signal(str, object)  # text, image path or None
-    edit_submitted = Signal(int, str, object)  # index of the edited message, text, image path or None
+    send_requested = Signal(str, object)  # text, [ImageRef] in order
+    edit_submitted = Signal(int, str, object)  # index of the edited message, text, [ImageRef]
     stop_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None, check: Callable[[str], QImage] = check_image):
         super().__init__(parent)
         self.setObjectName("composer")
         self._check = check
-        # Set by the window to the chat store's prepare_image: the image is copied into the history while it
-        # is checked, off the UI thread, so sending it later costs little more than hashing it.
-        self.prepare_image: Callable[[str], None] | None = None
-        self._check_serial = 0
-        self._check_task: asyncio.Future | None = None
+        # Set by the window to the history's prepare_image: the image is copied into the history while it is
+        # checked, off the UI thread, and the reference to that copy is what is sent. Without one it is hashed.
+        self.prepare_image: Callable[[Path], ImageRef] = ImageRef.from_file
+        self.context_length = DEFAULT_CONTEXT  # of the model loaded (set by the window): it bounds the images
+        self.chips: list[ImageChip] = []
+        self._checks: set[asyncio.Future] = set()
         self._send_when_checked = False
         self.busy = False
         self.editing_index: int | None = None
@@ -226,8 +224,20 @@ class Composer(QFrame):
         bar_layout.addWidget(cancel_edit)
         self.edit_bar.hide()
 
-        self.chip = ImageChip(self)
-        self.chip.removed.connect(self.remove_image)
+        # The chips in one row that scrolls sideways when they outgrow the window.
+        self.chip_bar = QScrollArea(self)
+        self.chip_bar.setObjectName("chipBar")
+        self.chip_bar.setFrameShape(QFrame.Shape.NoFrame)
+        self.chip_bar.setWidgetResizable(True)
+        self.chip_bar.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        chips = QWidget(self.chip_bar)
+        self.chip_row = QHBoxLayout(chips)
+        self.chip_row.setContentsMargins(0, 0, 0, 0)
+        self.chip_row.addStretch(1)
+        self.chip_bar.setWidget(chips)
+        scrollbar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)
+        self.chip_bar.setFixedHeight(CHIP_SIDE + 12 + scrollbar)
+        self.chip_bar.hide()
         self.notice = QLabel(self)
         self.notice.setObjectName("notice")
         self.notice.setWordWrap(True)
@@ -241,8 +251,8 @@ class Composer(QFrame):
         self.attach_button.setIcon(icon("attach"))
         self.attach_button.setIconSize(QSize(22, 22))
         self.attach_button.setAutoRaise(True)
-        self.attach_button.setToolTip(translate("Composer", "Attach an image (or drop or paste one)"))
-        self.attach_button.setAccessibleName(translate("Composer", "Attach an image"))
+        self.attach_button.setToolTip(translate("Composer", "Attach images (or drop or paste them)"))
+        self.attach_button.setAccessibleName(translate("Composer", "Attach images"))
 
         self.attach_button.clicked.connect(self.choose_image)
 
@@ -266,7 +276,7 @@ class Composer(QFrame):
         layout.setContentsMargins(10, 8, 10, 8)
         layout.setSpacing(6)
         layout.addWidget(self.edit_bar)
-        layout.addWidget(self.chip, 0, Qt.AlignmentFlag.AlignLeft)
+        layout.addWidget(self.chip_bar)
         layout.addWidget(self.notice)
         layout.addLayout(row)
         self.setFocusProxy(self.input)
@@ -303,37 +313,45 @@ class Composer(QFrame):
         else:
             self.submit()
 
+    @property
+    def images(self) -> list[ImageRef]:
+        """The images checked and ready to send, in the order they were attached."""
+        return [chip.image for chip in self.chips if chip.image is not None]
+
+    @property
+    def image_limit(self) -> int:
+        return image_limit(self.context_length)
+
     def submit(self) -> None:
-        """Send what is written (and the image); an image still being checked is waited for."""
+        """Send what is written and the images; images still being checked are waited for."""
         if self.busy:
             return
-        if self.chip.checking:
+        if any(chip.checking for chip in self.chips):
             self._send_when_checked = True
             return
-        text, image = self.text.strip(), self.chip.path
-        if not text and not image:
+        text, images = self.text.strip(), self.images
+        if not text and not images:
             return
         if self.editing_index is not None:
-            self.edit_submitted.emit(self.editing_index, text, image)
+            self.edit_submitted.emit(self.editing_index, text, images)
         else:
-            self.send_requested.emit(text, image)
+            self.send_requested.emit(text, images)
 
     def clear(self) -> None:
         """Forget what was written, after it was sent."""
         self.input.clear()
-        self.chip.clear()
-        self._send_when_checked = False
+        self._remove_all_images()
         self.editing_index = None
         self.edit_bar.hide()
         self.notice.hide()
 
-    def begin_edit(self, index: int, text: str, image: str | None) -> None:
+    def begin_edit(self, index: int, text: str, images: Sequence[ImageRef]) -> None:
         self.editing_index = index
         self.input.setPlainText(text)
         self.input.moveCursor(self.input.textCursor().MoveOperation.End)
-        self.chip.clear()
-        if image:
-            self.attach_file(image)
+        self._remove_all_images()
+        for image in images:
+            self.attach_file(image_path(image))
         self.edit_bar.show()
         self.input.setFocus()
 
@@ -349,18 +367,16 @@ class Composer(QFrame):
         self._notice_timer.start(NOTICE_SHOWN_MS)
 
     def choose_image(self) -> None:
-        path, _filter = QFileDialog.getOpenFileName(self, translate("Composer", "Attach an image"), "",
-                                                    translate("Composer", IMAGE_FILTER))
-        if path:
-            self.attach_file(path)
+        paths, _filter = QFileDialog.getOpenFileNames(self, translate("Composer", "Attach images"), "",
+                                                      translate("Composer", IMAGE_FILTER))
+        if paths:
+            self.attach_paths(paths)
 
     def attach_from_mime(self, mime: QMimeData) -> bool:
-        """Take an image from a drop or a paste: a local file, else image data. False if there was none."""
+        """Take images from a drop or a paste: local files, else image data. False if there was none."""
         files = [url.toLocalFile() for url in mime.urls() if url.isLocalFile()]
         if files:
-            self.attach_file(files[0])
-            if len(files) > 1:
-                self.show_notice(translate("Composer", "One image per message: attached the first of the files."))
+            self.attach_paths(files)
             return True
         if mime.hasImage():
             image = QImage(mime.imageData())
@@ -383,55 +399,74 @@ class Composer(QFrame):
         return False
 
     def attach_paths(self, paths: Sequence[str]) -> None:
-        """Files the app was opened with: the first image goes on the chip; a notice names what was left out."""
-        images = [path for path in paths if QImageReader(path).canRead()]
-        problems = [unreadable_file(path) for path in paths if path not in images]
-        if images:
-            self.attach_file(images[0])
-        if len(images) > 1:
-            left_out = ", ".join(Path(path).name for path in images[1:])
-            problems.append(translate("Composer", "One image per message: attached {name}, not {others}.")
-                            .format(name=Path(images[0]).name, others=left_out))
+        """Files dropped, picked, or the app was opened with: each image gets a chip; a notice names the rest."""
+        problems = []
+        for path in paths:
+            problem = self.attach_file(path, notify=False)
+            if problem:
+                problems.append(problem)
         if problems:
             self.show_notice(" ".join(problems))
 
-    def attach_file(self, path: str) -> None:
-        """Show the chip at once; a quick format sniff on this thread, the full check off it."""
-        self.notice.hide()
-        self._check_serial += 1
-        serial = self._check_serial
-        if not QImageReader(path).canRead():
-            self.chip.clear()
-            self.show_notice(unreadable_file(path))
-            return
-        self.chip.show_checking(path)
-        self._check_task = asyncio.ensure_future(self._check_in_background(serial, path))
+    def attach_file(self, path: str, notify: bool = True) -> str:
+        """Show a chip at once; a quick format sniff on this thread, the full check off it.
 
-    async def _check_in_background(self, serial: int, path: str) -> None:
+        Returns why the file was not attached ("" when it was), also shown as a notice when `notify`.
+        """
+        self.notice.hide()
+        problem = ""
+        if len(self.chips) >= self.image_limit:
+            problem = translate("Composer", "{name} was not attached: a message can carry at most {limit} images, "
+                                            "as each takes {positions} of the {context} positions the model reads at "
+                                            "once.").format(name=Path(path).name, limit=self.image_limit,
+                                                             positions=IMAGE_POSITIONS, context=self.context_length)
+        elif not QImageReader(path).canRead():
+            problem = unreadable_file(path)
+        if problem:
+            if notify:
+                self.show_notice(problem)
+            return problem
+        chip = ImageChip(path, self.chip_bar.widget())
+        chip.removed.connect(self.remove_image)
+        self.chips.append(chip)
+        self.chip_row.insertWidget(len(self.chips) - 1, chip)
+        self.chip_bar.show()
+        task = asyncio.ensure_future(self._check_in_background(chip))
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+        return ""
+
+    async def _check_in_background(self, chip: ImageChip) -> None:
         from xvlm_core.errors import ImageError
 
         try:
-            thumbnail = await asyncio.get_running_loop().run_in_executor(None, self._check_and_prepare, path)
+            thumbnail, image = await asyncio.get_running_loop().run_in_executor(None, self._check_and_prepare,
+                                                                                chip.path)
         except ImageError as exc:
-            if serial == self._check_serial:
-                self.chip.clear()
-                self._send_when_checked = False
+            if chip in self.chips:
+                self.remove_image(chip)
                 self.show_notice(str(exc))
             return
-        if serial != self._check_serial:  # another image replaced this one meanwhile
+        if chip not in self.chips:  # taken off (or sent away with a cleared composer) meanwhile
             return
-        self.chip.show_ready(path, thumbnail)
-        if self._send_when_checked:
+        chip.show_ready(image, thumbnail)
+        if self._send_when_checked and not any(other.checking for other in self.chips):
             self._send_when_checked = False
             self.submit()
 
-    def _check_and_prepare(self, path: str) -> QImage:
+    def _check_and_prepare(self, path: str) -> tuple[QImage, ImageRef]:
         thumbnail = self._check(path)
-        if self.prepare_image is not None:
-            self.prepare_image(path)
-        return thumbnail
+        return thumbnail, self.prepare_image(Path(path))
 
-    def remove_image(self) -> None:
-        self._check_serial += 1
+    def remove_image(self, chip: ImageChip) -> None:
+        self.chips.remove(chip)
+        chip.deleteLater()
+        chip.hide()
+        self.chip_bar.setVisible(bool(self.chips))
+        if not any(other.checking for other in self.chips):
+            self._send_when_checked = False
+
+    def _remove_all_images(self) -> None:
+        for chip in list(self.chips):
+            self.remove_image(chip)
         self._send_when_checked = False
-        self.chip.clear()

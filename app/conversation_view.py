@@ -1,4 +1,4 @@
-"""The conversation: user messages with their image, answers rendered as Markdown that grow while they stream.
+"""The conversation: user messages with their images, answers rendered as Markdown that grow while they stream.
 
 Only the growing answer is re-rendered (at most `RENDERS_PER_SECOND` times a second); finished messages are
 never laid out again except when the width changes. The view follows new text only while it is scrolled to
@@ -40,25 +40,16 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from xvlm_core.messages import Message, Status, image_path
 
-from app.chat_controller import (
-    DONE,
-    FAILED,
-    INTERRUPTED,
-    REGENERATE_TEMPERATURE,
-    REGENERATE_TOP_P,
-    STOPPED,
-    STREAMING,
-    WAITING,
-    ChatController,
-    ChatMessage,
-)
+from app.chat_controller import REGENERATE_TEMPERATURE, REGENERATE_TOP_P, ChatController
 from app.i18n import translate
 from app.icons import icon
 
 RENDERS_PER_SECOND = 30
 RENDER_SHARE = 0.2  # of the UI thread's time, at most, spent re-rendering a streaming answer
-THUMBNAIL_SIDE = 220
+THUMBNAIL_SIDE = 220  # one image; several share a row at SMALL_THUMBNAIL_SIDE
+SMALL_THUMBNAIL_SIDE = 120
 FOLLOW_SLACK_PX = 24  # this close to the bottom still counts as "at the bottom"
 COPY_CODE_SCHEME = "copy-code"  # the href of a code block's Copy link: copy-code:INDEX
 
@@ -74,13 +65,13 @@ def load_pixmap(path: str, max_side: int | None = None) -> QPixmap:
     return QPixmap.fromImage(image) if not image.isNull() else QPixmap()
 
 
-def answer_footer(message: ChatMessage) -> str:
+def answer_footer(message: Message) -> str:
     """ "0.21 s to first token · 18.3 tokens/s · 120 tokens", with "Stopped" in front when it was."""
     stats = message.stats
     parts = []
-    if message.status == STOPPED:
+    if message.status is Status.STOPPED:
         parts.append(translate("ConversationView", "Stopped"))
-    elif message.status == INTERRUPTED:
+    elif message.status is Status.INTERRUPTED:
         parts.append(translate("ConversationView", "Interrupted: the app closed before the answer was finished"))
     if stats.get("output_tokens"):
         parts.append(translate("ConversationView", "{seconds} s to first token")
@@ -101,7 +92,7 @@ def dropped_notice(dropped: int) -> str:
         count=dropped)
 
 
-def unseen_count(messages: list[ChatMessage]) -> int:
+def unseen_count(messages: list[Message]) -> int:
     """How many messages, from the top, the model no longer sees: those its latest answer was written without.
 
     The stats count the turns the model was given (see ChatController._ask: answers that failed before any text
@@ -252,10 +243,10 @@ class Thumbnail(QLabel):
 
     clicked = Signal(str)
 
-    def __init__(self, path: str, parent: QWidget | None = None):
+    def __init__(self, path: str, side: int, parent: QWidget | None = None):
         super().__init__(parent)
         self.path = path
-        pixmap = load_pixmap(path, THUMBNAIL_SIDE)
+        pixmap = load_pixmap(path, side)
         if pixmap.isNull():
             self.setText(translate("ConversationView", "(image missing)"))
         else:
@@ -315,7 +306,7 @@ class MessageWidget(QFrame):
     regenerate_requested = Signal()
     image_clicked = Signal(str)
 
-    def __init__(self, message: ChatMessage, parent: QWidget | None = None):
+    def __init__(self, message: Message, parent: QWidget | None = None):
         super().__init__(parent)
         self.message = message
         self.is_user = message.role == "user"
@@ -323,6 +314,7 @@ class MessageWidget(QFrame):
         self.setAccessibleName(translate("ConversationView", "Your message") if self.is_user
                                else translate("ConversationView", "Answer"))
         self.unseen = False  # the model no longer sees this message (set by the view)
+        self.thumbnails: list[Thumbnail] = []  # a user message's images, in order
         self.context_notice = QLabel(self)  # answers: "The first 2 messages no longer fit…"
         self.context_notice.setObjectName("contextNotice")
         self.context_notice.setWordWrap(True)
@@ -349,11 +341,15 @@ class MessageWidget(QFrame):
             bubble.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Preferred)
             inner = QVBoxLayout(bubble)
             inner.setContentsMargins(12, 8, 12, 8)
-            if message.image:
-                thumb = Thumbnail(message.image, bubble)
-                thumb.clicked.connect(self.image_clicked)
-                inner.addWidget(thumb, 0, Qt.AlignmentFlag.AlignRight)
-                self.thumbnail = thumb
+            side = THUMBNAIL_SIDE if len(message.images) == 1 else SMALL_THUMBNAIL_SIDE
+            self.thumbnails += [Thumbnail(image_path(image), side, bubble) for image in message.images]
+            if self.thumbnails:
+                pictures = QHBoxLayout()
+                pictures.addStretch(1)
+                for thumb in self.thumbnails:
+                    thumb.clicked.connect(self.image_clicked)
+                    pictures.addWidget(thumb)
+                inner.addLayout(pictures)
             assert self.label is not None
             self.label.setWordWrap(True)
             self.label.setTextFormat(Qt.TextFormat.PlainText)
@@ -392,7 +388,7 @@ class MessageWidget(QFrame):
             self.label.setMinimumWidth(min(natural + 4, width))
 
     def set_unseen(self, unseen: bool) -> None:
-        """Dim the text of a message the model no longer sees (its image it still sees)."""
+        """Dim the text of a message the model no longer sees (its images it still sees)."""
         if unseen == self.unseen:
             return
         self.unseen = unseen
@@ -412,10 +408,10 @@ class MessageWidget(QFrame):
             return
         assert self.body is not None
         text = message.text
-        if message.status == WAITING:
+        if message.status is Status.WAITING:
             text = "*{}*".format(translate("ConversationView", "Waiting for the model to load…")) + (
                 f" *{stage}*" if stage else "")
-        elif message.status == STREAMING and not text:
+        elif message.status is Status.STREAMING and not text:
             text = "*{}*".format(translate("ConversationView", "Reading…"))
         if self._rendered != (text, message.status):
             self.body.show_markdown(text)
@@ -423,14 +419,14 @@ class MessageWidget(QFrame):
         dropped = int(message.stats.get("dropped_messages", 0))
         self.context_notice.setText(dropped_notice(dropped) if dropped else "")
         self.context_notice.setVisible(bool(dropped))
-        if message.status == FAILED:
+        if message.status is Status.FAILED:
             self.footer.setText(message.error)
             self.footer.setProperty("error", True)
         else:
             self.footer.setText(answer_footer(message))
             self.footer.setProperty("error", False)
         self.footer.style().polish(self.footer)
-        finished = message.status in (DONE, STOPPED, INTERRUPTED, FAILED)
+        finished = not message.in_flight
         self.copy_button.setVisible(finished and bool(message.text))
         assert self.regenerate_button is not None
         self.regenerate_button.setVisible(finished)
@@ -612,7 +608,7 @@ class ConversationView(QScrollArea):
 
     def reveal_message(self, message_id: int) -> None:
         """Scroll to a saved message (a search hit) and mark it for a moment."""
-        widget = next((widget for widget in self.widgets if widget.message.message_id == message_id), None)
+        widget = next((widget for widget in self.widgets if widget.message.id == message_id), None)
         if widget is None:
             return
         self._follow = False

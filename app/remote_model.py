@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx2
 from xvlm_core.errors import XvlmError
+from xvlm_core.messages import Message, image_path
 from xvlm_core.prompt import SYSTEM_V1
+from xvlm_core.sampling import SamplingSettings
 
 from app import APP_NAME
 from app.i18n import translate
@@ -200,9 +202,9 @@ class RemoteSession:
     def __init__(self, remote: RemoteModel):
         self.remote = remote
 
-    def answer(self, messages: list[Any], settings: Any, system: str = SYSTEM_V1,
+    def answer(self, messages: list[Message], settings: SamplingSettings, system: str = SYSTEM_V1,
                cancel: threading.Event | None = None) -> RemoteAnswer:
-        """`messages` are xvlm_core.prompt.Message-like (role, text, images); `settings` SamplingSettings-like."""
+        """The same call as the core's `ChatSession.answer`, answered by the server."""
         body: dict[str, Any] = {
             "model": self.remote.name,
             "messages": ([] if system == SYSTEM_V1 else [{"role": "system", "content": system}])
@@ -218,11 +220,11 @@ class RemoteSession:
         return RemoteAnswer(self.remote, body, cancel or threading.Event())
 
 
-def _message(message: Any) -> dict[str, Any]:
+def _message(message: Message) -> dict[str, Any]:
     if not message.images:
         return {"role": message.role, "content": message.text}
-    parts: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": _data_url(Path(path))}}
-                                   for path in message.images]
+    parts: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": _data_url(Path(image_path(image)))}}
+                                   for image in message.images]
     return {"role": message.role, "content": [*parts, {"type": "text", "text": message.text}]}
 
 

@@ -34,12 +34,13 @@ from PySide6.QtCore import (
 )
 from PySide6.QtGui import QIcon, QImage, QImageReader, QImageWriter
 from PySide6.QtWidgets import QApplication
+from xvlm_core.messages import ImageRef, Message
 from xvlm_core.sampling import SamplingSettings
 
 import app
 from app import APP_NAME
 from app.icons import app_icon, icon, resources_dir
-from app.worker import AnswerRequest, LoadRequest, ModelThread, ModelWorker, Turn
+from app.worker import AnswerRequest, LoadRequest, ModelThread, ModelWorker
 
 log = logging.getLogger(__name__)
 
@@ -348,7 +349,7 @@ def _ask_the_worker(model: str, vision_tower: str | None, image: Path, last_erro
     model_thread = ModelThread(worker)
     loop = QEventLoop()
     request = AnswerRequest(
-        1, (Turn("user", QUESTION, (str(image),)),), SamplingSettings(max_new_tokens=MAX_NEW_TOKENS)
+        1, (Message("user", QUESTION, (ImageRef.from_file(image),)),), SamplingSettings(max_new_tokens=MAX_NEW_TOKENS)
     )
     driver = _Driver(worker, request, loop)
     timer = QTimer(singleShot=True, interval=TIMEOUT_S * 1000)

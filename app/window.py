@@ -36,10 +36,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 from xvlm_core import __version__
+from xvlm_core.messages import DEFAULT_CONTEXT, ImageRef, Status
 
 from app import APP_NAME
 from app.advice import window_advice
-from app.chat_controller import DONE, FAILED, INTERRUPTED, STOPPED, ChatController, ModelPhase
+from app.chat_controller import ChatController, ModelPhase
 from app.chat_list import ChatList
 from app.composer import Composer, mime_has_attachment
 from app.conversation_view import ConversationView
@@ -171,8 +172,7 @@ class MainWindow(QMainWindow):
         self.transfer_bar = TransferBar()
         self.view = ConversationView(self.controller)
         self.composer = Composer()
-        if self.history.writable:
-            self.composer.prepare_image = self.history.prepare_image
+        self.composer.prepare_image = self.history.prepare_image
         chat_page = QWidget()
         chat_layout = QVBoxLayout(chat_page)
         chat_layout.setContentsMargins(0, 0, 0, 0)
@@ -246,7 +246,7 @@ class MainWindow(QMainWindow):
         file_menu = menu.addMenu(translate("MainWindow", "&File"))
         self.new_chat_action = self._action(translate("MainWindow", "&New Chat"), self.new_chat,
                                             QKeySequence.StandardKey.New, "new-chat")
-        self.attach_action = self._action(translate("MainWindow", "&Attach Image…"), self.composer.choose_image,
+        self.attach_action = self._action(translate("MainWindow", "&Attach Images…"), self.composer.choose_image,
                                           QKeySequence.StandardKey.Open, "attach")
         file_menu.addAction(self.new_chat_action)
         file_menu.addAction(self.attach_action)
@@ -372,17 +372,17 @@ class MainWindow(QMainWindow):
 
     # -- chat ----------------------------------------------------------------------------------------------
 
-    def _send(self, text: str, image: str | None) -> None:
-        if self.controller.send(text, image):
+    def _send(self, text: str, images: list[ImageRef]) -> None:
+        if self.controller.send(text, images):
             self.composer.clear()
 
-    def _edit(self, index: int, text: str, image: str | None) -> None:
-        if self.controller.edit(index, text, image):
+    def _edit(self, index: int, text: str, images: list[ImageRef]) -> None:
+        if self.controller.edit(index, text, images):
             self.composer.clear()
 
     def _begin_edit(self, index: int) -> None:
         message = self.controller.messages[index]
-        self.composer.begin_edit(index, message.text, message.image)
+        self.composer.begin_edit(index, message.text, message.images)
 
     def new_chat(self) -> None:
         self.controller.new_chat()
@@ -431,9 +431,9 @@ class MainWindow(QMainWindow):
                                      STATUS_SHOWN_MS)
 
     def _on_background_answer_finished(self, _chat_id: int, title: str, status: str) -> None:
-        ended = {DONE: translate("MainWindow", "The answer in “{title}” is finished."),
-                 STOPPED: translate("MainWindow", "The answer in “{title}” was stopped."),
-                 FAILED: translate("MainWindow", "The answer in “{title}” could not be finished.")}
+        ended = {Status.COMPLETE: translate("MainWindow", "The answer in “{title}” is finished."),
+                 Status.STOPPED: translate("MainWindow", "The answer in “{title}” was stopped."),
+                 Status.FAILED: translate("MainWindow", "The answer in “{title}” could not be finished.")}
         self.statusBar().showMessage(ended.get(status, translate("MainWindow", "The answer in “{title}” ended."))
                                      .format(title=title), STATUS_SHOWN_MS)
         if self.chat_list is not None:
@@ -506,7 +506,7 @@ class MainWindow(QMainWindow):
 
     def _on_message_changed(self, index: int) -> None:
         message = self.controller.messages[index]
-        if message.role == "assistant" and message.status in (DONE, STOPPED, INTERRUPTED, FAILED):
+        if message.role == "assistant" and not message.in_flight:
             self._show_model_summary(self.controller.model_summary)
             if self.chat_list is not None and not self.chat_list.search_edit.text():
                 self.chat_list.refresh()  # the chat moves to the top: it was the last one active
@@ -551,6 +551,7 @@ class MainWindow(QMainWindow):
     def _show_model_summary(self, summary: dict) -> None:
         if not summary:
             return
+        self.composer.context_length = int(summary.get("context_length", DEFAULT_CONTEXT))
         name = display_model_name(str(summary.get("name", "")))
         self.model_label.setText(name if summary.get("can_see_images", True)
                                  else translate("MainWindow", "{model} (text only: this model cannot see images)")

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
+from xvlm_core.messages import Message  # torch-free
 from xvlm_core.sampling import SamplingSettings  # torch-free
 
 from app.i18n import translate
@@ -47,20 +48,11 @@ class LoadRequest:
 
 
 @dataclass(frozen=True)
-class Turn:
-    """One message as the worker needs it: plain values, so building it needs no xvlm_core import."""
-
-    role: str  # "user" or "assistant"
-    text: str
-    images: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class AnswerRequest:
-    """Answer the last turn of `turns` (the whole conversation). Set `cancel` from any thread to stop."""
+    """Answer the last of `messages` (the whole conversation). Set `cancel` from any thread to stop."""
 
     request_id: int
-    turns: tuple[Turn, ...]
+    messages: tuple[Message, ...]
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     system: str = ""  # "" = the prompt the model was trained with
     cancel: threading.Event = field(default_factory=threading.Event, compare=False)
@@ -174,9 +166,8 @@ class ModelWorker(QObject):
     def _stream(self, request: AnswerRequest) -> tuple[str, dict]:
         """Drive the core's generator, batching its deltas into at most CHUNKS_PER_SECOND signals."""
         prompt = import_core("xvlm_core.prompt")
-        messages = [prompt.Message(turn.role, turn.text, list(turn.images)) for turn in request.turns]
         answer = self._session.answer(
-            messages, request.sampling, system=request.system or prompt.SYSTEM_V1, cancel=request.cancel
+            list(request.messages), request.sampling, system=request.system or prompt.SYSTEM_V1, cancel=request.cancel
         )
         pending: list[str] = []
         last_emit = 0.0

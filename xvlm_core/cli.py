@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask = commands.add_parser("ask", help="answer one question (streams to stdout)")
     _model_options(ask)
     _sampling_options(ask)
-    ask.add_argument("--image", type=Path, help="image file for the question")
+    ask.add_argument("--image", type=Path, action="append", default=[],
+                     help="image file for the question; repeat it for several, in order")
     ask.add_argument("--conversation", type=Path, metavar="FILE.json", help="earlier turns (JSON list of messages)")
     ask.add_argument("--json", action="store_true", help="print one JSON object with prompt, ids, text and stats")
     ask.add_argument("prompt", metavar="PROMPT")
@@ -71,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat = commands.add_parser("chat", help="interactive multi-turn chat in the terminal")
     _model_options(chat)
     _sampling_options(chat)
-    chat.add_argument("--image", type=Path, help="image to talk about")
+    chat.add_argument("--image", type=Path, action="append", default=[],
+                      help="image to talk about; repeat it for several")
     chat.set_defaults(run=cmd_chat)
 
     serve = commands.add_parser("serve", help="serve the model over an OpenAI-compatible HTTP API")
@@ -157,8 +159,8 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from xvlm_core.images import load_image
-    from xvlm_core.prompt import SYSTEM_V1, Message, read_conversation
+    from xvlm_core.messages import Message
+    from xvlm_core.prompt import SYSTEM_V1, read_conversation
     from xvlm_core.session import ChatSession
 
     settings = _settings(args)
@@ -166,11 +168,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if args.conversation:
         # Image names in the file are relative to it (absolute ones stay as they are).
         folder = args.conversation.parent
-        history = [Message(m.role, m.text, [str(folder / name) for name in m.images])
+        history = [Message(m.role, m.text, tuple(_image_ref(folder / name) for name in m.images))
                    for m in read_conversation(args.conversation)]
-    if args.image:
-        load_image(args.image)  # a bad image fails before the model loads
-    question = Message("user", args.prompt, [str(args.image)] if args.image else [])
+    # A bad image fails before the model loads.
+    question = Message("user", args.prompt, tuple(_image_ref(path) for path in args.image))
     loaded = _load(args)
     answer = ChatSession(loaded).answer([*history, question], settings, system=args.system or SYSTEM_V1)
     if args.json:
@@ -193,6 +194,15 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _image_ref(path: Path):
+    """An image from the command line, checked and hashed once here, at the edge."""
+    from xvlm_core.images import load_image
+    from xvlm_core.messages import ImageRef
+
+    load_image(path)
+    return ImageRef.from_file(path)
+
+
 def _stats_line(stats: dict) -> str:
     return (
         f"{stats['output_tokens']} tokens, first after {stats['ttft_s']:.2f} s, "
@@ -201,14 +211,12 @@ def _stats_line(stats: dict) -> str:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from xvlm_core.images import load_image
-    from xvlm_core.prompt import SYSTEM_V1, Message
+    from xvlm_core.messages import ImageRef, Message
+    from xvlm_core.prompt import SYSTEM_V1
     from xvlm_core.session import ChatSession
 
     settings = _settings(args)
-    pending_image = str(args.image) if args.image else None
-    if pending_image:
-        load_image(pending_image)
+    pending: list[ImageRef] = [_image_ref(path) for path in args.image]
     loaded = _load(args)
     session = ChatSession(loaded)
     messages: list[Message] = []
@@ -216,8 +224,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     weights = ", 8-bit weights" if loaded.quantize == "int8" else ""
     print(f"Chatting with {loaded.name} on {summary['device']} ({summary['dtype']}{weights}).")
     print(
-        "Commands: /image FILE attaches an image to your next message, /new starts over, /quit leaves. "
-        "Ctrl+C stops an answer."
+        "Commands: /image FILE attaches an image to your next message (repeat it for several), /new starts over, "
+        "/quit leaves. Ctrl+C stops an answer."
     )
     while True:
         try:
@@ -231,17 +239,16 @@ def cmd_chat(args: argparse.Namespace) -> int:
         if command in ("/quit", "/exit"):
             return 0
         if command == "/new":
-            messages, pending_image = [], None
+            messages, pending = [], []
             print("(new chat)")
             continue
         if command == "/image":
             candidate = argument.strip()
             try:
-                load_image(candidate)
+                pending.append(_image_ref(Path(candidate)))
             except XvlmError as exc:
                 print(f"error: {exc}")
                 continue
-            pending_image = candidate
             print(f"(attached {candidate})")
             continue
         if line.startswith("//"):
@@ -250,8 +257,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
             print(f"error: there is no command {command}; the commands are /image FILE, /new and /quit. "
                   "To send a message that begins with /, write // instead.")
             continue
-        messages.append(Message("user", line, [pending_image] if pending_image else []))
-        pending_image = None
+        messages.append(Message("user", line, tuple(pending)))
+        pending = []
         cancel = threading.Event()
         answer = session.answer(messages, settings, system=args.system or SYSTEM_V1, cancel=cancel)
         sys.stdout.write("model> ")

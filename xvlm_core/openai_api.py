@@ -9,7 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from xvlm_core.prompt import MAX_IMAGES_PER_MESSAGE, MAX_MESSAGE_CHARS, SYSTEM_V1, Message
+from xvlm_core.messages import Image, ImageRef, Message
+from xvlm_core.prompt import MAX_IMAGES_PER_MESSAGE, MAX_MESSAGE_CHARS, SYSTEM_V1
 
 MAX_MESSAGES = 5_000
 MAX_STOP_STRINGS = 4
@@ -53,8 +54,8 @@ class ChatRequest:
     include_usage: bool = False
 
 
-# Turns an image URL (`data:` or http(s)) into a key the session reads: (url, where in the request) -> key.
-ImageResolver = Callable[[str, str], str]
+# Turns an image URL (`data:` or http(s)) into an image the session reads: (url, where in the request) -> ImageRef.
+ImageResolver = Callable[[str, str], ImageRef]
 
 
 def parse_chat_request(body: bytes, resolve_image: ImageResolver) -> ChatRequest:
@@ -105,7 +106,7 @@ def _messages(raw: object, request: ChatRequest, resolve_image: ImageResolver) -
         if role in ("system", "developer"):
             system.append(_content(item.get("content"), param))
         elif role == "user":
-            images: list[str] = []
+            images: list[Image] = []
             text = _content(item.get("content"), param, images, resolve_image)
             request.messages.append(Message("user", text, images))
         elif role == "assistant":
@@ -123,7 +124,7 @@ def _messages(raw: object, request: ChatRequest, resolve_image: ImageResolver) -
 
 
 def _content(
-    raw: object, param: str, images: list[str] | None = None, resolve_image: ImageResolver | None = None
+    raw: object, param: str, images: list[Image] | None = None, resolve_image: ImageResolver | None = None
 ) -> str:
     """The text of a message; for user messages, its image parts are resolved into `images`."""
     if isinstance(raw, str):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from xvlm_core.errors import ConversationError
+from xvlm_core.messages import Image, Message
 
 IMAGE_PLACEHOLDER = "<image>"
 EOS_TEXT = "</s>"
@@ -23,23 +23,11 @@ SYSTEM_V1 = (
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
 
-Role = Literal["user", "assistant"]
-
-
-@dataclass
-class Message:
-    """One turn. `images` are keys of images the session knows (paths or hashes), user turns only."""
-
-    role: Role
-    text: str
-    images: list[str] = field(default_factory=list)
-
-
 @dataclass(frozen=True)
 class ImageSlot:
     """Where one attached image's embeddings go. Only attached images make slots; text never does."""
 
-    key: str
+    image: Image
 
 
 # A rendered conversation: text (the template's `</s>` included) and the image slots between it.
@@ -58,11 +46,11 @@ def system_segments(system: str) -> list[Segment]:
 
 
 def message_segments(message: Message) -> list[Segment]:
-    """One message in the template: `USER: <image>\nQ ` or `ASSISTANT: A</s>`."""
+    """One message in the template: `USER: <image>\n<image>\nQ ` (a slot per image, in order) or `ASSISTANT: A</s>`."""
     if message.role == "user":
         slots: list[Segment] = []
-        for key in message.images:
-            slots += [ImageSlot(key), "\n"]
+        for image in message.images:
+            slots += [ImageSlot(image), "\n"]
         return ["USER: ", *slots, clean_text(message.text) + " "]
     return ["ASSISTANT: " + clean_text(message.text).strip() + EOS_TEXT]
 
@@ -81,16 +69,16 @@ def render_prompt(messages: list[Message], system: str = SYSTEM_V1) -> str:
     return "".join(IMAGE_PLACEHOLDER if isinstance(s, ImageSlot) else s for s in render_segments(messages, system))
 
 
-def images_in_order(messages: list[Message]) -> list[str]:
-    """The image keys in the order their slots appear in the rendered prompt."""
-    return [key for message in messages for key in message.images]
+def images_in_order(messages: list[Message]) -> list[Image]:
+    """The images in the order their slots appear in the rendered prompt."""
+    return [image for message in messages for image in message.images]
 
 
 def read_conversation(path: Path) -> list[Message]:
     """Turns from an untrusted JSON file: `[{"role", "content", "images"?}, ...]`.
 
-    Image names are returned as written in the file (relative to it, in files the app exports); the
-    caller decides how to resolve them. Sizes are bounded so a hostile file cannot fill memory.
+    Image names are returned as written in the file (relative to it, in files the app exports), as plain
+    paths; the caller resolves them (into ImageRefs). Sizes are bounded so a hostile file cannot fill memory.
     """
     try:
         if path.stat().st_size > MAX_CONVERSATION_BYTES:
@@ -129,4 +117,4 @@ def _parse_message(item: object, where: str) -> Message:
         raise ConversationError(f"{where}: only user messages can carry images.")
     if len(names) > MAX_IMAGES_PER_MESSAGE:
         raise ConversationError(f"{where}: more than {MAX_IMAGES_PER_MESSAGE} images.")
-    return Message(item["role"], text, list(names))
+    return Message(item["role"], text, tuple(names))

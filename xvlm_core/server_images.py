@@ -15,6 +15,7 @@ import httpx2
 
 from xvlm_core.errors import ImageError
 from xvlm_core.images import FORMAT_SUFFIXES, MAX_IMAGE_BYTES, open_image
+from xvlm_core.messages import ImageRef
 from xvlm_core.openai_api import ApiError
 
 MAX_REMOTE_IMAGE_BYTES = 20 * 1024 * 1024
@@ -41,8 +42,10 @@ class ImageStore:
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    def resolve(self, url: str, where: str) -> str:
-        """The path of the image at `url` (a `data:` URL, or http(s) when allowed); `where` names it in errors."""
+    def resolve(self, url: str, where: str) -> ImageRef:
+        """The image at `url` (a `data:` URL, or http(s) when allowed), stored under its SHA-256.
+
+        `where` names it in errors."""
         if url.startswith("data:"):
             data = _decode_data_url(url, where)
         elif url.startswith(("http://", "https://")):
@@ -57,21 +60,22 @@ class ImageStore:
             data = _fetch(url, where)
         else:
             raise ApiError(400, f"{where}: the image URL must be a data: URL (or http(s)).", f"{where}.image_url")
-        return str(self._store(data, where))
+        return self._store(data, where)
 
-    def _store(self, data: bytes, where: str) -> Path:
+    def _store(self, data: bytes, where: str) -> ImageRef:
         try:
             _, image_format = open_image(data, name=f"{where}: the image")
         except ImageError as exc:
             raise ApiError(400, str(exc), f"{where}.image_url", "invalid_image") from None
-        path = self.folder / (hashlib.sha256(data).hexdigest() + FORMAT_SUFFIXES.get(image_format, ".img"))
+        sha256 = hashlib.sha256(data).hexdigest()
+        path = self.folder / (sha256 + FORMAT_SUFFIXES.get(image_format, ".img"))
         if not path.exists():
             # Two requests may carry the same image at once: write aside, then rename into place.
             handle, partial = tempfile.mkstemp(dir=self.folder, suffix=".partial")
             with os.fdopen(handle, "wb") as file:
                 file.write(data)
             os.replace(partial, path)
-        return path
+        return ImageRef(sha256, str(path))
 
 
 def _decode_data_url(url: str, where: str) -> bytes:

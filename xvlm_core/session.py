@@ -17,11 +17,11 @@ from xvlm_core.errors import Cancelled, XvlmError
 from xvlm_core.generation import GenerationStats, TextStream, TokenPicker, decode
 from xvlm_core.images import file_identity, load_image, read_image_bytes
 from xvlm_core.kv_cache import PreallocatedCache
+from xvlm_core.messages import Image, ImageRef, Message, image_limit, image_path
 from xvlm_core.model import LoadedModel
 from xvlm_core.prompt import (
     ANSWER_CUE,
     SYSTEM_V1,
-    Message,
     images_in_order,
     message_segments,
     render_prompt,
@@ -79,8 +79,9 @@ class ChatSession:
         self.step = make_step(loaded.model.language_model, decode_mode)
         self.cache = self._new_cache()
         self.cached: list[Position] = []  # what each position of `cache` holds
-        self._embeddings: dict[str, torch.Tensor] = {}  # image hash -> [144, hidden]
-        self._hashes: dict[tuple[str, int, int], str] = {}  # (path, mtime, size) -> image hash
+        self._embeddings: dict[str, torch.Tensor] = {}  # image SHA-256 -> [144, hidden]
+        # Plain paths (not ImageRefs) are hashed here once per file version: (path, mtime, size) -> SHA-256.
+        self._hashes: dict[tuple[str, int, int], str] = {}
 
     def answer(
         self,
@@ -96,6 +97,14 @@ class ChatSession:
             raise XvlmError("Only user messages can carry images.")
         if any(message.images for message in messages) and self.loaded.model.vision_tower is None:
             raise XvlmError("This model has no vision tower, so it cannot look at images.")
+        limit = image_limit(self.loaded.context_length, self.loaded.model.image_tokens)
+        crowded = max((len(message.images) for message in messages), default=0)
+        if crowded > limit:
+            raise XvlmError(
+                f"A message has {crowded} images, and this model reads at most {limit} per message (each image "
+                f"takes {self.loaded.model.image_tokens} of its {self.loaded.context_length} positions). "
+                "Ask about the rest in another message."
+            )
         job = _Job(list(messages), settings or SamplingSettings(), system, cancel or threading.Event())
         return Answer(self._run(job))
 
@@ -120,10 +129,11 @@ class ChatSession:
         try:
             messages, max_new = self._fit_context(job)
             tick = time.perf_counter()
-            paths = images_in_order(messages)
-            hashes = [self._image_hash(Path(path), job.cancel) for path in paths]
+            attached = images_in_order(messages)
+            hashes = [self._image_hash(image, job.cancel) for image in attached]
             images = [
-                self._encode_image(key, path, stats, job.cancel) for key, path in zip(hashes, paths, strict=True)
+                self._encode_image(key, image_path(image), stats, job.cancel)
+                for key, image in zip(hashes, attached, strict=True)
             ]
             stats.image_encode_s = time.perf_counter() - tick
             sequence = self._positions(job.input_ids, hashes)
@@ -243,7 +253,7 @@ class ChatSession:
             dropped = starts[first]
             kept = messages[dropped:]
             if dropped:
-                carried = [key for message in messages[:dropped] for key in message.images]
+                carried = tuple(image for message in messages[:dropped] for image in message.images)
                 kept = [replace(kept[0], images=carried + kept[0].images), *kept[1:]]
             head = system_segments(job.system)
             for message in kept[: ends[first] - dropped]:
@@ -279,8 +289,12 @@ class ChatSession:
                 positions.append(token)
         return positions
 
-    def _image_hash(self, path: Path, cancel: threading.Event) -> str:
+    def _image_hash(self, image: Image, cancel: threading.Event) -> str:
+        """The image's SHA-256: an ImageRef's own, or a plain path's, read once per version of the file."""
+        if isinstance(image, ImageRef):
+            return image.sha256
         _check(cancel)
+        path = Path(image)
         file_id = file_identity(path)
         if file_id not in self._hashes:
             self._hashes[file_id] = hashlib.sha256(read_image_bytes(path)).hexdigest()

@@ -22,21 +22,17 @@ from typing import Any, ParamSpec, TypeVar
 
 import filelock
 import platformdirs
+from xvlm_core.messages import ImageRef, Message, Role, Status
 
 from app import APP_NAME
-from app.history.image_files import ImageFolder, StoredImage
+from app.history.image_files import ImageFolder, thumbnail_name
 from app.history.records import (
-    FINISHED_STATUSES,
     Chat,
     ChatSummary,
     FolderNotWritableError,
-    ImportedTurn,
     NewerHistoryError,
     ReadOnlyStoreError,
-    Role,
     SearchHit,
-    Status,
-    StoredMessage,
     StoreError,
     StoreInUseError,
     auto_title,
@@ -45,6 +41,7 @@ from app.history.records import (
 SQLITE_HEADER = b"SQLite format 3\x00"
 STREAM_WRITE_INTERVAL_S = 1.0
 SNIPPET_CHARS = 160
+FINISHED_STATUSES = (Status.COMPLETE, Status.STOPPED, Status.INTERRUPTED, Status.FAILED)
 
 # Each step takes the schema from version N to N + 1, in one transaction. A released step never changes:
 # databases written by earlier versions of the app replay the steps they miss.
@@ -351,21 +348,19 @@ class ChatStore:
         if row is None:
             raise StoreError(f"There is no chat {chat_id} in the history.")
         title, created, updated, model, settings, pinned = row
-        images: dict[int, list[str]] = {}
-        for message_id, file in db.execute(
-            """SELECT a.message_id, i.file FROM attachments a
+        images: dict[int, list[ImageRef]] = {}
+        for message_id, sha256, file in db.execute(
+            """SELECT a.message_id, i.sha256, i.file FROM attachments a
                JOIN messages m ON m.id = a.message_id JOIN images i ON i.sha256 = a.sha256
                WHERE m.chat_id = ? ORDER BY a.message_id, a.position""",
             (chat_id,),
         ):
-            images.setdefault(message_id, []).append(file)
+            images.setdefault(message_id, []).append(ImageRef(sha256, str(self.images_dir / file)))
         messages = [
-            StoredMessage(
-                message_id, role, self._pending.get(message_id, text), status, json.loads(stats), _datetime(at),
-                [self.images_dir / file for file in images.get(message_id, [])],
-            )
-            for message_id, role, text, status, stats, at in db.execute(
-                "SELECT id, role, text, status, stats, created FROM messages WHERE chat_id = ? ORDER BY position",
+            Message(role, self._pending.get(message_id, text), tuple(images.get(message_id, ())), Status(status),
+                    json.loads(stats), message_id)
+            for message_id, role, text, status, stats in db.execute(
+                "SELECT id, role, text, status, stats FROM messages WHERE chat_id = ? ORDER BY position",
                 (chat_id,),
             )
         ]
@@ -413,8 +408,9 @@ class ChatStore:
 
     # --- messages ----------------------------------------------------------------------------------------------
 
-    def add_user_message(self, chat_id: int, text: str, images: Sequence[Path | bytes] = ()) -> int:
-        """Save a question with copies of its images (paths or encoded bytes); returns the message id.
+    def add_user_message(self, chat_id: int, text: str, images: Sequence[ImageRef | Path | bytes] = ()) -> int:
+        """Save a question with copies of its images (already stored ImageRefs, paths or encoded bytes); returns
+        the message id.
 
         The first question of an untitled chat becomes its title. Raises ImageError, saving nothing,
         when an image cannot be used.
@@ -423,7 +419,7 @@ class ChatStore:
         stored = [self.images.store(image) for image in images]
         with self._write() as db:
             title = self._require_chat(db, chat_id)
-            message_id = self._insert_message(db, chat_id, "user", text, "complete", stored)
+            message_id = self._insert_message(db, chat_id, "user", text, Status.COMPLETE, stored)
             if not title:
                 db.execute("UPDATE chats SET title = ? WHERE id = ?", (auto_title(text), chat_id))
         return message_id
@@ -432,7 +428,7 @@ class ChatStore:
         """An empty assistant message marked streaming; returns its id."""
         with self._write() as db:
             self._require_chat(db, chat_id)
-            return self._insert_message(db, chat_id, "assistant", "", "streaming", [])
+            return self._insert_message(db, chat_id, "assistant", "", Status.STREAMING, [])
 
     def update_streaming(self, message_id: int, text: str) -> None:
         """The answer so far. Cheap to call for every token: it is written at most once per interval.
@@ -456,7 +452,7 @@ class ChatStore:
         self._pending.clear()
         self._last_stream_write = time.monotonic()
 
-    def finish_answer(self, message_id: int, text: str, status: Status = "complete",
+    def finish_answer(self, message_id: int, text: str, status: Status = Status.COMPLETE,
                       stats: dict[str, Any] | None = None) -> None:
         """The final text of an answer, how it ended, and its timing stats (plain JSON values)."""
         if status not in FINISHED_STATUSES:
@@ -470,7 +466,7 @@ class ChatStore:
             db.execute("UPDATE chats SET updated = ? WHERE id = ?", (time.time(), chat_id))
         self._pending.pop(message_id, None)
 
-    def add_imported_chat(self, turns: Sequence[ImportedTurn]) -> int:
+    def add_imported_chat(self, turns: Sequence[Message]) -> int:
         """A new chat of finished messages whose images are already in the images folder; returns its id."""
         now = time.time()
         first_question = next((turn.text for turn in turns if turn.role == "user" and turn.text.strip()), "")
@@ -479,7 +475,7 @@ class ChatStore:
                 "INSERT INTO chats (title, created, updated) VALUES (?, ?, ?)", (auto_title(first_question), now, now)
             ).lastrowid
             for turn in turns:
-                self._insert_message(db, chat_id, turn.role, turn.text, "complete", turn.images)
+                self._insert_message(db, chat_id, turn.role, turn.text, Status.COMPLETE, turn.images)
         return chat_id
 
     def truncate_after(self, message_id: int) -> None:
@@ -564,7 +560,7 @@ class ChatStore:
 
     @staticmethod
     def _insert_message(db: sqlite3.Connection, chat_id: int, role: Role, text: str, status: Status,
-                        images: Sequence[StoredImage]) -> int:
+                        images: Sequence[ImageRef]) -> int:
         now = time.time()
         message_id = db.execute(
             """INSERT INTO messages (chat_id, position, role, text, status, created)
@@ -573,7 +569,7 @@ class ChatStore:
         ).lastrowid
         for position, image in enumerate(images):
             db.execute("INSERT OR IGNORE INTO images (sha256, file, thumbnail) VALUES (?, ?, ?)",
-                       (image.sha256, image.file, image.thumbnail))
+                       (image.sha256, Path(image.path).name, thumbnail_name(image.sha256)))
             db.execute("INSERT INTO attachments (message_id, position, sha256) VALUES (?, ?, ?)",
                        (message_id, position, image.sha256))
         db.execute("UPDATE chats SET updated = ? WHERE id = ?", (now, chat_id))

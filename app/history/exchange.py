@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from xvlm_core.errors import ConversationError
+from xvlm_core.messages import ImageRef, Message
 from xvlm_core.prompt import read_conversation
 from xvlm_core.safepath import UnsafePathError, path_inside
 
-from app.history.image_files import ImageFolder, StoredImage, write_atomic
-from app.history.records import Chat, ConversationFileError, ImportedTurn, StoreError, TransferCancelled
+from app.history.image_files import ImageFolder, write_atomic
+from app.history.records import Chat, ConversationFileError, StoreError, TransferCancelled
 
 Progress = Callable[[int, int], None]
 
@@ -74,7 +75,7 @@ def write_json(chat: Chat, folder: Path, progress: Progress | None = None,
 
 
 def read_chat_file(path: Path, images: ImageFolder, progress: Progress | None = None,
-                   cancel: threading.Event | None = None) -> list[ImportedTurn]:
+                   cancel: threading.Event | None = None) -> list[Message]:
     """Check an untrusted conversation file in the `write_json` shape and copy its images into `images`.
 
     Each distinct image file is read, checked and hashed once, however often the file refers to it. Anything
@@ -89,12 +90,12 @@ def read_chat_file(path: Path, images: ImageFolder, progress: Progress | None = 
     files = [[_image_file(folder, name, f"{path} (message {index})") for name in message.images]
              for index, message in enumerate(messages, 1)]
     distinct = list(dict.fromkeys(file for message_files in files for file in message_files))
-    stored: dict[Path, StoredImage] = {}
+    stored: dict[Path, ImageRef] = {}
     for done, file in enumerate(distinct):
         _check(cancel, progress, done, len(distinct))
         stored[file] = images.store(file)
     _check(cancel, progress, len(distinct), len(distinct))
-    return [ImportedTurn(message.role, message.text, tuple(stored[file] for file in message_files))
+    return [Message(message.role, message.text, tuple(stored[file] for file in message_files))
             for message, message_files in zip(messages, files, strict=True)]
 
 
@@ -124,23 +125,24 @@ def _image_file(folder: Path, name: object, where: str) -> Path:
 
 
 def _export_images(chat: Chat, target: Path, progress: Progress | None,
-                   cancel: threading.Event | None) -> dict[Path, str]:
+                   cancel: threading.Event | None) -> dict[ImageRef, str]:
     """Copy the chat's images to `STEM_images/` beside `target`; stored path -> link relative to `target`.
 
     A cancelled export takes away the copies it made.
     """
     folder = target.with_name(target.stem + "_images")
     distinct = list(dict.fromkeys(image for message in chat.messages for image in message.images))
-    links: dict[Path, str] = {}
+    links: dict[ImageRef, str] = {}
     try:
         for done, image in enumerate(distinct):
             _check(cancel, progress, done, len(distinct))
+            stored = Path(image.path)
             try:
-                data = image.read_bytes()
+                data = stored.read_bytes()
             except OSError as exc:
-                raise StoreError(f"An image of this chat is missing from {image.parent}: {exc}.") from exc
-            # The stored name is the content's hash, so one name never stands for two different images.
-            name = image.stem[:16] + image.suffix
+                raise StoreError(f"An image of this chat is missing from {stored.parent}: {exc}.") from exc
+            # Named by the content's hash, so one name never stands for two different images.
+            name = image.sha256[:16] + stored.suffix
             write_atomic(folder / name, data, shared=True)
             links[image] = f"{folder.name}/{name}"
         _check(cancel, progress, len(distinct), len(distinct))

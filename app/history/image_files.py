@@ -11,21 +11,14 @@ import hashlib
 import io
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 from xvlm_core.images import FORMAT_SUFFIXES, open_image, read_image_bytes, to_rgb
+from xvlm_core.messages import ImageRef
 
 THUMBNAIL_SIDE = 256
 THUMBNAIL_SUFFIX = ".thumb.jpg"
-
-
-@dataclass(frozen=True)
-class StoredImage:
-    sha256: str
-    file: str  # names inside the images folder
-    thumbnail: str
 
 
 def digest(data: bytes) -> str:
@@ -37,27 +30,41 @@ class ImageFolder:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
 
-    def store(self, source: Path | bytes) -> StoredImage:
+    def store(self, source: ImageRef | Path | bytes) -> ImageRef:
         """Check an untrusted image (a file or encoded bytes) and copy it in with a thumbnail, once per content.
 
-        Raises ImageError when it cannot be used.
+        An ImageRef already in this folder is returned as it is, with no file read. Raises ImageError when the
+        image cannot be used.
         """
+        if isinstance(source, ImageRef):
+            if self.holds(source):
+                return source
+            source = Path(source.path)
         name = "the pasted image" if isinstance(source, bytes) else str(source)
         data = source if isinstance(source, bytes) else read_image_bytes(Path(source))
         sha256 = digest(data)
-        thumbnail_name = sha256 + THUMBNAIL_SUFFIX
-        copies = [path.name for path in self.folder.glob(sha256 + ".*") if path.name != thumbnail_name]
-        if len(copies) == 1 and (self.folder / thumbnail_name).is_file():
-            return StoredImage(sha256, copies[0], thumbnail_name)
+        copies = [path for path in self.folder.glob(sha256 + ".*") if path.name != thumbnail_name(sha256)]
+        if len(copies) == 1 and (self.folder / thumbnail_name(sha256)).is_file():
+            return ImageRef(sha256, str(copies[0]))
         thumbnail, suffix = make_thumbnail(data, name)
-        stored = StoredImage(sha256, sha256 + suffix, thumbnail_name)
-        write_atomic(self.folder / stored.file, data)
-        write_atomic(self.folder / stored.thumbnail, thumbnail)
+        stored = ImageRef(sha256, str(self.folder / (sha256 + suffix)))
+        write_atomic(Path(stored.path), data)
+        write_atomic(self.folder / thumbnail_name(sha256), thumbnail)
         return stored
+
+    def holds(self, image: ImageRef) -> bool:
+        """Whether `image` is this folder's own copy (named by its hash), with its thumbnail."""
+        path = Path(image.path)
+        return (path.parent == self.folder and path.stem == image.sha256 and path.is_file()
+                and (self.folder / thumbnail_name(image.sha256)).is_file())
 
     def remove(self, *names: str) -> None:
         for name in names:
             (self.folder / name).unlink(missing_ok=True)
+
+
+def thumbnail_name(sha256: str) -> str:
+    return sha256 + THUMBNAIL_SUFFIX
 
 
 def make_thumbnail(data: bytes, name: str) -> tuple[bytes, str]:

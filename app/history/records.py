@@ -1,4 +1,4 @@
-"""What the history holds and hands out: chats, messages, search hits; and the errors it raises."""
+"""What the history holds and hands out: chats (of xvlm_core's Message), search hits; and the errors it raises."""
 
 from __future__ import annotations
 
@@ -6,17 +6,12 @@ import html
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from xvlm_core.errors import ConversationError, XvlmError
+from xvlm_core.messages import Message, Role
 
-from app.history.image_files import StoredImage
-
-FINISHED_STATUSES = ("complete", "stopped", "interrupted", "failed")
 TITLE_LENGTH = 60
-
-Role = Literal["user", "assistant"]
-Status = Literal["complete", "stopped", "interrupted", "failed", "streaming"]
 
 
 class StoreError(XvlmError):
@@ -48,26 +43,6 @@ class TransferCancelled(Exception):
 
 
 @dataclass(frozen=True)
-class StoredMessage:
-    id: int
-    role: Role
-    text: str
-    status: Status
-    stats: dict[str, Any]
-    created: datetime
-    images: list[Path]  # the stored copies, in the order they were attached
-
-
-@dataclass(frozen=True)
-class ImportedTurn:
-    """A message read from a conversation file, its images already copied into the images folder."""
-
-    role: Role
-    text: str
-    images: tuple[StoredImage, ...]
-
-
-@dataclass(frozen=True)
 class Chat:
     id: int
     title: str
@@ -76,7 +51,7 @@ class Chat:
     model: str
     settings: dict[str, Any]
     pinned: bool
-    messages: list[StoredMessage]
+    messages: list[Message]  # images: the history's own copies, in the order they were attached
 
 
 @dataclass(frozen=True)

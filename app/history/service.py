@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from PySide6.QtCore import QT_TRANSLATE_NOOP, QObject, Signal
 from xvlm_core.errors import XvlmError
+from xvlm_core.messages import ImageRef, Status
 
 from app.history import exchange
 from app.history.database import ChatStore, default_store_path
@@ -26,7 +27,6 @@ from app.history.records import (
     ChatSummary,
     FolderNotWritableError,
     SearchHit,
-    Status,
     StoreError,
     StoreInUseError,
     TransferCancelled,
@@ -85,7 +85,7 @@ class History(QObject):
     def create_chat(self, model: str, settings: dict[str, Any]) -> int | None:
         return self._write(lambda store: store.create_chat(model, settings))
 
-    def add_user_message(self, chat_id: int, text: str, images: Sequence[Path | bytes]) -> int | None:
+    def add_user_message(self, chat_id: int, text: str, images: Sequence[ImageRef | Path | bytes]) -> int | None:
         return self._write(lambda store: store.add_user_message(chat_id, text, images))
 
     def begin_answer(self, chat_id: int) -> int | None:
@@ -112,14 +112,16 @@ class History(QObject):
     def restore_chat(self, chat_id: int) -> bool:
         return self._write(lambda store: store.restore_chat(chat_id) or True) is True
 
-    def prepare_image(self, source: Path | bytes) -> None:
+    def prepare_image(self, source: Path) -> ImageRef:
         """Check an image and copy it into the history ahead of `add_user_message`; safe on any thread.
 
         Decoding a large photo and drawing its thumbnail is then done before the question is sent, not on the
-        UI thread when it is. Raises ImageError, for the composer to show.
+        UI thread when it is; the reference returned (to the history's copy, when chats are saved) is what the
+        message holds from then on, so the file is not read again. Raises ImageError, for the composer to show.
         """
         if self.writable:
-            self.store.images.store(source)
+            return self.store.images.store(source)
+        return ImageRef.from_file(source)
 
     def close(self) -> None:
         """Purge the chats deleted this session (Undo ends here), write what is pending, close."""

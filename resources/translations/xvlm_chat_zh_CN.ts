@@ -130,6 +130,18 @@
         <translation>移除图片</translation>
     </message>
     <message>
+        <source>Attach images (or drop or paste them)</source>
+        <translation>附加图片（也可拖放或粘贴）</translation>
+    </message>
+    <message>
+        <source>Attach images</source>
+        <translation>附加图片</translation>
+    </message>
+    <message>
+        <source>{name} was not attached: a message can carry at most {limit} images, as each takes {positions} of the {context} positions the model reads at once.</source>
+        <translation>未附加 {name}：每条消息最多可带 {limit} 张图片，因为每张图片要占用模型一次能读取的 {context} 个位置中的 {positions} 个。</translation>
+    </message>
+    <message>
         <source>{name}
 Checking…</source>
         <translation>{name}
@@ -160,14 +172,6 @@ Checking…</source>
         <translation>提示</translation>
     </message>
     <message>
-        <source>Attach an image (or drop or paste one)</source>
-        <translation>附加图片（也可拖放或粘贴）</translation>
-    </message>
-    <message>
-        <source>Attach an image</source>
-        <translation>附加图片</translation>
-    </message>
-    <message>
         <source>Stop the answer (Esc)</source>
         <translation>停止回答 (Esc)</translation>
     </message>
@@ -184,10 +188,6 @@ Checking…</source>
         <translation>发送</translation>
     </message>
     <message>
-        <source>One image per message: attached the first of the files.</source>
-        <translation>每条消息只能附加一张图片：已附加第一个文件。</translation>
-    </message>
-    <message>
         <source>The pasted image could not be read.</source>
         <translation>无法读取粘贴的图片。</translation>
     </message>
@@ -198,10 +198,6 @@ Checking…</source>
     <message>
         <source>Only images on this computer can be attached. Save the image first, or copy it and paste it here.</source>
         <translation>只能附加本机上的图片。请先保存图片，或复制后粘贴到这里。</translation>
-    </message>
-    <message>
-        <source>One image per message: attached {name}, not {others}.</source>
-        <translation>每条消息只能附加一张图片：已附加 {name}，未附加 {others}。</translation>
     </message>
 </context>
 <context>
@@ -595,7 +591,7 @@ Checking…</source>
         <translation>新对话(&amp;N)</translation>
     </message>
     <message>
-        <source>&amp;Attach Image…</source>
+        <source>&amp;Attach Images…</source>
         <translation>附加图片(&amp;A)…</translation>
     </message>
     <message>

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QObject, Signal, Slot
 
-from app.chat_controller import DONE, FAILED, STOPPED, STREAMING, WAITING, ChatController, ModelPhase
+from app.chat_controller import ChatController, ModelPhase
 from app.settings import AppSettings, Settings, SettingsFile
 from app.worker import AnswerRequest, LoadRequest
+from xvlm_core.messages import ImageRef, Status
 from xvlm_core.sampling import SamplingSettings
 
 
@@ -60,16 +61,17 @@ def test_a_question_asked_while_loading_waits_then_goes_out_with_the_settings():
     controller, worker = make()
     controller.load_model(LoadRequest("model", device="cpu"))
     assert controller.phase is ModelPhase.LOADING and worker.loads == [LoadRequest("model", device="cpu")]
-    assert controller.send("  What is this?  ", "/pictures/cat.png")
-    assert controller.messages[-1].status == WAITING and worker.requests == []
+    cat = ImageRef("c" * 64, "/pictures/cat.png")
+    assert controller.send("  What is this?  ", [cat])
+    assert controller.messages[-1].status == Status.WAITING and worker.requests == []
     worker.stage_changed.emit("Loading the vision tower…")
     assert controller.load_stage == "Loading the vision tower…"
     worker.loaded.emit({"name": "model"})
     (request,) = worker.requests
-    assert [(turn.role, turn.text, turn.images) for turn in request.turns] == [
-        ("user", "What is this?", ("/pictures/cat.png",))]
+    assert [(message.role, message.text, message.images) for message in request.messages] == [
+        ("user", "What is this?", (cat,))]
     assert request.sampling == SamplingSettings(max_new_tokens=64, temperature=0.5, top_p=1.0)
-    assert request.system == "Be brief." and controller.messages[-1].status == STREAMING
+    assert request.system == "Be brief." and controller.messages[-1].status == Status.STREAMING
 
 
 def test_chunks_grow_the_answer_and_finish_marks_it_done():
@@ -81,7 +83,7 @@ def test_chunks_grow_the_answer_and_finish_marks_it_done():
     worker.chunk_ready.emit(request_id, "lo")
     assert controller.messages[-1].text == "Hello" and controller.busy
     worker.answer_finished.emit(request_id, "Hello", {"stop_reason": "eos", "memory_mb": 42.0})
-    assert controller.messages[-1].status == DONE and not controller.busy
+    assert controller.messages[-1].status == Status.COMPLETE and not controller.busy
     assert controller.model_summary["memory_mb"] == 42.0
 
 
@@ -94,7 +96,7 @@ def test_stop_sets_the_cancel_event_and_a_cancelled_finish_is_stopped():
     controller.stop()
     assert request.cancel.is_set()
     worker.answer_finished.emit(request.request_id, "Partial", {"stop_reason": "cancelled"})
-    assert (controller.messages[-1].status, controller.messages[-1].text) == (STOPPED, "Partial")
+    assert (controller.messages[-1].status, controller.messages[-1].text) == (Status.STOPPED, "Partial")
 
 
 def test_stop_while_waiting_for_the_model_asks_nothing():
@@ -102,7 +104,7 @@ def test_stop_while_waiting_for_the_model_asks_nothing():
     controller.load_model(LoadRequest("model"))
     controller.send("Hi")
     controller.stop()
-    assert controller.messages[-1].status == STOPPED and not controller.busy
+    assert controller.messages[-1].status == Status.STOPPED and not controller.busy
     worker.loaded.emit({"name": "model"})
     assert worker.requests == []
 
@@ -113,7 +115,7 @@ def test_a_failed_load_fails_the_waiting_answer_with_the_reason():
     controller.send("Hi")
     worker.load_failed.emit("The checkpoint file is incomplete.")
     assert controller.phase is ModelPhase.FAILED
-    assert controller.messages[-1].status == FAILED
+    assert controller.messages[-1].status == Status.FAILED
     assert "The checkpoint file is incomplete." in controller.messages[-1].error
 
 
@@ -122,7 +124,7 @@ def test_no_second_question_while_one_is_answered():
     loaded(controller, worker)
     assert controller.send("One")
     assert not controller.send("Two")
-    assert not controller.regenerate() and not controller.edit(0, "Changed", None)
+    assert not controller.regenerate() and not controller.edit(0, "Changed", [])
     assert len(controller.messages) == 2 and len(worker.requests) == 1
 
 
@@ -134,19 +136,19 @@ def test_regenerate_sends_the_conversation_without_the_last_answer():
     controller.send("Two")
     worker.answer_finished.emit(worker.requests[1].request_id, "Second", {"stop_reason": "eos"})
     assert controller.regenerate()
-    assert [turn.text for turn in worker.requests[2].turns] == ["One", "First", "Two"]
+    assert [turn.text for turn in worker.requests[2].messages] == ["One", "First", "Two"]
     assert [message.text for message in controller.messages] == ["One", "First", "Two", ""]
 
 
 def test_edit_cuts_the_conversation_at_the_edited_message():
     controller, worker = make()
     loaded(controller, worker)
-    controller.send("One", "/a.png")
+    controller.send("One", [ImageRef("a" * 64, "/a.png")])
     worker.answer_finished.emit(worker.requests[0].request_id, "First", {"stop_reason": "eos"})
     controller.send("Two")
     worker.answer_finished.emit(worker.requests[1].request_id, "Second", {"stop_reason": "eos"})
-    assert controller.edit(2, "Second question, better", None)
-    assert [turn.text for turn in worker.requests[2].turns] == ["One", "First", "Second question, better"]
+    assert controller.edit(2, "Second question, better", [])
+    assert [turn.text for turn in worker.requests[2].messages] == ["One", "First", "Second question, better"]
     assert len(controller.messages) == 4
 
 
@@ -156,7 +158,7 @@ def test_an_answer_that_failed_before_any_text_is_left_out_of_the_next_prompt():
     controller.send("One")
     worker.answer_failed.emit(worker.requests[0].request_id, "Out of memory.")
     controller.send("Two")
-    assert [(turn.role, turn.text) for turn in worker.requests[1].turns] == [("user", "One"), ("user", "Two")]
+    assert [(turn.role, turn.text) for turn in worker.requests[1].messages] == [("user", "One"), ("user", "Two")]
 
 
 def test_late_chunks_of_an_abandoned_answer_are_ignored():
@@ -212,7 +214,7 @@ def test_an_answer_goes_on_for_its_chat_when_another_is_opened(tmp_path):
     worker.chunk_ready.emit(request.request_id, "far.")
     assert [message.text for message in controller.messages] == ["Beta", ""]
     worker.answer_finished.emit(request.request_id, "So far.", {"stop_reason": "eos"})
-    assert finished == [(alpha, "Alpha", DONE)] and controller.busy  # Beta's answer is still to come
+    assert finished == [(alpha, "Alpha", Status.COMPLETE)] and controller.busy  # Beta's answer is still to come
     stored = controller.history.load_chat(alpha).messages
     assert [(message.text, message.status) for message in stored] == [("Alpha", "complete"),
                                                                        ("So far.", "complete")]
@@ -233,7 +235,7 @@ def test_going_back_to_a_chat_mid_answer_shows_it_going_on(tmp_path):
     controller.stop()  # Stop works on it again
     assert request.cancel.is_set()
     worker.answer_finished.emit(request.request_id, "One two three", {"stop_reason": "cancelled"})
-    assert controller.messages[-1].status == STOPPED and not controller.busy
+    assert controller.messages[-1].status == Status.STOPPED and not controller.busy
 
 
 def test_closing_stops_and_saves_every_answer_being_written(tmp_path):

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fakes import FakeSession, fake_load
 from PySide6.QtCore import Qt
 
-from app.chat_controller import DONE
 from app.history.database import ChatStore
 from app.history.service import History
 from app.worker import ModelWorker
+from xvlm_core.messages import Status
 
 
 def test_a_new_chat_mid_answer_leaves_the_answer_running_and_saved(qtbot, make_window, tmp_path):
@@ -30,5 +30,5 @@ def test_a_new_chat_mid_answer_leaves_the_answer_running_and_saved(qtbot, make_w
     stored = history.load_chat(alpha).messages[-1]
     assert (stored.status, stored.text) == ("complete", "".join(session.deltas))
     window.open_chat(alpha)
-    assert window.controller.messages[-1].status == DONE
+    assert window.controller.messages[-1].status == Status.COMPLETE
     assert window.view.widgets[-1].message.text == "".join(session.deltas)

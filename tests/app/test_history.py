@@ -16,12 +16,12 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog
 from test_window import ask, drop_files, wait_answered, wait_image_checked, wait_ready
 
-from app.chat_controller import DONE, FAILED, STOPPED
 from app.chat_list import CHAT_ID
 from app.history import image_files
 from app.history.database import ChatStore
 from app.history.service import History, open_history
 from app.worker import ModelWorker
+from xvlm_core.messages import Status
 
 
 def fake_worker(session: FakeSession | None = None) -> ModelWorker:
@@ -63,15 +63,15 @@ def test_two_chats_survive_a_new_window_and_reopen_with_their_images(qtbot, make
     messages = second.controller.messages
     assert [(message.role, message.text) for message in messages] == [
         ("user", "What colours are these?"), ("assistant", "An answer.")]
-    stored_image = Path(messages[0].image)
+    stored_image = Path(messages[0].images[0].path)
     assert stored_image.is_file() and stored_image.read_bytes() == (images_dir / "gradient_square.png").read_bytes()
-    assert not second.view.widgets[0].thumbnail.pixmap().isNull()
+    assert not second.view.widgets[0].thumbnails[0].pixmap().isNull()
     assert not second.chat_list.list.item(1).icon().isNull()  # the chat's first picture
     assert second.windowTitle().startswith("What colours are these?")
 
     ask(qtbot, second, "And now?")
     wait_answered(qtbot, second)
-    assert [(message.text, message.images) for message in session.calls[-1]] == [
+    assert [(message.text, [image.path for image in message.images]) for message in session.calls[-1]] == [
         ("What colours are these?", [str(stored_image)]), ("An answer.", []), ("And now?", [])]
     reopened = store_at(tmp_path, read_only=True).load_chat(second.controller.chat_id)
     assert [message.text for message in reopened.messages] == ["What colours are these?", "An answer.", "And now?",
@@ -89,7 +89,7 @@ def test_the_question_is_saved_before_answering_and_the_answer_while_it_streams(
     streaming = reader.load_chat(chat_id).messages[-1]
     assert streaming.status == "streaming" and window.controller.busy
     window.controller.stop()
-    wait_answered(qtbot, window, STOPPED)
+    wait_answered(qtbot, window, Status.STOPPED)
     saved = reader.load_chat(chat_id).messages[-1]
     assert (saved.status, saved.text) == ("stopped", window.controller.messages[-1].text)
     reader.close()
@@ -99,7 +99,7 @@ def test_a_failed_answer_is_saved_as_failed(qtbot, make_window, tmp_path):
     window = make_window(ModelWorker(load=fake_load(error=RuntimeError("no"))), history=history_at(tmp_path))
     qtbot.waitUntil(lambda: window.banner.isVisible(), timeout=5000)
     ask(qtbot, window, "Hello?")
-    wait_answered(qtbot, window, FAILED)
+    wait_answered(qtbot, window, Status.FAILED)
     chat_id = window.controller.chat_id
     window.close()
     chat = store_at(tmp_path).load_chat(chat_id)
@@ -116,8 +116,8 @@ def test_regenerate_and_edit_replace_what_is_saved(qtbot, make_window, tmp_path)
     session.deltas = ["two"]
     window.controller.regenerate()
     wait_answered(qtbot, window)
-    window.controller.edit(2, "Second question, edited", None)
-    wait_answered(qtbot, window, DONE)
+    window.controller.edit(2, "Second question, edited", [])
+    wait_answered(qtbot, window, Status.COMPLETE)
     chat_id = window.controller.chat_id
     window.close()
     saved = [(message.role, message.text) for message in store_at(tmp_path).load_chat(chat_id).messages]
@@ -194,7 +194,7 @@ def test_export_and_import(qtbot, make_window, tmp_path, images_dir, monkeypatch
     import_action.trigger()
     qtbot.waitUntil(lambda: window.controller.chat_id != before, timeout=5000)
     assert [message.text for message in window.controller.messages] == ["Export me", "An answer."]
-    assert Path(window.controller.messages[0].image).is_file()
+    assert Path(window.controller.messages[0].images[0].path).is_file()
     assert len(window.chat_list.chat_ids()) == 2
     assert not window.transfer_bar.isVisible() and import_action.isEnabled()
 
@@ -235,7 +235,7 @@ def test_import_runs_off_the_ui_thread_and_hashes_each_image_once(qtbot, make_wi
     assert ticks_during > 0  # the UI thread ran its timer while the import worked
     assert progress_seen[-1] == 1 and not window.transfer_bar.isVisible()
     assert len(window.controller.messages) == 100
-    assert {message.image for message in window.controller.messages} == {
+    assert {image.path for message in window.controller.messages for image in message.images} == {
         str(next(p for p in window.history.store.images_dir.iterdir() if p.suffix == ".png"))}
 
 
@@ -289,14 +289,16 @@ def test_an_attached_image_is_copied_into_the_history_before_send(qtbot, make_wi
     wait_image_checked(qtbot, window)
     assert len(list(history.store.images_dir.glob("*.thumb.jpg"))) == 1  # prepared off the UI thread while checked
 
-    def no_decoding_on_send(data, name):
-        raise AssertionError("the image was decoded again when the question was sent")
+    def no_reading_on_send(*args):
+        raise AssertionError("the image was read again when the question was sent")
 
-    monkeypatch.setattr(image_files, "make_thumbnail", no_decoding_on_send)
+    monkeypatch.setattr(image_files, "make_thumbnail", no_reading_on_send)
+    monkeypatch.setattr(image_files, "read_image_bytes", no_reading_on_send)
     ask(qtbot, window, "How many shapes?")
     wait_answered(qtbot, window)
     (saved,) = history.store.load_chat(window.controller.chat_id).messages[0].images
-    assert saved.read_bytes() == (images_dir / "shapes_wide.png").read_bytes()
+    assert Path(saved.path).read_bytes() == (images_dir / "shapes_wide.png").read_bytes()
+    assert window.controller.messages[0].images == (saved,)  # the live chat holds the history's copy too
 
 
 # -- conditions of the history that the person must see for as long as they hold --------------------------------

@@ -21,10 +21,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 from test_first_run import ScriptedDownloads, click, wait_plan
-from test_window import ask, wait_answered, wait_ready
+from test_window import ask, wait_answered, wait_image_checked, wait_ready
 
 from app import APP_NAME
-from app.chat_controller import STOPPED
 from app.chat_list import RenameDialog
 from app.conversation_view import answer_footer, dropped_notice, regenerate_tooltip
 from app.history.database import ChatStore
@@ -32,6 +31,7 @@ from app.history.service import History
 from app.i18n import install_translators
 from app.settings import Settings, SettingsDialog, SettingsFile
 from app.worker import ModelWorker
+from xvlm_core.messages import Status
 
 OPEN, CLOSE = "⟦", "⟧"
 _MARKED = re.compile(f"{OPEN}[^{OPEN}{CLOSE}]*{CLOSE}")
@@ -120,8 +120,7 @@ def test_every_text_of_the_chat_window_goes_through_translation(qtbot, pseudo, m
     window = make_window(ModelWorker(load=fake_load(), session_factory=lambda loaded: FakeSession()), history=history)
     wait_ready(qtbot, window)
     window.composer.attach_file(str(images_dir / "gradient_square.png"))
-    qtbot.waitUntil(lambda: window.composer.chip.path is not None and not window.composer.chip.checking,
-                    timeout=10_000)
+    wait_image_checked(qtbot, window)
     ask(qtbot, window, "What is in the picture?")
     wait_answered(qtbot, window)
     window.composer.attach_paths([str(images_dir / "missing.png")])  # a notice under the message box
@@ -136,7 +135,7 @@ def test_every_text_of_the_chat_window_goes_through_translation(qtbot, pseudo, m
     chats = window.chat_list.list
     assert [untranslated(chats.item(row).toolTip().split("\n", 1)[1]) for row in range(chats.count())] == [""]
     said = [regenerate_tooltip(0.0), regenerate_tooltip(0.7), dropped_notice(1), dropped_notice(3),
-            answer_footer(replace(window.controller.messages[-1], status=STOPPED))]
+            answer_footer(replace(window.controller.messages[-1], status=Status.STOPPED))]
     assert [untranslated(text) for text in said] == [""] * len(said)
     window._on_model_failed("")  # the banner and its buttons; the model stack's reason itself stays English
     assert untranslatable(window.banner) == []

@@ -7,11 +7,11 @@ from fakes import FakeSession, fake_load
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QWidget
 
-from app.chat_controller import DONE
 from app.chat_list import RENAME_DIALOG_WIDTH, RenameDialog
 from app.history.database import ChatStore
 from app.history.service import History
 from app.worker import ModelWorker
+from xvlm_core.messages import ImageRef, Status
 
 
 def history_window(make_window, tmp_path, deltas: list[str] | None = None):
@@ -20,11 +20,11 @@ def history_window(make_window, tmp_path, deltas: list[str] | None = None):
                        history=History(ChatStore(tmp_path / "history" / "chats.sqlite3")))
 
 
-def answer(qtbot, window, text: str, image: str | None = None) -> None:
+def answer(qtbot, window, text: str, images: tuple[ImageRef, ...] = ()) -> None:
     qtbot.waitUntil(lambda: window.controller.phase.value == "ready", timeout=20_000)
-    assert window.controller.send(text, image)
+    assert window.controller.send(text, images)
     qtbot.waitUntil(lambda: not window.controller.busy, timeout=20_000)
-    assert window.controller.messages[-1].status == DONE
+    assert window.controller.messages[-1].status == Status.COMPLETE
 
 
 def tab_stops(window: QWidget) -> list[QWidget]:
@@ -40,7 +40,7 @@ def tab_stops(window: QWidget) -> list[QWidget]:
 
 def test_every_tab_stop_is_reached_and_shows_that_it_has_the_focus(qtbot, make_window, tmp_path, images_dir):
     window = history_window(make_window, tmp_path, ["A plain answer, then ", "```\ncode\n```"])
-    answer(qtbot, window, "Hi", str(images_dir / "gradient_square.png"))
+    answer(qtbot, window, "Hi", (ImageRef.from_file(images_dir / "gradient_square.png"),))
     window.controller.new_chat()
     window.chat_list.refresh()
     window.open_chat(window.chat_list.chat_ids()[0])  # a chat with a picture, a plain answer and a code block

@@ -15,8 +15,8 @@ from PySide6.QtCore import Qt
 from serving import ServedModel, wait_for, xvlm_serve
 from test_window import ask, core_answer, drop_files, wait_answered, wait_image_checked
 
-from app.chat_controller import FAILED, STOPPED
 from app.settings import Settings, SettingsDialog
+from xvlm_core.messages import Status
 
 API_KEY = "team-key-5678"
 
@@ -64,7 +64,7 @@ def test_stop_closes_the_stream_and_the_server_stops(qtbot, make_window, served,
     ask(qtbot, window, "Tell me everything.")
     qtbot.waitUntil(lambda: len(window.controller.messages[-1].text) > 20, timeout=20_000)
     qtbot.mouseClick(window.composer.send_button, Qt.MouseButton.LeftButton)
-    wait_answered(qtbot, window, STOPPED)
+    wait_answered(qtbot, window, Status.STOPPED)
     wait_for(lambda: any("finish=cancelled" in line for line in served.log_lines()), "the server to stop")
 
 
@@ -74,7 +74,7 @@ def test_a_wrong_key_shows_a_banner_that_says_what_to_do(qtbot, make_window, rem
     assert "refused the API key" in window.banner.text.text()
     assert "Settings" in window.banner.text.text()
     ask(qtbot, window, "Hello?")
-    wait_answered(qtbot, window, FAILED)
+    wait_answered(qtbot, window, Status.FAILED)
 
 
 def test_an_unreachable_server_shows_a_banner(qtbot, make_window, remote_settings):

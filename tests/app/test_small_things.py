@@ -16,20 +16,21 @@ from app.settings import MAX_ANSWER_TOKENS, Settings, SettingsDialog
 from app.worker import ModelWorker
 
 
-def paste(qtbot, window, image: QImage) -> None:
+def paste(qtbot, window, image: QImage, count: int = 1) -> None:
+    """Paste `image`; `count` images are then in the composer."""
     QGuiApplication.clipboard().setImage(image)
     window.composer.input.setFocus()
     qtbot.keyClick(window.composer.input, Qt.Key.Key_V, Qt.KeyboardModifier.ControlModifier)
-    wait_image_checked(qtbot, window)
+    wait_image_checked(qtbot, window, count)
 
 
 def test_pasted_images_are_named_pasted_image_1_2_with_their_extension(qtbot, make_window, images_dir):
     window = make_window(start=False)
     paste(qtbot, window, QImage(str(images_dir / "shapes_wide.png")))
-    assert Path(window.composer.chip.path).name == "Pasted image 1.png"
-    assert window.composer.chip.name.text() == "Pasted image 1.png"
-    paste(qtbot, window, QImage(str(images_dir / "gradient_square.png")))
-    assert window.composer.chip.name.text() == "Pasted image 2.png"
+    assert Path(window.composer.chips[0].path).name == "Pasted image 1.png"
+    assert window.composer.chips[0].name.text() == "Pasted image 1.png"
+    paste(qtbot, window, QImage(str(images_dir / "gradient_square.png")), count=2)
+    assert [chip.name.text() for chip in window.composer.chips] == ["Pasted image 1.png", "Pasted image 2.png"]
 
 
 def test_an_image_too_large_to_open_says_the_limit(qtbot, make_window, tmp_path):

@@ -90,11 +90,12 @@ def test_chat_round_trip_with_images_and_stats(store: ChatStore, images_dir: Pat
         (stopped, "assistant", "Half an ans", "stopped"),
     ]
     assert chat.messages[1].stats == {"tokens": 7, "tokens_per_s": 41.5}
-    first, second = chat.messages[0].images
+    first, second = (Path(image.path) for image in chat.messages[0].images)
     assert first.read_bytes() == (images_dir / "shapes_wide.png").read_bytes()
     assert second.read_bytes() == png_bytes("blue")
-    assert all(path.parent == store.images_dir for path in chat.messages[0].images)
-    assert chat.created <= chat.messages[0].created <= chat.updated
+    assert all(Path(image.path).parent == store.images_dir for image in chat.messages[0].images)
+    assert [image.sha256 for image in chat.messages[0].images] == [first.stem, second.stem]
+    assert chat.created <= chat.updated
 
 
 def test_images_are_stored_once_under_their_hash(store: ChatStore) -> None:
@@ -102,7 +103,7 @@ def test_images_are_stored_once_under_their_hash(store: ChatStore) -> None:
     store.add_user_message(chat_id, "one", [png_bytes("green")])
     store.add_user_message(chat_id, "again", [png_bytes("green"), png_bytes("green")])
     messages = store.load_chat(chat_id).messages
-    paths = {path for message in messages for path in message.images}
+    paths = {Path(image.path) for message in messages for image in message.images}
     assert len(paths) == 1
     (path,) = paths
 
@@ -206,7 +207,7 @@ def test_chat_list_puts_pinned_first_then_newest(store: ChatStore) -> None:
     assert [chat.id for chat in chats] == [old, new, middle]
     assert [chat.pinned for chat in chats] == [True, False, False]
     assert [chat.message_count for chat in chats] == [1, 1, 1]
-    first_image = store.load_chat(old).messages[0].images[0]
+    first_image = Path(store.load_chat(old).messages[0].images[0].path)
     assert chats[0].thumbnail == first_image.with_suffix(".thumb.jpg") and chats[1].thumbnail is None
     store.add_user_message(middle, "a follow-up moves it up")
     assert [chat.id for chat in store.list_chats()] == [old, middle, new]
@@ -227,13 +228,13 @@ def test_delete_can_be_undone_until_purged(store: ChatStore, db_path: Path) -> N
 
     store.delete_chat(deleted)
     assert store.purge_deleted(older_than=timedelta(days=30)) == 0  # deleted just now: kept for undo
-    blue = store.load_chat(deleted).messages[0].images[1]
+    blue = Path(store.load_chat(deleted).messages[0].images[1].path)
     assert store.purge_deleted() == 1
     with pytest.raises(StoreError, match="no chat"):
         store.load_chat(deleted)
     assert raw_rows(db_path, "SELECT COUNT(*) FROM messages WHERE chat_id = ?", (deleted,)) == [(0,)]
     assert not blue.exists()  # used only by the purged chat
-    assert store.load_chat(kept).messages[0].images[0].exists()  # still used by another chat
+    assert Path(store.load_chat(kept).messages[0].images[0].path).exists()  # still used by another chat
     assert raw_rows(db_path, "INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')") == []
 
 
@@ -419,4 +420,4 @@ def test_an_image_prepared_on_another_thread_is_not_decoded_again(store: ChatSto
     store.add_user_message(chat_id, "look", [png_bytes()])
     assert len(calls) == 1
     (image,) = store.load_chat(chat_id).messages[0].images
-    assert image.read_bytes() == png_bytes()
+    assert Path(image.path).read_bytes() == png_bytes()

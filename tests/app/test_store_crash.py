@@ -45,7 +45,7 @@ def test_killed_while_streaming_keeps_the_partial_answer(tmp_path: Path, images_
         ("assistant", "Some shapes.", "complete"),
         ("user", "Count them slowly.", "complete"),
     ]
-    assert messages[0].images[0].read_bytes() == (images_dir / "gradient_square.png").read_bytes()
+    assert Path(messages[0].images[0].path).read_bytes() == (images_dir / "gradient_square.png").read_bytes()
     assert thumbnail.is_file()
     partial = messages[3]
     assert (partial.id, partial.role, partial.status) == (answer_id, "assistant", "interrupted")

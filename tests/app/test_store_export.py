@@ -64,8 +64,8 @@ def test_json_export_has_the_shape_xvlm_ask_reads(store: ChatStore, chat_id: int
     assert path == tmp_path / "exports" / "What is in these pictures.json"
     items = json.loads(path.read_text(encoding="utf-8"))
     folder = "What is in these pictures_images"
-    shapes = f"{folder}/{store.load_chat(chat_id).messages[0].images[0].name[:16]}.png"
-    red = f"{folder}/{store.load_chat(chat_id).messages[0].images[1].name[:16]}.png"
+    shapes = f"{folder}/{store.load_chat(chat_id).messages[0].images[0].sha256[:16]}.png"
+    red = f"{folder}/{store.load_chat(chat_id).messages[0].images[1].sha256[:16]}.png"
     assert items == [
         {"role": "user", "content": "What is in: these/pictures?", "images": [shapes, red]},
         {"role": "assistant", "content": "Shapes, and **red**.\n\n- one\n- two"},
@@ -101,8 +101,8 @@ def test_export_then_import_gives_the_same_chat(store: ChatStore, chat_id: int, 
     assert imported.title == original.title
     kept = [m for m in original.messages if m.text or m.role == "user"]
     assert [(m.role, m.text) for m in imported.messages] == [(m.role, m.text) for m in kept]
-    assert [[p.read_bytes() for p in m.images] for m in imported.messages] == [
-        [p.read_bytes() for p in m.images] for m in kept
+    assert [[Path(i.path).read_bytes() for i in m.images] for m in imported.messages] == [
+        [Path(i.path).read_bytes() for i in m.images] for m in kept
     ]
     assert all(m.status == "complete" for m in imported.messages)
     # Exporting the imported chat gives the same file again.
@@ -124,7 +124,7 @@ def test_markdown_export_links_its_images_relatively(store: ChatStore, chat_id: 
     targets = [path.parent / urllib.parse.unquote(link) for link in links]
     assert all(not Path(urllib.parse.unquote(link)).is_absolute() for link in links)
     assert [target.read_bytes() for target in targets] == [
-        image.read_bytes() for message in store.load_chat(chat_id).messages for image in message.images
+        Path(image.path).read_bytes() for message in store.load_chat(chat_id).messages for image in message.images
     ]
 
 
@@ -203,7 +203,7 @@ def test_import_of_a_hand_written_conversation(store: ChatStore, tmp_path: Path)
     chat = store.load_chat(import_json(store, path))
     assert chat.title == "Hello there, what is this?"
     assert [len(m.images) for m in chat.messages] == [2, 0]
-    assert chat.messages[0].images[0].read_bytes() == png_bytes("blue")
+    assert Path(chat.messages[0].images[0].path).read_bytes() == png_bytes("blue")
     assert [c.id for c in store.list_chats()] == [chat.id]
 
 

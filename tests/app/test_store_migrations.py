@@ -90,7 +90,7 @@ def test_version_1_history_is_upgraded_and_keeps_everything(tmp_path: Path) -> N
             ("user", "那是茄子吗", "complete"),
             ("assistant", "Half writ", "interrupted"),
         ]
-        assert chat.messages[0].images == [path.parent / "images" / "abc.png"]
+        assert [image.path for image in chat.messages[0].images] == [str(path.parent / "images" / "abc.png")]
         assert chat.messages[1].stats == {"tokens": 4}
         # What version 2 added works on the old messages: search (the index is filled) and undoable delete.
         assert [hit.message_id for hit in store.search("aubergine")] == [1]

@@ -13,8 +13,9 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QImage
 from PySide6.QtWidgets import QApplication, QLabel
 
-from app.chat_controller import DONE, FAILED, STOPPED, ModelPhase
+from app.chat_controller import ModelPhase
 from app.worker import ModelWorker, import_core
+from xvlm_core.messages import Status
 
 
 def drop_files(window, *paths: Path) -> bool:
@@ -48,14 +49,19 @@ def wait_ready(qtbot, window) -> None:
     qtbot.waitUntil(lambda: window.controller.phase is ModelPhase.READY, timeout=20_000)
 
 
-def wait_answered(qtbot, window, status: str = DONE) -> None:
+def wait_answered(qtbot, window, status: str = Status.COMPLETE) -> None:
     qtbot.waitUntil(lambda: not window.controller.busy, timeout=20_000)
     assert window.controller.messages[-1].status == status
 
 
-def wait_image_checked(qtbot, window) -> None:
-    qtbot.waitUntil(lambda: window.composer.chip.path is not None and not window.composer.chip.checking,
-                    timeout=20_000)
+def wait_image_checked(qtbot, window, count: int = 1) -> None:
+    """Until the composer holds `count` images, all checked."""
+    qtbot.waitUntil(lambda: len(window.composer.images) == count == len(window.composer.chips), timeout=20_000)
+
+
+def sent_bytes(message) -> list[bytes]:
+    """The bytes of a message's images (the history's copies), in order."""
+    return [Path(image.path).read_bytes() for image in message.images]
 
 
 def core_answer(model_dir: Path, tower_dir: Path, conversation: list[tuple[str, str, list[str]]], max_new_tokens=24):
@@ -77,17 +83,17 @@ def test_drop_an_image_ask_and_the_answer_streams_in_as_the_core_says(
     image = images_dir / "gradient_square.png"
     assert drop_files(window, image)
     wait_image_checked(qtbot, window)
-    assert window.composer.chip.path == str(image)
+    assert [chip.path for chip in window.composer.chips] == [str(image)]
 
     answer_widget_texts: list[str] = []
     window.controller.message_changed.connect(
         lambda index: answer_widget_texts.append(window.controller.messages[index].text))
     ask(qtbot, window, "What is in this picture?")
-    assert window.composer.text == "" and not window.composer.chip.isVisible()
+    assert window.composer.text == "" and not window.composer.chips and not window.composer.chip_bar.isVisible()
     wait_answered(qtbot, window)
 
     user, answer = window.controller.messages
-    assert (user.text, user.image) == ("What is in this picture?", str(image))
+    assert (user.text, sent_bytes(user)) == ("What is in this picture?", [image.read_bytes()])
     expected = core_answer(tiny_model_dir, tiny_tower_dir, [("user", "What is in this picture?", [str(image)])])
     assert answer.text == expected
     partials = [text for text in dict.fromkeys(answer_widget_texts) if text and text != expected]
@@ -95,7 +101,7 @@ def test_drop_an_image_ask_and_the_answer_streams_in_as_the_core_says(
     bubble = window.view.widgets[-1]
     assert bubble.body.markdown_source == expected
     assert "to first token" in bubble.footer.text() and "tokens/s" in bubble.footer.text()
-    assert not window.view.widgets[0].thumbnail.pixmap().isNull()  # the picture itself is shown
+    assert not window.view.widgets[0].thumbnails[0].pixmap().isNull()  # the picture itself is shown
     assert window.windowTitle().startswith("What is in this picture?")
 
 
@@ -121,12 +127,12 @@ def test_paste_an_image_from_the_clipboard(qtbot, make_window, images_dir):
     window.composer.input.setFocus()
     qtbot.keyClick(window.composer.input, Qt.Key.Key_V, Qt.KeyboardModifier.ControlModifier)
     wait_image_checked(qtbot, window)
-    pasted = Path(window.composer.chip.path)
+    pasted = Path(window.composer.chips[0].path)
     assert pasted.suffix == ".png" and QImage(str(pasted)).size() == QImage(str(images_dir / "shapes_wide.png")).size()
-    assert window.composer.text == ""  # the image went to the chip, not into the text
+    assert window.composer.text == ""  # the image went to a chip, not into the text
     ask(qtbot, window, "What shapes?")
     wait_answered(qtbot, window)
-    assert window.controller.messages[0].image == str(pasted)
+    assert sent_bytes(window.controller.messages[0]) == [pasted.read_bytes()]
 
 
 def test_image_data_dragged_from_a_browser_is_saved_to_a_file(qtbot, make_window, images_dir):
@@ -136,18 +142,18 @@ def test_image_data_dragged_from_a_browser_is_saved_to_a_file(qtbot, make_window
     mime.setUrls([QUrl("https://example.org/cat.png")])
     assert drop_mime(window, mime)
     wait_image_checked(qtbot, window)
-    assert Path(window.composer.chip.path).is_file()
+    assert Path(window.composer.chips[0].path).is_file()
 
 
 def test_a_removed_chip_is_not_sent(qtbot, make_window, images_dir):
     window = make_window(ModelWorker(load=fake_load(), session_factory=lambda loaded: FakeSession()))
     drop_files(window, images_dir / "gradient_square.png")
     wait_image_checked(qtbot, window)
-    qtbot.mouseClick(window.composer.chip.remove_button, Qt.MouseButton.LeftButton)
-    assert not window.composer.chip.isVisible()
+    qtbot.mouseClick(window.composer.chips[0].remove_button, Qt.MouseButton.LeftButton)
+    assert not window.composer.chips and not window.composer.chip_bar.isVisible()
     ask(qtbot, window, "Hello?")
     wait_answered(qtbot, window)
-    assert window.controller.messages[0].image is None
+    assert window.controller.messages[0].images == ()
 
 
 def test_dropping_a_text_file_says_so_inline(qtbot, make_window, tmp_path):
@@ -157,7 +163,7 @@ def test_dropping_a_text_file_says_so_inline(qtbot, make_window, tmp_path):
     drop_files(window, notes)
     assert window.composer.notice.isVisible()
     assert "notes.txt" in window.composer.notice.text() and "not an image" in window.composer.notice.text()
-    assert not window.composer.chip.isVisible()
+    assert not window.composer.chips
     assert QApplication.activeModalWidget() is None
 
 
@@ -169,7 +175,7 @@ def test_dropping_a_truncated_png_says_so_inline(qtbot, make_window, tmp_path, i
     drop_files(window, broken)
     qtbot.waitUntil(lambda: window.composer.notice.isVisible(), timeout=20_000)
     assert "broken.png" in window.composer.notice.text() and "truncated" in window.composer.notice.text()
-    assert window.composer.chip.path is None and not window.composer.chip.isVisible()
+    assert not window.composer.chips and not window.composer.chip_bar.isVisible()
     assert QApplication.activeModalWidget() is None
 
 
@@ -183,7 +189,7 @@ def test_stop_mid_answer_keeps_the_text_so_far(qtbot, make_window):
     qtbot.mouseClick(window.composer.send_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not window.controller.busy, timeout=500)
     answer = window.controller.messages[-1]
-    assert answer.status == STOPPED
+    assert answer.status == Status.STOPPED
     assert answer.text and answer.text in "".join(session.deltas) and len(answer.text) < 400 * 6
     assert window.view.widgets[-1].footer.text().startswith("Stopped")
     assert window.composer.send_button.accessibleName() == "Send"
@@ -197,7 +203,7 @@ def test_escape_stops_the_answer(qtbot, make_window):
     qtbot.waitUntil(lambda: bool(window.controller.messages[-1].text))
     qtbot.keyClick(window.composer.input, Qt.Key.Key_Escape)
     qtbot.waitUntil(lambda: not window.controller.busy, timeout=500)
-    assert window.controller.messages[-1].status == STOPPED
+    assert window.controller.messages[-1].status == Status.STOPPED
 
 
 def test_regenerate_replaces_the_last_answer(qtbot, make_window):
@@ -240,9 +246,9 @@ def test_edit_an_earlier_message_and_resend_replaces_what_followed(qtbot, make_w
 
     assert [(message.role, message.text) for message in window.controller.messages] == [
         ("user", "Which colours are in it?"), ("assistant", "an answer")]
-    assert window.controller.messages[0].image == image
-    last_call = session.calls[-1]
-    assert [(message.text, message.images) for message in last_call] == [("Which colours are in it?", [image])]
+    (sent,) = session.calls[-1]
+    assert sent is window.controller.messages[0]  # the message itself goes to the core
+    assert (sent.text, sent_bytes(sent)) == ("Which colours are in it?", [Path(image).read_bytes()])
     assert len(window.view.widgets) == 2 and not window.composer.edit_bar.isVisible()
 
 
@@ -267,7 +273,7 @@ def test_a_model_that_fails_to_load_shows_a_banner(qtbot, make_window, tmp_path)
     assert "could not be loaded" in window.banner.text.text() and str(bad) in window.banner.text.text()
     assert "Traceback" not in window.banner.text.text()
     ask(qtbot, window, "Hello?")
-    wait_answered(qtbot, window, FAILED)
+    wait_answered(qtbot, window, Status.FAILED)
     assert "No model is loaded" in window.view.widgets[-1].footer.text()
 
 
@@ -377,7 +383,7 @@ def test_clicking_a_thumbnail_shows_the_image_large(qtbot, make_window, images_d
     wait_image_checked(qtbot, window)
     ask(qtbot, window, "Shapes?")
     wait_answered(qtbot, window)
-    qtbot.mouseClick(window.view.widgets[0].thumbnail, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(window.view.widgets[0].thumbnails[0], Qt.MouseButton.LeftButton)
     viewer = window.findChild(ImageViewer)
     assert viewer is not None and viewer.isVisible()
     label_pixmap = viewer.findChild(QLabel).pixmap()

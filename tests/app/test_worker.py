@@ -8,7 +8,8 @@ import pytest
 from fakes import FakeSession, Recorder, SlowSession, fake_load
 from PySide6.QtCore import QObject, Signal
 
-from app.worker import AnswerRequest, LoadRequest, ModelThread, ModelWorker, Turn, describe_failure
+from app.worker import AnswerRequest, LoadRequest, ModelThread, ModelWorker, describe_failure
+from xvlm_core.messages import ImageRef, Message
 from xvlm_core.sampling import SamplingSettings
 
 WORKER_SIGNALS = ("loaded", "load_failed", "chunk_ready", "answer_finished", "answer_failed")
@@ -43,21 +44,20 @@ def run_worker():
 
 def test_streamed_chunks_join_to_what_the_core_answers(qtbot, run_worker, tiny_model_dir, tiny_tower_dir, images_dir):
     from xvlm_core.model import load_model
-    from xvlm_core.prompt import Message
     from xvlm_core.sampling import SamplingSettings
     from xvlm_core.session import ChatSession
 
-    image = str(images_dir / "gradient_square.png")
+    image = ImageRef.from_file(images_dir / "gradient_square.png")
     worker = ModelWorker(session_factory=lambda loaded: SlowSession(loaded, delay_s=0.04))
     caller, seen = run_worker(worker)
     caller.load.emit(LoadRequest(str(tiny_model_dir), str(tiny_tower_dir), "cpu", "float32"))
     qtbot.waitUntil(lambda: bool(seen["loaded"]), timeout=20_000)
-    question = Turn("user", "What is in the picture?", (image,))
+    question = Message("user", "What is in the picture?", (image,))
     caller.generate.emit(AnswerRequest(1, (question,), SamplingSettings(max_new_tokens=12)))
     qtbot.waitUntil(lambda: bool(seen["answer_finished"]), timeout=20_000)
 
     direct = ChatSession(load_model(str(tiny_model_dir), str(tiny_tower_dir), dtype="float32")).answer(
-        [Message("user", "What is in the picture?", [image])], SamplingSettings(max_new_tokens=12))
+        [Message("user", "What is in the picture?", (image,))], SamplingSettings(max_new_tokens=12))
     expected = "".join(direct)
     chunks = [text for _id, text in seen["chunk_ready"]]
     _request_id, text, stats = seen["answer_finished"][0]
@@ -74,7 +74,7 @@ def test_fast_deltas_are_batched_to_at_most_30_chunks_a_second(qtbot, run_worker
     caller.load.emit(LoadRequest("fake"))
     qtbot.waitUntil(lambda: bool(seen["loaded"]))
     started = time.monotonic()
-    caller.generate.emit(AnswerRequest(1, (Turn("user", "count"),)))
+    caller.generate.emit(AnswerRequest(1, (Message("user", "count"),)))
     qtbot.waitUntil(lambda: bool(seen["answer_finished"]), timeout=10_000)
     elapsed = time.monotonic() - started
     chunks = [text for _id, text in seen["chunk_ready"]]
@@ -88,7 +88,7 @@ def test_cancel_event_stops_the_answer_and_keeps_its_text(qtbot, run_worker):
     caller, seen = run_worker(worker)
     caller.load.emit(LoadRequest("fake"))
     qtbot.waitUntil(lambda: bool(seen["loaded"]))
-    request = AnswerRequest(7, (Turn("user", "talk"),))
+    request = AnswerRequest(7, (Message("user", "talk"),))
     caller.generate.emit(request)
     qtbot.waitUntil(lambda: len(seen["chunk_ready"]) >= 2)
     request.cancel.set()  # from this (the UI) thread, while the worker's thread is busy generating
@@ -128,7 +128,7 @@ def test_out_of_memory_says_what_to_do():
 
 def test_generate_before_load_fails_politely(qtbot, run_worker):
     caller, seen = run_worker(ModelWorker(load=fake_load()))
-    caller.generate.emit(AnswerRequest(3, (Turn("user", "hi"),)))
+    caller.generate.emit(AnswerRequest(3, (Message("user", "hi"),)))
     qtbot.waitUntil(lambda: bool(seen["answer_failed"]))
     assert seen["answer_failed"] == [(3, "No model is loaded yet.")]
 
@@ -144,7 +144,7 @@ def test_stopping_the_thread_cancels_a_running_answer(qtbot):
     thread.start()
     caller.load.emit(LoadRequest("fake"))
     qtbot.waitUntil(lambda: bool(seen["loaded"]))
-    caller.generate.emit(AnswerRequest(1, (Turn("user", "go on forever"),)))
+    caller.generate.emit(AnswerRequest(1, (Message("user", "go on forever"),)))
     qtbot.waitUntil(lambda: bool(seen["chunk_ready"]))
     started = time.monotonic()
     assert thread.stop(2000)
@@ -156,7 +156,7 @@ def test_a_load_request_for_8_bit_weights_loads_them_and_answers(qtbot, run_work
     caller.load.emit(LoadRequest(str(tiny_model_dir), str(tiny_tower_dir), "cpu", "float32", quantize="int8"))
     qtbot.waitUntil(lambda: bool(seen["loaded"]), timeout=20_000)
     assert seen["loaded"][0][0]["quantize"] == "int8"
-    caller.generate.emit(AnswerRequest(1, (Turn("user", "Hello"),), SamplingSettings(max_new_tokens=8)))
+    caller.generate.emit(AnswerRequest(1, (Message("user", "Hello"),), SamplingSettings(max_new_tokens=8)))
     qtbot.waitUntil(lambda: bool(seen["answer_finished"]), timeout=20_000)
     _request_id, text, stats = seen["answer_finished"][0]
     assert text and stats["output_tokens"] > 0

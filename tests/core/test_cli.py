@@ -9,6 +9,11 @@ import sys
 import pytest
 
 from xvlm_core.cli import main
+from xvlm_core.config import IMAGE_TOKEN_INDEX
+from xvlm_core.messages import ImageRef, Message
+from xvlm_core.model import load_model
+from xvlm_core.sampling import SamplingSettings
+from xvlm_core.session import ChatSession
 
 
 def test_missing_model_is_one_line_error(capsys, tmp_path):
@@ -74,6 +79,22 @@ def test_ask_streams_text_to_stdout(capsys, golden, tiny_model_dir, tiny_tower_d
     )
     assert code == 0
     assert capsys.readouterr().out == case["text"] + "\n"
+
+
+def test_ask_with_two_images_gives_the_ids_of_the_session(capsys, tiny_model_dir, tiny_tower_dir, images_dir):
+    square, wide = images_dir / "gradient_square.png", images_dir / "shapes_wide.png"
+    model = ["--model", str(tiny_model_dir), "--vision-tower", str(tiny_tower_dir), "--dtype", "float32"]
+    code = main(["ask", *model, "--max-new-tokens", "12", "--image", str(square), "--image", str(wide), "--json",
+                 "Compare the two pictures."])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    loaded = load_model(str(tiny_model_dir), vision_tower=str(tiny_tower_dir), dtype="float32")
+    question = Message("user", "Compare the two pictures.", (ImageRef.from_file(square), ImageRef.from_file(wide)))
+    answer = ChatSession(loaded).answer([question], SamplingSettings(max_new_tokens=12))
+    text = "".join(answer)
+    assert (printed["input_ids"], printed["output_ids"], printed["text"]) == (
+        answer.result.input_ids, answer.result.output_ids, text)
+    assert printed["input_ids"].count(IMAGE_TOKEN_INDEX) == 2 and "<image>\n<image>\nCompare" in printed["prompt"]
 
 
 def test_chat_keeps_context_across_turns(golden, tiny_model_dir, tiny_tower_dir, images_dir):

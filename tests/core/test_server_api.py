@@ -217,8 +217,8 @@ def test_images_are_kept_under_their_hash_and_removed_on_close():
         first = store.resolve(_data_url(_png()), "messages[0].content[1]")
         again = store.resolve(_data_url(_png()), "messages[2].content[0]")
         assert first == again
-        assert Path(first).name.endswith(".png")
-        assert Path(first).read_bytes() == _png()
+        assert Path(first.path).name.endswith(".png") and Path(first.path).name.startswith(first.sha256)
+        assert Path(first.path).read_bytes() == _png()
         folder = store.folder
     assert not folder.exists()
 
@@ -264,7 +264,7 @@ def test_remote_images_only_when_allowed():
         with ImageStore() as store, pytest.raises(ApiError, match="--allow-remote-images"):
             store.resolve(url, "messages[0].content[0]")
         with ImageStore(allow_remote=True) as store:
-            assert Path(store.resolve(url, "messages[0].content[0]")).read_bytes() == _png()
+            assert Path(store.resolve(url, "messages[0].content[0]").path).read_bytes() == _png()
 
 
 def test_a_remote_image_over_the_size_bound_is_refused(monkeypatch):

@@ -10,6 +10,7 @@ import pytest
 
 from xvlm_core.config import IMAGE_TOKEN_INDEX
 from xvlm_core.errors import XvlmError
+from xvlm_core.messages import ImageRef
 from xvlm_core.model import load_model
 from xvlm_core.prompt import Message, render_prompt, render_segments
 from xvlm_core.sampling import SamplingSettings
@@ -274,7 +275,7 @@ def test_fitted_prompt_equals_rendering_the_kept_turns(loaded, images_dir, monke
     dropped = answer.stats.dropped_messages
     kept = messages[dropped:]
     if dropped:
-        carried = [key for message in messages[:dropped] for key in message.images]
+        carried = tuple(image for message in messages[:dropped] for image in message.images)
         kept = [replace(kept[0], images=carried + kept[0].images), *kept[1:]]
     assert answer.prompt == render_prompt(kept)
     assert answer.input_ids == loaded.tokenizer.encode_segments(render_segments(kept))
@@ -399,3 +400,25 @@ def test_chunked_prefill_gives_the_same_answer(loaded, images_dir, monkeypatch):
     monkeypatch.setattr(session_module, "PREFILL_CHUNK", 50)
     chunked, _ = run(ChatSession(loaded), image_question(images_dir))
     assert chunked.output_ids == whole.output_ids
+
+
+def test_two_images_are_read_in_order_and_reused_by_content(loaded, images_dir, tmp_path: Path):
+    square, wide = (ImageRef.from_file(images_dir / name) for name in ("gradient_square.png", "shapes_wide.png"))
+    session = ChatSession(loaded)
+    first, _ = run(session, [Message("user", "Compare them.", (square, wide))])
+    assert first.input_ids.count(IMAGE_TOKEN_INDEX) == 2 and first.stats.images_encoded == 2
+    assert first.prompt.endswith("USER: <image>\n<image>\nCompare them. ASSISTANT:")
+    # The same content under another name (the history's copy) is the same image: keyed by SHA-256, not path.
+    copy = tmp_path / "copy.png"
+    copy.write_bytes(Path(wide.path).read_bytes())
+    messages = [Message("user", "Compare them.", (square, ImageRef(wide.sha256, str(copy))))]
+    again, _ = run(session, [*messages, Message("assistant", first.text), Message("user", "And now?")])
+    assert again.stats.images_encoded == 0 and again.stats.reused_tokens > 2 * loaded.model.image_tokens
+
+
+def test_more_images_than_the_context_allows_is_a_clear_error(loaded, images_dir, monkeypatch):
+    square = ImageRef.from_file(images_dir / "gradient_square.png")
+    context = 4 * loaded.model.image_tokens  # room for two images per message
+    monkeypatch.setattr(type(loaded), "context_length", property(lambda self: context))
+    with pytest.raises(XvlmError, match="3 images, and this model reads at most 2 per message"):
+        ChatSession(loaded).answer([Message("user", "Which?", (square,) * 3)])

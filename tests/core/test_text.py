@@ -69,6 +69,13 @@ def test_render_prompt_v1_template():
     assert render_prompt(messages, "SYS") == "SYS USER: <image>\nQ1 ASSISTANT: A1</s>USER: Q2 ASSISTANT:"
 
 
+def test_two_images_render_a_slot_each_before_the_text_in_order():
+    messages = [Message("user", "Compare them.", ["a.png", "b.png"])]
+    assert render_prompt(messages, "SYS") == "SYS USER: <image>\n<image>\nCompare them. ASSISTANT:"
+    slots = [segment.image for segment in render_segments(messages, "SYS") if isinstance(segment, ImageSlot)]
+    assert slots == ["a.png", "b.png"]
+
+
 @pytest.mark.parametrize(
     "text", ["你好，世界！图片里有一只猫。", "Emoji 🐱🎉 and ünïcödé", "mixed 中文 and English 😀"]
 )
