@@ -17,7 +17,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 from xvlm_core import checkpoint, hub
 from xvlm_core.checkpoint import EMBEDDED_TOWER_PREFIX, PROJECTOR_PREFIX
 from xvlm_core.config import IMAGE_TOKEN_INDEX, XvlmConfig, check_tower_config, load_config, read_json_object
-from xvlm_core.device import dtype_name, memory_in_use_mb, pick_device, pick_dtype
+from xvlm_core.device import dtype_name, memory_in_use_mb, pick_device, pick_dtype, release_freed_memory
 from xvlm_core.errors import CheckpointError, ConfigError, XvlmError
 from xvlm_core.projector import build_projector
 from xvlm_core.quantize import QUANTIZE_CHOICES, Int8Linear, quantizable_linears
@@ -313,6 +313,7 @@ def _load_int8_linears(module: nn.Module, files: list[Path], dtype: torch.dtype,
         read |= set(raw)
         del raw
         gc.collect(1)  # the reader's objects hold the file's mapping in reference cycles: free it now
+        release_freed_memory()  # and the float temporaries of this layer's conversion
     return read
 
 
