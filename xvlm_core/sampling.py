@@ -27,6 +27,9 @@ class SamplingSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise XvlmError(f"{name} must be a finite number, not {value!r}.")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
+                                      or not 0 <= self.seed < 2**63):
+            raise XvlmError(f"seed must be a whole number from 0 to 2**63 - 1, not {self.seed!r}.")
         if self.max_new_tokens < 1:
             raise XvlmError(f"max_new_tokens must be at least 1, not {self.max_new_tokens}.")
         if self.temperature < 0:

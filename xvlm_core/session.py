@@ -154,7 +154,8 @@ class ChatSession:
                 return "stop_string"
             return "length" if len(ids) >= max_new else None
 
-        picker = TokenPicker(job.settings, job.input_ids, logits.device)
+        # Sized by what fits the context, not by what was asked for: a client may ask for billions of tokens.
+        picker = TokenPicker(replace(job.settings, max_new_tokens=max_new), job.input_ids, logits.device)
         tokens = decode(self.step, self.cache, logits, picker, stop, job.cancel)
         output_ids: list[int] = []
         try:

@@ -63,3 +63,18 @@ def test_cancel_set_before_the_answer_starts_gives_an_empty_cancelled_result(loa
     assert list(answer) == []
     assert answer.result.stats.stop_reason == "cancelled"
     assert answer.result.output_ids == [] and answer.result.text == ""
+
+
+def test_a_huge_token_budget_is_trimmed_to_the_context_before_anything_is_allocated(loaded, monkeypatch):
+    # A client may ask for billions of tokens: the answer fits the context and nothing of that size is made.
+    monkeypatch.setattr(type(loaded), "context_length", property(lambda self: 64))
+    answer = ChatSession(loaded).answer([Message("user", "Hello")], SamplingSettings(max_new_tokens=2**62))
+    list(answer)
+    stats = answer.result.stats
+    assert 0 < stats.output_tokens <= 64 - stats.prompt_tokens
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 2**64, 1.5, True])
+def test_a_seed_outside_what_the_generator_takes_is_a_clear_error(seed):
+    with pytest.raises(XvlmError, match="seed must be a whole number"):
+        SamplingSettings(seed=seed)
