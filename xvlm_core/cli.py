@@ -260,9 +260,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
         messages.append(Message("user", line, tuple(pending)))
         pending = []
         cancel = threading.Event()
-        answer = session.answer(messages, settings, system=args.system or SYSTEM_V1, cancel=cancel)
-        sys.stdout.write("model> ")
         try:
+            answer = session.answer(messages, settings, system=args.system or SYSTEM_V1, cancel=cancel)
+            sys.stdout.write("model> ")
             _stream_to_stdout(answer, cancel)
         except XvlmError as exc:
             messages.pop()

@@ -26,3 +26,12 @@ def test_a_double_slash_sends_a_message_that_begins_with_a_slash(tiny_model_dir,
     done = run_chat("//usr/bin is a folder?\n/quit\n", tiny_model_dir, tiny_tower_dir)
     assert done.returncode == 0, done.stderr
     assert "model>" in done.stdout and "error" not in done.stdout
+
+
+def test_a_message_the_session_refuses_is_an_error_and_the_chat_goes_on(tiny_model_dir, tiny_tower_dir, images_dir):
+    image = images_dir / "gradient_square.png"
+    too_many = f"/image {image}\n" * 40
+    done = run_chat(f"{too_many}What are these?\nAnd hello?\n/quit\n", tiny_model_dir, tiny_tower_dir)
+    assert done.returncode == 0, done.stderr
+    assert "error: " in done.stdout and "images" in done.stdout
+    assert "model>" in done.stdout.split("error: ", 1)[1]  # the next message was still answered
