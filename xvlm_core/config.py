@@ -275,6 +275,8 @@ def read_json_object(path: Path, error: type[XvlmError], what: str) -> dict[str,
         raise error(f"{path}: cannot read {what} ({exc}).") from None
     except json.JSONDecodeError as exc:
         raise error(f"{path}: {what} is not valid JSON ({exc.msg}, line {exc.lineno}).") from None
+    except RecursionError:
+        raise error(f"{path}: {what} is nested too deeply to be a real one.") from None
     if not isinstance(raw, dict):
         raise error(f"{path}: {what} is not a JSON object.")
     return raw

@@ -263,3 +263,16 @@ def test_imported_conversation_with_image_text_still_answers(tmp_path, images_di
     result = json.loads(process.stdout)
     assert result["input_ids"].count(-200) == len(images)
     assert result["output_ids"] and result["stats"]["stop_reason"] != "cancelled"
+
+
+def test_json_nested_too_deeply_is_refused_with_a_message(tmp_path):
+    from xvlm_core.config import read_json_object
+    from xvlm_core.errors import ConfigError
+    from xvlm_core.hub.installed import index_keys
+
+    nested = "[" * 200_000
+    assert index_keys(nested.encode()) == set()
+    config = tmp_path / "config.json"
+    config.write_text(nested, encoding="utf-8")
+    with pytest.raises(ConfigError, match="config.json: the config is nested too deeply"):
+        read_json_object(config, ConfigError, "the config")

@@ -92,3 +92,37 @@ def test_a_shard_index_in_a_local_folder_naming_a_file_outside_is_refused(tmp_pa
     with pytest.raises(CheckpointError) as error:
         hub.validate_local_folder(folder)
     assert f"Refused the file name '/etc/passwd' from {folder / 'model.safetensors.index.json'}" in str(error.value)
+
+
+def test_an_endless_error_answer_is_read_only_up_to_its_bound():
+    import http.server
+    import socketserver
+    import threading
+
+    from huggingface_hub import get_session
+
+    from xvlm_core.hub.transfer import ERROR_BODY_LIMIT, bounded_error
+
+    class Endless(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(404)
+            self.end_headers()
+            try:
+                for _ in range(10_000):  # 640 MB at most, if nobody hung up
+                    self.wfile.write(b"x" * 65536)
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Endless)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with get_session().stream("GET", f"http://127.0.0.1:{server.server_address[1]}/x") as answer:
+            error = bounded_error(answer)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert error.status_code == 404 and len(error.content) == ERROR_BODY_LIMIT

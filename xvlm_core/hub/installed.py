@@ -34,7 +34,7 @@ def _safetensors_header(path: Path) -> tuple[int, dict] | None:
             if not 0 < length <= MAX_HEADER:
                 return None
             header = json.loads(handle.read(length))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return (length, header) if isinstance(header, dict) else None
 
@@ -69,7 +69,7 @@ def index_keys(raw: bytes) -> set[str]:
     try:
         weight_map = json.loads(raw).get("weight_map", {})
         return set(weight_map) if isinstance(weight_map, dict) else set()
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return set()
 
 
@@ -130,7 +130,7 @@ def _read_config(folder: Path) -> tuple[dict | None, str | None]:
         return None, "config.json is missing"
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         return None, f"config.json cannot be read ({exc})"
     return (config, None) if isinstance(config, dict) else (None, "config.json is not a JSON object")
 

@@ -188,7 +188,7 @@ def _safetensors_keys(hub: HubConnection, file: PlannedFile) -> set[str]:
         head = read_prefix(hub, file, length + 8)
     try:
         header = json.loads(head[8 : 8 + length])
-    except ValueError:
+    except (ValueError, RecursionError):
         header = None
     if not isinstance(header, dict):
         raise DownloadError(f"{file.filename} of {file.repo_id} has an unreadable safetensors header.", "integrity")

@@ -114,7 +114,7 @@ def tower_repos(spec: ModelSpec, read: Callable[[str], bytes | None]) -> list[Re
     raw = read("config.json")
     try:
         config = json.loads(raw) if raw else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         return []
     name = (config.get("mm_vision_tower") or config.get("vision_tower")) if isinstance(config, dict) else None
     if not isinstance(name, str) or not name or Path(name).expanduser().is_dir():

@@ -156,7 +156,7 @@ class FolderStore(Store):
         try:
             record = json.loads(self._record(file).read_text(encoding="utf-8"))
             return final if final.stat().st_size == file.size and record.get("etag") == file.etag else None
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             return None
 
     def place(self, file: PlannedFile, partial: Path) -> None:

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 SYNC_EVERY = 8 * 2**20  # bytes between fsyncs of a partial file: what a power cut can cost per file
 DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+ERROR_BODY_LIMIT = 64 * 2**10  # an error answer's details are a line of JSON
 SMALL_FILE_LIMIT = 16 * 2**20  # configs, shard indexes: far smaller in every real checkpoint
 _SIDECAR_BYTES = 256  # a sidecar's length beyond its file name: room for every field at its longest
 _TIMEOUT = httpx2.Timeout(connect=10.0, read=30.0, write=30.0, pool=10.0)
@@ -106,8 +107,9 @@ class BodyStream:
         try:
             with get_session().stream("GET", url, headers=headers, timeout=_TIMEOUT, follow_redirects=True) as answer:
                 if answer.status_code >= 300:
-                    answer.read()  # small error bodies, needed for the hub's error details
-                if not self._put(("response", answer)) or answer.status_code >= 300:
+                    self._put(("response", bounded_error(answer)))
+                    return
+                if not self._put(("response", answer)):
                     return
                 for chunk in answer.iter_bytes():
                     if not self._put(("data", chunk)):
@@ -169,6 +171,20 @@ class BodyStream:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def bounded_error(response: httpx2.Response) -> httpx2.Response:
+    """An error answer with its body read up to ERROR_BODY_LIMIT: the hub's details fit; an endless one is cut."""
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) >= ERROR_BODY_LIMIT:
+            break
+    # The body is decoded already: the copy must not claim an encoding or a length it no longer has.
+    headers = {key: value for key, value in response.headers.items()
+               if key.lower() not in ("content-encoding", "content-length", "transfer-encoding")}
+    return httpx2.Response(response.status_code, headers=headers, content=bytes(body[:ERROR_BODY_LIMIT]),
+                           request=response.request)
 
 
 def file_url(hub: HubConnection, file: PlannedFile) -> str:
