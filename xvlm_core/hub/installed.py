@@ -21,6 +21,7 @@ from xvlm_core.hub.registry import ModelSpec, tower_repo_id, tower_repos
 from xvlm_core.hub.stores import CacheStore, Stores
 
 MAX_HEADER = 100 * 2**20  # a larger safetensors header is not a real one
+MAX_PICKLE = 64 * 2**20  # the pickle part of a .bin (names and shapes, not the tensors)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -56,8 +57,8 @@ def _bin_keys(path: Path) -> set[str] | None:
     try:
         with zipfile.ZipFile(path) as archive:
             name = next((item for item in archive.namelist() if item.endswith("data.pkl")), None)
-            if name is None:
-                return None
+            if name is None or archive.getinfo(name).file_size > MAX_PICKLE:
+                return None  # a real state dict's pickle is a few MB: a larger one is not read into memory
             data = archive.read(name)
         return {arg for _, arg, _ in pickletools.genops(data) if isinstance(arg, str)}
     except (OSError, zipfile.BadZipFile, ValueError, EOFError):
