@@ -222,7 +222,7 @@ class ChatSession:
         messages = job._messages
         per_image = loaded.model.image_tokens
         _check(cancel)
-        # Where each turn starts: at the first message, and at each user message that follows an job.
+        # Where each turn starts: at the first message, and at each user message that follows an answer.
         starts = [0] + [
             i for i in range(1, len(messages)) if messages[i].role == "user" and messages[i - 1].role != "user"
         ]
@@ -248,13 +248,15 @@ class ChatSession:
             turn_ids[turn], first = ids, turn
 
         # The estimate counted the first kept turn apart from the system prompt; count it exactly, with
-        # the images carried into it, dropping one more turn while that does not fit.
+        # the images carried into it, dropping one more turn while that does not fit, and once only the
+        # current turn is left, the oldest carried images.
+        left_out = 0
         while True:
             _check(cancel)
             dropped = starts[first]
             kept = messages[dropped:]
             if dropped:
-                carried = tuple(image for message in messages[:dropped] for image in message.images)
+                carried = tuple(image for message in messages[:dropped] for image in message.images)[left_out:]
                 kept = [replace(kept[0], images=carried + kept[0].images), *kept[1:]]
             head = system_segments(job.system)
             for message in kept[: ends[first] - dropped]:
@@ -266,9 +268,14 @@ class ChatSession:
                 input_ids += turn_ids[turn]
             images = input_ids.count(IMAGE_TOKEN_INDEX)
             length = len(input_ids) - images + images * per_image
-            if length <= budget or first == last:
+            if length <= budget:
                 break
-            first += 1
+            if first < last:
+                first += 1
+            elif left_out < images_before[first]:
+                left_out = min(images_before[first], left_out + -(-(length - budget) // per_image))
+            else:
+                break
         job.stats.dropped_messages = dropped
         job.prompt = render_prompt(kept, job.system)
         job.input_ids = input_ids

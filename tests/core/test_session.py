@@ -275,7 +275,10 @@ def test_fitted_prompt_equals_rendering_the_kept_turns(loaded, images_dir, monke
     dropped = answer.stats.dropped_messages
     kept = messages[dropped:]
     if dropped:
+        # The newest carried images that fit: when even they do not, the oldest give way.
         carried = tuple(image for message in messages[:dropped] for image in message.images)
+        own = sum(len(message.images) for message in kept)
+        carried = carried[len(carried) - (answer.input_ids.count(IMAGE_TOKEN_INDEX) - own) :]
         kept = [replace(kept[0], images=carried + kept[0].images), *kept[1:]]
     assert answer.prompt == render_prompt(kept)
     assert answer.input_ids == loaded.tokenizer.encode_segments(render_segments(kept))
@@ -422,3 +425,21 @@ def test_more_images_than_the_context_allows_is_a_clear_error(loaded, images_dir
     monkeypatch.setattr(type(loaded), "context_length", property(lambda self: context))
     with pytest.raises(XvlmError, match="3 images, and this model reads at most 2 per message"):
         ChatSession(loaded).answer([Message("user", "Which?", (square,) * 3)])
+
+
+def test_images_carried_from_dropped_turns_give_way_when_they_no_longer_fit(loaded, images_dir, monkeypatch):
+    monkeypatch.setattr(type(loaded), "context_length", property(lambda self: 2048))
+    five = [str(images_dir / "gradient_square.png"), str(images_dir / "shapes_wide.png")] * 2 + [
+        str(images_dir / "gradient_square.png")]
+    messages: list[Message] = []
+    for turn in range(3):
+        messages += [Message("user", f"Look at these, part {turn}.", five), Message("assistant", "I see them.")]
+    messages.append(Message("user", "A short question."))
+    session = ChatSession(loaded)
+    answer, _ = run(session, messages, max_new_tokens=8)
+    carried = answer.input_ids.count(IMAGE_TOKEN_INDEX)
+    assert 0 < carried < 15  # the newest images that fit, not every image ever sent
+    assert answer.stats.prompt_tokens + 8 <= 2048 and answer.output_ids
+    messages += [Message("assistant", answer.text), Message("user", "And another.")]
+    again, _ = run(session, messages, max_new_tokens=8)
+    assert again.output_ids
