@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import os
 import shutil
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import httpx2
@@ -20,6 +23,10 @@ from xvlm_core.openai_api import ApiError
 
 MAX_REMOTE_IMAGE_BYTES = 20 * 1024 * 1024
 REMOTE_IMAGE_TIMEOUT_S = 15.0
+# What the folder keeps between requests: the least recently sent images go first beyond either bound. A client
+# resending a conversation sends its images again, so an evicted one is only written anew.
+KEPT_IMAGES = 256
+KEPT_BYTES = 1024 * 1024 * 1024
 
 
 class ImageStore:
@@ -32,6 +39,8 @@ class ImageStore:
     def __init__(self, allow_remote: bool = False):
         self.allow_remote = allow_remote
         self.folder = Path(tempfile.mkdtemp(prefix="xvlm-serve-"))
+        self._recent: OrderedDict[Path, int] = OrderedDict()  # file -> bytes, the most recently sent last
+        self._lock = threading.Lock()  # requests are parsed on several threads at once
 
     def __enter__(self) -> ImageStore:
         return self
@@ -69,13 +78,24 @@ class ImageStore:
             raise ApiError(400, str(exc), f"{where}.image_url", "invalid_image") from None
         sha256 = hashlib.sha256(data).hexdigest()
         path = self.folder / (sha256 + FORMAT_SUFFIXES.get(image_format, ".img"))
-        if not path.exists():
-            # Two requests may carry the same image at once: write aside, then rename into place.
-            handle, partial = tempfile.mkstemp(dir=self.folder, suffix=".partial")
-            with os.fdopen(handle, "wb") as file:
-                file.write(data)
-            os.replace(partial, path)
+        # One at a time: another request could otherwise remove this file between writing and returning it.
+        with self._lock:
+            if not path.exists():
+                handle, partial = tempfile.mkstemp(dir=self.folder, suffix=".partial")
+                with os.fdopen(handle, "wb") as file:
+                    file.write(data)
+                os.replace(partial, path)
+            self._remember(path, len(data))
         return ImageRef(sha256, str(path))
+
+    def _remember(self, path: Path, size: int) -> None:
+        """Mark `path` as the most recently sent; remove the least recent beyond KEPT_IMAGES or KEPT_BYTES."""
+        self._recent.pop(path, None)
+        self._recent[path] = size
+        while len(self._recent) > KEPT_IMAGES or sum(self._recent.values()) > KEPT_BYTES:
+            oldest, _ = self._recent.popitem(last=False)
+            with contextlib.suppress(OSError):
+                oldest.unlink()
 
 
 def _decode_data_url(url: str, where: str) -> bytes:

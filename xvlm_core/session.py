@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Generator, Hashable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +34,9 @@ from xvlm_core.sampling import SamplingSettings
 Position = Hashable
 # Positions per forward pass of the prefill: Stop is checked between passes, so it waits for one at most.
 PREFILL_CHUNK = 256
+# Images whose embeddings a session keeps (~0.6 MB each at full size): a long chat, or a server's many
+# clients, must not grow memory without end; one evicted is encoded again if it comes back.
+KEPT_EMBEDDINGS = 64
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,8 @@ class ChatSession:
         self.step = make_step(loaded.model.language_model, decode_mode)
         self.cache = self._new_cache()
         self.cached: list[Position] = []  # what each position of `cache` holds
-        self._embeddings: dict[str, torch.Tensor] = {}  # image SHA-256 -> [144, hidden]
+        # image SHA-256 -> [144, hidden], the most recently used last; at most KEPT_EMBEDDINGS
+        self._embeddings: OrderedDict[str, torch.Tensor] = OrderedDict()
         # Plain paths (not ImageRefs) are hashed here once per file version: (path, mtime, size) -> SHA-256.
         self._hashes: dict[tuple[str, int, int], str] = {}
 
@@ -309,16 +314,20 @@ class ChatSession:
         return self._hashes[file_id]
 
     def _encode_image(self, key: str, path: str, stats: GenerationStats, cancel: threading.Event) -> torch.Tensor:
-        """The image's embeddings, computed once per image content for the whole session."""
-        if key not in self._embeddings:
-            _check(cancel)
-            loaded = self.loaded
-            assert loaded.preprocess is not None
-            pixels = loaded.preprocess(load_image(path))  # [1, 3, 336, 336]
-            _check(cancel)
-            self._embeddings[key] = loaded.model.encode_images(pixels)[0]  # [144, hidden]
-            stats.images_encoded += 1
-        return self._embeddings[key]
+        """The image's embeddings, computed once per image content while it is among the recently used."""
+        if key in self._embeddings:
+            self._embeddings.move_to_end(key)
+            return self._embeddings[key]
+        _check(cancel)
+        loaded = self.loaded
+        assert loaded.preprocess is not None
+        pixels = loaded.preprocess(load_image(path))  # [1, 3, 336, 336]
+        _check(cancel)
+        embeddings = self._embeddings[key] = loaded.model.encode_images(pixels)[0]  # [144, hidden]
+        stats.images_encoded += 1
+        while len(self._embeddings) > KEPT_EMBEDDINGS:
+            self._embeddings.popitem(last=False)  # an answer holds its own images' tensors while it runs
+        return embeddings
 
 
 def _check(cancel: threading.Event) -> None:

@@ -291,3 +291,23 @@ def test_serving_beyond_this_machine_needs_a_key(capsys, tmp_path, monkeypatch):
 def test_a_busy_port_is_reported():
     with listen("127.0.0.1", 0) as taken, pytest.raises(XvlmError, match="choose another with --port"):
         listen("127.0.0.1", taken.getsockname()[1])
+
+
+def test_the_server_keeps_only_the_most_recently_sent_images(monkeypatch):
+    from PIL import Image
+
+    from xvlm_core import server_images
+
+    monkeypatch.setattr(server_images, "KEPT_IMAGES", 2)
+    urls = []
+    for colour in ("red", "green", "blue"):
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8), colour).save(buffer, format="PNG")
+        urls.append("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode())
+    with server_images.ImageStore() as store:
+        red = store.resolve(urls[0], "messages[0]")
+        store.resolve(urls[1], "messages[1]")
+        store.resolve(urls[0], "messages[2]")  # sent again: now the most recent
+        blue = store.resolve(urls[2], "messages[3]")
+        kept = sorted(path.name for path in store.folder.iterdir())
+    assert kept == sorted([Path(red.path).name, Path(blue.path).name])

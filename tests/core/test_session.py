@@ -443,3 +443,17 @@ def test_images_carried_from_dropped_turns_give_way_when_they_no_longer_fit(load
     messages += [Message("assistant", answer.text), Message("user", "And another.")]
     again, _ = run(session, messages, max_new_tokens=8)
     assert again.output_ids
+
+
+def test_a_session_keeps_the_embeddings_of_recent_images_only(loaded, images_dir, monkeypatch):
+    import xvlm_core.session as session_module
+
+    monkeypatch.setattr(session_module, "KEPT_EMBEDDINGS", 1)
+    square, wide = str(images_dir / "gradient_square.png"), str(images_dir / "shapes_wide.png")
+    session = ChatSession(loaded)
+    counts = []
+    for image in (square, square, wide, square):
+        answer, _ = run(session, [Message("user", "What is in this image?", [image])], max_new_tokens=2)
+        counts.append(answer.stats.images_encoded)
+    assert counts == [1, 0, 1, 1]  # the square was evicted by the wide picture, then encoded again
+    assert len(session._embeddings) == 1
