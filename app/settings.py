@@ -79,8 +79,9 @@ class Settings:
 
     def model_changed(self, other: Settings) -> bool:
         """Whether going from `self` to `other` needs the model loaded again."""
-        keys = ("model", "vision_tower", "device", "dtype", "quantize", "use_server", "server_url", "server_model",
-                "server_api_key")
+        keys = ("model", "vision_tower", "device", "dtype", "quantize", "use_server")
+        if self.use_server:  # the server's fields matter only while it answers (turning it on is `use_server`)
+            keys += ("server_url", "server_model", "server_api_key")
         return any(getattr(self, key) != getattr(other, key) for key in keys)
 
     def sampling(self) -> SamplingSettings:

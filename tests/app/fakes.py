@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -167,3 +168,20 @@ class Recorder:
 
     def __getitem__(self, name: str) -> list:
         return self.calls[name]
+
+
+class FakeKeyring(types.ModuleType):
+    """A system keyring in memory, put in `sys.modules["keyring"]` by a test."""
+
+    def __init__(self):
+        super().__init__("keyring")
+        self.saved: dict[tuple[str, str], str] = {}
+
+    def set_password(self, service: str, name: str, password: str) -> None:
+        self.saved[service, name] = password
+
+    def get_password(self, service: str, name: str) -> str | None:
+        return self.saved.get((service, name))
+
+    def delete_password(self, service: str, name: str) -> None:
+        del self.saved[service, name]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import re
 import sys
-import types
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from fakes import FakeKeyring
 from PySide6.QtCore import Qt
 from serving import ServedModel, wait_for, xvlm_serve
 from test_window import ask, core_answer, drop_files, wait_answered, wait_image_checked
@@ -96,18 +96,6 @@ def test_settings_pick_the_model_from_the_servers_list(qtbot, served):
     chosen = dialog.result_settings()
     assert (chosen.use_server, chosen.server_url, chosen.server_model, chosen.server_api_key) == (
         True, served.url, "xmodel-vlm-tiny", API_KEY)
-
-
-class FakeKeyring(types.ModuleType):
-    def __init__(self):
-        super().__init__("keyring")
-        self.saved: dict[tuple[str, str], str] = {}
-
-    def set_password(self, service: str, name: str, password: str) -> None:
-        self.saved[service, name] = password
-
-    def get_password(self, service: str, name: str) -> str | None:
-        return self.saved.get((service, name))
 
 
 @pytest.mark.parametrize("with_keyring", [True, False])
