@@ -78,9 +78,15 @@ def api_key(settings: Settings) -> str:
 def keep_api_key(settings: Settings) -> Settings:
     """Move a key typed in Settings into the keyring if there is one; what is left is saved to the file."""
     keyring = _keyring()
-    if keyring is None or not settings.server_url or not settings.server_api_key:
+    if keyring is None or not settings.server_url:
         if settings.server_api_key:
             log.warning("no system keyring: the model server's API key is kept in the settings file")
+        return settings
+    if not settings.server_api_key:  # the key box was emptied: forget the key, or `api_key` keeps finding it
+        try:
+            keyring.delete_password(APP_NAME, api_url(settings.server_url))
+        except Exception:  # no key was stored (PasswordDeleteError) or the backend failed: nothing more to do
+            log.info("no API key removed from the keyring", exc_info=True)
         return settings
     try:
         keyring.set_password(APP_NAME, api_url(settings.server_url), settings.server_api_key)

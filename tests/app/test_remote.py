@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
@@ -12,9 +13,11 @@ from pathlib import Path
 import pytest
 from fakes import FakeKeyring
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QDialog
 from serving import ServedModel, wait_for, xvlm_serve
 from test_window import ask, core_answer, drop_files, wait_answered, wait_image_checked
 
+from app.remote_model import api_key
 from app.settings import Settings, SettingsDialog
 from xvlm_core.messages import Status
 
@@ -112,3 +115,27 @@ def test_the_api_key_goes_to_the_keyring_when_there_is_one(
         assert keyring.saved == {("XVLM Chat", served.url): API_KEY}
     else:
         assert saved["server_api_key"] == API_KEY
+
+
+def test_emptying_the_key_box_removes_the_key_from_the_keyring(qtbot, make_window, monkeypatch, served):
+    keyring = FakeKeyring()
+    keyring.set_password("XVLM Chat", served.url, API_KEY)
+    monkeypatch.setitem(sys.modules, "keyring", keyring)
+    window = make_window(settings=Settings(use_server=True, server_url=served.url))
+    qtbot.waitUntil(lambda: served.url in window.device_label.text(), timeout=20_000)
+
+    def empty_the_key(dialog):
+        dialog.server_box.key_edit.clear()
+        return QDialog.DialogCode.Accepted
+
+    monkeypatch.setattr(SettingsDialog, "exec", empty_the_key)
+    window.settings_action.trigger()
+    assert keyring.saved == {}
+    assert api_key(window.settings) == ""
+
+
+def test_without_a_keyring_only_the_owner_can_read_a_saved_key(make_window, monkeypatch, tmp_path, served):
+    monkeypatch.setitem(sys.modules, "keyring", None)
+    window = make_window(settings=Settings(), start=False)
+    window.apply_settings(Settings(use_server=True, server_url=served.url, server_api_key=API_KEY))
+    assert stat.S_IMODE((tmp_path / "settings.json").stat().st_mode) == 0o600
