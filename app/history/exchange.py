@@ -128,11 +128,13 @@ def _export_images(chat: Chat, target: Path, progress: Progress | None,
                    cancel: threading.Event | None) -> dict[ImageRef, str]:
     """Copy the chat's images to `STEM_images/` beside `target`; stored path -> link relative to `target`.
 
-    A cancelled export takes away the copies it made.
+    A cancelled export takes away the copies it made, and only those: an earlier export of the same chat (the
+    other format) shares the folder.
     """
     folder = target.with_name(target.stem + "_images")
     distinct = list(dict.fromkeys(image for message in chat.messages for image in message.images))
     links: dict[ImageRef, str] = {}
+    created: list[Path] = []
     try:
         for done, image in enumerate(distinct):
             _check(cancel, progress, done, len(distinct))
@@ -143,12 +145,14 @@ def _export_images(chat: Chat, target: Path, progress: Progress | None,
                 raise StoreError(f"An image of this chat is missing from {stored.parent}: {exc}.") from exc
             # Named by the content's hash, so one name never stands for two different images.
             name = image.sha256[:16] + stored.suffix
+            if not (folder / name).exists():
+                created.append(folder / name)
             write_atomic(folder / name, data, shared=True)
             links[image] = f"{folder.name}/{name}"
         _check(cancel, progress, len(distinct), len(distinct))
     except TransferCancelled:
-        for link in links.values():
-            (target.parent / link).unlink(missing_ok=True)
+        for path in created:
+            path.unlink(missing_ok=True)
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
         raise
