@@ -8,9 +8,11 @@ Plain Python (httpx2); no Qt, no torch.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import mimetypes
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -244,6 +246,35 @@ def _data_url(path: Path) -> str:
     return f"data:{kind};base64,{base64.b64encode(data).decode()}"
 
 
+class _Hangup:
+    """Shuts an answer's connection once `cancel` is set: a read waiting on a silent server (up to READ_TIMEOUT_S)
+    then ends at once, as does one waiting for the server's first byte."""
+
+    def __init__(self, cancel: threading.Event):
+        self.cancel = cancel
+        self.ended = threading.Event()
+        self._socket: socket.socket | None = None
+        threading.Thread(target=self._watch, name="answer-hangup", daemon=True).start()
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's trace hook: keeps the socket of the connection as it opens."""
+        if event == "connection.connect_tcp.complete":
+            self._socket = info["return_value"].get_extra_info("socket")
+            if self.cancel.is_set():  # Stop came while connecting, before the watcher could see a socket
+                self._shut()
+
+    def _watch(self) -> None:
+        while not self.ended.is_set():
+            if self.cancel.wait(0.1):
+                self._shut()
+                return
+
+    def _shut(self) -> None:
+        if self._socket is not None:
+            with contextlib.suppress(OSError):  # already closed by the stream ending at the same moment
+                self._socket.shutdown(socket.SHUT_RDWR)
+
+
 @dataclass(frozen=True)
 class RemoteResult:
     """A finished answer from the server, shaped as the worker reads a local one's."""
@@ -268,9 +299,11 @@ class RemoteAnswer:
         started = time.perf_counter()
         first_at = 0.0
         timeout = httpx2.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+        hangup = _Hangup(self.cancel)
         try:
             with httpx2.Client(timeout=timeout) as client, client.stream(
-                    "POST", f"{url}/chat/completions", json=self.body, headers=_headers(self.remote.key)) as response:
+                    "POST", f"{url}/chat/completions", json=self.body, headers=_headers(self.remote.key),
+                    extensions={"trace": hangup.trace}) as response:
                 if response.status_code != 200:
                     response.read()
                     raise _failure(response, url)
@@ -290,7 +323,11 @@ class RemoteAnswer:
                         self.text += delta
                         yield delta
         except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
-            raise _unreachable(exc, url) from None
+            if not self.cancel.is_set():
+                raise _unreachable(exc, url) from None
+            self.stats.stop_reason = "cancelled"  # Stop shut the connection under a waiting read
+        finally:
+            hangup.ended.set()
         if first_at:
             self.stats.decode_s = time.perf_counter() - first_at
         self.result = RemoteResult(self.text, self.stats)

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from fakes import FakeKeyring
+from fakes import FakeKeyring, SilentServer
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialog
 from serving import ServedModel, wait_for, xvlm_serve
@@ -139,3 +139,15 @@ def test_without_a_keyring_only_the_owner_can_read_a_saved_key(make_window, monk
     window = make_window(settings=Settings(), start=False)
     window.apply_settings(Settings(use_server=True, server_url=served.url, server_api_key=API_KEY))
     assert stat.S_IMODE((tmp_path / "settings.json").stat().st_mode) == 0o600
+
+
+def test_stop_ends_an_answer_the_server_is_silent_on(qtbot, make_window):
+    with SilentServer() as server:
+        window = make_window(settings=Settings(use_server=True, server_url=server.url))
+        qtbot.waitUntil(lambda: server.url in window.device_label.text(), timeout=20_000)
+        ask(qtbot, window, "Hello?")
+        qtbot.waitUntil(lambda: server.requests == 1, timeout=20_000)
+        qtbot.mouseClick(window.composer.send_button, Qt.MouseButton.LeftButton)
+        # far less than the read timeout: the answer ends because Stop closed the connection
+        wait_answered(qtbot, window, Status.STOPPED)
+        assert "Cannot reach" not in window.view.widgets[-1].footer.text()
