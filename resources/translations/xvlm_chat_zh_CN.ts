@@ -199,6 +199,10 @@ Checking…</source>
         <source>Only images on this computer can be attached. Save the image first, or copy it and paste it here.</source>
         <translation>只能附加本机上的图片。请先保存图片，或复制后粘贴到这里。</translation>
     </message>
+    <message>
+        <source>{name} cannot be kept with the chat ({reason}). Check the free disk space and that the data folder can be written.</source>
+        <translation>无法将 {name} 保存到对话中（{reason}）。请检查磁盘剩余空间，以及数据文件夹是否可写。</translation>
+    </message>
 </context>
 <context>
     <name>ConversationView</name>
