@@ -68,13 +68,19 @@ def keyring_available() -> bool:
 
 def api_key(settings: Settings) -> str:
     """The key for the settings' server (the keyring's, else the one in the settings file)."""
+    return server_key(settings.server_url, settings.server_api_key)
+
+
+def server_key(address: str, file_key: str) -> str:
+    """The keyring's key for the server at `address`, else `file_key`. A keyring may wait on the system (an unlock
+    prompt): call it off the UI thread where it can be."""
     keyring = _keyring()
-    if keyring is not None and settings.server_url:
+    if keyring is not None and address:
         try:
-            return keyring.get_password(APP_NAME, api_url(settings.server_url)) or settings.server_api_key
+            return keyring.get_password(APP_NAME, api_url(address)) or file_key
         except Exception:  # any keyring backend failure: fall back to the file's copy
             log.exception("reading the API key from the keyring failed")
-    return settings.server_api_key
+    return file_key
 
 
 def keep_api_key(settings: Settings) -> Settings:

@@ -178,11 +178,13 @@ class FakeKeyring(types.ModuleType):
     def __init__(self):
         super().__init__("keyring")
         self.saved: dict[tuple[str, str], str] = {}
+        self.read_on: list[threading.Thread] = []  # the thread of each read
 
     def set_password(self, service: str, name: str, password: str) -> None:
         self.saved[service, name] = password
 
     def get_password(self, service: str, name: str) -> str | None:
+        self.read_on.append(threading.current_thread())
         return self.saved.get((service, name))
 
     def delete_password(self, service: str, name: str) -> None:

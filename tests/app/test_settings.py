@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from dataclasses import replace
 
 from fakes import FakeKeyring, FakeSession, fake_load
@@ -155,3 +156,20 @@ def test_ok_in_settings_with_the_key_in_the_keyring_does_not_reload(qtbot, make_
     wait_ready(qtbot, window)
     window.apply_settings(replace(window.settings, server_model="other"))
     assert window.controller.phase.value == "ready" and len(loads) == 2
+
+
+def test_the_keyring_is_read_off_the_ui_thread_when_the_model_loads(qtbot, make_window, monkeypatch):
+    keyring = FakeKeyring()
+    keyring.set_password("XVLM Chat", "http://gpu-box:8000/v1", "team-key")
+    monkeypatch.setitem(sys.modules, "keyring", keyring)
+    loads = []
+
+    def load(request, on_stage):
+        loads.append(request)
+        return fake_load()(request, on_stage)
+
+    window = make_window(ModelWorker(load=load, session_factory=lambda loaded: FakeSession()),
+                         settings=Settings(use_server=True, server_url="gpu-box:8000"))
+    wait_ready(qtbot, window)
+    assert loads[-1].api_key == "team-key"
+    assert keyring.read_on and threading.main_thread() not in keyring.read_on
