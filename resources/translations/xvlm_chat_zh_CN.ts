@@ -907,6 +907,10 @@ Checking…</source>
         <translation>模型(&amp;O)：</translation>
     </message>
     <message>
+        <source>Asking the server for its models…</source>
+        <translation>正在向服务器获取模型列表…</translation>
+    </message>
+    <message>
         <source>The server offers 1 model.</source>
         <translation>服务器提供 1 个模型。</translation>
     </message>

@@ -194,16 +194,20 @@ class FakeKeyring(types.ModuleType):
 class SilentServer:
     """An OpenAI-compatible server on 127.0.0.1 that lists one model, then takes a chat request and says nothing.
 
-    `requests` counts the chat requests it holds; leaving the `with` block lets them go.
+    `requests` counts the chat requests it holds, `lists` the model lists asked for; with `hold_lists` a list
+    waits for `released` too. Leaving the `with` block lets them all go.
     """
 
-    def __init__(self):
-        self.requests = 0
+    def __init__(self, hold_lists: bool = False):
+        self.requests = self.lists = 0
         self.released = threading.Event()
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
+                server.lists += 1
+                if hold_lists:
+                    server.released.wait(60)
                 body = json.dumps({"object": "list", "data": [{"id": "silent-model", "object": "model"}]}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

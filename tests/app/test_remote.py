@@ -87,7 +87,7 @@ def test_an_unreachable_server_shows_a_banner(qtbot, make_window, remote_setting
     assert "Traceback" not in window.banner.text.text()
 
 
-def test_settings_pick_the_model_from_the_servers_list(qtbot, served):
+def test_settings_pick_the_model_from_the_servers_list(qtbot, event_loop, served):
     dialog = SettingsDialog(Settings(), [])
     qtbot.addWidget(dialog)
     box = dialog.server_box
@@ -95,6 +95,7 @@ def test_settings_pick_the_model_from_the_servers_list(qtbot, served):
     qtbot.keyClicks(box.address_edit, served.url)
     qtbot.keyClicks(box.key_edit, API_KEY)
     qtbot.mouseClick(box.fetch_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: box.model_combo.count() == 1, timeout=20_000)
     assert [box.model_combo.itemText(i) for i in range(box.model_combo.count())] == ["xmodel-vlm-tiny"]
     chosen = dialog.result_settings()
     assert (chosen.use_server, chosen.server_url, chosen.server_model, chosen.server_api_key) == (
@@ -151,3 +152,20 @@ def test_stop_ends_an_answer_the_server_is_silent_on(qtbot, make_window):
         # far less than the read timeout: the answer ends because Stop closed the connection
         wait_answered(qtbot, window, Status.STOPPED)
         assert "Cannot reach" not in window.view.widgets[-1].footer.text()
+
+
+def test_fetching_the_models_leaves_the_dialog_usable_while_the_server_thinks(qtbot, event_loop):
+    with SilentServer(hold_lists=True) as server:
+        dialog = SettingsDialog(Settings(), [])
+        qtbot.addWidget(dialog)
+        box = dialog.server_box
+        box.setChecked(True)
+        qtbot.keyClicks(box.address_edit, server.url)
+        qtbot.mouseClick(box.fetch_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: server.lists == 1, timeout=20_000)
+        # the click has returned while the server still holds the request: the dialog waits without freezing
+        assert not box.fetch_button.isEnabled() and box.model_combo.count() == 0
+        server.released.set()
+        qtbot.waitUntil(lambda: box.model_combo.count() == 1, timeout=20_000)
+        assert box.model_combo.currentText() == "silent-model" and box.fetch_button.isEnabled()
+        assert box.status_label.text() == "The server offers 1 model."
