@@ -23,6 +23,7 @@ from xvlm_core.safepath import UnsafePathError, path_inside
 
 from app.history.image_files import ImageFolder, write_atomic
 from app.history.records import Chat, ConversationFileError, StoreError, TransferCancelled
+from app.i18n import translate
 
 Progress = Callable[[int, int], None]
 
@@ -87,7 +88,9 @@ def read_chat_file(path: Path, images: ImageFolder, progress: Progress | None = 
     except ConversationError as exc:
         raise ConversationFileError(str(exc)) from None
     folder = path.parent
-    files = [[_image_file(folder, name, f"{path} (message {index})") for name in message.images]
+    files = [[_image_file(folder, name, translate("ChatStore", "{path} (message {index})").format(path=path,
+                                                                                            index=index))
+              for name in message.images]
              for index, message in enumerate(messages, 1)]
     distinct = list(dict.fromkeys(file for message_files in files for file in message_files))
     stored: dict[Path, ImageRef] = {}
@@ -120,7 +123,8 @@ def _image_file(folder: Path, name: object, where: str) -> Path:
     except UnsafePathError as exc:
         raise ConversationFileError(str(exc)) from None
     if not path.is_file():
-        raise ConversationFileError(f"{where}: image {name!r} does not exist.")
+        raise ConversationFileError(translate("ChatStore", "{where}: image {name} does not exist.")
+                                    .format(where=where, name=repr(name)))
     return path.resolve()
 
 
@@ -142,7 +146,8 @@ def _export_images(chat: Chat, target: Path, progress: Progress | None,
             try:
                 data = stored.read_bytes()
             except OSError as exc:
-                raise StoreError(f"An image of this chat is missing from {stored.parent}: {exc}.") from exc
+                raise StoreError(translate("ChatStore", "An image of this chat is missing from {folder}: {reason}.")
+                                 .format(folder=stored.parent, reason=exc.strerror or exc)) from exc
             # Named by the content's hash, so one name never stands for two different images.
             name = image.sha256[:16] + stored.suffix
             if not (folder / name).exists():
