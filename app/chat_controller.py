@@ -311,7 +311,8 @@ class ChatController(QObject):
         _end(message, status, error)
         self._save_finished(message)
         self._active = None
-        self.message_changed.emit(self.messages.index(message))
+        # by identity: unsaved messages (id None) with the same text and stats compare equal
+        self.message_changed.emit(next(index for index, other in enumerate(self.messages) if other is message))
         self.busy_changed.emit(False)
 
     def _current(self, request_id: int) -> Message | None:

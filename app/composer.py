@@ -437,15 +437,18 @@ class Composer(QFrame):
         return ""
 
     async def _check_in_background(self, chip: ImageChip) -> None:
-        from xvlm_core.errors import ImageError
+        from xvlm_core.errors import XvlmError  # ImageError, or the history's StoreError
 
         try:
             thumbnail, image = await asyncio.get_running_loop().run_in_executor(None, self._check_and_prepare,
                                                                                 chip.path)
-        except ImageError as exc:
+        except (XvlmError, OSError) as exc:
             if chip in self.chips:
                 self.remove_image(chip)
-                self.show_notice(str(exc))
+                self.show_notice(str(exc) if isinstance(exc, XvlmError) else translate(
+                    "Composer", "{name} cannot be kept with the chat ({reason}). Check the free disk space and that "
+                                "the data folder can be written.").format(name=Path(chip.path).name,
+                                                                          reason=exc.strerror or exc))
             return
         if chip not in self.chips:  # taken off (or sent away with a cleared composer) meanwhile
             return

@@ -40,14 +40,16 @@ class Launch:
         """The launch a line describes, or None for a line that is not one (logged)."""
         try:
             values = json.loads(line)
+            if not isinstance(values, dict):
+                raise ValueError(f"a {type(values).__name__}, not an object")
             known = {item.name for item in fields(cls)}
-            if not isinstance(values, dict) or not set(values) <= known:
+            if not set(values) <= known:
                 raise ValueError(f"unexpected fields {sorted(set(values) - known)}")
             files = values.pop("files", [])
             if not (isinstance(files, list) and all(isinstance(path, str) for path in files)
                     and all(isinstance(value, str) for value in values.values())):
                 raise ValueError("not all values are text")
-        except ValueError as exc:  # json.JSONDecodeError is one
+        except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
             log.warning("single instance: ignored a message that is not a launch (%s)", exc)
             return None
         return cls(files=tuple(files), **values)

@@ -8,9 +8,11 @@ Plain Python (httpx2); no Qt, no torch.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import mimetypes
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -66,21 +68,33 @@ def keyring_available() -> bool:
 
 def api_key(settings: Settings) -> str:
     """The key for the settings' server (the keyring's, else the one in the settings file)."""
+    return server_key(settings.server_url, settings.server_api_key)
+
+
+def server_key(address: str, file_key: str) -> str:
+    """The keyring's key for the server at `address`, else `file_key`. A keyring may wait on the system (an unlock
+    prompt): call it off the UI thread where it can be."""
     keyring = _keyring()
-    if keyring is not None and settings.server_url:
+    if keyring is not None and address:
         try:
-            return keyring.get_password(APP_NAME, api_url(settings.server_url)) or settings.server_api_key
+            return keyring.get_password(APP_NAME, api_url(address)) or file_key
         except Exception:  # any keyring backend failure: fall back to the file's copy
             log.exception("reading the API key from the keyring failed")
-    return settings.server_api_key
+    return file_key
 
 
 def keep_api_key(settings: Settings) -> Settings:
     """Move a key typed in Settings into the keyring if there is one; what is left is saved to the file."""
     keyring = _keyring()
-    if keyring is None or not settings.server_url or not settings.server_api_key:
+    if keyring is None or not settings.server_url:
         if settings.server_api_key:
             log.warning("no system keyring: the model server's API key is kept in the settings file")
+        return settings
+    if not settings.server_api_key:  # the key box was emptied: forget the key, or `api_key` keeps finding it
+        try:
+            keyring.delete_password(APP_NAME, api_url(settings.server_url))
+        except Exception:  # no key was stored (PasswordDeleteError) or the backend failed: nothing more to do
+            log.info("no API key removed from the keyring", exc_info=True)
         return settings
     try:
         keyring.set_password(APP_NAME, api_url(settings.server_url), settings.server_api_key)
@@ -238,6 +252,35 @@ def _data_url(path: Path) -> str:
     return f"data:{kind};base64,{base64.b64encode(data).decode()}"
 
 
+class _Hangup:
+    """Shuts an answer's connection once `cancel` is set: a read waiting on a silent server (up to READ_TIMEOUT_S)
+    then ends at once, as does one waiting for the server's first byte."""
+
+    def __init__(self, cancel: threading.Event):
+        self.cancel = cancel
+        self.ended = threading.Event()
+        self._socket: socket.socket | None = None
+        threading.Thread(target=self._watch, name="answer-hangup", daemon=True).start()
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's trace hook: keeps the socket of the connection as it opens."""
+        if event == "connection.connect_tcp.complete":
+            self._socket = info["return_value"].get_extra_info("socket")
+            if self.cancel.is_set():  # Stop came while connecting, before the watcher could see a socket
+                self._shut()
+
+    def _watch(self) -> None:
+        while not self.ended.is_set():
+            if self.cancel.wait(0.1):
+                self._shut()
+                return
+
+    def _shut(self) -> None:
+        if self._socket is not None:
+            with contextlib.suppress(OSError):  # already closed by the stream ending at the same moment
+                self._socket.shutdown(socket.SHUT_RDWR)
+
+
 @dataclass(frozen=True)
 class RemoteResult:
     """A finished answer from the server, shaped as the worker reads a local one's."""
@@ -262,9 +305,11 @@ class RemoteAnswer:
         started = time.perf_counter()
         first_at = 0.0
         timeout = httpx2.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+        hangup = _Hangup(self.cancel)
         try:
             with httpx2.Client(timeout=timeout) as client, client.stream(
-                    "POST", f"{url}/chat/completions", json=self.body, headers=_headers(self.remote.key)) as response:
+                    "POST", f"{url}/chat/completions", json=self.body, headers=_headers(self.remote.key),
+                    extensions={"trace": hangup.trace}) as response:
                 if response.status_code != 200:
                     response.read()
                     raise _failure(response, url)
@@ -284,7 +329,11 @@ class RemoteAnswer:
                         self.text += delta
                         yield delta
         except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
-            raise _unreachable(exc, url) from None
+            if not self.cancel.is_set():
+                raise _unreachable(exc, url) from None
+            self.stats.stop_reason = "cancelled"  # Stop shut the connection under a waiting read
+        finally:
+            hangup.ended.set()
         if first_at:
             self.stats.decode_s = time.perf_counter() - first_at
         self.result = RemoteResult(self.text, self.stats)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -68,12 +69,22 @@ class ServerSettingsBox(QGroupBox):
         form.addRow(self.status_label)
 
     def fetch_models(self) -> None:
-        """Fill the model list from the server's /v1/models (a short, bounded wait)."""
+        """Fill the model list from the server's /v1/models, asked off the UI thread (a short, bounded wait)."""
+        self.fetch_button.setEnabled(False)
+        self.status_label.setText(translate("ServerSettingsBox", "Asking the server for its models…"))
+        task = asyncio.ensure_future(self._fetch_models(self.address_edit.text(), self.key_edit.text().strip()))
+        self.destroyed.connect(task.cancel)  # the dialog closed first: nothing left to fill
+
+    async def _fetch_models(self, address: str, key: str) -> None:
         try:
-            names = [card["id"] for card in list_models(self.address_edit.text(), self.key_edit.text().strip())]
+            cards = await asyncio.get_running_loop().run_in_executor(None, list_models, address, key)
         except ServerError as exc:
+            self.fetch_button.setEnabled(True)
             self.status_label.setText(str(exc))
             return
+        # (cancelled, the widgets may be gone: no `finally` touches them)
+        self.fetch_button.setEnabled(True)
+        names = [card["id"] for card in cards]
         current = self.model_combo.currentText()
         self.model_combo.clear()
         self.model_combo.addItems(names)
@@ -81,7 +92,6 @@ class ServerSettingsBox(QGroupBox):
         offers = (translate("ServerSettingsBox", "The server offers 1 model.") if len(names) == 1 else
                   translate("ServerSettingsBox", "The server offers {count} models.").format(count=len(names)))
         self.status_label.setText(offers)
-
 
     def result_settings(self, settings: Settings) -> Settings:
         return replace(settings, use_server=self.isChecked(), server_url=self.address_edit.text().strip(),

@@ -79,8 +79,9 @@ class Settings:
 
     def model_changed(self, other: Settings) -> bool:
         """Whether going from `self` to `other` needs the model loaded again."""
-        keys = ("model", "vision_tower", "device", "dtype", "quantize", "use_server", "server_url", "server_model",
-                "server_api_key")
+        keys = ("model", "vision_tower", "device", "dtype", "quantize", "use_server")
+        if self.use_server:  # the server's fields matter only while it answers (turning it on is `use_server`)
+            keys += ("server_url", "server_model", "server_api_key")
         return any(getattr(self, key) != getattr(other, key) for key in keys)
 
     def sampling(self) -> SamplingSettings:
@@ -121,7 +122,11 @@ class SettingsFile:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             partial = self.path.with_suffix(".json.partial")
-            partial.write_text(json.dumps(asdict(settings), indent=2), encoding="utf-8")
+            partial.unlink(missing_ok=True)
+            # an API key is kept here only without a keyring: then only its owner may read the file
+            mode = 0o600 if settings.server_api_key else 0o666
+            with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "w", encoding="utf-8") as out:
+                out.write(json.dumps(asdict(settings), indent=2))
             os.replace(partial, self.path)  # never leave a half-written file behind
         except OSError as exc:
             log.error("cannot save the settings to %s: %s", self.path, exc)

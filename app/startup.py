@@ -9,7 +9,6 @@ from collections.abc import Callable
 from app.chat_controller import ChatController
 from app.first_run import FirstRunPage, HubDownloads, locate_model
 from app.i18n import translate
-from app.remote_model import api_key
 from app.settings import AppSettings, Settings
 from app.worker import LoadRequest
 
@@ -91,7 +90,7 @@ class ModelStartup:
         self._current_model = model
         if settings.uses_server:
             self.controller.load_model(LoadRequest(model=settings.server_model, server=settings.server_url,
-                                                   api_key=api_key(settings)))
+                                                   api_key=settings.server_api_key))  # the worker adds the keyring's
             return
         self.controller.load_model(LoadRequest(
             model=model,

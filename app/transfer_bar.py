@@ -26,15 +26,17 @@ class TransferBar(QFrame):
         layout.addWidget(self.progress)
         layout.addWidget(self.cancel_button)
         self._cancel = threading.Event()
+        self._running = False  # not isVisible(): the bar is out of sight while the first-run page shows
         self.hide()
 
     @property
     def running(self) -> bool:
-        return self.isVisible()
+        return self._running
 
     def begin(self, text: str) -> threading.Event:
         """Show the bar for a new job; the event it returns is set when the person cancels."""
         self._cancel = threading.Event()
+        self._running = True
         self.label.setText(text)
         self.progress.setRange(0, 0)  # busy until the first count arrives
         self.cancel_button.setEnabled(True)
@@ -51,4 +53,5 @@ class TransferBar(QFrame):
         self.cancel_button.setEnabled(False)
 
     def finish(self) -> None:
+        self._running = False
         self.hide()

@@ -6,6 +6,7 @@ import asyncio
 import html
 import logging
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import QT_TRANSLATE_NOOP, QByteArray, QSize, Qt, QTimer, QUrl, Signal, qVersion
@@ -49,7 +50,7 @@ from app.history.service import History
 from app.i18n import translate
 from app.icons import app_icon, icon
 from app.launch import Launch
-from app.remote_model import keep_api_key
+from app.remote_model import api_key, keep_api_key
 from app.settings import MAX_ANSWER_TOKENS, AppSettings, Settings, SettingsDialog, SettingsFile
 from app.startup import ModelStartup
 from app.theme import THEMES, style_sheet, use_theme
@@ -634,7 +635,8 @@ class MainWindow(QMainWindow):
         return self.app_settings.current
 
     def apply_settings(self, new: Settings) -> None:
-        old = self.settings
+        # The file holds no key when the keyring does, while the dialog shows the keyring's: compare like with like
+        old = replace(self.settings, server_api_key=api_key(self.settings))
         self.app_settings.replace(keep_api_key(new))
         self.startup.settings_changed(old, new)
 

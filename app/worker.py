@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
@@ -135,6 +135,10 @@ class ModelWorker(QObject):
     def load(self, request: LoadRequest) -> None:
         self._drop_model()  # free the old model's memory before the new one takes its own
         try:
+            if request.server:  # the keyring is read here, off the UI thread: it may wait on the system
+                from app.remote_model import server_key
+
+                request = replace(request, api_key=server_key(request.server, request.api_key))
             loaded = self._load(request, self.stage_changed.emit)
             session = self._session_factory(loaded)
             summary = dict(loaded.summary())

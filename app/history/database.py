@@ -37,6 +37,7 @@ from app.history.records import (
     StoreInUseError,
     auto_title,
 )
+from app.i18n import translate
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 STREAM_WRITE_INTERVAL_S = 1.0
@@ -119,7 +120,8 @@ def _translated(method: Callable[P, T]) -> Callable[P, T]:
             return method(*args, **kwargs)
         except sqlite3.Error as exc:
             store = args[0]
-            raise StoreError(f"The chat history at {store.path} could not be read: {_reason(exc)}.") from exc
+            raise StoreError(translate("ChatStore", "The chat history at {path} could not be read: {reason}.")
+                             .format(path=store.path, reason=_reason(exc))) from exc
 
     return read
 
@@ -153,23 +155,24 @@ class ChatStore:
             return
         try:
             if self.path.exists() and not self.path.is_file():
-                raise StoreError(f"The chat history at {self.path} is not a file; move it away and start the app "
-                                 "again to begin a new history.")
+                raise StoreError(translate("ChatStore", "The chat history at {path} is not a file; move it away and "
+                                                       "start the app again to begin a new history.")
+                                 .format(path=self.path))
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 self._lock.acquire(timeout=0)
             except filelock.Timeout:
-                raise StoreInUseError(
-                    f"Another XVLM Chat window is using the chat history in {self.path.parent}. "
-                    "Close it first, or open the history read-only."
-                ) from None
+                raise StoreInUseError(translate(
+                    "ChatStore", "Another XVLM Chat window is using the chat history in {folder}. Close it first, "
+                                 "or open the history read-only.").format(folder=self.path.parent)) from None
             self._db = self._open_writer()
         except OSError as exc:
             self._lock.release()
             if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
-                raise FolderNotWritableError(
-                    f"The folder {self.path.parent} cannot be written ({exc.strerror or exc}).") from exc
-            raise StoreError(f"Could not open the chat history in {self.path.parent}: {exc.strerror or exc}.") from exc
+                raise FolderNotWritableError(translate("ChatStore", "The folder {folder} cannot be written ({reason}).")
+                                             .format(folder=self.path.parent, reason=exc.strerror or exc)) from exc
+            raise StoreError(translate("ChatStore", "Could not open the chat history in {folder}: {reason}.")
+                             .format(folder=self.path.parent, reason=exc.strerror or exc)) from exc
         except BaseException:
             self._lock.release()
             raise
@@ -195,7 +198,8 @@ class ChatStore:
         try:
             return self._connect_and_migrate()
         except _DamagedDatabase as exc:
-            raise StoreError(f"A new chat history at {self.path} could not be started: {_reason(exc)}.") from exc
+            raise StoreError(translate("ChatStore", "A new chat history at {path} could not be started: {reason}.")
+                             .format(path=self.path, reason=_reason(exc))) from exc
 
     def _connect_and_migrate(self) -> sqlite3.Connection:
         db = self._connect(self.path.absolute().as_uri())
@@ -203,7 +207,8 @@ class ChatStore:
             db.execute("PRAGMA foreign_keys = ON")
             mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
-                raise StoreError(f"The chat history at {self.path} cannot use write-ahead logging (mode {mode}).")
+                raise StoreError(translate("ChatStore", "The chat history at {path} cannot use write-ahead logging "
+                                                       "(mode {mode}).").format(path=self.path, mode=mode))
             # In WAL mode NORMAL survives a crash of the app (not of the machine) and keeps streaming writes cheap.
             db.execute("PRAGMA synchronous = NORMAL")
             self._check_integrity(db)
@@ -220,7 +225,8 @@ class ChatStore:
             db.close()
             if _is_damage(exc):
                 raise _DamagedDatabase(str(exc)) from exc
-            raise StoreError(f"Could not open the chat history at {self.path}: {_reason(exc)}.") from exc
+            raise StoreError(translate("ChatStore", "Could not open the chat history at {path}: {reason}.")
+                             .format(path=self.path, reason=_reason(exc))) from exc
         except BaseException:
             db.close()
             raise
@@ -228,9 +234,10 @@ class ChatStore:
 
     def _open_reader(self) -> sqlite3.Connection:
         if not self.path.is_file():
-            raise StoreError(f"There is no chat history at {self.path} yet.")
+            raise StoreError(translate("ChatStore", "There is no chat history at {path} yet.").format(path=self.path))
         if not _could_be_sqlite(self.path):
-            raise StoreError(f"The chat history at {self.path} cannot be read: it is not a database.")
+            raise StoreError(translate("ChatStore", "The chat history at {path} cannot be read: it is not a "
+                                                   "database.").format(path=self.path))
         uri = self.path.absolute().as_uri() + "?mode=ro"
         if not os.access(self.path.parent, os.W_OK) and not Path(f"{self.path}-wal").exists():
             # Nobody can be writing it, and SQLite could not create the shared-memory file a reader of a WAL
@@ -241,13 +248,14 @@ class ChatStore:
             db.execute("PRAGMA foreign_keys = ON")
             self._check_integrity(db)
             if self._schema_version(db) != SCHEMA_VERSION:
-                raise StoreError(
-                    f"The chat history at {self.path} has not been updated for this version of XVLM Chat yet; "
-                    "close the other XVLM Chat window and start this one again."
-                )
+                raise StoreError(translate(
+                    "ChatStore", "The chat history at {path} has not been updated for this version of XVLM Chat "
+                                 "yet; close the other XVLM Chat window and start this one again.")
+                    .format(path=self.path))
         except (sqlite3.DatabaseError, _DamagedDatabase) as exc:
             db.close()
-            raise StoreError(f"The chat history at {self.path} cannot be read: {_reason(exc)}.") from exc
+            raise StoreError(translate("ChatStore", "The chat history at {path} cannot be read: {reason}.")
+                             .format(path=self.path, reason=_reason(exc))) from exc
         except BaseException:
             db.close()
             raise
@@ -258,7 +266,8 @@ class ChatStore:
             # Autocommit at the driver level: every write goes through `_transaction`, which says BEGIN itself.
             return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10)
         except sqlite3.Error as exc:
-            raise StoreError(f"Could not open the chat history at {self.path}: {_reason(exc)}.") from exc
+            raise StoreError(translate("ChatStore", "Could not open the chat history at {path}: {reason}.")
+                             .format(path=self.path, reason=_reason(exc))) from exc
 
     @staticmethod
     def _check_integrity(db: sqlite3.Connection) -> None:
@@ -269,10 +278,10 @@ class ChatStore:
     def _schema_version(self, db: sqlite3.Connection) -> int:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise NewerHistoryError(
-                f"The chat history at {self.path} was written by a newer version of XVLM Chat "
-                f"(schema {version}; this version knows up to {SCHEMA_VERSION}). Update the app to open it."
-            )
+            raise NewerHistoryError(translate(
+                "ChatStore", "The chat history at {path} was written by a newer version of XVLM Chat (schema "
+                             "{version}; this version knows up to {known}). Update the app to open it.")
+                .format(path=self.path, version=version, known=SCHEMA_VERSION))
         return version
 
     def _move_aside(self) -> Path:
@@ -346,7 +355,7 @@ class ChatStore:
             "SELECT title, created, updated, model, settings, pinned FROM chats WHERE id = ?", (chat_id,)
         ).fetchone()
         if row is None:
-            raise StoreError(f"There is no chat {chat_id} in the history.")
+            raise StoreError(translate("ChatStore", "There is no chat {id} in the history.").format(id=chat_id))
         title, created, updated, model, settings, pinned = row
         images: dict[int, list[ImageRef]] = {}
         for message_id, sha256, file in db.execute(
@@ -524,13 +533,13 @@ class ChatStore:
 
     def _read(self) -> sqlite3.Connection:
         if self._db is None:
-            raise StoreError("The chat history is closed.")
+            raise StoreError(translate("ChatStore", "The chat history is closed."))
         return self._db
 
     def _require_writable(self) -> None:
         if self.read_only:
-            raise ReadOnlyStoreError(f"The chat history at {self.path} is open read-only in this window; "
-                                     "changes are not saved.")
+            raise ReadOnlyStoreError(translate("ChatStore", "The chat history at {path} is open read-only in this "
+                                                         "window; changes are not saved.").format(path=self.path))
         self._read()
 
     @contextlib.contextmanager
@@ -540,14 +549,15 @@ class ChatStore:
             with _transaction(self._read()) as db:
                 yield db
         except sqlite3.Error as exc:
-            raise StoreError(f"The chat history at {self.path} could not be written: {_reason(exc)}.") from exc
+            raise StoreError(translate("ChatStore", "The chat history at {path} could not be written: {reason}.")
+                             .format(path=self.path, reason=_reason(exc))) from exc
 
     @staticmethod
     def _require_chat(db: sqlite3.Connection, chat_id: int) -> str:
         """The chat's title; StoreError when there is no such chat."""
         row = db.execute("SELECT title FROM chats WHERE id = ?", (chat_id,)).fetchone()
         if row is None:
-            raise StoreError(f"There is no chat {chat_id} in the history.")
+            raise StoreError(translate("ChatStore", "There is no chat {id} in the history.").format(id=chat_id))
         return row[0]
 
     @staticmethod
@@ -555,7 +565,7 @@ class ChatStore:
         """The message's chat id; StoreError when there is no such message."""
         row = db.execute("SELECT chat_id FROM messages WHERE id = ?", (message_id,)).fetchone()
         if row is None:
-            raise StoreError(f"There is no message {message_id} in the history.")
+            raise StoreError(translate("ChatStore", "There is no message {id} in the history.").format(id=message_id))
         return row[0]
 
     @staticmethod

@@ -23,6 +23,7 @@ from xvlm_core.safepath import UnsafePathError, path_inside
 
 from app.history.image_files import ImageFolder, write_atomic
 from app.history.records import Chat, ConversationFileError, StoreError, TransferCancelled
+from app.i18n import translate
 
 Progress = Callable[[int, int], None]
 
@@ -87,7 +88,9 @@ def read_chat_file(path: Path, images: ImageFolder, progress: Progress | None = 
     except ConversationError as exc:
         raise ConversationFileError(str(exc)) from None
     folder = path.parent
-    files = [[_image_file(folder, name, f"{path} (message {index})") for name in message.images]
+    files = [[_image_file(folder, name, translate("ChatStore", "{path} (message {index})").format(path=path,
+                                                                                            index=index))
+              for name in message.images]
              for index, message in enumerate(messages, 1)]
     distinct = list(dict.fromkeys(file for message_files in files for file in message_files))
     stored: dict[Path, ImageRef] = {}
@@ -120,7 +123,8 @@ def _image_file(folder: Path, name: object, where: str) -> Path:
     except UnsafePathError as exc:
         raise ConversationFileError(str(exc)) from None
     if not path.is_file():
-        raise ConversationFileError(f"{where}: image {name!r} does not exist.")
+        raise ConversationFileError(translate("ChatStore", "{where}: image {name} does not exist.")
+                                    .format(where=where, name=repr(name)))
     return path.resolve()
 
 
@@ -128,11 +132,13 @@ def _export_images(chat: Chat, target: Path, progress: Progress | None,
                    cancel: threading.Event | None) -> dict[ImageRef, str]:
     """Copy the chat's images to `STEM_images/` beside `target`; stored path -> link relative to `target`.
 
-    A cancelled export takes away the copies it made.
+    A cancelled export takes away the copies it made, and only those: an earlier export of the same chat (the
+    other format) shares the folder.
     """
     folder = target.with_name(target.stem + "_images")
     distinct = list(dict.fromkeys(image for message in chat.messages for image in message.images))
     links: dict[ImageRef, str] = {}
+    created: list[Path] = []
     try:
         for done, image in enumerate(distinct):
             _check(cancel, progress, done, len(distinct))
@@ -140,15 +146,18 @@ def _export_images(chat: Chat, target: Path, progress: Progress | None,
             try:
                 data = stored.read_bytes()
             except OSError as exc:
-                raise StoreError(f"An image of this chat is missing from {stored.parent}: {exc}.") from exc
+                raise StoreError(translate("ChatStore", "An image of this chat is missing from {folder}: {reason}.")
+                                 .format(folder=stored.parent, reason=exc.strerror or exc)) from exc
             # Named by the content's hash, so one name never stands for two different images.
             name = image.sha256[:16] + stored.suffix
+            if not (folder / name).exists():
+                created.append(folder / name)
             write_atomic(folder / name, data, shared=True)
             links[image] = f"{folder.name}/{name}"
         _check(cancel, progress, len(distinct), len(distinct))
     except TransferCancelled:
-        for link in links.values():
-            (target.parent / link).unlink(missing_ok=True)
+        for path in created:
+            path.unlink(missing_ok=True)
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
         raise

@@ -100,6 +100,93 @@
     </message>
 </context>
 <context>
+    <name>ChatStore</name>
+    <message>
+        <source>The chat history at {path} could not be read: {reason}.</source>
+        <translation>无法读取位于 {path} 的聊天记录：{reason}。</translation>
+    </message>
+    <message>
+        <source>The chat history at {path} is not a file; move it away and start the app again to begin a new history.</source>
+        <translation>位于 {path} 的聊天记录不是文件；请将其移走，然后重新启动应用以开始新的聊天记录。</translation>
+    </message>
+    <message>
+        <source>Another XVLM Chat window is using the chat history in {folder}. Close it first, or open the history read-only.</source>
+        <translation>另一个 XVLM Chat 窗口正在使用 {folder} 中的聊天记录。请先关闭该窗口，或以只读方式打开聊天记录。</translation>
+    </message>
+    <message>
+        <source>The folder {folder} cannot be written ({reason}).</source>
+        <translation>无法写入文件夹 {folder}（{reason}）。</translation>
+    </message>
+    <message>
+        <source>Could not open the chat history in {folder}: {reason}.</source>
+        <translation>无法打开 {folder} 中的聊天记录：{reason}。</translation>
+    </message>
+    <message>
+        <source>A new chat history at {path} could not be started: {reason}.</source>
+        <translation>无法在 {path} 新建聊天记录：{reason}。</translation>
+    </message>
+    <message>
+        <source>The chat history at {path} cannot use write-ahead logging (mode {mode}).</source>
+        <translation>位于 {path} 的聊天记录无法使用预写日志（模式 {mode}）。</translation>
+    </message>
+    <message>
+        <source>Could not open the chat history at {path}: {reason}.</source>
+        <translation>无法打开位于 {path} 的聊天记录：{reason}。</translation>
+    </message>
+    <message>
+        <source>There is no chat history at {path} yet.</source>
+        <translation>{path} 处还没有聊天记录。</translation>
+    </message>
+    <message>
+        <source>The chat history at {path} cannot be read: it is not a database.</source>
+        <translation>无法读取位于 {path} 的聊天记录：它不是数据库。</translation>
+    </message>
+    <message>
+        <source>The chat history at {path} has not been updated for this version of XVLM Chat yet; close the other XVLM Chat window and start this one again.</source>
+        <translation>位于 {path} 的聊天记录尚未针对此版本的 XVLM Chat 更新；请关闭另一个 XVLM Chat 窗口，然后重新启动本窗口。</translation>
+    </message>
+    <message>
+        <source>The chat history at {path} cannot be read: {reason}.</source>
+        <translation>无法读取位于 {path} 的聊天记录：{reason}。</translation>
+    </message>
+    <message>
+        <source>The chat history at {path} was written by a newer version of XVLM Chat (schema {version}; this version knows up to {known}). Update the app to open it.</source>
+        <translation>位于 {path} 的聊天记录由更新版本的 XVLM Chat 写入（结构版本 {version}；此版本最高支持 {known}）。请更新应用后再打开。</translation>
+    </message>
+    <message>
+        <source>There is no chat {id} in the history.</source>
+        <translation>聊天记录中没有对话 {id}。</translation>
+    </message>
+    <message>
+        <source>The chat history is closed.</source>
+        <translation>聊天记录已关闭。</translation>
+    </message>
+    <message>
+        <source>The chat history at {path} is open read-only in this window; changes are not saved.</source>
+        <translation>位于 {path} 的聊天记录在此窗口中以只读方式打开；更改不会保存。</translation>
+    </message>
+    <message>
+        <source>The chat history at {path} could not be written: {reason}.</source>
+        <translation>无法写入位于 {path} 的聊天记录：{reason}。</translation>
+    </message>
+    <message>
+        <source>There is no message {id} in the history.</source>
+        <translation>聊天记录中没有消息 {id}。</translation>
+    </message>
+    <message>
+        <source>{path} (message {index})</source>
+        <translation>{path}（第 {index} 条消息）</translation>
+    </message>
+    <message>
+        <source>{where}: image {name} does not exist.</source>
+        <translation>{where}：图片 {name} 不存在。</translation>
+    </message>
+    <message>
+        <source>An image of this chat is missing from {folder}: {reason}.</source>
+        <translation>此对话的一张图片已从 {folder} 中丢失：{reason}。</translation>
+    </message>
+</context>
+<context>
     <name>Composer</name>
     <message>
         <source>Images (*.png *.jpg *.jpeg *.gif *.bmp *.webp *.tif *.tiff);;All files (*)</source>
@@ -198,6 +285,10 @@ Checking…</source>
     <message>
         <source>Only images on this computer can be attached. Save the image first, or copy it and paste it here.</source>
         <translation>只能附加本机上的图片。请先保存图片，或复制后粘贴到这里。</translation>
+    </message>
+    <message>
+        <source>{name} cannot be kept with the chat ({reason}). Check the free disk space and that the data folder can be written.</source>
+        <translation>无法将 {name} 保存到对话中（{reason}）。请检查磁盘剩余空间，以及数据文件夹是否可写。</translation>
     </message>
 </context>
 <context>
@@ -901,6 +992,10 @@ Checking…</source>
     <message>
         <source>M&amp;odel:</source>
         <translation>模型(&amp;O)：</translation>
+    </message>
+    <message>
+        <source>Asking the server for its models…</source>
+        <translation>正在向服务器获取模型列表…</translation>
     </message>
     <message>
         <source>The server offers 1 model.</source>

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
+import json
 import threading
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -167,3 +170,68 @@ class Recorder:
 
     def __getitem__(self, name: str) -> list:
         return self.calls[name]
+
+
+class FakeKeyring(types.ModuleType):
+    """A system keyring in memory, put in `sys.modules["keyring"]` by a test."""
+
+    def __init__(self):
+        super().__init__("keyring")
+        self.saved: dict[tuple[str, str], str] = {}
+        self.read_on: list[threading.Thread] = []  # the thread of each read
+
+    def set_password(self, service: str, name: str, password: str) -> None:
+        self.saved[service, name] = password
+
+    def get_password(self, service: str, name: str) -> str | None:
+        self.read_on.append(threading.current_thread())
+        return self.saved.get((service, name))
+
+    def delete_password(self, service: str, name: str) -> None:
+        del self.saved[service, name]
+
+
+class SilentServer:
+    """An OpenAI-compatible server on 127.0.0.1 that lists one model, then takes a chat request and says nothing.
+
+    `requests` counts the chat requests it holds, `lists` the model lists asked for; with `hold_lists` a list
+    waits for `released` too. Leaving the `with` block lets them all go.
+    """
+
+    def __init__(self, hold_lists: bool = False):
+        self.requests = self.lists = 0
+        self.released = threading.Event()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.lists += 1
+                if hold_lists:
+                    server.released.wait(60)
+                body = json.dumps({"object": "list", "data": [{"id": "silent-model", "object": "model"}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                server.requests += 1
+                server.released.wait(60)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self) -> SilentServer:
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.released.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -87,6 +87,18 @@ def test_chunks_grow_the_answer_and_finish_marks_it_done():
     assert controller.model_summary["memory_mb"] == 42.0
 
 
+def test_a_finished_answer_redraws_its_own_message_when_an_earlier_one_is_equal():
+    controller, worker = make()  # no history: nothing is saved, every message's id stays None
+    loaded(controller, worker)
+    changed: list[int] = []
+    controller.message_changed.connect(changed.append)
+    for turn in range(2):
+        controller.send("Hi")
+        worker.answer_finished.emit(worker.requests[turn].request_id, "Hello", {"stop_reason": "eos"})
+    assert controller.messages[1] == controller.messages[3]
+    assert changed[-1] == 3
+
+
 def test_stop_sets_the_cancel_event_and_a_cancelled_finish_is_stopped():
     controller, worker = make()
     loaded(controller, worker)

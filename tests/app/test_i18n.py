@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import replace
@@ -27,6 +28,8 @@ from app import APP_NAME
 from app.chat_list import RenameDialog
 from app.conversation_view import answer_footer, dropped_notice, regenerate_tooltip
 from app.history.database import ChatStore
+from app.history.exchange import read_chat_file
+from app.history.records import StoreError
 from app.history.service import History
 from app.i18n import install_translators
 from app.settings import Settings, SettingsDialog, SettingsFile
@@ -214,3 +217,18 @@ def test_the_language_is_chosen_in_settings_and_remembered(qtbot, tmp_path):
     file.save(chosen)
     assert file.load().language == "zh_CN"
 
+
+
+def test_history_and_import_errors_go_through_translation(pseudo, tmp_path):
+    folder_in_the_way = tmp_path / "chats.sqlite3"
+    folder_in_the_way.mkdir()
+    with pytest.raises(StoreError) as not_a_file:
+        ChatStore(folder_in_the_way)
+    with ChatStore(tmp_path / "ok" / "chats.sqlite3") as store, pytest.raises(StoreError) as no_chat:
+        store.load_chat(404)
+    conversation = tmp_path / "conversation.json"
+    conversation.write_text(json.dumps([{"role": "user", "content": "x", "images": ["gone.png"]}]), encoding="utf-8")
+    with ChatStore(tmp_path / "in" / "chats.sqlite3") as store, pytest.raises(StoreError) as missing_image:
+        read_chat_file(conversation, store.images)
+    for error in (not_a_file, no_chat, missing_image):
+        assert str(error.value).startswith(OPEN) and untranslated(str(error.value)) == "", str(error.value)

@@ -37,6 +37,8 @@ def test_a_launch_survives_its_trip_through_the_socket_encoding():
     launch = Launch(files=("/a/图片 1.png",), model="org/repo", vision_tower="/t", device="cuda:1", dtype="float16")
     assert Launch.decode(launch.encode()) == launch
     assert Launch.decode(b"not json") is None
+    for not_a_launch in (b"5", b"[[1]]", b'"text"', b'{"files": 5}', b'{"files": [[1]]}', b'{"unknown": 1}'):
+        assert Launch.decode(not_a_launch) is None
 
 
 def wait_chips(qtbot, window, *paths: Path) -> None:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 import sys
-import types
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from fakes import FakeKeyring, SilentServer
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QDialog
 from serving import ServedModel, wait_for, xvlm_serve
 from test_window import ask, core_answer, drop_files, wait_answered, wait_image_checked
 
+from app.remote_model import api_key
 from app.settings import Settings, SettingsDialog
 from xvlm_core.messages import Status
 
@@ -84,7 +87,7 @@ def test_an_unreachable_server_shows_a_banner(qtbot, make_window, remote_setting
     assert "Traceback" not in window.banner.text.text()
 
 
-def test_settings_pick_the_model_from_the_servers_list(qtbot, served):
+def test_settings_pick_the_model_from_the_servers_list(qtbot, event_loop, served):
     dialog = SettingsDialog(Settings(), [])
     qtbot.addWidget(dialog)
     box = dialog.server_box
@@ -92,22 +95,11 @@ def test_settings_pick_the_model_from_the_servers_list(qtbot, served):
     qtbot.keyClicks(box.address_edit, served.url)
     qtbot.keyClicks(box.key_edit, API_KEY)
     qtbot.mouseClick(box.fetch_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: box.model_combo.count() == 1, timeout=20_000)
     assert [box.model_combo.itemText(i) for i in range(box.model_combo.count())] == ["xmodel-vlm-tiny"]
     chosen = dialog.result_settings()
     assert (chosen.use_server, chosen.server_url, chosen.server_model, chosen.server_api_key) == (
         True, served.url, "xmodel-vlm-tiny", API_KEY)
-
-
-class FakeKeyring(types.ModuleType):
-    def __init__(self):
-        super().__init__("keyring")
-        self.saved: dict[tuple[str, str], str] = {}
-
-    def set_password(self, service: str, name: str, password: str) -> None:
-        self.saved[service, name] = password
-
-    def get_password(self, service: str, name: str) -> str | None:
-        return self.saved.get((service, name))
 
 
 @pytest.mark.parametrize("with_keyring", [True, False])
@@ -124,3 +116,56 @@ def test_the_api_key_goes_to_the_keyring_when_there_is_one(
         assert keyring.saved == {("XVLM Chat", served.url): API_KEY}
     else:
         assert saved["server_api_key"] == API_KEY
+
+
+def test_emptying_the_key_box_removes_the_key_from_the_keyring(qtbot, make_window, monkeypatch, served):
+    keyring = FakeKeyring()
+    keyring.set_password("XVLM Chat", served.url, API_KEY)
+    monkeypatch.setitem(sys.modules, "keyring", keyring)
+    window = make_window(settings=Settings(use_server=True, server_url=served.url))
+    qtbot.waitUntil(lambda: served.url in window.device_label.text(), timeout=20_000)
+
+    def empty_the_key(dialog):
+        dialog.server_box.key_edit.clear()
+        return QDialog.DialogCode.Accepted
+
+    monkeypatch.setattr(SettingsDialog, "exec", empty_the_key)
+    window.settings_action.trigger()
+    assert keyring.saved == {}
+    assert api_key(window.settings) == ""
+
+
+def test_without_a_keyring_only_the_owner_can_read_a_saved_key(make_window, monkeypatch, tmp_path, served):
+    monkeypatch.setitem(sys.modules, "keyring", None)
+    window = make_window(settings=Settings(), start=False)
+    window.apply_settings(Settings(use_server=True, server_url=served.url, server_api_key=API_KEY))
+    assert stat.S_IMODE((tmp_path / "settings.json").stat().st_mode) == 0o600
+
+
+def test_stop_ends_an_answer_the_server_is_silent_on(qtbot, make_window):
+    with SilentServer() as server:
+        window = make_window(settings=Settings(use_server=True, server_url=server.url))
+        qtbot.waitUntil(lambda: server.url in window.device_label.text(), timeout=20_000)
+        ask(qtbot, window, "Hello?")
+        qtbot.waitUntil(lambda: server.requests == 1, timeout=20_000)
+        qtbot.mouseClick(window.composer.send_button, Qt.MouseButton.LeftButton)
+        # far less than the read timeout: the answer ends because Stop closed the connection
+        wait_answered(qtbot, window, Status.STOPPED)
+        assert "Cannot reach" not in window.view.widgets[-1].footer.text()
+
+
+def test_fetching_the_models_leaves_the_dialog_usable_while_the_server_thinks(qtbot, event_loop):
+    with SilentServer(hold_lists=True) as server:
+        dialog = SettingsDialog(Settings(), [])
+        qtbot.addWidget(dialog)
+        box = dialog.server_box
+        box.setChecked(True)
+        qtbot.keyClicks(box.address_edit, server.url)
+        qtbot.mouseClick(box.fetch_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: server.lists == 1, timeout=20_000)
+        # the click has returned while the server still holds the request: the dialog waits without freezing
+        assert not box.fetch_button.isEnabled() and box.model_combo.count() == 0
+        server.released.set()
+        qtbot.waitUntil(lambda: box.model_combo.count() == 1, timeout=20_000)
+        assert box.model_combo.currentText() == "silent-model" and box.fetch_button.isEnabled()
+        assert box.status_label.text() == "The server offers 1 model."

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
+import threading
 from dataclasses import replace
 
-from fakes import FakeSession, fake_load
+from fakes import FakeKeyring, FakeSession, fake_load
 from PySide6.QtWidgets import QDialog
 from test_window import ask, wait_answered, wait_ready
 
@@ -130,3 +132,44 @@ def test_the_precision_choice_is_labelled_for_people(qtbot):
     assert labels[0].startswith("Exact") and "8-bit" in labels[1] and "may differ" in labels[1]
     assert dialog.result_settings().quantize == "int8"
     assert Settings().model_changed(Settings(quantize="int8"))
+
+
+def test_ok_in_settings_with_the_key_in_the_keyring_does_not_reload(qtbot, make_window, monkeypatch):
+    keyring = FakeKeyring()
+    keyring.set_password("XVLM Chat", "http://gpu-box:8000/v1", "team-key")
+    monkeypatch.setitem(sys.modules, "keyring", keyring)
+    loads = []
+
+    def load(request, on_stage):
+        loads.append(request)
+        return fake_load()(request, on_stage)
+
+    window = make_window(ModelWorker(load=load, session_factory=lambda loaded: FakeSession()),
+                         settings=Settings(use_server=True, server_url="gpu-box:8000"))
+    wait_ready(qtbot, window)
+    assert loads[-1].api_key == "team-key"
+    monkeypatch.setattr(SettingsDialog, "exec", lambda dialog: QDialog.DialogCode.Accepted)
+    window.settings_action.trigger()
+    assert window.controller.phase.value == "ready" and len(loads) == 1
+    # Server fields do not matter while the local model answers.
+    window.apply_settings(replace(window.settings, use_server=False))
+    wait_ready(qtbot, window)
+    window.apply_settings(replace(window.settings, server_model="other"))
+    assert window.controller.phase.value == "ready" and len(loads) == 2
+
+
+def test_the_keyring_is_read_off_the_ui_thread_when_the_model_loads(qtbot, make_window, monkeypatch):
+    keyring = FakeKeyring()
+    keyring.set_password("XVLM Chat", "http://gpu-box:8000/v1", "team-key")
+    monkeypatch.setitem(sys.modules, "keyring", keyring)
+    loads = []
+
+    def load(request, on_stage):
+        loads.append(request)
+        return fake_load()(request, on_stage)
+
+    window = make_window(ModelWorker(load=load, session_factory=lambda loaded: FakeSession()),
+                         settings=Settings(use_server=True, server_url="gpu-box:8000"))
+    wait_ready(qtbot, window)
+    assert loads[-1].api_key == "team-key"
+    assert keyring.read_on and threading.main_thread() not in keyring.read_on

@@ -9,10 +9,11 @@ from fakes import FakeSession, fake_load
 from PIL import Image
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QDesktopServices, QGuiApplication, QImage
-from PySide6.QtWidgets import QLabel, QPushButton
+from PySide6.QtWidgets import QLabel, QPushButton, QWidget
 from test_window import drop_files, wait_image_checked, wait_ready
 
 from app.settings import MAX_ANSWER_TOKENS, Settings, SettingsDialog
+from app.transfer_bar import TransferBar
 from app.worker import ModelWorker
 
 
@@ -83,3 +84,13 @@ def test_open_log_folder_without_a_file_manager_shows_the_path_and_copies_it(qtb
     copy = next(button for button in box.findChildren(QPushButton) if button.text() == "&Copy Path")
     qtbot.mouseClick(copy, Qt.MouseButton.LeftButton)
     assert QGuiApplication.clipboard().text() == str(tmp_path / "logs")
+
+
+def test_a_file_job_runs_even_while_its_bar_is_out_of_sight(qtbot):
+    page = QWidget()  # the bar's window not shown, as while the first-run page covers it
+    qtbot.addWidget(page)
+    bar = TransferBar(page)
+    first = bar.begin("Importing…")
+    assert bar.running
+    bar.finish()
+    assert not bar.running and not first.is_set()

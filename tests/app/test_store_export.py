@@ -187,6 +187,23 @@ def test_a_cancelled_transfer_leaves_nothing_behind(store: ChatStore, chat_id: i
     assert not list(store.images_dir.glob(image_files.digest(png_bytes("blue")) + ".*"))
 
 
+def test_a_cancelled_export_keeps_the_images_of_an_earlier_one(store: ChatStore, chat_id: int,
+                                                                tmp_path: Path) -> None:
+    markdown = export_markdown(store, chat_id, tmp_path / "out")
+    images = sorted((tmp_path / "out").glob("*_images/*"))
+    assert len(images) == 2
+    cancel = threading.Event()
+
+    def cancel_after_the_first(done: int, total: int) -> None:
+        if done == 1:
+            cancel.set()
+
+    with pytest.raises(TransferCancelled):
+        exchange.write_json(store.load_chat(chat_id), tmp_path / "out", cancel_after_the_first, cancel)
+    assert sorted((tmp_path / "out").glob("*_images/*")) == images
+    assert sorted((tmp_path / "out").glob("*.*")) == [markdown]
+
+
 def write_conversation(folder: Path, items: object) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "pic.png").write_bytes(png_bytes("blue"))

@@ -390,3 +390,17 @@ def test_clicking_a_thumbnail_shows_the_image_large(qtbot, make_window, images_d
     assert label_pixmap.width() == 500  # the image at its own size (it fits the screen)
     qtbot.keyClick(viewer, Qt.Key.Key_Escape)
     qtbot.waitUntil(lambda: window.findChild(ImageViewer) is None or not viewer.isVisible())
+
+
+def test_an_image_that_cannot_be_kept_says_so_and_sending_still_works(qtbot, make_window, images_dir):
+    window = make_window(start=False)
+
+    def disk_full(path):
+        raise OSError(28, "No space left on device")
+
+    window.composer.prepare_image = disk_full
+    drop_files(window, images_dir / "gradient_square.png")
+    qtbot.waitUntil(lambda: window.composer.notice.isVisible(), timeout=20_000)
+    assert "gradient_square.png" in window.composer.notice.text()
+    assert "No space left on device" in window.composer.notice.text()
+    assert not window.composer.chips and not window.composer.chip_bar.isVisible()
