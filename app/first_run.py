@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -40,7 +39,6 @@ log = logging.getLogger(__name__)
 
 PROGRESS_PER_SECOND = 20
 CARD_WIDTH = 680  # the card keeps this width in every state, or the page's width where that is narrower
-_RETRY_DELAY = re.compile(r"trying again in (\d+(?:\.\d+)?) s")
 
 
 class HubDownloads:
@@ -94,7 +92,7 @@ class _ProgressRelay(QObject):
     """Called on the download thread; hands progress to the UI thread at most `PROGRESS_PER_SECOND` times a second."""
 
     progressed = Signal(object)
-    warned = Signal(str)  # the hub is retrying: why, and when it tries again
+    retrying = Signal(float)  # the hub did not answer and is asked again in this many seconds
 
     def __init__(self) -> None:
         super().__init__()
@@ -110,14 +108,16 @@ class _ProgressRelay(QObject):
 
 
 class _HubWarnings(logging.Handler):
-    """The hub's retry warnings ("… trying again in 4.0 s"), relayed to the page so a wait is explained."""
+    """The hub's retry warnings (their `retry_in_s`), relayed to the page so a wait is explained."""
 
     def __init__(self, relay: _ProgressRelay):
         super().__init__(logging.WARNING)
         self.relay = relay
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.relay.warned.emit(record.getMessage())
+        delay = getattr(record, "retry_in_s", None)
+        if delay is not None:  # other warnings are not about a wait: the log has them
+            self.relay.retrying.emit(float(delay))
 
 
 class FirstRunPage(QWidget):
@@ -154,7 +154,7 @@ class FirstRunPage(QWidget):
         self._retry_timer.timeout.connect(self._show_retry_countdown)
         self.relay = _ProgressRelay()
         self.relay.progressed.connect(self._show_progress)
-        self.relay.warned.connect(self._show_hub_warning)
+        self.relay.retrying.connect(self._show_retry)
         self._hub_warnings = _HubWarnings(self.relay)
         logging.getLogger("xvlm_core.hub").addHandler(self._hub_warnings)
         self.destroyed.connect(lambda: logging.getLogger("xvlm_core.hub").removeHandler(self._hub_warnings))
@@ -464,17 +464,14 @@ class FirstRunPage(QWidget):
             parts.append(Path(progress.current_file).name)
         self.status_label.setText(" · ".join(parts))
 
-    def _show_hub_warning(self, message: str) -> None:
-        """The hub did not answer and will be asked again: say so in words, with a countdown.
+    def _show_retry(self, delay_s: float) -> None:
+        """The hub did not answer and will be asked again in `delay_s`: say so in words, with a countdown.
 
         The technical reason is in the log (the hub logs it); the way out is on the buttons: Cancel, or a folder.
         """
         if not self._busy:
             return
-        delay = _RETRY_DELAY.search(message)
-        if delay is None:
-            return  # a warning that is not about a retry: the log has it
-        self._retry_at = time.monotonic() + float(delay.group(1))
+        self._retry_at = time.monotonic() + delay_s
         self._retry_timer.start()
         self._show_retry_countdown()
 

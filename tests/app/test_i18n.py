@@ -163,7 +163,7 @@ def test_every_text_of_the_first_run_page_goes_through_translation(qtbot, pseudo
     qtbot.waitUntil(lambda: page.download_button.isEnabled(), timeout=5_000)
     states["paused"] = untranslatable(page)
     page._busy = True  # the hub does not answer: a countdown to the next try
-    page._show_hub_warning("Cannot reach huggingface.co; trying again in 4.0 s")
+    page._show_retry(4.0)
     states["retrying"] = untranslatable(page)
     page._stop_retry_countdown()
     page._failed(RuntimeError("boom"))  # a failure the model stack has no words for

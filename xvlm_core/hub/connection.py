@@ -158,8 +158,10 @@ class HubConnection:
                 failures += 1
                 if failures >= self.retry.attempts:
                     raise self.gave_up(exc, failures) from None
-                log.warning("%s; trying again in %.1f s", exc, self.retry.delay(failures))
-                self.pause(self.retry.delay(failures))
+                delay = self.retry.delay(failures)
+                # `retry_in_s` is for whoever shows the wait (the first-run page): a fact, not the wording.
+                log.warning("%s; trying again in %.1f s", exc, delay, extra={"retry_in_s": delay})
+                self.pause(delay)
 
     def call(self, request: Callable[[HfApi], T], repo_id: str, revision: str | None = None) -> T:
         """An HfApi request, retried after transient failures, its errors turned into DownloadErrors."""
