@@ -134,7 +134,8 @@ def test_the_precision_choice_is_labelled_for_people(qtbot):
     assert Settings().model_changed(Settings(quantize="int8"))
 
 
-def test_ok_in_settings_with_the_key_in_the_keyring_does_not_reload(qtbot, make_window, monkeypatch):
+def server_window_with_key_in_keyring(qtbot, make_window, monkeypatch) -> tuple:
+    """A window answering through a server whose key is in the (fake) keyring; the load requests it made."""
     keyring = FakeKeyring()
     keyring.set_password("XVLM Chat", "http://gpu-box:8000/v1", "team-key")
     monkeypatch.setitem(sys.modules, "keyring", keyring)
@@ -147,6 +148,11 @@ def test_ok_in_settings_with_the_key_in_the_keyring_does_not_reload(qtbot, make_
     window = make_window(ModelWorker(load=load, session_factory=lambda loaded: FakeSession()),
                          settings=Settings(use_server=True, server_url="gpu-box:8000"))
     wait_ready(qtbot, window)
+    return window, keyring, loads
+
+
+def test_ok_in_settings_with_the_key_in_the_keyring_does_not_reload(qtbot, make_window, monkeypatch):
+    window, _keyring, loads = server_window_with_key_in_keyring(qtbot, make_window, monkeypatch)
     assert loads[-1].api_key == "team-key"
     monkeypatch.setattr(SettingsDialog, "exec", lambda dialog: QDialog.DialogCode.Accepted)
     window.settings_action.trigger()
@@ -159,17 +165,6 @@ def test_ok_in_settings_with_the_key_in_the_keyring_does_not_reload(qtbot, make_
 
 
 def test_the_keyring_is_read_off_the_ui_thread_when_the_model_loads(qtbot, make_window, monkeypatch):
-    keyring = FakeKeyring()
-    keyring.set_password("XVLM Chat", "http://gpu-box:8000/v1", "team-key")
-    monkeypatch.setitem(sys.modules, "keyring", keyring)
-    loads = []
-
-    def load(request, on_stage):
-        loads.append(request)
-        return fake_load()(request, on_stage)
-
-    window = make_window(ModelWorker(load=load, session_factory=lambda loaded: FakeSession()),
-                         settings=Settings(use_server=True, server_url="gpu-box:8000"))
-    wait_ready(qtbot, window)
+    _window, keyring, loads = server_window_with_key_in_keyring(qtbot, make_window, monkeypatch)
     assert loads[-1].api_key == "team-key"
     assert keyring.read_on and threading.main_thread() not in keyring.read_on
