@@ -171,15 +171,20 @@ def test_import_reads_and_hashes_each_distinct_image_once(store: ChatStore, tmp_
     assert len(chat.messages) == 50 and all(len(m.images) == 20 for m in chat.messages)
 
 
-def test_a_cancelled_transfer_leaves_nothing_behind(store: ChatStore, chat_id: int, tmp_path: Path) -> None:
-    cancel = threading.Event()
+def cancelled_after_one(cancel: threading.Event):
+    """A progress callback that asks to cancel once the first file is done."""
 
-    def cancel_after_the_first(done: int, total: int) -> None:
+    def on_progress(done: int, total: int) -> None:
         if done == 1:
             cancel.set()
 
+    return on_progress
+
+
+def test_a_cancelled_transfer_leaves_nothing_behind(store: ChatStore, chat_id: int, tmp_path: Path) -> None:
+    cancel = threading.Event()
     with pytest.raises(TransferCancelled):
-        exchange.write_json(store.load_chat(chat_id), tmp_path / "out", cancel_after_the_first, cancel)
+        exchange.write_json(store.load_chat(chat_id), tmp_path / "out", cancelled_after_one(cancel), cancel)
     assert list((tmp_path / "out").iterdir()) == []
     path = write_conversation(tmp_path / "in", [{"role": "user", "content": "x", "images": ["pic.png"]}])
     with pytest.raises(TransferCancelled):
@@ -193,13 +198,8 @@ def test_a_cancelled_export_keeps_the_images_of_an_earlier_one(store: ChatStore,
     images = sorted((tmp_path / "out").glob("*_images/*"))
     assert len(images) == 2
     cancel = threading.Event()
-
-    def cancel_after_the_first(done: int, total: int) -> None:
-        if done == 1:
-            cancel.set()
-
     with pytest.raises(TransferCancelled):
-        exchange.write_json(store.load_chat(chat_id), tmp_path / "out", cancel_after_the_first, cancel)
+        exchange.write_json(store.load_chat(chat_id), tmp_path / "out", cancelled_after_one(cancel), cancel)
     assert sorted((tmp_path / "out").glob("*_images/*")) == images
     assert sorted((tmp_path / "out").glob("*.*")) == [markdown]
 
