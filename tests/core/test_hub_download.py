@@ -497,3 +497,46 @@ def test_two_downloads_at_once_fetch_each_byte_once(hub_server, tiny_model_dir):
         thread.join(timeout=60)
     assert results == [hub.find_cached(MODEL)] * 2
     assert hub_server.served[WEIGHTS] == weights_size(tiny_model_dir)
+
+
+def test_two_downloads_recording_the_same_revision_at_once_both_succeed(hub_server, monkeypatch):
+    # The moment that failed now and then on a busy machine, made to happen every time: the first download to
+    # record a repo's revision (refs/main) is held just before it renames its copy into place, until the second
+    # download has recorded the same revision.
+    plan = planned(hub_server)
+    real_replace = os.replace
+    lock = threading.Lock()
+    held: list[tuple[int, str]] = []  # (thread, ref) of the download that is held
+    second_done = threading.Event()
+
+    def replace(source, target) -> None:
+        ref = str(target)
+        with lock:
+            first = Path(ref).parent.name == "refs" and not held
+            if first:
+                held.append((threading.get_ident(), ref))
+            second = bool(held) and held[0][1] == ref and held[0][0] != threading.get_ident()
+        if first:
+            assert second_done.wait(10), "the second download never recorded the revision"
+        try:
+            real_replace(source, target)
+        finally:
+            if second:
+                second_done.set()
+
+    monkeypatch.setattr(os, "replace", replace)
+    results: list[object] = []
+
+    def download() -> None:
+        try:
+            results.append(hub.download_model(hub.DEFAULT_MODEL, plan=plan))
+        except Exception as exc:  # reported below, not lost in the thread
+            results.append(exc)
+
+    threads = [threading.Thread(target=download) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert held and second_done.is_set()  # the two really did record the revision at the same moment
+    assert results == [hub.find_cached(MODEL)] * 2

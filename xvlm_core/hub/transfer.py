@@ -17,6 +17,7 @@ import os
 import queue
 import re
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -232,9 +233,11 @@ def write_durably(path: Path, data: bytes, in_place_if_full: bool = False) -> No
     `in_place_if_full`: when the disk has no room for a new file, overwrite the old one of the same length instead,
     which needs no new space (its blocks exist); a record smaller than a disk sector is written whole or not at all.
     """
-    temporary = path.with_name(path.name + ".tmp")
+    # A temporary name of this writer's own: two downloads recording one revision at once (two windows, two
+    # threads) each rename their own copy, whole, instead of one renaming away the file the other still writes.
+    temporary = path.with_name(f"{path.name}.{uuid.uuid4().hex[:16]}.tmp")
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
         try:
             _write_all(fd, data)
             os.fsync(fd)
