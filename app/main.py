@@ -20,6 +20,7 @@ from PySide6.QtCore import QT_TRANSLATE_NOOP, QCoreApplication
 from app import APP_NAME
 from app.launch import launch_from_args
 from app.logs import setup_logging
+from app.qt_platform import check_before_window
 
 log = logging.getLogger("app")
 
@@ -99,6 +100,11 @@ def run(args: argparse.Namespace) -> int:
         from app.self_check import run_self_check
 
         return run_self_check(args.self_check, args.vision_tower or None)
+    cannot_show = check_before_window()
+    if cannot_show:  # Qt would abort instead, naming one library at best
+        log.error("%s", cannot_show)
+        print(cannot_show, file=sys.stderr)
+        return 1
 
     import qasync
     from PySide6.QtCore import QObject, Qt, Signal
