@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.resources
 import sys
 from pathlib import Path
 
@@ -12,9 +13,15 @@ from PySide6.QtSvg import QSvgRenderer
 
 
 def resources_dir() -> Path:
-    """resources/ beside the app package, or inside a frozen build's bundle."""
+    """The icons, translations and test picture: inside a frozen build's bundle, else the installed package
+    `xvlm_chat_resources` (a wheel's copy, or the source tree's resources/ in an editable install)."""
     bundle = getattr(sys, "_MEIPASS", None)
-    return Path(bundle) / "resources" if bundle else Path(__file__).resolve().parents[1] / "resources"
+    if bundle:
+        return Path(bundle) / "resources"
+    try:
+        return Path(str(importlib.resources.files("xvlm_chat_resources")))
+    except ModuleNotFoundError:  # `python main.py` in a clone that was never installed
+        return Path(__file__).resolve().parents[1] / "resources"
 
 
 @functools.cache

@@ -22,6 +22,8 @@ if str(PROJECT_ROOT) not in sys.path:
 from app import APP_NAME as APP_NAME  # noqa: E402 - the spec runs with packaging/ on sys.path, not the project
 
 RESOURCES = PROJECT_ROOT / "resources"
+# resources/ is also a Python package (for installs from a wheel); its marker and bytecode are not resources.
+PACKAGE_MARKERS = (".py", ".pyc")
 GUI_NAME = "xvlm-chat"  # the window; also the desktop entry's and the icon's name
 CLI_NAME = "xvlm"  # the terminal command
 BUNDLE_ID = "org.xvlm.chat"
@@ -102,7 +104,7 @@ def resource_datas() -> list[tuple[str, str]]:
     """(file, folder in the bundle) for everything under resources/: icons, translations, the test picture, the
     desktop-entry template. The app finds them through `app.icons.resources_dir()`."""
     return [(str(path), PurePosixPath("resources", *path.parent.relative_to(RESOURCES).parts).as_posix())
-            for path in sorted(RESOURCES.rglob("*")) if path.is_file()]
+            for path in sorted(RESOURCES.rglob("*")) if path.is_file() and path.suffix not in PACKAGE_MARKERS]
 
 
 def _submodules(package: str) -> list[str]:
