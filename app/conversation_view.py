@@ -2,13 +2,16 @@
 
 Only the growing answer is re-rendered (at most `RENDERS_PER_SECOND` times a second); finished messages are
 never laid out again except when the width changes. The view follows new text only while it is scrolled to
-the bottom, so reading further up is never interrupted.
+the bottom, so reading further up is never interrupted. A long message opens collapsed to a preview, so what
+opening a chat costs follows what is shown, not how much text the chat holds (see `shown_text`).
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
+from dataclasses import dataclass
 
 from PySide6.QtCore import QEvent, QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import (
@@ -52,6 +55,14 @@ THUMBNAIL_SIDE = 220  # one image; several share a row at SMALL_THUMBNAIL_SIDE
 SMALL_THUMBNAIL_SIDE = 120
 FOLLOW_SLACK_PX = 24  # this close to the bottom still counts as "at the bottom"
 COPY_CODE_SCHEME = "copy-code"  # the href of a code block's Copy link: copy-code:INDEX
+PREVIEW_CHARS = 4_000  # a longer message opens collapsed to its first PREVIEW_CHARS characters...
+PREVIEW_LINES = 40  # ...or PREVIEW_LINES lines, whichever ends first, with "Show more" below
+# Past this, a message is shown as plain text even when expanded: Qt's Markdown import and our styling of its
+# blocks take time growing faster than the text (about 1 s for 100,000 characters, 40 s for a million).
+MARKDOWN_LIMIT = 20_000
+# Plain text shows a longer line in pieces of this many characters: Qt lays a paragraph out whole, in time
+# growing faster than its length (one line of a million characters took 37 s, the same text in pieces 0.1 s).
+DISPLAY_LINE_CHARS = 2_000
 
 
 def load_pixmap(path: str, max_side: int | None = None) -> QPixmap:
@@ -110,6 +121,50 @@ def unseen_count(messages: list[Message]) -> int:
     return 0
 
 
+def preview_length(text: str) -> int:
+    """How many characters of `text` its collapsed view shows: PREVIEW_LINES lines within PREVIEW_CHARS."""
+    limit = min(len(text), PREVIEW_CHARS)
+    end = -1
+    for _line in range(PREVIEW_LINES):
+        end = text.find("\n", end + 1, limit)
+        if end < 0:
+            return limit
+    return end if text[end:].strip() else len(text)  # all that follows is blank: nothing worth a button
+
+
+def break_long_lines(text: str, width: int = DISPLAY_LINE_CHARS) -> str:
+    """`text` with each line longer than `width` characters shown as several lines of at most `width`."""
+    lines = text.split("\n")
+    if max(map(len, lines)) <= width:
+        return text
+    pieces: list[str] = []
+    for line in lines:
+        pieces.extend([line[start:start + width] for start in range(0, len(line), width)] or [""])
+    return "\n".join(pieces)
+
+
+@dataclass(frozen=True)
+class ShownText:
+    """What a message's view shows of its text."""
+
+    text: str
+    markdown: bool  # False: shown as plain text (the message is too long for Markdown)
+    collapsible: bool  # the message is longer than its preview: it has a "Show more" / "Show less" button
+    whole: bool  # the whole message is shown, not its preview
+
+
+def shown_text(text: str, expanded: bool) -> ShownText:
+    """A long message's preview (collapsed) or whole text (expanded), rendered within bounds: the cost of
+    showing a message follows what is shown, and Copy still has the whole text."""
+    end = preview_length(text)
+    collapsible = end < len(text)
+    if collapsible and not expanded:
+        return ShownText(text[:end].rstrip() + " …", True, True, False)
+    if len(text) > MARKDOWN_LIMIT:
+        return ShownText(break_long_lines(text), False, collapsible, True)
+    return ShownText(text, True, collapsible, True)
+
+
 def regenerate_tooltip(temperature: float) -> str:
     """What Regenerate will do with the chat's temperature (see chat_controller.regenerate_sampling)."""
     if temperature == 0:
@@ -143,10 +198,17 @@ class MarkdownView(QTextBrowser):
         self.markdown_source = ""
         self.code_blocks: list[str] = []  # the text of each code block, for its Copy link
 
-    def show_markdown(self, text: str) -> None:
+    def show_markdown(self, text: str, copy_links: bool = True) -> None:
+        """`text` rendered; `copy_links`: a Copy link above each code block (not in a preview, whose code is cut)."""
         self.markdown_source = text
         self.setMarkdown(text)
-        self._style_blocks()
+        self._style_blocks(copy_links)
+
+    def show_plain(self, text: str) -> None:
+        """`text` as it is, for a message too long to be read as Markdown (see MARKDOWN_LIMIT)."""
+        self.markdown_source = ""
+        self.code_blocks = []
+        self.setPlainText(text)
 
     def _open_link(self, url: QUrl) -> None:
         if url.scheme() == COPY_CODE_SCHEME:
@@ -156,7 +218,7 @@ class MarkdownView(QTextBrowser):
         else:
             QDesktopServices.openUrl(url)
 
-    def _style_blocks(self) -> None:
+    def _style_blocks(self, copy_links: bool) -> None:
         """What Qt's Markdown import only marks: code in the fixed-pitch font on a faint background, its long lines
         wrapped (not cut at the right edge) and a Copy link above each block; block quotes set off in a muted colour.
         """
@@ -209,6 +271,8 @@ class MarkdownView(QTextBrowser):
                 cursor.mergeCharFormat(char_format)
             previous_was_code = is_code
             block = block.next()
+        if not copy_links:
+            code_groups = []
         self.code_blocks = ["\n".join(lines) for _position, lines in code_groups]
         for index in range(len(code_groups) - 1, -1, -1):  # from the end, so earlier positions stay valid
             self._add_copy_link(code_groups[index][0], index)
@@ -325,7 +389,15 @@ class MessageWidget(QFrame):
         self.footer.setObjectName("footer")
         self.footer.setWordWrap(True)
         self.footer.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self._rendered: tuple[str, str] | None = None
+        self._rendered: tuple[str, Status, bool] | None = None
+        # A long message opens collapsed; one arriving while it is shown stays open, as the person reads it.
+        self.expanded = message.in_flight
+        self.more_button = QToolButton(self)
+        self.more_button.setObjectName("showMore")
+        self.more_button.setAutoRaise(True)
+        self.more_button.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.more_button.clicked.connect(self.toggle_expanded)
+        self.more_button.hide()
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 4, 0, 4)
@@ -354,9 +426,9 @@ class MessageWidget(QFrame):
             self.label.setWordWrap(True)
             self.label.setTextFormat(Qt.TextFormat.PlainText)
             self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-            self.label.setText(message.text)
             self.label.setVisible(bool(message.text))
             inner.addWidget(self.label)
+            inner.addWidget(self.more_button, 0, Qt.AlignmentFlag.AlignRight)
             row = QHBoxLayout()
             row.addStretch(1)
             row.addWidget(bubble)
@@ -370,6 +442,7 @@ class MessageWidget(QFrame):
             assert self.body is not None
             outer.addWidget(self.context_notice)
             outer.addWidget(self.body)
+            outer.addWidget(self.more_button, 0, Qt.AlignmentFlag.AlignLeft)
             self.regenerate_button = _tool_button("regenerate", translate("ConversationView", "Regenerate answer"),
                                                   self)
             self.regenerate_button.clicked.connect(self.regenerate_requested)
@@ -377,13 +450,36 @@ class MessageWidget(QFrame):
             actions.addWidget(self.copy_button)
             actions.addWidget(self.regenerate_button)
         outer.addLayout(actions)
+        if self.label is not None:
+            self._show_question()
         self.refresh()
+
+    def toggle_expanded(self) -> None:
+        """Show the whole of a long message, or only its preview again."""
+        self.expanded = not self.expanded
+        if self.label is not None:
+            self._show_question()
+            self.set_bubble_width(self.label.maximumWidth())
+        else:
+            self.refresh()
+
+    def _show_more_button(self, shown: ShownText) -> None:
+        self.more_button.setText(translate("ConversationView", "Show less") if self.expanded
+                                 else translate("ConversationView", "Show more"))
+        self.more_button.setVisible(shown.collapsible)
+
+    def _show_question(self) -> None:
+        assert self.label is not None
+        shown = shown_text(self.message.text, self.expanded)
+        self.label.setText(shown.text)
+        self._show_more_button(shown)
 
     def set_bubble_width(self, width: int) -> None:
         """At most `width` wide; a short question on one line (QLabel's own guess wraps early)."""
         if self.label is not None:
-            natural = max((self.label.fontMetrics().horizontalAdvance(line)
-                           for line in self.message.text.splitlines() or [""]), default=0)
+            # the widest line is among the longest: measuring a few keeps a resize cheap for a long message
+            longest = heapq.nlargest(8, self.label.text().splitlines() or [""], key=len)
+            natural = max(self.label.fontMetrics().horizontalAdvance(line) for line in longest)
             self.label.setMaximumWidth(width)
             self.label.setMinimumWidth(min(natural + 4, width))
 
@@ -413,9 +509,14 @@ class MessageWidget(QFrame):
                 f" *{stage}*" if stage else "")
         elif message.status is Status.STREAMING and not text:
             text = "*{}*".format(translate("ConversationView", "Reading…"))
-        if self._rendered != (text, message.status):
-            self.body.show_markdown(text)
-            self._rendered = (text, message.status)
+        if self._rendered != (text, message.status, self.expanded):
+            shown = shown_text(text, self.expanded)
+            if shown.markdown:
+                self.body.show_markdown(shown.text, copy_links=shown.whole)
+            else:
+                self.body.show_plain(shown.text)
+            self._show_more_button(shown)
+            self._rendered = (text, message.status, self.expanded)
         dropped = int(message.stats.get("dropped_messages", 0))
         self.context_notice.setText(dropped_notice(dropped) if dropped else "")
         self.context_notice.setVisible(bool(dropped))
