@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from xvlm_core.errors import CheckpointError
+from xvlm_core.local_files import MAX_CONFIG_BYTES, read_regular_file
 from xvlm_core.safepath import UnsafePathError, path_inside
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -26,10 +27,11 @@ def index_shards(index: Path) -> list[Path]:
 
     Raises CheckpointError naming the index when it cannot be read or names a file outside its folder.
     """
+    data = read_regular_file(index, MAX_CONFIG_BYTES, CheckpointError, "a shard index")
     try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        weight_map = json.loads(data.decode("utf-8"))["weight_map"]
         names = sorted(set(weight_map.values()))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise CheckpointError(f"{index}: not a valid shard index ({exc}).") from None
     try:
         return [path_inside(index.parent, name, source=str(index)) for name in names]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from xvlm_core.errors import ConfigError, XvlmError
 from xvlm_core.images import CLIP_MEAN, CLIP_STD
+from xvlm_core.local_files import MAX_CONFIG_BYTES, read_regular_file
 from xvlm_core.towers import DEFAULT_TOWER
 
 if TYPE_CHECKING:
@@ -267,11 +268,10 @@ def parse_preprocessor(raw: dict[str, Any], path: Path, image_size: int) -> Prep
 
 def read_json_object(path: Path, error: type[XvlmError], what: str) -> dict[str, Any]:
     """The JSON object in a checkpoint's file; anything else raises `error` with a sentence naming the file."""
+    data = read_regular_file(path, MAX_CONFIG_BYTES, error, what)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise error(f"{path}: {what} is missing.") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        raw = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
         raise error(f"{path}: cannot read {what} ({exc}).") from None
     except json.JSONDecodeError as exc:
         raise error(f"{path}: {what} is not valid JSON ({exc.msg}, line {exc.lineno}).") from None
@@ -284,6 +284,6 @@ def read_json_object(path: Path, error: type[XvlmError], what: str) -> dict[str,
 
 def load_config(folder: Path) -> XvlmConfig:
     path = folder / "config.json"
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise ConfigError(f"{path}: no config.json in this folder; it is not a model checkpoint.")
     return parse_config(read_json_object(path, ConfigError, "the config"), path)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import stat
 import warnings
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
 
 from xvlm_core.errors import ImageError
+from xvlm_core.local_files import read_regular_file, regular_file_info
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -32,59 +31,13 @@ IMAGE_FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif",
 
 def file_identity(path: Path) -> tuple[str, int, int]:
     """(path, mtime, size) of an image file, to notice when it changes; refuses what is not a regular file."""
-    info = _stat_image_file(path)
+    info = regular_file_info(path, MAX_IMAGE_BYTES, ImageError, "an image")
     return str(path), info.st_mtime_ns, info.st_size
 
 
 def read_image_bytes(path: Path) -> bytes:
-    """The bytes of an image file, refusing files too large to be a sensible image and anything not a file.
-
-    Devices and pipes are refused before they are opened (`/dev/zero` never ends, a FIFO blocks), and
-    again on the open file, in case the path was swapped between the two.
-    """
-    _stat_image_file(path)
-    try:
-        # O_NONBLOCK: should the path have become a FIFO since the check, opening it must not wait for a writer.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-        with os.fdopen(fd, "rb") as file:
-            _require_regular_file(path, os.fstat(file.fileno()))
-            data = file.read(MAX_IMAGE_BYTES + 1)
-    except OSError as exc:
-        raise _read_error(path, exc) from None
-    if len(data) > MAX_IMAGE_BYTES:
-        raise ImageError(f"{path}: the file is larger than {MAX_IMAGE_BYTES // 2**20} MB.")
-    return data
-
-
-def _stat_image_file(path: Path) -> os.stat_result:
-    if "\0" in str(path):
-        shown = str(path).replace("\0", "\\0")
-        raise ImageError(f"{shown}: not a usable file name (it contains a NUL character).")
-    try:
-        info = os.stat(path)
-    except OSError as exc:
-        raise _read_error(path, exc) from None
-    _require_regular_file(path, info)
-    if info.st_size > MAX_IMAGE_BYTES:
-        raise ImageError(f"{path}: the file is larger than {MAX_IMAGE_BYTES // 2**20} MB.")
-    return info
-
-
-def _require_regular_file(path: Path, info: os.stat_result) -> None:
-    if stat.S_ISDIR(info.st_mode):
-        raise ImageError(f"{path}: is a folder, not an image.")
-    if not stat.S_ISREG(info.st_mode):
-        raise ImageError(f"{path}: not a regular file (a device, pipe or socket); only image files can be opened.")
-
-
-def _read_error(path: Path, exc: OSError) -> ImageError:
-    if isinstance(exc, FileNotFoundError):
-        return ImageError(f"{path}: no such file.")
-    if isinstance(exc, IsADirectoryError):
-        return ImageError(f"{path}: is a folder, not an image.")
-    if isinstance(exc, PermissionError):
-        return ImageError(f"{path}: permission denied.")
-    return ImageError(f"{path}: cannot read it ({exc.strerror or exc}).")
+    """The bytes of an image file, refusing files too large to be a sensible image and anything not a file."""
+    return read_regular_file(path, MAX_IMAGE_BYTES, ImageError, "an image")
 
 
 def decoded_bytes(image: Image.Image, name: str) -> int:

@@ -9,15 +9,22 @@ import sentencepiece as spm
 
 from xvlm_core.config import IMAGE_TOKEN_INDEX
 from xvlm_core.errors import CheckpointError
+from xvlm_core.local_files import read_regular_file
 from xvlm_core.prompt import EOS_TEXT, ImageSlot, Segment, clean_text
+
+# LLaMA's model is 0.5 MB and a 256k-piece multilingual one about 4 MB; a larger file is not a tokenizer.
+MAX_TOKENIZER_BYTES = 64 * 2**20
 
 
 class Tokenizer:
     """SentencePiece with the original wrapper's rules: BOS once, `</s>` as EOS, an image slot as -200."""
 
     def __init__(self, model_file: Path):
+        # Read once, through the regular-file check, and parsed from the bytes: SentencePiece never opens the path.
+        proto = read_regular_file(model_file, MAX_TOKENIZER_BYTES, CheckpointError, "a SentencePiece model")
+        self.sp = spm.SentencePieceProcessor()
         try:
-            self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
+            self.sp.LoadFromSerializedProto(proto)
         except (OSError, RuntimeError) as exc:
             raise CheckpointError(f"{model_file}: not a readable SentencePiece model ({exc}).") from None
         self.bos_id = self.sp.bos_id() if self.sp.bos_id() >= 0 else 1

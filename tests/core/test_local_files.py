@@ -1,0 +1,80 @@
+"""Local files that are not what they seem (a FIFO, a device, a folder, a sparse giant) are refused with a sentence
+naming the file, before anything waits on them or reads them whole."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from fifo_guard import outcome_without_hanging
+
+from xvlm_core.errors import CheckpointError, ConfigError, XvlmError
+from xvlm_core.local_files import read_regular_file
+from xvlm_core.model import load_model
+
+needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+
+
+def link_copy(source: Path, target: Path) -> Path:
+    target.mkdir()
+    for path in source.iterdir():
+        (target / path.name).symlink_to(path)
+    return target
+
+
+@needs_fifo
+def test_the_helper_refuses_a_fifo_a_device_a_folder_and_a_giant(tmp_path):
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    _, error = outcome_without_hanging(lambda: read_regular_file(fifo, 1024, ConfigError), [fifo])
+    assert isinstance(error, ConfigError) and str(error).startswith(f"{fifo}: not a regular file")
+    with pytest.raises(XvlmError, match="^/dev/null: not a regular file"):
+        read_regular_file(Path("/dev/null"), 1024)
+    with pytest.raises(XvlmError, match=rf"^{tmp_path}: is a folder, not the config\.$"):
+        read_regular_file(tmp_path, 1024, what="the config")
+    giant = tmp_path / "giant.json"
+    with giant.open("wb") as file:
+        file.truncate(2**30)  # sparse: a gigabyte that takes no disk
+    with pytest.raises(XvlmError, match="giant.json: the file is larger than 4 MB"):
+        read_regular_file(giant, 4 * 2**20)
+    with pytest.raises(XvlmError, match="missing.json: no such file"):
+        read_regular_file(tmp_path / "missing.json", 1024)
+
+
+def test_the_helper_reads_up_to_its_limit_and_no_further(tmp_path):
+    path = tmp_path / "small.json"
+    path.write_bytes(b"x" * 100)
+    assert read_regular_file(path, 100) == b"x" * 100
+    with pytest.raises(XvlmError, match="larger than 1 KB"):
+        read_regular_file(path, 99)
+
+
+@needs_fifo
+@pytest.mark.parametrize("name", ["xmodel_32000.model", "config.json", "tower/config.json"])
+def test_a_fifo_in_the_checkpoint_is_refused_without_waiting_for_a_writer(tmp_path, tiny_model_dir, tiny_tower_dir,
+                                                                          name):
+    model = link_copy(tiny_model_dir, tmp_path / "model")
+    tower = link_copy(tiny_tower_dir, tmp_path / "tower")
+    fifo = (tmp_path / name) if name.startswith("tower/") else model / name
+    fifo.unlink()
+    os.mkfifo(fifo)
+    _, error = outcome_without_hanging(lambda: load_model(str(model), vision_tower=str(tower)), [fifo])
+    assert isinstance(error, ConfigError | CheckpointError)
+    assert str(error).startswith(f"{fifo}: not a regular file")
+
+
+@pytest.mark.parametrize("name", ["config.json", "tower/config.json", "tower/preprocessor_config.json",
+                                  "model.safetensors.index.json", "xmodel_32000.model"])
+def test_a_sparse_giant_is_refused_before_it_is_read(tmp_path, tiny_model_dir, tiny_tower_dir, name):
+    model = link_copy(tiny_model_dir, tmp_path / "model")
+    tower = link_copy(tiny_tower_dir, tmp_path / "tower")
+    giant = (tmp_path / name) if name.startswith("tower/") else model / name
+    giant.unlink(missing_ok=True)
+    with giant.open("wb") as file:
+        file.write(json.dumps({"weight_map": {}}).encode() if name.endswith("index.json") else b"{}")
+        file.truncate(256 * 2**20)  # NULs after it, taking no disk: more than any of these files may hold
+    with pytest.raises((ConfigError, CheckpointError)) as error:
+        load_model(str(model), vision_tower=str(tower))
+    assert str(error.value).startswith(f"{giant}: the file is larger than")
