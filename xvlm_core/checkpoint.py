@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import reprlib
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -67,11 +68,12 @@ def read_weights(files: list[Path], wanted: Callable[[str], bool] = lambda key: 
 def _read_safetensors(path: Path, wanted: Callable[[str], bool]) -> StateDict:
     try:
         with safe_open(str(path), framework="pt") as handle:
-            return {key: handle.get_tensor(key) for key in handle.keys() if wanted(key)}  # noqa: SIM118 (a method of safe_open, not a dict)
+            state = {key: handle.get_tensor(key) for key in handle.keys() if wanted(key)}  # noqa: SIM118 (a method of safe_open, not a dict)
     except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
         raise CheckpointError(
             f"{path}: the weights file is incomplete or corrupt ({exc}); download it again."
         ) from None
+    return _floating_weights(path, state)
 
 
 def _read_bin(path: Path, wanted: Callable[[str], bool]) -> StateDict:
@@ -94,10 +96,31 @@ def _read_bin(path: Path, wanted: Callable[[str], bool]) -> StateDict:
         raise CheckpointError(
             f"{path}: the weights file is incomplete or corrupt ({exc}); download it again."
         ) from None
+    if isinstance(state, dict):
+        state = state.get("state_dict", state)
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: does not hold a dictionary of weights.")
-    state = state.get("state_dict", state)
-    return {key: value for key, value in state.items() if isinstance(value, torch.Tensor) and wanted(key)}
+    odd_names = [key for key in state if not isinstance(key, str)]
+    if odd_names:
+        raise CheckpointError(
+            f"{path}: the weight name {reprlib.repr(odd_names[0])} is not text, so this is not a checkpoint of "
+            "named weights."
+        )
+    return _floating_weights(
+        path, {key: value for key, value in state.items() if isinstance(value, torch.Tensor) and wanted(key)}
+    )
+
+
+def _floating_weights(path: Path, state: StateDict) -> StateDict:
+    """`state`, once every weight is known to hold floating-point numbers (an integer one cannot be loaded)."""
+    for key, tensor in state.items():
+        # CLIP's position_ids: an integer buffer of older checkpoints, which the loader rebuilds and never reads.
+        if not tensor.is_floating_point() and not key.endswith("position_ids"):
+            raise CheckpointError(
+                f"{path}: the weight '{key}' holds {str(tensor.dtype).removeprefix('torch.')} numbers, not "
+                "floating-point ones; the file is damaged or not a checkpoint this app can load."
+            )
+    return state
 
 
 def weight_keys(files: list[Path]) -> set[str]:

@@ -276,3 +276,51 @@ def test_json_nested_too_deeply_is_refused_with_a_message(tmp_path):
     config.write_text(nested, encoding="utf-8")
     with pytest.raises(ConfigError, match="config.json: the config is nested too deeply"):
         read_json_object(config, ConfigError, "the config")
+
+
+def bin_holding(folder: Path, state: object) -> Path:
+    (folder / "pytorch_model.bin").unlink()
+    torch.save(state, folder / "pytorch_model.bin")
+    return folder / "pytorch_model.bin"
+
+
+@pytest.mark.parametrize("case", ["list", "state_dict list", "integer key"])
+def test_bin_whose_state_dict_is_not_named_weights_is_one_sentence(capsys, tmp_path, tiny_model_bin_dir,
+                                                                   tiny_tower_dir, case):
+    folder = link_copy(tiny_model_bin_dir, tmp_path / "odd")
+    state = torch.load(tiny_model_bin_dir / "pytorch_model.bin", weights_only=True)
+    held, words = {
+        "list": ([torch.ones(3)], "does not hold a dictionary of weights"),
+        "state_dict list": ({"state_dict": [torch.ones(3)]}, "does not hold a dictionary of weights"),
+        "integer key": ({**state, 5: torch.ones(2)}, "the weight name 5 is not text"),
+    }[case]
+    path = bin_holding(folder, held)
+    with pytest.raises(XvlmError) as error:
+        load_model(str(folder), vision_tower=str(tiny_tower_dir))
+    assert_for_people(str(error.value), str(path), words)
+    assert main(["ask", "--model", str(folder), "--vision-tower", str(tiny_tower_dir), "hi"]) == 1
+    err = capsys.readouterr().err
+    assert_for_people(err, str(path), words)
+    assert "no message for" not in err
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+@pytest.mark.parametrize(("weight", "dtype"), [("lm_head.weight", torch.int32),
+                                               ("model.layers.0.mlp.up_proj.weight", torch.int8)])
+def test_integer_weights_in_safetensors_are_one_sentence(capsys, tmp_path, tiny_model_dir, tiny_tower_dir, quantize,
+                                                         weight, dtype):
+    from safetensors.torch import load_file, save_file
+
+    folder = link_copy(tiny_model_dir, tmp_path / "int")
+    state = load_file(tiny_model_dir / "model.safetensors")
+    state[weight] = state[weight].to(dtype)
+    (folder / "model.safetensors").unlink()
+    save_file(state, folder / "model.safetensors")
+    words = (str(folder / "model.safetensors"), f"'{weight}'", str(dtype).removeprefix("torch."), "not floating-point")
+    with pytest.raises(XvlmError) as error:
+        load_model(str(folder), vision_tower=str(tiny_tower_dir), quantize=quantize)
+    assert_for_people(str(error.value), *words)
+    code = main(["ask", "--model", str(folder), "--vision-tower", str(tiny_tower_dir), "--quantize", quantize, "hi"])
+    err = capsys.readouterr().err
+    assert code == 1 and "no message for" not in err
+    assert_for_people(err, *words)
