@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ MAX_CONVERSATION_BYTES = 32 * 1024 * 1024
 MAX_CONVERSATION_MESSAGES = 5_000
 MAX_MESSAGE_CHARS = 1_000_000
 MAX_IMAGES_PER_MESSAGE = 32
+# A JSON string, to leave out when counting what is outside strings.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 
 SYSTEM_V1 = (
     "A chat between a curious user and an artificial intelligence assistant. "
@@ -83,7 +86,11 @@ def read_conversation(path: Path) -> list[Message]:
     try:
         if path.stat().st_size > MAX_CONVERSATION_BYTES:
             raise ConversationError(f"{path}: the file is larger than {MAX_CONVERSATION_BYTES // 2**20} MB.")
-        raw = json.loads(path.read_bytes().decode("utf-8"))
+        data = path.read_bytes()
+        # `[[],[],...]` costs twenty times its bytes once decoded: count the values before building them.
+        if _json_values(data) > _max_json_values():
+            raise ConversationError(f"{path}: too many JSON values for {MAX_CONVERSATION_MESSAGES} messages.")
+        raw = json.loads(data.decode("utf-8"))
     except FileNotFoundError:
         raise ConversationError(f"{path}: no such file.") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -92,11 +99,25 @@ def read_conversation(path: Path) -> list[Message]:
         raise ConversationError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno}).") from None
     except RecursionError:
         raise ConversationError(f"{path}: not a conversation (nested too deeply).") from None
+    except ValueError:  # the one other refusal of json.loads: an integer longer than Python's limit
+        raise ConversationError(f"{path}: a number in it has more than {sys.get_int_max_str_digits()} digits.") \
+            from None
     if not isinstance(raw, list) or not raw:
         raise ConversationError(f"{path}: expected a JSON list of messages, with at least one message.")
     if len(raw) > MAX_CONVERSATION_MESSAGES:
         raise ConversationError(f"{path}: more than {MAX_CONVERSATION_MESSAGES} messages.")
     return [_parse_message(item, f"{path}: message {index}") for index, item in enumerate(raw, 1)]
+
+
+def _json_values(data: bytes) -> int:
+    """At least how many values and keys JSON text holds: outside strings, each follows a `,`, `:`, `[` or `{`."""
+    outside = _JSON_STRING.sub(b"", data)
+    return 1 + sum(outside.count(mark) for mark in b",:[{")
+
+
+def _max_json_values() -> int:
+    # A message is an object of three fields and a list of image names.
+    return MAX_CONVERSATION_MESSAGES * (8 + MAX_IMAGES_PER_MESSAGE)
 
 
 def _parse_message(item: object, where: str) -> Message:
