@@ -215,10 +215,7 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(QByteArray.fromBase64(self.settings.window_geometry.encode()))
         self._update_title()
         self.composer.setFocus()
-        if self.history.notice is not None:
-            self.notice.show_message(html.escape(self.history.notice.text),
-                                     [(translate("MainWindow", "Show Folder"), self._show_history_folder)],
-                                     closable=self.history.notice.saving)
+        self._show_history_notice()
 
     # -- building ------------------------------------------------------------------------------------------
 
@@ -332,6 +329,7 @@ class MainWindow(QMainWindow):
         controller.answer_left_running.connect(self._on_answer_left_running)
         controller.background_answer_finished.connect(self._on_background_answer_finished)
         self.history.failed.connect(self.show_error)
+        self.history.notice_changed.connect(self._show_history_notice)
         if self.chat_list is not None:
             self.chat_list.chat_chosen.connect(self.show_chat)
             self.chat_list.typed.connect(self._type_in_composer)
@@ -642,6 +640,12 @@ class MainWindow(QMainWindow):
 
     def _update_settings(self, **changes) -> None:
         self.app_settings.update(**changes)
+
+    def _show_history_notice(self) -> None:
+        if self.history.notice is not None:
+            self.notice.show_message(html.escape(self.history.notice.text),
+                                     [(translate("MainWindow", "Show Folder"), self._show_history_folder)],
+                                     closable=self.history.notice.saving)
 
     def _show_history_folder(self) -> None:
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.history.notice.folder)))

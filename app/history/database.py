@@ -3,6 +3,9 @@
 One process writes: the writer holds a lock file beside the database, and any other process opens the store
 read-only. A store object is not thread-safe; use it from one thread (the UI thread). Every failure leaves here
 as a StoreError (or ImageError for an image that cannot be used), never as sqlite3's own errors.
+
+The file is outside input like any other: every value read back is checked by `rows.RowCheck` (a bad one is
+replaced and noted in the chat's `damage`), and every file name goes through `ImageFolder.path`.
 """
 
 from __future__ import annotations
@@ -16,16 +19,17 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import filelock
 import platformdirs
 from xvlm_core.messages import ImageRef, Message, Role, Status
+from xvlm_core.safepath import UnsafePathError
 
 from app import APP_NAME
-from app.history.image_files import ImageFolder, thumbnail_name
+from app.history.image_files import ImageFolder, is_digest, names_image, thumbnail_name
 from app.history.records import (
     Chat,
     ChatSummary,
@@ -37,6 +41,7 @@ from app.history.records import (
     StoreInUseError,
     auto_title,
 )
+from app.history.rows import RowCheck
 from app.i18n import translate
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -101,6 +106,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
+# What quick_check says of a value that breaks a column's constraint, as opposed to a broken file.
+_VALUE_PROBLEM = re.compile(r"(NULL value in|CHECK constraint failed in) ")
 
 
 class _DamagedDatabase(Exception):
@@ -264,15 +271,20 @@ class ChatStore:
     def _connect(self, uri: str) -> sqlite3.Connection:
         try:
             # Autocommit at the driver level: every write goes through `_transaction`, which says BEGIN itself.
-            return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10)
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10)
         except sqlite3.Error as exc:
             raise StoreError(translate("ChatStore", "Could not open the chat history at {path}: {reason}.")
                              .format(path=self.path, reason=_reason(exc))) from exc
+        # Bytes that are not UTF-8 in one text cell would otherwise fail every read of its table.
+        db.text_factory = _text
+        return db
 
     @staticmethod
     def _check_integrity(db: sqlite3.Connection) -> None:
-        problems = [row[0] for row in db.execute("PRAGMA quick_check")]
-        if problems != ["ok"]:
+        # A value the schema forbids (a NULL, a role outside its CHECK) is damage to one row, which reading it
+        # checks and replaces; setting the whole history aside for it would hide every other chat.
+        problems = [row[0] for row in db.execute("PRAGMA quick_check") if not _VALUE_PROBLEM.match(row[0])]
+        if problems not in ([], ["ok"]):
             raise _DamagedDatabase("; ".join(problems[:3]))
 
     def _schema_version(self, db: sqlite3.Connection) -> int:
@@ -334,18 +346,20 @@ class ChatStore:
         rows = self._read().execute(
             """SELECT c.id, c.title, c.created, c.updated, c.pinned,
                       (SELECT COUNT(*) FROM messages m WHERE m.chat_id = c.id),
-                      (SELECT i.thumbnail FROM messages m
-                          JOIN attachments a ON a.message_id = m.id
-                          JOIN images i ON i.sha256 = a.sha256
+                      (SELECT a.sha256 FROM messages m JOIN attachments a ON a.message_id = m.id
                        WHERE m.chat_id = c.id ORDER BY m.position, a.position LIMIT 1)
                FROM chats c WHERE c.deleted_at IS NULL
                ORDER BY c.pinned DESC, c.updated DESC, c.id DESC"""
         )
-        return [
-            ChatSummary(chat_id, title, _datetime(created), _datetime(updated), bool(pinned), count,
-                        self.images_dir / thumbnail if thumbnail else None)
-            for chat_id, title, created, updated, pinned, count, thumbnail in rows
-        ]
+        chats = []
+        for chat_id, title, created, updated, pinned, count, first_image in rows:
+            check = RowCheck()
+            thumbnail = None if first_image is None else self._image_file(check, first_image,
+                                                                           thumbnail_name(str(first_image)))
+            chats.append(ChatSummary(chat_id, check.text("title", title), check.time("created", created),
+                                     check.time("updated", updated), check.flag("pinned", pinned), count, thumbnail,
+                                     tuple(check.problems)))
+        return chats
 
     @_translated
     def load_chat(self, chat_id: int) -> Chat:
@@ -357,24 +371,32 @@ class ChatStore:
         if row is None:
             raise StoreError(translate("ChatStore", "There is no chat {id} in the history.").format(id=chat_id))
         title, created, updated, model, settings, pinned = row
+        check = RowCheck()
         images: dict[int, list[ImageRef]] = {}
         for message_id, sha256, file in db.execute(
-            """SELECT a.message_id, i.sha256, i.file FROM attachments a
-               JOIN messages m ON m.id = a.message_id JOIN images i ON i.sha256 = a.sha256
-               WHERE m.chat_id = ? ORDER BY a.message_id, a.position""",
+            """SELECT m.id, a.sha256, i.file FROM attachments a
+               JOIN messages m ON m.id = a.message_id LEFT JOIN images i ON i.sha256 = a.sha256
+               WHERE m.chat_id = ? ORDER BY m.id, a.position""",
             (chat_id,),
         ):
-            images.setdefault(message_id, []).append(ImageRef(sha256, str(self.images_dir / file)))
-        messages = [
-            Message(role, self._pending.get(message_id, text), tuple(images.get(message_id, ())), Status(status),
-                    json.loads(stats), message_id)
-            for message_id, role, text, status, stats in db.execute(
-                "SELECT id, role, text, status, stats FROM messages WHERE chat_id = ? ORDER BY position",
-                (chat_id,),
-            )
-        ]
-        return Chat(chat_id, title, _datetime(created), _datetime(updated), model, json.loads(settings),
-                    bool(pinned), messages)
+            check.where = f"message {message_id}"
+            path = self._image_file(check, sha256, file)
+            if path is not None:
+                images.setdefault(message_id, []).append(ImageRef(sha256, str(path)))
+        messages = []
+        for message_id, role, text, status, stats in db.execute(
+            "SELECT id, role, text, status, stats FROM messages WHERE chat_id = ? ORDER BY position", (chat_id,)
+        ):
+            check.where = f"message {message_id}"
+            role = check.role(role)
+            if role is not None:
+                messages.append(Message(role, self._pending.get(message_id, check.text("text", text)),
+                                        tuple(images.get(message_id, ())), check.status(status, role),
+                                        check.stats(stats), message_id))
+        check.where = ""
+        return Chat(chat_id, check.text("title", title), check.time("created", created),
+                    check.time("updated", updated), check.text("model", model), check.json_object("settings", settings),
+                    check.flag("pinned", pinned), messages, tuple(check.problems))
 
     def rename_chat(self, chat_id: int, title: str) -> None:
         with self._write() as db:
@@ -408,11 +430,13 @@ class ChatStore:
                 "DELETE FROM chats WHERE deleted_at IS NOT NULL AND deleted_at <= ?", (cutoff,)
             ).rowcount
             unused = "FROM images WHERE sha256 NOT IN (SELECT sha256 FROM attachments)"
-            files = db.execute(f"SELECT file, thumbnail {unused}").fetchall()
+            files = db.execute(f"SELECT sha256, file {unused}").fetchall()
             db.execute(f"DELETE {unused}")
         # Files go only after the rows are gone for good: a crash in between leaves files, never broken rows.
-        for names in files:
-            self.images.remove(*names)
+        for sha256, file in files:
+            # Only the files named for this image: a damaged row naming another image's file deletes nothing.
+            if is_digest(sha256):
+                self.images.remove(*(name for name in (file, thumbnail_name(sha256)) if names_image(sha256, name)))
         return purged
 
     # --- messages ----------------------------------------------------------------------------------------------
@@ -525,11 +549,25 @@ class ChatStore:
         pattern = re.compile("|".join(re.escape(term) for term in sorted(terms, key=len, reverse=True)), re.I)
         hits = []
         for chat_id, message_id, title, role, text in rows:
-            snippet, highlights = _snippet(self._pending.get(message_id, text), pattern)
-            hits.append(SearchHit(chat_id, message_id, title, role, snippet, highlights))
+            check = RowCheck()  # what is damaged shows where the chat is listed and opened
+            role = check.role(role)
+            if role is not None:
+                snippet, highlights = _snippet(self._pending.get(message_id, check.text("text", text)), pattern)
+                hits.append(SearchHit(chat_id, message_id, check.text("title", title), role, snippet, highlights))
         return hits
 
     # --- internals ---------------------------------------------------------------------------------------------
+
+    def _image_file(self, check: RowCheck, sha256: object, name: object) -> Path | None:
+        """An image's copy or thumbnail, or None (noted) when the row does not name its own file in the folder."""
+        if not is_digest(sha256):
+            return check.bad("image hash", sha256, None)
+        if names_image(sha256, name):
+            try:
+                return self.images.path(name)
+            except UnsafePathError:
+                pass
+        return check.bad("image file", name, None)
 
     def _read(self) -> sqlite3.Connection:
         if self._db is None:
@@ -645,5 +683,5 @@ def _reason(error: Exception) -> str:
     return str(error).rstrip(".")
 
 
-def _datetime(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(timestamp, UTC)
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from xvlm_core.errors import ConversationError
-from xvlm_core.messages import ImageRef, Message
-from xvlm_core.prompt import read_conversation
+from xvlm_core.messages import ImageRef, Message, image_limit
+from xvlm_core.prompt import clean_text, read_conversation
 from xvlm_core.safepath import UnsafePathError, path_inside
 
 from app.history.image_files import ImageFolder, write_atomic
@@ -80,13 +80,25 @@ def read_chat_file(path: Path, images: ImageFolder, progress: Progress | None = 
     """Check an untrusted conversation file in the `write_json` shape and copy its images into `images`.
 
     Each distinct image file is read, checked and hashed once, however often the file refers to it. Anything
-    unexpected raises ConversationFileError (or ImageError); nothing goes into the database here.
+    unexpected raises ConversationFileError (or ImageError); nothing goes into the database here. A chat the model
+    could not continue (more images in one message than it reads) is refused too.
     """
     path = Path(path)
     try:
         messages = read_conversation(path)
     except ConversationError as exc:
-        raise ConversationFileError(str(exc)) from None
+        raise _not_an_export(path, str(exc).removeprefix(f"{path}: ")) from None
+    limit = image_limit()
+    for index, message in enumerate(messages, 1):
+        # A JSON escape can make half a character, which no file name and no database can hold.
+        if any(clean_text(text) != text for text in (message.text, *message.images)):
+            raise _not_an_export(path, translate("ChatStore", "message {index} holds a broken character (a lone "
+                                                              "surrogate such as {example}).")
+                                 .format(index=index, example="\\ud800"))
+        if len(message.images) > limit:
+            raise _not_an_export(path, translate("ChatStore", "message {index} has {count} images, and the model "
+                                                              "reads at most {limit} in one message.")
+                                 .format(index=index, count=len(message.images), limit=limit))
     folder = path.parent
     files = [[_image_file(folder, name, translate("ChatStore", "{path} (message {index})").format(path=path,
                                                                                             index=index))
@@ -114,6 +126,11 @@ def file_stem(title: str, chat_id: int) -> str:
     if not stem or re.fullmatch(r"(con|prn|aux|nul|com\d|lpt\d)", stem, re.I):
         stem = f"chat-{chat_id}"
     return stem
+
+
+def _not_an_export(path: Path, reason: str) -> ConversationFileError:
+    return ConversationFileError(translate("ChatStore", "{path} is not a valid chat export: {reason}")
+                                 .format(path=path, reason=reason))
 
 
 def _image_file(folder: Path, name: object, where: str) -> Path:

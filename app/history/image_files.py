@@ -9,16 +9,22 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
 from PIL import Image
 from xvlm_core.images import FORMAT_SUFFIXES, open_image, read_image_bytes, to_rgb
 from xvlm_core.messages import ImageRef
+from xvlm_core.safepath import UnsafePathError, path_inside
 
 THUMBNAIL_SIDE = 256
 THUMBNAIL_SUFFIX = ".thumb.jpg"
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+log = logging.getLogger(__name__)
 
 
 def digest(data: bytes) -> str:
@@ -58,9 +64,34 @@ class ImageFolder:
         return (path.parent == self.folder and path.stem == image.sha256 and path.is_file()
                 and (self.folder / thumbnail_name(image.sha256)).is_file())
 
-    def remove(self, *names: str) -> None:
+    def path(self, name: object) -> Path:
+        """The file a name read from the history stands for; every such name comes through here.
+
+        The database is outside input like any file: a name that is not one plain file name inside the folder
+        (`../../victim.txt`, an absolute path, a link leading out) raises UnsafePathError.
+        """
+        if isinstance(name, str) and "/" in name:
+            raise UnsafePathError(f"Refused the file name {name!r} from the chat history: it names a subfolder.")
+        return path_inside(self.folder, name, source="the chat history", follow_last_link=True)
+
+    def remove(self, *names: object) -> None:
+        """Delete these files of the folder; a name refused by `path` is logged and nothing is deleted for it."""
         for name in names:
-            (self.folder / name).unlink(missing_ok=True)
+            try:
+                self.path(name).unlink(missing_ok=True)
+            except UnsafePathError as exc:
+                log.warning("not deleting an image: %s", exc)
+
+
+def is_digest(value: object) -> bool:
+    """Whether `value` can be an image's name in the history: a SHA-256 as lower-case hex."""
+    return isinstance(value, str) and _DIGEST.fullmatch(value) is not None
+
+
+def names_image(sha256: object, name: object) -> bool:
+    """Whether `name` is what `store` names the copy or the thumbnail of the image with this digest."""
+    return (is_digest(sha256) and isinstance(name, str) and name.startswith(sha256)
+            and name[len(sha256):] in (*FORMAT_SUFFIXES.values(), THUMBNAIL_SUFFIX))
 
 
 def thumbnail_name(sha256: str) -> str:

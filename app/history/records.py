@@ -52,6 +52,7 @@ class Chat:
     settings: dict[str, Any]
     pinned: bool
     messages: list[Message]  # images: the history's own copies, in the order they were attached
+    damage: tuple[str, ...] = ()  # values of its rows that were not what the app writes, and were replaced
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class ChatSummary:
     pinned: bool
     message_count: int
     thumbnail: Path | None  # of the chat's first image
+    damage: tuple[str, ...] = ()  # values of its row that were not what the app writes, and were replaced
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """What the widgets and the controller use of the history: one owner of every store call and its errors.
 
 A failed call is logged and reported once through `failed(message)`; the caller gets None (or False) and the
-chat goes on. Conditions that last (the history could not be opened, is read-only, was set aside) are a
-`Notice` that the window shows for as long as the history is open. Import and export run their file work
+chat goes on. Conditions that last (the history could not be opened, is read-only, was set aside, holds damaged
+rows) are a `Notice` that the window shows for as long as the history is open. Import and export run their file work
 off the UI thread, with progress and cancel.
 """
 
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 NOT_SAVED = QT_TRANSLATE_NOOP("History", "Chats in this window are not saved.")
+DAMAGED_CHATS_SHOWN = 3
 
 
 @dataclass(frozen=True)
@@ -50,15 +51,36 @@ class Notice:
 
 class History(QObject):
     failed = Signal(str)  # a store call failed: a message for a person
+    notice_changed = Signal()  # `notice` has something new to say
 
     def __init__(self, store: ChatStore | None = None, notice: Notice | None = None):
         super().__init__()
         self.store = store
-        self.notice = notice
+        self._condition = notice
         if notice is None and store is not None and store.recovered_from is not None:
-            self.notice = Notice(translate("History", "The chat history could not be read, so a new one was started. "
-                                                      "The old file was kept as {path}.")
-                                 .format(path=store.recovered_from), True, store.path.parent)
+            self._condition = Notice(translate("History", "The chat history could not be read, so a new one was "
+                                                          "started. The old file was kept as {path}.")
+                                     .format(path=store.recovered_from), True, store.path.parent)
+        # Where the history is, for a notice of damaged chats (there are none to find without a store).
+        self._folder = store.path.parent if store is not None else Path()
+        self._damaged: dict[int, list[str]] = {}  # chat id -> what was wrong in its rows
+
+    @property
+    def notice(self) -> Notice | None:
+        """What the person must know about the history now: its condition, and the chats found damaged."""
+        if not self._damaged:
+            return self._condition
+        shown = list(self._damaged.items())[:DAMAGED_CHATS_SHOWN]
+        chats = [translate("History", "chat {id}: {problems}").format(id=chat_id, problems=", ".join(problems))
+                 for chat_id, problems in shown]
+        if len(self._damaged) > len(shown):
+            chats.append(translate("History", "{count} more").format(count=len(self._damaged) - len(shown)))
+        damage = translate("History", "Some entries of the chat history are damaged ({details}). Those chats are "
+                                      "shown with what could be read; the other chats are not affected.") \
+            .format(details="; ".join(chats))
+        if self._condition is None:
+            return Notice(damage, True, self._folder)
+        return Notice(f"{self._condition.text} {damage}", self._condition.saving, self._condition.folder)
 
     @property
     def available(self) -> bool:
@@ -72,13 +94,30 @@ class History(QObject):
     # -- reading -------------------------------------------------------------------------------------------
 
     def list_chats(self) -> list[ChatSummary]:
-        return self._read(lambda store: store.list_chats()) or []
+        chats = self._read(lambda store: store.list_chats()) or []
+        self._note_damage(chats)
+        return chats
 
     def search(self, query: str) -> list[SearchHit]:
         return self._read(lambda store: store.search(query)) or []
 
     def load_chat(self, chat_id: int) -> Chat | None:
-        return self._read(lambda store: store.load_chat(chat_id))
+        chat = self._read(lambda store: store.load_chat(chat_id))
+        if chat is not None:
+            self._note_damage([chat])
+        return chat
+
+    def _note_damage(self, chats: Sequence[Chat | ChatSummary]) -> None:
+        """Add what is newly found damaged to the notice (and the log), once per problem."""
+        found = False
+        for chat in chats:
+            new = [problem for problem in chat.damage if problem not in self._damaged.get(chat.id, ())]
+            if new:
+                log.warning("chat %s of the history is damaged: %s", chat.id, "; ".join(new))
+                self._damaged.setdefault(chat.id, []).extend(new)
+                found = True
+        if found:
+            self.notice_changed.emit()
 
     # -- writing (nothing happens when the history is read-only or missing: the notice says so) ------------
 

@@ -159,7 +159,7 @@ def test_export_names_fit_the_file_system_in_bytes(store: ChatStore, tmp_path: P
 def test_import_reads_and_hashes_each_distinct_image_once(store: ChatStore, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "in"
-    path = write_conversation(folder, [{"role": "user", "content": f"again {n}", "images": ["pic.png"] * 20}
+    path = write_conversation(folder, [{"role": "user", "content": f"again {n}", "images": ["pic.png"] * 10}
                                        for n in range(50)])
     hashed = []
     real_digest = image_files.digest
@@ -168,7 +168,7 @@ def test_import_reads_and_hashes_each_distinct_image_once(store: ChatStore, tmp_
     turns = exchange.read_chat_file(path, store.images, lambda done, total: progress.append((done, total)))
     assert len(hashed) == 1 and progress == [(0, 1), (1, 1)]
     chat = store.load_chat(store.add_imported_chat(turns))
-    assert len(chat.messages) == 50 and all(len(m.images) == 20 for m in chat.messages)
+    assert len(chat.messages) == 50 and all(len(m.images) == 10 for m in chat.messages)
 
 
 def cancelled_after_one(cancel: threading.Event):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import sqlite3
 from pathlib import Path
@@ -45,6 +46,9 @@ CREATE INDEX attachments_by_image ON attachments(sha256);
 PRAGMA user_version = 1;
 """
 
+# The name the app gives an image: its SHA-256 (of these test bytes or any other: it is not read back).
+PURPLE = hashlib.sha256(b"purple").hexdigest()
+
 
 def write_v1_history(path: Path) -> None:
     path.parent.mkdir(parents=True)
@@ -52,8 +56,8 @@ def write_v1_history(path: Path) -> None:
     images.mkdir()
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8), "purple").save(buffer, "PNG")
-    (images / "abc.png").write_bytes(buffer.getvalue())
-    (images / "abc.thumb.jpg").write_bytes(buffer.getvalue())
+    (images / f"{PURPLE}.png").write_bytes(buffer.getvalue())
+    (images / f"{PURPLE}.thumb.jpg").write_bytes(buffer.getvalue())
     db = sqlite3.connect(path)
     try:
         db.executescript(SCHEMA_V1)
@@ -65,9 +69,9 @@ def write_v1_history(path: Path) -> None:
             INSERT INTO messages VALUES (2, 1, 1, 'assistant', 'It is purple.', 'complete', '{"tokens": 4}', 160.0);
             INSERT INTO messages VALUES (3, 1, 2, 'user', '那是茄子吗', 'complete', '{}', 170.0);
             INSERT INTO messages VALUES (4, 1, 3, 'assistant', 'Half writ', 'streaming', '{}', 180.0);
-            INSERT INTO images VALUES ('abc', 'abc.png', 'abc.thumb.jpg');
-            INSERT INTO attachments VALUES (1, 0, 'abc');
-            """
+            INSERT INTO images VALUES ('{PURPLE}', '{PURPLE}.png', '{PURPLE}.thumb.jpg');
+            INSERT INTO attachments VALUES (1, 0, '{PURPLE}');
+            """.replace("{PURPLE}", PURPLE)
         )
     finally:
         db.close()
@@ -90,7 +94,7 @@ def test_version_1_history_is_upgraded_and_keeps_everything(tmp_path: Path) -> N
             ("user", "那是茄子吗", "complete"),
             ("assistant", "Half writ", "interrupted"),
         ]
-        assert [image.path for image in chat.messages[0].images] == [str(path.parent / "images" / "abc.png")]
+        assert [image.path for image in chat.messages[0].images] == [str(path.parent / "images" / f"{PURPLE}.png")]
         assert chat.messages[1].stats == {"tokens": 4}
         # What version 2 added works on the old messages: search (the index is filled) and undoable delete.
         assert [hit.message_id for hit in store.search("aubergine")] == [1]
