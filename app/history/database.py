@@ -542,7 +542,7 @@ class ChatStore:
                 conditions.append("m.text LIKE ? ESCAPE '\\'")
                 parameters.append("%" + re.sub(r"([\\%_])", r"\\\1", term) + "%")
         rows = self._read().execute(
-            f"""SELECT m.chat_id, m.id, c.title, m.role, m.text FROM messages m JOIN chats c ON c.id = m.chat_id
+            f"""SELECT c.id, m.id, c.title, m.role, m.text FROM messages m JOIN chats c ON c.id = m.chat_id
                 WHERE {" AND ".join(conditions)} ORDER BY m.created DESC, m.id DESC LIMIT ?""",
             (*parameters, max(0, limit)),
         )

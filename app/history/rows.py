@@ -2,7 +2,8 @@
 
 A column may hold anything a tool or a damaged disk left there: text in a time column, JSON that is not JSON, a
 role or status nobody writes. A bad value is replaced by a sane one and noted, so one damaged row changes how its
-own chat looks, and the app still starts and every other chat still opens.
+own chat looks, and the app still starts and every other chat still opens. Ids need no check as long as each
+one handed out is read from an INTEGER PRIMARY KEY (`chats.id`, `messages.id`), which SQLite keeps an integer.
 """
 
 from __future__ import annotations
