@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import reprlib
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -26,11 +28,14 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from xvlm_core.errors import XvlmError
+from xvlm_core.local_files import MAX_CONFIG_BYTES, read_regular_file
 from xvlm_core.sampling import SamplingSettings
 
 from app import APP_NAME
 from app.i18n import LANGUAGES, language_label, translate
 from app.server_settings import ServerSettingsBox
+from app.theme import THEMES
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,14 @@ PRECISIONS = [("none", QT_TRANSLATE_NOOP("SettingsDialog", "Exact (bf16/fp16/fp3
 
 
 MAX_ANSWER_TOKENS = 4096  # Xmodel-VLM's context: no answer can be longer than what the model reads at once
+# What the dialog's spin boxes take, so a loaded value always fits them. A server's model may read more than
+# Xmodel-VLM, so the longest answer is bounded only far beyond any model's context.
+TEMPERATURE_RANGE = (0.0, 2.0)
+TOP_P_RANGE = (0.05, 1.0)
+ANSWER_TOKENS_RANGE = (1, 1 << 20)
+_RANGES = {"temperature": TEMPERATURE_RANGE, "top_p": TOP_P_RANGE, "max_new_tokens": ANSWER_TOKENS_RANGE}
+_CHOICES = {"dtype": {value for value, _ in DTYPES}, "quantize": {value for value, _ in PRECISIONS},
+            "theme": set(THEMES), "language": {value for value, _ in LANGUAGES}}
 
 
 def config_dir() -> Path:
@@ -89,17 +102,48 @@ class Settings:
         return SamplingSettings(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p)
 
     @classmethod
-    def from_dict(cls, raw: dict) -> Settings:
-        """Known keys of the right type; anything else (a hand edit, an older version) falls back to the default."""
+    def from_dict(cls, raw: dict) -> tuple[Settings, list[str]]:
+        """The settings in `raw`, each field checked on its own: one of the wrong type or out of range falls back
+        to its default, and the list returned says which, in sentences for people. Unknown keys are ignored."""
         defaults = cls()
-        values = {}
+        values, problems = {}, []
         for field in fields(cls):
-            value, default = raw.get(field.name), getattr(defaults, field.name)
+            if field.name not in raw:
+                continue
+            value, default = raw[field.name], getattr(defaults, field.name)
             if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
-            if type(value) is type(default):
+            if type(value) is type(default) and _usable(field.name, value):
                 values[field.name] = value
-        return replace(defaults, **values)
+            else:
+                problems.append(translate(
+                    "Settings", "The setting “{name}” was {value}, which cannot be used; it is back to its default, "
+                                "{default}.").format(name=field.name, value=_shown(value), default=_shown(default)))
+        return replace(defaults, **values), problems
+
+
+def _usable(name: str, value: object) -> bool:
+    """Whether a value of the right type is one the app can use, and the dialog show."""
+    if name in _CHOICES:
+        return value in _CHOICES[name]
+    if isinstance(value, str):
+        return "\0" not in value and _encodable(value)  # a NUL ends a path; a lone surrogate cannot be written
+    if name in _RANGES:
+        low, high = _RANGES[name]
+        return math.isfinite(value) and low <= value <= high
+    return True
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(value: object) -> str:
+    return reprlib.repr(value)  # bounded: a hand-edited value can be long
 
 
 class SettingsFile:
@@ -109,14 +153,29 @@ class SettingsFile:
         self.path = path or config_dir() / "settings.json"
 
     def load(self) -> Settings:
+        """The settings, with the default for whatever could not be used (`load_checked` also says what)."""
+        return self.load_checked()[0]
+
+    def load_checked(self) -> tuple[Settings, list[str]]:
+        """The settings and, for each part that could not be used and is at its default, a sentence saying so."""
+        if not self.path.exists() and not self.path.is_symlink():
+            return Settings(), []
         try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return Settings()
-        except (OSError, ValueError) as exc:
-            log.warning("settings file %s unreadable (%s); using the defaults", self.path, exc)
-            return Settings()
-        return Settings.from_dict(raw if isinstance(raw, dict) else {})
+            raw = json.loads(read_regular_file(self.path, MAX_CONFIG_BYTES, what="a settings file").decode("utf-8"))
+        except XvlmError as exc:
+            log.warning("using the default settings: %s", exc)
+            return Settings(), [translate("Settings", "The settings could not be read, so all of them are at their "
+                                                      "defaults: {reason}").format(reason=exc)]
+        except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, or nested beyond any real settings file
+            log.warning("settings file %s damaged (%s); using the defaults", self.path, type(exc).__name__)
+            raw = None
+        if not isinstance(raw, dict):
+            return Settings(), [translate("Settings", "The settings file {path} is damaged, so all settings are at "
+                                                      "their defaults.").format(path=self.path)]
+        settings, problems = Settings.from_dict(raw)
+        for problem in problems:
+            log.warning("%s: %s", self.path, problem)
+        return settings, problems
 
     def save(self, settings: Settings) -> None:
         try:
@@ -141,7 +200,11 @@ class AppSettings:
 
     def __init__(self, file: SettingsFile, initial: Settings | None = None):
         self.file = file
-        self.current = initial if initial is not None else file.load()
+        # What the file held that could not be used (now at its default): the window says so once.
+        self.problems: list[str] = []
+        if initial is None:
+            initial, self.problems = file.load_checked()
+        self.current = initial
 
     def update(self, **changes) -> None:
         self.replace(replace(self.current, **changes))
@@ -202,20 +265,21 @@ class SettingsDialog(QDialog):
         self.dtype_combo.setCurrentIndex(max(0, self.dtype_combo.findData(settings.dtype)))
 
         self.temperature_spin = QDoubleSpinBox()
-        self.temperature_spin.setRange(0.0, 2.0)
+        self.temperature_spin.setRange(*TEMPERATURE_RANGE)
         self.temperature_spin.setSingleStep(0.1)
         self.temperature_spin.setValue(settings.temperature)
         self.temperature_spin.setSpecialValueText(translate("SettingsDialog", "0 (always the likeliest word)"))
         self.temperature_spin.setAccessibleName(translate("SettingsDialog", "Temperature"))
 
         self.top_p_spin = QDoubleSpinBox()
-        self.top_p_spin.setRange(0.05, 1.0)
+        self.top_p_spin.setRange(*TOP_P_RANGE)
         self.top_p_spin.setSingleStep(0.05)
         self.top_p_spin.setValue(settings.top_p)
         self.top_p_spin.setAccessibleName(translate("SettingsDialog", "Top-p"))
 
         self.max_tokens_spin = QSpinBox()
-        self.max_tokens_spin.setRange(1, context_length)
+        context_length = max(ANSWER_TOKENS_RANGE[0], min(context_length, ANSWER_TOKENS_RANGE[1]))  # a server's claim
+        self.max_tokens_spin.setRange(ANSWER_TOKENS_RANGE[0], context_length)
         self.max_tokens_spin.setToolTip(translate(
             "SettingsDialog", "At most {count} tokens: the most the model reads and writes at once"
         ).format(count=context_length))

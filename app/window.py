@@ -170,6 +170,7 @@ class MainWindow(QMainWindow):
         # Conditions of the history (not saved, read-only, set aside): apart from the banner, so that nothing
         # else that happens (a model loading, another error) hides them.
         self.notice = Banner(name=translate("MainWindow", "Chat history"))
+        self.settings_notice = Banner(name=translate("MainWindow", "Settings"))  # settings.json held unusable values
         self.transfer_bar = TransferBar()
         self.view = ConversationView(self.controller)
         self.composer = Composer()
@@ -181,6 +182,7 @@ class MainWindow(QMainWindow):
         banner_holder = QVBoxLayout()
         banner_holder.setContentsMargins(12, 8, 12, 0)
         banner_holder.addWidget(self.notice)
+        banner_holder.addWidget(self.settings_notice)
         banner_holder.addWidget(self.banner)
         banner_holder.addWidget(self.transfer_bar)
         chat_layout.addLayout(banner_holder)
@@ -216,6 +218,9 @@ class MainWindow(QMainWindow):
         self._update_title()
         self.composer.setFocus()
         self._show_history_notice()
+        if self.app_settings.problems:
+            self.settings_notice.show_message(html.escape(" ".join(self.app_settings.problems)),
+                                              [(translate("MainWindow", "Settings…"), self.open_settings)])
 
     # -- building ------------------------------------------------------------------------------------------
 

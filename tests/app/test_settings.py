@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from dataclasses import replace
 
+import pytest
 from fakes import FakeKeyring, FakeSession, fake_load
-from PySide6.QtWidgets import QDialog
+from fifo_guard import outcome_without_hanging
+from PySide6.QtWidgets import QDialog, QPushButton
 from test_window import ask, wait_answered, wait_ready
 
 from app.settings import Settings, SettingsDialog, SettingsFile
+from app.window import MainWindow
 from app.worker import ModelWorker
 
 
@@ -168,3 +172,65 @@ def test_the_keyring_is_read_off_the_ui_thread_when_the_model_loads(qtbot, make_
     _window, keyring, loads = server_window_with_key_in_keyring(qtbot, make_window, monkeypatch)
     assert loads[-1].api_key == "team-key"
     assert keyring.read_on and threading.main_thread() not in keyring.read_on
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_settings_file_that_is_a_fifo_gives_the_defaults_without_waiting(tmp_path):
+    path = tmp_path / "settings.json"
+    os.mkfifo(path)
+    loaded, error = outcome_without_hanging(SettingsFile(path).load, [path])
+    assert error is None and loaded == Settings()
+    settings, problems = SettingsFile(path).load_checked()
+    assert settings == Settings() and len(problems) == 1 and "not a regular file" in problems[0]
+
+
+def test_settings_nested_too_deeply_give_the_defaults_with_a_notice(tmp_path):
+    path = tmp_path / "settings.json"
+    path.write_text("[" * 100_000)
+    assert SettingsFile(path).load() == Settings()
+    settings, problems = SettingsFile(path).load_checked()
+    assert settings == Settings() and len(problems) == 1 and str(path) in problems[0]
+
+
+# (field, a value that type-checks but cannot be used)
+UNUSABLE_VALUES = [("temperature", float("nan")), ("temperature", float("inf")), ("temperature", -0.5),
+                   ("temperature", 7.0), ("top_p", 0.0), ("top_p", 1.5), ("max_new_tokens", -3),
+                   ("max_new_tokens", 0), ("max_new_tokens", 10**30), ("dtype", "float8"), ("quantize", "int3"),
+                   ("theme", "neon"), ("language", "tlh"), ("model", "a\0b"), ("system_prompt", "lone \ud800")]
+
+
+@pytest.mark.parametrize(("field", "value"), UNUSABLE_VALUES)
+def test_an_unusable_value_falls_back_to_its_default_and_says_so(qtbot, tmp_path, field, value):
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"top_p": 0.5, "max_new_tokens": 100, field: value}))
+    kept = {"top_p": 0.5, "max_new_tokens": 100}
+    kept.pop(field, None)
+    settings = SettingsFile(path).load()
+    assert settings == replace(Settings(), **kept)
+    settings.sampling()  # Enter can send: the sampling the settings give is valid
+    dialog = SettingsDialog(settings, [])  # and the dialog opens on them, unchanged
+    qtbot.addWidget(dialog)
+    assert dialog.result_settings() == settings
+    checked, problems = SettingsFile(path).load_checked()
+    assert checked == settings
+    assert len(problems) == 1 and f"“{field}”" in problems[0] and str(getattr(Settings(), field)) in problems[0]
+
+
+def test_the_window_tells_which_settings_were_reset_and_opens_the_dialog(qtbot, event_loop, tmp_path, monkeypatch):
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"temperature": float("nan"), "max_new_tokens": 10**30, "top_p": 0.5}))
+    window = MainWindow(SettingsFile(path), worker=ModelWorker(load=fake_load()), log_dir=tmp_path / "logs")
+    try:
+        window.show()
+        qtbot.waitExposed(window)
+        notice = window.settings_notice
+        assert notice.isVisible()
+        assert "“temperature”" in notice.text.text() and "“max_new_tokens”" in notice.text.text()
+        assert window.settings.top_p == 0.5
+        opened = []
+        monkeypatch.setattr(SettingsDialog, "exec", lambda dialog: opened.append(dialog) or QDialog.DialogCode.Rejected)
+        notice.findChild(QPushButton).click()
+        assert len(opened) == 1 and opened[0].max_tokens_spin.value() == Settings().max_new_tokens
+    finally:
+        window.close()
+        window.deleteLater()
