@@ -15,7 +15,7 @@ import mimetypes
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 300.0  # between two streamed chunks: a busy server queues requests
 LIST_TIMEOUT_S = 10.0
+# What is read from a server is bounded before it is decoded: a server that never ends a line or a body (a fault,
+# or not a model server at all) ends the request with a message instead of filling memory.
+MAX_LINE_BYTES = 1 << 20  # one line of the answer's event stream; a chunk of it is a few hundred bytes
+MAX_BODY_BYTES = 4 << 20  # the model list, an error's explanation
+SHOWN_DETAIL_CHARS = 300  # of a server's own words, in a message for a person
 
 
 class ServerError(XvlmError):
@@ -108,12 +113,64 @@ def keep_api_key(settings: Settings) -> Settings:
 
 
 def _headers(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"} if key else {}
+    # Uncompressed: a compressed body is bounded only once inflated, so what is read is what is bounded.
+    return {"Accept-Encoding": "identity", **({"Authorization": f"Bearer {key}"} if key else {})}
 
 
-def _failure(response: httpx2.Response, url: str) -> ServerError:
+def _raw_chunks(response: httpx2.Response, url: str) -> Iterator[bytes]:
+    """The body as sent; a compressed one (sent although _headers asked for none) is refused."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise ServerError(translate("RemoteModel", "The model server at {url} sent its answer compressed "
+                                                   "({encoding}), which this app does not read. Check that the "
+                                                   "address in Settings is the model server itself.")
+                          .format(url=url, encoding=encoding[:40]))
+    return response.iter_raw()
+
+
+def _read_body(response: httpx2.Response, url: str) -> bytes:
+    """The whole body of a short answer (a list, an error), at most MAX_BODY_BYTES."""
+    body = bytearray()
+    for chunk in _raw_chunks(response, url):
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise _too_long(url, MAX_BODY_BYTES)
+    return bytes(body)
+
+
+def _stream_lines(chunks: Iterable[bytes], url: str) -> Iterator[str]:
+    """The lines of an event stream (without their line ends), each at most MAX_LINE_BYTES."""
+    pending = bytearray()
+    for chunk in chunks:
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            pending += chunk[start:end]
+            if len(pending) > MAX_LINE_BYTES:
+                raise _too_long(url, MAX_LINE_BYTES)
+            yield pending.decode("utf-8", "replace").removesuffix("\r")
+            pending.clear()
+            start = end + 1
+        pending += chunk[start:]
+        if len(pending) > MAX_LINE_BYTES:
+            raise _too_long(url, MAX_LINE_BYTES)
+    if pending:
+        yield pending.decode("utf-8", "replace").removesuffix("\r")
+
+
+def _too_long(url: str, limit: int) -> ServerError:
+    return ServerError(translate("RemoteModel", "The model server at {url} sent more than {size} MiB without a "
+                                                "break, so the app stopped reading. Check that the address in "
+                                                "Settings is a model server; if it is, its log may say what went "
+                                                "wrong.").format(url=url, size=f"{limit / (1 << 20):g}"))
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= SHOWN_DETAIL_CHARS else text[:SHOWN_DETAIL_CHARS] + "…"
+
+
+def _failure(response: httpx2.Response, body: bytes, url: str) -> ServerError:
     try:
-        detail = str(response.json()["error"]["message"])
+        detail = _short(str(json.loads(body)["error"]["message"]))
     except (ValueError, KeyError, TypeError):
         detail = response.reason_phrase or ""
     status = response.status_code
@@ -146,13 +203,14 @@ def list_models(address: str, key: str) -> list[dict[str, Any]]:
     """The models a server offers (`GET /v1/models`), as its model cards."""
     url = api_url(address)
     try:
-        response = httpx2.get(f"{url}/models", headers=_headers(key), timeout=LIST_TIMEOUT_S)
+        with httpx2.stream("GET", f"{url}/models", headers=_headers(key), timeout=LIST_TIMEOUT_S) as response:
+            body = _read_body(response, url)
     except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
         raise _unreachable(exc, url) from None
     if response.status_code != 200:
-        raise _failure(response, url)
+        raise _failure(response, body, url)
     try:
-        cards = response.json()["data"]
+        cards = json.loads(body)["data"]
         return [card for card in cards if isinstance(card, dict) and isinstance(card.get("id"), str)]
     except (ValueError, KeyError, TypeError):
         raise ServerError(translate("RemoteModel", "{url} did not answer like an OpenAI-compatible server. Check the "
@@ -311,9 +369,8 @@ class RemoteAnswer:
                     "POST", f"{url}/chat/completions", json=self.body, headers=_headers(self.remote.key),
                     extensions={"trace": hangup.trace}) as response:
                 if response.status_code != 200:
-                    response.read()
-                    raise _failure(response, url)
-                for line in response.iter_lines():
+                    raise _failure(response, _read_body(response, url), url)
+                for line in _stream_lines(_raw_chunks(response, url), url):
                     if self.cancel.is_set():
                         self.stats.stop_reason = "cancelled"
                         break  # leaving the block closes the connection: the server stops generating
@@ -347,20 +404,27 @@ class RemoteAnswer:
         if not isinstance(chunk, dict):
             return []
         if isinstance(chunk.get("error"), dict):
+            reason = chunk["error"].get("message") or translate("RemoteModel", "no reason given")
             raise ServerError(translate("RemoteModel", "The model server at {url} stopped the answer: {reason}")
-                              .format(url=self.remote.url,
-                                      reason=chunk["error"].get("message",
-                                                                translate("RemoteModel", "no reason given"))))
+                              .format(url=self.remote.url, reason=_short(str(reason))))
 
         usage = chunk.get("usage")
         if isinstance(usage, dict):
-            self.stats.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            self.stats.output_tokens = int(usage.get("completion_tokens") or 0)
+            self.stats.prompt_tokens = _count(usage.get("prompt_tokens"))
+            self.stats.output_tokens = _count(usage.get("completion_tokens"))
             details = usage.get("prompt_tokens_details")
-            self.stats.reused_tokens = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+            self.stats.reused_tokens = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+        choices = chunk.get("choices") or []
+        if not isinstance(choices, list) or not all(isinstance(choice, dict) for choice in choices):
+            raise self._unreadable("choices", choices)
         deltas = []
-        for choice in chunk.get("choices") or []:
-            content = (choice.get("delta") or {}).get("content")
+        for choice in choices:
+            delta = choice.get("delta") or {}
+            if not isinstance(delta, dict):
+                raise self._unreadable("delta", delta)
+            content = delta.get("content")
+            if content is not None and not isinstance(content, str):
+                raise self._unreadable("content", content)
             if content:
                 deltas.append(content)
                 if not isinstance(usage, dict):
@@ -369,3 +433,15 @@ class RemoteAnswer:
             if finish:
                 self.stats.stop_reason = "length" if finish == "length" else "eos"
         return deltas
+
+    def _unreadable(self, field: str, value: Any) -> ServerError:
+        return ServerError(translate("RemoteModel", "The model server at {url} sent an answer this app cannot read: "
+                                                    "its \"{field}\" was {value}, not what the OpenAI chat API "
+                                                    "sends. Check that the address in Settings is an "
+                                                    "OpenAI-compatible model server.")
+                           .format(url=self.remote.url, field=field, value=_short(json.dumps(value))))
+
+
+def _count(value: Any) -> int:
+    """A token count from the server's usage; anything but a whole number of at least 0 counts as 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
