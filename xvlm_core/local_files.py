@@ -65,7 +65,7 @@ def _require_regular(path: Path, info: os.stat_result, limit: int, error: type[X
 
 
 def _too_large(path: Path, limit: int) -> str:
-    size = f"{limit // 2**20} MB" if limit >= 2**20 else f"{max(1, limit // 2**10)} KB"
+    size = f"{limit // 2**20} MB" if limit >= 2**20 else f"{limit // 2**10} KB" if limit >= 2**10 else f"{limit} bytes"
     return f"{path}: the file is larger than {size}."
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xvlm_core.errors import ConversationError
+from xvlm_core.local_files import read_regular_file
 from xvlm_core.messages import Image, Message
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -83,17 +84,13 @@ def read_conversation(path: Path) -> list[Message]:
     Image names are returned as written in the file (relative to it, in files the app exports), as plain
     paths; the caller resolves them (into ImageRefs). Sizes are bounded so a hostile file cannot fill memory.
     """
+    data = read_regular_file(path, MAX_CONVERSATION_BYTES, ConversationError, "a conversation")
     try:
-        if path.stat().st_size > MAX_CONVERSATION_BYTES:
-            raise ConversationError(f"{path}: the file is larger than {MAX_CONVERSATION_BYTES // 2**20} MB.")
-        data = path.read_bytes()
         # `[[],[],...]` costs twenty times its bytes once decoded: count the values before building them.
         if _json_values(data) > _max_json_values():
             raise ConversationError(f"{path}: too many JSON values for {MAX_CONVERSATION_MESSAGES} messages.")
         raw = json.loads(data.decode("utf-8"))
-    except FileNotFoundError:
-        raise ConversationError(f"{path}: no such file.") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise ConversationError(f"{path}: cannot read it ({exc}).") from None
     except json.JSONDecodeError as exc:
         raise ConversationError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno}).") from None

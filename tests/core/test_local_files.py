@@ -47,7 +47,7 @@ def test_the_helper_reads_up_to_its_limit_and_no_further(tmp_path):
     path = tmp_path / "small.json"
     path.write_bytes(b"x" * 100)
     assert read_regular_file(path, 100) == b"x" * 100
-    with pytest.raises(XvlmError, match="larger than 1 KB"):
+    with pytest.raises(XvlmError, match="small.json: the file is larger than 99 bytes"):
         read_regular_file(path, 99)
 
 
@@ -78,3 +78,14 @@ def test_a_sparse_giant_is_refused_before_it_is_read(tmp_path, tiny_model_dir, t
     with pytest.raises((ConfigError, CheckpointError)) as error:
         load_model(str(model), vision_tower=str(tower))
     assert str(error.value).startswith(f"{giant}: the file is larger than")
+
+
+@needs_fifo
+def test_a_conversation_file_that_is_a_fifo_is_refused_without_waiting(tmp_path):
+    from xvlm_core.errors import ConversationError
+    from xvlm_core.prompt import read_conversation
+
+    fifo = tmp_path / "chat.json"
+    os.mkfifo(fifo)
+    _, error = outcome_without_hanging(lambda: read_conversation(fifo), [fifo])
+    assert isinstance(error, ConversationError) and str(error).startswith(f"{fifo}: not a regular file")
