@@ -30,7 +30,8 @@ class ImagePreprocessor:
     @classmethod
     def from_folder(cls, folder: Path | None, image_size: int, aspect_ratio: str) -> ImagePreprocessor:
         path = folder / "preprocessor_config.json" if folder else None
-        if path is None or not path.is_file():
+        # Only a missing file means "the defaults": a FIFO or a folder in its place is refused when read.
+        if path is None or not path.exists():
             return cls(size=image_size, crop=image_size, aspect_ratio=aspect_ratio)
         raw = read_json_object(path, CheckpointError, "the image preprocessing config")
         values = parse_preprocessor(raw, path, image_size)

@@ -52,7 +52,8 @@ def test_the_helper_reads_up_to_its_limit_and_no_further(tmp_path):
 
 
 @needs_fifo
-@pytest.mark.parametrize("name", ["xmodel_32000.model", "config.json", "tower/config.json"])
+@pytest.mark.parametrize("name", ["xmodel_32000.model", "config.json", "tower/config.json",
+                                  "tower/preprocessor_config.json"])
 def test_a_fifo_in_the_checkpoint_is_refused_without_waiting_for_a_writer(tmp_path, tiny_model_dir, tiny_tower_dir,
                                                                           name):
     model = link_copy(tiny_model_dir, tmp_path / "model")
