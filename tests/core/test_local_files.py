@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from fifo_guard import outcome_without_hanging
 
+from xvlm_core.cli import main
 from xvlm_core.errors import CheckpointError, ConfigError, XvlmError
 from xvlm_core.local_files import read_regular_file
 from xvlm_core.model import load_model
@@ -54,8 +55,8 @@ def test_the_helper_reads_up_to_its_limit_and_no_further(tmp_path):
 @needs_fifo
 @pytest.mark.parametrize("name", ["xmodel_32000.model", "config.json", "tower/config.json",
                                   "tower/preprocessor_config.json"])
-def test_a_fifo_in_the_checkpoint_is_refused_without_waiting_for_a_writer(tmp_path, tiny_model_dir, tiny_tower_dir,
-                                                                          name):
+def test_a_fifo_in_the_checkpoint_is_refused_without_waiting_for_a_writer(capsys, tmp_path, tiny_model_dir,
+                                                                          tiny_tower_dir, name):
     model = link_copy(tiny_model_dir, tmp_path / "model")
     tower = link_copy(tiny_tower_dir, tmp_path / "tower")
     fifo = (tmp_path / name) if name.startswith("tower/") else model / name
@@ -64,6 +65,10 @@ def test_a_fifo_in_the_checkpoint_is_refused_without_waiting_for_a_writer(tmp_pa
     _, error = outcome_without_hanging(lambda: load_model(str(model), vision_tower=str(tower)), [fifo])
     assert isinstance(error, ConfigError | CheckpointError)
     assert str(error).startswith(f"{fifo}: not a regular file")
+    code, _ = outcome_without_hanging(lambda: main(["ask", "--model", str(model), "--vision-tower", str(tower), "hi"]),
+                                      [fifo])
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {error}"
 
 
 @pytest.mark.parametrize("name", ["config.json", "tower/config.json", "tower/preprocessor_config.json",
