@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from PySide6.QtCore import QT_TRANSLATE_NOOP, QCoreApplication
+from xvlm_core.precisions import QUANTIZE_CHOICES
 
 from app import APP_NAME
 from app.launch import launch_from_args
@@ -40,9 +41,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="the CLIP vision tower, when the checkpoint does not hold it")
     parser.add_argument("--device", default="", help="auto, cpu, cuda, cuda:N or mps (default: from Settings)")
     parser.add_argument("--dtype", default="", help="auto, float32, float16 or bfloat16 (default: from Settings)")
-    parser.add_argument("--quantize", default="", choices=["none", "int8"],
-                        help="int8: 8-bit weights, faster, answers may differ slightly; none: exact "
-                             "(default: from Settings)")
+    parser.add_argument("--quantize", default="", choices=QUANTIZE_CHOICES,
+                        help="int8: 8-bit weights, faster, answers may differ slightly; int4: 4-bit weights, "
+                             "faster still, answers may differ more; none: exact (default: from Settings)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         type=str.upper, help="how much to write to the log file (default: INFO)")
     parser.add_argument("--self-check", metavar="MODEL_DIR", default="",

@@ -42,9 +42,10 @@ log = logging.getLogger(__name__)
 DTYPES = [("auto", QT_TRANSLATE_NOOP("SettingsDialog", "Automatic")),
           ("float32", QT_TRANSLATE_NOOP("SettingsDialog", "float32 (most memory)")),
           ("bfloat16", "bfloat16"), ("float16", "float16")]
-# How the language model's weights are held: as in the checkpoint, or 8-bit (xvlm_core's `quantize`).
+# How the language model's weights are held: as in the checkpoint, 8-bit or 4-bit (xvlm_core's `quantize`).
 PRECISIONS = [("none", QT_TRANSLATE_NOOP("SettingsDialog", "Exact (bf16/fp16/fp32 weights)")),
-              ("int8", QT_TRANSLATE_NOOP("SettingsDialog", "Faster: 8-bit weights (answers may differ slightly)"))]
+              ("int8", QT_TRANSLATE_NOOP("SettingsDialog", "Faster: 8-bit weights (answers may differ slightly)")),
+              ("int4", QT_TRANSLATE_NOOP("SettingsDialog", "Fastest: 4-bit weights (answers may differ more)"))]
 
 
 MAX_ANSWER_TOKENS = 4096  # Xmodel-VLM's context: no answer can be longer than what the model reads at once
@@ -70,7 +71,7 @@ class Settings:
     vision_tower: str = ""
     device: str = "auto"
     dtype: str = "auto"
-    quantize: str = "none"  # "int8": 8-bit weights, faster and half the memory
+    quantize: str = "none"  # "int8": 8-bit weights, faster and half the memory; "int4": 4-bit, a third
     temperature: float = 0.0
     top_p: float = 1.0
     max_new_tokens: int = 512
@@ -255,8 +256,9 @@ class SettingsDialog(QDialog):
             self.precision_combo.addItem(translate("SettingsDialog", label), value)
         self.precision_combo.setCurrentIndex(max(0, self.precision_combo.findData(settings.quantize)))
         self.precision_combo.setToolTip(translate(
-            "SettingsDialog", "8-bit weights decode faster on a CPU and take about half the memory; the answers are "
-                              "close to the exact model's but not the same."))
+            "SettingsDialog", "8-bit weights decode faster on a CPU and take about half the memory, 4-bit weights "
+                              "faster still in about a third; the answers are close to the exact model's but not "
+                              "the same."))
 
         self.dtype_combo = QComboBox()
         self.dtype_combo.setAccessibleName(translate("SettingsDialog", "Number format"))

@@ -564,7 +564,8 @@ class MainWindow(QMainWindow):
             self.device_label.setText(translate("MainWindow", "on {server}").format(server=summary["server"]))
             self.memory_label.clear()
             return
-        weights = translate("MainWindow", " · 8-bit weights") if summary.get("quantize") == "int8" else ""
+        weights = {"int8": translate("MainWindow", " · 8-bit weights"),
+                   "int4": translate("MainWindow", " · 4-bit weights")}.get(str(summary.get("quantize")), "")
         self.device_label.setText(f"{summary.get('device', '')} · {summary.get('dtype', '')}{weights}")
         self.memory_label.setText(human_megabytes(float(summary.get("memory_mb", 0.0))))
 

@@ -19,8 +19,9 @@ from xvlm_core.checkpoint import EMBEDDED_TOWER_PREFIX, PROJECTOR_PREFIX
 from xvlm_core.config import IMAGE_TOKEN_INDEX, XvlmConfig, check_tower_config, load_config, read_json_object
 from xvlm_core.device import dtype_name, memory_in_use_mb, pick_device, pick_dtype, release_freed_memory
 from xvlm_core.errors import CheckpointError, ConfigError, XvlmError
+from xvlm_core.precisions import QUANTIZE_CHOICES, WEIGHTS_LABELS
 from xvlm_core.projector import build_projector
-from xvlm_core.quantize import QUANTIZE_CHOICES, Int8Linear, quantizable_linears
+from xvlm_core.quantize import QUANTIZED_LINEARS, QuantizedLinear, quantizable_linears
 from xvlm_core.tokenizer import Tokenizer, find_tokenizer_file
 from xvlm_core.towers import KNOWN_TOWERS
 from xvlm_core.vision import ImagePreprocessor, VisionTower
@@ -82,7 +83,7 @@ class LoadedModel:
     preprocess: ImagePreprocessor | None
     device: torch.device
     dtype: torch.dtype
-    quantize: str = "none"  # "int8": the language model's linear layers hold int8 weights
+    quantize: str = "none"  # "int8", "int4": the language model's linear layers hold 8- or 4-bit weights
     load_s: float = 0.0
     stage_times: dict[str, float] = field(default_factory=dict)
 
@@ -183,7 +184,9 @@ def load_model(
 ) -> LoadedModel:
     """Load a checkpoint folder or cached hub repo, ready to answer on `device` in `dtype`.
 
-    `quantize="int8"` converts the language model's linear layers to int8 weights as they are read.
+    `quantize="int8"` converts the language model's linear layers to int8 weights as they are read, and
+    `"int4"` to 4-bit ones; in both the vision tower's are int8 (its hundreds of rows a call gain nothing
+    from 4 bits: they multiply through a float copy either way).
     """
     if quantize not in QUANTIZE_CHOICES:
         raise XvlmError(f"'{quantize}' is not a weight precision (use {' or '.join(QUANTIZE_CHOICES)}).")
@@ -207,7 +210,7 @@ def load_model(
     with torch.device("meta"):
         network = XmodelVLM(config, tower.clip_config if tower else None)
 
-    int8 = torch_dtype if quantize == "int8" else None
+    int8 = torch_dtype if quantize != "none" else None
     if tower is not None:
         tick = time.perf_counter()
         on_stage("Loading the vision tower…")
@@ -216,8 +219,8 @@ def load_model(
     quantized: set[str] = set()
     if int8 is not None:
         tick = time.perf_counter()
-        on_stage("Loading the language model in 8 bits…")
-        quantized = _load_int8_linears(network.language_model, files, int8)
+        on_stage(f"Loading the language model with {WEIGHTS_LABELS[quantize]}…")
+        quantized = _load_quantized_linears(network.language_model, files, int8, kind=quantize)
         times["quantize_s"] = time.perf_counter() - tick
     tick = time.perf_counter()
     on_stage("Loading the language model…")
@@ -264,7 +267,7 @@ def _load_tower(network: XmodelVLM, tower: TowerSource, int8: torch.dtype | None
 
 
 def _read_tower(clip: nn.Module, tower: TowerSource, kept: int, int8: torch.dtype | None, where: str) -> None:
-    quantized = set() if int8 is None else _load_int8_linears(clip, tower.weight_files, int8, tower.prefix)
+    quantized = set() if int8 is None else _load_quantized_linears(clip, tower.weight_files, int8, tower.prefix)
 
     def wanted(key: str) -> bool:
         return key.startswith(tower.prefix) and key not in quantized
@@ -280,16 +283,18 @@ def _read_tower(clip: nn.Module, tower: TowerSource, kept: int, int8: torch.dtyp
             if layer >= kept:
                 continue  # layers after the selected one never influence the features
         state[local] = tensor
-    _assign(clip, state, where, skip=Int8Linear)
+    _assign(clip, state, where, skip=QuantizedLinear)
 
 
-def _load_int8_linears(module: nn.Module, files: list[Path], dtype: torch.dtype, prefix: str = "") -> set[str]:
-    """Read `module`'s linear weights (keys `prefix` + name) one layer at a time, each straight into int8.
+def _load_quantized_linears(
+    module: nn.Module, files: list[Path], dtype: torch.dtype, prefix: str = "", kind: str = "int8"
+) -> set[str]:
+    """Read `module`'s linear weights (keys `prefix` + name) one layer at a time, each straight into `kind`.
 
     Each read maps the file anew and drops it before the next, so the float weights are never all in
     memory: only the layer being converted. Returns the checkpoint keys read.
     """
-    linears = quantizable_linears(module)
+    linears = quantizable_linears(module, kind)
     layers: dict[str, list[str]] = {}
     for name in linears:
         layer = re.match(r".*\blayers\.\d+\.", name)
@@ -309,7 +314,7 @@ def _load_int8_linears(module: nn.Module, files: list[Path], dtype: torch.dtype,
                     f"{where}: '{name}.weight' has shape {tuple(weight.shape)} but the config implies "
                     f"{tuple(meta.weight.shape)}."
                 )
-            module.set_submodule(name, Int8Linear.from_weight(weight, bias, dtype))
+            module.set_submodule(name, QUANTIZED_LINEARS[kind].from_weight(weight, bias, dtype))
         read |= set(raw)
         del raw
         gc.collect(1)  # the reader's objects hold the file's mapping in reference cycles: free it now
@@ -339,7 +344,7 @@ def _load_language_and_projector(
         raise CheckpointError(
             f"{where}: {len(unexpected)} weights do not belong to an Xmodel-VLM model (first: {unexpected[0]})."
         )
-    _assign(network.language_model, language, where, skip=Int8Linear)
+    _assign(network.language_model, language, where, skip=QuantizedLinear)
     if with_vision:
         assert network.projector is not None
         _assign(network.projector, projector, f"{where} (projector)")

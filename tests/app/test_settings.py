@@ -100,8 +100,9 @@ def test_window_size_and_place_are_remembered(qtbot, make_window, tmp_path, app_
     assert (second.width(), second.height()) == (700, 500)
 
 
-def test_choosing_8_bit_weights_reloads_in_the_background_and_the_status_bar_says_so(qtbot, make_window, tmp_path,
-                                                                                     monkeypatch):
+@pytest.mark.parametrize(("quantize", "label"), [("int8", "8-bit weights"), ("int4", "4-bit weights")])
+def test_choosing_quantized_weights_reloads_in_the_background_and_the_status_bar_says_so(
+        qtbot, make_window, tmp_path, monkeypatch, quantize, label):
     loads = []
 
     def load(request, on_stage):
@@ -110,20 +111,20 @@ def test_choosing_8_bit_weights_reloads_in_the_background_and_the_status_bar_say
 
     window = make_window(ModelWorker(load=load, session_factory=lambda loaded: FakeSession(["ok"])))
     wait_ready(qtbot, window)
-    assert "8-bit" not in window.device_label.text()
+    assert "bit" not in window.device_label.text()
 
     def edit(dialog):
         assert dialog.precision_combo.currentData() == "none"
-        dialog.precision_combo.setCurrentIndex(dialog.precision_combo.findData("int8"))
+        dialog.precision_combo.setCurrentIndex(dialog.precision_combo.findData(quantize))
         return QDialog.DialogCode.Accepted
 
     monkeypatch.setattr(SettingsDialog, "exec", edit)
     window.settings_action.trigger()
     assert window.controller.phase.value == "loading"
     wait_ready(qtbot, window)
-    assert [request.quantize for request in loads] == ["none", "int8"]
-    assert json.loads((tmp_path / "settings.json").read_text())["quantize"] == "int8"
-    assert window.device_label.text().endswith("· 8-bit weights")
+    assert [request.quantize for request in loads] == ["none", quantize]
+    assert json.loads((tmp_path / "settings.json").read_text())["quantize"] == quantize
+    assert window.device_label.text().endswith(f"· {label}")
     ask(qtbot, window, "Hi")
     wait_answered(qtbot, window)
     assert window.controller.messages[-1].text == "ok"
@@ -134,6 +135,7 @@ def test_the_precision_choice_is_labelled_for_people(qtbot):
     qtbot.addWidget(dialog)
     labels = [dialog.precision_combo.itemText(i) for i in range(dialog.precision_combo.count())]
     assert labels[0].startswith("Exact") and "8-bit" in labels[1] and "may differ" in labels[1]
+    assert "4-bit" in labels[2] and "may differ" in labels[2]
     assert dialog.result_settings().quantize == "int8"
     assert Settings().model_changed(Settings(quantize="int8"))
 

@@ -181,9 +181,9 @@ def test_ask_with_8_bit_weights_answers(capsys, tiny_model_dir, tiny_tower_dir):
 
 def test_unknown_quantize_choice_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_code:
-        main(["ask", "--quantize", "int4", "Hello"])
+        main(["ask", "--quantize", "int3", "Hello"])
     assert exit_code.value.code == 2
-    assert "int4" in capsys.readouterr().err
+    assert "int3" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

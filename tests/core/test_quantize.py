@@ -1,6 +1,8 @@
-"""8-bit weights: the int8 kernel against its dequantized reference, the error per layer, and whole answers."""
+"""8- and 4-bit weights: each kernel against its dequantized reference, the error per layer, and whole answers."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -9,7 +11,16 @@ from torch import nn
 from xvlm_core.errors import XvlmError
 from xvlm_core.model import load_model
 from xvlm_core.prompt import Message
-from xvlm_core.quantize import Int8Linear, quantizable_linears, quantize_weight, weight_bytes
+from xvlm_core.quantize import (
+    Int4Linear,
+    Int8Linear,
+    QuantizedLinear,
+    quantizable_linears,
+    quantize_weight,
+    quantize_weight_int4,
+    unpack_int4,
+    weight_bytes,
+)
 from xvlm_core.sampling import SamplingSettings
 from xvlm_core.session import ChatSession
 
@@ -122,8 +133,8 @@ def test_layers_the_kernel_cannot_take_stay_exact():
 
 
 def test_unknown_weight_precision_is_a_clear_error(tiny_model_dir):
-    with pytest.raises(XvlmError, match="'int4' is not a weight precision"):
-        load_model(str(tiny_model_dir), quantize="int4")
+    with pytest.raises(XvlmError, match="'int3' is not a weight precision"):
+        load_model(str(tiny_model_dir), quantize="int3")
 
 
 def test_int8_loads_from_bin_and_from_shards_alike(tmp_path, tiny_model_bin_dir, tiny_model_dir, tiny_tower_dir):
@@ -168,3 +179,113 @@ def test_int8_names_a_missing_or_misshapen_linear_weight(tmp_path, tiny_model_di
     write_weights(folder, state)
     with pytest.raises(CheckpointError, match=words):
         load_model(str(folder), vision_tower=str(tiny_tower_dir), quantize="int8")
+
+
+def gaussian_linear(out_features: int, in_features: int, dtype: torch.dtype, seed: int = 0) -> nn.Linear:
+    linear = random_linear(out_features, in_features, dtype, seed)
+    linear.bias = nn.Parameter(torch.randn(out_features, generator=torch.Generator().manual_seed(seed)).to(dtype))
+    return linear.requires_grad_(False)
+
+
+@pytest.mark.parametrize(("out_features", "in_features"), [(64, 64), (256, 2048), (2048, 5632), (5632, 2048)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 100])  # 100: a prompt's rows take the dequantized float path
+def test_int4_product_is_within_a_tenth_of_the_exact_one(out_features, in_features, dtype, rows):
+    exact = gaussian_linear(out_features, in_features, dtype, seed=6)
+    quantized = Int4Linear.from_linear(exact)
+    x = torch.randn(rows, in_features, generator=torch.Generator().manual_seed(7)).to(dtype)
+    reference = x.float() @ exact.weight.float().T + exact.bias.float()
+    error = (quantized(x).float() - reference).norm() / reference.norm()
+    assert error < 0.1
+
+
+@pytest.mark.parametrize(("out_features", "in_features"), [(64, 32), (128, 96), (192, 2048)])
+@pytest.mark.parametrize("rows", [1, 7, 64, 65, 200])
+def test_int4_kernel_and_float_path_equal_the_dequantized_weights_in_float32(out_features, in_features, rows):
+    layer = Int4Linear.from_linear(random_linear(out_features, in_features, torch.float32, seed=8))
+    x = torch.randn(2, rows, in_features, generator=torch.Generator().manual_seed(9))
+    reference = x @ layer.dequantized().T  # what the 4-bit levels, scales and zeros stand for
+    torch.testing.assert_close(layer(x), reference, rtol=1e-4, atol=1e-4)
+
+
+def test_int4_levels_span_each_group_and_read_back_from_the_kernels_layout():
+    weight = torch.randn(128, 64, generator=torch.Generator().manual_seed(10))
+    packed, scales_and_zeros = quantize_weight_int4(weight)
+    assert packed.shape == (128, 32) and packed.dtype == torch.uint8
+    assert scales_and_zeros.shape == (2, 128, 2)  # [groups, out, (scale, zero)]
+    levels = torch.empty(128, 64, dtype=torch.uint8)
+    unpack_int4(packed, levels)
+    grouped = levels.view(128, 2, 32)
+    # Each group's smallest weight is level 0 and its largest level 15, and every weight is its level's
+    # value to within half a step: the levels were read back in the order they were packed.
+    assert (grouped.amin(-1) == 0).all() and (grouped.amax(-1) == 15).all()
+    scale, zero = scales_and_zeros.unbind(-1)  # [groups, out] each
+    step, low = scale.T[..., None], (zero - 8 * scale).T[..., None]
+    assert ((grouped * step + low - weight.view(128, 2, 32)).abs() <= step / 2 + 1e-6).all()
+
+
+def test_int4_takes_only_shapes_its_kernel_can():
+    model = nn.Sequential(
+        random_linear(64, 64, torch.float32),  # fits
+        random_linear(32, 64, torch.float32),  # 32 output rows: less than one of the kernel's blocks
+        random_linear(64, 48, torch.float32),  # 48 inputs: not whole groups of 32
+        random_linear(128, 96, torch.float32),  # fits
+    )
+    assert list(quantizable_linears(model, "int4")) == ["0", "3"]
+
+
+@pytest.fixture(scope="module")
+def int4(tiny_model_dir, tiny_tower_dir):
+    return load_model(str(tiny_model_dir), vision_tower=str(tiny_tower_dir), dtype="float32", quantize="int4")
+
+
+def test_int4_converts_the_layers_that_fit_and_leaves_the_rest_exact(exact_and_int8, int4):
+    exact, _ = exact_and_int8
+    language = int4.model.language_model
+    # The tiny model: q and o projections 64x64 and lm_head 32000x64 fit; k and v (32 rows), gate and up
+    # (176 rows) and down (176 inputs) do not, and stay exact.
+    converted = {name.split(".")[-1] for name, m in language.named_modules() if isinstance(m, Int4Linear)}
+    kept = {name.split(".")[-1] for name, m in language.named_modules() if isinstance(m, nn.Linear)}
+    assert converted == {"q_proj", "o_proj", "lm_head"}
+    assert kept == {"k_proj", "v_proj", "gate_proj", "up_proj", "down_proj"}
+    # The tower holds 8-bit weights; the projector stays exact.
+    tower = int4.model.vision_tower
+    assert sum(isinstance(m, Int8Linear) for m in tower.modules()) == 6 * tower.kept_layers
+    assert not any(isinstance(m, QuantizedLinear) for m in int4.model.projector.modules())
+    assert int4.summary()["quantize"] == "int4"
+    exact_head = weight_bytes(exact.model.language_model.lm_head)
+    assert weight_bytes(language.lm_head) < 0.2 * exact_head  # float32 -> half a byte, plus two floats per 32
+
+
+@pytest.mark.parametrize("decode_mode", ["lean", "fixed"])
+def test_int4_answers_on_the_tiny_model_are_sensible(int4, images_dir, decode_mode):
+    messages = [Message("user", "What is in this image?", [str(images_dir / "gradient_square.png")])]
+    answer = ChatSession(int4, decode_mode=decode_mode).answer(messages, SamplingSettings(max_new_tokens=24))
+    deltas = list(answer)
+    result = answer.result
+    assert len(result.output_ids) == 24 and all(0 <= token < 32000 for token in result.output_ids)
+    assert result.text.strip() and "".join(deltas) == result.text
+
+
+def test_int4_tiny_model_layers_are_within_a_tenth_of_exact(exact_and_int8, int4):
+    exact, _ = exact_and_int8
+    exact_layers = dict(exact.model.language_model.named_modules())
+    checked = 0
+    for name, module in int4.model.language_model.named_modules():
+        if isinstance(module, Int4Linear):
+            x = torch.randn(4, module.in_features, generator=torch.Generator().manual_seed(11))
+            with torch.inference_mode():
+                reference = exact_layers[name](x)
+                error = (module(x) - reference).norm() / reference.norm()
+            assert error < 0.1, name
+            checked += 1
+    assert checked == 2 * 2 + 1
+
+
+def test_ask_with_4_bit_weights_answers(capsys, tiny_model_dir, tiny_tower_dir):
+    from xvlm_core.cli import main
+
+    args = ["ask", "--model", str(tiny_model_dir), "--vision-tower", str(tiny_tower_dir), "--quantize", "int4"]
+    assert main([*args, "--max-new-tokens", "6", "--json", "Hello"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["output_ids"]) == 6 and result["text"]
