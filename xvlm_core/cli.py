@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from xvlm_core.errors import XvlmError
+from xvlm_core.precisions import QUANTIZE_CHOICES, WEIGHTS_LABELS
 
 if TYPE_CHECKING:
     from xvlm_core.hub import DownloadProgress
@@ -33,10 +35,10 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16 (default: auto)")
     parser.add_argument(
         "--quantize",
-        choices=("none", "int8"),
+        choices=QUANTIZE_CHOICES,
         default="none",
-        help="int8: 8-bit weights for the language model, faster and half the memory; answers may differ "
-        "slightly (default: none, the exact weights)",
+        help="int8: 8-bit weights for the language model, faster and half the memory; int4: 4-bit weights, "
+        "faster still and about a third of the memory; answers may differ (default: none, the exact weights)",
     )
 
 
@@ -52,6 +54,37 @@ def _sampling_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=defaults.top_k, metavar="K")
     parser.add_argument("--repetition-penalty", type=float, default=defaults.repetition_penalty, metavar="R")
     parser.add_argument("--seed", type=int, default=defaults.seed, metavar="N")
+
+
+def _port(text: str) -> int:
+    port = _whole_number(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: give a number from 1 to 65535, or 0 for a free one")
+    return port
+
+
+def _at_least_one(text: str) -> int:
+    number = _whole_number(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"give a whole number of at least 1, not {number}")
+    return number
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"give a number of seconds above 0, not {text!r}")
+    return seconds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the model over an OpenAI-compatible HTTP API")
     _model_options(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s: this machine)")
-    serve.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one (default: %(default)s)")
+    serve.add_argument("--port", type=_port, default=8000, help="port; 0 picks a free one (default: %(default)s)")
     serve.add_argument(
         "--api-key",
         default=os.environ.get("XVLM_API_KEY") or None,
@@ -94,12 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also fetch images from http(s) URLs (by default only data: URLs are accepted)",
     )
     serve.add_argument(
-        "--max-waiting", type=int, default=16, metavar="N",
+        "--max-waiting", type=_at_least_one, default=16, metavar="N",
         help="requests that may wait behind the one being answered; more get HTTP 429 (default: %(default)s)",
     )
     serve.add_argument(
-        "--request-timeout", type=float, default=300.0, metavar="SECONDS",
-        help="longest a request may take from arrival to its last token; longer gets HTTP 503 (default: %(default)s)",
+        "--request-timeout", type=_seconds, default=300.0, metavar="SECONDS",
+        help="longest a request may take from arrival, its upload included, to its last token; longer gets HTTP 408 "
+        "while uploading, else 503 (default: %(default)s)",
     )
     serve.set_defaults(run=cmd_serve)
 
@@ -221,7 +255,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     session = ChatSession(loaded)
     messages: list[Message] = []
     summary = loaded.summary()
-    weights = ", 8-bit weights" if loaded.quantize == "int8" else ""
+    weights = f", {WEIGHTS_LABELS[loaded.quantize]}" if loaded.quantize in WEIGHTS_LABELS else ""
     print(f"Chatting with {loaded.name} on {summary['device']} ({summary['dtype']}{weights}).")
     print(
         "Commands: /image FILE attaches an image to your next message (repeat it for several), /new starts over, "
@@ -293,8 +327,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"--host {args.host} lets other machines reach the model: give --api-key KEY (or set XVLM_API_KEY), "
             "or --insecure-no-key to serve anyone who can reach this address."
         )
-    if args.max_waiting < 1 or args.request_timeout <= 0:
-        raise XvlmError("--max-waiting must be at least 1 and --request-timeout above 0.")
+    _log_with_timestamps()
     options = ServerOptions(
         host=args.host,
         port=args.port,
@@ -309,6 +342,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         serve(loaded, options)
     log.info("Stopped.")
     return 0
+
+
+def _log_with_timestamps() -> None:
+    """A server's log is read later and by others: each record gets a time, and outside text is escaped."""
+    from xvlm_core.log_lines import LogFormatter
+
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(LogFormatter())
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

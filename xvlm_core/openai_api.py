@@ -13,7 +13,13 @@ from xvlm_core.messages import Image, ImageRef, Message
 from xvlm_core.prompt import MAX_IMAGES_PER_MESSAGE, MAX_MESSAGE_CHARS, SYSTEM_V1
 
 MAX_MESSAGES = 5_000
-MAX_STOP_STRINGS = 4
+# A turn (user messages and the answer after them) is tokenized in one piece before the first token, between two
+# checks of the request's time limit: bounding it bounds that step, as the message bound does for one message.
+MAX_TURN_CHARS = MAX_MESSAGE_CHARS
+MAX_IMAGES_PER_REQUEST = 500  # OpenAI's own bound; the context holds far fewer, the oldest are dropped
+MAX_STOP_STRINGS = 4  # as OpenAI
+MAX_STOP_CHARS = 256  # each; stop strings are short markers, and a held-back tail is at most this long
+SHOWN_VALUE_CHARS = 40  # of a bad value quoted back in an error
 DEFAULT_MAX_TOKENS = 512  # as `xvlm ask`
 
 
@@ -58,12 +64,15 @@ class ChatRequest:
 ImageResolver = Callable[[str, str], ImageRef]
 
 
-def parse_chat_request(body: bytes, resolve_image: ImageResolver) -> ChatRequest:
+def parse_chat_request(body: bytes | bytearray, resolve_image: ImageResolver) -> ChatRequest:
     """Check a request body; fields this server does not use are ignored, as OpenAI's API does for most."""
     try:
         raw = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ApiError(400, f"The request body is not valid JSON ({exc}).") from None
+    except ValueError:  # an integer beyond Python's limit on digits it converts
+        raise ApiError(400, "The request body holds a number with too many digits; send numbers as "
+                       "ordinary JSON numbers.") from None
     if not isinstance(raw, dict):
         raise ApiError(400, "The request body must be a JSON object.")
     if raw.get("n", 1) != 1:
@@ -98,6 +107,7 @@ def _messages(raw: object, request: ChatRequest, resolve_image: ImageResolver) -
     if len(raw) > MAX_MESSAGES:
         raise ApiError(400, f"messages holds more than {MAX_MESSAGES} messages.", "messages")
     system: list[str] = []
+    system_chars, image_count, turn_start, turn_chars = 0, 0, 0, 0
     for index, item in enumerate(raw):
         param = f"messages[{index}]"
         if not isinstance(item, dict):
@@ -105,18 +115,34 @@ def _messages(raw: object, request: ChatRequest, resolve_image: ImageResolver) -
         role = item.get("role")
         if role in ("system", "developer"):
             system.append(_content(item.get("content"), param))
-        elif role == "user":
+            system_chars += len(system[-1])
+            if system_chars > MAX_TURN_CHARS:
+                raise ApiError(400, f"The system messages hold more than {MAX_TURN_CHARS} characters together.",
+                               param)
+            continue
+        if role == "user":
             images: list[Image] = []
             text = _content(item.get("content"), param, images, resolve_image)
-            request.messages.append(Message("user", text, images))
+            message = Message("user", text, images)
+            image_count += len(images)
+            if image_count > MAX_IMAGES_PER_REQUEST:
+                raise ApiError(400, f"The request carries more than {MAX_IMAGES_PER_REQUEST} images.", param)
         elif role == "assistant":
             if item.get("content") is None:
                 raise ApiError(400, f"{param}: an assistant message needs text content (tool calls are not supported).",
                                f"{param}.content")
-            request.messages.append(Message("assistant", _content(item.get("content"), param)))
+            message = Message("assistant", _content(item.get("content"), param))
         else:
-            raise ApiError(400, f"{param}: role {role!r} is not supported (use system, user or assistant).",
+            raise ApiError(400, f"{param}: role {_shown(role)} is not supported (use system, user or assistant).",
                            f"{param}.role")
+        # A turn starts at each question that follows an answer, as the session splits the conversation.
+        if role == "user" and request.messages and request.messages[-1].role != "user":
+            turn_start, turn_chars = index, 0
+        turn_chars += len(message.text)
+        if turn_chars > MAX_TURN_CHARS:
+            raise ApiError(400, f"messages[{turn_start}] to messages[{index}], one question with its answer, hold "
+                           f"more than {MAX_TURN_CHARS} characters together; send shorter messages.", param)
+        request.messages.append(message)
     if system:
         request.system = "\n".join(system)
     if not request.messages or request.messages[-1].role != "user":
@@ -166,7 +192,17 @@ def _stop(raw: object) -> list[str]:
         raise ApiError(400, "stop must be a non-empty string or a list of them.", "stop")
     if len(stops) > MAX_STOP_STRINGS:
         raise ApiError(400, f"stop takes at most {MAX_STOP_STRINGS} strings.", "stop")
+    if any(len(stop) > MAX_STOP_CHARS for stop in stops):
+        raise ApiError(400, f"Each stop string may have at most {MAX_STOP_CHARS} characters.", "stop")
     return stops
+
+
+def _shown(value: object) -> str:
+    """A bad value as an error quotes it, cut short: a client may send megabytes in any field."""
+    if isinstance(value, list | dict):
+        return "a list" if isinstance(value, list) else "an object"
+    text = repr(value[: SHOWN_VALUE_CHARS + 1] if isinstance(value, str) else value)
+    return text if len(text) <= SHOWN_VALUE_CHARS else text[:SHOWN_VALUE_CHARS] + "..."
 
 
 def _integer(raw: dict, name: str, default: int | None) -> int | None:
@@ -174,7 +210,7 @@ def _integer(raw: dict, name: str, default: int | None) -> int | None:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ApiError(400, f"{name} must be an integer, not {value!r}.", name)
+        raise ApiError(400, f"{name} must be an integer, not {_shown(value)}.", name)
     return value
 
 
@@ -183,7 +219,7 @@ def _number(raw: dict, name: str, default: float) -> float:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ApiError(400, f"{name} must be a number, not {value!r}.", name)
+        raise ApiError(400, f"{name} must be a number, not {_shown(value)}.", name)
     return float(value)
 
 
@@ -192,38 +228,85 @@ def _boolean(raw: dict, name: str, default: bool, param: str | None = None) -> b
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise ApiError(400, f"{param or name} must be true or false, not {value!r}.", param or name)
+        raise ApiError(400, f"{param or name} must be true or false, not {_shown(value)}.", param or name)
     return value
 
 
 class StopMatcher:
-    """Applies the request's `stop` strings to streamed text: never shows a stop string or the start of one."""
+    """Applies the request's `stop` strings to streamed text: never shows a stop string or the start of one.
+
+    Each character is looked at once per stop string (plus the steps back a partial match takes, at most one
+    per step forward), so the work grows with the generated text, not with its square or with the stop
+    strings' lengths squared.
+    """
 
     def __init__(self, stops: list[str]):
-        self.stops = stops
-        self.text = ""  # everything seen, cut before the first stop string once one appears
-        self.sent = 0  # characters of `text` already released
+        self._stops = [_StopString(stop) for stop in stops]
+        self._shown: list[str] = []  # released text, in pieces: joined once, at the end
+        self._held = ""  # text that may be the start of a stop string
         self.stopped = False
+
+    @property
+    def text(self) -> str:
+        """Everything seen, cut before the first stop string once one appears."""
+        return "".join(self._shown) + self._held
 
     def push(self, delta: str) -> str:
         """The part of the text so far that can be shown now."""
-        self.text += delta
-        found = [self.text.find(stop) for stop in self.stops if stop in self.text]
-        if found:
-            self.text = self.text[: min(found)]
+        if self.stopped:
+            return ""
+        window = self._held + delta  # a stop string that ends in `delta` starts at the earliest in `_held`
+        cut: int | None = None
+        for index, char in enumerate(delta, start=len(self._held)):
+            for stop in self._stops:
+                if stop.feed(char):
+                    start = index + 1 - len(stop.text)
+                    cut = start if cut is None else min(cut, start)
+        if cut is not None:
             self.stopped = True
-            return self._release(len(self.text))
-        hold = max((n for stop in self.stops for n in range(len(stop) - 1, 0, -1) if self.text.endswith(stop[:n])),
-                   default=0)
-        return self._release(len(self.text) - hold)
+            return self._release(window[:cut], "")
+        hold = max((stop.matched for stop in self._stops), default=0)
+        return self._release(window[: len(window) - hold], window[len(window) - hold :])
 
     def finish(self) -> str:
         """What was held back because it might have started a stop string that never came."""
-        return self._release(len(self.text))
+        return self._release(self._held, "")
 
-    def _release(self, upto: int) -> str:
-        delta, self.sent = self.text[self.sent : upto], max(self.sent, upto)
-        return delta
+    def _release(self, shown: str, held: str) -> str:
+        self._held = held
+        if shown:
+            self._shown.append(shown)
+        return shown
+
+
+class _StopString:
+    """One stop string and how much of it the text so far ends with (Knuth-Morris-Pratt)."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.matched = 0
+        # fallback[k]: the longest proper prefix of text[:k] that is also a suffix of it, where a partial
+        # match of k characters continues when the next character does not extend it.
+        self.fallback = [0] * (len(text) + 1)
+        k = 0
+        for index in range(1, len(text)):
+            while k and text[index] != text[k]:
+                k = self.fallback[k]
+            if text[index] == text[k]:
+                k += 1
+            self.fallback[index + 1] = k
+
+    def feed(self, char: str) -> bool:
+        """Take the next character of the text; whether the text now ends with the whole stop string."""
+        k = self.matched
+        if k == len(self.text):
+            k = self.fallback[k]
+        while k and char != self.text[k]:
+            k = self.fallback[k]
+        if char == self.text[k]:
+            k += 1
+        self.matched = k
+        return k == len(self.text)
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,15 @@ from dataclasses import dataclass
 
 from xvlm_core.errors import XvlmError
 
+# Below this temperature the pick is greedy. Sampling divides the logits by the temperature: a tiny one
+# (1e-320 is a valid float) turns them into inf and the probabilities into NaN, and long before that the
+# distribution is the greedy pick for any logits that float32 tells apart.
+GREEDY_BELOW = 1e-5
+
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """How to pick tokens. Temperature 0 means greedy, the authors' default."""
+    """How to pick tokens. Temperature 0 (or below GREEDY_BELOW) means greedy, the authors' default."""
 
     max_new_tokens: int = 512
     temperature: float = 0.0
@@ -43,5 +48,5 @@ class SamplingSettings:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        return self.temperature < GREEDY_BELOW
 

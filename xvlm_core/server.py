@@ -14,6 +14,7 @@ import logging
 import queue
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator
@@ -25,18 +26,21 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from xvlm_core.errors import XvlmError
+from xvlm_core.log_lines import printable
+from xvlm_core.messages import ImageRef
 from xvlm_core.model import LoadedModel
 from xvlm_core.openai_api import (
     SSE_DONE,
     ApiError,
     ChatRequest,
     Completion,
+    ImageResolver,
     StopMatcher,
     chunk_body,
     completion_body,
@@ -53,6 +57,9 @@ from xvlm_core.server_images import ImageStore
 log = logging.getLogger("xvlm.serve")
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024  # a few base64 photos and a long conversation
+# What requests in flight may hold together: bodies while they arrive and are read, then the text each keeps
+# until answered. Four requests of the largest size; beyond it a request gets 503 instead of memory.
+MAX_BYTES_IN_FLIGHT = 4 * MAX_REQUEST_BYTES
 SHUTDOWN_WAIT_S = 10.0
 
 
@@ -63,7 +70,8 @@ class ServerOptions:
     api_key: str | None = None
     allow_remote_images: bool = False
     max_waiting: int = 16  # requests queued behind the one being answered; more get 429
-    request_timeout_s: float = 300.0  # from arrival to the last token; longer gets 503
+    request_timeout_s: float = 300.0  # from arrival (the upload included) to the last token; longer gets 408/503
+    max_bytes_in_flight: int = MAX_BYTES_IN_FLIGHT
 
 
 def is_loopback(host: str) -> bool:
@@ -243,11 +251,7 @@ class PendingAnswer:
             event = await asyncio.wait_for(self._events.get(), max(self.deadline - time.monotonic(), 0.0))
         except TimeoutError:
             self.job.cancel.set()
-            raise ApiError(
-                503, f"The answer took longer than this server's limit of {self.timeout_s:g} s and was stopped. "
-                "Ask for fewer tokens, or try again when the server is less busy.",
-                code="timeout", kind="server_error",
-            ) from None
+            raise _too_slow(self.timeout_s) from None
         if isinstance(event, Done | Failed):
             self.outcome = event
         return event
@@ -264,6 +268,58 @@ class PendingAnswer:
                     self.outcome = event
 
 
+def _too_slow(timeout_s: float) -> ApiError:
+    return ApiError(
+        503, f"The answer took longer than this server's limit of {timeout_s:g} s and was stopped. "
+        "Ask for fewer tokens, or try again when the server is less busy.",
+        code="timeout", kind="server_error",
+    )
+
+
+# --- Memory for requests in flight -----------------------------------------------------------------------
+
+
+class MemoryBudget:
+    """Bytes that requests in flight hold together; only the event loop's thread touches it."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+
+    def claim(self) -> Claim:
+        return Claim(self)
+
+
+class Claim:
+    """One request's share of the budget, from its first byte to its last answer, released exactly once."""
+
+    def __init__(self, budget: MemoryBudget):
+        self._budget = budget
+        self.size = 0
+
+    def grow(self, size: int) -> None:
+        """Claim `size` more bytes, or refuse the request with 503 when the budget has no room for them."""
+        if self._budget.used + size > self._budget.limit:
+            raise ApiError(
+                503, "The server is receiving too many large requests at once. Try again shortly.",
+                code="server_busy", kind="server_error",
+            )
+        self.resize(self.size + size)
+
+    def resize(self, size: int) -> None:
+        self._budget.used += size - self.size
+        self.size = size
+
+    def release(self) -> None:
+        self.resize(0)
+
+
+def kept_bytes(request: ChatRequest) -> int:
+    """Roughly what a parsed request keeps in memory until answered: its texts (images are files by now)."""
+    texts = [request.system, *(message.text for message in request.messages), *request.stop]
+    return sum(sys.getsizeof(text) for text in texts)
+
+
 # --- HTTP ------------------------------------------------------------------------------------------------
 
 
@@ -276,6 +332,7 @@ class Api:
         self.model = model
         self.context_length = context_length
         self.options = options
+        self.budget = MemoryBudget(options.max_bytes_in_flight)
         self.created = now()
 
     @contextlib.asynccontextmanager
@@ -320,11 +377,40 @@ class Api:
         return JSONResponse(model_card(self.model, self.created, self.context_length))
 
     async def chat_completions(self, request: Request) -> Response:
-        arrived = time.monotonic()
+        deadline = time.monotonic() + self.options.request_timeout_s
         self._authorize(request)
-        body = await _read_body(request)
-        chat = await run_in_threadpool(parse_chat_request, body, self.images.resolve)
-        pending = PendingAnswer(chat, arrived + self.options.request_timeout_s, self.options.request_timeout_s)
+        claim = self.budget.claim()
+        try:
+            response = await self._answer(request, claim, deadline)
+        except BaseException:
+            claim.release()
+            raise
+        if not isinstance(response, EventStream):
+            claim.release()
+        return response
+
+    async def _parse(self, request: Request, claim: Claim, deadline: float) -> ChatRequest:
+        """Read and check the body within the request's deadline and the memory budget.
+
+        The body is dropped on return: from then on the request claims only the text it keeps.
+        """
+        body = await _read_body(request, claim, deadline, self.options.request_timeout_s)
+        chat = await run_in_threadpool(parse_chat_request, body, self.image_resolver(deadline))
+        claim.resize(kept_bytes(chat))
+        return chat
+
+    def image_resolver(self, deadline: float) -> ImageResolver:
+        """The image store's resolver, refusing to start another image once the request's time is up."""
+        def resolve(url: str, where: str) -> ImageRef:
+            if time.monotonic() > deadline:
+                raise _too_slow(self.options.request_timeout_s)
+            return self.images.resolve(url, where)
+
+        return resolve
+
+    async def _answer(self, request: Request, claim: Claim, deadline: float) -> Response:
+        chat = await self._parse(request, claim, deadline)
+        pending = PendingAnswer(chat, deadline, self.options.request_timeout_s)
         self.worker.submit(pending.job)
         answer_id, created = completion_id(), now()
         try:
@@ -339,7 +425,7 @@ class Api:
             _note_outcome(request, pending)
             raise first.error
         if chat.stream:
-            return EventStream(pending, self._chunks(pending, first, answer_id, created), request)
+            return EventStream(pending, self._chunks(pending, first, answer_id, created), request, claim)
         try:
             event: Event = first
             while not isinstance(event, Done):
@@ -383,10 +469,11 @@ class Api:
 class EventStream:
     """A `text/event-stream` response that cancels its generation the moment the client goes away."""
 
-    def __init__(self, pending: PendingAnswer, chunks: AsyncGenerator[bytes, None], request: Request):
+    def __init__(self, pending: PendingAnswer, chunks: AsyncGenerator[bytes, None], request: Request, claim: Claim):
         self.pending = pending
         self.chunks = chunks
         self.request = request
+        self.claim = claim  # released once the stream ends
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
@@ -402,6 +489,7 @@ class EventStream:
         except* OSError:  # a server that reports a send to a gone client: the generation is cancelled below
             pass
         finally:
+            self.claim.release()
             with anyio.CancelScope(shield=True):
                 await self.chunks.aclose()
             await self.pending.settle()
@@ -435,14 +523,28 @@ async def _until_disconnect(request: Request, waiting: Awaitable[Event]) -> Even
     return result[0]
 
 
-async def _read_body(request: Request) -> bytes:
+async def _read_body(request: Request, claim: Claim, deadline: float, timeout_s: float) -> bytearray:
+    """The body, claimed from the budget as it arrives; 413 beyond MAX_REQUEST_BYTES, 408 past the deadline."""
+    too_large = ApiError(413, f"The request is larger than {MAX_REQUEST_BYTES // 2**20} MB; send smaller images.",
+                         code="request_too_large")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
+        raise too_large
     body = bytearray()
-    async for piece in request.stream():
-        body += piece
-        if len(body) > MAX_REQUEST_BYTES:
-            raise ApiError(413, f"The request is larger than {MAX_REQUEST_BYTES // 2**20} MB; send smaller images.",
-                           code="request_too_large")
-    return bytes(body)
+    with anyio.move_on_after(max(deadline - time.monotonic(), 0.0)) as waiting:
+        try:
+            async for piece in request.stream():
+                if len(body) + len(piece) > MAX_REQUEST_BYTES:
+                    raise too_large
+                claim.grow(len(piece))
+                body += piece
+        except ClientDisconnect:
+            raise ApiError(499, "The client closed the connection while sending its request.",
+                           code="cancelled") from None
+    if waiting.cancelled_caught:
+        raise ApiError(408, f"The request did not arrive within this server's limit of {timeout_s:g} s. "
+                       "Send it again on a faster connection.", code="timeout")
+    return body
 
 
 def _note(request: Request, text: str) -> None:
@@ -474,13 +576,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
-    log.error("request failed", exc_info=exc)
+    # Starlette raises `exc` again once this answer is sent: RequestLog logs it, once.
     error = ApiError(500, "The server failed to handle the request; its log has the details.", kind="server_error")
     return JSONResponse(error.body(), status_code=500)
 
 
 class RequestLog:
-    """One log line per request: who, what, status, time, and token counts; never message contents."""
+    """One log line per request: who, what, status, time, and token counts; never message contents.
+
+    Client and path come from outside (a path is percent-decoded, a client may be named by a proxy header),
+    so they are escaped. A request the server failed on has its traceback on the same record.
+    """
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -498,13 +604,17 @@ class RequestLog:
                 status[0] = message["status"]
             await send(message)
 
+        failure: Exception | None = None
         try:
             await self.app(scope, receive, send_and_see)
+        except Exception as exc:  # the app's edge: its 500 answer is sent; uvicorn would log it all again
+            failure = exc
         finally:
             client = scope.get("client") or ("-", 0)
             extra = scope["state"].get("xvlm_log", "")
-            log.info("%s %s %s %d %.2fs %s", client[0], scope["method"], scope["path"], status[0] or 499,
-                     time.monotonic() - started, extra)
+            log.log(logging.ERROR if failure else logging.INFO, "%s %s %s %d %.2fs %s", printable(str(client[0])),
+                    printable(scope["method"]), printable(scope["path"]), status[0] or 499,
+                    time.monotonic() - started, extra, exc_info=failure)
 
 
 # --- Running it ------------------------------------------------------------------------------------------

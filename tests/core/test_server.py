@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -260,3 +261,30 @@ def test_log_has_one_line_per_request_and_no_message_text(server):
     assert "prompt=" in lines[0]
     assert "GET /v1/models 200" in lines[1]
     assert not any(secret in line for line in server.log_lines())
+
+
+def test_log_lines_carry_a_time_and_outside_text_cannot_forge_them(server):
+    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+    before = len(server.log_lines())
+    forged = "/v1/models%0D%0A2030-01-01T00:00:00+0000%20INFO%20127.0.0.1%20GET%20/v1/admin%20200%1B[2J"
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(f"GET {forged} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 404")
+    wait_for(lambda: any(" 404 " in line for line in server.log_lines()[before:]), "the request's log line")
+    lines = server.log_lines()
+    [line] = lines[before:]
+    assert "\\x0d\\x0a2030-01-01T00:00:00+0000 INFO" in line
+    assert not any("\x1b" in line for line in lines)
+    # Every line starts with its own time: a record's further lines (a traceback's) start with spaces.
+    assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} [A-Z]+ ", line) or line.startswith("    ")
+               for line in lines)
+
+
+def test_a_temperature_too_small_to_divide_by_answers_greedily(server):
+    def ask(temperature: float) -> httpx2.Response:
+        body = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 6, "temperature": temperature}
+        return _post(server, json.dumps(body).encode())
+
+    tiny = ask(1e-320)
+    assert tiny.status_code == 200
+    assert tiny.json()["choices"][0]["message"]["content"] == ask(0).json()["choices"][0]["message"]["content"]
