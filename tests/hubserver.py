@@ -15,6 +15,10 @@ out of the address still gets it (any unknown address ending in its base name).
 Faults: cut a connection at a byte offset, answer 503 (or any status) for the next requests, flip a byte, throttle,
 go away entirely (connections refused) and come back on the same ports. Files are named "<repo id>/<path>" in
 faults and counters; `served[name]` counts the body bytes sent.
+
+Hostile answers: an API answer that never ends (`endless_api`, with or without a Content-Length that lies), a file
+list whose pages are empty and lead back to themselves or on forever (`tree_pages`), padded pages (`tree_padding`),
+pages on another origin (`tree_link_base`), and addresses that redirect to themselves (`redirect_loop`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 LFS_THRESHOLD = 100_000
+ENDLESS_CAP = 64 * 2**20  # what an endless answer sends at most when the client never hangs up
 _CHUNK = 64 * 1024
 
 
@@ -105,6 +110,13 @@ class FakeHub:
         self.tree_page_size = 3  # small, so that every listing takes several pages, as a large repo's does
         self.go_away_on_cut = False
         self.ignores_range = False  # as Python's own http.server does: every GET gets the whole file
+        self.endless_api: str | None = None  # "revision" or "tree": that answer's JSON goes on (up to ENDLESS_CAP)
+        self.endless_length: int | None = None  # the Content-Length an endless answer claims; None: chunked
+        self.endless_sent = 0  # body bytes of endless answers that the client took
+        self.tree_pages: str | None = None  # "self": empty pages linking to themselves; "onward": to new ones
+        self.tree_padding = 0  # spaces added to every page of a file list
+        self.tree_link_base: str | None = None  # where a file list's next pages are (default: the hub itself)
+        self.redirect_loop: str | None = None  # every address starting with this redirects to itself
         self._refusing = False  # set the moment the hub goes away, before its servers have stopped
         self._stopping: threading.Thread | None = None
         self._cuts: dict[str, list[int]] = {}
@@ -235,6 +247,8 @@ class _Handler(BaseHTTPRequestHandler):
         if status is not None:
             return self._send_json(status, {"error": "injected failure"})
         path = unquote(urlsplit(self.path).path)
+        if self.hub.redirect_loop and path.startswith(self.hub.redirect_loop):
+            return self._send_json(302, {}, {"Location": self.path})
         if match := re.match(r"^/api/models/([^/]+/[^/]+)/(revision|tree)/([^/]+)$", path):
             return self._api(*match.groups())
         if match := re.match(r"^/cdn/([0-9a-f]{64})$", path):
@@ -264,6 +278,8 @@ class _Handler(BaseHTTPRequestHandler):
         repo = self._repo(repo_id, revision)
         if repo is None:
             return
+        if kind == self.hub.endless_api:
+            return self._send_endless(kind, repo)
         if kind == "revision":
             return self._send_json(200, repo.info())
         address = urlsplit(self.path)
@@ -271,9 +287,32 @@ class _Handler(BaseHTTPRequestHandler):
         end = start + self.hub.tree_page_size
         entries = repo.tree()
         headers = {}
-        if end < len(entries):
-            headers["Link"] = f'<{self.hub.url}{address.path}?recursive=true&cursor={end}>; rel="next"'
-        self._send_json(200, entries[start:end], headers)
+        next_page = f'<{self.hub.tree_link_base or self.hub.url}{address.path}?recursive=true&cursor={end}>; rel="next"'
+        if self.hub.tree_pages == "self":
+            entries, headers["Link"] = [], f'<{self.hub.url}{self.path}>; rel="next"'
+        elif self.hub.tree_pages == "onward":
+            entries, headers["Link"] = [], next_page
+        elif end < len(entries):
+            headers["Link"] = next_page
+        self._send_json(200, entries[start:end], headers, padding=self.hub.tree_padding)
+
+    def _send_endless(self, kind: str, repo: FakeRepo) -> None:
+        """JSON that never closes: the repo's info or listing, then the same entry again and again."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        length = self.hub.endless_length
+        self.send_header(*(("Content-Length", str(length)) if length is not None else ("Transfer-Encoding", "chunked")))
+        self.end_headers()
+        entry = json.dumps({"rfilename": "x"} if kind == "revision" else repo.tree()[0]).encode() + b","
+        opening = json.dumps({"sha": repo.commit})[:-1].encode() + b', "siblings": [' if kind == "revision" else b"["
+        piece = entry * (_CHUNK // len(entry))
+        try:
+            for data in (opening, *[piece] * (ENDLESS_CAP // len(piece))):
+                self.wfile.write(data if length is not None else b"%x\r\n%s\r\n" % (len(data), data))
+                self.hub.endless_sent += len(data)
+        except OSError:
+            pass  # the client stopped reading, as it should
+        self.close_connection = True
 
     def _resolve(self, repo_id: str, revision: str, filename: str, with_body: bool) -> None:
         repo = self._repo(repo_id, revision)
@@ -299,8 +338,8 @@ class _Handler(BaseHTTPRequestHandler):
         name, file = found
         self._send_file(name, file, with_body, {"ETag": f'"{sha256}"'})
 
-    def _send_json(self, status: int, payload: object, headers: dict[str, str] | None = None) -> None:
-        body = json.dumps(payload).encode()
+    def _send_json(self, status: int, payload: object, headers: dict[str, str] | None = None, padding: int = 0) -> None:
+        body = json.dumps(payload).encode() + b" " * padding
         self.send_response(status)
         for header, value in {**(headers or {}), "Content-Type": "application/json",
                             "Content-Length": str(len(body))}.items():

@@ -5,6 +5,7 @@ Nothing outside the hub cache or the chosen folder may be created, replaced or d
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ import pytest
 from xvlm_core import hub
 from xvlm_core.cli import main
 from xvlm_core.errors import CheckpointError
+from xvlm_core.hub import connection
+from xvlm_core.hub import plan as plan_module
 
 MODEL = "XiaoduoAILab/Xmodel_VLM"
 
@@ -101,7 +104,7 @@ def test_an_endless_error_answer_is_read_only_up_to_its_bound():
 
     from huggingface_hub import get_session
 
-    from xvlm_core.hub.transfer import ERROR_BODY_LIMIT, bounded_error
+    from xvlm_core.hub.connection import ERROR_BODY_LIMIT, bounded_error
 
     class Endless(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
@@ -126,3 +129,103 @@ def test_an_endless_error_answer_is_read_only_up_to_its_bound():
         server.shutdown()
         server.server_close()
     assert error.status_code == 404 and len(error.content) == ERROR_BODY_LIMIT
+
+
+# -- answers that never end
+
+
+@pytest.mark.parametrize("length", [None, 10**12], ids=["chunked", "lying-length"])
+@pytest.mark.parametrize("answer", ["revision", "tree"])
+def test_an_endless_answer_from_the_hub_is_read_only_up_to_its_bound(hub_server, monkeypatch, answer, length):
+    monkeypatch.setattr(connection, "JSON_LIMIT", 2**20)
+    hub_server.endless_api, hub_server.endless_length = answer, length
+    with pytest.raises(hub.DownloadError) as error:
+        hub.plan_download(hub.DEFAULT_MODEL)
+    assert error.value.kind == "http"
+    assert str(error.value).startswith(f"{hub_server.url.removeprefix('http://')} sent more than 1.0 MB")
+    # What the client took before it hung up: its bound, plus what was in flight (the hub would send 64 MB).
+    assert hub_server.endless_sent < 24 * 2**20
+
+
+def tree_requests(hub_server) -> int:
+    return sum("/tree/" in path for _, path, _ in hub_server.requests)
+
+
+def test_a_file_list_whose_page_leads_back_to_itself_stops_at_once(hub_server):
+    hub_server.tree_pages = "self"
+    with pytest.raises(hub.DownloadError) as error:
+        hub.plan_download(hub.DEFAULT_MODEL)
+    assert error.value.kind == "http"
+    assert str(error.value).startswith(f"The file list of {MODEL} from {hub_server.url.removeprefix('http://')} "
+                                       "never ends: page 2 leads back to a page already read.")
+    assert tree_requests(hub_server) == 1
+
+
+def test_a_file_list_that_goes_on_page_after_page_stops_at_its_bound(hub_server, monkeypatch):
+    monkeypatch.setattr(plan_module, "MAX_PAGES", 20)
+    hub_server.tree_pages = "onward"
+    with pytest.raises(hub.DownloadError, match=f"The file list of {MODEL} from .* never ends: it goes on past 20 "
+                                                "pages"):
+        hub.plan_download(hub.DEFAULT_MODEL)
+    assert tree_requests(hub_server) == 20
+
+
+def test_a_file_list_larger_than_any_model_has_stops_at_its_bound(hub_server, monkeypatch):
+    monkeypatch.setattr(plan_module, "LISTING_LIMIT", 2**20)
+    hub_server.tree_page_size = 1
+    hub_server.tree_padding = 300_000  # every page within the bound of one answer; together they are not
+    with pytest.raises(hub.DownloadError, match=f"The file list of {MODEL} from .* is larger than 1.0 MB"):
+        hub.plan_download(hub.DEFAULT_MODEL)
+    assert tree_requests(hub_server) == 4
+
+
+def test_cancel_stops_planning_between_pages(hub_server):
+    hub_server.tree_pages = "onward"
+    cancel = threading.Event()
+
+    class CancelOnThirdPage(list):
+        """The hub's request log, pressing Cancel while the third page is asked for."""
+
+        def append(self, request) -> None:
+            super().append(request)
+            if tree_requests(hub_server) == 3:
+                cancel.set()
+
+    hub_server.requests = CancelOnThirdPage()
+    with pytest.raises(hub.DownloadError) as error:
+        hub.plan_download(hub.DEFAULT_MODEL, cancel=cancel)
+    assert error.value.kind == "cancelled"
+    assert tree_requests(hub_server) == 3
+
+
+def test_the_token_goes_to_no_other_address_a_file_list_leads_to(hub_server, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "secret-token")
+    hub_server.tree_link_base = hub_server.cdn_url  # the next pages are on another origin
+    hub.plan_download(hub.DEFAULT_MODEL)
+    first_pages = [auth for _, path, auth in hub_server.requests if "/tree/" in path and "cursor=" not in path]
+    next_pages = [auth for _, path, auth in hub_server.requests if "/tree/" in path and "cursor=" in path]
+    assert first_pages == ["Bearer secret-token"] * 2 and next_pages and set(next_pages) == {None}
+
+
+def test_a_redirect_that_names_no_address_is_an_error_not_a_wait(hub_server):
+    plan = hub.plan_download(hub.DEFAULT_MODEL)
+    hub_server.fail_next(1, status=300)  # "Multiple Choices", and no Location to follow
+    cancel = threading.Event()
+    bound = threading.Timer(10, cancel.set)  # a download that waits for a body that never comes ends here
+    bound.start()
+    try:
+        with pytest.raises(hub.DownloadError) as error:
+            hub.download_model(hub.DEFAULT_MODEL, cancel=cancel, plan=plan)
+    finally:
+        bound.cancel()
+    assert error.value.kind == "http" and "answered '300 Multiple Choices'" in str(error.value)
+
+
+@pytest.mark.parametrize("loop", ["/api/", "/cdn/"])
+def test_a_redirect_loop_gets_a_sentence(hub_server, loop):
+    hub_server.redirect_loop = loop  # the hub's own answers, or the large files it sends elsewhere
+    with pytest.raises(hub.DownloadError) as error:
+        hub.download_model(hub.DEFAULT_MODEL)
+    assert error.value.kind == "unreachable"
+    assert str(error.value) == (f"The hub or mirror at {hub_server.url.removeprefix('http://')} redirects in a "
+                                "loop, so nothing can be fetched from it. Check its address (HF_ENDPOINT).")

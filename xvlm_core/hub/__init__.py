@@ -1,10 +1,11 @@
 """Model downloads and the local hub cache: which files, a resumable download, and what counts as installed.
 
-Everything here is Qt-free and torch-free, so the first-run page can import it without loading torch. The hub is
-asked through huggingface_hub (HfApi, its cache layout and lookups, its headers); what it lacks is here:
+Everything here is Qt-free and torch-free, so the first-run page can import it without loading torch. From
+huggingface_hub come its cache layout and lookups, its HTTP session and headers; what it lacks is here:
 
     registry     which repos and files each model needs; the known vision towers by repo
-    connection   the hub's address and token (read at call time), HfApi with retries and cancel, errors for people
+    connection   the hub's address and token (read at call time), bounded reads with retries and cancel, errors
+                 for people
     plan         which files to fetch, how big, what is already here, where they go and the free space there
     transfer     one file's resumable transfer: partial file, fsync'd sidecar, Range, hash check, cancel
     progress     speed and time left for people
@@ -72,12 +73,15 @@ RETRY = RetryPolicy()  # what downloads use; tests swap it for one that waits mi
 
 
 def plan_download(spec: ModelSpec, endpoint: str | None = None, cache_dir: Path | None = None,
-                  local_dir: Path | None = None) -> DownloadPlan:
-    """What `download_model` would fetch: files and sizes from the hub's listing, and what is already here."""
+                  local_dir: Path | None = None, cancel: threading.Event | None = None) -> DownloadPlan:
+    """What `download_model` would fetch: files and sizes from the hub's listing, and what is already here.
+
+    Blocking; setting `cancel` stops it within a second with DownloadError(kind="cancelled").
+    """
     stores = Stores(cache_dir, local_dir)
     if offline():
         return offline_plan(spec, stores)
-    return plan_from_hub(HubConnection(endpoint, threading.Event(), RETRY), spec, stores)
+    return plan_from_hub(HubConnection(endpoint, cancel or threading.Event(), RETRY), spec, stores)
 
 
 def download_model(

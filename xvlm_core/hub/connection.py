@@ -1,23 +1,31 @@
-"""Talking to a model hub: its address and token, huggingface_hub's API with retries and cancel, errors for people.
+"""Talking to a model hub: its address and token, bounded reads with retries and cancel, errors for people.
 
 The address, token, cache folder and offline switch are read from the environment when a download starts;
 huggingface_hub reads its own once, at import, which would ignore a mirror or token set later (or by a test).
+
+Every request goes through BodyStream (huggingface_hub's session and headers, read by a helper thread so that
+cancel never waits on the network), and every body kept in memory through `read_at_most`: what a server sends, or
+says it will send, never decides how much is held. huggingface_hub's HfApi is not used for the API: it reads each
+answer whole, so a mirror that streams without end would fill memory.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
+import queue
+import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
-from urllib.parse import urlparse
+from typing import Any, TypeVar
+from urllib.parse import urljoin, urlparse
 
 import httpx2
-from huggingface_hub import HfApi
+from huggingface_hub import get_session
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
@@ -30,6 +38,7 @@ from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 
 from xvlm_core import __version__
 from xvlm_core.errors import Cancelled, XvlmError
+from xvlm_core.hub.progress import format_size
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +46,10 @@ T = TypeVar("T")
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 POLL_S = 0.1  # how often a waiting download looks at its cancel flag
-TIMEOUT_S = 30.0
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+JSON_LIMIT = 16 * 2**20  # one answer of the hub's API (a repo's info, a page of its file list): far smaller
+ERROR_BODY_LIMIT = 64 * 2**10  # an error answer's details are a line of JSON
+_TIMEOUT = httpx2.Timeout(connect=10.0, read=30.0, write=30.0, pool=10.0)
 
 
 class DownloadError(XvlmError):
@@ -125,19 +136,37 @@ def _token() -> str | None:
 # One download's view of the hub
 
 
+@dataclass(frozen=True)
+class JsonAnswer:
+    """An answer of the hub's API: its JSON, its size in bytes, and the address of the next page if it has one."""
+
+    document: Any
+    size: int
+    next_page: str | None
+
+
 class HubConnection:
-    """Endpoint, token, huggingface_hub's API client and headers, the cancel flag, retries and error wording."""
+    """Endpoint, token and huggingface_hub's headers, the cancel flag, retries and error wording."""
 
     def __init__(self, endpoint: str | None, cancel: threading.Event, retry: RetryPolicy):
         self.endpoint = _endpoint(endpoint)
+        self.host = urlparse(self.endpoint).netloc
         token = _token()
         self.authenticated = token is not None
         identity = dict(token=token or False, library_name="xvlm-chat", library_version=__version__)
-        self.api = HfApi(endpoint=self.endpoint, **identity)
-        # For the file transfers, which go around HfApi: exact sizes, and Range requests that mean raw bytes.
+        # Exact sizes, and Range requests that mean raw bytes.
         self.headers = {**build_hf_headers(**identity), "Accept-Encoding": "identity"}
         self.cancel = cancel
         self.retry = retry
+
+    def headers_for(self, url: str) -> dict[str, str]:
+        """The headers of a request to `url`: the token goes to the hub's own address only.
+
+        A page link or any address the hub names may lead elsewhere; redirects are handled the same way by httpx.
+        """
+        if _origin(url) == _origin(self.endpoint):
+            return dict(self.headers)
+        return {key: value for key, value in self.headers.items() if key.lower() != "authorization"}
 
     def check_cancel(self) -> None:
         if self.cancel.is_set():
@@ -163,32 +192,52 @@ class HubConnection:
                 log.warning("%s; trying again in %.1f s", exc, delay, extra={"retry_in_s": delay})
                 self.pause(delay)
 
-    def call(self, request: Callable[[HfApi], T], repo_id: str, revision: str | None = None) -> T:
-        """An HfApi request, retried after transient failures, its errors turned into DownloadErrors."""
+    def get_json(self, url: str, repo_id: str, revision: str | None = None) -> JsonAnswer:
+        """An answer of the hub's API, read up to JSON_LIMIT bytes, retried after transient failures."""
 
-        def attempt() -> T:
+        def attempt() -> JsonAnswer:
+            with BodyStream(self, url, repo_id, revision=revision) as body:
+                raw = body.read(JSON_LIMIT + 1)
+                link = body.response.links.get("next", {}).get("url")
+                answered_at = str(body.response.url)
+            if len(raw) > JSON_LIMIT:
+                raise DownloadError(
+                    f"{self.host} sent more than {format_size(JSON_LIMIT)} about {repo_id}, far more than a model "
+                    "hub's answer, so the rest was not read. Check the hub address (HF_ENDPOINT).", "http")
             try:
-                return request(self.api)
-            except HfHubHTTPError as exc:
-                status = exc.response.status_code if exc.response is not None else None
-                if status in TRANSIENT_STATUS:
-                    raise Transient(f"HTTP {status}", status=status) from None
-                raise self.http_error(exc, repo_id, revision=revision) from None
-            except (httpx2.HTTPError, httpx2.InvalidURL, httpx2.StreamError, OfflineModeIsEnabled) as exc:
-                raise transport_error(exc) from None
-            except (ValueError, TypeError, KeyError, AttributeError):
-                raise DownloadError(f"{self.endpoint} did not answer like a model hub about {repo_id}. "
-                                    "Check the endpoint setting (HF_ENDPOINT).", "http") from None
+                document = json.loads(raw)
+            except (ValueError, RecursionError):
+                raise self.not_a_hub(repo_id) from None
+            return JsonAnswer(document, len(raw), urljoin(answered_at, link) if link else None)
 
         return self.retrying(attempt)
 
-    def response_error(self, response: httpx2.Response, repo_id: str, filename: str | None = None) -> DownloadError:
-        """The person-readable error for a 4xx answer to one of our own requests."""
+    def not_a_hub(self, repo_id: str) -> DownloadError:
+        return DownloadError(f"{self.endpoint} did not answer like a model hub about {repo_id}. "
+                             "Check the endpoint setting (HF_ENDPOINT).", "http")
+
+    def response_error(self, response: httpx2.Response, repo_id: str, filename: str | None = None,
+                       revision: str | None = None) -> DownloadError:
+        """The person-readable error for an answer that is neither a success nor worth another try."""
         try:
             hf_raise_for_status(response)
         except HfHubHTTPError as exc:
-            return self.http_error(exc, repo_id, filename)
+            return self.http_error(exc, repo_id, filename, revision)
         return DownloadError(f"{self.endpoint} answered '{response.status_code} {response.reason_phrase}'.", "http")
+
+    def transport_error(self, exc: Exception) -> Exception:
+        """What a failed request means: offline mode, a bad address or a redirect loop (final), or a network
+        failure worth a retry."""
+        if isinstance(exc, OfflineModeIsEnabled):
+            return DownloadError("Offline mode is on (HF_HUB_OFFLINE), so nothing can be downloaded.", "offline")
+        if isinstance(exc, (httpx2.UnsupportedProtocol, httpx2.InvalidURL)):
+            return DownloadError(f"Not a usable hub address: {exc}.", "unreachable")
+        if isinstance(exc, httpx2.TooManyRedirects):
+            return DownloadError(f"The hub or mirror at {self.host} redirects in a loop, so nothing can be fetched "
+                                 "from it. Check its address (HF_ENDPOINT).", "unreachable")
+        if isinstance(exc, (httpx2.TransportError, httpx2.StreamError)):
+            return Transient(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, cause=exc)
+        return exc
 
     def http_error(self, error: HfHubHTTPError, repo_id: str, filename: str | None = None,
                    revision: str | None = None) -> DownloadError:
@@ -219,7 +268,7 @@ class HubConnection:
 
     def gave_up(self, exc: Transient, attempts: int) -> DownloadError:
         """The error once retries are spent: no network, hub unreachable or failing, in words a person can act on."""
-        host = urlparse(self.endpoint).netloc
+        host = self.host
         if exc.status is not None:
             return DownloadError(
                 f"The model hub at {host} keeps failing ({exc}, {attempts} tries): it may be down or overloaded. "
@@ -236,15 +285,9 @@ class HubConnection:
             "settings, or use a mirror (HF_ENDPOINT).", "unreachable")
 
 
-def transport_error(exc: Exception) -> Exception:
-    """What a failed request means: offline mode, a bad address (final), or a network failure worth a retry."""
-    if isinstance(exc, OfflineModeIsEnabled):
-        return DownloadError("Offline mode is on (HF_HUB_OFFLINE), so nothing can be downloaded.", "offline")
-    if isinstance(exc, (httpx2.UnsupportedProtocol, httpx2.InvalidURL)):
-        return DownloadError(f"Not a usable hub address: {exc}.", "unreachable")
-    if isinstance(exc, (httpx2.TransportError, httpx2.StreamError)):
-        return Transient(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, cause=exc)
-    return exc
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlparse(url)
+    return parts.scheme.lower(), parts.netloc.lower()
 
 
 def _no_network(exc: BaseException | None) -> bool:
@@ -258,3 +301,129 @@ def _no_network(exc: BaseException | None) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading from the network
+
+
+def read_at_most(chunks: Iterable[bytes], limit: int) -> bytes:
+    """The first `limit` bytes of `chunks` (all of them when fewer); nothing after them is read.
+
+    Every body kept in memory is read through here, whatever its Content-Length says or does not say. Ask for one
+    byte more than is allowed to tell a body that is too long from one that fits exactly.
+    """
+    data = bytearray()
+    if limit <= 0:
+        return b""
+    for chunk in chunks:
+        data += chunk[: limit - len(data)]
+        if len(data) >= limit:
+            break
+    return bytes(data)
+
+
+class BodyStream:
+    """One GET's body, read by a helper thread so that cancelling never waits on a stalled network.
+
+    The consumer thread does all file writing; the helper only receives. `start` is where the body begins in the
+    file: the requested offset, or 0 when the server ignored the Range header.
+    """
+
+    def __init__(self, hub: HubConnection, url: str, repo_id: str, filename: str | None = None, start: int = 0,
+                 end: int | None = None, revision: str | None = None):
+        self._hub = hub
+        self._chunks: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=64)
+        self._stop = threading.Event()
+        headers = hub.headers_for(url)
+        if start or end is not None:
+            headers["Range"] = f"bytes={start}-{'' if end is None else end}"
+        threading.Thread(target=self._receive, args=(url, headers), name="xvlm-download", daemon=True).start()
+        try:
+            self.response: httpx2.Response = self._expect_response()
+            self.start = self._body_start(start, repo_id, filename, revision)
+        except BaseException:
+            self.close()
+            raise
+
+    def _receive(self, url: str, headers: dict[str, str]) -> None:
+        try:
+            with get_session().stream("GET", url, headers=headers, timeout=_TIMEOUT, follow_redirects=True) as answer:
+                if answer.status_code >= 300:
+                    self._put(("response", bounded_error(answer)))
+                    return
+                if not self._put(("response", answer)):
+                    return
+                for chunk in answer.iter_bytes():
+                    if not self._put(("data", chunk)):
+                        return
+            self._put(("end", None))
+        except Exception as exc:  # handed over to the consumer, which decides what it means
+            self._put(("error", exc))
+
+    def _put(self, item: tuple[str, Any]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._chunks.put(item, timeout=POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _take(self) -> tuple[str, Any]:
+        while True:
+            self._hub.check_cancel()
+            try:
+                kind, value = self._chunks.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+            if kind == "error":
+                raise self._hub.transport_error(value)
+            return kind, value
+
+    def _expect_response(self) -> httpx2.Response:
+        kind, value = self._take()
+        assert kind == "response", kind
+        return value
+
+    def _body_start(self, requested: int, repo_id: str, filename: str | None, revision: str | None) -> int:
+        status = self.response.status_code
+        if status in TRANSIENT_STATUS:
+            raise Transient(f"HTTP {status} {self.response.reason_phrase}", status=status)
+        if status >= 300:  # a redirect that names no address has no body to read, like an error
+            raise self._hub.response_error(self.response, repo_id, filename, revision)
+        if status != 206:
+            return 0
+        match = re.match(r"bytes (\d+)-", self.response.headers.get("Content-Range", ""))
+        if match is None or int(match.group(1)) != requested:
+            raise Transient(f"the server sent another part of {filename} than the one asked for")
+        return requested
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            kind, value = self._take()
+            if kind == "end":
+                return
+            yield value
+
+    def read(self, limit: int) -> bytes:
+        """The body's first `limit` bytes at most."""
+        return read_at_most(self, limit)
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def __enter__(self) -> BodyStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def bounded_error(response: httpx2.Response) -> httpx2.Response:
+    """An error answer with its body read up to ERROR_BODY_LIMIT: the hub's details fit; an endless one is cut."""
+    body = read_at_most(response.iter_bytes(), ERROR_BODY_LIMIT)
+    # The body is decoded already: the copy must not claim an encoding or a length it no longer has.
+    headers = {key: value for key, value in response.headers.items()
+               if key.lower() not in ("content-encoding", "content-length", "transfer-encoding")}
+    return httpx2.Response(response.status_code, headers=headers, content=body, request=response.request)

@@ -1,9 +1,10 @@
 """The plan of a download: which files a model needs from which repos, how big, and how much is already here.
 
-The hub is asked through huggingface_hub's HfApi for the revision's commit and the file tree (paged); the
-safetensors header of the model's weights, read with a bounded Range request, says whether they embed the vision
-tower (then the tower's own weights are not fetched). Every listed name is checked to stay inside its
-destination before anything is written.
+The hub's API is asked for the revision's commit and the file tree, page by page, each answer read with a byte
+bound; the listing as a whole is bounded in pages, bytes and entries, and a page that leads back to one already
+read ends it. The safetensors header of the model's weights, read with a bounded Range request, says whether they
+embed the vision tower (then the tower's own weights are not fetched). Every listed name is checked to stay inside
+its destination before anything is written. Cancel is looked at before every request and while waiting for one.
 """
 
 from __future__ import annotations
@@ -11,15 +12,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, replace
-from itertools import islice
 from pathlib import Path
-
-from huggingface_hub import HfApi
-from huggingface_hub.hf_api import RepoFile
+from urllib.parse import quote
 
 from xvlm_core.checkpoint_files import EMBEDDED_TOWER_PREFIX
-from xvlm_core.hub.connection import TIMEOUT_S, DownloadError, HubConnection
+from xvlm_core.hub.connection import DownloadError, HubConnection
 from xvlm_core.hub.installed import MAX_HEADER, embeds_tower, file_keys, index_keys, offline_folder, read_local
+from xvlm_core.hub.progress import format_size
 from xvlm_core.hub.registry import WEIGHT_FORMATS, WEIGHT_PATTERNS, ModelSpec, RepoSpec, matches, tower_repos
 from xvlm_core.hub.stores import Store, Stores, free_bytes
 from xvlm_core.hub.transfer import PlannedFile, read_prefix, read_whole
@@ -29,7 +28,21 @@ HEADER_PREFIX = 100_008  # one request reads the length and most safetensors hea
 SPACE_MARGIN = 200 * 10**6  # free space kept beyond the download, so the disk is not filled to the last byte
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _ETAG = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")  # a git blob id or a SHA-256: a blob's file name
-_MAX_ENTRIES = 100_000  # no model repo comes near this; a listing that goes on is not a real one
+# No model repo comes near these; a file list that goes beyond them is not a real one. The hub sends up to 1,000
+# entries a page, so MAX_ENTRIES takes 100 of its pages: a mirror with smaller pages still has room.
+MAX_ENTRIES = 100_000
+MAX_PAGES = 1_000
+LISTING_LIMIT = 64 * 2**20  # bytes of a whole file list, its pages together
+
+
+@dataclass(frozen=True)
+class ListedFile:
+    """A file as the hub's file list names it."""
+
+    path: str
+    size: int
+    blob_id: str  # its git blob id (of the LFS pointer for large files)
+    sha256: str | None  # large (LFS) files only
 
 
 @dataclass(frozen=True)
@@ -103,9 +116,8 @@ def _list_files(hub: HubConnection, repo: RepoSpec, store: Store) -> list[Planne
     files = []
     for entry in _one_weight_format(wanted):
         file = PlannedFile(
-            repo_id=repo.repo_id, filename=entry.path, size=entry.size,
-            sha256=entry.lfs.sha256 if entry.lfs else None, done_bytes=0, revision=repo.revision,
-            commit=commit, blob_id=entry.blob_id, role=repo.role,
+            repo_id=repo.repo_id, filename=entry.path, size=entry.size, sha256=entry.sha256, done_bytes=0,
+            revision=repo.revision, commit=commit, blob_id=entry.blob_id, role=repo.role,
         )
         if not _ETAG.match(file.etag):
             raise DownloadError(f"Refused {entry.path!r} from {source}: its checksum {file.etag!r} is not a hash. "
@@ -114,30 +126,71 @@ def _list_files(hub: HubConnection, repo: RepoSpec, store: Store) -> list[Planne
     return files
 
 
+def _api_url(hub: HubConnection, repo_id: str, kind: str, revision: str) -> str:
+    return f"{hub.endpoint}/api/models/{quote(repo_id, safe='/')}/{kind}/{quote(revision, safe='')}"
+
+
 def _resolve_commit(hub: HubConnection, repo: RepoSpec) -> str:
-    info = hub.call(lambda api: api.model_info(repo.repo_id, revision=repo.revision, timeout=TIMEOUT_S),
-                    repo.repo_id, repo.revision)
-    if not isinstance(info.sha, str) or not _COMMIT.match(info.sha):
+    info = hub.get_json(_api_url(hub, repo.repo_id, "revision", repo.revision), repo.repo_id, repo.revision).document
+    commit = info.get("sha") if isinstance(info, dict) else None
+    if not isinstance(commit, str) or not _COMMIT.match(commit):
         raise DownloadError(f"{hub.endpoint} did not give a commit for {repo.repo_id}; is it a model hub?", "http")
-    return info.sha
+    return commit
 
 
-def _tree(hub: HubConnection, repo_id: str, commit: str) -> list[RepoFile]:
-    def listing(api: HfApi) -> list:
-        return list(islice(api.list_repo_tree(repo_id, recursive=True, revision=commit), _MAX_ENTRIES + 1))
+def _tree(hub: HubConnection, repo_id: str, commit: str) -> list[ListedFile]:
+    """Every file of the repo at `commit`, following the listing's pages (`Link: rel=next`) to the end."""
+    never_ends = f"The file list of {repo_id} from {hub.host} never ends"
+    check_address = "Check the hub address (HF_ENDPOINT), or try again later."
+    url: str | None = _api_url(hub, repo_id, "tree", commit) + "?recursive=true&expand=false"
+    read: set[str] = set()
+    files: list[ListedFile] = []
+    received = 0
+    while url is not None:
+        if url in read:
+            raise DownloadError(f"{never_ends}: page {len(read) + 1} leads back to a page already read. "
+                                f"{check_address}", "http")
+        if len(read) >= MAX_PAGES:
+            raise DownloadError(f"{never_ends}: it goes on past {MAX_PAGES} pages, more than any model has. "
+                                f"{check_address}", "http")
+        read.add(url)
+        page = hub.get_json(url, repo_id, commit)
+        received += page.size
+        if received > LISTING_LIMIT:
+            raise DownloadError(f"The file list of {repo_id} from {hub.host} is larger than "
+                                f"{format_size(LISTING_LIMIT)}, more than any model's. {check_address}", "http")
+        files += _listed_files(hub, repo_id, page.document)
+        if len(files) > MAX_ENTRIES:
+            raise DownloadError(f"The file list of {repo_id} from {hub.host} names more than {MAX_ENTRIES} files, "
+                                f"more than any model has. {check_address}", "http")
+        url = page.next_page
+    return files
 
-    entries = hub.call(listing, repo_id, commit)
-    if len(entries) > _MAX_ENTRIES:
-        raise DownloadError(f"The file listing of {repo_id} does not end.", "http")
-    return entries
+
+def _listed_files(hub: HubConnection, repo_id: str, page: object) -> list[ListedFile]:
+    """The files of one page of a file list (folders are skipped); anything else is not a hub's answer."""
+    if not isinstance(page, list):
+        raise hub.not_a_hub(repo_id)
+    files = []
+    for entry in page:
+        if not isinstance(entry, dict) or entry.get("type") not in ("file", "directory"):
+            raise hub.not_a_hub(repo_id)
+        if entry["type"] == "directory":
+            continue
+        path, size, blob_id, lfs = entry.get("path"), entry.get("size"), entry.get("oid"), entry.get("lfs")
+        sha256 = lfs.get("oid") if isinstance(lfs, dict) else None
+        if not (isinstance(path, str) and type(size) is int and size >= 0 and isinstance(blob_id, str)
+                and (lfs is None or isinstance(sha256, str))):
+            raise hub.not_a_hub(repo_id)
+        files.append(ListedFile(path, size, blob_id, sha256))
+    return files
 
 
-def _one_weight_format(entries: list) -> list[RepoFile]:
+def _one_weight_format(entries: list[ListedFile]) -> list[ListedFile]:
     """Every file that is not weights, plus the weights of the first format in WEIGHT_FORMATS that is there."""
-    files = [entry for entry in entries if isinstance(entry, RepoFile)]
-    kept = [entry for entry in files if not matches(entry.path, WEIGHT_PATTERNS)]
+    kept = [entry for entry in entries if not matches(entry.path, WEIGHT_PATTERNS)]
     for patterns in WEIGHT_FORMATS:
-        weights = [entry for entry in files if matches(entry.path, patterns)]
+        weights = [entry for entry in entries if matches(entry.path, patterns)]
         if any(not entry.path.endswith(".json") for entry in weights):
             return kept + weights
     return kept

@@ -4,7 +4,8 @@ A file is appended to its partial file with unbuffered writes, and every 8 MiB (
 cancel, error, Ctrl+C) the data is fsync'ed and `durable_bytes` recorded in a sidecar, itself synced. A later run
 keeps exactly `durable_bytes` and asks for the rest with `Range: bytes=<durable_bytes>-`, so a killed process or a
 power cut costs at most the last 8 MiB of a file. The SHA-256 (git blob id for small files) is checked before a
-file is placed; a mismatch deletes it. The network is read by a helper thread, so cancel never waits on it.
+file is placed; a mismatch deletes it. The network is read by connection.BodyStream, so cancel never waits on it,
+and never past the file's listed size.
 """
 
 from __future__ import annotations
@@ -14,9 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import queue
-import re
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,19 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx2
 from filelock import FileLock
 from filelock import Timeout as LockTimeout
-from huggingface_hub import get_session, hf_hub_url
+from huggingface_hub import hf_hub_url
 
-from xvlm_core.hub.connection import (
-    POLL_S,
-    TRANSIENT_STATUS,
-    DownloadError,
-    HubConnection,
-    Transient,
-    transport_error,
-)
+from xvlm_core.hub.connection import POLL_S, BodyStream, DownloadError, HubConnection, Transient
 from xvlm_core.hub.progress import Meter, format_size
 from xvlm_core.hub.registry import is_weights
 
@@ -47,10 +37,8 @@ log = logging.getLogger(__name__)
 
 SYNC_EVERY = 8 * 2**20  # bytes between fsyncs of a partial file: what a power cut can cost per file
 DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
-ERROR_BODY_LIMIT = 64 * 2**10  # an error answer's details are a line of JSON
 SMALL_FILE_LIMIT = 16 * 2**20  # configs, shard indexes: far smaller in every real checkpoint
 _SIDECAR_BYTES = 256  # a sidecar's length beyond its file name: room for every field at its longest
-_TIMEOUT = httpx2.Timeout(connect=10.0, read=30.0, write=30.0, pool=10.0)
 
 
 @dataclass(frozen=True)
@@ -81,113 +69,6 @@ class PlannedFile:
 # Reading from the network
 
 
-class BodyStream:
-    """One GET's body, read by a helper thread so that cancelling never waits on a stalled network.
-
-    The consumer thread does all file writing; the helper only receives. `start` is where the body begins in the
-    file: the requested offset, or 0 when the server ignored the Range header.
-    """
-
-    def __init__(self, hub: HubConnection, url: str, repo_id: str, filename: str, start: int = 0,
-                 end: int | None = None):
-        self._hub = hub
-        self._chunks: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=64)
-        self._stop = threading.Event()
-        headers = dict(hub.headers)
-        if start or end is not None:
-            headers["Range"] = f"bytes={start}-{'' if end is None else end}"
-        threading.Thread(target=self._receive, args=(url, headers), name="xvlm-download", daemon=True).start()
-        try:
-            self.response: httpx2.Response = self._expect_response()
-            self.start = self._body_start(start, repo_id, filename)
-        except BaseException:
-            self.close()
-            raise
-
-    def _receive(self, url: str, headers: dict[str, str]) -> None:
-        try:
-            with get_session().stream("GET", url, headers=headers, timeout=_TIMEOUT, follow_redirects=True) as answer:
-                if answer.status_code >= 300:
-                    self._put(("response", bounded_error(answer)))
-                    return
-                if not self._put(("response", answer)):
-                    return
-                for chunk in answer.iter_bytes():
-                    if not self._put(("data", chunk)):
-                        return
-            self._put(("end", None))
-        except Exception as exc:  # handed over to the consumer, which decides what it means
-            self._put(("error", exc))
-
-    def _put(self, item: tuple[str, Any]) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._chunks.put(item, timeout=POLL_S)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _take(self) -> tuple[str, Any]:
-        while True:
-            self._hub.check_cancel()
-            try:
-                kind, value = self._chunks.get(timeout=POLL_S)
-            except queue.Empty:
-                continue
-            if kind == "error":
-                raise transport_error(value)
-            return kind, value
-
-    def _expect_response(self) -> httpx2.Response:
-        kind, value = self._take()
-        assert kind == "response", kind
-        return value
-
-    def _body_start(self, requested: int, repo_id: str, filename: str) -> int:
-        status = self.response.status_code
-        if status in TRANSIENT_STATUS:
-            raise Transient(f"HTTP {status} {self.response.reason_phrase}", status=status)
-        if status >= 400:
-            raise self._hub.response_error(self.response, repo_id, filename)
-        if status != 206:
-            return 0
-        match = re.match(r"bytes (\d+)-", self.response.headers.get("Content-Range", ""))
-        if match is None or int(match.group(1)) != requested:
-            raise Transient(f"the server sent another part of {filename} than the one asked for")
-        return requested
-
-    def __iter__(self) -> Iterator[bytes]:
-        while True:
-            kind, value = self._take()
-            if kind == "end":
-                return
-            yield value
-
-    def close(self) -> None:
-        self._stop.set()
-
-    def __enter__(self) -> BodyStream:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-def bounded_error(response: httpx2.Response) -> httpx2.Response:
-    """An error answer with its body read up to ERROR_BODY_LIMIT: the hub's details fit; an endless one is cut."""
-    body = bytearray()
-    for chunk in response.iter_bytes():
-        body += chunk
-        if len(body) >= ERROR_BODY_LIMIT:
-            break
-    # The body is decoded already: the copy must not claim an encoding or a length it no longer has.
-    headers = {key: value for key, value in response.headers.items()
-               if key.lower() not in ("content-encoding", "content-length", "transfer-encoding")}
-    return httpx2.Response(response.status_code, headers=headers, content=bytes(body[:ERROR_BODY_LIMIT]),
-                           request=response.request)
-
-
 def file_url(hub: HubConnection, file: PlannedFile) -> str:
     return hf_hub_url(file.repo_id, file.filename, revision=file.commit, endpoint=hub.endpoint)
 
@@ -200,13 +81,8 @@ def read_prefix(hub: HubConnection, file: PlannedFile, length: int) -> bytes:
     """
 
     def attempt() -> bytes:
-        data = bytearray()
         with BodyStream(hub, file_url(hub, file), file.repo_id, file.filename, end=length - 1) as body:
-            for chunk in body:
-                data += chunk
-                if len(data) >= length:
-                    break
-        return bytes(data[:length])
+            return body.read(length)
 
     return hub.retrying(attempt) if length > 0 else b""
 
