@@ -60,9 +60,9 @@ class HubDownloads:
         hub = import_core("xvlm_core.hub")
         return hub.installed_model_folder(spec)
 
-    def plan(self, spec: Any, endpoint: str) -> Any:
+    def plan(self, spec: Any, endpoint: str, cancel: threading.Event) -> Any:
         hub = import_core("xvlm_core.hub")
-        return hub.plan_download(spec, endpoint=endpoint or None)
+        return hub.plan_download(spec, endpoint=endpoint or None, cancel=cancel)
 
     def download(self, plan: Any, on_progress: Callable[[Any], None], cancel: threading.Event, endpoint: str) -> Path:
         hub = import_core("xvlm_core.hub")
@@ -143,6 +143,7 @@ class FirstRunPage(QWidget):
         self._ready: asyncio.Future[str] | None = None
         self._cancel: threading.Event | None = None
         self._planning: asyncio.Task | None = None
+        self._planning_cancel = threading.Event()  # stops the planning thread itself, not only the wait for it
         self._tasks: set[asyncio.Task] = set()
         self._threads: set[threading.Thread] = set()
         self._retry_downloads = False
@@ -311,9 +312,9 @@ class FirstRunPage(QWidget):
         self.free_label.setText(format_size(self.downloads.free_bytes(destination)))
 
     def _start_planning(self, then_download: bool = False) -> None:
-        if self._planning is not None:
-            self._planning.cancel()
-        self._planning = asyncio.ensure_future(self._make_plan(then_download))
+        self._stop_planning()
+        self._planning_cancel = threading.Event()
+        self._planning = asyncio.ensure_future(self._make_plan(self._planning_cancel, then_download))
         self._tasks.add(self._planning)
         self._planning.add_done_callback(self._tasks.discard)
 
@@ -323,13 +324,18 @@ class FirstRunPage(QWidget):
         else:
             self._start_planning(then_download=self._retry_downloads)
 
-    async def _make_plan(self, then_download: bool = False) -> None:
+    def _stop_planning(self) -> None:
+        if self._planning is not None:
+            self._planning.cancel()
+        self._planning_cancel.set()
+
+    async def _make_plan(self, cancel: threading.Event, then_download: bool = False) -> None:
         self._plan = None
         self._set_buttons(download=False, cancel=True, retry=False)
         self.status_label.setText(translate("FirstRunPage", "Checking what to download…"))
         self._busy = True
         try:
-            plan = await self._off_thread(self.downloads.plan, self._spec, self.endpoint)
+            plan = await self._off_thread(self.downloads.plan, self._spec, self.endpoint, cancel)
         except asyncio.CancelledError:
             raise  # Cancel was pressed: `cancel` has said so; the planning thread's answer is dropped
         except Exception as exc:  # hub errors carry a message for people; anything else is logged
@@ -377,7 +383,7 @@ class FirstRunPage(QWidget):
             self._cancel.set()
             self.status_label.setText(translate("FirstRunPage", "Stopping…"))
         elif self._planning is not None and not self._planning.done():
-            self._planning.cancel()
+            self._stop_planning()
             self._busy = False
             self._stop_retry_countdown()
             self.status_label.setText(translate("FirstRunPage", "Stopped asking the model hub. Press Retry to ask "
@@ -531,8 +537,8 @@ class FirstRunPage(QWidget):
     async def _off_thread(self, function: Callable, *args: Any) -> Any:
         """Run a blocking hub call on a thread of its own and wait for it without blocking the UI.
 
-        The thread is a daemon: planning cannot be interrupted, and retrying an unreachable hub may take a
-        minute, which must not keep the app from quitting. Downloads are cancelled and joined (`shutdown`).
+        The thread is a daemon: planning stops at its cancel flag, but a request it is waiting on may take a while
+        to give up, which must not keep the app from quitting. Downloads are cancelled and joined (`shutdown`).
         """
         loop = asyncio.get_running_loop()
         future = loop.create_future()

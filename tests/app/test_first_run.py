@@ -218,6 +218,26 @@ def test_cancel_while_the_hub_is_retrying_stops_asking_at_once(qtbot, make_windo
     assert page.size_label.text() == "17.6 MB"
 
 
+def test_cancel_while_checking_stops_the_planning_itself(qtbot, make_window, hub_server, app_settings, monkeypatch):
+    from xvlm_core.hub import plan as plan_module
+
+    monkeypatch.setattr(plan_module, "MAX_PAGES", 10**6)  # only Cancel can end this listing
+    hub_server.tree_pages = "onward"  # empty pages, each leading to another
+    window = make_window(settings=replace(app_settings, model=""), model="")
+    page = window.first_run
+
+    def pages_asked() -> int:
+        return sum("/tree/" in path for _, path, _ in list(hub_server.requests))
+
+    qtbot.waitUntil(lambda: pages_asked() >= 3, timeout=10_000)
+    click(qtbot, page.cancel_button)
+    asked_at_cancel = pages_asked()
+    assert page.status_label.text().startswith("Stopped asking the model hub")
+    # The thread that asked for the pages ends, having asked at most for the page it was waiting on.
+    qtbot.waitUntil(lambda: not any(thread.name == "hub-plan" for thread in threading.enumerate()), timeout=5_000)
+    assert pages_asked() <= asked_at_cancel + 1
+
+
 class ScriptedDownloads(HubDownloads):
     """The hub calls, answering as a test says: plan blocks, fails or answers; download reports and waits."""
 
@@ -237,7 +257,7 @@ class ScriptedDownloads(HubDownloads):
     def installed_folder(self, spec):
         return None
 
-    def plan(self, spec, endpoint):
+    def plan(self, spec, endpoint, cancel):
         self.plan_released.wait(30)
         if self.plan_error is not None:
             raise self.plan_error
