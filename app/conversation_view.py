@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PySide6.QtCore import QEvent, QSize, Qt, QTimer, QUrl, Signal
@@ -36,6 +37,7 @@ from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
+    QPlainTextEdit,
     QScrollArea,
     QSizePolicy,
     QTextBrowser,
@@ -57,10 +59,13 @@ FOLLOW_SLACK_PX = 24  # this close to the bottom still counts as "at the bottom"
 COPY_CODE_SCHEME = "copy-code"  # the href of a code block's Copy link: copy-code:INDEX
 PREVIEW_CHARS = 4_000  # a longer message opens collapsed to its first PREVIEW_CHARS characters...
 PREVIEW_LINES = 40  # ...or PREVIEW_LINES lines, whichever ends first, with "Show more" below
-# Past this, a message is shown as plain text even when expanded: Qt's Markdown import and our styling of its
-# blocks take time growing faster than the text (about 1 s for 100,000 characters, 40 s for a million).
+# Past this, an expanded message is shown as plain text in a reader with its own scroll bar, which lays out only
+# the lines in sight: Qt's Markdown import and our styling of its blocks take time growing faster than the text
+# (about 1 s for 100,000 characters, 40 s for a million), and a widget hundreds of thousands of pixels tall is
+# past what Qt's layouts and painting handle.
 MARKDOWN_LIMIT = 20_000
-# Plain text shows a longer line in pieces of this many characters: Qt lays a paragraph out whole, in time
+READER_LINES = 30  # the reader's height, in lines of text
+# The reader shows a longer line in pieces of this many characters: Qt lays a paragraph out whole, in time
 # growing faster than its length (one line of a million characters took 37 s, the same text in pieces 0.1 s).
 DISPLAY_LINE_CHARS = 2_000
 
@@ -148,7 +153,7 @@ class ShownText:
     """What a message's view shows of its text."""
 
     text: str
-    markdown: bool  # False: shown as plain text (the message is too long for Markdown)
+    in_reader: bool  # too long for the message's own view: shown as plain text in a scrolling reader
     collapsible: bool  # the message is longer than its preview: it has a "Show more" / "Show less" button
     whole: bool  # the whole message is shown, not its preview
 
@@ -159,10 +164,10 @@ def shown_text(text: str, expanded: bool) -> ShownText:
     end = preview_length(text)
     collapsible = end < len(text)
     if collapsible and not expanded:
-        return ShownText(text[:end].rstrip() + " …", True, True, False)
+        return ShownText(text[:end].rstrip() + " …", False, True, False)
     if len(text) > MARKDOWN_LIMIT:
-        return ShownText(break_long_lines(text), False, collapsible, True)
-    return ShownText(text, True, collapsible, True)
+        return ShownText(break_long_lines(text), True, collapsible, True)
+    return ShownText(text, False, collapsible, True)
 
 
 def regenerate_tooltip(temperature: float) -> str:
@@ -203,12 +208,6 @@ class MarkdownView(QTextBrowser):
         self.markdown_source = text
         self.setMarkdown(text)
         self._style_blocks(copy_links)
-
-    def show_plain(self, text: str) -> None:
-        """`text` as it is, for a message too long to be read as Markdown (see MARKDOWN_LIMIT)."""
-        self.markdown_source = ""
-        self.code_blocks = []
-        self.setPlainText(text)
 
     def _open_link(self, url: QUrl) -> None:
         if url.scheme() == COPY_CODE_SCHEME:
@@ -300,6 +299,33 @@ class MarkdownView(QTextBrowser):
 
     def sizeHint(self) -> QSize:
         return QSize(200, self.height())
+
+
+class Reader(QPlainTextEdit):
+    """A very long message, as plain text with its own scroll bar: only the lines in sight are laid out."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setReadOnly(True)
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse
+                                     | Qt.TextInteractionFlag.TextSelectableByKeyboard)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setFixedHeight(self.fontMetrics().lineSpacing() * READER_LINES)
+        self.setAccessibleName(translate("ConversationView", "Whole message"))
+        self.source = ""
+
+    def show_text(self, text: str, follow_end: bool = False) -> None:
+        """Show `text`, keeping the place being read; `follow_end`: stay at the end if it was there (an answer
+        still arriving)."""
+        if text == self.source:
+            return
+        bar = self.verticalScrollBar()
+        at_end, place = bar.value() >= bar.maximum(), bar.value()
+        self.source = text
+        self.setPlainText(text)
+        bar.setValue(bar.maximum() if follow_end and at_end else place)
 
 
 class Thumbnail(QLabel):
@@ -398,6 +424,8 @@ class MessageWidget(QFrame):
         self.more_button.setCursor(Qt.CursorShape.PointingHandCursor)
         self.more_button.clicked.connect(self.toggle_expanded)
         self.more_button.hide()
+        self.reader = Reader(self)  # an expanded message past MARKDOWN_LIMIT, instead of the label or body
+        self.reader.hide()
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 4, 0, 4)
@@ -426,8 +454,8 @@ class MessageWidget(QFrame):
             self.label.setWordWrap(True)
             self.label.setTextFormat(Qt.TextFormat.PlainText)
             self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-            self.label.setVisible(bool(message.text))
             inner.addWidget(self.label)
+            inner.addWidget(self.reader)
             inner.addWidget(self.more_button, 0, Qt.AlignmentFlag.AlignRight)
             row = QHBoxLayout()
             row.addStretch(1)
@@ -442,6 +470,7 @@ class MessageWidget(QFrame):
             assert self.body is not None
             outer.addWidget(self.context_notice)
             outer.addWidget(self.body)
+            outer.addWidget(self.reader)
             outer.addWidget(self.more_button, 0, Qt.AlignmentFlag.AlignLeft)
             self.regenerate_button = _tool_button("regenerate", translate("ConversationView", "Regenerate answer"),
                                                   self)
@@ -463,16 +492,22 @@ class MessageWidget(QFrame):
         else:
             self.refresh()
 
-    def _show_more_button(self, shown: ShownText) -> None:
+    def _show_text(self, shown: ShownText, view: QWidget, show_in_view: Callable[[str], None]) -> None:
+        """`shown` in the message's own `view`, or in the reader when it is too long for it."""
+        if shown.in_reader:
+            self.reader.show_text(shown.text, follow_end=self.message.in_flight)
+        else:
+            show_in_view(shown.text)
+            self.reader.show_text("")  # its copy of a long message is not kept while hidden
+        view.setVisible(not shown.in_reader and bool(shown.text))
+        self.reader.setVisible(shown.in_reader)
         self.more_button.setText(translate("ConversationView", "Show less") if self.expanded
                                  else translate("ConversationView", "Show more"))
         self.more_button.setVisible(shown.collapsible)
 
     def _show_question(self) -> None:
         assert self.label is not None
-        shown = shown_text(self.message.text, self.expanded)
-        self.label.setText(shown.text)
-        self._show_more_button(shown)
+        self._show_text(shown_text(self.message.text, self.expanded), self.label, self.label.setText)
 
     def set_bubble_width(self, width: int) -> None:
         """At most `width` wide; a short question on one line (QLabel's own guess wraps early)."""
@@ -482,6 +517,7 @@ class MessageWidget(QFrame):
             natural = max(self.label.fontMetrics().horizontalAdvance(line) for line in longest)
             self.label.setMaximumWidth(width)
             self.label.setMinimumWidth(min(natural + 4, width))
+            self.reader.setFixedWidth(width)
 
     def set_unseen(self, unseen: bool) -> None:
         """Dim the text of a message the model no longer sees (its images it still sees)."""
@@ -511,11 +547,9 @@ class MessageWidget(QFrame):
             text = "*{}*".format(translate("ConversationView", "Reading…"))
         if self._rendered != (text, message.status, self.expanded):
             shown = shown_text(text, self.expanded)
-            if shown.markdown:
-                self.body.show_markdown(shown.text, copy_links=shown.whole)
-            else:
-                self.body.show_plain(shown.text)
-            self._show_more_button(shown)
+            body = self.body
+            self._show_text(shown, body, lambda text: body.show_markdown(text, shown.whole))
+            body.setVisible(not shown.in_reader)
             self._rendered = (text, message.status, self.expanded)
         dropped = int(message.stats.get("dropped_messages", 0))
         self.context_notice.setText(dropped_notice(dropped) if dropped else "")

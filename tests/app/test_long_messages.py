@@ -1,5 +1,6 @@
 """A chat of very long messages (an imported one) opens without laying out all its text: each long message shows a
-bounded preview with "Show more"; expanded, a very long one is plain text; Copy copies the whole message."""
+bounded preview with "Show more"; expanded, a very long one is plain text in a scrolling reader that lays out only
+what is in sight; Copy copies the whole message."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from app.conversation_view import (
     DISPLAY_LINE_CHARS,
     MARKDOWN_LIMIT,
     PREVIEW_CHARS,
+    READER_LINES,
     MarkdownView,
-    MessageWidget,
+    Reader,
 )
 from xvlm_core.messages import Message, Status
 
@@ -55,7 +57,16 @@ def open_chat(window, messages: list[Message]) -> None:
 def characters_laid_out(window) -> int:
     """All the text the conversation's documents and labels hold."""
     return sum(widget.body.document().characterCount() if widget.body is not None else len(widget.label.text())
-               for widget in window.view.widgets)
+               for widget in window.view.widgets) + sum(len(widget.reader.source) for widget in window.view.widgets)
+
+
+def lines_laid_out(reader: Reader) -> int:
+    """The lines of text the reader has laid out (Qt lays out a block of a plain-text view once it is in sight)."""
+    lines, block = 0, reader.document().begin()
+    while block.isValid():
+        lines += block.layout().lineCount()
+        block = block.next()
+    return lines
 
 
 def test_opening_a_chat_of_huge_messages_renders_only_their_previews(qtbot, make_window, markdown_chars):
@@ -72,7 +83,7 @@ def test_opening_a_chat_of_huge_messages_renders_only_their_previews(qtbot, make
         assert widget.more_button.isVisibleTo(widget) and widget.more_button.text() == "Show more"
 
 
-def test_show_more_shows_a_huge_answer_whole_as_plain_text_and_show_less_collapses_it(
+def test_show_more_shows_a_huge_answer_whole_in_a_reader_and_show_less_collapses_it(
         qtbot, make_window, markdown_chars):
     text = one_line(MESSAGE_CHARS)
     window = make_window(start=False)
@@ -82,14 +93,19 @@ def test_show_more_shows_a_huge_answer_whole_as_plain_text_and_show_less_collaps
     rendered_before = len(markdown_chars)
 
     qtbot.mouseClick(widget.more_button, Qt.MouseButton.LeftButton)
-    shown = widget.body.toPlainText()
-    assert shown.replace("\n", "") == text  # all of it, to read and select
-    assert max(len(line) for line in shown.split("\n")) <= DISPLAY_LINE_CHARS  # laid out in short paragraphs
+    shown = widget.reader.toPlainText()
+    assert widget.reader.isVisibleTo(widget) and not widget.body.isVisibleTo(widget)
+    assert shown.replace("\n", "") == text  # all of it, to scroll through, read and select
+    assert max(len(line) for line in shown.split("\n")) <= DISPLAY_LINE_CHARS  # in short paragraphs
     assert len(markdown_chars) == rendered_before  # past MARKDOWN_LIMIT: not given to the Markdown renderer
+    qtbot.waitUntil(lambda: lines_laid_out(widget.reader) > 0)
+    assert lines_laid_out(widget.reader) <= 4 * READER_LINES  # what is in sight, not the 250,000 characters
+    assert widget.height() < 2 * widget.reader.height() + 200
     assert widget.more_button.text() == "Show less"
 
     qtbot.mouseClick(widget.more_button, Qt.MouseButton.LeftButton)
     assert widget.body.document().characterCount() <= PREVIEW_CHARS + 3
+    assert not widget.reader.isVisibleTo(widget) and widget.reader.source == ""
     assert widget.more_button.text() == "Show more"
 
     qtbot.mouseClick(widget.copy_button, Qt.MouseButton.LeftButton)
@@ -105,9 +121,11 @@ def test_a_long_question_expands_in_its_bubble_and_copies_whole(qtbot, make_wind
     assert question.label.text().startswith("A line of **Markdown**")
 
     qtbot.mouseClick(question.more_button, Qt.MouseButton.LeftButton)
-    assert question.label.text() == text
+    assert question.reader.toPlainText() == text and question.reader.isVisibleTo(question)
+    assert not question.label.isVisibleTo(question)
     qtbot.mouseClick(question.more_button, Qt.MouseButton.LeftButton)
-    assert len(question.label.text()) <= PREVIEW_CHARS + 2
+    assert len(question.label.text()) <= PREVIEW_CHARS + 2 and question.label.isVisibleTo(question)
+    assert not question.reader.isVisibleTo(question)
 
     QGuiApplication.clipboard().clear()
     qtbot.mouseClick(question.copy_button, Qt.MouseButton.LeftButton)
@@ -133,14 +151,18 @@ def test_short_messages_have_no_show_more(qtbot, make_window):
     assert window.view.widgets[-1].body.markdown_source == "**Hello** there"
 
 
-def test_an_answer_arriving_in_view_stays_open_and_turns_plain_past_the_markdown_limit(qtbot, markdown_chars):
+def test_an_answer_arriving_in_view_stays_open_and_moves_to_the_reader_past_the_markdown_limit(
+        qtbot, make_window, markdown_chars):
     message = Message("assistant", "", status=Status.STREAMING)
-    widget = MessageWidget(message)
-    qtbot.addWidget(widget)
+    window = make_window(start=False)
+    open_chat(window, [Message("user", "Tell me everything."), message])
+    widget = window.view.widgets[-1]
     message.text = many_lines(MARKDOWN_LIMIT - 10)
     widget.refresh()
     assert widget.body.markdown_source == message.text  # past the preview, not collapsed: the person reads it arrive
-    message.text += many_lines(100)
-    widget.refresh()
-    assert widget.body.toPlainText() == message.text
-    assert markdown_chars[-1] == MARKDOWN_LIMIT - 10  # the longer text went to the document as plain text
+    for _piece in range(3):
+        message.text += many_lines(1000)
+        widget.refresh()
+        bar = widget.reader.verticalScrollBar()
+        assert widget.reader.toPlainText() == message.text and bar.value() == bar.maximum() > 0  # following it
+    assert markdown_chars[-1] == MARKDOWN_LIMIT - 10  # the longer text went to the reader, not to Markdown
