@@ -23,6 +23,7 @@ from xvlm_core.device import dtype_name, peak_resident_set_mb
 from xvlm_core.images import load_image
 from xvlm_core.model import LoadedModel, load_model
 from xvlm_core.prompt import SYSTEM_V1, Message, images_in_order, render_segments
+from xvlm_core.quality import compare_to_exact
 from xvlm_core.quantize import weight_bytes
 from xvlm_core.sampling import SamplingSettings
 from xvlm_core.session import AnswerResult, ChatSession
@@ -105,6 +106,11 @@ def run_benchmark(
         if baseline:
             plain = loaded if quantize == "none" else load_model(model, vision_tower, device, dtype)
         result.update(_run_turns(loaded, plain, image, turns, new_tokens))
+        if quantize != "none":
+            # After the timed turns and the peak above: the exact model is loaded only to compare with.
+            exact = plain if plain is not None else load_model(model, vision_tower, device, dtype)
+            result.update(compare_to_exact(loaded, exact, _conversation(1, image, [])[-1]))
+            del exact
     result["implied_bandwidth_gbs"] = read_per_token * float(result["decode_tok_s"]) / 1e9
     if plain is not None:
         plain_bytes = bytes_read_per_token(plain)

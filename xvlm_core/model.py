@@ -21,7 +21,7 @@ from xvlm_core.device import dtype_name, memory_in_use_mb, pick_device, pick_dty
 from xvlm_core.errors import CheckpointError, ConfigError, XvlmError
 from xvlm_core.precisions import QUANTIZE_CHOICES, WEIGHTS_LABELS
 from xvlm_core.projector import build_projector
-from xvlm_core.quantize import QUANTIZED_LINEARS, QuantizedLinear, quantizable_linears
+from xvlm_core.quantize import QuantizedLinear, quantizable_linears, quantized_linear
 from xvlm_core.tokenizer import Tokenizer, find_tokenizer_file
 from xvlm_core.towers import KNOWN_TOWERS
 from xvlm_core.vision import ImagePreprocessor, VisionTower
@@ -314,7 +314,7 @@ def _load_quantized_linears(
                     f"{where}: '{name}.weight' has shape {tuple(weight.shape)} but the config implies "
                     f"{tuple(meta.weight.shape)}."
                 )
-            module.set_submodule(name, QUANTIZED_LINEARS[kind].from_weight(weight, bias, dtype))
+            module.set_submodule(name, quantized_linear(name, kind).from_weight(weight, bias, dtype))
         read |= set(raw)
         del raw
         gc.collect(1)  # the reader's objects hold the file's mapping in reference cycles: free it now

@@ -1,0 +1,47 @@
+"""`xvlm bench`'s measurements beyond speed: how far quantized weights move the model from the exact one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from xvlm_core.cli import main
+from xvlm_core.model import load_model
+from xvlm_core.prompt import Message
+from xvlm_core.quality import compare_to_exact
+
+
+@pytest.mark.parametrize("quantize", ["int8", "int4"])
+def test_bench_reports_how_far_quantized_weights_move_the_model(capsys, tiny_model_dir, tiny_tower_dir, quantize):
+    args = ["bench", "--model", str(tiny_model_dir), "--vision-tower", str(tiny_tower_dir), "--dtype", "float32"]
+    assert main([*args, "--turns", "1", "--new-tokens", "2", "--quantize", quantize, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["quantize"] == quantize
+    # The first turn's prompt: the image's 144 positions and the question, a few hundred in all.
+    assert result["quality_positions"] == result["prompt_tokens"] > 200
+    assert 0.5 < result["quality_top1_agreement"] <= 1
+    # The tiny model's next-token distributions are sharp (entropy ~0.04 nats): small changes to its
+    # products move them far, 4 bits (KL ~4.3) much more than 8 (~0.13).
+    assert 0 < result["quality_mean_kl"] < {"int8": 0.5, "int4": 10}[quantize]
+    # int8: all 7 linear layers of each of the 2 decoder layers and lm_head; int4: the q and o projections,
+    # and lm_head in 8 bits.
+    assert result["quality_layers"] == {"int8": 2 * 7 + 1, "int4": 2 * 2 + 1}[quantize]
+    bound = {"int8": 0.01, "int4": 0.1}[quantize]
+    assert 0 < result["quality_layer_error_mean"] <= result["quality_layer_error_max"] < bound
+    assert result["quality_layer_error_worst"].startswith(("model.layers.", "lm_head"))
+
+
+def test_exact_weights_compared_with_themselves_agree_everywhere(tiny_model_dir, tiny_tower_dir, images_dir):
+    exact = load_model(str(tiny_model_dir), vision_tower=str(tiny_tower_dir), dtype="float32")
+    messages = [Message("user", "What is in this image?", [str(images_dir / "gradient_square.png")])]
+    result = compare_to_exact(exact, exact, messages)
+    assert result["quality_top1_agreement"] == 1.0
+    assert abs(result["quality_mean_kl"]) < 1e-6
+    assert result["quality_layers"] == 0 and result["quality_positions"] > 144
+
+
+def test_bench_of_exact_weights_has_no_quality_fields(capsys, tiny_model_dir, tiny_tower_dir):
+    args = ["bench", "--model", str(tiny_model_dir), "--vision-tower", str(tiny_tower_dir), "--dtype", "float32"]
+    assert main([*args, "--turns", "1", "--new-tokens", "2", "--json"]) == 0
+    assert not any(key.startswith("quality_") for key in json.loads(capsys.readouterr().out))
