@@ -9,31 +9,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-log = logging.getLogger(__name__)
+from xvlm_core.load_options import NONE_GIVEN, LoadOptions
 
-MODEL_OPTIONS = ("model", "vision_tower", "device", "dtype")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Launch:
-    """What a launch asked for: files to attach, and the model options of its command line ("" = not given)."""
+    """What a launch asked for: files to attach, and the model options its command line gave."""
 
     files: tuple[str, ...] = ()
-    model: str = ""
-    vision_tower: str = ""
-    device: str = ""
-    dtype: str = ""
-
-    @property
-    def names_a_model(self) -> bool:
-        return any(getattr(self, name) for name in MODEL_OPTIONS)
+    options: LoadOptions = NONE_GIVEN
 
     def encode(self) -> bytes:
-        return json.dumps(asdict(self)).encode() + b"\n"
+        return json.dumps({"files": list(self.files), **self.options.as_dict()}).encode() + b"\n"
 
     @classmethod
     def decode(cls, line: bytes) -> Launch | None:
@@ -42,17 +35,14 @@ class Launch:
             values = json.loads(line)
             if not isinstance(values, dict):
                 raise ValueError(f"a {type(values).__name__}, not an object")
-            known = {item.name for item in fields(cls)}
-            if not set(values) <= known:
-                raise ValueError(f"unexpected fields {sorted(set(values) - known)}")
             files = values.pop("files", [])
-            if not (isinstance(files, list) and all(isinstance(path, str) for path in files)
-                    and all(isinstance(value, str) for value in values.values())):
-                raise ValueError("not all values are text")
-        except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
+            if not (isinstance(files, list) and all(isinstance(path, str) for path in files)):
+                raise ValueError("the files are not a list of text")
+            options = LoadOptions(**values)  # checks each value
+        except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError; TypeError: unknown fields
             log.warning("single instance: ignored a message that is not a launch (%s)", exc)
             return None
-        return cls(files=tuple(files), **values)
+        return cls(files=tuple(files), options=options)
 
 
 def launch_from_args(args: argparse.Namespace, cwd: Path | None = None) -> Launch:
@@ -63,4 +53,4 @@ def launch_from_args(args: argparse.Namespace, cwd: Path | None = None) -> Launc
     cwd = cwd or Path.cwd()
     files = tuple(str(cwd / Path(unquote(urlparse(name).path) if name.startswith("file://") else name).expanduser())
                   for name in args.images)
-    return Launch(files, args.model, args.vision_tower, args.device, args.dtype)
+    return Launch(files, LoadOptions(args.model, args.vision_tower, args.device, args.dtype, args.quantize))

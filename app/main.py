@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     instance.launched_again.connect(window.launched_again)
     window.show()
     log.info("window shown")
-    start = loop.create_task(window.start(args.model, args.vision_tower, args.device, args.dtype, args.quantize))
+    start = loop.create_task(window.start(launch.options))
     if launch.files:
         loop.call_soon(window.open_files, list(launch.files))
 

@@ -34,6 +34,7 @@ from PySide6.QtCore import (
 )
 from PySide6.QtGui import QIcon, QImage, QImageReader, QImageWriter
 from PySide6.QtWidgets import QApplication
+from xvlm_core.load_options import LoadOptions
 from xvlm_core.messages import ImageRef, Message
 from xvlm_core.sampling import SamplingSettings
 
@@ -357,7 +358,7 @@ def _ask_the_worker(model: str, vision_tower: str | None, image: Path, last_erro
 
     started = time.perf_counter()
     model_thread.start()
-    driver.load_requested.emit(LoadRequest(model, vision_tower or ""))
+    driver.load_requested.emit(LoadRequest(LoadOptions(model, vision_tower or "")))
     timer.start()
     loop.exec()
     timer.stop()

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 from xvlm_core.errors import XvlmError
+from xvlm_core.load_options import LoadOptions
 from xvlm_core.local_files import MAX_CONFIG_BYTES, read_regular_file
 from xvlm_core.sampling import SamplingSettings
 
@@ -91,12 +92,17 @@ class Settings:
         """Whether answers come from a model server rather than a model loaded here."""
         return self.use_server and bool(self.server_url)
 
+    @property
+    def load_options(self) -> LoadOptions:
+        """The model these settings load here, and how."""
+        return LoadOptions(self.model, self.vision_tower, self.device, self.dtype, self.quantize)
+
     def model_changed(self, other: Settings) -> bool:
         """Whether going from `self` to `other` needs the model loaded again."""
-        keys = ("model", "vision_tower", "device", "dtype", "quantize", "use_server")
-        if self.use_server:  # the server's fields matter only while it answers (turning it on is `use_server`)
-            keys += ("server_url", "server_model", "server_api_key")
-        return any(getattr(self, key) != getattr(other, key) for key in keys)
+        keys = ("use_server", "server_url", "server_model", "server_api_key") if self.use_server else ("use_server",)
+        # the server's fields matter only while it answers (turning it on is `use_server`)
+        return self.load_options != other.load_options or any(getattr(self, key) != getattr(other, key)
+                                                              for key in keys)
 
     def sampling(self) -> SamplingSettings:
         """How the model picks its words, as set here (the rest at the core's defaults)."""

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
+
+from xvlm_core.load_options import NONE_GIVEN, LoadOptions
 
 from app.chat_controller import ChatController
 from app.first_run import FirstRunPage, HubDownloads, locate_model
@@ -28,18 +31,16 @@ class ModelStartup:
         self.downloads = downloads
         self.first_run = first_run
         self.show_first_run = show_first_run
-        self._overrides: dict[str, str] = {}  # from the command line, for this run only
+        self._overrides = LoadOptions()  # from the command line, for this run only
         self._current_model: str | None = None  # what was last loaded (a folder or a repo id)
-        self._asked: tuple[str, str, str, str] | None = None  # start()'s arguments, last time
+        self._asked: LoadOptions | None = None  # start()'s options, last time
         self._tasks: set[asyncio.Task] = set()
 
-    async def start(
-        self, model: str = "", vision_tower: str = "", device: str = "", dtype: str = "", quantize: str = ""
-    ) -> None:
-        """Find the model (or download it on the first-run page), then load it. Arguments override settings."""
-        self._asked = (model, vision_tower, device, dtype)
-        model = model or self.settings.current.model
-        self._overrides = {"vision_tower": vision_tower, "device": device, "dtype": dtype, "quantize": quantize}
+    async def start(self, options: LoadOptions = NONE_GIVEN) -> None:
+        """Find the model (or download it on the first-run page), then load it. Options given override settings."""
+        self._asked = options
+        model = options.model or self.settings.current.model
+        self._overrides = options
         if self.settings.current.uses_server:
             self._load(model)  # the server has the model: nothing to find or download here
             return
@@ -58,12 +59,12 @@ class ModelStartup:
             self.show_first_run(False)
         self._load(target)
 
-    def start_again(self, model: str, vision_tower: str, device: str, dtype: str) -> bool:
+    def start_again(self, options: LoadOptions) -> bool:
         """Another launch named a model or its options: start with those, unless it asked for what this one did.
         False when it changes nothing."""
-        if (model, vision_tower, device, dtype) == self._asked:
+        if options == self._asked:
             return False
-        task = asyncio.ensure_future(self.start(model, vision_tower, device, dtype))
+        task = asyncio.ensure_future(self.start(options))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
@@ -80,7 +81,7 @@ class ModelStartup:
     def settings_changed(self, old: Settings, new: Settings) -> None:
         """Reload when the model, device or precision changed; the command line's choices end there."""
         if old.model_changed(new):
-            self._overrides = {}
+            self._overrides = LoadOptions()
             if new.model != old.model:
                 self._current_model = None
             self.reload()
@@ -89,13 +90,7 @@ class ModelStartup:
         settings, overrides = self.settings.current, self._overrides
         self._current_model = model
         if settings.uses_server:
-            self.controller.load_model(LoadRequest(model=settings.server_model, server=settings.server_url,
+            self.controller.load_model(LoadRequest(LoadOptions(model=settings.server_model), server=settings.server_url,
                                                    api_key=settings.server_api_key))  # the worker adds the keyring's
             return
-        self.controller.load_model(LoadRequest(
-            model=model,
-            vision_tower=overrides.get("vision_tower") or settings.vision_tower,
-            device=overrides.get("device") or settings.device,
-            dtype=overrides.get("dtype") or settings.dtype,
-            quantize=overrides.get("quantize") or settings.quantize,
-        ))
+        self.controller.load_model(LoadRequest(replace(overrides, model=model).over(settings.load_options)))

@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 from xvlm_core import __version__
+from xvlm_core.load_options import NONE_GIVEN, LoadOptions
 from xvlm_core.messages import DEFAULT_CONTEXT, ImageRef, Status
 
 from app import APP_NAME
@@ -358,13 +359,11 @@ class MainWindow(QMainWindow):
 
     # -- start-up ------------------------------------------------------------------------------------------
 
-    async def start(
-        self, model: str = "", vision_tower: str = "", device: str = "", dtype: str = "", quantize: str = ""
-    ) -> None:
-        """Start the model thread, then find and load the model (see app/startup.py)."""
+    async def start(self, options: LoadOptions = NONE_GIVEN) -> None:
+        """Start the model thread, then find and load the model (see app/startup.py); given options win."""
         self.model_thread.start()
         self.list_devices_requested.emit()
-        await self.startup.start(model, vision_tower, device, dtype, quantize)
+        await self.startup.start(options)
 
     def _show_first_run(self, shown: bool) -> None:
         self.pages.setCurrentWidget(self.first_run if shown else self.chat_page)
@@ -594,7 +593,7 @@ class MainWindow(QMainWindow):
         self.bring_to_front()
         if launch.files:
             self.open_files(list(launch.files))
-        if not launch.names_a_model:
+        if not launch.options.given:
             return
         if self.pages.currentWidget() is self.first_run:
             # The banner belongs to the chat page; the status bar shows under the first-run page too.
@@ -602,7 +601,7 @@ class MainWindow(QMainWindow):
                                                                  "this window is still getting its first model. "
                                                                  "Choose it in Settings once that is done."), 15_000)
         else:
-            self.startup.start_again(launch.model, launch.vision_tower, launch.device, launch.dtype)
+            self.startup.start_again(launch.options)
 
     def open_files(self, paths: list[str]) -> None:
         """Files the app was opened with ("Open With", or the command line): the composer takes the image."""

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
+from xvlm_core.load_options import LoadOptions  # torch-free
 from xvlm_core.messages import Message  # torch-free
 from xvlm_core.sampling import SamplingSettings  # torch-free
 
@@ -38,13 +39,11 @@ _IMPORT_LOCK = threading.Lock()
 
 @dataclass(frozen=True)
 class LoadRequest:
-    model: str  # a folder or a hub repo id
-    vision_tower: str = ""
-    device: str = "auto"
-    dtype: str = "auto"
-    server: str = ""  # an OpenAI-compatible server's address: `model` is then a name on that server
+    """Load a model here with `options`, or use one on a model server (`options.model` is then its name there)."""
+
+    options: LoadOptions
+    server: str = ""  # an OpenAI-compatible server's address
     api_key: str = field(default="", repr=False)
-    quantize: str = "none"  # "int8": 8-bit weights
 
 
 @dataclass(frozen=True)
@@ -86,10 +85,11 @@ def _default_load(request: LoadRequest, on_stage: Callable[[str], None]) -> Any:
     if request.server:
         from app.remote_model import connect
 
-        return connect(request.server, request.api_key, request.model, on_stage)
+        return connect(request.server, request.api_key, request.options.model, on_stage)
+    options = request.options.with_defaults()
     load_model = import_core("xvlm_core.model").load_model
-    return load_model(request.model, request.vision_tower or None, request.device, request.dtype, on_stage=on_stage,
-                      quantize=request.quantize)
+    return load_model(options.model, options.vision_tower or None, options.device, options.dtype, on_stage=on_stage,
+                      quantize=options.quantize)
 
 
 def _default_session(loaded: Any) -> Any:
@@ -143,7 +143,7 @@ class ModelWorker(QObject):
             session = self._session_factory(loaded)
             summary = dict(loaded.summary())
         except Exception as exc:  # the worker's edge: everything below speaks in specific errors
-            log.exception("loading %s failed", request.model)
+            log.exception("loading %s failed", request.options.model)
             self.load_failed.emit(describe_failure(exc))
             return
         self._loaded, self._session = loaded, session

@@ -13,6 +13,7 @@ import qasync
 from app.settings import Settings, SettingsFile
 from app.window import MainWindow
 from app.worker import ModelWorker
+from xvlm_core.load_options import LoadOptions
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +55,8 @@ def make_window(qtbot, event_loop, tmp_path: Path, tiny_model_dir: Path, app_set
         window.show()
         qtbot.waitExposed(window)
         if start:
-            window.start_task = asyncio.ensure_future(window.start(str(tiny_model_dir) if model is None else model))
+            options = LoadOptions(str(tiny_model_dir) if model is None else model)
+            window.start_task = asyncio.ensure_future(window.start(options))
         return window
 
     yield make

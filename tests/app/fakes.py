@@ -113,7 +113,7 @@ def fake_load(delay_s: float = 0.0, error: Exception | None = None) -> Callable:
         on_stage("Loading the language model…")
         if error is not None:
             raise error
-        return FakeLoaded(request.model, request.quantize)
+        return FakeLoaded(request.options.model, request.options.quantize)
 
     return load
 

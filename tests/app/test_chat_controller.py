@@ -10,6 +10,7 @@ from PySide6.QtCore import QObject, Signal, Slot
 from app.chat_controller import ChatController, ModelPhase
 from app.settings import AppSettings, Settings, SettingsFile
 from app.worker import AnswerRequest, LoadRequest
+from xvlm_core.load_options import LoadOptions
 from xvlm_core.messages import ImageRef, Status
 from xvlm_core.sampling import SamplingSettings
 
@@ -53,14 +54,14 @@ def make(settings: Settings | None = None) -> tuple[ChatController, ScriptedWork
 
 
 def loaded(controller: ChatController, worker: ScriptedWorker) -> None:
-    controller.load_model(LoadRequest("model"))
+    controller.load_model(LoadRequest(LoadOptions("model")))
     worker.loaded.emit({"name": "model", "memory_mb": 10.0})
 
 
 def test_a_question_asked_while_loading_waits_then_goes_out_with_the_settings():
     controller, worker = make()
-    controller.load_model(LoadRequest("model", device="cpu"))
-    assert controller.phase is ModelPhase.LOADING and worker.loads == [LoadRequest("model", device="cpu")]
+    controller.load_model(LoadRequest(LoadOptions("model", device="cpu")))
+    assert controller.phase is ModelPhase.LOADING and worker.loads == [LoadRequest(LoadOptions("model", device="cpu"))]
     cat = ImageRef("c" * 64, "/pictures/cat.png")
     assert controller.send("  What is this?  ", [cat])
     assert controller.messages[-1].status == Status.WAITING and worker.requests == []
@@ -113,7 +114,7 @@ def test_stop_sets_the_cancel_event_and_a_cancelled_finish_is_stopped():
 
 def test_stop_while_waiting_for_the_model_asks_nothing():
     controller, worker = make()
-    controller.load_model(LoadRequest("model"))
+    controller.load_model(LoadRequest(LoadOptions("model")))
     controller.send("Hi")
     controller.stop()
     assert controller.messages[-1].status == Status.STOPPED and not controller.busy
@@ -123,7 +124,7 @@ def test_stop_while_waiting_for_the_model_asks_nothing():
 
 def test_a_failed_load_fails_the_waiting_answer_with_the_reason():
     controller, worker = make()
-    controller.load_model(LoadRequest("model"))
+    controller.load_model(LoadRequest(LoadOptions("model")))
     controller.send("Hi")
     worker.load_failed.emit("The checkpoint file is incomplete.")
     assert controller.phase is ModelPhase.FAILED
@@ -189,7 +190,7 @@ def test_reloading_stops_the_answer_in_flight():
     controller, worker = make()
     loaded(controller, worker)
     controller.send("One")
-    controller.load_model(LoadRequest("other", device="cpu"))
+    controller.load_model(LoadRequest(LoadOptions("other", device="cpu")))
     assert worker.requests[0].cancel.is_set() and controller.phase is ModelPhase.LOADING
 
 

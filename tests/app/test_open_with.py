@@ -14,6 +14,7 @@ from app.launch import Launch, launch_from_args
 from app.main import parse_args
 from app.single_instance import SingleInstance, server_name
 from app.worker import ModelWorker
+from xvlm_core.load_options import LoadOptions
 
 PROJECT = Path(__file__).resolve().parents[2]
 # Coming forward raises the window; offscreen, there is no window manager to raise it for.
@@ -26,18 +27,19 @@ def test_image_arguments_become_absolute_files(tmp_path):
     launch = launch_from_args(args, cwd=tmp_path)
     assert launch.files == (str(tmp_path / "photo.jpg"), str(tmp_path / "sub" / "more.png"), "/pictures/a b.png",
                             "/pictures/c d.png")
-    assert launch.device == "cpu" and launch.model == "" and launch.names_a_model
-    assert not launch_from_args(parse_args(["photo.jpg"]), cwd=tmp_path).names_a_model
+    assert launch.options == LoadOptions(device="cpu") and launch.options.given
+    assert not launch_from_args(parse_args(["photo.jpg"]), cwd=tmp_path).options.given
     assert launch_from_args(parse_args([])).files == ()
     mixed = parse_args(["a.png", "--device", "cpu", "b.png"])  # as a launcher may put them
     assert (mixed.images, mixed.device) == (["a.png", "b.png"], "cpu")
 
 
 def test_a_launch_survives_its_trip_through_the_socket_encoding():
-    launch = Launch(files=("/a/图片 1.png",), model="org/repo", vision_tower="/t", device="cuda:1", dtype="float16")
+    launch = Launch(files=("/a/图片 1.png",), options=LoadOptions("org/repo", "/t", "cuda:1", "float16", "int4"))
     assert Launch.decode(launch.encode()) == launch
     assert Launch.decode(b"not json") is None
-    for not_a_launch in (b"5", b"[[1]]", b'"text"', b'{"files": 5}', b'{"files": [[1]]}', b'{"unknown": 1}'):
+    for not_a_launch in (b"5", b"[[1]]", b'"text"', b'{"files": 5}', b'{"files": [[1]]}', b'{"unknown": 1}',
+                         b'{"quantize": "int3"}', b'{"dtype": 16}'):
         assert Launch.decode(not_a_launch) is None
 
 
@@ -83,10 +85,27 @@ def test_a_second_launch_naming_another_model_loads_it(qtbot, make_window, tiny_
     window = make_window(worker=ModelWorker(load=load, session_factory=lambda _loaded: FakeSession()))
     qtbot.waitUntil(lambda: len(loads) == 1 and window.controller.phase.value == "ready", timeout=20_000)
     window.launched_again(Launch())  # only "come forward": nothing reloads
-    window.launched_again(Launch(model=str(tiny_model_dir), device="cpu"))
+    window.launched_again(Launch(options=LoadOptions(str(tiny_model_dir), device="cpu")))
     qtbot.waitUntil(lambda: len(loads) == 2 and window.controller.phase.value == "ready", timeout=20_000)
-    assert loads[-1].device == "cpu" and loads[-1].model == str(tiny_model_dir)
-    assert not window.startup.start_again(str(tiny_model_dir), "", "cpu", "")  # the same again: no reload
+    assert loads[-1].options.device == "cpu" and loads[-1].options.model == str(tiny_model_dir)
+    assert not window.startup.start_again(LoadOptions(str(tiny_model_dir), device="cpu"))  # the same: no reload
+
+
+def test_a_second_launch_forwards_every_model_option_to_the_load(qtbot, make_window, tiny_model_dir, tmp_path):
+    loads = []
+
+    def load(request, on_stage):
+        loads.append(request)
+        return fake_load()(request, on_stage)
+
+    window = make_window(worker=ModelWorker(load=load, session_factory=lambda _loaded: FakeSession()))
+    qtbot.waitUntil(lambda: len(loads) == 1 and window.controller.phase.value == "ready", timeout=20_000)
+    args = parse_args(["--model", str(tiny_model_dir), "--vision-tower", "/towers/clip", "--device", "cpu",
+                       "--dtype", "float32", "--quantize", "int8"])
+    line = launch_from_args(args, cwd=tmp_path).encode()  # as the second process sends it
+    window.launched_again(Launch.decode(line))
+    qtbot.waitUntil(lambda: len(loads) == 2, timeout=20_000)
+    assert loads[-1].options == LoadOptions(str(tiny_model_dir), "/towers/clip", "cpu", "float32", "int8")
 
 
 def test_the_desktop_entry_opens_the_images_the_app_reads():

@@ -70,7 +70,7 @@ def test_changing_the_device_reloads_in_the_background_and_sampling_applies_next
     window.settings_action.trigger()
     assert window.controller.phase.value == "loading"
     wait_ready(qtbot, window)
-    assert [request.device for request in loads] == ["auto", "cpu"]
+    assert [request.options.device for request in loads] == ["auto", "cpu"]
     assert json.loads((tmp_path / "settings.json").read_text())["device"] == "cpu"
     ask(qtbot, window, "Hi")
     wait_answered(qtbot, window)
@@ -122,7 +122,7 @@ def test_choosing_quantized_weights_reloads_in_the_background_and_the_status_bar
     window.settings_action.trigger()
     assert window.controller.phase.value == "loading"
     wait_ready(qtbot, window)
-    assert [request.quantize for request in loads] == ["none", quantize]
+    assert [request.options.quantize for request in loads] == ["none", quantize]
     assert json.loads((tmp_path / "settings.json").read_text())["quantize"] == quantize
     assert window.device_label.text().endswith(f"· {label}")
     ask(qtbot, window, "Hi")

@@ -15,6 +15,7 @@ from app.history.database import ChatStore, default_store_path
 from app.history.service import open_history
 from app.launch import Launch
 from app.single_instance import SingleInstance, server_name
+from xvlm_core.load_options import LoadOptions
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -35,10 +36,11 @@ def test_a_second_launch_hands_over_its_files_and_model(qtbot, tmp_path):
     name = server_name(str(tmp_path))
     first = SingleInstance(name)
     assert first.listen()
-    launch = Launch(files=(str(tmp_path / "photo 1.jpg"), "/pictures/图片.png"), model="/models/x", device="cpu")
+    launch = Launch(files=(str(tmp_path / "photo 1.jpg"), "/pictures/图片.png"),
+                    options=LoadOptions("/models/x", device="cpu", quantize="int8"))
     with qtbot.waitSignal(first.launched_again, timeout=3000) as launched:
         assert SingleInstance(name).forward_to_running(launch)
-    assert launched.args == [launch] and launched.args[0].names_a_model
+    assert launched.args == [launch] and launched.args[0].options.given
     first.close()
 
 

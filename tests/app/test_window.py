@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QApplication, QLabel
 
 from app.chat_controller import ModelPhase
 from app.worker import ModelWorker, import_core
+from xvlm_core.load_options import LoadOptions
 from xvlm_core.messages import Status
 
 
@@ -298,7 +299,7 @@ def test_the_ui_thread_never_blocks_on_model_work(qtbot, make_window, images_dir
     window = make_window(ModelWorker(session_factory=session_factory), start=False)
     with heartbeat:
         record("started")
-        window.start_task = asyncio.ensure_future(window.start(str(tiny_model_dir)))
+        window.start_task = asyncio.ensure_future(window.start(LoadOptions(str(tiny_model_dir))))
         drop_files(window, images_dir / "gradient_square.png")
         wait_image_checked(qtbot, window)
         wait_ready(qtbot, window)

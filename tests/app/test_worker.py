@@ -9,6 +9,7 @@ from fakes import FakeSession, Recorder, SlowSession, fake_load
 from PySide6.QtCore import QObject, Signal
 
 from app.worker import AnswerRequest, LoadRequest, ModelThread, ModelWorker, describe_failure
+from xvlm_core.load_options import LoadOptions
 from xvlm_core.messages import ImageRef, Message
 from xvlm_core.sampling import SamplingSettings
 
@@ -50,7 +51,7 @@ def test_streamed_chunks_join_to_what_the_core_answers(qtbot, run_worker, tiny_m
     image = ImageRef.from_file(images_dir / "gradient_square.png")
     worker = ModelWorker(session_factory=lambda loaded: SlowSession(loaded, delay_s=0.04))
     caller, seen = run_worker(worker)
-    caller.load.emit(LoadRequest(str(tiny_model_dir), str(tiny_tower_dir), "cpu", "float32"))
+    caller.load.emit(LoadRequest(LoadOptions(str(tiny_model_dir), str(tiny_tower_dir), "cpu", "float32")))
     qtbot.waitUntil(lambda: bool(seen["loaded"]), timeout=20_000)
     question = Message("user", "What is in the picture?", (image,))
     caller.generate.emit(AnswerRequest(1, (question,), SamplingSettings(max_new_tokens=12)))
@@ -71,7 +72,7 @@ def test_fast_deltas_are_batched_to_at_most_30_chunks_a_second(qtbot, run_worker
     session = FakeSession([f"{i} " for i in range(600)], delay_s=0.0005)  # ~2000 deltas a second
     worker = ModelWorker(load=fake_load(), session_factory=lambda loaded: session)
     caller, seen = run_worker(worker)
-    caller.load.emit(LoadRequest("fake"))
+    caller.load.emit(LoadRequest(LoadOptions("fake")))
     qtbot.waitUntil(lambda: bool(seen["loaded"]))
     started = time.monotonic()
     caller.generate.emit(AnswerRequest(1, (Message("user", "count"),)))
@@ -86,7 +87,7 @@ def test_cancel_event_stops_the_answer_and_keeps_its_text(qtbot, run_worker):
     session = FakeSession([f"w{i} " for i in range(500)], delay_s=0.01)
     worker = ModelWorker(load=fake_load(), session_factory=lambda loaded: session)
     caller, seen = run_worker(worker)
-    caller.load.emit(LoadRequest("fake"))
+    caller.load.emit(LoadRequest(LoadOptions("fake")))
     qtbot.waitUntil(lambda: bool(seen["loaded"]))
     request = AnswerRequest(7, (Message("user", "talk"),))
     caller.generate.emit(request)
@@ -102,7 +103,7 @@ def test_cancel_event_stops_the_answer_and_keeps_its_text(qtbot, run_worker):
 def test_a_bad_model_folder_fails_with_a_message_for_people(qtbot, run_worker, tmp_path):
     (tmp_path / "config.json").write_text("{}")
     caller, seen = run_worker(ModelWorker())
-    caller.load.emit(LoadRequest(str(tmp_path), device="cpu"))
+    caller.load.emit(LoadRequest(LoadOptions(str(tmp_path), device="cpu")))
     qtbot.waitUntil(lambda: bool(seen["load_failed"]), timeout=20_000)
     (message,) = seen["load_failed"][0]
     assert str(tmp_path) in message and "Traceback" not in message
@@ -111,7 +112,7 @@ def test_a_bad_model_folder_fails_with_a_message_for_people(qtbot, run_worker, t
 
 def test_an_unexpected_error_is_caught_at_the_edge_and_logged(qtbot, run_worker, caplog):
     caller, seen = run_worker(ModelWorker(load=fake_load(error=KeyError("weights"))))
-    caller.load.emit(LoadRequest("fake"))
+    caller.load.emit(LoadRequest(LoadOptions("fake")))
     qtbot.waitUntil(lambda: bool(seen["load_failed"]))
     (message,) = seen["load_failed"][0]
     assert "KeyError" in message and "log" in message
@@ -142,7 +143,7 @@ def test_stopping_the_thread_cancels_a_running_answer(qtbot):
     caller.generate.connect(worker.generate)
     seen = Recorder(worker, "loaded", "chunk_ready")
     thread.start()
-    caller.load.emit(LoadRequest("fake"))
+    caller.load.emit(LoadRequest(LoadOptions("fake")))
     qtbot.waitUntil(lambda: bool(seen["loaded"]))
     caller.generate.emit(AnswerRequest(1, (Message("user", "go on forever"),)))
     qtbot.waitUntil(lambda: bool(seen["chunk_ready"]))
@@ -153,7 +154,7 @@ def test_stopping_the_thread_cancels_a_running_answer(qtbot):
 
 def test_a_load_request_for_8_bit_weights_loads_them_and_answers(qtbot, run_worker, tiny_model_dir, tiny_tower_dir):
     caller, seen = run_worker(ModelWorker())
-    caller.load.emit(LoadRequest(str(tiny_model_dir), str(tiny_tower_dir), "cpu", "float32", quantize="int8"))
+    caller.load.emit(LoadRequest(LoadOptions(str(tiny_model_dir), str(tiny_tower_dir), "cpu", "float32", "int8")))
     qtbot.waitUntil(lambda: bool(seen["loaded"]), timeout=20_000)
     assert seen["loaded"][0][0]["quantize"] == "int8"
     caller.generate.emit(AnswerRequest(1, (Message("user", "Hello"),), SamplingSettings(max_new_tokens=8)))
