@@ -52,7 +52,8 @@ from app.i18n import translate
 from app.icons import app_icon, icon
 from app.launch import Launch
 from app.remote_model import api_key, keep_api_key
-from app.settings import MAX_ANSWER_TOKENS, AppSettings, Settings, SettingsDialog, SettingsFile
+from app.settings import MAX_ANSWER_TOKENS, AppSettings, Settings, SettingsFile
+from app.settings_dialog import SettingsDialog
 from app.startup import ModelStartup
 from app.theme import THEMES, style_sheet, use_theme
 from app.transfer_bar import TransferBar
@@ -323,6 +324,7 @@ class MainWindow(QMainWindow):
         self.composer.edit_submitted.connect(self._edit)
         self.composer.stop_requested.connect(controller.stop)
         self.view.edit_requested.connect(self._begin_edit)
+        self.view.continue_requested.connect(self.continue_in_new_chat)
         controller.busy_changed.connect(self._on_busy)
         controller.model_phase_changed.connect(self._on_phase)
         controller.load_stage_changed.connect(self._on_stage)
@@ -391,6 +393,12 @@ class MainWindow(QMainWindow):
         self.controller.new_chat()
         self.composer.clear()
         self.composer.setFocus()
+
+    def continue_in_new_chat(self) -> None:
+        """The chat outgrew what the model reads at once: a new chat, its latest images attached, to go on."""
+        images = self.controller.latest_images()
+        self.new_chat()
+        self.composer.attach_images(images)
 
     def open_chat(self, chat_id: int) -> None:
         self.show_chat(chat_id)

@@ -32,7 +32,8 @@ from app.history.exchange import read_chat_file
 from app.history.records import StoreError
 from app.history.service import History
 from app.i18n import install_translators
-from app.settings import Settings, SettingsDialog, SettingsFile
+from app.settings import Settings, SettingsFile
+from app.settings_dialog import SettingsDialog
 from app.worker import ModelWorker
 from xvlm_core.messages import Status
 

@@ -14,7 +14,8 @@ from fifo_guard import outcome_without_hanging
 from PySide6.QtWidgets import QDialog, QPushButton
 from test_window import ask, wait_answered, wait_ready
 
-from app.settings import Settings, SettingsDialog, SettingsFile
+from app.settings import Settings, SettingsFile
+from app.settings_dialog import SettingsDialog
 from app.window import MainWindow
 from app.worker import ModelWorker
 

@@ -12,7 +12,8 @@ from PySide6.QtGui import QDesktopServices, QGuiApplication, QImage
 from PySide6.QtWidgets import QLabel, QPushButton, QWidget
 from test_window import drop_files, wait_image_checked, wait_ready
 
-from app.settings import MAX_ANSWER_TOKENS, Settings, SettingsDialog
+from app.settings import MAX_ANSWER_TOKENS, Settings
+from app.settings_dialog import SettingsDialog
 from app.transfer_bar import TransferBar
 from app.worker import ModelWorker
 
