@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from filelock import FileLock
 from filelock import Timeout as LockTimeout
@@ -29,9 +29,6 @@ from huggingface_hub import hf_hub_url
 from xvlm_core.hub.connection import POLL_S, BodyStream, DownloadError, HubConnection, Transient
 from xvlm_core.hub.progress import Meter, format_size
 from xvlm_core.hub.registry import is_weights
-
-if TYPE_CHECKING:
-    from xvlm_core.hub.stores import Store
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +261,17 @@ def _new_hash(file: PlannedFile) -> Any:
 # One file, from the network into its store
 
 
-def fetch_file(hub: HubConnection, store: Store, file: PlannedFile, meter: Meter) -> None:
+class Destination(Protocol):
+    """Where a fetched file goes (xvlm_core.hub.stores): the transfer needs only these, so it imports no store."""
+
+    def lock_path(self, file: PlannedFile) -> Path: ...
+    def partial_path(self, file: PlannedFile) -> Path: ...
+    def is_complete(self, file: PlannedFile) -> bool: ...
+    def adopt(self, file: PlannedFile) -> None: ...
+    def place(self, file: PlannedFile, partial: Path) -> None: ...
+
+
+def fetch_file(hub: HubConnection, store: Destination, file: PlannedFile, meter: Meter) -> None:
     """One file into the store: resumed, retried, verified, placed."""
     with _file_lock(store.lock_path(file), hub):
         if store.is_complete(file):
