@@ -1,4 +1,4 @@
-"""The whole tree passes ruff, including the import walls between xvlm_core and app."""
+"""The whole tree passes ruff, and the imports keep the walls between the layers (import-linter's contracts)."""
 
 from __future__ import annotations
 
@@ -15,3 +15,11 @@ def test_ruff_is_clean():
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_import_contracts_hold():
+    lint_imports = Path(sys.executable).with_name("lint-imports")
+    done = subprocess.run([str(lint_imports), "--no-cache", "--no-logo"], cwd=PROJECT_ROOT, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Contracts: 5 kept, 0 broken." in done.stdout
