@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--baseline",
         action="store_true",
-        help="also time a plain transformers implementation (generate, prompt recomputed each turn)",
+        help="also time plain transformers in a process of its own (generate, prompt recomputed each turn)",
     )
     bench.add_argument("--turns", type=int, default=5, help="turns in the conversation (default: %(default)s)")
     bench.add_argument("--new-tokens", type=int, default=32, help="tokens generated per turn (default: %(default)s)")

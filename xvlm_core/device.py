@@ -38,6 +38,29 @@ def cpu_supports_bf16() -> bool:
     return any(flag in flags for flag in (" avx512_bf16", " amx_bf16", " bf16"))
 
 
+# The instruction sets a CPU decode's speed depends on, as /proc/cpuinfo names them.
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def processor(cpuinfo_file: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
+    """The processor's model name and which of SPEED_FLAGS it has (on Linux; elsewhere what `platform` says)."""
+    import platform
+
+    try:
+        cpuinfo = cpuinfo_file.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())  # the first processor's; the others are alike
+    flags = set(fields.get("flags", fields.get("Features", "")).split())
+    return {
+        "processor": fields.get("model name") or platform.processor() or platform.machine() or "unknown",
+        "processor_flags": " ".join(flag for flag in SPEED_FLAGS if flag in flags),
+    }
+
+
 def available_devices() -> list[tuple[str, str]]:
     """(device string, label for people) for every device this machine offers, "auto" first."""
     devices = [("auto", "Automatic"), ("cpu", "CPU")]

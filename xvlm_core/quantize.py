@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections import Counter
 
 import torch
 import torch.nn.functional as F
@@ -266,6 +267,26 @@ def quantizable_linears(module: nn.Module, kind: str = "int8") -> dict[str, nn.L
     """Every `nn.Linear` inside `module` the kernel of precision `kind` can take, by qualified name."""
     linears = (item for item in module.named_modules() if isinstance(item[1], nn.Linear))
     return {name: child for name, child in linears if quantized_linear(name, kind).fits(child)}
+
+
+def kernel_paths(module: nn.Module) -> str:
+    """Which product each linear layer inside `module` runs, with how many layers run it."""
+    layers = (layer for layer in module.modules() if isinstance(layer, (nn.Linear, QuantizedLinear)))
+    paths = Counter(_kernel_path(layer) for layer in layers)
+    return "; ".join(f"{path} x{count}" for path, count in paths.items())
+
+
+def _kernel_path(layer: nn.Module) -> str:
+    on_cpu = layer.weight.device.type == "cpu"
+    if isinstance(layer, Int4Linear):
+        if not on_cpu:
+            return f"int4 group {INT4_GROUP}: a dequantized copy and F.linear"
+        return f"int4: _weight_int4pack_mm_for_cpu, group {INT4_GROUP} (above {_INT4_KERNEL_ROWS} rows a bf16 copy)"
+    if isinstance(layer, Int8Linear):
+        if not on_cpu:
+            return "int8: a dequantized copy and F.linear"
+        return f"int8: _weight_int8pack_mm (above {_KERNEL_ROWS} rows a float copy)"
+    return f"{str(layer.weight.dtype).removeprefix('torch.')}: F.linear"
 
 
 def weight_bytes(module: nn.Module) -> int:

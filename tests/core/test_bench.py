@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
+from xvlm_core.bench import plain_process_baseline
 from xvlm_core.cli import main
+from xvlm_core.device import processor
+from xvlm_core.errors import XvlmError
 from xvlm_core.model import load_model
 from xvlm_core.prompt import Message
 from xvlm_core.quality import compare_to_exact
@@ -45,3 +49,34 @@ def test_bench_of_exact_weights_has_no_quality_fields(capsys, tiny_model_dir, ti
     args = ["bench", "--model", str(tiny_model_dir), "--vision-tower", str(tiny_tower_dir), "--dtype", "float32"]
     assert main([*args, "--turns", "1", "--new-tokens", "2", "--json"]) == 0
     assert not any(key.startswith("quality_") for key in json.loads(capsys.readouterr().out))
+
+
+def test_bench_names_the_processor_the_kernels_and_a_baseline_from_another_process(capsys, tiny_model_dir,
+                                                                                    tiny_tower_dir):
+    args = ["bench", "--model", str(tiny_model_dir), "--vision-tower", str(tiny_tower_dir), "--dtype", "float32"]
+    assert main([*args, "--turns", "2", "--new-tokens", "3", "--quantize", "int4", "--baseline", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["processor"] and isinstance(result["processor_flags"], str)
+    # The tiny model: 2 q and 2 o projections in 4 bits, lm_head in 8, the other 10 layers exact.
+    kernels = result["kernels"].split("; ")
+    assert any(k.startswith("int4: _weight_int4pack_mm_for_cpu, group 32") and k.endswith(" x4") for k in kernels)
+    assert any(k.startswith("int8: _weight_int8pack_mm") and k.endswith(" x1") for k in kernels)
+    assert "float32: F.linear x10" in kernels
+    assert result["baseline_pid"] != os.getpid()
+    assert result["baseline_decode_tok_s"] > 0 and result["baseline_turn2_ttft_s"] > 0
+    assert result["baseline_weights_read_per_token_gb"] > result["weights_read_per_token_gb"]
+
+
+def test_processor_reads_the_model_name_and_the_instruction_sets_that_matter(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 "
+                       "avx512_vnni\n\nprocessor\t: 1\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu\n")
+    found = processor(cpuinfo)
+    assert found == {"processor": "AMD EPYC 9R14", "processor_flags": "avx2 avx512f avx512_bf16 avx512_vnni"}
+    elsewhere = processor(tmp_path / "missing")  # macOS, Windows: what the platform module says
+    assert elsewhere["processor"] and elsewhere["processor_flags"] == ""
+
+
+def test_a_baseline_that_cannot_run_is_a_clear_error(tmp_path):
+    with pytest.raises(XvlmError, match="plain transformers baseline could not run.*without --baseline"):
+        plain_process_baseline(str(tmp_path / "nothing"), None, "cpu", "float32", 1, 2, 1)
