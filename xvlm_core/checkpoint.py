@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from safetensors import SafetensorError, safe_open
 
 from xvlm_core.checkpoint_files import EMBEDDED_TOWER_PREFIX as EMBEDDED_TOWER_PREFIX  # the loader's name for it
-from xvlm_core.checkpoint_files import WEIGHT_FILES, find_index, index_shards
+from xvlm_core.checkpoint_files import find_index, find_single_weights, index_shards, require_weight_file
 from xvlm_core.errors import CheckpointError
 from xvlm_core.hub import find_cached, looks_like_repo_id
 
@@ -47,13 +47,15 @@ def find_weight_files(folder: Path) -> list[Path]:
     index = find_index(folder)
     if index is not None:
         shards = index_shards(index)
-        missing = [path for path in shards if not path.is_file()]
-        if missing:
-            raise CheckpointError(f"{missing[0]}: this shard is missing (named in {index.name}).")
+        for path in shards:
+            if not path.exists():
+                raise CheckpointError(f"{path}: this shard is missing (named in {index.name}).")
+            require_weight_file(path)
         return shards
-    for name in WEIGHT_FILES:
-        if (folder / name).is_file():
-            return [folder / name]
+    single = find_single_weights(folder)
+    if single is not None:
+        require_weight_file(single)
+        return [single]
     raise CheckpointError(f"{folder}: no weights (model.safetensors or pytorch_model.bin) in this folder.")
 
 

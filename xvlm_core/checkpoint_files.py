@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from xvlm_core.errors import CheckpointError
-from xvlm_core.local_files import MAX_CONFIG_BYTES, read_regular_file
+from xvlm_core.local_files import MAX_CONFIG_BYTES, read_regular_file, regular_file_info
 from xvlm_core.safepath import UnsafePathError, path_inside
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -18,8 +18,22 @@ EMBEDDED_TOWER_PREFIX = "model.vision_tower.vision_tower."
 
 
 def find_index(folder: Path) -> Path | None:
-    """The folder's shard index (safetensors first), if it has one."""
-    return next((folder / name for name in INDEX_FILES if (folder / name).is_file()), None)
+    """The folder's shard index (safetensors first), if it has one; a FIFO or folder by that name is one too, so
+    that reading it says what it is."""
+    return next((folder / name for name in INDEX_FILES if (folder / name).exists()), None)
+
+
+def find_single_weights(folder: Path) -> Path | None:
+    """The folder's one weights file (safetensors first), if it has one; as for an index, whatever it is."""
+    return next((folder / name for name in WEIGHT_FILES if (folder / name).exists()), None)
+
+
+def require_weight_file(path: Path) -> None:
+    """CheckpointError unless `path` is a regular file: a FIFO, device or folder is named for what it is.
+
+    Weights are memory-mapped, not read whole, so their size is not bounded here.
+    """
+    regular_file_info(path, None, CheckpointError, "a weights file")
 
 
 def index_shards(index: Path) -> list[Path]:

@@ -95,3 +95,65 @@ def test_a_conversation_file_that_is_a_fifo_is_refused_without_waiting(tmp_path)
     os.mkfifo(fifo)
     _, error = outcome_without_hanging(lambda: read_conversation(fifo), [fifo])
     assert isinstance(error, ConversationError) and str(error).startswith(f"{fifo}: not a regular file")
+
+
+# -- weights, and the checks of what is installed
+
+
+def sparse_giant(path: Path, start: bytes = b"{}") -> Path:
+    """`start`, then NULs up to 256 MB that take no disk: more than any small file may hold."""
+    path.unlink(missing_ok=True)
+    with path.open("wb") as file:
+        file.write(start)
+        file.truncate(256 * 2**20)
+    return path
+
+
+@needs_fifo
+@pytest.mark.parametrize("sharded", [False, True])
+def test_a_fifo_in_place_of_the_weights_is_named_for_what_it_is(tmp_path, tiny_model_dir, tiny_tower_dir, sharded):
+    from xvlm_core.hub import validate_local_folder
+
+    model = link_copy(tiny_model_dir, tmp_path / "model")
+    fifo = model / ("model-00001-of-00001.safetensors" if sharded else "model.safetensors")
+    if sharded:
+        (model / "model.safetensors").unlink()
+        (model / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"lm_head.weight": fifo.name}}))
+    else:
+        fifo.unlink()
+    os.mkfifo(fifo)
+    for attempt in (lambda: load_model(str(model), vision_tower=str(tiny_tower_dir)),
+                    lambda: validate_local_folder(model, vision_tower=str(tiny_tower_dir))):
+        _, error = outcome_without_hanging(attempt, [fifo])
+        assert isinstance(error, CheckpointError)
+        assert f"{fifo}: not a regular file (a device, pipe or socket)" in str(error)
+        assert "missing" not in str(error) and "no weights" not in str(error)
+
+
+@needs_fifo
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors.index.json"])
+def test_the_installed_check_refuses_a_fifo_without_waiting(tmp_path, tiny_model_dir, name):
+    from xvlm_core.hub import installed
+
+    model = link_copy(tiny_model_dir, tmp_path / "model")
+    fifo = model / name
+    fifo.unlink(missing_ok=True)
+    os.mkfifo(fifo)
+    if name == "config.json":
+        _, error = outcome_without_hanging(lambda: installed.validate_local_folder(model), [fifo])
+        assert isinstance(error, CheckpointError) and f"{fifo}: not a regular file" in str(error)
+    assert outcome_without_hanging(lambda: installed.file_keys(fifo), [fifo]) == (None, None)
+    assert outcome_without_hanging(lambda: installed.read_local(fifo), [fifo]) == (None, None)
+
+
+def test_the_installed_check_refuses_a_sparse_giant_before_reading_it(tmp_path, tiny_model_dir):
+    from xvlm_core.hub import installed
+
+    model = link_copy(tiny_model_dir, tmp_path / "model")
+    giant = sparse_giant(model / "config.json")
+    with pytest.raises(CheckpointError) as error:
+        installed.validate_local_folder(model)
+    assert f"{giant}: the file is larger than 4 MB" in str(error.value)
+    index = sparse_giant(model / "model.safetensors.index.json", json.dumps({"weight_map": {"x": "y"}}).encode())
+    assert installed.file_keys(index) is None  # read whole, it would have been {"x"}... or nothing but NULs
+    assert installed.read_local(giant) is None

@@ -10,15 +10,23 @@ come from the safetensors header or, for a .bin, from its pickle read with pickl
 from __future__ import annotations
 
 import json
+import os
 import pickletools
 import zipfile
 from pathlib import Path
 
-from xvlm_core.checkpoint_files import EMBEDDED_TOWER_PREFIX, INDEX_FILES, WEIGHT_FILES, find_index, index_shards
-from xvlm_core.errors import CheckpointError
+from xvlm_core.checkpoint_files import (
+    EMBEDDED_TOWER_PREFIX,
+    find_index,
+    find_single_weights,
+    index_shards,
+    require_weight_file,
+)
+from xvlm_core.errors import CheckpointError, XvlmError
 from xvlm_core.hub.connection import DownloadError, default_cache_dir
 from xvlm_core.hub.registry import ModelSpec, tower_repo_id, tower_repos
 from xvlm_core.hub.stores import CacheStore, Stores
+from xvlm_core.local_files import MAX_CONFIG_BYTES, open_regular_file, read_regular_file
 
 MAX_HEADER = 100 * 2**20  # a larger safetensors header is not a real one
 MAX_PICKLE = 64 * 2**20  # the pickle part of a .bin (names and shapes, not the tensors)
@@ -30,12 +38,12 @@ MAX_PICKLE = 64 * 2**20  # the pickle part of a .bin (names and shapes, not the 
 
 def _safetensors_header(path: Path) -> tuple[int, dict] | None:
     try:
-        with path.open("rb") as handle:
+        with open_regular_file(path, None, CheckpointError, "a weights file") as handle:
             length = int.from_bytes(handle.read(8), "little")
             if not 0 < length <= MAX_HEADER:
                 return None
             header = json.loads(handle.read(length))
-    except (OSError, ValueError, RecursionError):
+    except (XvlmError, OSError, ValueError, RecursionError):
         return None
     return (length, header) if isinstance(header, dict) else None
 
@@ -55,13 +63,14 @@ def _safetensors_whole(path: Path) -> bool:
 def _bin_keys(path: Path) -> set[str] | None:
     """String constants of a zip-format .bin's pickle, read with pickletools: nothing from the file is run."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        with open_regular_file(path, None, CheckpointError, "a weights file") as handle, \
+                zipfile.ZipFile(handle) as archive:
             name = next((item for item in archive.namelist() if item.endswith("data.pkl")), None)
             if name is None or archive.getinfo(name).file_size > MAX_PICKLE:
                 return None  # a real state dict's pickle is a few MB: a larger one is not read into memory
             data = archive.read(name)
         return {arg for _, arg, _ in pickletools.genops(data) if isinstance(arg, str)}
-    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+    except (XvlmError, OSError, zipfile.BadZipFile, ValueError, EOFError):
         return None  # the legacy non-zip format: unknown
 
 
@@ -77,10 +86,8 @@ def index_keys(raw: bytes) -> set[str]:
 def file_keys(path: Path) -> set[str] | None:
     """The tensor names in a weights file or shard index; None when they cannot be read without running it."""
     if path.name.endswith(".index.json"):
-        try:
-            return index_keys(path.read_bytes())
-        except OSError:
-            return None
+        raw = read_local(path)
+        return None if raw is None else index_keys(raw)
     if path.suffix == ".safetensors":
         parsed = _safetensors_header(path)
         return set(parsed[1]) if parsed else None
@@ -89,7 +96,7 @@ def file_keys(path: Path) -> set[str] | None:
 
 def embeds_tower(folder: Path) -> bool:
     """Whether the checkpoint in `folder` carries the vision tower's weights."""
-    first = next((folder / name for name in (*INDEX_FILES, *WEIGHT_FILES) if (folder / name).is_file()), None)
+    first = find_index(folder) or find_single_weights(folder)
     keys = file_keys(first) if first else None
     return bool(keys) and any(key.startswith(EMBEDDED_TOWER_PREFIX) for key in keys or ())
 
@@ -107,18 +114,30 @@ def _weights_problem(folder: Path) -> str | None:
             if problem:
                 return f"{problem} (named in {index.name})"
         return None
-    for name in WEIGHT_FILES:
-        if (folder / name).is_file():
-            return _weight_file_problem(folder / name)
+    single = find_single_weights(folder)
+    if single is not None:
+        return _weight_file_problem(single)
     return "the weights file (model.safetensors or pytorch_model.bin) is missing"
 
 
 def _weight_file_problem(path: Path) -> str | None:
-    if not path.is_file():
+    if not path.exists():
         return f"{path.name} is missing"
-    whole = _safetensors_whole(path) if path.suffix == ".safetensors" else (
-        zipfile.is_zipfile(path) or path.stat().st_size > 0)
+    try:
+        require_weight_file(path)
+    except CheckpointError as exc:
+        return str(exc).rstrip(".")
+    whole = _safetensors_whole(path) if path.suffix == ".safetensors" else _bin_whole(path)
     return None if whole else f"{path.name} is incomplete or damaged"
+
+
+def _bin_whole(path: Path) -> bool:
+    """A zip-format .bin whose directory is there, or a legacy one that is not empty."""
+    try:
+        with open_regular_file(path, None, CheckpointError, "a weights file") as handle:
+            return zipfile.is_zipfile(handle) or os.fstat(handle.fileno()).st_size > 0
+    except (XvlmError, OSError):
+        return False
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -127,11 +146,13 @@ def _weight_file_problem(path: Path) -> str | None:
 
 def _read_config(folder: Path) -> tuple[dict | None, str | None]:
     path = folder / "config.json"
-    if not path.is_file():
+    if not path.exists():
         return None, "config.json is missing"
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
+        config = json.loads(read_regular_file(path, MAX_CONFIG_BYTES, CheckpointError, "a model config"))
+    except CheckpointError as exc:
+        return None, str(exc).rstrip(".")
+    except (ValueError, RecursionError) as exc:
         return None, f"config.json cannot be read ({exc})"
     return (config, None) if isinstance(config, dict) else (None, "config.json is not a JSON object")
 
@@ -157,9 +178,10 @@ def _tower_problem(folder: Path, need_weights: bool) -> str | None:
 
 
 def read_local(path: Path) -> bytes | None:
+    """A small file of a model folder (a config, an index), or None when it is absent or not a small regular file."""
     try:
-        return path.read_bytes()
-    except OSError:
+        return read_regular_file(path, MAX_CONFIG_BYTES, CheckpointError)
+    except CheckpointError:
         return None
 
 
