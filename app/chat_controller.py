@@ -126,6 +126,10 @@ class ChatController(QObject):
         """The chats, not on screen, whose answer is still being written."""
         return {answer.chat_id for answer in self._background.values()}
 
+    def latest_images(self) -> tuple[ImageRef, ...]:
+        """The images of the latest question that had any: what a chat continued elsewhere is about."""
+        return next((message.images for message in reversed(self.messages) if message.images), ())
+
     def rename(self, title: str) -> None:
         self.chat_title = " ".join(title.split())
         if self.chat_id is not None:

@@ -350,8 +350,7 @@ class Composer(QFrame):
         self.input.setPlainText(text)
         self.input.moveCursor(self.input.textCursor().MoveOperation.End)
         self._remove_all_images()
-        for image in images:
-            self.attach_file(image_path(image))
+        self.attach_images(images)
         self.edit_bar.show()
         self.input.setFocus()
 
@@ -371,6 +370,11 @@ class Composer(QFrame):
                                                       translate("Composer", IMAGE_FILTER))
         if paths:
             self.attach_paths(paths)
+
+    def attach_images(self, images: Sequence[ImageRef]) -> None:
+        """Images already in the history (of an earlier message), checked again like any other."""
+        for image in images:
+            self.attach_file(image_path(image))
 
     def attach_from_mime(self, mime: QMimeData) -> bool:
         """Take images from a drop or a paste: local files, else image data. False if there was none."""

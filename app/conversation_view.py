@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
+    QPushButton,
     QScrollArea,
     QSizePolicy,
     QTextBrowser,
@@ -378,6 +379,46 @@ class ImageViewer(QDialog):
         layout.addWidget(label)
 
 
+class ContextNotice(QFrame):
+    """Above an answer the model wrote without the chat's first messages: says so, in the warning colours, and
+    offers to go on in a new chat that starts with the latest images."""
+
+    continue_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("contextNotice")
+        self.icon_label = QLabel(self)
+        self.icon_label.setPixmap(icon("warning").pixmap(QSize(18, 18)))
+        self.label = QLabel(self)
+        self.label.setWordWrap(True)
+        self.continue_button = QPushButton(translate("ConversationView", "Continue in a new chat"), self)
+        self.continue_button.setToolTip(translate("ConversationView", "Start a new chat with this chat's latest "
+                                                                      "images attached"))
+        self.continue_button.clicked.connect(self.continue_requested)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(10, 6, 6, 6)
+        layout.addWidget(self.icon_label, 0, Qt.AlignmentFlag.AlignTop)
+        layout.addWidget(self.label, 1)
+        layout.addWidget(self.continue_button, 0, Qt.AlignmentFlag.AlignVCenter)
+        self.setAccessibleName(translate("ConversationView", "Left out"))
+        self.hide()
+
+    def text(self) -> str:
+        return self.label.text()
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange:  # the icon is drawn in the theme's text colour
+            self.icon_label.setPixmap(icon("warning").pixmap(QSize(18, 18)))
+
+    def show_dropped(self, dropped: int) -> None:
+        """Say that the first `dropped` messages were left out (nothing when none were)."""
+        self.label.setText(dropped_notice(dropped) if dropped else "")
+        self.setAccessibleDescription(self.label.text())
+        self.setVisible(bool(dropped))
+
+
 def _tool_button(icon_name: str, text: str, parent: QWidget) -> QToolButton:
     button = QToolButton(parent)
     button.setIcon(icon(icon_name))
@@ -394,6 +435,7 @@ class MessageWidget(QFrame):
     copy_requested = Signal(object)  # self
     edit_requested = Signal(object)
     regenerate_requested = Signal()
+    continue_requested = Signal()  # in a new chat: this one outgrew the model
     image_clicked = Signal(str)
 
     def __init__(self, message: Message, parent: QWidget | None = None):
@@ -405,10 +447,8 @@ class MessageWidget(QFrame):
                                else translate("ConversationView", "Answer"))
         self.unseen = False  # the model no longer sees this message (set by the view)
         self.thumbnails: list[Thumbnail] = []  # a user message's images, in order
-        self.context_notice = QLabel(self)  # answers: "The first 2 messages no longer fit…"
-        self.context_notice.setObjectName("contextNotice")
-        self.context_notice.setWordWrap(True)
-        self.context_notice.hide()
+        self.context_notice = ContextNotice(self)  # answers: "The first 2 messages no longer fit…"
+        self.context_notice.continue_requested.connect(self.continue_requested)
         self.body = MarkdownView(self) if not self.is_user else None
         self.label = QLabel(self) if self.is_user else None
         self.footer = QLabel(self)
@@ -551,9 +591,7 @@ class MessageWidget(QFrame):
             self._show_text(shown, body, lambda text: body.show_markdown(text, shown.whole))
             body.setVisible(not shown.in_reader)
             self._rendered = (text, message.status, self.expanded)
-        dropped = int(message.stats.get("dropped_messages", 0))
-        self.context_notice.setText(dropped_notice(dropped) if dropped else "")
-        self.context_notice.setVisible(bool(dropped))
+        self.context_notice.show_dropped(int(message.stats.get("dropped_messages", 0)))
         if message.status is Status.FAILED:
             self.footer.setText(message.error)
             self.footer.setProperty("error", True)
@@ -571,6 +609,7 @@ class ConversationView(QScrollArea):
     """All messages of the chat, drawn from the controller's state and redrawn on its signals."""
 
     edit_requested = Signal(int)  # index of the user message
+    continue_requested = Signal()  # a notice's "Continue in a new chat"
 
     def __init__(self, controller: ChatController, parent: QWidget | None = None):
         super().__init__(parent)
@@ -639,6 +678,7 @@ class ConversationView(QScrollArea):
         widget.copy_requested.connect(self._copy)
         widget.edit_requested.connect(lambda w: self.edit_requested.emit(self.widgets.index(w)))
         widget.regenerate_requested.connect(self.controller.regenerate)
+        widget.continue_requested.connect(self.continue_requested)
         if widget.regenerate_button is not None:
             widget.regenerate_button.installEventFilter(self)  # its tooltip follows the chat's temperature
         widget.image_clicked.connect(self.show_image)

@@ -71,6 +71,13 @@ def _mix(first: QColor, second: QColor, amount: float) -> str:
     ).name()
 
 
+def warning_colours(palette: QPalette | None = None) -> tuple[QColor, QColor]:
+    """The background and border of what warns: the banner, the notice that a chat outgrew the model."""
+    if is_dark(palette):
+        return QColor("#4a3413"), QColor("#8a6a2a")
+    return QColor("#fff4e0"), QColor("#f0c36d")
+
+
 def style_sheet(palette: QPalette | None = None) -> str:
     """The app's style sheet in `palette`'s colours. Every widget reached with Tab shows that it has the focus:
     the style draws the mark for most; the rules with `:focus` below give it to those the sheet restyles."""
@@ -84,15 +91,15 @@ def style_sheet(palette: QPalette | None = None) -> str:
     muted = _mix(text, base, 0.45)
     border = _mix(base, text, 0.18)
     error = "#ff8a80" if dark else "#b3261e"
-    banner = "#4a3413" if dark else "#fff4e0"
-    banner_border = "#8a6a2a" if dark else "#f0c36d"
+    banner, banner_border = (colour.name() for colour in warning_colours(palette))
     return f"""
     QWidget#conversation, QScrollArea {{ background: {base.name()}; }}
     QFrame#bubble {{ background: {_mix(base, accent, 0.16)}; border-radius: 14px; }}
     QLabel#footer {{ color: {muted}; font-size: 8.5pt; }}
     QLabel#footer[error="true"] {{ color: {error}; font-size: 9pt; }}
     QLabel#emptyState {{ color: {muted}; }}
-    QLabel#contextNotice {{ color: {muted}; font-size: 8.5pt; font-style: italic; }}
+    QFrame#contextNotice {{ background: {banner}; border: 1px solid {banner_border}; border-radius: 8px; }}
+    QFrame#contextNotice QLabel {{ color: {text.name()}; background: transparent; border: none; }}
     QFrame#userMessage[unseen="true"] QLabel, QFrame#assistantMessage[unseen="true"] QTextBrowser {{
         color: {_mix(text, base, 0.55)}; }}
     QFrame#composer {{ background: {base.name()}; border-top: 1px solid {border}; }}

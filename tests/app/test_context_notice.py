@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fakes import FakeSession, fake_load
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QPalette
 from test_window import ask, wait_answered
 
@@ -58,3 +59,33 @@ def test_a_short_chat_has_no_notice(qtbot, make_window):
     wait_answered(qtbot, window)
     assert not window.view.widgets[-1].context_notice.isVisible()
     assert not any(widget.unseen for widget in window.view.widgets)
+
+
+def test_the_notice_stands_out_and_continues_in_a_new_chat_with_the_latest_image(qtbot, make_window, images_dir):
+    from test_window import drop_files, wait_image_checked
+
+    from app.theme import warning_colours
+
+    window = make_window(ModelWorker(load=fake_load(), session_factory=lambda _loaded: ForgetfulSession(["ok"])))
+    ask(qtbot, window, "First question")
+    wait_answered(qtbot, window)
+    assert drop_files(window, images_dir / "gradient_square.png")
+    wait_image_checked(qtbot, window)
+    ask(qtbot, window, "Second question, about the picture")
+    wait_answered(qtbot, window)
+    picture = window.controller.messages[2].images[0]
+    ask(qtbot, window, "Third question")
+    wait_answered(qtbot, window)
+
+    notice = window.view.widgets[-1].context_notice
+    # A bar in the warning colours, with an icon: not a line of small grey italics.
+    background, _border = warning_colours(window.palette())
+    assert notice.grab().toImage().pixelColor(notice.width() // 2, 2) == background
+    assert not notice.icon_label.pixmap().isNull()
+    assert not notice.font().italic()
+
+    qtbot.mouseClick(notice.continue_button, Qt.MouseButton.LeftButton)
+    assert window.controller.messages == [] and window.controller.chat_id is None
+    wait_image_checked(qtbot, window)
+    assert [image.sha256 for image in window.composer.images] == [picture.sha256]
+    assert window.composer.input.hasFocus()
