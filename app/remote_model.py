@@ -15,12 +15,13 @@ import mimetypes
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx2
+from xvlm_core.answers import Answer, AnswerResult, GenerationStats
 from xvlm_core.errors import XvlmError
 from xvlm_core.messages import Message, image_path
 from xvlm_core.prompt import SYSTEM_V1
@@ -249,25 +250,6 @@ def connect(address: str, key: str, model: str, on_stage: Callable[[str], None])
     return RemoteModel(url, key, name, context if isinstance(context, int) else 0)
 
 
-@dataclass
-class RemoteStats:
-    """The figures the window shows under an answer, measured on this side of the connection."""
-
-    ttft_s: float = 0.0
-    decode_s: float = 0.0
-    prompt_tokens: int = 0
-    reused_tokens: int = 0
-    output_tokens: int = 0
-    stop_reason: str = ""
-
-    @property
-    def decode_tok_s(self) -> float:
-        return (self.output_tokens - 1) / self.decode_s if self.output_tokens > 1 and self.decode_s > 0 else 0.0
-
-    def as_dict(self) -> dict[str, float | int | str]:
-        return {**asdict(self), "decode_tok_s": self.decode_tok_s}
-
-
 class RemoteSession:
     """Answers through the server; the conversation is sent whole each time (the server reuses its cache)."""
 
@@ -275,7 +257,7 @@ class RemoteSession:
         self.remote = remote
 
     def answer(self, messages: list[Message], settings: SamplingSettings, system: str = SYSTEM_V1,
-               cancel: threading.Event | None = None) -> RemoteAnswer:
+               cancel: threading.Event | None = None) -> Answer:
         """The same call as the core's `ChatSession.answer`, answered by the server."""
         body: dict[str, Any] = {
             "model": self.remote.name,
@@ -289,7 +271,7 @@ class RemoteSession:
         }
         if settings.seed is not None:
             body["seed"] = settings.seed
-        return RemoteAnswer(self.remote, body, cancel or threading.Event())
+        return Answer(_RemoteStream(self.remote, body, cancel or threading.Event()).run())
 
 
 def _message(message: Message) -> dict[str, Any]:
@@ -339,26 +321,17 @@ class _Hangup:
                 self._socket.shutdown(socket.SHUT_RDWR)
 
 
-@dataclass(frozen=True)
-class RemoteResult:
-    """A finished answer from the server, shaped as the worker reads a local one's."""
-
-    text: str
-    stats: RemoteStats
-
-
-class RemoteAnswer:
-    """Iterate for text deltas; `result` is there once iteration has ended. Setting `cancel` closes the stream."""
+class _RemoteStream:
+    """One answer streamed from the server; setting `cancel` closes the stream."""
 
     def __init__(self, remote: RemoteModel, body: dict[str, Any], cancel: threading.Event):
         self.remote = remote
         self.body = body
         self.cancel = cancel
         self.text = ""
-        self.stats = RemoteStats()
-        self.result: RemoteResult | None = None
+        self.stats = GenerationStats()  # measured on this side of the connection, counts as the server says
 
-    def __iter__(self) -> Iterator[str]:
+    def run(self) -> Generator[str, None, AnswerResult]:
         url = self.remote.url
         started = time.perf_counter()
         first_at = 0.0
@@ -393,7 +366,7 @@ class RemoteAnswer:
             hangup.ended.set()
         if first_at:
             self.stats.decode_s = time.perf_counter() - first_at
-        self.result = RemoteResult(self.text, self.stats)
+        return AnswerResult(self.text, self.stats)
 
     def _read_chunk(self, data: str) -> list[str]:
         try:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
+from xvlm_core.answers import AnsweringSession, LoadedEngine  # torch-free
 from xvlm_core.load_options import LoadOptions  # torch-free
 from xvlm_core.messages import Message  # torch-free
 from xvlm_core.sampling import SamplingSettings  # torch-free
@@ -81,7 +82,7 @@ def describe_failure(exc: BaseException) -> str:
                                     "Help → Open Log Folder.").format(error=type(exc).__name__)
 
 
-def _default_load(request: LoadRequest, on_stage: Callable[[str], None]) -> Any:
+def _default_load(request: LoadRequest, on_stage: Callable[[str], None]) -> LoadedEngine:
     if request.server:
         from app.remote_model import connect
 
@@ -92,7 +93,7 @@ def _default_load(request: LoadRequest, on_stage: Callable[[str], None]) -> Any:
                       quantize=options.quantize)
 
 
-def _default_session(loaded: Any) -> Any:
+def _default_session(loaded: LoadedEngine) -> AnsweringSession:
     from app.remote_model import RemoteModel, RemoteSession
 
     if isinstance(loaded, RemoteModel):
@@ -113,16 +114,16 @@ class ModelWorker(QObject):
 
     def __init__(
         self,
-        load: Callable[[LoadRequest, Callable[[str], None]], Any] = _default_load,
-        session_factory: Callable[[Any], Any] = _default_session,
+        load: Callable[[LoadRequest, Callable[[str], None]], LoadedEngine] = _default_load,
+        session_factory: Callable[[LoadedEngine], AnsweringSession] = _default_session,
         chunks_per_second: float = CHUNKS_PER_SECOND,
     ):
         super().__init__()
         self._load = load
         self._session_factory = session_factory
         self._chunk_interval = 1.0 / chunks_per_second
-        self._loaded: Any = None
-        self._session: Any = None
+        self._loaded: LoadedEngine | None = None
+        self._session: AnsweringSession | None = None
         self._current_cancel: threading.Event | None = None
 
     def cancel(self) -> None:

@@ -21,6 +21,7 @@ import platformdirs
 import torch
 from PIL import Image
 
+from xvlm_core.answers import AnswerResult
 from xvlm_core.device import dtype_name, peak_resident_set_mb, processor
 from xvlm_core.errors import XvlmError
 from xvlm_core.model import LoadedModel, load_model
@@ -28,7 +29,7 @@ from xvlm_core.prompt import Message
 from xvlm_core.quality import compare_to_exact
 from xvlm_core.quantize import kernel_paths, weight_bytes
 from xvlm_core.sampling import SamplingSettings
-from xvlm_core.session import AnswerResult, ChatSession
+from xvlm_core.session import ChatSession
 
 # About 60 tokens with the Xmodel tokenizer, like a detailed first question about a photo.
 QUESTION = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Generator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from transformers import (
@@ -20,31 +20,6 @@ from xvlm_core.kv_cache import PreallocatedCache
 from xvlm_core.prompt import EOS_TEXT
 from xvlm_core.sampling import SamplingSettings
 from xvlm_core.tokenizer import StreamDecoder, Tokenizer
-
-
-@dataclass
-class GenerationStats:
-    """What one answer cost. Times in seconds; "tokens" count positions, an image as its embeddings."""
-
-    image_encode_s: float = 0.0
-    prefill_s: float = 0.0
-    ttft_s: float = 0.0
-    decode_s: float = 0.0
-    prompt_tokens: int = 0
-    reused_tokens: int = 0
-    prefilled_tokens: int = 0
-    output_tokens: int = 0
-    images_encoded: int = 0
-    dropped_messages: int = 0
-    stop_reason: str = ""  # "eos", "stop_string", "length", "cancelled"
-
-    @property
-    def decode_tok_s(self) -> float:
-        """Tokens per second after the first one (the first one's time is the ttft)."""
-        return (self.output_tokens - 1) / self.decode_s if self.output_tokens > 1 and self.decode_s > 0 else 0.0
-
-    def as_dict(self) -> dict[str, float | int | str]:
-        return {**asdict(self), "decode_tok_s": self.decode_tok_s}
 
 
 class TokenPicker:

@@ -17,7 +17,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from xvlm_core.answers import Answer
 from xvlm_core.errors import XvlmError
 from xvlm_core.log_lines import printable
 from xvlm_core.messages import ImageRef
@@ -86,16 +87,6 @@ def is_loopback(host: str) -> bool:
 # --- The model side: the only code that calls the session ------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Generated:
-    """What the session reports about one finished answer."""
-
-    prompt_tokens: int
-    output_tokens: int
-    reused_tokens: int
-    stop_reason: str  # "eos", "stop_string", "length", "cancelled"
-
-
 class ModelRunner:
     """One chat session on the loaded model, shared by every request so that common prefixes reuse the cache."""
 
@@ -104,15 +95,12 @@ class ModelRunner:
 
         self.session = ChatSession(loaded)
 
-    def answer(self, request: ChatRequest, cancel: threading.Event) -> Generator[str, None, Generated]:
-        """Yield the answer's text deltas; return its counts. Raises XvlmError for a request it cannot answer."""
+    def answer(self, request: ChatRequest, cancel: threading.Event) -> Answer:
+        """The session's answer to `request`. Raises XvlmError for a request it cannot answer."""
         settings = SamplingSettings(
             max_new_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p, seed=request.seed
         )
-        answer = self.session.answer(request.messages, settings, system=request.system, cancel=cancel)
-        yield from answer
-        stats = answer.result.stats
-        return Generated(stats.prompt_tokens, stats.output_tokens, stats.reused_tokens, stats.stop_reason)
+        return self.session.answer(request.messages, settings, system=request.system, cancel=cancel)
 
 
 # --- The worker thread -----------------------------------------------------------------------------------
@@ -148,7 +136,7 @@ class Job:
 class Worker:
     """The thread that owns the model: takes jobs in arrival order, one at a time."""
 
-    def __init__(self, answer: Callable[[ChatRequest, threading.Event], Generator[str, None, Generated]],
+    def __init__(self, answer: Callable[[ChatRequest, threading.Event], Answer],
                  max_waiting: int):
         self._answer = answer
         self._jobs: queue.Queue[Job | None] = queue.Queue(maxsize=max_waiting)
@@ -199,13 +187,9 @@ class Worker:
             return
         stops = StopMatcher(job.request.stop)
         try:
-            deltas = self._answer(job.request, job.cancel)
-            while True:
-                try:
-                    shown = stops.push(next(deltas))
-                except StopIteration as end:
-                    generated: Generated = end.value
-                    break
+            answer = self._answer(job.request, job.cancel)
+            for delta in answer:
+                shown = stops.push(delta)
                 if shown:
                     job.deliver(Delta(shown))
                 if stops.stopped:
@@ -213,6 +197,7 @@ class Worker:
             tail = stops.finish()
             if tail:
                 job.deliver(Delta(tail))
+            generated = answer.result.stats
         except XvlmError as exc:
             job.deliver(Failed(ApiError(400, str(exc))))
             return

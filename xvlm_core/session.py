@@ -6,16 +6,17 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Generator, Hashable, Iterator
+from collections.abc import Generator, Hashable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+from xvlm_core.answers import Answer, AnswerResult, GenerationStats
 from xvlm_core.config import IMAGE_TOKEN_INDEX
 from xvlm_core.decode_step import make_step, needs_zeroed_cache
 from xvlm_core.errors import Cancelled, XvlmError
-from xvlm_core.generation import GenerationStats, TextStream, TokenPicker, decode
+from xvlm_core.generation import TextStream, TokenPicker, decode
 from xvlm_core.images import file_identity, load_image, read_image_bytes
 from xvlm_core.kv_cache import PreallocatedCache
 from xvlm_core.messages import Image, ImageRef, Message, image_limit, image_path
@@ -37,39 +38,6 @@ PREFILL_CHUNK = 256
 # Images whose embeddings a session keeps (~0.6 MB each at full size): a long chat, or a server's many
 # clients, must not grow memory without end; one evicted is encoded again if it comes back.
 KEPT_EMBEDDINGS = 64
-
-
-@dataclass(frozen=True)
-class AnswerResult:
-    """A finished answer: its text, the prompt and ids it came from, and what it cost."""
-
-    text: str
-    prompt: str  # the rendered conversation the model read (after dropping turns that did not fit)
-    input_ids: list[int]
-    output_ids: list[int]  # every picked id, the final EOS included
-    stats: GenerationStats
-
-
-class Answer:
-    """One answer being generated: iterate for text deltas; `result` is there once iteration has ended.
-
-    Nothing runs until iteration starts; iteration runs image encoding, prefill and decoding. Stop early
-    by setting the cancel event and iterating on (the result then says "cancelled"); an iteration that
-    is abandoned or fails leaves no result.
-    """
-
-    def __init__(self, steps: Generator[str, None, AnswerResult]):
-        self._steps = steps
-        self._result: AnswerResult | None = None
-
-    def __iter__(self) -> Iterator[str]:
-        self._result = yield from self._steps
-
-    @property
-    def result(self) -> AnswerResult:
-        if self._result is None:
-            raise XvlmError("The answer is not finished yet: iterate over it to the end first.")
-        return self._result
 
 
 class ChatSession:
@@ -147,7 +115,7 @@ class ChatSession:
             stats.prefill_s = time.perf_counter() - tick
         except Cancelled:
             stats.stop_reason = "cancelled"
-            return AnswerResult("", job.prompt, job.input_ids, [], stats)
+            return AnswerResult("", stats, job.prompt, job.input_ids, [])
 
         stream = TextStream(loaded.tokenizer)
         eos_id = loaded.tokenizer.eos_id
@@ -185,7 +153,7 @@ class ChatSession:
         stats.decode_s = decoded.finished_at - decoded.first_token_at
         stats.output_tokens = len(decoded.output_ids)
         stats.stop_reason = decoded.stop_reason
-        return AnswerResult(stream.text, job.prompt, job.input_ids, decoded.output_ids, stats)
+        return AnswerResult(stream.text, stats, job.prompt, job.input_ids, decoded.output_ids)
 
     def _prefill(self, job: _Job, sequence: list[Position], images: list[torch.Tensor]) -> torch.Tensor:
         """Run what the cache lacks of `sequence` through the model, in chunks; the last position's logits.

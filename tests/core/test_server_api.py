@@ -18,10 +18,11 @@ from PIL import Image
 
 from xvlm_core import images as image_module
 from xvlm_core import server_images
+from xvlm_core.answers import Answer, AnswerResult, GenerationStats
 from xvlm_core.cli import main
 from xvlm_core.errors import XvlmError
 from xvlm_core.openai_api import ApiError, ChatRequest, StopMatcher
-from xvlm_core.server import Api, Generated, ServerOptions, Worker, http_server, is_loopback, listen
+from xvlm_core.server import Api, ServerOptions, Worker, http_server, is_loopback, listen
 from xvlm_core.server_images import ImageStore
 
 HOLD_S = 30.0  # the longest a scripted answer waits to be released or cancelled
@@ -38,10 +39,13 @@ class ScriptedModel:
     cancelled: threading.Event = field(default_factory=threading.Event)
     requests: list[ChatRequest] = field(default_factory=list)
 
-    def answer(self, request: ChatRequest, cancel: threading.Event) -> Generator[str, None, Generated]:
+    def answer(self, request: ChatRequest, cancel: threading.Event) -> Answer:
         self.requests.append(request)
         if self.error is not None:
             raise self.error
+        return Answer(self._steps(cancel))
+
+    def _steps(self, cancel: threading.Event) -> Generator[str, None, AnswerResult]:
         for delta in self.deltas:
             yield delta
             if cancel.is_set():
@@ -51,8 +55,9 @@ class ScriptedModel:
             time.sleep(0.005)
         if cancel.is_set():
             self.cancelled.set()
-        return Generated(prompt_tokens=7, output_tokens=len(self.deltas), reused_tokens=3,
-                         stop_reason="cancelled" if cancel.is_set() else "eos")
+        stats = GenerationStats(prompt_tokens=7, output_tokens=len(self.deltas), reused_tokens=3,
+                                stop_reason="cancelled" if cancel.is_set() else "eos")
+        return AnswerResult("".join(self.deltas), stats)
 
 
 @dataclass
