@@ -4,6 +4,7 @@ its icons and translations and answers: resources/ travels as the package `xvlm_
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -30,8 +31,12 @@ def test_every_package_in_the_tree_is_listed_for_the_wheel():
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # Built from a copy: setuptools leaves build/ and *.egg-info in the folder it builds.
+    source = tmp_path_factory.mktemp("source") / "xvlm-chat"
+    shutil.copytree(PROJECT_ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "tests"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(out), str(PROJECT_ROOT)], check=True, timeout=240, capture_output=True)
+                    "--wheel-dir", str(out), str(source)], check=True, timeout=240, capture_output=True)
     [built] = out.glob("xvlm_chat-*.whl")
     return built
 
