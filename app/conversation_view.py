@@ -446,43 +446,51 @@ class MessageWidget(QFrame):
         self.setAccessibleName(translate("ConversationView", "Your message") if self.is_user
                                else translate("ConversationView", "Answer"))
         self.unseen = False  # the model no longer sees this message (set by the view)
-        self.thumbnails: list[Thumbnail] = []  # a user message's images, in order
-        self.context_notice = ContextNotice(self)  # answers: "The first 2 messages no longer fit…"
-        self.context_notice.continue_requested.connect(self.continue_requested)
-        self.body = MarkdownView(self) if not self.is_user else None
-        self.label = QLabel(self) if self.is_user else None
-        self.footer = QLabel(self)
-        self.footer.setObjectName("footer")
-        self.footer.setWordWrap(True)
-        self.footer.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self._rendered: tuple[str, Status, bool] | None = None
         # A long message opens collapsed; one arriving while it is shown stays open, as the person reads it.
         self.expanded = message.in_flight
+        # The parts are made in reading order, which is the order Tab takes: notice, pictures, text, buttons.
+        self.context_notice = ContextNotice(self)  # answers: "The first 2 messages no longer fit…"
+        self.context_notice.continue_requested.connect(self.continue_requested)
+        bubble = QFrame(self)  # a question's pictures and text
+        bubble.setObjectName("bubble")
+        bubble.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Preferred)
+        bubble.setVisible(self.is_user)
+        side = THUMBNAIL_SIDE if len(message.images) == 1 else SMALL_THUMBNAIL_SIDE
+        self.thumbnails = [Thumbnail(image_path(image), side, bubble) for image in message.images]
+        self.body = MarkdownView(self) if not self.is_user else None
+        self.label = QLabel(self) if self.is_user else None
+        self.reader = Reader(self)  # an expanded message past MARKDOWN_LIMIT, instead of the label or body
+        self.reader.hide()
         self.more_button = QToolButton(self)
         self.more_button.setObjectName("showMore")
         self.more_button.setAutoRaise(True)
         self.more_button.setCursor(Qt.CursorShape.PointingHandCursor)
         self.more_button.clicked.connect(self.toggle_expanded)
         self.more_button.hide()
-        self.reader = Reader(self)  # an expanded message past MARKDOWN_LIMIT, instead of the label or body
-        self.reader.hide()
+        self.copy_button = _tool_button("copy", translate("ConversationView", "Copy message"), self)
+        self.copy_button.clicked.connect(lambda: self.copy_requested.emit(self))
+        self.edit_button = self.regenerate_button = None
+        if self.is_user:
+            self.edit_button = _tool_button("edit", translate("ConversationView", "Edit and resend"), self)
+            self.edit_button.clicked.connect(lambda: self.edit_requested.emit(self))
+        else:
+            self.regenerate_button = _tool_button("regenerate", translate("ConversationView", "Regenerate answer"),
+                                                  self)
+            self.regenerate_button.clicked.connect(self.regenerate_requested)
+        self.footer = QLabel(self)
+        self.footer.setObjectName("footer")
+        self.footer.setWordWrap(True)
+        self.footer.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 4, 0, 4)
         outer.setSpacing(2)
         actions = QHBoxLayout()
         actions.setSpacing(0)
-        self.copy_button = _tool_button("copy", translate("ConversationView", "Copy message"), self)
-        self.copy_button.clicked.connect(lambda: self.copy_requested.emit(self))
-        self.edit_button = self.regenerate_button = None
         if self.is_user:
-            bubble = QFrame(self)
-            bubble.setObjectName("bubble")
-            bubble.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Preferred)
             inner = QVBoxLayout(bubble)
             inner.setContentsMargins(12, 8, 12, 8)
-            side = THUMBNAIL_SIDE if len(message.images) == 1 else SMALL_THUMBNAIL_SIDE
-            self.thumbnails += [Thumbnail(image_path(image), side, bubble) for image in message.images]
             if self.thumbnails:
                 pictures = QHBoxLayout()
                 pictures.addStretch(1)
@@ -501,20 +509,15 @@ class MessageWidget(QFrame):
             row.addStretch(1)
             row.addWidget(bubble)
             outer.addLayout(row)
-            self.edit_button = _tool_button("edit", translate("ConversationView", "Edit and resend"), self)
-            self.edit_button.clicked.connect(lambda: self.edit_requested.emit(self))
             actions.addStretch(1)
-            actions.addWidget(self.edit_button)
             actions.addWidget(self.copy_button)
+            actions.addWidget(self.edit_button)
         else:
             assert self.body is not None
             outer.addWidget(self.context_notice)
             outer.addWidget(self.body)
             outer.addWidget(self.reader)
             outer.addWidget(self.more_button, 0, Qt.AlignmentFlag.AlignLeft)
-            self.regenerate_button = _tool_button("regenerate", translate("ConversationView", "Regenerate answer"),
-                                                  self)
-            self.regenerate_button.clicked.connect(self.regenerate_requested)
             actions.addWidget(self.footer, 1)
             actions.addWidget(self.copy_button)
             actions.addWidget(self.regenerate_button)

@@ -80,7 +80,8 @@ def warning_colours(palette: QPalette | None = None) -> tuple[QColor, QColor]:
 
 def style_sheet(palette: QPalette | None = None) -> str:
     """The app's style sheet in `palette`'s colours. Every widget reached with Tab shows that it has the focus:
-    the style draws the mark for most; the rules with `:focus` below give it to those the sheet restyles."""
+    the style draws the mark for some; the rules with `:focus` below outline the others in the highlight colour
+    (a picture's ring has a band of the background inside it, so it shows on a picture of that colour too)."""
     palette = palette or QGuiApplication.palette()
     dark = is_dark(palette)
     base = palette.color(QPalette.ColorRole.Base)
@@ -105,6 +106,10 @@ def style_sheet(palette: QPalette | None = None) -> str:
     QFrame#composer {{ background: {base.name()}; border-top: 1px solid {border}; }}
     QPlainTextEdit {{ background: {_mix(base, text, 0.04)}; border: 1px solid {border}; border-radius: 10px; }}
     QPlainTextEdit:focus {{ border: 1px solid {accent.name()}; }}
+    QToolButton {{ border: 2px solid transparent; border-radius: 6px; padding: 2px; }}
+    QToolButton:hover {{ background: {_mix(base, text, 0.08)}; }}
+    QToolButton:pressed {{ background: {_mix(base, text, 0.16)}; }}
+    QToolButton:focus {{ border-color: {accent.name()}; }}
     QToolButton#sendButton {{ background: {accent.name()}; border-radius: 18px; border: none; }}
     QToolButton#sendButton:hover {{ background: {_mix(accent, accent_text, 0.15)}; }}
     QToolButton#sendButton[busy="true"] {{ background: {_mix(base, text, 0.75)}; }}
@@ -123,8 +128,8 @@ def style_sheet(palette: QPalette | None = None) -> str:
     QListWidget#chatList::item:selected {{ background: {_mix(window, accent, 0.22)}; color: {text.name()}; }}
     QScrollArea#conversationView {{ border: 2px solid transparent; }}
     QScrollArea#conversationView:focus {{ border: 2px solid {accent.name()}; }}
-    QLabel#thumbnail {{ border: 2px solid transparent; border-radius: 4px; }}
-    QLabel#thumbnail:focus {{ border: 2px solid {accent.name()}; }}
+    QLabel#thumbnail {{ border: 2px solid transparent; padding: 2px; border-radius: 4px; }}
+    QLabel#thumbnail:focus {{ border: 2px solid {accent.name()}; background: {base.name()}; }}
     QFrame#userMessage[found="true"], QFrame#assistantMessage[found="true"] {{
         background: {_mix(base, accent, 0.10)}; border-radius: 8px; }}
     """
