@@ -90,10 +90,6 @@ class XvlmConfig:
     vision: VisionConfig
     projector: ProjectorConfig
 
-    @property
-    def has_vision(self) -> bool:
-        return bool(self.vision.tower)
-
 
 def _integer(raw: dict[str, Any], key: str, path: Path, default: Any = _MISSING, low: int = 1,
              high: int = _MAX_WIDTH) -> int:

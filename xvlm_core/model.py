@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import gc
+import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,6 +26,8 @@ from xvlm_core.quantize import QuantizedLinear, quantizable_linears, quantized_l
 from xvlm_core.tokenizer import Tokenizer, find_tokenizer_file
 from xvlm_core.towers import KNOWN_TOWERS
 from xvlm_core.vision import ImagePreprocessor, VisionTower
+
+log = logging.getLogger(__name__)
 
 
 class XmodelVLM(nn.Module):
@@ -85,7 +88,6 @@ class LoadedModel:
     dtype: torch.dtype
     quantize: str = "none"  # "int8", "int4": the language model's linear layers hold 8- or 4-bit weights
     load_s: float = 0.0
-    stage_times: dict[str, float] = field(default_factory=dict)
 
     @property
     def config(self) -> XvlmConfig:
@@ -232,6 +234,7 @@ def load_model(
     # The rotary frequencies stay float32, as in the original, whatever the weights' dtype.
     network.language_model.model.rotary_emb = LlamaRotaryEmbedding(network.language_model.config).to(torch_device)
     _read_in(network)
+    log.info("loaded %s: %s", model, ", ".join(f"{stage} {seconds:.2f}" for stage, seconds in times.items()))
     preprocess = None
     if tower is not None:
         preprocess = ImagePreprocessor.from_folder(
@@ -246,7 +249,6 @@ def load_model(
         dtype=torch_dtype,
         quantize=quantize,
         load_s=time.perf_counter() - started,
-        stage_times=times,
     )
 
 
