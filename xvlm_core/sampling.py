@@ -14,6 +14,9 @@ from xvlm_core.errors import XvlmError
 # (1e-320 is a valid float) turns them into inf and the probabilities into NaN, and long before that the
 # distribution is the greedy pick for any logits that float32 tells apart.
 GREEDY_BELOW = 1e-5
+# The penalty divides (or multiplies) a seen token's logit: past these bounds float32 logits turn into inf or 0,
+# and no useful penalty comes near them (transformers suggests about 1.2).
+REPETITION_PENALTY_RANGE = (0.01, 100.0)
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,9 @@ class SamplingSettings:
             raise XvlmError(f"top_p must be in (0, 1], not {self.top_p}.")
         if self.top_k < 0:
             raise XvlmError(f"top_k must be 0 (off) or positive, not {self.top_k}.")
-        if self.repetition_penalty <= 0:
-            raise XvlmError(f"repetition_penalty must be positive, not {self.repetition_penalty}.")
+        low, high = REPETITION_PENALTY_RANGE
+        if not low <= self.repetition_penalty <= high:
+            raise XvlmError(f"repetition_penalty must be between {low} and {high}, not {self.repetition_penalty}.")
 
     @property
     def greedy(self) -> bool:

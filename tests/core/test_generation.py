@@ -33,7 +33,9 @@ def test_sampling_settings_import_without_torch():
         ("temperature", -0.1, "greedy"),
         ("top_p", 0.0, "top_p"),
         ("top_k", -1, "top_k"),
-        ("repetition_penalty", 0.0, "positive"),
+        ("repetition_penalty", 0.0, "between"),
+        ("repetition_penalty", 1e-300, "between"),  # a positive but tiny one turned the logits into inf
+        ("repetition_penalty", 1e300, "between"),
     ],
 )
 def test_bad_sampling_setting_names_the_field_and_value(field, value, words):
