@@ -45,7 +45,7 @@ def checked_config(config: LlamaConfig) -> XvlmConfig:
 def tower_info(config: LlamaConfig) -> TowerInfo:
     """The vision tower `mm_vision_tower` names (after any --hf-overrides), with the numbers the model needs."""
     checked = checked_config(config)
-    if not checked.has_vision:
+    if not checked.vision.tower:
         raise CheckpointError("This checkpoint names no vision tower (mm_vision_tower), so it is not a VLM.")
     return _tower_info(checked)
 
