@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from fifo_guard import outcome_without_hanging
 from hubserver import FakeHub
 
 from xvlm_core import hub
 from xvlm_core.errors import CheckpointError
+from xvlm_core.hub import plan as plan_module
+from xvlm_core.hub import transfer
+from xvlm_core.hub.stores import FolderStore
+from xvlm_core.hub.transfer import PartialFile, PlannedFile
 
 MODEL_FILES = ("config.json", "generation_config.json", "special_tokens_map.json", "tokenizer_config.json",
                "xmodel_32000.model", "model.safetensors")
@@ -210,6 +216,106 @@ def test_model_counts_as_installed_only_with_its_tower(tiny_model_dir, tiny_towe
     cache_snapshot("openai/clip-vit-large-patch14-336",
                    {name: tiny_tower_dir / name for name in ("config.json", "preprocessor_config.json")})
     assert hub.installed_model_folder(hub.DEFAULT_MODEL) == snapshot  # the checkpoint embeds the tower's weights
+
+
+# -- small files of our own on disk: a FIFO or a giant in their place is refused, never waited on or read whole
+
+needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+
+
+def sparse_giant(path: Path) -> Path:
+    """256 MB of NULs that take no disk: more than any of these small files may hold."""
+    path.unlink(missing_ok=True)
+    with path.open("wb") as file:
+        file.truncate(256 * 2**20)
+    return path
+
+
+@needs_fifo
+def test_a_token_file_that_is_a_fifo_or_a_giant_is_named_without_waiting(tmp_path, monkeypatch):
+    fifo = tmp_path / "token"
+    os.mkfifo(fifo)
+    monkeypatch.setenv("HF_TOKEN_PATH", str(fifo))
+    _, error = outcome_without_hanging(lambda: hub.plan_download(hub.DEFAULT_MODEL), [fifo])
+    assert isinstance(error, hub.DownloadError) and error.kind == "auth"
+    assert str(error).startswith(f"The hub access token could not be read: {fifo}: not a regular file")
+    monkeypatch.setenv("HF_TOKEN_PATH", str(sparse_giant(tmp_path / "giant-token")))
+    with pytest.raises(hub.DownloadError, match="giant-token: the file is larger than 64 KB") as error:
+        hub.plan_download(hub.DEFAULT_MODEL)
+    assert error.value.kind == "auth"
+
+
+def test_the_token_file_is_read_and_a_missing_one_means_no_token(hub_server, tmp_path, monkeypatch):
+    hub_server.token = "secret-token"
+    (tmp_path / "token").write_text("secret-token\n")
+    monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "token"))
+    assert hub.plan_download(hub.DEFAULT_MODEL).files
+    monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    with pytest.raises(hub.DownloadError) as error:  # asked without a token, the private model is not found
+        hub.plan_download(hub.DEFAULT_MODEL)
+    assert error.value.kind == "not_found"
+
+
+@needs_fifo
+def test_a_chosen_folders_record_that_is_a_fifo_or_too_large_means_not_downloaded(tmp_path):
+    store = FolderStore(tmp_path)
+    file = PlannedFile("someone/model", "config.json", size=2, sha256=None, done_bytes=0, blob_id="b" * 40)
+    (tmp_path / "config.json").write_bytes(b"{}")
+    record = tmp_path / ".cache" / "xvlm" / "config.json.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"etag": file.etag}))
+    assert store.complete_path(file) == tmp_path / "config.json"
+    record.write_text(json.dumps({"etag": file.etag}) + " " * 2**20)  # valid JSON, but no record is that long
+    assert store.complete_path(file) is None
+    record.unlink()
+    os.mkfifo(record)
+    assert outcome_without_hanging(lambda: store.complete_path(file), [record]) == (None, None)
+    # An empty file listed by the hub: a FIFO in its place is not that file, whatever its record says.
+    empty = PlannedFile("someone/model", "empty.txt", size=0, sha256=None, done_bytes=0, blob_id="c" * 40)
+    os.mkfifo(tmp_path / "empty.txt")
+    (record.parent / "empty.txt.json").write_text(json.dumps({"etag": empty.etag}))
+    assert store.complete_path(empty) is None
+
+
+@needs_fifo
+def test_a_partial_files_sidecar_that_is_a_fifo_or_too_large_keeps_nothing(tmp_path):
+    file = PlannedFile("someone/model", "model.safetensors", size=100, sha256="a" * 64, done_bytes=0)
+    partial = tmp_path / "blob.incomplete"
+    partial.write_bytes(b"x" * 50)
+    sidecar = PartialFile.sidecar(partial)
+    record = json.dumps({"size": 100, "etag": file.etag, "durable_bytes": 50})
+    sidecar.write_text(record)
+    assert PartialFile.kept_bytes(partial, file) == 50
+    sidecar.write_text(record + " " * 2**20)  # valid JSON, but no sidecar is that long
+    assert PartialFile.kept_bytes(partial, file) == 0
+    sidecar.unlink()
+    os.mkfifo(sidecar)
+    assert outcome_without_hanging(lambda: PartialFile.kept_bytes(partial, file), [sidecar]) == (0, None)
+    # On a full disk the sidecar is overwritten in place: never a FIFO, and never waiting for its reader.
+    assert outcome_without_hanging(lambda: transfer._overwrite(sidecar, b"x"), [sidecar]) == (False, None)
+    reader = os.open(sidecar, os.O_RDWR)  # now it has a reader: opening it for writing does not wait
+    try:
+        assert transfer._overwrite(sidecar, b"") is False
+    finally:
+        os.close(reader)
+
+
+@needs_fifo
+def test_a_small_file_on_disk_that_is_a_fifo_or_a_giant_is_read_from_the_hub_instead(tmp_path, monkeypatch):
+    file = PlannedFile("someone/model", "config.json", size=2, sha256=None, done_bytes=0, blob_id="b" * 40)
+    monkeypatch.setattr(plan_module, "read_whole", lambda _hub, listed: b"{}" if listed == file else b"")
+
+    class OnDisk(FolderStore):
+        def complete_path(self, _file: PlannedFile) -> Path:
+            return on_disk  # as if it had been swapped after the store checked it
+
+    on_disk = sparse_giant(tmp_path / "config.json")
+    assert plan_module._read_small(None, "config.json", [file], OnDisk(tmp_path)) == b"{}"
+    on_disk.unlink()
+    os.mkfifo(on_disk)
+    read = outcome_without_hanging(lambda: plan_module._read_small(None, "config.json", [file], OnDisk(tmp_path)),
+                                   [on_disk])
+    assert read == (b"{}", None)
 
 
 def test_importing_the_hub_module_loads_neither_torch_nor_qt_nor_the_loader():

@@ -39,6 +39,7 @@ from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 from xvlm_core import __version__
 from xvlm_core.errors import Cancelled, XvlmError
 from xvlm_core.hub.progress import format_size
+from xvlm_core.local_files import read_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ POLL_S = 0.1  # how often a waiting download looks at its cancel flag
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 JSON_LIMIT = 16 * 2**20  # one answer of the hub's API (a repo's info, a page of its file list): far smaller
 ERROR_BODY_LIMIT = 64 * 2**10  # an error answer's details are a line of JSON
+TOKEN_FILE_LIMIT = 64 * 2**10  # an access token is a line of text
 _TIMEOUT = httpx2.Timeout(connect=10.0, read=30.0, write=30.0, pool=10.0)
 
 
@@ -126,10 +128,14 @@ def _token() -> str | None:
         if value := os.environ.get(name, "").strip():
             return value
     path = Path(os.path.expanduser(os.environ.get("HF_TOKEN_PATH") or str(_hf_home() / "token")))
+    if not path.exists():
+        return None  # not logged in: anonymous
     try:
-        return path.read_text(encoding="utf-8").strip() or None
-    except OSError:
-        return None
+        return read_regular_file(path, TOKEN_FILE_LIMIT, what="a token file").decode("utf-8").strip() or None
+    except (XvlmError, UnicodeDecodeError) as exc:
+        reason = str(exc).rstrip(".") if isinstance(exc, XvlmError) else f"{path}: it is not UTF-8 text"
+        raise DownloadError(f"The hub access token could not be read: {reason}. Replace or remove that file, or "
+                            "set HF_TOKEN to the token.", "auth") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------

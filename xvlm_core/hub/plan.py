@@ -10,19 +10,24 @@ its destination before anything is written. Cancel is looked at before every req
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import quote
 
 from xvlm_core.checkpoint_files import EMBEDDED_TOWER_PREFIX
+from xvlm_core.errors import XvlmError
 from xvlm_core.hub.connection import DownloadError, HubConnection
 from xvlm_core.hub.installed import MAX_HEADER, embeds_tower, file_keys, index_keys, offline_folder, read_local
 from xvlm_core.hub.progress import format_size
 from xvlm_core.hub.registry import WEIGHT_FORMATS, WEIGHT_PATTERNS, ModelSpec, RepoSpec, matches, tower_repos
 from xvlm_core.hub.stores import Store, Stores, free_bytes
-from xvlm_core.hub.transfer import PlannedFile, read_prefix, read_whole
+from xvlm_core.hub.transfer import SMALL_FILE_LIMIT, PlannedFile, read_prefix, read_whole
+from xvlm_core.local_files import read_regular_file
 from xvlm_core.safepath import UnsafePathError, path_inside
+
+log = logging.getLogger(__name__)
 
 HEADER_PREFIX = 100_008  # one request reads the length and most safetensors headers whole
 SPACE_MARGIN = 200 * 10**6  # free space kept beyond the download, so the disk is not filled to the last byte
@@ -202,7 +207,10 @@ def _read_small(hub: HubConnection, filename: str, files: list[PlannedFile], sto
     if file is None:
         return None
     if (path := store.complete_path(file)) is not None:
-        return path.read_bytes()
+        try:
+            return read_regular_file(path, SMALL_FILE_LIMIT, what=f"{filename} of {file.repo_id}")
+        except XvlmError as exc:
+            log.warning("%s; reading it from the hub instead", str(exc).rstrip("."))
     return read_whole(hub, file)
 
 

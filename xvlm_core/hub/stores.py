@@ -14,8 +14,10 @@ from huggingface_hub import try_to_load_from_cache
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.file_download import repo_folder_name
 
+from xvlm_core.errors import XvlmError
 from xvlm_core.hub.connection import default_cache_dir
 from xvlm_core.hub.transfer import PartialFile, PlannedFile, write_durably
+from xvlm_core.local_files import read_regular_file
 from xvlm_core.safepath import path_inside
 
 
@@ -127,6 +129,9 @@ def _link(blob: Path, pointer: Path) -> None:
         shutil.copyfile(blob, pointer)  # Windows without developer mode: a copy (the blob may be shared)
 
 
+RECORD_LIMIT = 64 * 2**10  # a folder download's record: an etag and a commit
+
+
 class FolderStore(Store):
     """A plain folder the user chose; a small record per file says which version of it is there.
 
@@ -154,10 +159,11 @@ class FolderStore(Store):
     def complete_path(self, file: PlannedFile) -> Path | None:
         final = self.final_path(file)
         try:
-            record = json.loads(self._record(file).read_text(encoding="utf-8"))
-            return final if final.stat().st_size == file.size and record.get("etag") == file.etag else None
-        except (OSError, ValueError, AttributeError, RecursionError):
-            return None
+            record = json.loads(read_regular_file(self._record(file), RECORD_LIMIT))
+            return final if final.is_file() and final.stat().st_size == file.size and record.get(
+                "etag") == file.etag else None
+        except (XvlmError, OSError, ValueError, AttributeError, RecursionError):
+            return None  # no record we wrote: the file is fetched again
 
     def place(self, file: PlannedFile, partial: Path) -> None:
         final = self.final_path(file)

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,9 +27,11 @@ from filelock import FileLock
 from filelock import Timeout as LockTimeout
 from huggingface_hub import hf_hub_url
 
+from xvlm_core.errors import XvlmError
 from xvlm_core.hub.connection import POLL_S, BodyStream, DownloadError, HubConnection, Transient
 from xvlm_core.hub.progress import Meter, format_size
 from xvlm_core.hub.registry import is_weights
+from xvlm_core.local_files import read_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,7 @@ SYNC_EVERY = 8 * 2**20  # bytes between fsyncs of a partial file: what a power c
 DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 SMALL_FILE_LIMIT = 16 * 2**20  # configs, shard indexes: far smaller in every real checkpoint
 _SIDECAR_BYTES = 256  # a sidecar's length beyond its file name: room for every field at its longest
+SIDECAR_LIMIT = 64 * 2**10  # beyond any sidecar written here, however long (and escaped) its file name
 
 
 @dataclass(frozen=True)
@@ -125,13 +129,15 @@ def write_durably(path: Path, data: bytes, in_place_if_full: bool = False) -> No
 
 
 def _overwrite(path: Path, data: bytes) -> bool:
-    """Write `data` over a file of exactly its length and sync it; False when there is no such file."""
+    """Write `data` over a regular file of exactly its length and sync it; False when there is no such file."""
     try:
-        fd = os.open(path, os.O_WRONLY | getattr(os, "O_BINARY", 0))
+        # O_NONBLOCK: a FIFO put in its place must not wait for a reader.
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError:
         return False
     try:
-        if os.fstat(fd).st_size != len(data):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size != len(data):
             return False
         _write_all(fd, data)
         os.fsync(fd)
@@ -184,12 +190,12 @@ class PartialFile:
     def kept_bytes(cls, path: Path, file: PlannedFile) -> int:
         """How much of an earlier partial can be trusted: what its sidecar recorded as synced to disk."""
         try:
-            record = json.loads(cls.sidecar(path).read_text(encoding="utf-8"))
+            record = json.loads(read_regular_file(cls.sidecar(path), SIDECAR_LIMIT))
             if record.get("size") != file.size or record.get("etag") != file.etag:
                 return 0
             return max(0, min(int(record["durable_bytes"]), path.stat().st_size, file.size))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return 0
+        except (XvlmError, OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            return 0  # no sidecar we wrote: the file starts again from its first byte
 
     def _rehash(self, check_cancel: Callable[[], None]) -> None:
         with self.path.open("rb") as handle:
