@@ -16,7 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from xvlm_core.errors import ConversationError
+from xvlm_core.errors import ConversationError, ImageError
+from xvlm_core.images import read_image_bytes
 from xvlm_core.messages import ImageRef, Message, image_limit
 from xvlm_core.prompt import clean_text, read_conversation
 from xvlm_core.safepath import UnsafePathError, path_inside
@@ -161,10 +162,10 @@ def _export_images(chat: Chat, target: Path, progress: Progress | None,
             _check(cancel, progress, done, len(distinct))
             stored = Path(image.path)
             try:
-                data = stored.read_bytes()
-            except OSError as exc:
-                raise StoreError(translate("ChatStore", "An image of this chat is missing from {folder}: {reason}.")
-                                 .format(folder=stored.parent, reason=exc.strerror or exc)) from exc
+                data = read_image_bytes(stored)  # the history's own copy, yet a file like any other
+            except ImageError as exc:
+                raise StoreError(translate("ChatStore", "An image of this chat cannot be exported: {reason}.")
+                                 .format(reason=str(exc).rstrip("."))) from exc
             # Named by the content's hash, so one name never stands for two different images.
             name = image.sha256[:16] + stored.suffix
             if not (folder / name).exists():

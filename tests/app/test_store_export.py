@@ -313,3 +313,26 @@ def test_import_refuses_an_image_that_is_not_one(store: ChatStore, tmp_path: Pat
     with pytest.raises(ImageError, match=r"notes\.txt: not an image"):
         import_json(store, path)
     assert store.list_chats() == []
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_export_refuses_a_stored_image_that_is_a_fifo_or_a_giant_without_waiting(store: ChatStore, chat_id: int,
+                                                                                   tmp_path: Path) -> None:
+    from fifo_guard import outcome_without_hanging
+
+    from app.history.records import StoreError
+
+    chat = store.load_chat(chat_id)
+    stored = Path(chat.messages[0].images[0].path)
+    stored.unlink()
+    os.mkfifo(stored)
+    _, error = outcome_without_hanging(lambda: exchange.write_json(chat, tmp_path / "out"), [stored])
+    assert isinstance(error, StoreError)
+    assert str(error) == (f"An image of this chat cannot be exported: {stored}: not a regular file (a device, pipe "
+                          "or socket); only ordinary files are read.")
+    stored.unlink()
+    with stored.open("wb") as file:
+        file.truncate(200 * 2**20)  # sparse: no disk taken, and more than any image the history keeps
+    with pytest.raises(StoreError, match=r"cannot be exported: .*: the file is larger than 100 MB\.$"):
+        export_markdown(store, chat_id, tmp_path / "out")
+    assert sum(path.stat().st_size for path in (tmp_path / "out").rglob("*")) < 2**20
