@@ -12,7 +12,7 @@ from fifo_guard import outcome_without_hanging
 
 from xvlm_core.cli import main
 from xvlm_core.errors import CheckpointError, ConfigError, XvlmError
-from xvlm_core.local_files import read_regular_file
+from xvlm_core.local_files import open_regular_file, read_regular_file
 from xvlm_core.model import load_model
 
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
@@ -95,6 +95,19 @@ def test_a_conversation_file_that_is_a_fifo_is_refused_without_waiting(tmp_path)
     os.mkfifo(fifo)
     _, error = outcome_without_hanging(lambda: read_conversation(fifo), [fifo])
     assert isinstance(error, ConversationError) and str(error).startswith(f"{fifo}: not a regular file")
+
+
+@needs_fifo
+def test_a_file_read_in_pieces_is_opened_only_when_it_is_a_regular_file(tmp_path):
+    fifo = tmp_path / "model.safetensors"
+    os.mkfifo(fifo)
+    _, error = outcome_without_hanging(lambda: open_regular_file(fifo, None, CheckpointError), [fifo])
+    assert isinstance(error, CheckpointError) and str(error).startswith(f"{fifo}: not a regular file")
+    giant = sparse_giant(tmp_path / "giant.bin", b"PK")
+    with pytest.raises(XvlmError, match="giant.bin: the file is larger than 1 MB"):
+        open_regular_file(giant, 2**20)
+    with open_regular_file(giant, None) as file:  # no bound: the caller reads a piece of it
+        assert file.read(2) == b"PK"
 
 
 # -- weights, and the checks of what is installed
