@@ -23,7 +23,7 @@ from xvlm_core.sampling import SamplingSettings
 
 from app.advice import window_advice
 from app.history.records import auto_title
-from app.history.service import History
+from app.history.service import LAST_OPEN_CHAT, History
 from app.i18n import translate
 from app.settings import AppSettings, Settings
 from app.worker import AnswerRequest, LoadRequest, ModelWorker
@@ -165,6 +165,7 @@ class ChatController(QObject):
         self.messages.append(message)
         self.message_added.emit(len(self.messages) - 1)
         if new_chat and self.chat_id is not None:
+            self._remember_chat()
             self.chat_changed.emit()
         self._begin_answer()
         return True
@@ -215,6 +216,7 @@ class ChatController(QObject):
         self._leave_chat()
         self.chat_id, self.chat_title = None, ""
         self.messages = []
+        self._remember_chat()
         self.conversation_replaced.emit()
         self.chat_changed.emit()
         self.busy_changed.emit(False)
@@ -227,6 +229,7 @@ class ChatController(QObject):
         self._leave_chat()
         self.chat_id, self.chat_title = chat.id, chat.title
         self.messages = chat.messages
+        self._remember_chat()
         for message in self.messages:
             # An answer another window is still writing (this one reads the history read-only) shows as it stands.
             if message.status is Status.STREAMING:
@@ -239,6 +242,15 @@ class ChatController(QObject):
         self.conversation_replaced.emit()
         self.chat_changed.emit()
         self.busy_changed.emit(self.busy)
+
+    def reopen_last_chat(self) -> None:
+        """At launch: the chat that was on screen when the app last closed, if it is still there."""
+        chat_id = self.history.last_open_chat()
+        if chat_id is not None:
+            self.open_chat(chat_id)
+
+    def _remember_chat(self) -> None:
+        self.history.remember(LAST_OPEN_CHAT, "" if self.chat_id is None else str(self.chat_id))
 
     def _leave_chat(self) -> None:
         """Another chat is about to be shown. An answer being written goes on for its own chat and is saved there,

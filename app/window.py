@@ -211,6 +211,7 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._build_menus()
         self._connect()
+        self.controller.reopen_last_chat()  # where the person was when the app last closed
         use_theme(self.settings.theme)
         self.apply_theme()
         # The palette follows the scheme a moment later; restyle once it has.

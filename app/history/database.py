@@ -47,6 +47,7 @@ from app.i18n import translate
 SQLITE_HEADER = b"SQLite format 3\x00"
 STREAM_WRITE_INTERVAL_S = 1.0
 SNIPPET_CHARS = 160
+MAX_PLACE_CHARS = 4096  # a remembered folder or chat id; longer is not what the app wrote
 FINISHED_STATUSES = (Status.COMPLETE, Status.STOPPED, Status.INTERRUPTED, Status.FAILED)
 
 # Each step takes the schema from version N to N + 1, in one transaction. A released step never changes:
@@ -103,6 +104,9 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             INSERT INTO messages_fts (rowid, text) VALUES (new.id, new.text);
         END""",
         "INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')",
+    ),
+    (  # 3: where the person was (the chat open last, the folder a file dialog showed last), for the next launch
+        "CREATE TABLE places (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -438,6 +442,19 @@ class ChatStore:
             if is_digest(sha256):
                 self.images.remove(*(name for name in (file, thumbnail_name(sha256)) if names_image(sha256, name)))
         return purged
+
+    # --- places ------------------------------------------------------------------------------------------------
+
+    @_translated
+    def remembered(self, key: str) -> str:
+        """What `remember` kept under `key` ("" if nothing, or something that is not text)."""
+        row = self._read().execute("SELECT value FROM places WHERE key = ?", (key,)).fetchone()
+        return row[0] if row is not None and isinstance(row[0], str) and len(row[0]) <= MAX_PLACE_CHARS else ""
+
+    def remember(self, key: str, value: str) -> None:
+        """Keep `value` under `key` for the next launch."""
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO places (key, value) VALUES (?, ?)", (key, value[:MAX_PLACE_CHARS]))
 
     # --- messages ----------------------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from app.i18n import translate
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+LAST_OPEN_CHAT = "last open chat"  # a place (see `remembered`): the chat on screen, reopened at the next launch
 NOT_SAVED = QT_TRANSLATE_NOOP("History", "Chats in this window are not saved.")
 DAMAGED_CHATS_SHOWN = 3
 
@@ -107,6 +108,17 @@ class History(QObject):
             self._note_damage([chat])
         return chat
 
+    def remembered(self, key: str) -> str:
+        """A place kept with `remember` ("" when there is none)."""
+        return self._read(lambda store: store.remembered(key)) or ""
+
+    def last_open_chat(self) -> int | None:
+        """The chat on screen when the app last closed, if it is still there (not deleted)."""
+        value = self.remembered(LAST_OPEN_CHAT)
+        if not value.isascii() or not value.isdigit():
+            return None
+        return next((chat.id for chat in self.list_chats() if chat.id == int(value)), None)
+
     def _note_damage(self, chats: Sequence[Chat | ChatSummary]) -> None:
         """Add what is newly found damaged to the notice (and the log), once per problem."""
         found = False
@@ -150,6 +162,10 @@ class History(QObject):
 
     def restore_chat(self, chat_id: int) -> bool:
         return self._write(lambda store: store.restore_chat(chat_id) or True) is True
+
+    def remember(self, key: str, value: str) -> None:
+        """Keep a place (the chat open, a folder last used) for the next launch."""
+        self._write(lambda store: store.remember(key, value))
 
     def prepare_image(self, source: Path) -> ImageRef:
         """Check an image and copy it into the history ahead of `add_user_message`; safe on any thread.

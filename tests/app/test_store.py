@@ -58,7 +58,7 @@ def test_default_location_is_the_user_data_folder(isolated_user_dirs: Path) -> N
 
 def test_database_uses_wal_foreign_keys_and_the_current_schema(store: ChatStore, db_path: Path) -> None:
     assert raw_rows(db_path, "PRAGMA journal_mode") == [("wal",)]
-    assert raw_rows(db_path, "PRAGMA user_version") == [(2,)]
+    assert raw_rows(db_path, "PRAGMA user_version") == [(3,)]
     # The store's own connection enforces foreign keys: a message of a chat that does not exist is refused.
     with pytest.raises(sqlite3.IntegrityError):
         store._read().execute(

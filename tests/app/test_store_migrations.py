@@ -102,6 +102,10 @@ def test_version_1_history_is_upgraded_and_keeps_everything(tmp_path: Path) -> N
         store.delete_chat(2)
         assert [chat.id for chat in store.list_chats()] == [1]
         store.restore_chat(2)
+        # What version 3 added: places kept for the next launch (the chat open, a folder).
+        assert store.remembered("last open chat") == ""
+        store.remember("last open chat", "1")
+        assert store.remembered("last open chat") == "1"
         # And the old chat goes on.
         store.add_user_message(1, "And the stem?")
         assert [hit.message_id for hit in store.search("stem")] == [5]
