@@ -182,11 +182,14 @@ class ChatList(QWidget):
                     font.setItalic(True)
                     item.setFont(font)
                 item.setData(PINNED, chat.pinned)
-                # The chat's first picture is what people recognise a chat by; a pinned chat shows the pin.
+                # The chat's first picture is what people recognise a chat by; a pinned chat shows the pin, and
+                # a chat of words only a placeholder, so that every title starts at the same place.
                 if chat.pinned:
                     item.setIcon(icon("pin"))
                 elif chat.thumbnail is not None:
                     item.setIcon(self._thumbnail_icon(chat.thumbnail))
+                else:
+                    item.setIcon(icon("chat"))
                 self.list.addItem(item)
                 if chat.id == self.current_chat:
                     item.setSelected(True)

@@ -521,12 +521,26 @@ class ChatStore:
         now = time.time()
         first_question = next((turn.text for turn in turns if turn.role == "user" and turn.text.strip()), "")
         with self._write() as db:
+            title = self._free_title(db, auto_title(first_question))
             chat_id = db.execute(
-                "INSERT INTO chats (title, created, updated) VALUES (?, ?, ?)", (auto_title(first_question), now, now)
+                "INSERT INTO chats (title, created, updated) VALUES (?, ?, ?)", (title, now, now)
             ).lastrowid
             for turn in turns:
                 self._insert_message(db, chat_id, turn.role, turn.text, Status.COMPLETE, turn.images)
         return chat_id
+
+    @staticmethod
+    def _free_title(db: sqlite3.Connection, title: str) -> str:
+        """`title`, or "title (2)", "title (3)"... when a chat in the list has it: an import is told apart."""
+        if not title:
+            return title
+        taken = {row[0] for row in db.execute("SELECT title FROM chats WHERE deleted_at IS NULL AND (title = ? OR "
+                                              "substr(title, 1, ?) = ?)", (title, len(title) + 2, title + " ("))}
+        number = 2
+        candidate = title
+        while candidate in taken:
+            candidate, number = f"{title} ({number})", number + 1
+        return candidate
 
     def truncate_after(self, message_id: int) -> None:
         """Delete every message that comes after this one in its chat (to regenerate or resend from it)."""

@@ -4,6 +4,7 @@ timings and get a title of their own, every chat has an icon, file dialogs start
 from __future__ import annotations
 
 from fakes import FakeSession, fake_load
+from PySide6.QtWidgets import QFileDialog
 from test_window import ask, wait_answered
 
 from app.history.service import open_history
@@ -45,3 +46,49 @@ def test_a_relaunch_after_the_open_chat_was_deleted_starts_a_new_chat(qtbot, mak
 
     again = relaunch(make_window, tmp_path)
     assert again.controller.chat_id is None and again.view.widgets == []
+
+
+def export_and_import(qtbot, window, tmp_path, monkeypatch, times: int = 1) -> list[int]:
+    """File > Export Chat as JSON into a folder, then File > Import Chat of that file `times` times, as a person
+    picks them in the file dialogs; the chats imported."""
+    folder = tmp_path / "exported"
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *args, **kwargs: str(folder))
+    window.export_json_action.trigger()
+    qtbot.waitUntil(lambda: any(folder.glob("*.json")) and not window.transfer_bar.running, timeout=10_000)
+    exported = str(next(folder.glob("*.json")))
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *args, **kwargs: (exported, ""))
+    imported = []
+    for _ in range(times):
+        before = window.controller.chat_id
+        window.import_action.trigger()
+        qtbot.waitUntil(lambda before=before: window.controller.chat_id != before and not window.transfer_bar.running,
+                        timeout=10_000)
+        imported.append(window.controller.chat_id)
+    return imported
+
+
+def test_an_imported_chat_whose_title_exists_is_numbered(qtbot, make_window, tmp_path, monkeypatch):
+    window = relaunch(make_window, tmp_path)
+    ask(qtbot, window, "Colours of the sea")
+    wait_answered(qtbot, window)
+    export_and_import(qtbot, window, tmp_path, monkeypatch, times=2)
+    titles = [window.chat_list.list.item(row).text() for row in range(window.chat_list.list.count())]
+    assert sorted(titles) == ["Colours of the sea", "Colours of the sea (2)", "Colours of the sea (3)"]
+    assert window.controller.title == "Colours of the sea (3)"
+
+
+def test_every_chat_in_the_sidebar_has_an_icon_so_titles_line_up(qtbot, make_window, tmp_path, images_dir):
+    from xvlm_core.messages import ImageRef
+
+    window = relaunch(make_window, tmp_path)
+    window.controller.send("With a picture", (ImageRef.from_file(images_dir / "gradient_square.png"),))
+    wait_answered(qtbot, window)
+    window.new_chat()
+    ask(qtbot, window, "Only words")
+    wait_answered(qtbot, window)
+    window.chat_list.refresh()
+    chat_list = window.chat_list.list
+    assert chat_list.count() == 2
+    assert [chat_list.item(row).icon().isNull() for row in range(2)] == [False, False]
+    lefts = {chat_list.visualItemRect(chat_list.item(row)).left() for row in range(2)}
+    assert len(lefts) == 1
