@@ -48,10 +48,23 @@ IMAGE_FILTER = QT_TRANSLATE_NOOP("Composer", "Images (*.png *.jpg *.jpeg *.gif *
 
 
 def unreadable_file(path: str) -> str:
-    """Why `path` cannot be attached, for the notice under the message box."""
-    if Path(path).exists():
+    """Why `path` cannot be attached ("" when it can), for the notice under the message box.
+
+    Only a regular file reaches Qt's reader, which runs here on the UI thread: on a FIFO it would wait for a writer
+    forever.
+    """
+    from xvlm_core.errors import ImageError
+    from xvlm_core.images import file_identity  # Pillow only (no torch)
+
+    if not Path(path).exists():
+        return translate("Composer", "{name}: no such file.").format(name=Path(path).name)
+    try:
+        file_identity(Path(path))
+    except ImageError as exc:
+        return str(exc)
+    if not QImageReader(path).canRead():
         return translate("Composer", "{name}: not an image this app can read.").format(name=Path(path).name)
-    return translate("Composer", "{name}: no such file.").format(name=Path(path).name)
+    return ""
 
 
 def pasted_images_dir() -> Path:
@@ -424,7 +437,7 @@ class Composer(QFrame):
                                             "as each takes {positions} of the {context} positions the model reads at "
                                             "once.").format(name=Path(path).name, limit=self.image_limit,
                                                              positions=IMAGE_POSITIONS, context=self.context_length)
-        elif not QImageReader(path).canRead():
+        else:
             problem = unreadable_file(path)
         if problem:
             if notify:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import configparser
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from fakes import FakeSession, fake_load
+from fifo_guard import HANG_GUARD_S
 from PySide6.QtGui import QImageReader
 
 from app.composer import IMAGE_FILTER
@@ -118,3 +122,24 @@ def test_the_desktop_entry_opens_the_images_the_app_reads():
     assert {"image/png", "image/jpeg"} <= set(mime_types) <= readable
     for mime in mime_types:  # the attach dialog offers the same kinds
         assert f"*.{mime.removeprefix('image/')}" in IMAGE_FILTER
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_given_as_an_image_is_named_without_freezing_the_window(qtbot, make_window, images_dir, tmp_path):
+    window = make_window(worker=ModelWorker(load=fake_load(), session_factory=lambda _loaded: FakeSession()))
+    fifo = tmp_path / "camera.png"
+    os.mkfifo(fifo)
+    # Qt's image reader keeps the interpreter while it waits on a FIFO, so no thread of this process could free
+    # it: another process opens the FIFO for writing after HANG_GUARD_S, should the window still be waiting.
+    unblock = ("import os, sys, time; time.sleep(float(sys.argv[2])); "
+               "os.close(os.open(sys.argv[1], os.O_WRONLY | os.O_NONBLOCK))")
+    unblocker = subprocess.Popen([sys.executable, "-c", unblock, str(fifo), str(HANG_GUARD_S)],
+                                 stderr=subprocess.DEVNULL)
+    try:
+        window.open_files([str(fifo), str(images_dir / "gradient_square.png")])
+    finally:
+        unblocker.kill()
+        unblocker.wait()
+    wait_chips(qtbot, window, images_dir / "gradient_square.png")
+    assert window.composer.notice.text() == (f"{fifo}: not a regular file (a device, pipe or socket); only ordinary "
+                                             "files are read.")
