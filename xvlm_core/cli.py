@@ -320,7 +320,7 @@ def _stream_to_stdout(answer, cancel: threading.Event) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from xvlm_core.server import ServerOptions, is_loopback, serve
+    from xvlm_core.openai_compat.server import ServerOptions, is_loopback, serve
 
     if not is_loopback(args.host) and not args.api_key and not args.insecure_no_key:
         raise XvlmError(

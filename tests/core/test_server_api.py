@@ -17,13 +17,13 @@ import pytest
 from PIL import Image
 
 from xvlm_core import images as image_module
-from xvlm_core import server_images
 from xvlm_core.answers import Answer, AnswerResult, GenerationStats
 from xvlm_core.cli import main
 from xvlm_core.errors import XvlmError
-from xvlm_core.openai_api import ApiError, ChatRequest, StopMatcher
-from xvlm_core.server import Api, ServerOptions, Worker, http_server, is_loopback, listen
-from xvlm_core.server_images import ImageStore
+from xvlm_core.openai_compat import images as server_images
+from xvlm_core.openai_compat.images import ImageStore
+from xvlm_core.openai_compat.protocol import ApiError, ChatRequest, StopMatcher
+from xvlm_core.openai_compat.server import Api, ServerOptions, Worker, http_server, is_loopback, listen
 
 HOLD_S = 30.0  # the longest a scripted answer waits to be released or cancelled
 
@@ -301,7 +301,7 @@ def test_a_busy_port_is_reported():
 def test_the_server_keeps_only_the_most_recently_sent_images(monkeypatch):
     from PIL import Image
 
-    from xvlm_core import server_images
+    from xvlm_core.openai_compat import images as server_images
 
     monkeypatch.setattr(server_images, "KEPT_IMAGES", 2)
     urls = []

@@ -18,11 +18,11 @@ import torch
 from PIL import Image
 from test_server_api import HELLO, HOLD_S, ScriptedModel, _wait_for, running
 
-from xvlm_core import openai_api
 from xvlm_core.cli import main
 from xvlm_core.generation import TokenPicker
 from xvlm_core.log_lines import LogFormatter, printable
-from xvlm_core.openai_api import MAX_STOP_CHARS, ApiError, StopMatcher
+from xvlm_core.openai_compat import protocol as openai_api
+from xvlm_core.openai_compat.protocol import MAX_STOP_CHARS, ApiError, StopMatcher
 from xvlm_core.sampling import SamplingSettings
 
 
@@ -232,7 +232,7 @@ def test_a_body_that_does_not_arrive_within_the_time_limit_is_408():
 
 
 def test_a_body_announced_larger_than_the_bound_is_refused_unread(monkeypatch):
-    from xvlm_core import server as server_module
+    from xvlm_core.openai_compat import server as server_module
 
     monkeypatch.setattr(server_module, "MAX_REQUEST_BYTES", 1000)
     with running(ScriptedModel()) as server, raw_connection(server.url) as sock:

@@ -36,7 +36,8 @@ from xvlm_core.errors import XvlmError
 from xvlm_core.log_lines import printable
 from xvlm_core.messages import ImageRef
 from xvlm_core.model import LoadedModel
-from xvlm_core.openai_api import (
+from xvlm_core.openai_compat.images import ImageStore
+from xvlm_core.openai_compat.protocol import (
     SSE_DONE,
     ApiError,
     ChatRequest,
@@ -53,7 +54,6 @@ from xvlm_core.openai_api import (
     server_sent_event,
 )
 from xvlm_core.sampling import SamplingSettings
-from xvlm_core.server_images import ImageStore
 
 log = logging.getLogger("xvlm.serve")
 

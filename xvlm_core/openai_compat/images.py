@@ -19,7 +19,7 @@ import httpx2
 from xvlm_core.errors import ImageError
 from xvlm_core.images import FORMAT_SUFFIXES, MAX_IMAGE_BYTES, open_image
 from xvlm_core.messages import ImageRef
-from xvlm_core.openai_api import ApiError
+from xvlm_core.openai_compat.protocol import ApiError
 
 MAX_REMOTE_IMAGE_BYTES = 20 * 1024 * 1024
 REMOTE_IMAGE_TIMEOUT_S = 15.0
