@@ -13,7 +13,7 @@ from safetensors import SafetensorError, safe_open
 
 from xvlm_core.checkpoint_files import EMBEDDED_TOWER_PREFIX as EMBEDDED_TOWER_PREFIX  # the loader's name for it
 from xvlm_core.checkpoint_files import find_index, find_single_weights, index_shards, require_weight_file
-from xvlm_core.errors import CheckpointError
+from xvlm_core.errors import CheckpointError, Remedy
 from xvlm_core.hub import find_cached, looks_like_repo_id
 
 if TYPE_CHECKING:
@@ -36,8 +36,8 @@ def resolve_folder(name_or_path: str, what: str = "model") -> Path:
         if cached is not None:
             return cached
         raise CheckpointError(
-            f"The {what} '{name_or_path}' is not downloaded yet (or its download is incomplete); "
-            f"run: xvlm download {name_or_path}"
+            f"The {what} '{name_or_path}' is not downloaded yet (or its download is incomplete).",
+            code=Remedy.DOWNLOAD_MODEL, repo_id=name_or_path,
         )
     raise CheckpointError(f"{name_or_path}: no such folder.")
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from xvlm_core.errors import XvlmError
+from xvlm_core.errors import Problem, Remedy, XvlmError, known_error
 from xvlm_core.precisions import QUANTIZE_CHOICES, WEIGHTS_LABELS
 
 if TYPE_CHECKING:
@@ -24,6 +24,23 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "XiaoduoAILab/Xmodel_VLM"
 log = logging.getLogger("xvlm")
+
+# What to do about a core error, in this command's options (the window says it with its settings).
+ADVICE = {
+    Remedy.DOWNLOAD_MODEL: "Run: xvlm download {repo_id}",
+    Remedy.CHOOSE_VISION_TOWER: "Pass its folder with --vision-tower.",
+    Remedy.FREE_MEMORY: "Close other programs, or try --quantize int8, a smaller --dtype or --device cpu.",
+    Remedy.SHORTEN_CONVERSATION: "Shorten it or start a new chat.",
+}
+DOWNLOAD_OR_FOLDER = "Run: xvlm download {repo_id}, or pass its folder with --vision-tower."
+
+
+def said(problem: Problem) -> str:
+    """A core error's English details with the advice for this command's options."""
+    advice = ADVICE.get(problem.code, "")
+    if problem.code is Remedy.CHOOSE_VISION_TOWER and problem.repo_id:
+        advice = DOWNLOAD_OR_FOLDER
+    return f"{problem.details} {advice.format(repo_id=problem.repo_id)}".strip()
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -281,7 +298,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             try:
                 pending.append(_image_ref(Path(candidate)))
             except XvlmError as exc:
-                print(f"error: {exc}")
+                print(f"error: {said(exc.problem)}")
                 continue
             print(f"(attached {candidate})")
             continue
@@ -300,7 +317,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             _stream_to_stdout(answer, cancel)
         except XvlmError as exc:
             messages.pop()
-            print(f"\nerror: {exc}")
+            print(f"\nerror: {said(exc.problem)}")
             continue
         print()
         messages.append(Message("assistant", answer.result.text))
@@ -436,17 +453,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         _quiet_libraries()
     try:
         return args.run(args)
-    except XvlmError as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # the one catch-all at the command's edge
         if args.debug:
             raise
+        known = known_error(exc)  # the core's own errors, and running out of memory
+        if known is not None:
+            print(f"error: {said(known.problem)}", file=sys.stderr)
+            return 1
         print(
             f"error: something went wrong that xvlm has no message for ({type(exc).__name__}: {exc}); "
             "run the same command with --debug to see where.",

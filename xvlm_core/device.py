@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from xvlm_core.errors import DeviceError
+from xvlm_core.errors import DeviceError, Remedy
 
 try:
     import resource
@@ -98,10 +98,11 @@ def pick_device(requested: str = "auto") -> torch.device:
 def pick_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
     if requested != "auto":
         if requested not in DTYPES:
-            raise DeviceError(f"'{requested}' is not a dtype (use auto, float32, float16 or bfloat16).")
+            raise DeviceError(f"'{requested}' is not a dtype (use auto, float32, float16 or bfloat16).",
+                              code=Remedy.CHOOSE_PRECISION)
         dtype = DTYPES[requested]
         if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise DeviceError("This GPU does not support bfloat16; use float16.")
+            raise DeviceError("This GPU does not support bfloat16; use float16.", code=Remedy.CHOOSE_PRECISION)
         return dtype
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

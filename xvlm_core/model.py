@@ -6,7 +6,8 @@ import gc
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from xvlm_core import checkpoint, hub
 from xvlm_core.checkpoint import EMBEDDED_TOWER_PREFIX, PROJECTOR_PREFIX
 from xvlm_core.config import IMAGE_TOKEN_INDEX, XvlmConfig, check_tower_config, load_config, read_json_object
 from xvlm_core.device import dtype_name, memory_in_use_mb, pick_device, pick_dtype, release_freed_memory
-from xvlm_core.errors import CheckpointError, ConfigError, XvlmError
+from xvlm_core.errors import CheckpointError, ConfigError, Remedy, XvlmError
 from xvlm_core.precisions import QUANTIZE_CHOICES, WEIGHTS_LABELS
 from xvlm_core.projector import build_projector
 from xvlm_core.quantize import QuantizedLinear, quantizable_linears, quantized_linear
@@ -162,18 +163,30 @@ def resolve_tower(
     if name in KNOWN_TOWERS:
         return TowerSource(CLIPVisionConfig(**KNOWN_TOWERS[name]), None, *embedded_source)
     raise CheckpointError(
-        f"The checkpoint embeds a vision tower but names '{name}', whose shape is unknown; "
-        "pass its folder with --vision-tower."
+        f"The checkpoint embeds a vision tower but names '{name}', whose shape is unknown.",
+        code=Remedy.CHOOSE_VISION_TOWER,
     )
 
 
 def _find_tower_folder(name: str, must_exist: bool) -> Path | None:
     try:
         return checkpoint.resolve_folder(name, what="vision tower")
-    except CheckpointError as exc:
+    except CheckpointError:
         if must_exist:
-            raise CheckpointError(f"{exc} Or pass --vision-tower with its folder.") from None
+            raise
         return None
+
+
+@contextmanager
+def _about_the_tower() -> Iterator[None]:
+    """What fails while finding or reading the vision tower is fixed by choosing the tower's folder, not the
+    model's (a hub name that is not downloaded keeps its repo id)."""
+    try:
+        yield
+    except XvlmError as exc:
+        if exc.code in (Remedy.CHOOSE_MODEL, Remedy.DOWNLOAD_MODEL):
+            exc.code = Remedy.CHOOSE_VISION_TOWER
+        raise
 
 
 def load_model(
@@ -207,7 +220,8 @@ def load_model(
         )
     files = checkpoint.find_weight_files(folder)
     keys = checkpoint.weight_keys(files)
-    tower = resolve_tower(config, files, keys, vision_tower)
+    with _about_the_tower():
+        tower = resolve_tower(config, files, keys, vision_tower)
 
     with torch.device("meta"):
         network = XmodelVLM(config, tower.clip_config if tower else None)
@@ -216,7 +230,8 @@ def load_model(
     if tower is not None:
         tick = time.perf_counter()
         on_stage("Loading the vision tower…")
-        _load_tower(network, tower, int8)
+        with _about_the_tower():
+            _load_tower(network, tower, int8)
         times["vision_tower_s"] = time.perf_counter() - tick
     quantized: set[str] = set()
     if int8 is not None:
@@ -237,9 +252,10 @@ def load_model(
     log.info("loaded %s: %s", model, ", ".join(f"{stage} {seconds:.2f}" for stage, seconds in times.items()))
     preprocess = None
     if tower is not None:
-        preprocess = ImagePreprocessor.from_folder(
-            tower.folder, tower.clip_config.image_size, config.vision.image_aspect_ratio
-        )
+        with _about_the_tower():
+            preprocess = ImagePreprocessor.from_folder(
+                tower.folder, tower.clip_config.image_size, config.vision.image_aspect_ratio
+            )
     return LoadedModel(
         name=model,
         model=network,
@@ -263,8 +279,8 @@ def _load_tower(network: XmodelVLM, tower: TowerSource, int8: torch.dtype | None
         if tower.folder is not None:
             raise
         raise CheckpointError(
-            f"The vision tower embedded in the checkpoint does not match the shape its config names ({exc}); "
-            "pass its folder with --vision-tower."
+            f"The vision tower embedded in the checkpoint does not match the shape its config names ({exc}).",
+            code=Remedy.CHOOSE_VISION_TOWER,
         ) from None
 
 

@@ -15,7 +15,7 @@ import torch
 from xvlm_core.answers import Answer, AnswerResult, GenerationStats
 from xvlm_core.config import IMAGE_TOKEN_INDEX
 from xvlm_core.decode_step import make_step, needs_zeroed_cache
-from xvlm_core.errors import Cancelled, XvlmError
+from xvlm_core.errors import Cancelled, Remedy, XvlmError
 from xvlm_core.generation import TextStream, TokenPicker, decode
 from xvlm_core.images import file_identity, load_image, read_image_bytes
 from xvlm_core.kv_cache import PreallocatedCache
@@ -254,8 +254,8 @@ class ChatSession:
         job.input_ids = input_ids
         if length >= context:
             raise XvlmError(
-                f"This message is too long for the model: {length} tokens, and it reads at most {context}. "
-                "Shorten it or start a new chat."
+                f"This message is too long for the model: {length} tokens, and it reads at most {context}.",
+                code=Remedy.SHORTEN_CONVERSATION,
             )
         return kept, min(wanted_new, context - length)
 

@@ -37,7 +37,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 
 from xvlm_core import __version__
-from xvlm_core.errors import Cancelled, XvlmError
+from xvlm_core.errors import Cancelled, Remedy, XvlmError
 from xvlm_core.hub.progress import format_size
 from xvlm_core.local_files import read_regular_file
 
@@ -53,16 +53,22 @@ ERROR_BODY_LIMIT = 64 * 2**10  # an error answer's details are a line of JSON
 TOKEN_FILE_LIMIT = 64 * 2**10  # an access token is a line of text
 _TIMEOUT = httpx2.Timeout(connect=10.0, read=30.0, write=30.0, pool=10.0)
 
+# A download error's kind, and what a person can do about it.
+KIND_REMEDIES = {"offline": Remedy.CHECK_NETWORK, "unreachable": Remedy.CHECK_NETWORK, "not_found": Remedy.CHOOSE_MODEL,
+                 "auth": Remedy.SIGN_IN, "disk_full": Remedy.FREE_DISK, "permission": Remedy.CHOOSE_FOLDER,
+                 "integrity": Remedy.TRY_AGAIN, "cancelled": Remedy.NONE, "http": Remedy.TRY_AGAIN}
+
 
 class DownloadError(XvlmError):
-    """A download that cannot go on; `str()` says what happened and what to do, `kind` lets the UI react."""
+    """A download that cannot go on; `str()` says what happened and what to do, `kind` lets the UI react,
+    `code` (from the kind unless given) says what a person can do."""
 
-    KINDS = ("offline", "unreachable", "not_found", "auth", "disk_full", "permission", "integrity", "cancelled", "http")
+    KINDS = tuple(KIND_REMEDIES)
 
-    def __init__(self, message: str, kind: str = "http"):
+    def __init__(self, message: str, kind: str = "http", code: Remedy | None = None):
         if kind not in self.KINDS:
             raise ValueError(f"unknown download error kind: {kind}")
-        super().__init__(message)
+        super().__init__(message, code=code or KIND_REMEDIES[kind])
         self.kind = kind
 
 
@@ -119,7 +125,8 @@ def offline() -> bool:
 def _endpoint(endpoint: str | None) -> str:
     url = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).strip().rstrip("/")
     if urlparse(url).scheme not in ("http", "https") or not urlparse(url).netloc:
-        raise DownloadError(f"The hub address '{url}' is not a web address (http:// or https://).", "unreachable")
+        raise DownloadError(f"The hub address '{url}' is not a web address (http:// or https://).", "unreachable",
+                            Remedy.CHECK_MIRROR)
     return url
 
 
@@ -209,7 +216,8 @@ class HubConnection:
             if len(raw) > JSON_LIMIT:
                 raise DownloadError(
                     f"{self.host} sent more than {format_size(JSON_LIMIT)} about {repo_id}, far more than a model "
-                    "hub's answer, so the rest was not read. Check the hub address (HF_ENDPOINT).", "http")
+                    "hub's answer, so the rest was not read. Check the hub address (HF_ENDPOINT).", "http",
+                    Remedy.CHECK_MIRROR)
             try:
                 document = json.loads(raw)
             except (ValueError, RecursionError):
@@ -220,7 +228,7 @@ class HubConnection:
 
     def not_a_hub(self, repo_id: str) -> DownloadError:
         return DownloadError(f"{self.endpoint} did not answer like a model hub about {repo_id}. "
-                             "Check the endpoint setting (HF_ENDPOINT).", "http")
+                             "Check the endpoint setting (HF_ENDPOINT).", "http", Remedy.CHECK_MIRROR)
 
     def response_error(self, response: httpx2.Response, repo_id: str, filename: str | None = None,
                        revision: str | None = None) -> DownloadError:
@@ -237,10 +245,10 @@ class HubConnection:
         if isinstance(exc, OfflineModeIsEnabled):
             return DownloadError("Offline mode is on (HF_HUB_OFFLINE), so nothing can be downloaded.", "offline")
         if isinstance(exc, (httpx2.UnsupportedProtocol, httpx2.InvalidURL)):
-            return DownloadError(f"Not a usable hub address: {exc}.", "unreachable")
+            return DownloadError(f"Not a usable hub address: {exc}.", "unreachable", Remedy.CHECK_MIRROR)
         if isinstance(exc, httpx2.TooManyRedirects):
             return DownloadError(f"The hub or mirror at {self.host} redirects in a loop, so nothing can be fetched "
-                                 "from it. Check its address (HF_ENDPOINT).", "unreachable")
+                                 "from it. Check its address (HF_ENDPOINT).", "unreachable", Remedy.CHECK_MIRROR)
         if isinstance(exc, (httpx2.TransportError, httpx2.StreamError)):
             return Transient(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, cause=exc)
         return exc
