@@ -19,6 +19,7 @@ MAX_CONVERSATION_BYTES = 32 * 1024 * 1024
 MAX_CONVERSATION_MESSAGES = 5_000
 MAX_MESSAGE_CHARS = 1_000_000
 MAX_IMAGES_PER_MESSAGE = 32
+MAX_STATS_FIELDS = 32  # an answer's timing line, as the app exports it; the core reads none of it
 # A JSON string, to leave out when counting what is outside strings.
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 
@@ -79,7 +80,7 @@ def images_in_order(messages: list[Message]) -> list[Image]:
 
 
 def read_conversation(path: Path) -> list[Message]:
-    """Turns from an untrusted JSON file: `[{"role", "content", "images"?}, ...]`.
+    """Turns from an untrusted JSON file: `[{"role", "content", "images"?, "stats"?}, ...]`.
 
     Image names are returned as written in the file (relative to it, in files the app exports), as plain
     paths; the caller resolves them (into ImageRefs). Sizes are bounded so a hostile file cannot fill memory.
@@ -113,14 +114,14 @@ def _json_values(data: bytes) -> int:
 
 
 def _max_json_values() -> int:
-    # A message is an object of three fields and a list of image names.
-    return MAX_CONVERSATION_MESSAGES * (8 + MAX_IMAGES_PER_MESSAGE)
+    # A message is an object of four fields, a list of image names and an object of stats.
+    return MAX_CONVERSATION_MESSAGES * (10 + MAX_IMAGES_PER_MESSAGE + 2 * MAX_STATS_FIELDS)
 
 
 def _parse_message(item: object, where: str) -> Message:
     if not isinstance(item, dict) or item.get("role") not in ("user", "assistant"):
         raise ConversationError(f'{where}: needs "role": "user" or "assistant".')
-    unknown = set(item) - {"role", "content", "images"}
+    unknown = set(item) - {"role", "content", "images", "stats"}
     if unknown:
         raise ConversationError(f"{where}: unknown fields {', '.join(sorted(map(repr, unknown)))}.")
     text = item.get("content")
@@ -135,4 +136,10 @@ def _parse_message(item: object, where: str) -> Message:
         raise ConversationError(f"{where}: only user messages can carry images.")
     if len(names) > MAX_IMAGES_PER_MESSAGE:
         raise ConversationError(f"{where}: more than {MAX_IMAGES_PER_MESSAGE} images.")
-    return Message(item["role"], text, tuple(names))
+    stats = item.get("stats", {})
+    if not isinstance(stats, dict) or len(stats) > MAX_STATS_FIELDS:
+        raise ConversationError(f'{where}: "stats" must be an object of at most {MAX_STATS_FIELDS} fields.')
+    if stats and item["role"] != "assistant":
+        raise ConversationError(f"{where}: only answers carry stats.")
+    # Handed on as written: whoever shows them checks the values it reads.
+    return Message(item["role"], text, tuple(names), stats=stats)

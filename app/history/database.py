@@ -517,7 +517,8 @@ class ChatStore:
         self._pending.pop(message_id, None)
 
     def add_imported_chat(self, turns: Sequence[Message]) -> int:
-        """A new chat of finished messages whose images are already in the images folder; returns its id."""
+        """A new chat of finished messages (with their stats) whose images are already in the images folder; returns
+        its id. A title a listed chat has is numbered: "title (2)"."""
         now = time.time()
         first_question = next((turn.text for turn in turns if turn.role == "user" and turn.text.strip()), "")
         with self._write() as db:
@@ -526,7 +527,7 @@ class ChatStore:
                 "INSERT INTO chats (title, created, updated) VALUES (?, ?, ?)", (title, now, now)
             ).lastrowid
             for turn in turns:
-                self._insert_message(db, chat_id, turn.role, turn.text, Status.COMPLETE, turn.images)
+                self._insert_message(db, chat_id, turn.role, turn.text, Status.COMPLETE, turn.images, turn.stats)
         return chat_id
 
     @staticmethod
@@ -639,12 +640,12 @@ class ChatStore:
 
     @staticmethod
     def _insert_message(db: sqlite3.Connection, chat_id: int, role: Role, text: str, status: Status,
-                        images: Sequence[ImageRef]) -> int:
+                        images: Sequence[ImageRef], stats: dict[str, Any] | None = None) -> int:
         now = time.time()
         message_id = db.execute(
-            """INSERT INTO messages (chat_id, position, role, text, status, created)
-               VALUES (?, (SELECT COALESCE(MAX(position) + 1, 0) FROM messages WHERE chat_id = ?), ?, ?, ?, ?)""",
-            (chat_id, chat_id, role, text, status, now),
+            """INSERT INTO messages (chat_id, position, role, text, status, stats, created)
+               VALUES (?, (SELECT COALESCE(MAX(position) + 1, 0) FROM messages WHERE chat_id = ?), ?, ?, ?, ?, ?)""",
+            (chat_id, chat_id, role, text, status, json.dumps(stats or {}, ensure_ascii=False), now),
         ).lastrowid
         for position, image in enumerate(images):
             db.execute("INSERT OR IGNORE INTO images (sha256, file, thumbnail) VALUES (?, ?, ?)",

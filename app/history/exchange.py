@@ -24,6 +24,7 @@ from xvlm_core.safepath import UnsafePathError, path_inside
 
 from app.history.image_files import ImageFolder, write_atomic
 from app.history.records import Chat, ConversationFileError, StoreError, TransferCancelled
+from app.history.rows import known_stats
 from app.i18n import translate
 
 Progress = Callable[[int, int], None]
@@ -60,7 +61,8 @@ def write_json(chat: Chat, folder: Path, progress: Progress | None = None,
                cancel: threading.Event | None = None) -> Path:
     """Write the chat as `TITLE.json` for `xvlm ask --conversation`, images copied to `TITLE_images/`.
 
-    The shape is `[{"role", "content", "images"?}]`; answers without any text are left out.
+    The shape is `[{"role", "content", "images"?, "stats"?}]`, "stats" being an answer's timing line (which
+    `xvlm ask` passes over); answers without any text are left out.
     """
     target = _free_path(Path(folder), file_stem(chat.title, chat.id), ".json")
     links = _export_images(chat, target, progress, cancel)
@@ -71,6 +73,9 @@ def write_json(chat: Chat, folder: Path, progress: Progress | None = None,
         item: dict[str, Any] = {"role": message.role, "content": message.text}
         if message.images:
             item["images"] = [links[image] for image in message.images]
+        stats = known_stats(message.stats)
+        if stats and message.role == "assistant":
+            item["stats"] = stats
         items.append(item)
     write_atomic(target, json.dumps(items, ensure_ascii=False, indent=2).encode("utf-8"), shared=True)
     return target
@@ -78,7 +83,8 @@ def write_json(chat: Chat, folder: Path, progress: Progress | None = None,
 
 def read_chat_file(path: Path, images: ImageFolder, progress: Progress | None = None,
                    cancel: threading.Event | None = None) -> list[Message]:
-    """Check an untrusted conversation file in the `write_json` shape and copy its images into `images`.
+    """Check an untrusted conversation file in the `write_json` shape and copy its images into `images`; of an
+    answer's stats only those the app shows are kept, each checked.
 
     Each distinct image file is read, checked and hashed once, however often the file refers to it. Anything
     unexpected raises ConversationFileError (or ImageError); nothing goes into the database here. A chat the model
@@ -111,7 +117,8 @@ def read_chat_file(path: Path, images: ImageFolder, progress: Progress | None = 
         _check(cancel, progress, done, len(distinct))
         stored[file] = images.store(file)
     _check(cancel, progress, len(distinct), len(distinct))
-    return [Message(message.role, message.text, tuple(stored[file] for file in message_files))
+    return [Message(message.role, message.text, tuple(stored[file] for file in message_files),
+                    stats=known_stats(message.stats))
             for message, message_files in zip(messages, files, strict=True)]
 
 

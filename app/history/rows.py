@@ -32,6 +32,7 @@ STAT_KINDS: dict[str, type] = {
     **dict.fromkeys(("stop_reason", "error"), str),
 }
 SHOWN_CHARS = 40
+MAX_STAT_CHARS = 2_000  # a stop reason or an error's sentence; longer is not what the app wrote
 
 
 class RowCheck:
@@ -87,6 +88,13 @@ class RowCheck:
             return Status(value)
         # An answer whose end is unknown is shown as cut off; a question is always complete.
         return self.bad("status", value, Status.INTERRUPTED if role == "assistant" else Status.COMPLETE)
+
+
+def known_stats(stats: dict[str, Any]) -> dict[str, Any]:
+    """Of an answer's stats from outside (an imported file), only those the app reads, each what it must be."""
+    return {key: value for key, value in stats.items()
+            if key in STAT_KINDS and _is_kind(value, STAT_KINDS[key])
+            and not (isinstance(value, str) and len(value) > MAX_STAT_CHARS)}
 
 
 def _is_kind(value: object, kind: type) -> bool:

@@ -98,14 +98,15 @@ def test_export_then_import_gives_the_same_chat(store: ChatStore, chat_id: int, 
     imported_id = import_json(store, path)
     original, imported = store.load_chat(chat_id), store.load_chat(imported_id)
     assert imported_id != chat_id
-    assert imported.title == original.title
+    assert imported.title == f"{original.title} (2)"  # told apart from the chat it came from
     kept = [m for m in original.messages if m.text or m.role == "user"]
     assert [(m.role, m.text) for m in imported.messages] == [(m.role, m.text) for m in kept]
     assert [[Path(i.path).read_bytes() for i in m.images] for m in imported.messages] == [
         [Path(i.path).read_bytes() for i in m.images] for m in kept
     ]
     assert all(m.status == "complete" for m in imported.messages)
-    # Exporting the imported chat gives the same file again.
+    # Exporting the imported chat, under the same title again, gives the same file again.
+    store.rename_chat(imported_id, original.title)
     again = export_json(store, imported_id, tmp_path / "again")
     assert json.loads(again.read_text(encoding="utf-8")) == json.loads(path.read_text(encoding="utf-8"))
 

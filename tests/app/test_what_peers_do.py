@@ -92,3 +92,35 @@ def test_every_chat_in_the_sidebar_has_an_icon_so_titles_line_up(qtbot, make_win
     assert [chat_list.item(row).icon().isNull() for row in range(2)] == [False, False]
     lefts = {chat_list.visualItemRect(chat_list.item(row)).left() for row in range(2)}
     assert len(lefts) == 1
+
+
+def test_an_imported_chat_keeps_each_answers_timing_line(qtbot, make_window, tmp_path, monkeypatch):
+    window = relaunch(make_window, tmp_path, ("Blue, ", "mostly."))
+    ask(qtbot, window, "Colours of the sea")
+    wait_answered(qtbot, window)
+    timing = window.view.widgets[-1].footer.text()
+    assert "tokens" in timing
+    export_and_import(qtbot, window, tmp_path, monkeypatch)
+    assert [widget.message.text for widget in window.view.widgets] == ["Colours of the sea", "Blue, mostly."]
+    assert window.view.widgets[-1].footer.text() == timing
+
+
+def test_timings_in_an_imported_file_are_checked(tmp_path):
+    import json
+
+    import pytest
+
+    from app.history.exchange import read_chat_file
+    from app.history.image_files import ImageFolder
+    from app.history.records import ConversationFileError
+
+    path = tmp_path / "chat.json"
+    stats = {"ttft_s": 0.5, "decode_tok_s": "fast", "output_tokens": -3, "stop_reason": "eos", "ours": [1, 2]}
+    path.write_text(json.dumps([{"role": "user", "content": "Hi"},
+                                {"role": "assistant", "content": "Hello", "stats": stats}]))
+    messages = read_chat_file(path, ImageFolder(tmp_path / "images"))
+    assert messages[1].stats == {"ttft_s": 0.5, "stop_reason": "eos"}  # only what the app reads, as it must be
+
+    path.write_text(json.dumps([{"role": "user", "content": "Hi", "stats": {"ttft_s": 1.0}}]))
+    with pytest.raises(ConversationFileError, match="answers"):
+        read_chat_file(path, ImageFolder(tmp_path / "images"))

@@ -52,6 +52,8 @@ def test_bad_image_names_the_file(capsys, tmp_path, tiny_model_dir, tiny_tower_d
         ('{"role": "user"}', "expected a JSON list"),
         ('[{"role": "robot", "content": "x"}]', "message 1"),
         ('[{"role": "assistant", "content": "x", "images": ["a.png"]}]', "only user messages"),
+        ('[{"role": "user", "content": "x", "stats": {"ttft_s": 1}}]', "only answers carry stats"),
+        ('[{"role": "assistant", "content": "x", "stats": [1]}]', '"stats" must be an object'),
     ],
 )
 def test_bad_conversation_file(capsys, tmp_path, tiny_model_dir, content, message):
