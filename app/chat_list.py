@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import html
+import math
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, QLocale, QObject, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QIcon, QKeySequence, QPixmap
+from PySide6.QtCore import QEvent, QLocale, QModelIndex, QObject, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QIcon, QKeySequence, QPainter, QPixmap, QTextDocument, QTextOption
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -13,10 +15,14 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QListView,
     QListWidget,
     QListWidgetItem,
     QMenu,
     QPushButton,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
     QVBoxLayout,
     QWidget,
 )
@@ -24,12 +30,54 @@ from PySide6.QtWidgets import (
 from app.history.service import History
 from app.i18n import translate
 from app.icons import icon
+from app.theme import match_colour
 
 SEARCH_DELAY_MS = 200
 RENAME_DIALOG_WIDTH = 400  # the name field: room for a long title
 UNDO_SHOWN_MS = 10_000
 THUMBNAIL_SIDE = 32
-CHAT_ID, MESSAGE_ID, PINNED = (Qt.ItemDataRole.UserRole + offset for offset in range(3))
+CHAT_ID, MESSAGE_ID, PINNED, HIT_HTML = (Qt.ItemDataRole.UserRole + offset for offset in range(4))
+HIT_PADDING = 6  # around a search hit's text, as the list's items have
+
+
+class SearchHitDelegate(QStyledItemDelegate):
+    """Draws a search hit (an item with HIT_HTML): its chat's title, then the snippet with the matches marked,
+    wrapped within the list's width, so that the list never scrolls sideways. Other items are drawn as usual."""
+
+    def _document(self, option: QStyleOptionViewItem, html_text: str) -> QTextDocument:
+        document = QTextDocument()
+        document.setDefaultFont(option.font)
+        document.setDocumentMargin(0)
+        wrap = QTextOption()
+        wrap.setWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)  # a long word too
+        document.setDefaultTextOption(wrap)
+        document.setHtml(html_text)
+        document.setTextWidth(max(40, self.parent().viewport().width() - 2 * HIT_PADDING))
+        return document
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
+        html_text = index.data(HIT_HTML)
+        if html_text is None:
+            super().paint(painter, option, index)
+            return
+        item = QStyleOptionViewItem(option)
+        self.initStyleOption(item, index)
+        item.text = ""
+        style = item.widget.style() if item.widget is not None else QStyle()
+        style.drawControl(QStyle.ControlElement.CE_ItemViewItem, item, painter, item.widget)
+        painter.save()
+        painter.translate(item.rect.left() + HIT_PADDING, item.rect.top() + HIT_PADDING)
+        painter.setClipRect(0, 0, item.rect.width() - HIT_PADDING, item.rect.height())
+        self._document(option, html_text).drawContents(painter)
+        painter.restore()
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
+        html_text = index.data(HIT_HTML)
+        if html_text is None:  # a title too long for the list is cut short ("…") at its width
+            size = super().sizeHint(option, index)
+            return QSize(min(size.width(), self.parent().viewport().width()), size.height())
+        height = math.ceil(self._document(option, html_text).size().height()) + 2 * HIT_PADDING
+        return QSize(self.parent().viewport().width(), height)
 
 
 class RenameDialog(QDialog):
@@ -93,6 +141,11 @@ class ChatList(QWidget):
         self.list.setIconSize(QSize(THUMBNAIL_SIDE, THUMBNAIL_SIDE))
         self.list.setUniformItemSizes(False)
         self.list.setWordWrap(True)
+        # Titles and search hits wrap within the sidebar; what is wider is never scrolled to sideways.
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.setResizeMode(QListView.ResizeMode.Adjust)
+        self._hit_delegate = SearchHitDelegate(self.list)  # kept: Qt does not own a delegate
+        self.list.setItemDelegate(self._hit_delegate)
         self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.list.customContextMenuRequested.connect(self._context_menu)
         self.list.itemActivated.connect(self._activated)
@@ -159,8 +212,11 @@ class ChatList(QWidget):
         self.list.clear()
         if query:
             hits = self.history.search(query)
+            mark = f'<span style="background-color: {match_colour(self.palette()).name()}">', "</span>"
             for hit in hits:
-                item = QListWidgetItem(f"{hit.chat_title or translate('ChatList', 'Untitled')}\n{hit.snippet}")
+                title = hit.chat_title or translate("ChatList", "Untitled")
+                item = QListWidgetItem(f"{title}\n{hit.snippet}")
+                item.setData(HIT_HTML, f"<b>{html.escape(title)}</b><br>{hit.snippet_html(*mark)}")
                 item.setData(CHAT_ID, hit.chat_id)
                 item.setData(MESSAGE_ID, hit.message_id)
                 item.setToolTip(hit.snippet)

@@ -78,6 +78,12 @@ def warning_colours(palette: QPalette | None = None) -> tuple[QColor, QColor]:
     return QColor("#fff4e0"), QColor("#f0c36d")
 
 
+def match_colour(palette: QPalette | None = None) -> QColor:
+    """The background of the words a search matched."""
+    palette = palette or QGuiApplication.palette()
+    return QColor(_mix(palette.color(QPalette.ColorRole.Base), palette.color(QPalette.ColorRole.Highlight), 0.35))
+
+
 def style_sheet(palette: QPalette | None = None) -> str:
     """The app's style sheet in `palette`'s colours. Every widget reached with Tab shows that it has the focus:
     the style draws the mark for some; the rules with `:focus` below outline the others in the highlight colour

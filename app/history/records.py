@@ -76,11 +76,11 @@ class SearchHit:
     snippet: str  # plain text, one line
     highlights: tuple[tuple[int, int], ...]  # [start, end) ranges of `snippet` that match the query
 
-    def snippet_html(self) -> str:
-        """The snippet as HTML with the matches in <b>, everything else escaped."""
+    def snippet_html(self, before: str = "<b>", after: str = "</b>") -> str:
+        """The snippet as HTML with each match between `before` and `after`, everything else escaped."""
         parts, done = [], 0
         for start, end in self.highlights:
-            parts += [html.escape(self.snippet[done:start]), "<b>", html.escape(self.snippet[start:end]), "</b>"]
+            parts += [html.escape(self.snippet[done:start]), before, html.escape(self.snippet[start:end]), after]
             done = end
         parts.append(html.escape(self.snippet[done:]))
         return "".join(parts)

@@ -124,3 +124,41 @@ def test_timings_in_an_imported_file_are_checked(tmp_path):
     path.write_text(json.dumps([{"role": "user", "content": "Hi", "stats": {"ttft_s": 1.0}}]))
     with pytest.raises(ConversationFileError, match="answers"):
         read_chat_file(path, ImageFolder(tmp_path / "images"))
+
+
+def all_within_width(chat_list) -> bool:
+    """Whether every item of the sidebar's list fits its width: nothing to scroll sideways to."""
+    return chat_list.horizontalScrollBar().maximum() == 0 and all(
+        chat_list.visualItemRect(chat_list.item(row)).right() < chat_list.viewport().width()
+        for row in range(chat_list.count()))
+
+
+def test_search_results_mark_the_match_and_never_scroll_sideways(qtbot, make_window, tmp_path):
+    from PySide6.QtCore import Qt
+
+    from app.chat_list import MESSAGE_ID
+    from app.theme import match_colour
+
+    window = relaunch(make_window, tmp_path)
+    ask(qtbot, window, "Where is the lighthouse?")
+    wait_answered(qtbot, window)
+    window.new_chat()
+    ask(qtbot, window, "lighthouse" + "x" * 400)  # one long word: wider than any sidebar
+    wait_answered(qtbot, window)
+    chat_list = window.chat_list
+    chat_list.refresh()
+    assert all_within_width(chat_list.list)  # the long title too
+    qtbot.keyClicks(chat_list.search_edit, "lighthouse")
+    qtbot.waitUntil(lambda: chat_list.list.count() == 2 and chat_list.list.item(0).data(MESSAGE_ID) is not None,
+                    timeout=5000)
+    qtbot.wait(50)
+
+    assert chat_list.list.horizontalScrollBarPolicy() == Qt.ScrollBarPolicy.ScrollBarAlwaysOff
+    assert all_within_width(chat_list.list)
+    image = chat_list.list.viewport().grab().toImage()
+    mark = match_colour(window.palette())
+    for row in range(2):
+        rect = chat_list.list.visualItemRect(chat_list.list.item(row))
+        marked = sum(1 for x in range(rect.left(), rect.right(), 2) for y in range(rect.top(), rect.bottom(), 2)
+                     if image.pixelColor(x, y) == mark)
+        assert marked > 10, f"result {row} shows no marked match"
