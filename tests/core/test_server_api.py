@@ -22,8 +22,10 @@ from xvlm_core.cli import main
 from xvlm_core.errors import XvlmError
 from xvlm_core.openai_compat import images as server_images
 from xvlm_core.openai_compat.images import ImageStore
-from xvlm_core.openai_compat.protocol import ApiError, ChatRequest, StopMatcher
-from xvlm_core.openai_compat.server import Api, ServerOptions, Worker, http_server, is_loopback, listen
+from xvlm_core.openai_compat.protocol import ApiError, ChatRequest
+from xvlm_core.openai_compat.server import Api, ServerOptions, http_server, is_loopback, listen
+from xvlm_core.openai_compat.stops import StopMatcher
+from xvlm_core.openai_compat.worker import Worker
 
 HOLD_S = 30.0  # the longest a scripted answer waits to be released or cancelled
 

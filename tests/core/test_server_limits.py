@@ -21,8 +21,9 @@ from test_server_api import HELLO, HOLD_S, ScriptedModel, _wait_for, running
 from xvlm_core.cli import main
 from xvlm_core.generation import TokenPicker
 from xvlm_core.log_lines import LogFormatter, printable
-from xvlm_core.openai_compat import protocol as openai_api
-from xvlm_core.openai_compat.protocol import MAX_STOP_CHARS, ApiError, StopMatcher
+from xvlm_core.openai_compat import stops as stop_module
+from xvlm_core.openai_compat.protocol import MAX_STOP_CHARS, ApiError
+from xvlm_core.openai_compat.stops import StopMatcher
 from xvlm_core.sampling import SamplingSettings
 
 
@@ -82,7 +83,7 @@ def test_a_stop_string_at_the_bound_is_taken():
 
 def _lines_run_in_the_matcher(stops: list[str], deltas: list[str]) -> int:
     """Python lines executed in the stop matcher's module while it takes `deltas`: its work, without a clock."""
-    module = openai_api.__file__
+    module = stop_module.__file__
     count = [0]
 
     def local(frame, event, arg):
@@ -183,6 +184,23 @@ def test_a_client_that_hangs_up_mid_upload_is_one_info_line(caplog):
     assert [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info] == []
     [record] = _request_records(caplog, "499")
     assert record.levelno == logging.INFO and "POST /v1/chat/completions" in record.getMessage()
+
+
+def test_a_client_that_hangs_up_mid_stream_is_one_info_line_and_gives_its_bytes_back(caplog):
+    caplog.set_level(logging.INFO)
+    model = ScriptedModel(hold=True)
+    with running(model) as server:
+        with httpx2.stream("POST", f"{server.url}/chat/completions", json={"messages": HELLO, "stream": True},
+                           timeout=HOLD_S) as response:
+            lines = response.iter_lines()  # kept: a dropped line iterator closes the response
+            assert next(lines).startswith("data: ")  # streaming, then silent: the model holds
+            assert server.api.budget.used > 0
+        assert model.cancelled.wait(HOLD_S)  # the hangup stopped the model, which was not sending anything
+        _wait_for(lambda: _request_records(caplog, "200"), "the request's log line")
+        assert server.api.budget.used == 0
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info] == []
+    [record] = _request_records(caplog, "200")
+    assert record.levelno == logging.INFO and "finish=cancelled" in record.getMessage()
 
 
 def test_a_server_failure_is_one_record_with_its_traceback(caplog, monkeypatch):

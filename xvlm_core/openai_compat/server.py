@@ -1,24 +1,21 @@
 """`xvlm serve`: the OpenAI chat-completions API over HTTP, one model answering one request at a time.
 
-The event loop (Starlette on uvicorn) only parses, queues and streams; one worker thread owns the model and
-answers jobs in arrival order through one chat session, so a client resending a growing conversation reuses
-the KV cache of everything it sent before.
+The event loop (Starlette on uvicorn) only parses, queues and streams; one worker thread (worker.py) owns the
+model and answers jobs in arrival order through one chat session, so a client resending a growing conversation
+reuses the KV cache of everything it sent before.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import logging
-import queue
 import secrets
 import socket
 import sys
-import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -27,11 +24,10 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from xvlm_core.answers import Answer
 from xvlm_core.errors import XvlmError
 from xvlm_core.log_lines import printable
 from xvlm_core.messages import ImageRef
@@ -43,7 +39,6 @@ from xvlm_core.openai_compat.protocol import (
     ChatRequest,
     Completion,
     ImageResolver,
-    StopMatcher,
     chunk_body,
     completion_body,
     completion_id,
@@ -53,7 +48,7 @@ from xvlm_core.openai_compat.protocol import (
     parse_chat_request,
     server_sent_event,
 )
-from xvlm_core.sampling import SamplingSettings
+from xvlm_core.openai_compat.worker import Delta, Done, Event, Failed, ModelRunner, PendingAnswer, Worker, too_slow
 
 log = logging.getLogger("xvlm.serve")
 
@@ -61,7 +56,6 @@ MAX_REQUEST_BYTES = 64 * 1024 * 1024  # a few base64 photos and a long conversat
 # What requests in flight may hold together: bodies while they arrive and are read, then the text each keeps
 # until answered. Four requests of the largest size; beyond it a request gets 503 instead of memory.
 MAX_BYTES_IN_FLIGHT = 4 * MAX_REQUEST_BYTES
-SHUTDOWN_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -82,183 +76,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-# --- The model side: the only code that calls the session ------------------------------------------------
-
-
-class ModelRunner:
-    """One chat session on the loaded model, shared by every request so that common prefixes reuse the cache."""
-
-    def __init__(self, loaded: LoadedModel):
-        from xvlm_core.session import ChatSession
-
-        self.session = ChatSession(loaded)
-
-    def answer(self, request: ChatRequest, cancel: threading.Event) -> Answer:
-        """The session's answer to `request`. Raises XvlmError for a request it cannot answer."""
-        settings = SamplingSettings(
-            max_new_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p, seed=request.seed
-        )
-        return self.session.answer(request.messages, settings, system=request.system, cancel=cancel)
-
-
-# --- The worker thread -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Delta:
-    text: str
-
-
-@dataclass(frozen=True)
-class Done:
-    completion: Completion
-    stop_reason: str
-
-
-@dataclass(frozen=True)
-class Failed:
-    error: ApiError
-
-
-Event = Delta | Done | Failed
-
-
-@dataclass
-class Job:
-    request: ChatRequest
-    deliver: Callable[[Event], None]  # called from the worker thread
-    cancel: threading.Event = field(default_factory=threading.Event)
-    started: threading.Event = field(default_factory=threading.Event)  # the worker has taken it
-
-
-class Worker:
-    """The thread that owns the model: takes jobs in arrival order, one at a time."""
-
-    def __init__(self, answer: Callable[[ChatRequest, threading.Event], Answer],
-                 max_waiting: int):
-        self._answer = answer
-        self._jobs: queue.Queue[Job | None] = queue.Queue(maxsize=max_waiting)
-        self._current: Job | None = None
-        self._thread = threading.Thread(target=self._run, name="xvlm-model", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    @property
-    def waiting(self) -> int:
-        """Jobs queued behind the one being answered."""
-        return self._jobs.qsize()
-
-    def submit(self, job: Job) -> None:
-        try:
-            self._jobs.put_nowait(job)
-        except queue.Full:
-            raise ApiError(
-                429, f"The server is busy: {self._jobs.maxsize} requests are already waiting. Try again shortly.",
-                code="queue_full", kind="rate_limit_error",
-            ) from None
-
-    def stop(self) -> None:
-        """Cancel what runs and what waits, then end the thread."""
-        while True:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                job.cancel.set()
-        if self._current is not None:
-            self._current.cancel.set()
-        self._jobs.put(None)
-        self._thread.join(SHUTDOWN_WAIT_S)
-
-    def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            self._current = job
-            self._serve(job)
-            self._current = None
-
-    def _serve(self, job: Job) -> None:
-        job.started.set()
-        if job.cancel.is_set():  # its client left, or its time ran out, while it waited
-            job.deliver(Failed(ApiError(499, "The request was cancelled before it started.", code="cancelled")))
-            return
-        stops = StopMatcher(job.request.stop)
-        try:
-            answer = self._answer(job.request, job.cancel)
-            for delta in answer:
-                shown = stops.push(delta)
-                if shown:
-                    job.deliver(Delta(shown))
-                if stops.stopped:
-                    job.cancel.set()  # the session stops after this token
-            tail = stops.finish()
-            if tail:
-                job.deliver(Delta(tail))
-            generated = answer.result.stats
-        except XvlmError as exc:
-            job.deliver(Failed(ApiError(400, str(exc))))
-            return
-        except Exception:  # the one catch-all at the worker's edge: the detail goes to the log, not the client
-            log.exception("answering a request failed")
-            job.deliver(Failed(ApiError(500, "The model failed to answer; the server log has the details.",
-                                        kind="server_error", code="model_error")))
-            return
-        finish = "length" if generated.stop_reason == "length" and not stops.stopped else "stop"
-        completion = Completion(stops.text, finish, generated.prompt_tokens, generated.output_tokens,
-                                generated.reused_tokens)
-        stop_reason = "stop_sequence" if stops.stopped else generated.stop_reason
-        job.deliver(Done(completion, stop_reason))
-
-
-class PendingAnswer:
-    """The event loop's side of one job: what the worker reports, within the request's deadline."""
-
-    def __init__(self, request: ChatRequest, deadline: float, timeout_s: float):
-        self._loop = asyncio.get_running_loop()
-        self._events: asyncio.Queue[Event] = asyncio.Queue()
-        self.job = Job(request, self._deliver)
-        self.deadline = deadline
-        self.timeout_s = timeout_s
-        self.outcome: Done | Failed | None = None
-
-    def _deliver(self, event: Event) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._events.put_nowait, event)
-        except RuntimeError:  # the loop is closed: the server is shutting down
-            self.job.cancel.set()
-
-    async def next_event(self) -> Event:
-        """The next event, or ApiError 503 once the deadline passes (the generation is then cancelled)."""
-        try:
-            event = await asyncio.wait_for(self._events.get(), max(self.deadline - time.monotonic(), 0.0))
-        except TimeoutError:
-            self.job.cancel.set()
-            raise _too_slow(self.timeout_s) from None
-        if isinstance(event, Done | Failed):
-            self.outcome = event
-        return event
-
-    async def settle(self) -> None:
-        """Cancel the job; if the worker has taken it, wait (briefly) for its end, so the log line has its counts."""
-        self.job.cancel.set()
-        if not self.job.started.is_set():
-            return  # the worker will skip it
-        with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_WAIT_S):
-            while self.outcome is None:
-                event = await self._events.get()
-                if isinstance(event, Done | Failed):
-                    self.outcome = event
-
-
-def _too_slow(timeout_s: float) -> ApiError:
-    return ApiError(
-        503, f"The answer took longer than this server's limit of {timeout_s:g} s and was stopped. "
-        "Ask for fewer tokens, or try again when the server is less busy.",
-        code="timeout", kind="server_error",
-    )
 
 
 # --- Memory for requests in flight -----------------------------------------------------------------------
@@ -388,7 +205,7 @@ class Api:
         """The image store's resolver, refusing to start another image once the request's time is up."""
         def resolve(url: str, where: str) -> ImageRef:
             if time.monotonic() > deadline:
-                raise _too_slow(self.options.request_timeout_s)
+                raise too_slow(self.options.request_timeout_s)
             return self.images.resolve(url, where)
 
         return resolve
@@ -451,27 +268,22 @@ class Api:
                 event = Failed(exc)
 
 
-class EventStream:
-    """A `text/event-stream` response that cancels its generation the moment the client goes away."""
+class EventStream(StreamingResponse):
+    """The `text/event-stream` answer. Starlette streams it and stops when the client leaves; however it ends, the
+    generation is cancelled, the request's memory claim given back and its log line given the token counts."""
 
     def __init__(self, pending: PendingAnswer, chunks: AsyncGenerator[bytes, None], request: Request, claim: Claim):
+        super().__init__(chunks, media_type="text/event-stream",
+                         headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
         self.pending = pending
         self.chunks = chunks
         self.request = request
         self.claim = claim  # released once the stream ends
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
-                   (b"x-accel-buffering", b"no")]
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            async with anyio.create_task_group() as group:
-                group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
-                async for data in self.chunks:
-                    await send({"type": "http.response.body", "body": data, "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                group.cancel_scope.cancel()
-        except* OSError:  # a server that reports a send to a gone client: the generation is cancelled below
+            await super().__call__(scope, receive, send)
+        except* (OSError, ClientDisconnect):  # a send to a client that is gone: the generation is cancelled below
             pass
         finally:
             self.claim.release()
