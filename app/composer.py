@@ -14,9 +14,21 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import platformdirs
-from PySide6.QtCore import QT_TRANSLATE_NOOP, QBuffer, QByteArray, QIODevice, QMimeData, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import (
+    QT_TRANSLATE_NOOP,
+    QBuffer,
+    QByteArray,
+    QIODevice,
+    QMimeData,
+    QSize,
+    QStandardPaths,
+    Qt,
+    QTimer,
+    Signal,
+)
 from PySide6.QtGui import QImage, QImageReader, QKeyEvent, QPalette, QPixmap
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -45,6 +57,39 @@ MAX_INPUT_LINES = 8
 NOTICE_SHOWN_MS = 10_000
 IMAGE_FILTER = QT_TRANSLATE_NOOP("Composer", "Images (*.png *.jpg *.jpeg *.gif *.bmp *.webp *.tif *.tiff);;"
                                              "All files (*)")
+
+
+ATTACH_FOLDER = "attach folder"  # a place: the folder of the images attached last
+
+
+class Places(Protocol):
+    """Where the person was, kept for the next launch (the history keeps them: History.remembered)."""
+
+    def remembered(self, key: str) -> str: ...
+
+    def remember(self, key: str, value: str) -> None: ...
+
+
+class PlacesInMemory:
+    """Places kept while the window is open, where there is no history to keep them in."""
+
+    def __init__(self) -> None:
+        self._places: dict[str, str] = {}
+
+    def remembered(self, key: str) -> str:
+        return self._places.get(key, "")
+
+    def remember(self, key: str, value: str) -> None:
+        self._places[key] = value
+
+
+def dialog_folder(places: Places, key: str) -> str:
+    """Where a file dialog opens: the folder last used for `key` while it is there, else the pictures folder."""
+    for folder in (places.remembered(key),
+                   QStandardPaths.writableLocation(QStandardPaths.StandardLocation.PicturesLocation)):
+        if folder and Path(folder).is_dir():
+            return folder
+    return str(Path.home())
 
 
 def unreadable_file(path: str) -> str:
@@ -216,6 +261,7 @@ class Composer(QFrame):
         # checked, off the UI thread, and the reference to that copy is what is sent. Without one it is hashed.
         self.prepare_image: Callable[[Path], ImageRef] = ImageRef.from_file
         self.context_length = DEFAULT_CONTEXT  # of the model loaded (set by the window): it bounds the images
+        self.places: Places = PlacesInMemory()  # set by the window to the history, which keeps them
         self.chips: list[ImageChip] = []
         self._checks: set[asyncio.Future] = set()
         self._send_when_checked = False
@@ -379,9 +425,11 @@ class Composer(QFrame):
         self._notice_timer.start(NOTICE_SHOWN_MS)
 
     def choose_image(self) -> None:
-        paths, _filter = QFileDialog.getOpenFileNames(self, translate("Composer", "Attach images"), "",
+        paths, _filter = QFileDialog.getOpenFileNames(self, translate("Composer", "Attach images"),
+                                                      dialog_folder(self.places, ATTACH_FOLDER),
                                                       translate("Composer", IMAGE_FILTER))
         if paths:
+            self.places.remember(ATTACH_FOLDER, str(Path(paths[-1]).parent))
             self.attach_paths(paths)
 
     def attach_images(self, images: Sequence[ImageRef]) -> None:

@@ -177,6 +177,7 @@ class MainWindow(QMainWindow):
         self.view = ConversationView(self.controller)
         self.composer = Composer()
         self.composer.prepare_image = self.history.prepare_image
+        self.composer.places = self.history  # the folder of the last pictures attached, kept for the next launch
         chat_page = QWidget()
         chat_layout = QVBoxLayout(chat_page)
         chat_layout.setContentsMargins(0, 0, 0, 0)

@@ -4,6 +4,7 @@ timings and get a title of their own, every chat has an icon, file dialogs start
 from __future__ import annotations
 
 from fakes import FakeSession, fake_load
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog
 from test_window import ask, wait_answered
 
@@ -162,3 +163,28 @@ def test_search_results_mark_the_match_and_never_scroll_sideways(qtbot, make_win
         marked = sum(1 for x in range(rect.left(), rect.right(), 2) for y in range(rect.top(), rect.bottom(), 2)
                      if image.pixelColor(x, y) == mark)
         assert marked > 10, f"result {row} shows no marked match"
+
+
+def test_the_attach_dialog_starts_in_the_pictures_folder_then_where_the_last_picture_was(
+        qtbot, make_window, tmp_path, images_dir, monkeypatch):
+    from PySide6.QtCore import QStandardPaths
+    from test_window import wait_image_checked
+
+    pictures = tmp_path / "Pictures"
+    pictures.mkdir()
+    monkeypatch.setattr(QStandardPaths, "writableLocation", lambda _location: str(pictures))
+    opened_in = []
+
+    def pick(_parent, _caption, folder, _filter):
+        opened_in.append(folder)
+        return [str(images_dir / "gradient_square.png")], ""
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames", pick)
+    window = relaunch(make_window, tmp_path)
+    qtbot.mouseClick(window.composer.attach_button, Qt.MouseButton.LeftButton)
+    wait_image_checked(qtbot, window)
+    window.close()
+
+    again = relaunch(make_window, tmp_path)
+    qtbot.mouseClick(again.composer.attach_button, Qt.MouseButton.LeftButton)
+    assert opened_in == [str(pictures), str(images_dir)]
