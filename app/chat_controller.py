@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
 from PySide6.QtCore import QObject, Signal
+from xvlm_core.errors import Problem  # torch-free
 from xvlm_core.messages import ImageRef, Message, Status
 from xvlm_core.sampling import SamplingSettings
 
-from app.advice import window_advice
+from app.error_text import error_text
 from app.history.records import auto_title
 from app.history.service import LAST_OPEN_CHAT, History
 from app.i18n import translate
@@ -65,7 +66,7 @@ class ChatController(QObject):
     model_phase_changed = Signal(object)  # ModelPhase
     load_stage_changed = Signal(str)
     model_loaded = Signal(dict)  # the model's summary: name, device, dtype, memory_mb, ...
-    model_failed = Signal(str)
+    model_failed = Signal(object)  # Problem, as the worker gave it
     conversation_replaced = Signal()  # a new chat, or messages removed: draw everything again
     message_added = Signal(int)  # index into `messages`
     message_changed = Signal(int)  # text grew, or status changed
@@ -361,7 +362,8 @@ class ChatController(QObject):
         else:
             self._finish(message, status)
 
-    def _on_failed(self, request_id: int, error: str) -> None:
+    def _on_failed(self, request_id: int, problem: Problem) -> None:
+        error = error_text(problem).sentence()
         background = self._background.pop(request_id, None)
         if background is not None:
             self._finish_background(background, Status.FAILED, error)
@@ -392,12 +394,12 @@ class ChatController(QObject):
         if self.busy and self.messages[-1].status is Status.WAITING:
             self._ask()
 
-    def fail_load(self, error: str) -> None:
+    def fail_load(self, problem: Problem) -> None:
         """The model could not be loaded (or even looked for): say why, and fail a question waiting for it.
-        `model_failed` carries the core's own words; the answer's line gives the window's advice (app/advice.py)."""
-        self.model_error, self.load_stage = window_advice(error).text, ""
+        `model_failed` carries the problem; the answer's line says it in the window's words (app/error_text.py)."""
+        self.model_error, self.load_stage = error_text(problem).sentence(), ""
         self._set_phase(ModelPhase.FAILED)
-        self.model_failed.emit(error)
+        self.model_failed.emit(problem)
         if self.busy and self._active is None:
             self._finish(self.messages[-1], Status.FAILED, self._no_model_message())
 

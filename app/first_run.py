@@ -31,7 +31,9 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from xvlm_core.errors import Remedy, problem_of  # torch-free
 
+from app.error_text import error_text
 from app.i18n import translate
 from app.worker import import_core
 
@@ -495,16 +497,12 @@ class FirstRunPage(QWidget):
         self._retry_timer.stop()
 
     def _failed(self, exc: Exception, during_download: bool = False) -> None:
-        """Say what went wrong; Retry plans again (and downloads again if that is what failed)."""
-        from xvlm_core.errors import XvlmError
-
-        if isinstance(exc, XvlmError):
-            message = str(exc)
-        else:
+        """Say what went wrong (a translated headline, then the hub's details); Retry plans again (and downloads
+        again if that is what failed)."""
+        problem = problem_of(exc)
+        if problem.code is Remedy.SEE_LOG:
             log.error("first-run step failed", exc_info=exc)
-            message = translate("FirstRunPage", "Something went wrong ({error}). The details are in the log.").format(
-                error=type(exc).__name__)
-        self.status_label.setText(message)
+        self.status_label.setText(error_text(problem).sentence("\n"))
         if self._plan is None:
             self.size_label.setText(translate("FirstRunPage", "Not known: the model hub has not said"))
 

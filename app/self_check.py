@@ -34,6 +34,7 @@ from PySide6.QtCore import (
 )
 from PySide6.QtGui import QIcon, QImage, QImageReader, QImageWriter
 from PySide6.QtWidgets import QApplication
+from xvlm_core.errors import Problem, Remedy
 from xvlm_core.load_options import LoadOptions
 from xvlm_core.messages import ImageRef, Message
 from xvlm_core.sampling import SamplingSettings
@@ -307,19 +308,19 @@ class _Driver(QObject):
         self.text, self.stats = text, stats
         self.loop.quit()
 
-    @Slot(int, str)
-    def on_answer_failed(self, _request_id: int, message: str) -> None:
-        self.on_failed(message)
+    @Slot(int, object)
+    def on_answer_failed(self, _request_id: int, problem: Problem) -> None:
+        self.on_failed(problem)
 
-    @Slot(str)
-    def on_failed(self, message: str) -> None:
-        self.error = message
+    @Slot(object)
+    def on_failed(self, problem: Problem) -> None:
+        self.error = problem.details
         self.loop.quit()
 
 
 class _LastError(logging.Handler):
-    """Keeps the exception behind the worker's message for people ("Something went wrong in the model
-    (ImportError)"): a broken build needs the module's name."""
+    """Keeps the exception behind an error the worker has no words for (its details are only "ImportError"): a
+    broken build needs the module's name."""
 
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
@@ -354,7 +355,7 @@ def _ask_the_worker(model: str, vision_tower: str | None, image: Path, last_erro
     )
     driver = _Driver(worker, request, loop)
     timer = QTimer(singleShot=True, interval=TIMEOUT_S * 1000)
-    timer.timeout.connect(lambda: driver.on_failed(f"no answer within {TIMEOUT_S} s"))
+    timer.timeout.connect(lambda: driver.on_failed(Problem(Remedy.NONE, f"no answer within {TIMEOUT_S} s")))
 
     started = time.perf_counter()
     model_thread.start()

@@ -7,11 +7,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
+from xvlm_core.errors import problem_of  # torch-free
 from xvlm_core.load_options import NONE_GIVEN, LoadOptions
 
 from app.chat_controller import ChatController
 from app.first_run import FirstRunPage, HubDownloads, locate_model
-from app.i18n import translate
 from app.settings import AppSettings, Settings
 from app.worker import LoadRequest
 
@@ -48,8 +48,7 @@ class ModelStartup:
             target, spec = await asyncio.get_running_loop().run_in_executor(None, locate_model, model, self.downloads)
         except Exception as exc:  # the model hub's lookup: report it, and offer the settings
             log.exception("looking for the model failed")
-            self.controller.fail_load(translate("ModelStartup", "Could not look for the model: {reason}")
-                                      .format(reason=exc))
+            self.controller.fail_load(problem_of(exc))
             return
         if target is None:
             self.show_first_run(True)

@@ -37,15 +37,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 from xvlm_core import __version__
+from xvlm_core.errors import Problem  # torch-free
 from xvlm_core.load_options import NONE_GIVEN, LoadOptions
 from xvlm_core.messages import DEFAULT_CONTEXT, ImageRef, Status
 
 from app import APP_NAME
-from app.advice import window_advice
 from app.chat_controller import ChatController, ModelPhase
 from app.chat_list import ChatList
 from app.composer import Composer, mime_has_attachment
 from app.conversation_view import ConversationView
+from app.error_text import error_text
 from app.first_run import FirstRunPage, HubDownloads
 from app.history.service import History
 from app.i18n import translate
@@ -63,7 +64,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SIZE = QSize(1100, 780)
 STATUS_SHOWN_MS = 8000  # a passing message in the status bar
-# The banner's button for a failed load whose fix is one setting (see app/advice.py).
+# The banner's button for a failed load whose fix is one setting (see app/error_text.py).
 SETTING_BUTTONS = {"model": QT_TRANSLATE_NOOP("MainWindow", "Choose Model…"),
                    "vision_tower": QT_TRANSLATE_NOOP("MainWindow", "Choose Vision Tower…"),
                    "device": QT_TRANSLATE_NOOP("MainWindow", "Choose Device…"),
@@ -578,10 +579,10 @@ class MainWindow(QMainWindow):
         self.device_label.setText(f"{summary.get('device', '')} · {summary.get('dtype', '')}{weights}")
         self.memory_label.setText(human_megabytes(float(summary.get("memory_mb", 0.0))))
 
-    def _on_model_failed(self, error: str) -> None:
+    def _on_model_failed(self, problem: Problem) -> None:
         self.model_label.setText(translate("MainWindow", "No model loaded"))
         self.load_progress.hide()
-        advice = window_advice(error)
+        advice = error_text(problem)  # a translated headline on its line, then the model stack's details
         actions: list[tuple[str, object]] = [(translate("MainWindow", "Settings…"), self.open_settings)]
         if advice.setting in SETTING_BUTTONS:
             actions = [(translate("MainWindow", SETTING_BUTTONS[advice.setting]),
@@ -589,7 +590,8 @@ class MainWindow(QMainWindow):
         actions += [(translate("MainWindow", "Retry"), self.reload_model),
                     (translate("MainWindow", "Open Log Folder"), self.open_log_folder)]
         self.banner.show_message(translate("MainWindow", "<b>The model could not be loaded.</b> {reason}")
-                                 .format(reason=html.escape(advice.text)), actions)
+                                 .format(reason="<br>".join(html.escape(part) for part in
+                                                            (advice.headline, advice.details) if part)), actions)
 
     def bring_to_front(self) -> None:
         if self.isMinimized():

@@ -26,6 +26,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 from xvlm_core.answers import AnsweringSession, LoadedEngine  # torch-free
+from xvlm_core.errors import Problem, Remedy, problem_of  # torch-free
 from xvlm_core.load_options import LoadOptions  # torch-free
 from xvlm_core.messages import Message  # torch-free
 from xvlm_core.sampling import SamplingSettings  # torch-free
@@ -68,20 +69,6 @@ def import_core(module: str) -> Any:
         return importlib.import_module(module)
 
 
-def describe_failure(exc: BaseException) -> str:
-    """A sentence for a person about an exception the core did not word itself."""
-    from xvlm_core.errors import XvlmError
-
-    if isinstance(exc, XvlmError):
-        return str(exc)
-    if isinstance(exc, MemoryError) or "OutOfMemory" in type(exc).__name__ or "out of memory" in str(exc).lower():
-        return translate("ModelWorker", "The model ran out of memory. Close other programs, or in Settings choose "
-                                        "8-bit weights, a smaller number format or the CPU, or start a new chat "
-                                        "(shorter conversations need less memory).")
-    return translate("ModelWorker", "Something went wrong in the model ({error}). The details are in the log: "
-                                    "Help → Open Log Folder.").format(error=type(exc).__name__)
-
-
 def _default_load(request: LoadRequest, on_stage: Callable[[str], None]) -> LoadedEngine:
     if request.server:
         from app.remote_model import connect
@@ -106,11 +93,11 @@ class ModelWorker(QObject):
 
     stage_changed = Signal(str)  # "Loading the vision tower…"
     loaded = Signal(dict)  # LoadedModel.summary()
-    load_failed = Signal(str)
+    load_failed = Signal(object)  # Problem: what a person can do (its code), and what happened
     devices_found = Signal(list)  # [(value, label)]
     chunk_ready = Signal(int, str)  # request id, the text added since the last chunk
     answer_finished = Signal(int, str, dict)  # request id, the whole answer, stats (+ "memory_mb")
-    answer_failed = Signal(int, str)  # request id, a message for a person
+    answer_failed = Signal(int, object)  # request id, Problem
 
     def __init__(
         self,
@@ -145,7 +132,7 @@ class ModelWorker(QObject):
             summary = dict(loaded.summary())
         except Exception as exc:  # the worker's edge: everything below speaks in specific errors
             log.exception("loading %s failed", request.options.model)
-            self.load_failed.emit(describe_failure(exc))
+            self.load_failed.emit(problem_of(exc))
             return
         self._loaded, self._session = loaded, session
         log.info("model loaded: %s", summary)
@@ -154,7 +141,8 @@ class ModelWorker(QObject):
     @Slot(object)
     def generate(self, request: AnswerRequest) -> None:
         if self._session is None:
-            self.answer_failed.emit(request.request_id, translate("ModelWorker", "No model is loaded yet."))
+            self.answer_failed.emit(request.request_id,
+                                    Problem(Remedy.NONE, translate("ModelWorker", "No model is loaded yet.")))
             return
         self._current_cancel = request.cancel
         try:
@@ -162,7 +150,7 @@ class ModelWorker(QObject):
             stats["memory_mb"] = self._loaded.summary()["memory_mb"]
         except Exception as exc:  # the worker's edge
             log.exception("answer %d failed", request.request_id)
-            self.answer_failed.emit(request.request_id, describe_failure(exc))
+            self.answer_failed.emit(request.request_id, problem_of(exc))
         else:
             self.answer_finished.emit(request.request_id, text, stats)
         finally:

@@ -123,4 +123,4 @@ def problem_of(exc: BaseException) -> Problem:
     known = known_error(exc)
     if known is not None:
         return known.problem
-    return Problem(Remedy.SEE_LOG, f"Something went wrong that has no message of its own ({type(exc).__name__}).")
+    return Problem(Remedy.SEE_LOG, type(exc).__name__)  # its message may hold anything: it goes to the log

@@ -10,6 +10,7 @@ from PySide6.QtCore import QObject, Signal, Slot
 from app.chat_controller import ChatController, ModelPhase
 from app.settings import AppSettings, Settings, SettingsFile
 from app.worker import AnswerRequest, LoadRequest
+from xvlm_core.errors import Problem, Remedy
 from xvlm_core.load_options import LoadOptions
 from xvlm_core.messages import ImageRef, Status
 from xvlm_core.sampling import SamplingSettings
@@ -25,10 +26,10 @@ class ScriptedWorker(QObject):
 
     stage_changed = Signal(str)
     loaded = Signal(dict)
-    load_failed = Signal(str)
+    load_failed = Signal(object)  # Problem
     chunk_ready = Signal(int, str)
     answer_finished = Signal(int, str, dict)
-    answer_failed = Signal(int, str)
+    answer_failed = Signal(int, object)
 
     def __init__(self):
         super().__init__()
@@ -126,7 +127,7 @@ def test_a_failed_load_fails_the_waiting_answer_with_the_reason():
     controller, worker = make()
     controller.load_model(LoadRequest(LoadOptions("model")))
     controller.send("Hi")
-    worker.load_failed.emit("The checkpoint file is incomplete.")
+    worker.load_failed.emit(Problem(Remedy.NONE, "The checkpoint file is incomplete."))
     assert controller.phase is ModelPhase.FAILED
     assert controller.messages[-1].status == Status.FAILED
     assert "The checkpoint file is incomplete." in controller.messages[-1].error
@@ -169,7 +170,7 @@ def test_an_answer_that_failed_before_any_text_is_left_out_of_the_next_prompt():
     controller, worker = make()
     loaded(controller, worker)
     controller.send("One")
-    worker.answer_failed.emit(worker.requests[0].request_id, "Out of memory.")
+    worker.answer_failed.emit(worker.requests[0].request_id, Problem(Remedy.FREE_MEMORY, "Out of memory."))
     controller.send("Two")
     assert [(turn.role, turn.text) for turn in worker.requests[1].messages] == [("user", "One"), ("user", "Two")]
 

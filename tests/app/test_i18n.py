@@ -35,14 +35,15 @@ from app.i18n import install_translators
 from app.settings import Settings, SettingsFile
 from app.settings_dialog import SettingsDialog
 from app.worker import ModelWorker
+from xvlm_core.errors import Problem, Remedy
 from xvlm_core.messages import Status
 
 OPEN, CLOSE = "⟦", "⟧"
 _MARKED = re.compile(f"{OPEN}[^{OPEN}{CLOSE}]*{CLOSE}")
 _TAG = re.compile(r"<[^>]+>")
 # Data, not interface: numbers and sizes, file names and paths, the dtypes and devices' own names, the languages
-# named in themselves, and the model stack's (English) sentences, which these states show.
-_DATA = re.compile(r"[\d.,]+|[KMG]?B(/s)?|\S+\.(png|safetensors)|/\S*|(b?float\d+|CPU|cpu|English|简体中文)"
+# named in themselves, an exception's type, and the model stack's (English) sentences, which these states show.
+_DATA = re.compile(r"[\d.,]+|[KMG]?B(/s)?|\S+\.(png|safetensors)|/\S*|(b?float\d+|CPU|cpu|English|简体中文|\w+Error)"
                    r"|Esc|.*(fake-model|xmodel-vlm-tiny|Xmodel-VLM|XiaoduoAILab|Cannot reach the model hub).*|…")
 
 
@@ -141,7 +142,8 @@ def test_every_text_of_the_chat_window_goes_through_translation(qtbot, pseudo, m
     said = [regenerate_tooltip(0.0), regenerate_tooltip(0.7), dropped_notice(1), dropped_notice(3),
             answer_footer(replace(window.controller.messages[-1], status=Status.STOPPED))]
     assert [untranslated(text) for text in said] == [""] * len(said)
-    window._on_model_failed("")  # the banner and its buttons; the model stack's reason itself stays English
+    window._on_model_failed(Problem(Remedy.SEE_LOG, "KeyError"))  # the banner, its headline and buttons; the
+    # model stack's details themselves stay English
     assert untranslatable(window.banner) == []
     window.chat_list.delete(window.controller.chat_id)  # the Undo bar
     assert untranslatable(window.chat_list) == []

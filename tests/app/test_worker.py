@@ -8,7 +8,9 @@ import pytest
 from fakes import FakeSession, Recorder, SlowSession, fake_load
 from PySide6.QtCore import QObject, Signal
 
-from app.worker import AnswerRequest, LoadRequest, ModelThread, ModelWorker, describe_failure
+from app.error_text import error_text
+from app.worker import AnswerRequest, LoadRequest, ModelThread, ModelWorker
+from xvlm_core.errors import Problem, Remedy
 from xvlm_core.load_options import LoadOptions
 from xvlm_core.messages import ImageRef, Message
 from xvlm_core.sampling import SamplingSettings
@@ -105,8 +107,9 @@ def test_a_bad_model_folder_fails_with_a_message_for_people(qtbot, run_worker, t
     caller, seen = run_worker(ModelWorker())
     caller.load.emit(LoadRequest(LoadOptions(str(tmp_path), device="cpu")))
     qtbot.waitUntil(lambda: bool(seen["load_failed"]), timeout=20_000)
-    (message,) = seen["load_failed"][0]
-    assert str(tmp_path) in message and "Traceback" not in message
+    (problem,) = seen["load_failed"][0]
+    assert problem.code is Remedy.CHOOSE_MODEL
+    assert str(tmp_path) in problem.details and "Traceback" not in problem.details
     assert not seen["loaded"]
 
 
@@ -114,24 +117,35 @@ def test_an_unexpected_error_is_caught_at_the_edge_and_logged(qtbot, run_worker,
     caller, seen = run_worker(ModelWorker(load=fake_load(error=KeyError("weights"))))
     caller.load.emit(LoadRequest(LoadOptions("fake")))
     qtbot.waitUntil(lambda: bool(seen["load_failed"]))
-    (message,) = seen["load_failed"][0]
-    assert "KeyError" in message and "log" in message
+    (problem,) = seen["load_failed"][0]
+    assert problem == Problem(Remedy.SEE_LOG, "KeyError")
+    assert "log" in error_text(problem).headline
     assert any(record.exc_info and record.exc_info[0] is KeyError for record in caplog.records)
 
 
-def test_out_of_memory_says_what_to_do():
-    class OutOfMemoryError(RuntimeError):  # what torch raises, by name
-        pass
+def test_out_of_memory_is_known_by_its_type_and_says_what_to_do(qtbot, run_worker):
+    import torch
 
-    message = describe_failure(OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
-    assert "ran out of memory" in message and "CPU" in message
+    caller, seen = run_worker(ModelWorker(load=fake_load(error=torch.OutOfMemoryError("CUDA out of memory."))))
+    caller.load.emit(LoadRequest(LoadOptions("fake")))
+    qtbot.waitUntil(lambda: bool(seen["load_failed"]))
+    (problem,) = seen["load_failed"][0]
+    assert problem == Problem(Remedy.FREE_MEMORY, "The model ran out of memory (OutOfMemoryError: CUDA out of memory).")
+    assert "CPU" in error_text(problem).headline
+
+
+def test_words_alone_are_not_out_of_memory(qtbot, run_worker):
+    caller, seen = run_worker(ModelWorker(load=fake_load(error=RuntimeError("MPS backend out of memory"))))
+    caller.load.emit(LoadRequest(LoadOptions("fake")))
+    qtbot.waitUntil(lambda: bool(seen["load_failed"]))
+    assert seen["load_failed"][0][0].code is Remedy.SEE_LOG
 
 
 def test_generate_before_load_fails_politely(qtbot, run_worker):
     caller, seen = run_worker(ModelWorker(load=fake_load()))
     caller.generate.emit(AnswerRequest(3, (Message("user", "hi"),)))
     qtbot.waitUntil(lambda: bool(seen["answer_failed"]))
-    assert seen["answer_failed"] == [(3, "No model is loaded yet.")]
+    assert seen["answer_failed"] == [(3, Problem(Remedy.NONE, "No model is loaded yet."))]
 
 
 def test_stopping_the_thread_cancels_a_running_answer(qtbot):
