@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import threading
 import time
 from collections import OrderedDict
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+from transformers import LlamaForCausalLM
 
 from xvlm_core.answers import Answer, AnswerResult, GenerationStats
 from xvlm_core.config import IMAGE_TOKEN_INDEX
@@ -33,6 +35,9 @@ from xvlm_core.sampling import SamplingSettings
 
 # One cache position: a token id, or (image hash, index of the embedding within that image).
 Position = Hashable
+# transformers 5.24 renamed the forward's `past_key_values` to `cache`; the releases before take the old name and
+# drop an unknown keyword silently (every answer but its first token would then be wrong).
+CACHE_KEYWORD = "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
 # Positions per forward pass of the prefill: Stop is checked between passes, so it waits for one at most.
 PREFILL_CHUNK = 256
 # Images whose embeddings a session keeps (~0.6 MB each at full size): a long chat, or a server's many
@@ -174,7 +179,7 @@ class ChatSession:
                 _check(job.cancel)
                 chunk = embeds[:, start : start + PREFILL_CHUNK]  # [1, <= PREFILL_CHUNK, hidden]
                 out = self.loaded.model.language_model(
-                    inputs_embeds=chunk, cache=self.cache, use_cache=True, logits_to_keep=1
+                    inputs_embeds=chunk, **{CACHE_KEYWORD: self.cache}, use_cache=True, logits_to_keep=1
                 )
                 self.cached = sequence[: reused + start + chunk.shape[1]]
         return out.logits[:, -1].float()
