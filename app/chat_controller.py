@@ -44,8 +44,9 @@ REGENERATE_TOP_P = 0.9
 
 
 def regenerate_sampling(settings: Settings) -> SamplingSettings:
-    """The sampling for Regenerate: the chat's own, with a new seed; at temperature 0, sampled at
-    REGENERATE_TEMPERATURE and REGENERATE_TOP_P, so that the answer can differ. Normal answers stay greedy."""
+    """The sampling for Regenerate: the one in Settings (as for every answer), with a new seed; at temperature 0,
+    sampled at REGENERATE_TEMPERATURE and REGENERATE_TOP_P, so that the answer can differ. Normal answers stay
+    greedy."""
     sampling = replace(settings.sampling(), seed=random.randrange(2**31))
     if sampling.greedy:
         sampling = replace(sampling, temperature=REGENERATE_TEMPERATURE, top_p=min(sampling.top_p, REGENERATE_TOP_P))
