@@ -18,6 +18,7 @@ from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
+    QBoxLayout,
     QFileDialog,
     QFormLayout,
     QFrame,
@@ -78,12 +79,17 @@ class HubDownloads:
         return import_core("xvlm_core.hub").looks_like_repo_id(name)
 
 
+def local_folder(name: str) -> str | None:
+    """`name` as a folder on this machine, if it is one; None for a hub repo id, "" or a path that is not there."""
+    return str(Path(name).expanduser()) if name and Path(name).expanduser().exists() else None
+
+
 def locate_model(name: str, downloads: HubDownloads) -> tuple[str | None, Any]:
     """(what to load, None) when the model is on this machine, else (None, the spec to download). No network.
 
     `name` is a folder, a hub repo id, or "" for the default model.
     """
-    if name and (Path(name).expanduser().exists() or not downloads.looks_like_repo_id(name)):
+    if local_folder(name) or (name and not downloads.looks_like_repo_id(name)):
         return str(Path(name).expanduser()), None  # a folder (a wrong one fails to load, with the reason)
     spec = downloads.spec(name)
     folder = downloads.installed_folder(spec)
@@ -127,9 +133,11 @@ class FirstRunPage(QWidget):
 
     The states, each with its own sentence and buttons: checking what to download (Cancel), waiting to try the
     hub again (Cancel), ready (Download, or Resume when part of it is here), downloading (Cancel), paused
-    (Resume), failed (Retry). "Use a folder I already have…" works in all of them but a running download.
+    (Resume), failed (Retry). "Use a folder I already have…" works in all of them but a running download;
+    "Use a model server…" in all of them (`server_requested`: the window asks for the server, then `give_way`).
     """
 
+    server_requested = Signal()
     endpoint_changed = Signal(str)
     download_started = Signal()
     download_stopped = Signal()  # finished, failed or cancelled
@@ -142,7 +150,7 @@ class FirstRunPage(QWidget):
         self.downloads = downloads
         self._spec: Any = None
         self._plan: Any = None
-        self._ready: asyncio.Future[str] | None = None
+        self._ready: asyncio.Future[str | None] | None = None
         self._cancel: threading.Event | None = None
         self._planning: asyncio.Task | None = None
         self._planning_cancel = threading.Event()  # stops the planning thread itself, not only the wait for it
@@ -212,17 +220,28 @@ class FirstRunPage(QWidget):
         self.cancel_button = QPushButton(translate("FirstRunPage", "&Cancel"))
         self.retry_button = QPushButton(translate("FirstRunPage", "&Retry"))
         self.folder_button = QPushButton(translate("FirstRunPage", "&Use a folder I already have…"))
+        self.server_button = QPushButton(translate("FirstRunPage", "Use a model &server…"))
+        self.server_button.setToolTip(translate("FirstRunPage", "Answer with the model on another computer (xvlm "
+                                                                "serve, vLLM, LM Studio…): nothing is downloaded"))
         self.download_button.clicked.connect(lambda: self._spawn(self._download()))
         self.cancel_button.clicked.connect(self.cancel)
         self.retry_button.clicked.connect(self._retry)
         self.folder_button.clicked.connect(self._choose_folder)
+        self.server_button.clicked.connect(self.server_requested)
+        # The other ways to a model, beside the download's buttons when they fit, else on a line of their own
+        # (one above the other when even that is too narrow).
+        self.alternatives = QWidget()
+        self._alternatives_layout = QBoxLayout(QBoxLayout.Direction.LeftToRight, self.alternatives)
+        self._alternatives_layout.setContentsMargins(0, 0, 0, 0)
+        self._alternatives_layout.addWidget(self.folder_button)
+        self._alternatives_layout.addWidget(self.server_button)
         buttons = QHBoxLayout()
         buttons.addWidget(self.download_button)
         buttons.addWidget(self.cancel_button)
         buttons.addWidget(self.retry_button)
         buttons.addStretch(1)
         self._buttons_row = buttons
-        self._second_row = QHBoxLayout()  # the folder button, when the card is too narrow for one row
+        self._second_row = QHBoxLayout()
         self._second_row.addStretch(1)
 
         self.card = QFrame()
@@ -275,27 +294,33 @@ class FirstRunPage(QWidget):
         self._arrange_buttons()
 
     def _arrange_buttons(self) -> None:
-        """The folder button beside the others when they fit on one line, else on a line of its own."""
+        """The folder and server buttons beside the others when all fit on one line, else on a line of their own,
+        else one above the other."""
         margins = self.card.layout().contentsMargins()
         inner = self.card.width() - margins.left() - margins.right()
-        shown = [button for button in (self.download_button, self.cancel_button, self.retry_button,
-                                       self.folder_button) if not button.isHidden()]
         spacing = max(0, self._buttons_row.spacing())
-        one_line = sum(button.sizeHint().width() + spacing for button in shown) <= inner
+        alternatives = sum(button.sizeHint().width() + spacing for button in (self.folder_button, self.server_button))
+        shown = [button for button in (self.download_button, self.cancel_button, self.retry_button)
+                 if not button.isHidden()]
+        one_line = sum(button.sizeHint().width() + spacing for button in shown) + alternatives <= inner
+        self._alternatives_layout.setDirection(QBoxLayout.Direction.LeftToRight if alternatives <= inner
+                                               else QBoxLayout.Direction.TopToBottom)
         target = self._buttons_row if one_line else self._second_row
-        if target.indexOf(self.folder_button) < 0:
+        if target.indexOf(self.alternatives) < 0:
             other = self._second_row if one_line else self._buttons_row
-            other.removeWidget(self.folder_button)
-            target.addWidget(self.folder_button)
+            other.removeWidget(self.alternatives)
+            target.addWidget(self.alternatives)
 
     # -- the flow ------------------------------------------------------------------------------------------
 
-    async def obtain(self, spec: Any, resume: bool = False) -> str:
-        """Stay on this page until the model is on disk; return the folder to load.
+    async def obtain(self, spec: Any, resume: bool = False) -> str | None:
+        """Stay on this page until the model is on disk; return the folder to load, or None when a model server
+        was chosen instead (`give_way`).
 
         resume: a download was under way when the app last closed, so continue it without asking.
         """
         self._spec = spec
+        self.picked_folder = False
         self._ready = asyncio.get_running_loop().create_future()
         self._show_local_facts(spec)
         self._start_planning(then_download=resume)
@@ -393,6 +418,13 @@ class FirstRunPage(QWidget):
             self.size_label.setText(translate("FirstRunPage", "Not known: the model hub has not said"))
             self._retry_downloads = False
             self._set_buttons(download=False, cancel=False, retry=True)
+
+    def give_way(self) -> None:
+        """The model comes from a server now: stop asking the hub (a download pauses, to resume another time) and
+        stop waiting, so `obtain` returns None."""
+        self.cancel()
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(None)
 
     def _choose_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, translate("FirstRunPage",

@@ -153,9 +153,9 @@ def run(args: argparse.Namespace) -> int:
 
     reporter.problem.connect(window.show_error)
     instance.launched_again.connect(window.launched_again)
+    start = window.start(launch.options)  # first: the window opens on the page start-up knows comes first
     window.show()
     log.info("window shown")
-    start = loop.create_task(window.start(launch.options))
     if launch.files:
         loop.call_soon(window.open_files, list(launch.files))
 

@@ -1,4 +1,5 @@
-"""Settings → "Use a model server": the address, the API key and the model, picked from the server's list."""
+"""Settings → "Use a model server": the address, the API key and the model, picked from the server's list; and the
+same fields in a dialog of their own, for the first-run page's "Use a model server…"."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtWidgets import (
     QComboBox,
+    QDialog,
+    QDialogButtonBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -84,7 +88,7 @@ class ServerSettingsBox(QGroupBox):
             return
         # (cancelled, the widgets may be gone: no `finally` touches them)
         self.fetch_button.setEnabled(True)
-        names = [card["id"] for card in cards]
+        names = [card.id for card in cards]
         current = self.model_combo.currentText()
         self.model_combo.clear()
         self.model_combo.addItems(names)
@@ -97,3 +101,38 @@ class ServerSettingsBox(QGroupBox):
         return replace(settings, use_server=self.isChecked(), server_url=self.address_edit.text().strip(),
                        server_model=self.model_combo.currentText().strip(),
                        server_api_key=self.key_edit.text().strip())
+
+
+class ServerDialog(QDialog):
+    """"Use a model server": the server's fields alone, on, for a computer without the model; OK once there is an
+    address. `result_settings(settings)` gives the settings that use it."""
+
+    def __init__(self, settings: Settings, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle(translate("ServerSettingsBox", "Use a model server"))
+        self.setMinimumWidth(460)
+        intro = QLabel(translate("ServerSettingsBox", "The chat answers with a model on another computer (xvlm serve, "
+                                                      "vLLM, LM Studio…); nothing is downloaded here. You can change "
+                                                      "this later in Settings."))
+        intro.setWordWrap(True)
+        self.box = ServerSettingsBox(replace(settings, use_server=True), self)
+        self.box.setCheckable(False)  # on: that is what this dialog is for
+        self.box.setTitle("")
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setText(translate("ServerSettingsBox",
+                                                                                  "&Use This Server"))
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        self.box.address_edit.textChanged.connect(self._update_ok)
+        layout = QVBoxLayout(self)
+        layout.addWidget(intro)
+        layout.addWidget(self.box)
+        layout.addWidget(self.buttons)
+        self._update_ok()
+        self.box.address_edit.setFocus()
+
+    def _update_ok(self) -> None:
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(bool(self.box.address_edit.text().strip()))
+
+    def result_settings(self, settings: Settings) -> Settings:
+        return replace(self.box.result_settings(settings), use_server=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -11,51 +12,76 @@ from xvlm_core.errors import problem_of  # torch-free
 from xvlm_core.load_options import NONE_GIVEN, LoadOptions
 
 from app.chat_controller import ChatController
-from app.first_run import FirstRunPage, HubDownloads, locate_model
+from app.first_run import FirstRunPage, HubDownloads, local_folder, locate_model
 from app.settings import AppSettings, Settings
 from app.worker import LoadRequest
 
 log = logging.getLogger(__name__)
 
 
-class ModelStartup:
-    """The start-up flow: locate -> (first-run page: download or pick a folder) -> load, and reloads after that.
+class Page(enum.Enum):
+    """What the window shows while the model is found: a neutral page until start-up knows, then one of the others."""
 
-    `show_first_run(True)` asks the window to show the first-run page, `show_first_run(False)` the chat again.
+    STARTING = "starting"
+    FIRST_RUN = "first_run"
+    CHAT = "chat"
+
+
+class ModelStartup:
+    """The start-up flow: locate -> (first-run page: download, pick a folder or a server) -> load, and reloads.
+
+    `show_page(page)` asks the window to show that page.
     """
 
     def __init__(self, settings: AppSettings, controller: ChatController, downloads: HubDownloads,
-                 first_run: FirstRunPage, show_first_run: Callable[[bool], None]):
+                 first_run: FirstRunPage, show_page: Callable[[Page], None]):
         self.settings = settings
         self.controller = controller
         self.downloads = downloads
         self.first_run = first_run
-        self.show_first_run = show_first_run
+        self.show_page = show_page
         self._overrides = LoadOptions()  # from the command line, for this run only
         self._current_model: str | None = None  # what was last loaded (a folder or a repo id)
         self._asked: LoadOptions | None = None  # start()'s options, last time
+        self._starts = 0  # how many times start() began: a later one takes over from an earlier one still waiting
         self._tasks: set[asyncio.Task] = set()
 
+    def first_page(self, options: LoadOptions = NONE_GIVEN) -> Page:
+        """The page to show before `start` runs, decided without waiting for anything: the chat when the model is
+        on a server or in a folder here, else the neutral page until the hub's cache has been looked at."""
+        model = options.model or self.settings.current.model
+        return Page.CHAT if self.settings.current.uses_server or local_folder(model) else Page.STARTING
+
     async def start(self, options: LoadOptions = NONE_GIVEN) -> None:
-        """Find the model (or download it on the first-run page), then load it. Options given override settings."""
+        """Find the model (or have it fetched on the first-run page), then load it. Options given override settings.
+
+        The first-run page gives way when a model server is chosen meanwhile; that settings change loads it."""
         self._asked = options
         model = options.model or self.settings.current.model
         self._overrides = options
+        self._starts += 1
+        this_start = self._starts
         if self.settings.current.uses_server:
+            self.show_page(Page.CHAT)
             self._load(model)  # the server has the model: nothing to find or download here
             return
         try:
             target, spec = await asyncio.get_running_loop().run_in_executor(None, locate_model, model, self.downloads)
         except Exception as exc:  # the model hub's lookup: report it, and offer the settings
             log.exception("looking for the model failed")
+            self.show_page(Page.CHAT)
             self.controller.fail_load(problem_of(exc))
             return
+        if this_start != self._starts:
+            return  # the settings changed meanwhile (a server chosen), and a later start took over
         if target is None:
-            self.show_first_run(True)
+            self.show_page(Page.FIRST_RUN)
             target = await self.first_run.obtain(spec, resume=self.settings.current.download_started)
+            if target is None or this_start != self._starts:  # a model server was chosen instead
+                return
             if self.first_run.picked_folder:
                 self.settings.update(model=target)
-            self.show_first_run(False)
+        self.show_page(Page.CHAT)
         self._load(target)
 
     def start_again(self, options: LoadOptions) -> bool:
@@ -78,11 +104,15 @@ class ModelStartup:
             self._load(self._current_model)
 
     def settings_changed(self, old: Settings, new: Settings) -> None:
-        """Reload when the model, device or precision changed; the command line's choices end there."""
+        """Reload when the model, device, precision or server changed; the command line's choices end there.
+
+        A model server turned on while the first-run page waits for the model: that page gives way to the chat."""
         if old.model_changed(new):
             self._overrides = LoadOptions()
             if new.model != old.model:
                 self._current_model = None
+            if new.uses_server:
+                self.first_run.give_way()
             self.reload()
 
     def _load(self, model: str) -> None:

@@ -53,9 +53,10 @@ from app.i18n import translate
 from app.icons import app_icon, icon
 from app.launch import Launch
 from app.remote_model import api_key, keep_api_key
+from app.server_settings import ServerDialog
 from app.settings import MAX_ANSWER_TOKENS, AppSettings, Settings, SettingsFile
 from app.settings_dialog import SettingsDialog
-from app.startup import ModelStartup
+from app.startup import ModelStartup, Page
 from app.theme import THEMES, style_sheet, use_theme
 from app.transfer_bar import TransferBar
 from app.worker import ModelThread, ModelWorker
@@ -163,11 +164,13 @@ class MainWindow(QMainWindow):
 
         self.first_run = FirstRunPage(self.downloads, self.settings.hub_endpoint, self.settings.vision_tower)
         self.first_run.endpoint_changed.connect(lambda endpoint: self._update_settings(hub_endpoint=endpoint))
+        self.first_run.server_requested.connect(self.choose_server)
+        self.server_dialog: ServerDialog | None = None
         self.first_run.download_started.connect(lambda: self._update_settings(download_started=True))
         self.first_run.download_stopped.connect(lambda: self._update_settings(download_started=False))
 
         self.startup = ModelStartup(self.app_settings, self.controller, self.downloads, self.first_run,
-                                    self._show_first_run)
+                                    self._show_page)
 
         self.banner = Banner()
         # Conditions of the history (not saved, read-only, set aside): apart from the banner, so that nothing
@@ -194,9 +197,15 @@ class MainWindow(QMainWindow):
         chat_layout.addWidget(self.composer)
         self.chat_page = chat_page
 
+        # Shown from start() until start-up knows whether the chat or the first-run page comes first: neither
+        # flashes by, and keys typed meanwhile land nowhere.
+        self.starting_page = QWidget()
+        self.starting_page.setObjectName("startingPage")
+        self.starting_page.setAccessibleName(translate("MainWindow", "Starting"))
         self.pages = QStackedWidget()
         self.pages.addWidget(chat_page)
         self.pages.addWidget(self.first_run)
+        self.pages.addWidget(self.starting_page)
         self.chat_list: ChatList | None = None
         if self.history.available:
             self.chat_list = ChatList(self.history)
@@ -364,16 +373,30 @@ class MainWindow(QMainWindow):
 
     # -- start-up ------------------------------------------------------------------------------------------
 
-    async def start(self, options: LoadOptions = NONE_GIVEN) -> None:
-        """Start the model thread, then find and load the model (see app/startup.py); given options win."""
+    def start(self, options: LoadOptions = NONE_GIVEN) -> asyncio.Task:
+        """Show the first page start-up knows of at once (call it before show()), then, in a task, start the model
+        thread and find and load the model (see app/startup.py); given options win."""
+        self._show_page(self.startup.first_page(options))
+        return self._spawn(self._start(options))
+
+    async def _start(self, options: LoadOptions) -> None:
         self.model_thread.start()
         self.list_devices_requested.emit()
         await self.startup.start(options)
 
-    def _show_first_run(self, shown: bool) -> None:
-        self.pages.setCurrentWidget(self.first_run if shown else self.chat_page)
-        if not shown:
-            self.composer.setFocus()
+    def _show_page(self, page: Page) -> None:
+        """The one place that changes the page: the chat's controls take keys and actions only while it shows."""
+        widget = {Page.STARTING: self.starting_page, Page.FIRST_RUN: self.first_run, Page.CHAT: self.chat_page}[page]
+        changed = widget is not self.pages.currentWidget()
+        self.pages.setCurrentWidget(widget)
+        chat = page is Page.CHAT
+        self.composer.setEnabled(chat)  # a message box out of sight takes no focus and no keys
+        for action in (self.new_chat_action, self.attach_action):
+            action.setEnabled(chat)
+        if self.chat_list is not None:
+            self.chat_list.setVisible(chat)
+        if changed:
+            (self.composer if chat else widget).setFocus()
 
     def reload_model(self) -> None:
         self.startup.reload()
@@ -645,6 +668,13 @@ class MainWindow(QMainWindow):
             return
         self.apply_settings(dialog.result_settings())
 
+    def choose_server(self) -> None:
+        """The first-run page's "Use a model server…": ask for the server; with one, the chat opens as it loads."""
+        dialog = self.server_dialog = ServerDialog(self.settings, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.accepted.connect(lambda: self.apply_settings(dialog.result_settings(self.settings)))
+        dialog.open()
+
     @property
     def settings(self) -> Settings:
         return self.app_settings.current
@@ -720,10 +750,11 @@ class MainWindow(QMainWindow):
 
     # -- closing -------------------------------------------------------------------------------------------
 
-    def _spawn(self, coroutine) -> None:
+    def _spawn(self, coroutine) -> asyncio.Task:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def closeEvent(self, event: QCloseEvent) -> None:
         """Save the geometry, stop a download and the answer, end the model thread."""
