@@ -47,6 +47,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 from xvlm_core.messages import Message, Status, image_path
+from xvlm_core.sampling import SamplingSettings
 
 from app.chat_controller import REGENERATE_TEMPERATURE, REGENERATE_TOP_P, ChatController
 from app.i18n import translate
@@ -171,15 +172,15 @@ def shown_text(text: str, expanded: bool) -> ShownText:
     return ShownText(text, False, collapsible, True)
 
 
-def regenerate_tooltip(temperature: float) -> str:
-    """What Regenerate will do with the chat's temperature (see chat_controller.regenerate_sampling)."""
-    if temperature == 0:
+def regenerate_tooltip(sampling: SamplingSettings) -> str:
+    """What Regenerate will do with the sampling in Settings (see chat_controller.regenerate_sampling)."""
+    if sampling.greedy:
         return translate("ConversationView", "Regenerate answer: another one, sampled at temperature {temperature} "
                                              "and top-p {top_p} with a new seed (at this chat's temperature 0 every "
                                              "answer is the same)").format(temperature=f"{REGENERATE_TEMPERATURE:g}",
                                                                            top_p=f"{REGENERATE_TOP_P:g}")
     return translate("ConversationView", "Regenerate answer: another one, sampled at temperature {temperature} with "
-                                         "a new seed").format(temperature=f"{temperature:g}")
+                                         "a new seed").format(temperature=f"{sampling.temperature:g}")
 
 
 class MarkdownView(QTextBrowser):
@@ -737,7 +738,7 @@ class ConversationView(QScrollArea):
 
     def eventFilter(self, watched, event) -> bool:
         if event.type() == QEvent.Type.ToolTip and isinstance(watched, QToolButton):
-            watched.setToolTip(regenerate_tooltip(self.controller.settings.temperature))
+            watched.setToolTip(regenerate_tooltip(self.controller.settings.sampling()))
         return super().eventFilter(watched, event)
 
     def _update_regenerate_buttons(self) -> None:
@@ -745,7 +746,7 @@ class ConversationView(QScrollArea):
         for index, widget in enumerate(self.widgets):
             if widget.regenerate_button is not None:
                 widget.regenerate_button.setVisible(index == last and not widget.message.in_flight)
-                widget.regenerate_button.setToolTip(regenerate_tooltip(self.controller.settings.temperature))
+                widget.regenerate_button.setToolTip(regenerate_tooltip(self.controller.settings.sampling()))
             if widget.edit_button is not None:
                 widget.edit_button.setEnabled(not self.controller.busy)
 

@@ -37,6 +37,7 @@ from app.settings_dialog import SettingsDialog
 from app.worker import ModelWorker
 from xvlm_core.errors import Problem, Remedy
 from xvlm_core.messages import Status
+from xvlm_core.sampling import SamplingSettings
 
 OPEN, CLOSE = "⟦", "⟧"
 _MARKED = re.compile(f"{OPEN}[^{OPEN}{CLOSE}]*{CLOSE}")
@@ -139,7 +140,8 @@ def test_every_text_of_the_chat_window_goes_through_translation(qtbot, pseudo, m
     window.composer.set_busy(False)
     chats = window.chat_list.list
     assert [untranslated(chats.item(row).toolTip().split("\n", 1)[1]) for row in range(chats.count())] == [""]
-    said = [regenerate_tooltip(0.0), regenerate_tooltip(0.7), dropped_notice(1), dropped_notice(3),
+    said = [regenerate_tooltip(SamplingSettings(temperature=0.0)),
+            regenerate_tooltip(SamplingSettings(temperature=0.7)), dropped_notice(1), dropped_notice(3),
             answer_footer(replace(window.controller.messages[-1], status=Status.STOPPED))]
     assert [untranslated(text) for text in said] == [""] * len(said)
     window._on_model_failed(Problem(Remedy.SEE_LOG, "KeyError"))  # the banner, its headline and buttons; the

@@ -9,7 +9,9 @@ from PySide6.QtCore import Qt
 from test_window import ask, wait_answered
 
 from app.chat_controller import REGENERATE_TEMPERATURE, REGENERATE_TOP_P
+from app.conversation_view import regenerate_tooltip
 from app.worker import ModelWorker
+from xvlm_core.sampling import SamplingSettings
 
 
 class SettingsRecorder(FakeSession):
@@ -60,3 +62,9 @@ def test_regenerate_keeps_a_chosen_temperature(qtbot, make_window, app_settings)
     wait_answered(qtbot, window)
     assert [(settings.temperature, settings.top_p) for settings in session.settings] == [(1.2, 1.0), (1.2, 1.0)]
     assert session.settings[1].seed is not None
+
+
+def test_the_regenerate_tooltip_calls_a_tiny_temperature_greedy_as_the_sampler_does():
+    tiny = SamplingSettings(temperature=1e-9)
+    assert tiny.greedy
+    assert regenerate_tooltip(tiny) == regenerate_tooltip(SamplingSettings(temperature=0.0))
