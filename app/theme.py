@@ -84,12 +84,16 @@ def match_colour(palette: QPalette | None = None) -> QColor:
     return QColor(_mix(palette.color(QPalette.ColorRole.Base), palette.color(QPalette.ColorRole.Highlight), 0.35))
 
 
+def error_colour(palette: QPalette | None = None) -> QColor:
+    """The colour of what failed: an error's sentence, its icon."""
+    return QColor("#ff8a80" if is_dark(palette) else "#b3261e")
+
+
 def style_sheet(palette: QPalette | None = None) -> str:
     """The app's style sheet in `palette`'s colours. Every widget reached with Tab shows that it has the focus:
     the style draws the mark for some; the rules with `:focus` below outline the others in the highlight colour
     (a picture's ring has a band of the background inside it, so it shows on a picture of that colour too)."""
     palette = palette or QGuiApplication.palette()
-    dark = is_dark(palette)
     base = palette.color(QPalette.ColorRole.Base)
     window = palette.color(QPalette.ColorRole.Window)
     text = palette.color(QPalette.ColorRole.Text)
@@ -97,7 +101,7 @@ def style_sheet(palette: QPalette | None = None) -> str:
     accent_text = palette.color(QPalette.ColorRole.HighlightedText)
     muted = _mix(text, base, 0.45)
     border = _mix(base, text, 0.18)
-    error = "#ff8a80" if dark else "#b3261e"
+    error = error_colour(palette).name()
     banner, banner_border = (colour.name() for colour in warning_colours(palette))
     return f"""
     QWidget#conversation, QScrollArea {{ background: {base.name()}; }}
@@ -129,6 +133,7 @@ def style_sheet(palette: QPalette | None = None) -> str:
     QWidget#firstRun {{ background: {window.name()}; }}
     QFrame#card {{ background: {base.name()}; border: 1px solid {border}; border-radius: 12px; }}
     QLabel#downloadStatus {{ color: {muted}; }}
+    QLabel#errorText {{ color: {error}; }}
     QListWidget#chatList {{ background: {window.name()}; border: none; }}
     QListWidget#chatList::item {{ padding: 6px 4px; border-radius: 6px; }}
     QListWidget#chatList::item:selected {{ background: {_mix(window, accent, 0.22)}; color: {text.name()}; }}
