@@ -1,6 +1,6 @@
 """What every engine that answers gives back, torch-free: a stream of text deltas with a typed result at its end.
 
-The PyTorch session (xvlm_core.session), the app's model-server client (app.remote_model) and `xvlm serve`'s
+The PyTorch session (xvlm_core.session), the model-server client (xvlm_core.openai_compat.client) and `xvlm serve`'s
 runner all answer through `AnsweringSession`, so the model thread and the server never know which one answers.
 """
 

@@ -12,9 +12,10 @@ from typing import BinaryIO
 import pytest
 from test_window import ask, wait_answered
 
-from app.remote_model import MAX_LINE_BYTES, RemoteModel, RemoteSession, ServerError, list_models
+from app.remote_model import RemoteModel, RemoteSession, ServerError, list_models
 from app.settings import Settings
 from xvlm_core.messages import Message, Status
+from xvlm_core.openai_compat.client import MAX_EVENT_BYTES
 from xvlm_core.sampling import SamplingSettings
 
 ENDLESS_LINE_LIMIT = 16 << 20  # what the fake server sends of its endless line at most: the test stays bounded
@@ -119,7 +120,7 @@ def test_an_endless_line_ends_the_answer_once_it_passes_the_bound():
         deltas, error = answer_from(server)
         assert server.done.wait(30)
     assert deltas == ["Hello"]
-    assert f"sent more than {MAX_LINE_BYTES >> 20} MiB without a break" in str(error)
+    assert f"sent more than {MAX_EVENT_BYTES >> 20} MiB without a break" in str(error)
     # the app hung up soon after the bound, instead of reading the line for as long as the server sent it
     assert server.hung_up.is_set() and server.sent < ENDLESS_LINE_LIMIT
 

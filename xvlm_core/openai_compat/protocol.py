@@ -1,16 +1,18 @@
-"""The OpenAI chat-completions wire format: parsing a request, shaping answers and errors. No torch, no HTTP."""
+"""The OpenAI chat-completions wire format, both ends: the server parses requests and shapes answers and errors;
+the client shapes requests and reads answers, chunks and model lists. No torch, no HTTP."""
 
 from __future__ import annotations
 
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from xvlm_core.messages import Image, ImageRef, Message
 from xvlm_core.prompt import MAX_IMAGES_PER_MESSAGE, MAX_MESSAGE_CHARS, SYSTEM_V1
+from xvlm_core.sampling import SamplingSettings
 
 MAX_MESSAGES = 5_000
 # A turn (user messages and the answer after them) is tokenized in one piece before the first token, between two
@@ -321,3 +323,127 @@ def model_card(model: str, created: int, context_length: int) -> dict[str, Any]:
 
 def now() -> int:
     return int(time.time())
+
+
+# --- The client's side: a request to send, and reading what comes back ---------------------------------------
+
+
+def request_body(model: str, messages: Sequence[Message], settings: SamplingSettings, system: str,
+                 image_url: Callable[[Image], str]) -> dict[str, Any]:
+    """A streamed chat-completions request for `messages`; `image_url` turns an image into a (data:) URL."""
+    body: dict[str, Any] = {
+        "model": model,
+        # The server's own default system prompt is this model's: send one only when it differs.
+        "messages": ([] if system == SYSTEM_V1 else [{"role": "system", "content": system}])
+        + [_request_message(message, image_url) for message in messages],
+        "max_tokens": settings.max_new_tokens,
+        "temperature": settings.temperature,
+        "top_p": settings.top_p,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if settings.seed is not None:
+        body["seed"] = settings.seed
+    return body
+
+
+def _request_message(message: Message, image_url: Callable[[Image], str]) -> dict[str, Any]:
+    if not message.images:
+        return {"role": message.role, "content": message.text}
+    parts: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": image_url(image)}}
+                                   for image in message.images]
+    return {"role": message.role, "content": [*parts, {"type": "text", "text": message.text}]}
+
+
+class UnexpectedShape(ValueError):
+    """What a server sent is not in the OpenAI API's shape: `field` names the part ("" when it is not JSON)."""
+
+    def __init__(self, field: str = "", value: object = None):
+        super().__init__(field)
+        self.field = field
+        self.value = value
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A model a server offers, as `GET /v1/models` lists it."""
+
+    id: str
+    context_length: int = 0  # 0: the server does not say
+
+
+def read_model_list(body: bytes) -> list[ModelCard]:
+    """The models in a `GET /v1/models` body; entries without a name are skipped."""
+    try:
+        cards = json.loads(body)["data"]
+        return [ModelCard(card["id"], _count(card.get("context_length"))) for card in cards
+                if isinstance(card, dict) and isinstance(card.get("id"), str)]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        raise UnexpectedShape("data") from None
+
+
+def error_message(body: bytes) -> str | None:
+    """The message of an error body in OpenAI's shape, if it is one."""
+    try:
+        return str(json.loads(body)["error"]["message"])
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts as a server reports them; anything but a whole number of at least 0 counts as 0."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+
+
+@dataclass(frozen=True)
+class StreamedChunk:
+    """One `chat.completion.chunk` of a streamed answer, as a client reads it."""
+
+    texts: tuple[str, ...] = ()  # the non-empty content deltas, one per choice that has one
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    error: str | None = None  # the server stopped the answer with this message ("" when it gave none)
+
+
+def read_chunk(data: str) -> StreamedChunk:
+    """Read one event's data; raises UnexpectedShape naming the field that is not what OpenAI sends."""
+    try:
+        chunk = json.loads(data)
+    except (ValueError, RecursionError):
+        raise UnexpectedShape() from None
+    if not isinstance(chunk, dict):
+        return StreamedChunk()
+    if isinstance(chunk.get("error"), dict):
+        return StreamedChunk(error=str(chunk["error"].get("message") or ""))
+    usage = chunk.get("usage")
+    choices = chunk.get("choices") or []
+    if not isinstance(choices, list) or not all(isinstance(choice, dict) for choice in choices):
+        raise UnexpectedShape("choices", choices)
+    texts: list[str] = []
+    finish_reason = None
+    for choice in choices:
+        delta = choice.get("delta") or {}
+        if not isinstance(delta, dict):
+            raise UnexpectedShape("delta", delta)
+        content = delta.get("content")
+        if content is not None and not isinstance(content, str):
+            raise UnexpectedShape("content", content)
+        if content:
+            texts.append(content)
+        finish_reason = choice.get("finish_reason") or finish_reason
+    return StreamedChunk(tuple(texts), finish_reason if isinstance(finish_reason, str) else None,
+                         _usage(usage) if isinstance(usage, dict) else None)
+
+
+def _usage(usage: dict[str, Any]) -> Usage:
+    details = usage.get("prompt_tokens_details")
+    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    return Usage(_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")), cached)
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
