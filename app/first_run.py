@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QBoxLayout,
     QFileDialog,
@@ -29,13 +29,16 @@ from PySide6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSizePolicy,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 from xvlm_core.errors import Remedy, problem_of  # torch-free
 
-from app.error_text import error_text
+from app.error_text import ErrorText, error_text
 from app.i18n import translate
+from app.icons import icon
+from app.theme import error_colour
 from app.worker import import_core
 
 log = logging.getLogger(__name__)
@@ -128,6 +131,64 @@ class _HubWarnings(logging.Handler):
             self.relay.retrying.emit(float(delay))
 
 
+class ErrorNote(QFrame):
+    """What went wrong: a sentence in the error colour with an icon, and the technical details behind "Details"."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setAccessibleName(translate("FirstRunPage", "Problem"))
+        self.icon_label = QLabel()
+        self.headline = QLabel()
+        self.headline.setObjectName("errorText")
+        self.headline.setWordWrap(True)
+        self.headline.setTextFormat(Qt.TextFormat.PlainText)
+        self.headline.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.details_button = QToolButton()
+        self.details_button.setText(translate("FirstRunPage", "Details"))
+        self.details_button.setCheckable(True)
+        self.details_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.details_button.setArrowType(Qt.ArrowType.RightArrow)
+        self.details_button.toggled.connect(self._show_details)
+        self.details = QLabel()
+        self.details.setWordWrap(True)
+        self.details.setTextFormat(Qt.TextFormat.PlainText)
+        self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.details.setAccessibleName(translate("FirstRunPage", "Details"))
+        self.details.hide()
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.icon_label, 0, Qt.AlignmentFlag.AlignTop)
+        row.addWidget(self.headline, 1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(row)
+        layout.addWidget(self.details_button, 0, Qt.AlignmentFlag.AlignLeft)
+        layout.addWidget(self.details)
+        self.hide()
+
+    def show_error(self, text: ErrorText) -> None:
+        """The headline (what to do), and the details (what happened) folded away; the details alone when the
+        error has no headline of its own."""
+        self.headline.setText(text.headline or text.details)
+        self.details.setText(text.details)
+        self.details_button.setChecked(False)
+        self.details_button.setVisible(bool(text.headline and text.details))
+        self._paint_icon()
+        self.show()
+
+    def _show_details(self, shown: bool) -> None:
+        self.details.setVisible(shown)
+        self.details_button.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
+
+    def _paint_icon(self) -> None:
+        self.icon_label.setPixmap(icon("warning", error_colour()).pixmap(QSize(18, 18)))
+
+    def changeEvent(self, event: QEvent) -> None:
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
+            self._paint_icon()  # the error colour of the theme now in use
+        super().changeEvent(event)
+
+
 class FirstRunPage(QWidget):
     """What will be downloaded, from where, how big, to where; then the download with bytes, speed and ETA.
 
@@ -205,6 +266,7 @@ class FirstRunPage(QWidget):
         self.status_label.setObjectName("downloadStatus")
         self.status_label.setWordWrap(True)
         self.status_label.setAccessibleName(translate("FirstRunPage", "Download status"))
+        self.error_note = ErrorNote()
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.progress.setTextVisible(False)
@@ -255,6 +317,7 @@ class FirstRunPage(QWidget):
         card_layout.addLayout(form)
         card_layout.addWidget(self.progress)
         card_layout.addWidget(self.status_label)
+        card_layout.addWidget(self.error_note)
         card_layout.addLayout(buttons)
         card_layout.addLayout(self._second_row)
 
@@ -340,6 +403,10 @@ class FirstRunPage(QWidget):
 
     def _start_planning(self, then_download: bool = False) -> None:
         self._stop_planning()
+        self._plan = None
+        self._set_buttons(download=False, cancel=True, retry=False)
+        self._say(translate("FirstRunPage", "Checking what to download…"))
+        self.size_label.setText(translate("FirstRunPage", "Asking the model hub…"))
         self._planning_cancel = threading.Event()
         self._planning = asyncio.ensure_future(self._make_plan(self._planning_cancel, then_download))
         self._tasks.add(self._planning)
@@ -357,9 +424,6 @@ class FirstRunPage(QWidget):
         self._planning_cancel.set()
 
     async def _make_plan(self, cancel: threading.Event, then_download: bool = False) -> None:
-        self._plan = None
-        self._set_buttons(download=False, cancel=True, retry=False)
-        self.status_label.setText(translate("FirstRunPage", "Checking what to download…"))
         self._busy = True
         try:
             plan = await self._off_thread(self.downloads.plan, self._spec, self.endpoint, cancel)
@@ -380,7 +444,7 @@ class FirstRunPage(QWidget):
         self._cancel = threading.Event()
         self._set_buttons(download=False, cancel=True, retry=False, folder=False)
         self.progress.show()
-        self.status_label.setText(translate("FirstRunPage", "Starting the download…"))
+        self._say(translate("FirstRunPage", "Starting the download…"))
         self.download_started.emit()
         self._busy = True
         try:
@@ -389,7 +453,7 @@ class FirstRunPage(QWidget):
         except Exception as exc:
             self.download_stopped.emit()
             if getattr(exc, "kind", "") == "cancelled":
-                self.status_label.setText(translate("FirstRunPage",
+                self._say(translate("FirstRunPage",
                                                     "Paused. Press Resume to continue where it stopped."))
                 self.download_button.setText(translate("FirstRunPage", "&Resume"))
                 self._set_buttons(download=True, cancel=False, retry=False)
@@ -401,19 +465,19 @@ class FirstRunPage(QWidget):
             self._busy = False
             self._stop_retry_countdown()
         self.download_stopped.emit()
-        self.status_label.setText(translate("FirstRunPage", "Downloaded."))
+        self._say(translate("FirstRunPage", "Downloaded."))
         self._resolve(str(folder))
 
     def cancel(self) -> None:
         """Stop the download (it resumes from here next time), or stop asking the hub what to download."""
         if self._cancel is not None:
             self._cancel.set()
-            self.status_label.setText(translate("FirstRunPage", "Stopping…"))
+            self._say(translate("FirstRunPage", "Stopping…"))
         elif self._planning is not None and not self._planning.done():
             self._stop_planning()
             self._busy = False
             self._stop_retry_countdown()
-            self.status_label.setText(translate("FirstRunPage", "Stopped asking the model hub. Press Retry to ask "
+            self._say(translate("FirstRunPage", "Stopped asking the model hub. Press Retry to ask "
                                                                 "again, or use a folder that already holds the model."))
             self.size_label.setText(translate("FirstRunPage", "Not known: the model hub has not said"))
             self._retry_downloads = False
@@ -435,7 +499,7 @@ class FirstRunPage(QWidget):
     async def use_folder(self, folder: str) -> None:
         self._busy = False  # what the folder check says matters more than a plan still retrying
         self._stop_retry_countdown()
-        self.status_label.setText(translate("FirstRunPage", "Checking {folder}…").format(folder=folder))
+        self._say(translate("FirstRunPage", "Checking {folder}…").format(folder=folder))
         try:
             await self._off_thread(self.downloads.validate_folder, Path(folder), self.vision_tower)
         except Exception as exc:
@@ -477,13 +541,13 @@ class FirstRunPage(QWidget):
         self.progress.setValue(self._permille(plan.total_bytes - plan.missing_bytes, plan.total_bytes))
         self.progress.setVisible(plan.missing_bytes < plan.total_bytes)
         if not plan.enough_space:
-            self.status_label.setText(translate("FirstRunPage", "There is not enough free space there: {size} are "
+            self._say(translate("FirstRunPage", "There is not enough free space there: {size} are "
                                                                 "needed. Free some space, then press Retry.")
                                       .format(size=format_size(plan.needed_bytes)))
             self._retry_downloads = False
             self._set_buttons(download=False, cancel=False, retry=True)
             return
-        self.status_label.setText(translate("FirstRunPage", "Ready to download."))
+        self._say(translate("FirstRunPage", "Ready to download."))
         self._set_buttons(download=True, cancel=False, retry=False)
 
     def _show_progress(self, progress: Any) -> None:
@@ -502,7 +566,7 @@ class FirstRunPage(QWidget):
                              .format(time=format_duration(progress.eta_s)))
         if progress.current_file:
             parts.append(Path(progress.current_file).name)
-        self.status_label.setText(" · ".join(parts))
+        self._say(" · ".join(parts))
 
     def _show_retry(self, delay_s: float) -> None:
         """The hub did not answer and will be asked again in `delay_s`: say so in words, with a countdown.
@@ -519,11 +583,17 @@ class FirstRunPage(QWidget):
         seconds = max(0, round(self._retry_at - time.monotonic()))
         if seconds == 0:
             self._retry_timer.stop()
-            self.status_label.setText(translate("FirstRunPage", "Can't reach the model hub. Trying again now…"))
+            self._say(translate("FirstRunPage", "Can't reach the model hub. Trying again now…"))
             return
-        self.status_label.setText(translate("FirstRunPage", "Can't reach the model hub. Trying again in {seconds} s… "
+        self._say(translate("FirstRunPage", "Can't reach the model hub. Trying again in {seconds} s… "
                                                             "Press Cancel to stop, or use a folder that already holds "
                                                             "the model.").format(seconds=seconds))
+
+    def _say(self, text: str) -> None:
+        """What the page is doing now, in the status line; an error shown before is put away."""
+        self.error_note.hide()
+        self.status_label.show()
+        self.status_label.setText(text)
 
     def _stop_retry_countdown(self) -> None:
         self._retry_timer.stop()
@@ -534,7 +604,9 @@ class FirstRunPage(QWidget):
         problem = problem_of(exc)
         if problem.code is Remedy.SEE_LOG:
             log.error("first-run step failed", exc_info=exc)
-        self.status_label.setText(error_text(problem).sentence("\n"))
+        self.status_label.hide()
+        self.status_label.clear()
+        self.error_note.show_error(error_text(problem))
         if self._plan is None:
             self.size_label.setText(translate("FirstRunPage", "Not known: the model hub has not said"))
 

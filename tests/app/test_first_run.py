@@ -117,8 +117,9 @@ def test_no_connection_says_so_and_retry_works_once_it_is_back(qtbot, make_windo
     window = make_window(settings=replace(app_settings, model=""), model="")
     page = window.first_run
     qtbot.waitUntil(lambda: page.retry_button.isVisible(), timeout=10_000)
-    message = page.status_label.text()
-    assert message and "Traceback" not in message and not page.download_button.isEnabled()
+    message = page.error_note.headline.text()
+    assert page.error_note.isVisible() and message and "Traceback" not in message
+    assert not page.download_button.isEnabled()
     assert page.folder_button.isEnabled()
     hub_server.start()
     click(qtbot, page.retry_button)
@@ -150,8 +151,8 @@ def test_use_a_folder_i_already_have(qtbot, make_window, app_settings, tiny_mode
     empty.mkdir()
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *args, **kwargs: str(empty))
     click(qtbot, page.folder_button)
-    qtbot.waitUntil(lambda: str(empty) in page.status_label.text(), timeout=5_000)
-    qtbot.waitUntil(lambda: "Checking" not in page.status_label.text(), timeout=5_000)
+    qtbot.waitUntil(lambda: page.error_note.isVisible(), timeout=5_000)  # the folder checked and refused
+    assert str(empty) in page.error_note.details.text()
     assert page.isVisible()
 
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *args, **kwargs: str(tiny_model_dir))

@@ -11,14 +11,18 @@ from pathlib import Path
 import pytest
 from fakes import SilentServer
 from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QApplication, QDialogButtonBox, QFileDialog, QWidget
 from test_first_run import ScriptedDownloads, click
 from test_window import wait_ready
 
+from app.error_text import error_text
 from app.settings import SettingsFile
 from app.settings_dialog import SettingsDialog
+from app.theme import error_colour
 from app.window import MainWindow
 from app.worker import ModelWorker
+from xvlm_core.errors import Problem, Remedy
 from xvlm_core.load_options import LoadOptions
 
 
@@ -151,3 +155,35 @@ def test_a_folder_chosen_on_the_welcome_page_goes_straight_to_the_chat(
     click(qtbot, window.first_run.folder_button)
     qtbot.waitUntil(lambda: window.chat_page.isVisible(), timeout=10_000)
     wait_ready(qtbot, window)
+
+
+def test_a_hub_error_is_a_sentence_in_the_error_colour_with_the_details_folded_away(qtbot, make_window, app_settings):
+    from xvlm_core import hub
+
+    downloads = ScriptedDownloads()
+    details = "Cannot reach the model hub at 127.0.0.1:9 (ConnectError: [Errno 111] Connection refused, 6 tries)."
+    downloads.plan_error = hub.DownloadError(details, "unreachable")
+    downloads.plan_released.set()
+    window = make_window(settings=replace(app_settings, model=""), model="", downloads=downloads)
+    page = window.first_run
+    qtbot.waitUntil(lambda: page.retry_button.isVisible(), timeout=10_000)
+    note = page.error_note
+    assert note.isVisible() and not page.status_label.isVisible()
+    assert note.headline.text() == error_text(Problem(Remedy.CHECK_NETWORK, details)).headline
+    assert "Errno" not in note.headline.text() and "ConnectError" not in note.headline.text()
+    assert note.headline.palette().color(QPalette.ColorRole.WindowText).name() == error_colour().name()
+    assert not note.icon_label.pixmap().isNull()
+    assert not note.details.isVisible()
+    click(qtbot, note.details_button)
+    assert note.details.isVisible() and note.details.text() == details
+    assert page.size_label.text() == "Not known: the model hub has not said"
+
+    # Asked again: "Size" says the hub is being asked, and the error gives way to what the page does now.
+    downloads.plan_error = None
+    downloads.plan_released.clear()
+    click(qtbot, page.retry_button)
+    assert page.size_label.text() == "Asking the model hub…"
+    assert not note.isVisible() and page.status_label.isVisible()
+    downloads.plan_released.set()
+    qtbot.waitUntil(lambda: page.download_button.isEnabled(), timeout=10_000)
+    assert page.size_label.text() == "2.0 GB"
