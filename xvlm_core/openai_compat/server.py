@@ -270,7 +270,12 @@ class Api:
 
 class EventStream(StreamingResponse):
     """The `text/event-stream` answer. Starlette streams it and stops when the client leaves; however it ends, the
-    generation is cancelled, the request's memory claim given back and its log line given the token counts."""
+    generation is cancelled, the request's memory claim given back and its log line given the token counts.
+
+    Starlette listens for the disconnect while it streams only under ASGI spec versions before 2.4, which uvicorn's
+    h11 server (the one `http_server` runs) reports; later ones learn of it from the next send alone, which a
+    silent model would delay (tests/core/test_server_api.py's closing-a-stream test would fail).
+    """
 
     def __init__(self, pending: PendingAnswer, chunks: AsyncGenerator[bytes, None], request: Request, claim: Claim):
         super().__init__(chunks, media_type="text/event-stream",
