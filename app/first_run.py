@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 PROGRESS_PER_SECOND = 20
 CARD_WIDTH = 680  # the card keeps this width in every state, or the page's width where that is narrower
+COMPACT_HEIGHT = 560  # a page shorter than this packs the card tighter, so its buttons stay in sight at 600x400
 
 
 class HubDownloads:
@@ -271,10 +272,8 @@ class FirstRunPage(QWidget):
         self.progress.setRange(0, 1000)
         self.progress.setTextVisible(False)
         self.progress.setAccessibleName(translate("FirstRunPage", "Download progress"))
-        # Hidden without giving up its row, so the card keeps its height when the download starts.
-        policy = self.progress.sizePolicy()
-        policy.setRetainSizeWhenHidden(True)
-        self.progress.setSizePolicy(policy)
+        # Hidden without giving up its row (but on a short page), so the card keeps its height when the download
+        # starts: see _fit_card.
         self.progress.hide()
 
         self.download_button = QPushButton(translate("FirstRunPage", "&Download"))
@@ -310,8 +309,6 @@ class FirstRunPage(QWidget):
         self.card.setObjectName("card")
         self.card.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Minimum)  # scroll, never squash
         card_layout = QVBoxLayout(self.card)
-        card_layout.setContentsMargins(32, 24, 32, 24)
-        card_layout.setSpacing(12)
         card_layout.addWidget(title)
         card_layout.addWidget(intro)
         card_layout.addLayout(form)
@@ -329,7 +326,7 @@ class FirstRunPage(QWidget):
         row.addWidget(self.card)
         row.addStretch(1)
         column = QVBoxLayout(canvas)
-        column.setContentsMargins(16, 16, 16, 16)
+        self._column = column
         column.addStretch(1)
         column.addLayout(row)
         column.addStretch(2)
@@ -351,8 +348,16 @@ class FirstRunPage(QWidget):
         return super().eventFilter(watched, event)
 
     def _fit_card(self) -> None:
-        """One width for the card in every state: CARD_WIDTH, or the page's width less the margins."""
-        room = self.scroll_area.viewport().width() - 32
+        """One width for the card in every state: CARD_WIDTH, or the page's width less the margins; on a short
+        page, tighter margins and spacing, and no room kept for the hidden progress bar."""
+        compact = self.scroll_area.viewport().height() < COMPACT_HEIGHT
+        self._column.setContentsMargins(*(4 * [8 if compact else 16]))
+        self.card.layout().setContentsMargins(*((20, 12, 20, 12) if compact else (32, 24, 32, 24)))
+        self.card.layout().setSpacing(6 if compact else 12)
+        policy = self.progress.sizePolicy()
+        policy.setRetainSizeWhenHidden(not compact)
+        self.progress.setSizePolicy(policy)
+        room = self.scroll_area.viewport().width() - 2 * self._column.contentsMargins().left()
         self.card.setFixedWidth(max(280, min(CARD_WIDTH, room)))
         self._arrange_buttons()
 

@@ -19,6 +19,7 @@ from PySide6.QtGui import (
     QDropEvent,
     QGuiApplication,
     QKeySequence,
+    QResizeEvent,
     QShortcut,
 )
 from PySide6.QtWidgets import (
@@ -64,6 +65,7 @@ from app.worker import ModelThread, ModelWorker
 log = logging.getLogger(__name__)
 
 DEFAULT_SIZE = QSize(1100, 780)
+SIDEBAR_NARROW = 760  # a window narrower than this folds the sidebar away, so the chat keeps a line's room
 STATUS_SHOWN_MS = 8000  # a passing message in the status bar
 # The banner's button for a failed load whose fix is one setting (see app/error_text.py).
 SETTING_BUTTONS = {"model": QT_TRANSLATE_NOOP("MainWindow", "Choose Model…"),
@@ -149,6 +151,9 @@ class MainWindow(QMainWindow):
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
         self.file_actions: list[QAction] = []  # export and import: off while one of them runs
+        # The sidebar as the person left it: one choice for a wide window, another (closed at first) for a narrow one.
+        self._sidebar_open = {False: True, True: False}  # narrow -> open
+        self._narrow = False
 
         self.setWindowIcon(app_icon())
         self.setAcceptDrops(True)
@@ -293,6 +298,18 @@ class MainWindow(QMainWindow):
         chat_menu.addAction(self.copy_answer_action)
 
         view_menu = menu.addMenu(translate("MainWindow", "&View"))
+        self.sidebar_action = self._action(translate("MainWindow", "Show &Sidebar"), self.toggle_sidebar,
+                                           QKeySequence("Ctrl+B"), "sidebar")
+        self.sidebar_action.setCheckable(True)
+        self.sidebar_action.setVisible(self.chat_list is not None)
+        view_menu.addAction(self.sidebar_action)
+        self.sidebar_button = QToolButton()
+        self.sidebar_button.setDefaultAction(self.sidebar_action)
+        self.sidebar_button.setAutoRaise(True)
+        self.sidebar_button.setToolTip(translate("MainWindow", "Show or hide the sidebar (Ctrl+B)"))
+        self.sidebar_button.setAccessibleName(translate("MainWindow", "Sidebar"))
+        if self.chat_list is not None:
+            menu.setCornerWidget(self.sidebar_button, Qt.Corner.TopLeftCorner)
         theme_menu = view_menu.addMenu(translate("MainWindow", "&Theme"))
         self.theme_actions: dict[str, QAction] = {}
         themes = QActionGroup(self)
@@ -393,10 +410,31 @@ class MainWindow(QMainWindow):
         self.composer.setEnabled(chat)  # a message box out of sight takes no focus and no keys
         for action in (self.new_chat_action, self.attach_action):
             action.setEnabled(chat)
-        if self.chat_list is not None:
-            self.chat_list.setVisible(chat)
+        self._update_sidebar()
         if changed:
             (self.composer if chat else widget).setFocus()
+
+    def toggle_sidebar(self) -> None:
+        """View > Show Sidebar (Ctrl+B, the button at the top left): fold the chat list away, or bring it back."""
+        self._sidebar_open[self._narrow] = not self._sidebar_open[self._narrow]
+        self._update_sidebar()
+
+    def _update_sidebar(self) -> None:
+        """The chat list shows beside the chat when the person left it open for this width; never beside another
+        page (the first-run page needs the room, and a chat chosen there could not show)."""
+        chat = self.pages.currentWidget() is self.chat_page
+        self.sidebar_action.setEnabled(chat)
+        self.sidebar_action.setChecked(self._sidebar_open[self._narrow])
+        if self.chat_list is not None:
+            self.chat_list.setVisible(chat and self._sidebar_open[self._narrow])
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        narrow = event.size().width() < SIDEBAR_NARROW
+        if narrow != self._narrow:
+            self._narrow = narrow
+            self._sidebar_open[True] = False  # a window made narrow starts with the chat alone
+            self._update_sidebar()
 
     def reload_model(self) -> None:
         self.startup.reload()
