@@ -94,6 +94,18 @@ def _whole_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
+def _client_counts(text: str) -> list[int]:
+    """`1,4,8,16` -> [1, 4, 8, 16]: the numbers of concurrent clients, each from 1 to 256."""
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        counts = []
+    if not counts or not all(1 <= count <= 256 for count in counts):
+        raise argparse.ArgumentTypeError(f"give numbers from 1 to 256 separated by commas, such as 1,4,8,16, "
+                                         f"not {text!r}")
+    return counts
+
+
 def _seconds(text: str) -> float:
     try:
         seconds = float(text)
@@ -169,6 +181,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--turns", type=int, default=5, help="turns in the conversation (default: %(default)s)")
     bench.add_argument("--new-tokens", type=int, default=32, help="tokens generated per turn (default: %(default)s)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--server", metavar="URL",
+                       help="measure this OpenAI-compatible server (http://HOST:PORT/v1) under concurrent clients "
+                       "instead of a model here")
+    bench.add_argument("--clients", type=_client_counts, default="1,4,8,16", metavar="N,N,...",
+                       help="with --server: concurrent clients at each level (default: %(default)s)")
+    bench.add_argument("--server-model", default="", metavar="NAME",
+                       help="with --server: the model to ask (default: the first the server lists)")
+    bench.add_argument("--api-key", default=os.environ.get("XVLM_API_KEY", ""),
+                       help="with --server: the key to send (default: $XVLM_API_KEY, else none)")
+    bench.add_argument("--time-limit", type=_seconds, default=600.0, metavar="SECONDS",
+                       help="with --server: the longest one request may take (default: %(default)s)")
     bench.set_defaults(run=cmd_bench)
 
     download = commands.add_parser("download", help="download a model and its vision tower into the hub cache")
@@ -370,6 +393,8 @@ def _log_with_timestamps() -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.server:
+        return cmd_bench_server(args)
     from xvlm_core.bench import run_benchmark
 
     result = run_benchmark(
@@ -387,6 +412,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         for key, value in result.items():
             print(f"{key:>24}: {value:.4g}" if isinstance(value, float) else f"{key:>24}: {value}")
+    return 0
+
+
+def cmd_bench_server(args: argparse.Namespace) -> int:
+    from xvlm_core.bench_serving import Server, run_server_benchmark
+
+    server = Server(args.server, args.api_key, args.time_limit)
+    result = run_server_benchmark(server, args.clients, args.new_tokens, args.server_model)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{result['model']} at {result['server']}, {result['max_tokens']} tokens per answer")
+    for level in result["levels"]:
+        print(" ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+                       for key, value in level.items()))
     return 0
 
 
