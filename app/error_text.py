@@ -46,6 +46,9 @@ HEADLINES = {
                                                          "write to."),
     Remedy.TRY_AGAIN: QT_TRANSLATE_NOOP("ErrorText", "The download did not go through. Try again; if this repeats, "
                                                      "use a mirror."),
+    Remedy.CHECK_SERVER: QT_TRANSLATE_NOOP("ErrorText", "The model server is not answering. Check that it is running "
+                                                        "and that its address in Settings is right, then press "
+                                                        "Retry."),
 }
 # The Settings field each code is fixed in (window.open_settings starts there).
 SETTINGS = {Remedy.CHOOSE_MODEL: "model", Remedy.DOWNLOAD_MODEL: "model", Remedy.CHOOSE_VISION_TOWER: "vision_tower",

@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from xvlm_core.answers import Answer, AnswerResult
-from xvlm_core.errors import XvlmError
+from xvlm_core.errors import Remedy, XvlmError
 from xvlm_core.messages import Message
 from xvlm_core.openai_compat import client
 from xvlm_core.openai_compat.client import Fault, RemoteModel, ServerSession, api_url
@@ -137,7 +137,8 @@ def worded(error: client.ServerError) -> ServerError:
     facts = dict(error.facts)
     if error.fault is Fault.ANSWER_STOPPED and not facts["reason"]:
         facts["reason"] = translate("RemoteModel", "no reason given")
-    return ServerError(_window_text(error.fault).format(**facts))
+    code = Remedy.CHECK_SERVER if error.fault is Fault.UNREACHABLE else None  # the window offers to try again
+    return ServerError(_window_text(error.fault).format(**facts), code=code)
 
 
 @contextlib.contextmanager

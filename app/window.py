@@ -38,7 +38,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 from xvlm_core import __version__
-from xvlm_core.errors import Problem  # torch-free
+from xvlm_core.errors import Problem, Remedy  # torch-free
 from xvlm_core.load_options import NONE_GIVEN, LoadOptions
 from xvlm_core.messages import DEFAULT_CONTEXT, ImageRef, Status
 
@@ -53,7 +53,7 @@ from app.history.service import History
 from app.i18n import translate
 from app.icons import app_icon, icon
 from app.launch import Launch
-from app.remote_model import api_key, keep_api_key
+from app.remote_model import api_key, api_url, keep_api_key
 from app.server_settings import ServerDialog
 from app.settings import MAX_ANSWER_TOKENS, AppSettings, Settings, SettingsFile
 from app.settings_dialog import SettingsDialog
@@ -166,6 +166,7 @@ class MainWindow(QMainWindow):
         self.controller.connect_worker(self.worker)
         self.list_devices_requested.connect(self.worker.list_devices)
         self.worker.devices_found.connect(self._on_devices)
+        self.worker.answer_failed.connect(self._on_answer_failed)  # after the controller's: the last word is ours
 
         self.first_run = FirstRunPage(self.downloads, self.settings.hub_endpoint, self.settings.vision_tower)
         self.first_run.endpoint_changed.connect(lambda endpoint: self._update_settings(hub_endpoint=endpoint))
@@ -641,8 +642,11 @@ class MainWindow(QMainWindow):
         self.memory_label.setText(human_megabytes(float(summary.get("memory_mb", 0.0))))
 
     def _on_model_failed(self, problem: Problem) -> None:
-        self.model_label.setText(translate("MainWindow", "No model loaded"))
         self.load_progress.hide()
+        if problem.code is Remedy.CHECK_SERVER:
+            self._show_server_unreachable(problem)
+            return
+        self.model_label.setText(translate("MainWindow", "No model loaded"))
         advice = error_text(problem)  # a translated headline on its line, then the model stack's details
         actions: list[tuple[str, object]] = [(translate("MainWindow", "Settings…"), self.open_settings)]
         if advice.setting in SETTING_BUTTONS:
@@ -653,6 +657,22 @@ class MainWindow(QMainWindow):
         self.banner.show_message(translate("MainWindow", "<b>The model could not be loaded.</b> {reason}")
                                  .format(reason="<br>".join(html.escape(part) for part in
                                                             (advice.headline, advice.details) if part)), actions)
+
+    def _on_answer_failed(self, _request_id: int, problem: Problem) -> None:
+        if problem.code is Remedy.CHECK_SERVER:
+            self._show_server_unreachable(problem)
+
+    def _show_server_unreachable(self, problem: Problem) -> None:
+        """The model server does not answer (at launch or mid-chat): the status bar says so instead of naming it as
+        if it were there, and the banner offers to load the server's model again."""
+        self.model_label.setText(translate("MainWindow", "Model server unreachable"))
+        server = api_url(self.settings.server_url)
+        self.device_label.setText(translate("MainWindow", "at {server}").format(server=server))
+        self.memory_label.clear()
+        text = error_text(problem)  # "not answering", what to do; then what happened, naming the server
+        self.banner.show_message(f"<b>{html.escape(text.headline)}</b><br>{html.escape(text.details)}",
+                                 [(translate("MainWindow", "Retry"), self.reload_model),
+                                  (translate("MainWindow", "Settings…"), self.open_settings)])
 
     def bring_to_front(self) -> None:
         if self.isMinimized():

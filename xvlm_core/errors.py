@@ -32,6 +32,7 @@ class Remedy(Enum):
     FREE_DISK = "free_disk"
     CHOOSE_FOLDER = "choose_folder"  # a folder that cannot be written to
     TRY_AGAIN = "try_again"  # the hub failed or sent something damaged: another try may work
+    CHECK_SERVER = "check_server"  # the model server does not answer: is it running, is its address right
 
 
 @dataclass(frozen=True)

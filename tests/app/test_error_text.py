@@ -75,4 +75,4 @@ def test_a_hub_network_error_on_the_first_run_page_has_a_translated_headline_and
     qtbot.waitUntil(lambda: page.retry_button.isVisible(), timeout=5_000)
     headline = error_text(Problem(Remedy.CHECK_NETWORK, "")).headline
     assert headline.startswith(OPEN) and "cannot be reached" in headline
-    assert page.status_label.text() == f"{headline}\n{UNREACHABLE}"
+    assert page.error_note.headline.text() == headline and page.error_note.details.text() == UNREACHABLE
