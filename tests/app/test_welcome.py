@@ -26,6 +26,16 @@ from xvlm_core.errors import Problem, Remedy
 from xvlm_core.load_options import LoadOptions
 
 
+@pytest.fixture
+def scripted() -> Iterator[list[ScriptedDownloads]]:
+    """Scripted hub calls for a test; afterwards their waits are let go, so no planning thread outlives the test."""
+    made: list[ScriptedDownloads] = []
+    yield made
+    for downloads in made:
+        downloads.plan_released.set()
+        getattr(downloads, "looked", downloads.plan_released).set()
+
+
 class SlowToLookDownloads(ScriptedDownloads):
     """Looking for the model in the hub's cache takes until `looked` is set (a slow disk, a cold import)."""
 
@@ -67,8 +77,9 @@ def type_keys(qtbot, window: MainWindow, text: str) -> None:
 
 
 def test_the_chat_never_shows_before_the_welcome_page_and_keys_typed_meanwhile_go_nowhere(
-        qtbot, launch, tiny_model_dir, monkeypatch):
+        qtbot, launch, tiny_model_dir, monkeypatch, scripted):
     downloads = SlowToLookDownloads()
+    scripted.append(downloads)
     window = launch(downloads)
     shown: list[QWidget] = [window.pages.currentWidget()]
     window.pages.currentChanged.connect(lambda _index: shown.append(window.pages.currentWidget()))
@@ -93,16 +104,19 @@ def test_the_chat_never_shows_before_the_welcome_page_and_keys_typed_meanwhile_g
     assert window.composer.text == "now"
 
 
-def test_a_model_folder_here_opens_the_chat_at_once(qtbot, launch, tiny_model_dir):
-    window = launch(ScriptedDownloads(), model=str(tiny_model_dir))
+def test_a_model_folder_here_opens_the_chat_at_once(qtbot, launch, tiny_model_dir, scripted):
+    scripted.append(ScriptedDownloads())
+    window = launch(scripted[0], model=str(tiny_model_dir))
     assert window.chat_page.isVisible() and window.composer.isEnabled()
     wait_ready(qtbot, window)
 
 
 @pytest.mark.qt_log_ignore("does not support propagateSizeHints")  # the offscreen platform, showing a dialog
-def test_use_a_model_server_from_the_welcome_page_goes_straight_to_the_chat(qtbot, make_window, app_settings, tmp_path):
+def test_use_a_model_server_from_the_welcome_page_goes_straight_to_the_chat(
+        qtbot, make_window, app_settings, tmp_path, scripted):
+    scripted.append(ScriptedDownloads())
     with SilentServer() as server:
-        window = make_window(settings=replace(app_settings, model=""), model="", downloads=ScriptedDownloads())
+        window = make_window(settings=replace(app_settings, model=""), model="", downloads=scripted[0])
         page = window.first_run
         qtbot.waitUntil(lambda: page.isVisible() and page.server_button.isEnabled(), timeout=10_000)
         click(qtbot, page.server_button)
@@ -148,8 +162,9 @@ def test_turning_the_server_on_in_settings_while_the_welcome_page_shows_opens_th
 
 
 def test_a_folder_chosen_on_the_welcome_page_goes_straight_to_the_chat(
-        qtbot, make_window, app_settings, tiny_model_dir, monkeypatch):
-    window = make_window(settings=replace(app_settings, model=""), model="", downloads=ScriptedDownloads())
+        qtbot, make_window, app_settings, tiny_model_dir, monkeypatch, scripted):
+    scripted.append(ScriptedDownloads())
+    window = make_window(settings=replace(app_settings, model=""), model="", downloads=scripted[0])
     qtbot.waitUntil(lambda: window.first_run.isVisible(), timeout=10_000)
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *args, **kwargs: str(tiny_model_dir))
     click(qtbot, window.first_run.folder_button)
