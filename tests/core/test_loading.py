@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from xvlm_core.config import load_config
-from xvlm_core.errors import CheckpointError, ConfigError, DeviceError
+from xvlm_core.errors import CheckpointError, ConfigError, DeviceError, Remedy
 from xvlm_core.model import load_model
 from xvlm_core.projector import XDPProjector
 from xvlm_core.prompt import Message
@@ -204,14 +204,16 @@ def test_unknown_embedded_tower_without_config_asks_for_vision_tower(tmp_path, t
     folder = copy_checkpoint(tiny_model_dir, tmp_path / "model")
     raw = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**raw, "mm_vision_tower": "/data/models/some-tower"}))
-    with pytest.raises(CheckpointError, match="--vision-tower"):
+    with pytest.raises(CheckpointError) as raised:
         load_model(str(folder))
+    assert raised.value.code is Remedy.CHOOSE_VISION_TOWER  # the command says --vision-tower, the window its setting
 
 
 def test_embedded_tower_that_does_not_match_its_name_asks_for_vision_tower(tiny_model_dir):
     # The fixture names openai/clip-vit-large-patch14-336 but embeds a tiny tower.
-    with pytest.raises(CheckpointError, match="does not match.*--vision-tower"):
+    with pytest.raises(CheckpointError, match="does not match") as raised:
         load_model(str(tiny_model_dir))
+    assert raised.value.code is Remedy.CHOOSE_VISION_TOWER
 
 
 def test_forced_device_that_does_not_exist(tiny_model_dir, tiny_tower_dir):
