@@ -174,16 +174,28 @@
         <translation>聊天记录中没有消息 {id}。</translation>
     </message>
     <message>
+        <source>message {index} holds a broken character (a lone surrogate such as {example}).</source>
+        <translation>第 {index} 条消息含有损坏的字符（孤立的代理码位，例如 {example}）。</translation>
+    </message>
+    <message>
+        <source>message {index} has {count} images, and the model reads at most {limit} in one message.</source>
+        <translation>第 {index} 条消息有 {count} 张图片，而模型每条消息最多读取 {limit} 张。</translation>
+    </message>
+    <message>
         <source>{path} (message {index})</source>
         <translation>{path}（第 {index} 条消息）</translation>
+    </message>
+    <message>
+        <source>{path} is not a valid chat export: {reason}</source>
+        <translation>{path} 不是有效的聊天导出文件：{reason}</translation>
     </message>
     <message>
         <source>{where}: image {name} does not exist.</source>
         <translation>{where}：图片 {name} 不存在。</translation>
     </message>
     <message>
-        <source>An image of this chat is missing from {folder}: {reason}.</source>
-        <translation>此对话的一张图片已从 {folder} 中丢失：{reason}。</translation>
+        <source>An image of this chat cannot be exported: {reason}.</source>
+        <translation>此聊天中的一张图片无法导出：{reason}。</translation>
     </message>
 </context>
 <context>
@@ -338,6 +350,10 @@ Checking…</source>
         <translation>复制代码</translation>
     </message>
     <message>
+        <source>Whole message</source>
+        <translation>完整消息</translation>
+    </message>
+    <message>
         <source>(image missing)</source>
         <translation>（图片缺失）</translation>
     </message>
@@ -352,6 +368,18 @@ Checking…</source>
     <message>
         <source>This image can no longer be read.</source>
         <translation>已无法读取这张图片。</translation>
+    </message>
+    <message>
+        <source>Continue in a new chat</source>
+        <translation>在新对话中继续</translation>
+    </message>
+    <message>
+        <source>Start a new chat with this chat&apos;s latest images attached</source>
+        <translation>新建一个对话，并附上本对话最新的图片</translation>
+    </message>
+    <message>
+        <source>Left out</source>
+        <translation>已省略</translation>
     </message>
     <message>
         <source>Your message</source>
@@ -372,6 +400,14 @@ Checking…</source>
     <message>
         <source>Regenerate answer</source>
         <translation>重新生成回答</translation>
+    </message>
+    <message>
+        <source>Show less</source>
+        <translation>收起</translation>
+    </message>
+    <message>
+        <source>Show more</source>
+        <translation>展开全文</translation>
     </message>
     <message>
         <source>The model no longer sees this message: the chat has outgrown what it can read at once.</source>
@@ -395,7 +431,82 @@ Checking…</source>
     </message>
 </context>
 <context>
+    <name>ErrorText</name>
+    <message>
+        <source>Something went wrong. The details are in the log: Help → Open Log Folder.</source>
+        <translation>出了点问题。详细信息见日志：帮助 → 打开日志文件夹。</translation>
+    </message>
+    <message>
+        <source>The model&apos;s files cannot be used. Choose a model folder in Settings › Model.</source>
+        <translation>模型的文件无法使用。请在“设置 › 模型”中选择一个模型文件夹。</translation>
+    </message>
+    <message>
+        <source>The model is not downloaded yet. Choose a folder that holds it in Settings › Model.</source>
+        <translation>模型尚未下载。请在“设置 › 模型”中选择包含它的文件夹。</translation>
+    </message>
+    <message>
+        <source>The vision tower cannot be found or used. Choose its folder in Settings › Vision tower.</source>
+        <translation>找不到视觉编码器或无法使用。请在“设置 › 视觉编码器”中选择它的文件夹。</translation>
+    </message>
+    <message>
+        <source>This device cannot be used here. Choose another in Settings › Device.</source>
+        <translation>此设备在这里无法使用。请在“设置 › 设备”中选择其他设备。</translation>
+    </message>
+    <message>
+        <source>This number format cannot be used here. Choose another in Settings › Number format.</source>
+        <translation>此数值格式在这里无法使用。请在“设置 › 数值格式”中选择其他格式。</translation>
+    </message>
+    <message>
+        <source>The model ran out of memory. Close other programs, or in Settings choose 8-bit weights, a smaller number format or the CPU, or start a new chat (shorter conversations need less memory).</source>
+        <translation>模型内存不足。请关闭其他程序，或在“设置”中选择 8 位权重、更小的数值格式或 CPU，也可以新建对话（对话越短，占用内存越少）。</translation>
+    </message>
+    <message>
+        <source>The conversation is too long for the model. Shorten your message or start a new chat.</source>
+        <translation>对话太长，超出了模型的容量。请缩短消息，或开始新对话。</translation>
+    </message>
+    <message>
+        <source>This picture cannot be used. Choose another one.</source>
+        <translation>这张图片无法使用。请换一张。</translation>
+    </message>
+    <message>
+        <source>The model hub cannot be reached. Check that this computer is online, or use a mirror.</source>
+        <translation>无法连接模型仓库。请检查这台电脑是否联网，或使用镜像。</translation>
+    </message>
+    <message>
+        <source>The model hub&apos;s address does not lead to a model hub. Check the mirror&apos;s address.</source>
+        <translation>模型仓库地址指向的不是模型仓库。请检查镜像地址。</translation>
+    </message>
+    <message>
+        <source>The model hub wants an access token. Set HF_TOKEN to a token of an account that may download this model.</source>
+        <translation>模型仓库需要访问令牌。请将 HF_TOKEN 设置为有权下载此模型的账户的令牌。</translation>
+    </message>
+    <message>
+        <source>There is not enough free disk space. Free up space, or choose a folder on another disk.</source>
+        <translation>磁盘剩余空间不足。请释放空间，或选择其他磁盘上的文件夹。</translation>
+    </message>
+    <message>
+        <source>This folder cannot be written to. Choose a folder you can write to.</source>
+        <translation>无法写入此文件夹。请选择一个可写入的文件夹。</translation>
+    </message>
+    <message>
+        <source>The download did not go through. Try again; if this repeats, use a mirror.</source>
+        <translation>下载未能完成。请重试；如果反复出现，请使用镜像。</translation>
+    </message>
+    <message>
+        <source>The model server is not answering. Check that it is running and that its address in Settings is right, then press Retry.</source>
+        <translation>模型服务器没有响应。请检查它是否正在运行，以及“设置”中的地址是否正确，然后按“重试”。</translation>
+    </message>
+</context>
+<context>
     <name>FirstRunPage</name>
+    <message>
+        <source>Problem</source>
+        <translation>问题</translation>
+    </message>
+    <message>
+        <source>Details</source>
+        <translation>详细信息</translation>
+    </message>
     <message>
         <source>Welcome to XVLM Chat</source>
         <translation>欢迎使用 XVLM Chat</translation>
@@ -455,6 +566,14 @@ Checking…</source>
     <message>
         <source>&amp;Use a folder I already have…</source>
         <translation>使用已有的文件夹(&amp;U)…</translation>
+    </message>
+    <message>
+        <source>Use a model &amp;server…</source>
+        <translation>使用模型服务器(&amp;S)…</translation>
+    </message>
+    <message>
+        <source>Answer with the model on another computer (xvlm serve, vLLM, LM Studio…): nothing is downloaded</source>
+        <translation>使用另一台计算机上的模型回答（xvlm serve、vLLM、LM Studio…）：无需下载</translation>
     </message>
     <message>
         <source> and </source>
@@ -540,10 +659,6 @@ Checking…</source>
         <source>Can&apos;t reach the model hub. Trying again in {seconds} s… Press Cancel to stop, or use a folder that already holds the model.</source>
         <translation>无法连接模型仓库。{seconds} 秒后重试… 按“取消”停止，或使用已包含模型的文件夹。</translation>
     </message>
-    <message>
-        <source>Something went wrong ({error}). The details are in the log.</source>
-        <translation>出了点问题（{error}）。详细信息见日志。</translation>
-    </message>
 </context>
 <context>
     <name>History</name>
@@ -554,6 +669,18 @@ Checking…</source>
     <message>
         <source>The chat history could not be read, so a new one was started. The old file was kept as {path}.</source>
         <translation>无法读取聊天记录，已新建一份。旧文件保留为 {path}。</translation>
+    </message>
+    <message>
+        <source>chat {id}: {problems}</source>
+        <translation>对话 {id}：{problems}</translation>
+    </message>
+    <message>
+        <source>{count} more</source>
+        <translation>另有 {count} 个</translation>
+    </message>
+    <message>
+        <source>Some entries of the chat history are damaged ({details}). Those chats are shown with what could be read; the other chats are not affected.</source>
+        <translation>聊天记录中有部分条目已损坏（{details}）。这些对话按能读出的内容显示；其他对话不受影响。</translation>
     </message>
     <message>
         <source>The chat could not be exported</source>
@@ -722,6 +849,18 @@ Checking…</source>
         <translation>视图(&amp;V)</translation>
     </message>
     <message>
+        <source>Show &amp;Sidebar</source>
+        <translation>显示侧边栏(&amp;S)</translation>
+    </message>
+    <message>
+        <source>Show or hide the sidebar (Ctrl+B)</source>
+        <translation>显示或隐藏侧边栏 (Ctrl+B)</translation>
+    </message>
+    <message>
+        <source>Sidebar</source>
+        <translation>侧边栏</translation>
+    </message>
+    <message>
         <source>&amp;Theme</source>
         <translation>主题(&amp;T)</translation>
     </message>
@@ -814,6 +953,18 @@ Checking…</source>
         <translation>设置…</translation>
     </message>
     <message>
+        <source>Settings</source>
+        <translation>设置</translation>
+    </message>
+    <message>
+        <source>Starting</source>
+        <translation>正在启动</translation>
+    </message>
+    <message>
+        <source> · 4-bit weights</source>
+        <translation> · 4 位权重</translation>
+    </message>
+    <message>
         <source>Retry</source>
         <translation>重试</translation>
     </message>
@@ -824,6 +975,14 @@ Checking…</source>
     <message>
         <source>&lt;b&gt;The model could not be loaded.&lt;/b&gt; {reason}</source>
         <translation>&lt;b&gt;无法加载模型。&lt;/b&gt;{reason}</translation>
+    </message>
+    <message>
+        <source>Model server unreachable</source>
+        <translation>无法连接模型服务器</translation>
+    </message>
+    <message>
+        <source>at {server}</source>
+        <translation>位于 {server}</translation>
     </message>
     <message>
         <source>The model named by the new launch was not loaded: this window is still getting its first model. Choose it in Settings once that is done.</source>
@@ -859,22 +1018,7 @@ Checking…</source>
     </message>
 </context>
 <context>
-    <name>ModelStartup</name>
-    <message>
-        <source>Could not look for the model: {reason}</source>
-        <translation>无法查找模型：{reason}</translation>
-    </message>
-</context>
-<context>
     <name>ModelWorker</name>
-    <message>
-        <source>The model ran out of memory. Close other programs, or in Settings choose 8-bit weights, a smaller number format or the CPU, or start a new chat (shorter conversations need less memory).</source>
-        <translation>模型内存不足。请关闭其他程序，或在“设置”中选择 8 位权重、更小的数值格式或 CPU，也可以新建对话（对话越短，占用内存越少）。</translation>
-    </message>
-    <message>
-        <source>Something went wrong in the model ({error}). The details are in the log: Help → Open Log Folder.</source>
-        <translation>模型出了点问题（{error}）。详细信息见日志：帮助 → 打开日志文件夹。</translation>
-    </message>
     <message>
         <source>No model is loaded yet.</source>
         <translation>尚未加载模型。</translation>
@@ -907,8 +1051,20 @@ Checking…</source>
         <translation>无法连接位于 {url} 的模型服务器（{error}）。请在“设置”中检查地址，并确认服务器正在运行。</translation>
     </message>
     <message>
+        <source>The model server at {url} sent more than {size} MiB without a break, so the app stopped reading. Check that the address in Settings is a model server; if it is, its log may say what went wrong.</source>
+        <translation>{url} 处的模型服务器连续发送了超过 {size} MiB 的数据而没有换行，应用已停止读取。请检查“设置”中的地址是否为模型服务器；如果是，服务器的日志可能会说明出了什么问题。</translation>
+    </message>
+    <message>
+        <source>The model server at {url} sent its answer compressed ({encoding}), which this app does not read. Check that the address in Settings is the model server itself.</source>
+        <translation>{url} 处的模型服务器以压缩格式（{encoding}）发送了回答，本应用无法读取。请检查“设置”中的地址是否就是模型服务器本身。</translation>
+    </message>
+    <message>
         <source>{url} did not answer like an OpenAI-compatible server. Check the address.</source>
         <translation>{url} 的响应不像 OpenAI 兼容的服务器。请检查地址。</translation>
+    </message>
+    <message>
+        <source>The model server at {url} sent an answer this app cannot read: its &quot;{field}&quot; was {value}, not what the OpenAI chat API sends. Check that the address in Settings is an OpenAI-compatible model server.</source>
+        <translation>{url} 处的模型服务器发送了本应用无法读取的回答：其中的“{field}”为 {value}，不符合 OpenAI 聊天接口的格式。请检查“设置”中的地址是否为兼容 OpenAI 的模型服务器。</translation>
     </message>
     <message>
         <source>Connecting to {url}…</source>
@@ -1005,6 +1161,29 @@ Checking…</source>
         <source>The server offers {count} models.</source>
         <translation>服务器提供 {count} 个模型。</translation>
     </message>
+    <message>
+        <source>The chat answers with a model on another computer (xvlm serve, vLLM, LM Studio…); nothing is downloaded here. You can change this later in Settings.</source>
+        <translation>聊天将使用另一台计算机上的模型回答（xvlm serve、vLLM、LM Studio…），本机无需下载任何内容。之后可以在“设置”中更改。</translation>
+    </message>
+    <message>
+        <source>&amp;Use This Server</source>
+        <translation>使用此服务器(&amp;U)</translation>
+    </message>
+</context>
+<context>
+    <name>Settings</name>
+    <message>
+        <source>The setting “{name}” was {value}, which cannot be used; it is back to its default, {default}.</source>
+        <translation>设置“{name}”的值为 {value}，无法使用；已恢复为默认值 {default}。</translation>
+    </message>
+    <message>
+        <source>The settings could not be read, so all of them are at their defaults: {reason}</source>
+        <translation>无法读取设置，所有设置均已恢复为默认值：{reason}</translation>
+    </message>
+    <message>
+        <source>The settings file {path} is damaged, so all settings are at their defaults.</source>
+        <translation>设置文件 {path} 已损坏，所有设置均已恢复为默认值。</translation>
+    </message>
 </context>
 <context>
     <name>SettingsDialog</name>
@@ -1023,6 +1202,10 @@ Checking…</source>
     <message>
         <source>Faster: 8-bit weights (answers may differ slightly)</source>
         <translation>更快：8 位权重（回答可能略有不同）</translation>
+    </message>
+    <message>
+        <source>Fastest: 4-bit weights (answers may differ more)</source>
+        <translation>最快：4 位权重（回答可能差异更大）</translation>
     </message>
     <message>
         <source>Settings</source>
@@ -1065,8 +1248,8 @@ Checking…</source>
         <translation>精度</translation>
     </message>
     <message>
-        <source>8-bit weights decode faster on a CPU and take about half the memory; the answers are close to the exact model&apos;s but not the same.</source>
-        <translation>8 位权重在 CPU 上生成更快，内存占用约减半；回答与精确模型接近，但不完全相同。</translation>
+        <source>8-bit weights decode faster on a CPU and take about half the memory, 4-bit weights faster still in about a third; the answers are close to the exact model&apos;s but not the same.</source>
+        <translation>8 位权重在 CPU 上生成更快，内存占用约减半；4 位权重更快，内存约为三分之一；回答与精确模型接近，但不完全相同。</translation>
     </message>
     <message>
         <source>Number format</source>
