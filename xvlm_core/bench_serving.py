@@ -4,8 +4,10 @@ At each level, N clients each send one streamed chat request at the same moment:
 that no request is answered from a cache another one filled) and the bench's question of about 60 tokens, greedy,
 a fixed number of tokens. One untimed request comes first (a server's first answer touches fresh memory). Reported
 per level: aggregate output tokens/s (all tokens over the wall time from the first request sent to the last token
-received), per-stream decode tokens/s (each stream's tokens after its first over the time they took), time to first
-token (median and p90) and the errors, by what happened. Works the same for `xvlm serve`, vLLM or any other server.
+received, reading the images and prompts included), aggregate decode tokens/s (the tokens after each stream's first
+over the time at least one stream was decoding), per-stream decode tokens/s (each stream's tokens after its first
+over the time they took), time to first token (median and p90) and the errors, by what happened.
+Works the same for `xvlm serve`, vLLM or any other server.
 """
 
 from __future__ import annotations
@@ -169,6 +171,16 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
+def busy_time(spans: list[tuple[float, float]]) -> float:
+    """How long at least one of the spans was under way (their union's length)."""
+    total, reached = 0.0, float("-inf")
+    for begin, end in sorted(spans):
+        if end > reached:
+            total += end - max(begin, reached)
+            reached = end
+    return total
+
+
 def summarize(clients: int, outcomes: list[Outcome]) -> dict[str, object]:
     """One level's figures; rates from the requests that finished, errors counted by what happened."""
     done = [o for o in outcomes if not o.error]
@@ -184,10 +196,12 @@ def summarize(clients: int, outcomes: list[Outcome]) -> dict[str, object]:
     tokens = sum(o.tokens for o in done)
     ttfts = [o.first - o.sent for o in done]
     streams = [(o.tokens - 1) / (o.last - o.first) for o in done if o.tokens > 1 and o.last > o.first]
+    decoding = busy_time([(o.first, o.last) for o in done])
     level.update({
         "output_tokens": tokens,
         "wall_s": end - start,
         "aggregate_tok_s": tokens / (end - start),
+        "aggregate_decode_tok_s": sum(o.tokens - 1 for o in done) / decoding if decoding > 0 else None,
         "per_stream_decode_tok_s_median": statistics.median(streams) if streams else None,
         "per_stream_decode_tok_s_min": min(streams) if streams else None,
         "ttft_s_median": statistics.median(ttfts),

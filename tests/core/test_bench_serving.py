@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from xvlm_core.bench_serving import BenchError, Server, run_server_benchmark
+from xvlm_core.bench_serving import BenchError, Server, busy_time, run_server_benchmark
 from xvlm_core.cli import main
 
 HOLD_S = 10.0  # how long the fake waits for a level's other clients; only a client that never sends them waits it out
@@ -136,6 +136,11 @@ def test_a_refused_request_is_counted_as_an_error_and_the_others_still_measured(
     [level] = run_server_benchmark(Server(fake.url, timeout_s=30), [3])["levels"]
     assert (level["requests"], level["errors"], level["output_tokens"]) == (3, 1, 10)
     assert level["error_kinds"] == {'HTTP 503: {"error": {"message": "busy"}}': 1}
+
+
+def test_decoding_time_counts_overlapping_streams_once():
+    assert busy_time([(0.0, 2.0), (1.0, 3.0), (5.0, 6.0), (5.5, 5.75)]) == 4.0
+    assert busy_time([]) == 0.0
 
 
 def test_an_unreachable_server_is_a_sentence():
