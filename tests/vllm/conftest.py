@@ -7,23 +7,26 @@ compare with come from `xvlm_core` in the app's own environment (.venv), which h
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
-import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from serving import START_WAIT_S, wait_for
 from vllm_support import (
-    APP_PYTHON,
     CONVERSATIONS,
     ENGINE_ENV,
     ENGINE_OPTIONS,
     LANGUAGE,
-    MAX_TOKENS,
     PROJECT_ROOT,
     TOKENIZER,
     TOWER,
+    alive,
+    free_port,
+    running,
+    vllm_server_command,
+    xvlm_answers,
 )
 
 
@@ -40,7 +43,6 @@ def vllm_installed() -> bool:
 
 if not vllm_installed():
     collect_ignore_glob = ["test_*.py"]
-
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -65,19 +67,29 @@ def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def reference(tiny_vlm: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    """Each conversation's input ids, output ids and text from `xvlm_core` in .venv."""
-    if not APP_PYTHON.exists():
-        pytest.fail(f"{APP_PYTHON} is missing: run `sh tools/setup-venv test` first; these tests compare with it.")
-    path = tmp_path_factory.mktemp("reference") / "conversations.json"
-    path.write_text(json.dumps([
-        {"messages": messages, **({"system": system} if system else {})} for system, messages in CONVERSATIONS.values()
-    ]), encoding="utf-8")
-    model, tower = tiny_vlm
-    done = subprocess.run([str(APP_PYTHON), str(Path(__file__).with_name("xvlm_reference.py")), str(model), str(tower),
-                           str(path), str(MAX_TOKENS)], capture_output=True, text=True, timeout=240, check=False,
-                          cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
-    assert done.returncode == 0, done.stderr
-    return dict(zip(CONVERSATIONS, json.loads(done.stdout), strict=True))
+    """Each conversation of CONVERSATIONS answered by `xvlm_core` in .venv."""
+    answers = xvlm_answers(*tiny_vlm, list(CONVERSATIONS.values()), tmp_path_factory.mktemp("reference"))
+    return dict(zip(CONVERSATIONS, answers, strict=True))
+
+
+@pytest.fixture(scope="session")
+def vllm_url(tiny_vlm: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`vllm serve` with the plugin on the tiny checkpoint, for the whole session: its API's base URL."""
+    log, port = tmp_path_factory.mktemp("vllm-serve") / "serve.log", free_port()
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **ENGINE_ENV}
+    with running(vllm_server_command(*tiny_vlm, port), log, env) as process:
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            alive(process, log)
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                    return answer.status == 200
+            except OSError:
+                return False
+
+        wait_for(ready, "vLLM's server to start", START_WAIT_S)
+        yield f"{url}/v1"
 
 
 @pytest.fixture(scope="session")

@@ -4,67 +4,22 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from serving import START_WAIT_S, wait_for
 from vllm_support import (
     APP_PYTHON,
     CONVERSATIONS,
-    ENGINE_ENV,
     MAX_TOKENS,
     PROJECT_ROOT,
-    free_port,
+    alive,
     openai_messages,
-    vllm_server_command,
+    running,
 )
 
 SERVER_CONVERSATIONS = ["text_only", "two_images", "earlier_image", "chinese"]
-
-
-@contextmanager
-def running(command: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen]:
-    with log.open("w", encoding="utf-8") as output:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                                   env=env, cwd=PROJECT_ROOT)
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-
-def alive(process: subprocess.Popen, log: Path) -> None:
-    if process.poll() is not None:
-        pytest.fail(f"the server exited with {process.returncode}:\n{log.read_text(encoding='utf-8')[-4000:]}")
-
-
-@pytest.fixture(scope="module")
-def vllm_url(tiny_vlm, tmp_path_factory) -> Iterator[str]:
-    log, port = tmp_path_factory.mktemp("vllm-serve") / "serve.log", free_port()
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **ENGINE_ENV}
-    with running(vllm_server_command(*tiny_vlm, port), log, env) as process:
-        url = f"http://127.0.0.1:{port}"
-
-        def ready() -> bool:
-            alive(process, log)
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                    return answer.status == 200
-            except OSError:
-                return False
-
-        wait_for(ready, "vLLM's server to start", START_WAIT_S)
-        yield f"{url}/v1"
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
+import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 APP_PYTHON = PROJECT_ROOT / ".venv" / "bin" / "python"
@@ -68,3 +74,41 @@ def openai_messages(system: str | None, messages: list[dict]) -> list[dict]:
         content = [*parts, {"type": "text", "text": message["content"]}] if parts else message["content"]
         sent.append({"role": message["role"], "content": content})
     return sent
+
+
+@contextmanager
+def running(command: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    """Run `command` with its output in `log` until the block ends; then stop it, killing it if it will not stop."""
+    with log.open("w", encoding="utf-8") as output:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                                   env=env, cwd=PROJECT_ROOT)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def alive(process: subprocess.Popen, log: Path) -> None:
+    if process.poll() is not None:
+        pytest.fail(f"the server exited with {process.returncode}:\n{log.read_text(encoding='utf-8')[-4000:]}")
+
+
+def xvlm_answers(model: Path, tower: Path, conversations: list[tuple[str | None, list[dict]]], folder: Path
+                 ) -> list[dict]:
+    """Each conversation's input ids, output ids and text from `xvlm_core` in .venv, greedy, MAX_TOKENS long."""
+    if not APP_PYTHON.exists():
+        pytest.fail(f"{APP_PYTHON} is missing: run `sh tools/setup-venv test` first; these tests compare with it.")
+    path = folder / "conversations.json"
+    path.write_text(json.dumps([
+        {"messages": messages, **({"system": system} if system else {})} for system, messages in conversations
+    ]), encoding="utf-8")
+    done = subprocess.run([str(APP_PYTHON), str(Path(__file__).with_name("xvlm_reference.py")), str(model), str(tower),
+                           str(path), str(MAX_TOKENS)], capture_output=True, text=True, timeout=240, check=False,
+                          cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
