@@ -66,7 +66,7 @@ class Settings:
     download_started: bool = False  # a download was under way when the app last closed: resume it
     window_geometry: str = ""  # QWidget.saveGeometry(), base64
     theme: str = "system"  # "system", "light" or "dark" (View > Theme)
-    language: str = "system"  # "system", "en" or "zh_CN" (Settings > Language), applied at the next start
+    language: str = "system"  # "system", "en" or "zh_CN" (Settings > Language), applied at once
     use_server: bool = False  # answer with a model on an OpenAI-compatible server instead of a local one
     server_url: str = ""
     server_model: str = ""  # "" = the server's first model

@@ -123,7 +123,7 @@ class SettingsDialog(QDialog):
         for value, _label in LANGUAGES:
             self.language_combo.addItem(language_label(value), value)
         self.language_combo.setCurrentIndex(max(0, self.language_combo.findData(settings.language)))
-        self.language_combo.setToolTip(translate("SettingsDialog", "The language changes when the app starts again."))
+        self.language_combo.setToolTip(translate("SettingsDialog", "The language changes at once, when you press OK."))
 
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
@@ -142,8 +142,7 @@ class SettingsDialog(QDialog):
         form.addRow(translate("SettingsDialog", "Model &hub:"), self.endpoint_edit)
         form.addRow(translate("SettingsDialog", "L&anguage:"), self.language_combo)
         note = QLabel(translate("SettingsDialog", "Changing the model, device, precision or number format reloads "
-                                                  "the model in the background; a new language applies when the app "
-                                                  "starts again."))
+                                                  "the model in the background; a new language applies at once."))
         note.setWordWrap(True)
         note.setEnabled(False)
 

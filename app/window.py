@@ -6,10 +6,12 @@ import asyncio
 import html
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from PySide6.QtCore import QT_TRANSLATE_NOOP, QByteArray, QSize, Qt, QTimer, QUrl, Signal, qVersion
+from PySide6.QtCore import QT_TRANSLATE_NOOP, QByteArray, QEvent, QSize, Qt, QTimer, QUrl, Signal, qVersion
 from PySide6.QtGui import (
     QAction,
     QActionGroup,
@@ -23,6 +25,7 @@ from PySide6.QtGui import (
     QShortcut,
 )
 from PySide6.QtWidgets import (
+    QApplication,
     QFileDialog,
     QFrame,
     QHBoxLayout,
@@ -50,7 +53,7 @@ from app.conversation_view import ConversationView
 from app.error_text import error_text
 from app.first_run import FirstRunPage, HubDownloads
 from app.history.service import History
-from app.i18n import translate
+from app.i18n import Worded, Wording, install_translators, translate
 from app.icons import app_icon, icon
 from app.launch import Launch
 from app.remote_model import api_key, api_url, keep_api_key
@@ -89,13 +92,17 @@ def human_megabytes(megabytes: float) -> str:
     return translate("MainWindow", "{size} MB").format(size=f"{megabytes:.0f}")
 
 
+Actions = list[tuple[str, Callable[[], object]]]  # a banner's buttons: (label, what a click does)
+
+
 class Banner(QFrame):
     """A message across the top of the chat with what to do about it (a failed load, an unexpected error)."""
 
-    def __init__(self, parent: QWidget | None = None, name: str = ""):
+    def __init__(self, parent: QWidget | None = None, name: str = QT_TRANSLATE_NOOP("MainWindow", "Problem")):
         super().__init__(parent)
         self.setObjectName("banner")
-        self.setAccessibleName(name or translate("MainWindow", "Problem"))
+        self._name = name  # untranslated, as the window's own texts are worded on each language change
+        self._compose: Callable[[], tuple[str, Actions]] | None = None
         self.icon_label = QLabel(self)
         self.icon_label.setPixmap(icon("warning").pixmap(QSize(20, 20)))
         self.text = QLabel(self)
@@ -105,8 +112,6 @@ class Banner(QFrame):
         close = self.close_button = QToolButton(self)
         close.setIcon(icon("close"))
         close.setAutoRaise(True)
-        close.setAccessibleName(translate("MainWindow", "Dismiss"))
-        close.setToolTip(translate("MainWindow", "Dismiss"))
         close.clicked.connect(self.hide)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(10, 6, 6, 6)
@@ -114,9 +119,19 @@ class Banner(QFrame):
         layout.addWidget(self.text, 1)
         layout.addLayout(self.buttons)
         layout.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
+        self.retranslate()
         self.hide()
 
-    def show_message(self, text: str, actions: list[tuple[str, object]], closable: bool = True) -> None:
+    def show_message(self, compose: Callable[[], tuple[str, Actions]], closable: bool = True) -> None:
+        """Show the message (rich text) and buttons `compose` words; it words them again in a new language."""
+        self._compose = compose
+        self._fill()
+        self.close_button.setVisible(closable)
+        self.show()
+
+    def _fill(self) -> None:
+        assert self._compose is not None
+        text, actions = self._compose()
         while self.buttons.count():
             widget = self.buttons.takeAt(0).widget()
             if widget is not None:
@@ -126,8 +141,18 @@ class Banner(QFrame):
             button.clicked.connect(lambda _checked=False, callback=callback: callback())
             self.buttons.addWidget(button)
         self.text.setText(text)
-        self.close_button.setVisible(closable)
-        self.show()
+
+    def retranslate(self) -> None:
+        self.setAccessibleName(translate("MainWindow", self._name))
+        self.close_button.setAccessibleName(translate("MainWindow", "Dismiss"))
+        self.close_button.setToolTip(translate("MainWindow", "Dismiss"))
+        if self._compose is not None:
+            self._fill()
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.LanguageChange:
+            self.retranslate()
 
 
 class MainWindow(QMainWindow):
@@ -154,6 +179,8 @@ class MainWindow(QMainWindow):
         # The sidebar as the person left it: one choice for a wide window, another (closed at first) for a narrow one.
         self._sidebar_open = {False: True, True: False}  # narrow -> open
         self._narrow = False
+        self.worded = Worded()  # the status bar's labels
+        self._told: tuple[Wording, str, float] | None = None  # the status bar's passing message: see _tell
 
         self.setWindowIcon(app_icon())
         self.setAcceptDrops(True)
@@ -181,8 +208,9 @@ class MainWindow(QMainWindow):
         self.banner = Banner()
         # Conditions of the history (not saved, read-only, set aside): apart from the banner, so that nothing
         # else that happens (a model loading, another error) hides them.
-        self.notice = Banner(name=translate("MainWindow", "Chat history"))
-        self.settings_notice = Banner(name=translate("MainWindow", "Settings"))  # settings.json held unusable values
+        self.notice = Banner(name=QT_TRANSLATE_NOOP("MainWindow", "Chat history"))
+        # settings.json held values that cannot be used
+        self.settings_notice = Banner(name=QT_TRANSLATE_NOOP("MainWindow", "Settings"))
         self.transfer_bar = TransferBar()
         self.view = ConversationView(self.controller)
         self.composer = Composer()
@@ -207,7 +235,6 @@ class MainWindow(QMainWindow):
         # flashes by, and keys typed meanwhile land nowhere.
         self.starting_page = QWidget()
         self.starting_page.setObjectName("startingPage")
-        self.starting_page.setAccessibleName(translate("MainWindow", "Starting"))
         self.pages = QStackedWidget()
         self.pages.addWidget(chat_page)
         self.pages.addWidget(self.first_run)
@@ -227,6 +254,7 @@ class MainWindow(QMainWindow):
 
         self._build_status_bar()
         self._build_menus()
+        self.retranslate()
         self._connect()
         self.controller.reopen_last_chat()  # where the person was when the app last closed
         use_theme(self.settings.theme)
@@ -239,108 +267,142 @@ class MainWindow(QMainWindow):
         self.composer.setFocus()
         self._show_history_notice()
         if self.app_settings.problems:
-            self.settings_notice.show_message(html.escape(" ".join(self.app_settings.problems)),
-                                              [(translate("MainWindow", "Settings…"), self.open_settings)])
+            problems = html.escape(" ".join(self.app_settings.problems))  # worded once, as the file was read
+            self.settings_notice.show_message(lambda: (problems, [(translate("MainWindow", "Settings…"),
+                                                                   self.open_settings)]))
 
     # -- building ------------------------------------------------------------------------------------------
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
-        self.model_label = QLabel(translate("MainWindow", "No model loaded"))
-        self.model_label.setAccessibleName(translate("MainWindow", "Model"))
+        self.model_label = QLabel()
+        self.worded.show(self.model_label.setText, lambda: translate("MainWindow", "No model loaded"))
         self.load_progress = QProgressBar()
         self.load_progress.setRange(0, 0)  # busy: the load's stages have no byte counts
         self.load_progress.setMaximumWidth(120)
         self.load_progress.setMaximumHeight(12)
-        self.load_progress.setAccessibleName(translate("MainWindow", "Loading the model"))
         self.load_progress.hide()
         self.device_label = QLabel("")
-        self.device_label.setAccessibleName(translate("MainWindow", "Device and precision"))
         self.memory_label = QLabel("")
-        self.memory_label.setAccessibleName(translate("MainWindow", "Memory in use"))
-        self.memory_label.setToolTip(translate("MainWindow", "Memory the model uses on its device"))
         bar.addWidget(self.model_label)
         bar.addWidget(self.load_progress)
         bar.addPermanentWidget(self.device_label)
         bar.addPermanentWidget(self.memory_label)
 
     def _build_menus(self) -> None:
+        """The menus and their actions; their texts are set in retranslate()."""
         menu = self.menuBar()
-        file_menu = menu.addMenu(translate("MainWindow", "&File"))
-        self.new_chat_action = self._action(translate("MainWindow", "&New Chat"), self.new_chat,
-                                            QKeySequence.StandardKey.New, "new-chat")
-        self.attach_action = self._action(translate("MainWindow", "&Attach Images…"), self.composer.choose_image,
-                                          QKeySequence.StandardKey.Open, "attach")
+        self.file_menu = file_menu = menu.addMenu("")
+        self.new_chat_action = self._action(self.new_chat, QKeySequence.StandardKey.New, "new-chat")
+        self.attach_action = self._action(self.composer.choose_image, QKeySequence.StandardKey.Open, "attach")
         file_menu.addAction(self.new_chat_action)
         file_menu.addAction(self.attach_action)
         if self.history.available:
             file_menu.addSeparator()
-            self.export_markdown_action = self._action(translate("MainWindow", "Export Chat as &Markdown…"),
-                                                       lambda: self.export_chat("md"))
-            self.export_json_action = self._action(translate("MainWindow", "Export Chat as &JSON…"),
-                                                   lambda: self.export_chat("json"))
-            self.import_action = self._action(translate("MainWindow", "&Import Chat…"), self.import_chat)
+            self.export_markdown_action = self._action(lambda: self.export_chat("md"))
+            self.export_json_action = self._action(lambda: self.export_chat("json"))
+            self.import_action = self._action(self.import_chat)
             self.file_actions = [self.export_markdown_action, self.export_json_action, self.import_action]
             file_menu.addActions(self.file_actions)
             self._update_file_actions()
         file_menu.addSeparator()
-        file_menu.addAction(self._action(translate("MainWindow", "&Quit"), self.close, QKeySequence.StandardKey.Quit))
+        self.quit_action = self._action(self.close, QKeySequence.StandardKey.Quit)
+        file_menu.addAction(self.quit_action)
 
-        chat_menu = menu.addMenu(translate("MainWindow", "&Chat"))
+        self.chat_menu = chat_menu = menu.addMenu("")
         # Esc itself is a window shortcut (below), as it also leaves editing; the menu only names it.
-        self.stop_action = self._action(translate("MainWindow", "&Stop Answer") + "\tEsc", self.controller.stop, None,
-                                        "stop")
-        self.regenerate_action = self._action(translate("MainWindow", "&Regenerate Answer"), self.controller.regenerate,
-                                              QKeySequence("Ctrl+Shift+R"), "regenerate")
-        self.copy_answer_action = self._action(translate("MainWindow", "&Copy Last Answer"), self.copy_last_answer,
-                                               QKeySequence("Ctrl+Shift+C"), "copy")
+        self.stop_action = self._action(self.controller.stop, None, "stop")
+        self.regenerate_action = self._action(self.controller.regenerate, QKeySequence("Ctrl+Shift+R"), "regenerate")
+        self.copy_answer_action = self._action(self.copy_last_answer, QKeySequence("Ctrl+Shift+C"), "copy")
         chat_menu.addAction(self.stop_action)
         chat_menu.addAction(self.regenerate_action)
         chat_menu.addAction(self.copy_answer_action)
 
-        view_menu = menu.addMenu(translate("MainWindow", "&View"))
-        self.sidebar_action = self._action(translate("MainWindow", "Show &Sidebar"), self.toggle_sidebar,
-                                           QKeySequence("Ctrl+B"), "sidebar")
+        self.view_menu = view_menu = menu.addMenu("")
+        self.sidebar_action = self._action(self.toggle_sidebar, QKeySequence("Ctrl+B"), "sidebar")
         self.sidebar_action.setCheckable(True)
         self.sidebar_action.setVisible(self.chat_list is not None)
         view_menu.addAction(self.sidebar_action)
         self.sidebar_button = QToolButton()
         self.sidebar_button.setDefaultAction(self.sidebar_action)
         self.sidebar_button.setAutoRaise(True)
-        self.sidebar_button.setToolTip(translate("MainWindow", "Show or hide the sidebar (Ctrl+B)"))
-        self.sidebar_button.setAccessibleName(translate("MainWindow", "Sidebar"))
         if self.chat_list is not None:
             menu.setCornerWidget(self.sidebar_button, Qt.Corner.TopLeftCorner)
-        theme_menu = view_menu.addMenu(translate("MainWindow", "&Theme"))
+        self.theme_menu = view_menu.addMenu("")
         self.theme_actions: dict[str, QAction] = {}
         themes = QActionGroup(self)
-        for theme, text in THEMES.items():
-            action = self._action(translate("MainWindow", text), lambda theme=theme: self.set_theme(theme))
+        for theme in THEMES:
+            action = self._action(lambda theme=theme: self.set_theme(theme))
             action.setCheckable(True)
             action.setChecked(theme == self.settings.theme)
             themes.addAction(action)
-            theme_menu.addAction(action)
+            self.theme_menu.addAction(action)
             self.theme_actions[theme] = action
 
-        model_menu = menu.addMenu(translate("MainWindow", "&Model"))
-        self.settings_action = self._action(translate("MainWindow", "&Settings…"), self.open_settings,
-                                            QKeySequence("Ctrl+,"), "settings")
+        self.model_menu = model_menu = menu.addMenu("")
+        self.settings_action = self._action(self.open_settings, QKeySequence("Ctrl+,"), "settings")
         self.settings_action.setMenuRole(QAction.MenuRole.PreferencesRole)
         model_menu.addAction(self.settings_action)
-        model_menu.addAction(self._action(translate("MainWindow", "&Reload Model"), self.reload_model))
+        self.reload_action = self._action(self.reload_model)
+        model_menu.addAction(self.reload_action)
 
-        help_menu = menu.addMenu(translate("MainWindow", "&Help"))
-        help_menu.addAction(self._action(translate("MainWindow", "Open &Log Folder"), self.open_log_folder))
-        about = self._action(translate("MainWindow", "&About {app}").format(app=APP_NAME), self.show_about)
-        about.setMenuRole(QAction.MenuRole.AboutRole)
-        help_menu.addAction(about)
+        self.help_menu = help_menu = menu.addMenu("")
+        self.log_folder_action = self._action(self.open_log_folder)
+        help_menu.addAction(self.log_folder_action)
+        self.about_action = self._action(self.show_about)
+        self.about_action.setMenuRole(QAction.MenuRole.AboutRole)
+        help_menu.addAction(self.about_action)
 
         # Esc stops the answer, or leaves editing; it works wherever the focus is in this window.
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self._escape)
         QShortcut(QKeySequence("Ctrl+L"), self, self.composer.setFocus)
 
-    def _action(self, text: str, slot, shortcut=None, icon_name: str | None = None) -> QAction:
-        action = QAction(text, self)
+    def retranslate(self) -> None:
+        """Every text the window sets on its own widgets and actions, in the language of the moment: from __init__,
+        and again on each LanguageChange (Qt sends one to every widget when the translators change)."""
+        self.starting_page.setAccessibleName(translate("MainWindow", "Starting"))
+        self.model_label.setAccessibleName(translate("MainWindow", "Model"))
+        self.load_progress.setAccessibleName(translate("MainWindow", "Loading the model"))
+        self.device_label.setAccessibleName(translate("MainWindow", "Device and precision"))
+        self.memory_label.setAccessibleName(translate("MainWindow", "Memory in use"))
+        self.memory_label.setToolTip(translate("MainWindow", "Memory the model uses on its device"))
+        self.worded.reword()
+
+        self.file_menu.setTitle(translate("MainWindow", "&File"))
+        self.new_chat_action.setText(translate("MainWindow", "&New Chat"))
+        self.attach_action.setText(translate("MainWindow", "&Attach Images…"))
+        if self.file_actions:
+            self.export_markdown_action.setText(translate("MainWindow", "Export Chat as &Markdown…"))
+            self.export_json_action.setText(translate("MainWindow", "Export Chat as &JSON…"))
+            self.import_action.setText(translate("MainWindow", "&Import Chat…"))
+        self.quit_action.setText(translate("MainWindow", "&Quit"))
+        self.chat_menu.setTitle(translate("MainWindow", "&Chat"))
+        self.stop_action.setText(translate("MainWindow", "&Stop Answer") + "\tEsc")
+        self.regenerate_action.setText(translate("MainWindow", "&Regenerate Answer"))
+        self.copy_answer_action.setText(translate("MainWindow", "&Copy Last Answer"))
+        self.view_menu.setTitle(translate("MainWindow", "&View"))
+        self.sidebar_action.setText(translate("MainWindow", "Show &Sidebar"))
+        self.sidebar_button.setToolTip(translate("MainWindow", "Show or hide the sidebar (Ctrl+B)"))
+        self.sidebar_button.setAccessibleName(translate("MainWindow", "Sidebar"))
+        self.theme_menu.setTitle(translate("MainWindow", "&Theme"))
+        for theme, action in self.theme_actions.items():
+            action.setText(translate("MainWindow", THEMES[theme]))
+        self.model_menu.setTitle(translate("MainWindow", "&Model"))
+        self.settings_action.setText(translate("MainWindow", "&Settings…"))
+        self.reload_action.setText(translate("MainWindow", "&Reload Model"))
+        self.help_menu.setTitle(translate("MainWindow", "&Help"))
+        self.log_folder_action.setText(translate("MainWindow", "Open &Log Folder"))
+        self.about_action.setText(translate("MainWindow", "&About {app}").format(app=APP_NAME))
+        self._update_title()
+        self._retell()
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.LanguageChange:
+            self.retranslate()
+
+    def _action(self, slot, shortcut=None, icon_name: str | None = None) -> QAction:
+        action = QAction(self)
         if shortcut is not None:
             action.setShortcut(shortcut)
         if icon_name:
@@ -501,17 +563,33 @@ class MainWindow(QMainWindow):
             self.chat_list.refresh(self.controller.chat_id)
         self._update_file_actions()
 
+    def _tell(self, wording: Wording, shown_ms: int = STATUS_SHOWN_MS) -> None:
+        """A passing message in the status bar, worded again should the language change while it shows."""
+        text = wording()
+        self._told = wording, text, time.monotonic() + shown_ms / 1000
+        self.statusBar().showMessage(text, shown_ms)
+
+    def _retell(self) -> None:
+        """The passing message in the new language, for the time it has left (unless another replaced it)."""
+        if self._told is None:
+            return
+        wording, text, until = self._told
+        left_ms = int((until - time.monotonic()) * 1000)
+        if left_ms > 0 and self.statusBar().currentMessage() == text:
+            self._tell(wording, left_ms)
+
     def _on_answer_left_running(self, title: str) -> None:
-        self.statusBar().showMessage(translate("MainWindow", "The answer in “{title}” is still being written; it is "
-                                                             "saved in that chat.").format(title=title),
-                                     STATUS_SHOWN_MS)
+        self._tell(lambda: translate("MainWindow", "The answer in “{title}” is still being written; it is saved in "
+                                                   "that chat.").format(title=title))
 
     def _on_background_answer_finished(self, _chat_id: int, title: str, status: str) -> None:
-        ended = {Status.COMPLETE: translate("MainWindow", "The answer in “{title}” is finished."),
-                 Status.STOPPED: translate("MainWindow", "The answer in “{title}” was stopped."),
-                 Status.FAILED: translate("MainWindow", "The answer in “{title}” could not be finished.")}
-        self.statusBar().showMessage(ended.get(status, translate("MainWindow", "The answer in “{title}” ended."))
-                                     .format(title=title), STATUS_SHOWN_MS)
+        def ended() -> str:
+            said = {Status.COMPLETE: translate("MainWindow", "The answer in “{title}” is finished."),
+                    Status.STOPPED: translate("MainWindow", "The answer in “{title}” was stopped."),
+                    Status.FAILED: translate("MainWindow", "The answer in “{title}” could not be finished.")}
+            return said.get(status, translate("MainWindow", "The answer in “{title}” ended.")).format(title=title)
+
+        self._tell(ended)
         if self.chat_list is not None:
             self.chat_list.answering = self.controller.answering_elsewhere
             if not self.chat_list.search_edit.text():
@@ -616,47 +694,59 @@ class MainWindow(QMainWindow):
         self.load_progress.setVisible(loading)
         if loading:
             self.banner.hide()
-            self.model_label.setText(translate("MainWindow", "Loading the model…"))
-            self.device_label.clear()
-            self.memory_label.clear()
+            self._show_model_status(lambda: translate("MainWindow", "Loading the model…"))
 
     def _on_stage(self, stage: str) -> None:
         if stage:
-            self.model_label.setText(stage)
+            self.worded.show(self.model_label.setText, lambda: stage)  # the model stack's words, as it said them
+
+    def _show_model_status(self, model: Wording, device: Wording = str, memory: Wording = str) -> None:
+        """The status bar's model, device and memory labels (`str`: empty); each worded again in a new language."""
+        self.worded.show(self.model_label.setText, model)
+        self.worded.show(self.device_label.setText, device)
+        self.worded.show(self.memory_label.setText, memory)
 
     def _show_model_summary(self, summary: dict) -> None:
         if not summary:
             return
         self.composer.context_length = int(summary.get("context_length", DEFAULT_CONTEXT))
         name = display_model_name(str(summary.get("name", "")))
-        self.model_label.setText(name if summary.get("can_see_images", True)
-                                 else translate("MainWindow", "{model} (text only: this model cannot see images)")
-                                 .format(model=name))
+
+        def model() -> str:
+            return name if summary.get("can_see_images", True) else translate(
+                "MainWindow", "{model} (text only: this model cannot see images)").format(model=name)
+
         if summary.get("server"):
-            self.device_label.setText(translate("MainWindow", "on {server}").format(server=summary["server"]))
-            self.memory_label.clear()
+            self._show_model_status(model, lambda: translate("MainWindow", "on {server}")
+                                    .format(server=summary["server"]))
             return
-        weights = {"int8": translate("MainWindow", " · 8-bit weights"),
-                   "int4": translate("MainWindow", " · 4-bit weights")}.get(str(summary.get("quantize")), "")
-        self.device_label.setText(f"{summary.get('device', '')} · {summary.get('dtype', '')}{weights}")
-        self.memory_label.setText(human_megabytes(float(summary.get("memory_mb", 0.0))))
+
+        def device() -> str:
+            weights = {"int8": translate("MainWindow", " · 8-bit weights"),
+                       "int4": translate("MainWindow", " · 4-bit weights")}.get(str(summary.get("quantize")), "")
+            return f"{summary.get('device', '')} · {summary.get('dtype', '')}{weights}"
+
+        self._show_model_status(model, device, lambda: human_megabytes(float(summary.get("memory_mb", 0.0))))
 
     def _on_model_failed(self, problem: Problem) -> None:
         self.load_progress.hide()
         if problem.code is Remedy.CHECK_SERVER:
             self._show_server_unreachable(problem)
             return
-        self.model_label.setText(translate("MainWindow", "No model loaded"))
-        advice = error_text(problem)  # a translated headline on its line, then the model stack's details
-        actions: list[tuple[str, object]] = [(translate("MainWindow", "Settings…"), self.open_settings)]
-        if advice.setting in SETTING_BUTTONS:
-            actions = [(translate("MainWindow", SETTING_BUTTONS[advice.setting]),
-                        lambda: self.open_settings(advice.setting))]
-        actions += [(translate("MainWindow", "Retry"), self.reload_model),
-                    (translate("MainWindow", "Open Log Folder"), self.open_log_folder)]
-        self.banner.show_message(translate("MainWindow", "<b>The model could not be loaded.</b> {reason}")
-                                 .format(reason="<br>".join(html.escape(part) for part in
-                                                            (advice.headline, advice.details) if part)), actions)
+        self.worded.show(self.model_label.setText, lambda: translate("MainWindow", "No model loaded"))
+
+        def compose() -> tuple[str, Actions]:
+            advice = error_text(problem)  # a translated headline on its line, then the model stack's details
+            actions: Actions = [(translate("MainWindow", "Settings…"), self.open_settings)]
+            if advice.setting in SETTING_BUTTONS:
+                actions = [(translate("MainWindow", SETTING_BUTTONS[advice.setting]),
+                            lambda: self.open_settings(advice.setting))]
+            actions += [(translate("MainWindow", "Retry"), self.reload_model),
+                        (translate("MainWindow", "Open Log Folder"), self.open_log_folder)]
+            return translate("MainWindow", "<b>The model could not be loaded.</b> {reason}").format(
+                reason="<br>".join(html.escape(part) for part in (advice.headline, advice.details) if part)), actions
+
+        self.banner.show_message(compose)
 
     def _on_answer_failed(self, _request_id: int, problem: Problem) -> None:
         if problem.code is Remedy.CHECK_SERVER:
@@ -665,14 +755,17 @@ class MainWindow(QMainWindow):
     def _show_server_unreachable(self, problem: Problem) -> None:
         """The model server does not answer (at launch or mid-chat): the status bar says so instead of naming it as
         if it were there, and the banner offers to load the server's model again."""
-        self.model_label.setText(translate("MainWindow", "Model server unreachable"))
         server = api_url(self.settings.server_url)
-        self.device_label.setText(translate("MainWindow", "at {server}").format(server=server))
-        self.memory_label.clear()
-        text = error_text(problem)  # "not answering", what to do; then what happened, naming the server
-        self.banner.show_message(f"<b>{html.escape(text.headline)}</b><br>{html.escape(text.details)}",
-                                 [(translate("MainWindow", "Retry"), self.reload_model),
-                                  (translate("MainWindow", "Settings…"), self.open_settings)])
+        self._show_model_status(lambda: translate("MainWindow", "Model server unreachable"),
+                                lambda: translate("MainWindow", "at {server}").format(server=server))
+
+        def compose() -> tuple[str, Actions]:
+            text = error_text(problem)  # "not answering", what to do; then what happened, naming the server
+            return (f"<b>{html.escape(text.headline)}</b><br>{html.escape(text.details)}",
+                    [(translate("MainWindow", "Retry"), self.reload_model),
+                     (translate("MainWindow", "Settings…"), self.open_settings)])
+
+        self.banner.show_message(compose)
 
     def bring_to_front(self) -> None:
         if self.isMinimized():
@@ -690,9 +783,9 @@ class MainWindow(QMainWindow):
             return
         if self.pages.currentWidget() is self.first_run:
             # The banner belongs to the chat page; the status bar shows under the first-run page too.
-            self.statusBar().showMessage(translate("MainWindow", "The model named by the new launch was not loaded: "
-                                                                 "this window is still getting its first model. "
-                                                                 "Choose it in Settings once that is done."), 15_000)
+            self._tell(lambda: translate("MainWindow", "The model named by the new launch was not loaded: this "
+                                                       "window is still getting its first model. Choose it in "
+                                                       "Settings once that is done."), 15_000)
         else:
             self.startup.start_again(launch.options)
 
@@ -704,8 +797,8 @@ class MainWindow(QMainWindow):
 
     def show_error(self, text: str) -> None:
         """An unexpected problem, told without a traceback (the log has it)."""
-        self.banner.show_message(html.escape(text), [(translate("MainWindow", "Open Log Folder"),
-                                                      self.open_log_folder)])
+        self.banner.show_message(lambda: (html.escape(text), [(translate("MainWindow", "Open Log Folder"),
+                                                                self.open_log_folder)]))
 
     # -- settings and help ---------------------------------------------------------------------------------
 
@@ -741,16 +834,19 @@ class MainWindow(QMainWindow):
         # The file holds no key when the keyring does, while the dialog shows the keyring's: compare like with like
         old = replace(self.settings, server_api_key=api_key(self.settings))
         self.app_settings.replace(keep_api_key(new))
+        if new.language != old.language:
+            install_translators(QApplication.instance(), new.language)  # every widget words its texts again
         self.startup.settings_changed(old, new)
 
     def _update_settings(self, **changes) -> None:
         self.app_settings.update(**changes)
 
     def _show_history_notice(self) -> None:
-        if self.history.notice is not None:
-            self.notice.show_message(html.escape(self.history.notice.text),
-                                     [(translate("MainWindow", "Show Folder"), self._show_history_folder)],
-                                     closable=self.history.notice.saving)
+        notice = self.history.notice
+        if notice is not None:
+            self.notice.show_message(lambda: (html.escape(notice.text), [(translate("MainWindow", "Show Folder"),
+                                                                          self._show_history_folder)]),
+                                     closable=notice.saving)
 
     def _show_history_folder(self) -> None:
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.history.notice.folder)))
