@@ -21,6 +21,7 @@ from PySide6.QtCore import (
     QT_TRANSLATE_NOOP,
     QBuffer,
     QByteArray,
+    QEvent,
     QIODevice,
     QMimeData,
     QSize,
@@ -47,7 +48,7 @@ from PySide6.QtWidgets import (
 from xvlm_core.messages import DEFAULT_CONTEXT, IMAGE_POSITIONS, ImageRef, image_limit, image_path
 
 from app import APP_NAME
-from app.i18n import translate
+from app.i18n import Wording, translate
 from app.icons import icon
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,8 @@ def dialog_folder(places: Places, key: str) -> str:
     return str(Path.home())
 
 
-def unreadable_file(path: str) -> str:
-    """Why `path` cannot be attached ("" when it can), for the notice under the message box.
+def unreadable_file(path: str) -> Wording | None:
+    """Why `path` cannot be attached (None when it can), worded for the notice under the message box.
 
     Only a regular file reaches Qt's reader, which runs here on the UI thread: on a FIFO it would wait for a writer
     forever.
@@ -101,15 +102,17 @@ def unreadable_file(path: str) -> str:
     from xvlm_core.errors import ImageError
     from xvlm_core.images import file_identity  # Pillow only (no torch)
 
+    name = Path(path).name
     if not Path(path).exists():
-        return translate("Composer", "{name}: no such file.").format(name=Path(path).name)
+        return lambda: translate("Composer", "{name}: no such file.").format(name=name)
     try:
         file_identity(Path(path))
     except ImageError as exc:
-        return str(exc)
+        said = str(exc)
+        return lambda: said
     if not QImageReader(path).canRead():
-        return translate("Composer", "{name}: not an image this app can read.").format(name=Path(path).name)
-    return ""
+        return lambda: translate("Composer", "{name}: not an image this app can read.").format(name=name)
+    return None
 
 
 def pasted_images_dir() -> Path:
@@ -159,14 +162,22 @@ class PromptEdit(QPlainTextEdit):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.setPlaceholderText(translate("Composer", "Ask about the image…  (Enter to send, Shift+Enter for a new "
-                                                      "line)"))
-        self.setAccessibleName(translate("Composer", "Message"))
+        self.retranslate()
         self.setTabChangesFocus(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.document().setDocumentMargin(6)
         self.textChanged.connect(self._fit_height)
         self._fit_height()
+
+    def retranslate(self) -> None:
+        self.setPlaceholderText(translate("Composer", "Ask about the image…  (Enter to send, Shift+Enter for a new "
+                                                      "line)"))
+        self.setAccessibleName(translate("Composer", "Message"))
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.LanguageChange:
+            self.retranslate()
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not (
@@ -213,14 +224,12 @@ class ImageChip(QFrame):
         self.thumbnail.setFixedSize(CHIP_SIDE, CHIP_SIDE)
         self.thumbnail.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.thumbnail.setText("…")
-        self.name = QLabel(translate("Composer", "{name}\nChecking…").format(name=Path(path).name), self)
+        self.name = QLabel(self)
         self.name.setObjectName("chipName")
         self.remove_button = QToolButton(self)
         self.remove_button.setIcon(icon("close"))
         self.remove_button.setIconSize(QSize(14, 14))
         self.remove_button.setAutoRaise(True)
-        self.remove_button.setToolTip(translate("Composer", "Remove the image"))
-        self.remove_button.setAccessibleName(translate("Composer", "Remove the image"))
         self.remove_button.clicked.connect(lambda: self.removed.emit(self))
         layout = QHBoxLayout(self)
         layout.setContentsMargins(6, 4, 4, 4)
@@ -228,7 +237,23 @@ class ImageChip(QFrame):
         layout.addWidget(self.name)
         layout.addWidget(self.remove_button)
         self.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Fixed)
-        self.setAccessibleName(translate("Composer", "Attached image {name}, checking").format(name=Path(path).name))
+        self.retranslate()
+
+    def retranslate(self) -> None:
+        name = Path(self.path).name
+        self.remove_button.setToolTip(translate("Composer", "Remove the image"))
+        self.remove_button.setAccessibleName(translate("Composer", "Remove the image"))
+        if self.checking:
+            self.name.setText(translate("Composer", "{name}\nChecking…").format(name=name))
+            self.setAccessibleName(translate("Composer", "Attached image {name}, checking").format(name=name))
+        else:
+            self.name.setText(name)
+            self.setAccessibleName(translate("Composer", "Attached image {name}").format(name=name))
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.LanguageChange:
+            self.retranslate()
 
     @property
     def checking(self) -> bool:
@@ -242,8 +267,7 @@ class ImageChip(QFrame):
                                Qt.TransformationMode.SmoothTransformation)
         pixmap.setDevicePixelRatio(ratio)
         self.thumbnail.setPixmap(pixmap)
-        self.name.setText(Path(self.path).name)
-        self.setAccessibleName(translate("Composer", "Attached image {name}").format(name=Path(self.path).name))
+        self.retranslate()
 
 
 class Composer(QFrame):
@@ -268,19 +292,18 @@ class Composer(QFrame):
         self.busy = False
         self.editing_index: int | None = None
         self._pasted = 0  # images pasted (or dragged in as data) so far: they are numbered
+        self._notice_wording: Wording = str
 
         self.edit_bar = QFrame(self)
         self.edit_bar.setObjectName("editBar")
-        edit_label = QLabel(translate("Composer", "Editing an earlier message: sending replaces it and everything "
-                                                  "after it."))
-        edit_label.setWordWrap(True)
-        cancel_edit = QPushButton(translate("Composer", "Cancel"))
-        cancel_edit.setAccessibleName(translate("Composer", "Cancel editing"))
-        cancel_edit.clicked.connect(self.cancel_edit)
+        self.edit_label = QLabel()
+        self.edit_label.setWordWrap(True)
+        self.cancel_edit_button = QPushButton()
+        self.cancel_edit_button.clicked.connect(self.cancel_edit)
         bar_layout = QHBoxLayout(self.edit_bar)
         bar_layout.setContentsMargins(8, 4, 4, 4)
-        bar_layout.addWidget(edit_label, 1)
-        bar_layout.addWidget(cancel_edit)
+        bar_layout.addWidget(self.edit_label, 1)
+        bar_layout.addWidget(self.cancel_edit_button)
         self.edit_bar.hide()
 
         # The chips in one row that scrolls sideways when they outgrow the window.
@@ -300,7 +323,6 @@ class Composer(QFrame):
         self.notice = QLabel(self)
         self.notice.setObjectName("notice")
         self.notice.setWordWrap(True)
-        self.notice.setAccessibleName(translate("Composer", "Notice"))
         self.notice.hide()
         self._notice_timer = QTimer(self)
         self._notice_timer.setSingleShot(True)
@@ -310,9 +332,6 @@ class Composer(QFrame):
         self.attach_button.setIcon(icon("attach"))
         self.attach_button.setIconSize(QSize(22, 22))
         self.attach_button.setAutoRaise(True)
-        self.attach_button.setToolTip(translate("Composer", "Attach images (or drop or paste them)"))
-        self.attach_button.setAccessibleName(translate("Composer", "Attach images"))
-
         self.attach_button.clicked.connect(self.choose_image)
 
         self.input = PromptEdit(self)
@@ -324,7 +343,7 @@ class Composer(QFrame):
         self.send_button.setIconSize(QSize(20, 20))
         self.send_button.setFixedSize(36, 36)
         self.send_button.clicked.connect(self._send_or_stop)
-        self._update_send_button()
+        self.retranslate()
 
         row = QHBoxLayout()
         row.setContentsMargins(0, 0, 0, 0)
@@ -342,6 +361,22 @@ class Composer(QFrame):
         # Tab comes into the composer at the message box (its focus proxy), so the attach button follows it.
         QWidget.setTabOrder(self.input, self.attach_button)
         QWidget.setTabOrder(self.attach_button, self.send_button)
+
+    def retranslate(self) -> None:
+        self.edit_label.setText(translate("Composer", "Editing an earlier message: sending replaces it and everything "
+                                                      "after it."))
+        self.cancel_edit_button.setText(translate("Composer", "Cancel"))
+        self.cancel_edit_button.setAccessibleName(translate("Composer", "Cancel editing"))
+        self.notice.setAccessibleName(translate("Composer", "Notice"))
+        self.notice.setText(self._notice_wording())
+        self.attach_button.setToolTip(translate("Composer", "Attach images (or drop or paste them)"))
+        self.attach_button.setAccessibleName(translate("Composer", "Attach images"))
+        self._update_send_button()
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.LanguageChange:
+            self.retranslate()
 
     # -- text ----------------------------------------------------------------------------------------------
 
@@ -419,8 +454,10 @@ class Composer(QFrame):
 
     # -- images --------------------------------------------------------------------------------------------
 
-    def show_notice(self, text: str) -> None:
-        self.notice.setText(text)
+    def show_notice(self, wording: Wording) -> None:
+        """A line under the message box for a while; `wording` words it, again in a new language."""
+        self._notice_wording = wording
+        self.notice.setText(wording())
         self.notice.show()
         self._notice_timer.start(NOTICE_SHOWN_MS)
 
@@ -446,48 +483,38 @@ class Composer(QFrame):
         if mime.hasImage():
             image = QImage(mime.imageData())
             if image.isNull():
-                self.show_notice(translate("Composer", "The pasted image could not be read."))
+                self.show_notice(lambda: translate("Composer", "The pasted image could not be read."))
                 return False
             try:
                 path = save_image_data(image, self._pasted + 1)
             except OSError as exc:
                 log.error("cannot save pasted image: %s", exc)
-                self.show_notice(translate("Composer", "The image could not be saved for the model ({reason}).")
-                                 .format(reason=exc.strerror))
+                reason = exc.strerror
+                self.show_notice(lambda: translate("Composer", "The image could not be saved for the model "
+                                                               "({reason}).").format(reason=reason))
                 return False
             self._pasted += 1
             self.attach_file(str(path))
             return True
         if mime.urls():
-            self.show_notice(translate("Composer", "Only images on this computer can be attached. Save the image "
-                                                   "first, or copy it and paste it here."))
+            self.show_notice(lambda: translate("Composer", "Only images on this computer can be attached. Save the "
+                                                           "image first, or copy it and paste it here."))
         return False
 
     def attach_paths(self, paths: Sequence[str]) -> None:
         """Files dropped, picked, or the app was opened with: each image gets a chip; a notice names the rest."""
-        problems = []
-        for path in paths:
-            problem = self.attach_file(path, notify=False)
-            if problem:
-                problems.append(problem)
+        problems = [problem for path in paths if (problem := self.attach_file(path, notify=False)) is not None]
         if problems:
-            self.show_notice(" ".join(problems))
+            self.show_notice(lambda: " ".join(problem() for problem in problems))
 
-    def attach_file(self, path: str, notify: bool = True) -> str:
+    def attach_file(self, path: str, notify: bool = True) -> Wording | None:
         """Show a chip at once; a quick format sniff on this thread, the full check off it.
 
-        Returns why the file was not attached ("" when it was), also shown as a notice when `notify`.
+        Returns why the file was not attached (None when it was), also shown as a notice when `notify`.
         """
         self.notice.hide()
-        problem = ""
-        if len(self.chips) >= self.image_limit:
-            problem = translate("Composer", "{name} was not attached: a message can carry at most {limit} images, "
-                                            "as each takes {positions} of the {context} positions the model reads at "
-                                            "once.").format(name=Path(path).name, limit=self.image_limit,
-                                                             positions=IMAGE_POSITIONS, context=self.context_length)
-        else:
-            problem = unreadable_file(path)
-        if problem:
+        problem = self._one_too_many(path) if len(self.chips) >= self.image_limit else unreadable_file(path)
+        if problem is not None:
             if notify:
                 self.show_notice(problem)
             return problem
@@ -499,7 +526,14 @@ class Composer(QFrame):
         task = asyncio.ensure_future(self._check_in_background(chip))
         self._checks.add(task)
         task.add_done_callback(self._checks.discard)
-        return ""
+        return None
+
+    def _one_too_many(self, path: str) -> Wording:
+        name, limit, context = Path(path).name, self.image_limit, self.context_length
+        return lambda: translate("Composer", "{name} was not attached: a message can carry at most {limit} images, "
+                                             "as each takes {positions} of the {context} positions the model reads "
+                                             "at once.").format(name=name, limit=limit, positions=IMAGE_POSITIONS,
+                                                                context=context)
 
     async def _check_in_background(self, chip: ImageChip) -> None:
         from xvlm_core.errors import XvlmError  # ImageError, or the history's StoreError
@@ -510,10 +544,7 @@ class Composer(QFrame):
         except (XvlmError, OSError) as exc:
             if chip in self.chips:
                 self.remove_image(chip)
-                self.show_notice(str(exc) if isinstance(exc, XvlmError) else translate(
-                    "Composer", "{name} cannot be kept with the chat ({reason}). Check the free disk space and that "
-                                "the data folder can be written.").format(name=Path(chip.path).name,
-                                                                          reason=exc.strerror or exc))
+                self.show_notice(self._not_kept(chip.path, exc))
             return
         if chip not in self.chips:  # taken off (or sent away with a cleared composer) meanwhile
             return
@@ -521,6 +552,17 @@ class Composer(QFrame):
         if self._send_when_checked and not any(other.checking for other in self.chips):
             self._send_when_checked = False
             self.submit()
+
+    @staticmethod
+    def _not_kept(path: str, exc: Exception) -> Wording:
+        """Why an image could not be checked or kept: the core's (or the history's) words, or the system's reason."""
+        said = str(exc)
+        if isinstance(exc, OSError):
+            name, reason = Path(path).name, exc.strerror or said
+            return lambda: translate("Composer", "{name} cannot be kept with the chat ({reason}). Check the free disk "
+                                                 "space and that the data folder can be written.").format(
+                name=name, reason=reason)
+        return lambda: said
 
     def _check_and_prepare(self, path: str) -> tuple[QImage, ImageRef]:
         thumbnail = self._check(path)
