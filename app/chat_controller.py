@@ -5,7 +5,9 @@ one answer in flight, which is "waiting" while the model loads, then "streaming"
 "failed" (`Status`).
 Opening another chat mid-answer leaves the answer running for its own chat, saved there as it streams; going
 back to that chat shows it still going.
-Widgets call the verbs (`send`, `stop`, `regenerate`, `edit`, `new_chat`, `load_model`) and redraw on
+Regenerate keeps the answers it replaces: the last answer has `versions`, one of them shown (`version`), which is
+the one the chat continues from; asking the next question leaves the others behind.
+Widgets call the verbs (`send`, `stop`, `regenerate`, `show_version`, `edit`, `new_chat`, `load_model`) and redraw on
 the signals; the worker is reached only through `load_requested` / `answer_requested`.
 """
 
@@ -86,6 +88,9 @@ class ChatController(QObject):
         self.chat_id: int | None = None  # in the store; None until the first question of a new chat
         self.chat_title = ""  # as the person renamed it; "" = made from the first question
         self.messages: list[Message] = []
+        # Every version Regenerate wrote of the last answer, in order, `messages[-1]` itself at `version`; [] for one.
+        self.versions: list[Message] = []
+        self.version = 0
         self.phase = ModelPhase.NONE
         self.load_stage = ""
         self.model_summary: dict = {}
@@ -157,6 +162,7 @@ class ChatController(QObject):
         if self.busy or not (text or images):
             return False
         message = Message("user", text, tuple(images))
+        self.versions, self.version = [], 0  # the chat goes on from the answer shown
         # Saved before anything is asked: a crash while answering loses no question.
         new_chat = self.chat_id is None
         if new_chat:
@@ -186,13 +192,33 @@ class ChatController(QObject):
             self._finish(message, Status.STOPPED)
 
     def regenerate(self) -> bool:
-        """Answer the last question again, replacing the last answer."""
+        """Answer the last question again. The answer shown is kept as one of its versions (unless it has no text,
+        nothing to go back to); the new one is the last version, and shown."""
         if self.busy or not self.messages or self.messages[-1].role != "assistant":
             return False
-        self.messages.pop()
-        self._truncate_store_after(len(self.messages) - 1)
-        self.conversation_replaced.emit()
-        self._begin_answer(regenerate_sampling(self.settings))
+        answer = self.messages[-1]
+        earlier = [replace(version) if version is answer else version for version in self.versions or [answer]
+                   if version is not answer or answer.text]
+        if answer.id is not None:
+            self.history.begin_version(answer.id)
+        answer.text, answer.status, answer.stats = "", Status.WAITING, {}
+        self.versions, self.version = ([*earlier, answer] if earlier else []), len(earlier)
+        self.message_changed.emit(len(self.messages) - 1)
+        self._request_answer(regenerate_sampling(self.settings))
+        return True
+
+    def show_version(self, index: int) -> bool:
+        """Show the last answer's version at `index` instead of the one shown; the chat continues from it."""
+        if self.busy or not 0 <= index < len(self.versions) or index == self.version:
+            return False
+        answer = self.messages[-1]
+        self.versions[self.version] = replace(answer)
+        chosen = self.versions[index]
+        answer.text, answer.status, answer.stats = chosen.text, chosen.status, chosen.stats
+        self.versions[index], self.version = answer, index
+        if answer.id is not None:
+            self.history.show_version(answer.id, index)
+        self.message_changed.emit(len(self.messages) - 1)
         return True
 
     def edit(self, index: int, text: str, images: Sequence[ImageRef]) -> bool:
@@ -209,6 +235,7 @@ class ChatController(QObject):
         else:
             self._truncate_store_after(index - 1)
         del self.messages[index:]
+        self.versions, self.version = [], 0
         self.conversation_replaced.emit()
         return self.send(text, images)
 
@@ -217,7 +244,7 @@ class ChatController(QObject):
         another."""
         self._leave_chat()
         self.chat_id, self.chat_title = None, ""
-        self.messages = []
+        self.messages, self.versions, self.version = [], [], 0
         self._remember_chat()
         self.conversation_replaced.emit()
         self.chat_changed.emit()
@@ -231,6 +258,8 @@ class ChatController(QObject):
         self._leave_chat()
         self.chat_id, self.chat_title = chat.id, chat.title
         self.messages = chat.messages
+        self.versions = list(chat.versions)
+        self.version = next((index for index, version in enumerate(self.versions) if version is self.messages[-1]), 0)
         self._remember_chat()
         for message in self.messages:
             # An answer another window is still writing (this one reads the history read-only) shows as it stands.
@@ -241,6 +270,8 @@ class ChatController(QObject):
         if running is not None and self.messages and self.messages[-1].id == running.message.id:
             del self._background[running.request.request_id]
             self.messages[-1], self._active = running.message, running.request
+            if self.versions:
+                self.versions[self.version] = running.message
         self.conversation_replaced.emit()
         self.chat_changed.emit()
         self.busy_changed.emit(self.busy)
@@ -296,14 +327,18 @@ class ChatController(QObject):
 
     # -- the answer's life ---------------------------------------------------------------------------------
 
-    def _begin_answer(self, sampling: SamplingSettings | None = None) -> None:
-        """Ask for the next answer, with `sampling` (default: the chat's settings) once the model is ready."""
-        self._sampling = sampling
+    def _begin_answer(self) -> None:
+        """Ask for the next answer, with the chat's settings, once the model is ready."""
         answer = Message("assistant", status=Status.WAITING)
         if self.chat_id is not None:
             answer.id = self.history.begin_answer(self.chat_id)
         self.messages.append(answer)
         self.message_added.emit(len(self.messages) - 1)
+        self._request_answer()
+
+    def _request_answer(self, sampling: SamplingSettings | None = None) -> None:
+        """Write the last message, an answer waiting, with `sampling` (default: the chat's settings)."""
+        self._sampling = sampling
         self.busy_changed.emit(True)
         if self.phase is ModelPhase.READY:
             self._ask()

@@ -420,6 +420,58 @@ class ContextNotice(QFrame):
         self.setVisible(bool(dropped))
 
 
+class VersionSwitch(QWidget):
+    """"< 2/3 >" beside an answer Regenerate wrote more than once: which version is shown, with arrows to the others.
+    Hidden for an answer written once."""
+
+    chosen = Signal(int)  # the index of the version to show
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("versionSwitch")
+        self.previous_button = QToolButton(self)
+        self.previous_button.setArrowType(Qt.ArrowType.LeftArrow)
+        self.label = QLabel(self)
+        self.label.setObjectName("footer")  # in the footer's muted colour
+        self.next_button = QToolButton(self)
+        self.next_button.setArrowType(Qt.ArrowType.RightArrow)
+        for button, step in ((self.previous_button, -1), (self.next_button, 1)):
+            button.setAutoRaise(True)
+            button.setIconSize(QSize(10, 10))
+            button.clicked.connect(lambda _checked=False, step=step: self.chosen.emit(self.index + step))
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 6, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.previous_button)
+        layout.addWidget(self.label)
+        layout.addWidget(self.next_button)
+        self.index, self.count = 0, 1
+        self._retranslate()
+        self.hide()
+
+    def show_place(self, index: int, count: int, enabled: bool) -> None:
+        """Version `index` (from 0) of `count` is shown; `enabled`: the arrows may be used now."""
+        self.index, self.count = index, count
+        self.label.setText(f"{index + 1}/{count}")
+        self.previous_button.setEnabled(enabled and index > 0)
+        self.next_button.setEnabled(enabled and index < count - 1)
+        self._retranslate()
+        self.setVisible(count > 1)
+
+    def _retranslate(self) -> None:
+        for button, text in ((self.previous_button, translate("ConversationView", "Previous version of this answer")),
+                             (self.next_button, translate("ConversationView", "Next version of this answer"))):
+            button.setToolTip(text)
+            button.setAccessibleName(text)
+        self.label.setAccessibleName(translate("ConversationView", "Version {number} of {count}")
+                                     .format(number=self.index + 1, count=self.count))
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.LanguageChange:
+            self._retranslate()
+
+
 def _tool_button(icon_name: str, text: str, parent: QWidget) -> QToolButton:
     button = QToolButton(parent)
     button.setIcon(icon(icon_name))
@@ -469,6 +521,7 @@ class MessageWidget(QFrame):
         self.more_button.setCursor(Qt.CursorShape.PointingHandCursor)
         self.more_button.clicked.connect(self.toggle_expanded)
         self.more_button.hide()
+        self.versions = VersionSwitch(self) if not self.is_user else None  # "< 2/3 >" after Regenerate
         self.copy_button = _tool_button("copy", translate("ConversationView", "Copy message"), self)
         self.copy_button.clicked.connect(lambda: self.copy_requested.emit(self))
         self.edit_button = self.regenerate_button = None
@@ -519,6 +572,8 @@ class MessageWidget(QFrame):
             outer.addWidget(self.body)
             outer.addWidget(self.reader)
             outer.addWidget(self.more_button, 0, Qt.AlignmentFlag.AlignLeft)
+            assert self.versions is not None
+            actions.addWidget(self.versions)
             actions.addWidget(self.footer, 1)
             actions.addWidget(self.copy_button)
             actions.addWidget(self.regenerate_button)
@@ -584,6 +639,8 @@ class MessageWidget(QFrame):
             return
         assert self.body is not None
         text = message.text
+        if message.in_flight:
+            self.expanded = True  # an answer arriving is read as it comes (Regenerate writes into this widget)
         if message.status is Status.WAITING:
             text = "*{}*".format(translate("ConversationView", "Waiting for the model to load…")) + (
                 f" *{stage}*" if stage else "")
@@ -682,6 +739,8 @@ class ConversationView(QScrollArea):
         widget.copy_requested.connect(self._copy)
         widget.edit_requested.connect(lambda w: self.edit_requested.emit(self.widgets.index(w)))
         widget.regenerate_requested.connect(self.controller.regenerate)
+        if widget.versions is not None:
+            widget.versions.chosen.connect(self.controller.show_version)
         widget.continue_requested.connect(self.continue_requested)
         if widget.regenerate_button is not None:
             widget.regenerate_button.installEventFilter(self)  # its tooltip follows the chat's temperature
@@ -747,6 +806,9 @@ class ConversationView(QScrollArea):
             if widget.regenerate_button is not None:
                 widget.regenerate_button.setVisible(index == last and not widget.message.in_flight)
                 widget.regenerate_button.setToolTip(regenerate_tooltip(self.controller.settings.sampling()))
+            if widget.versions is not None:  # only the last answer's versions can be seen: the chat went on from it
+                count = len(self.controller.versions) if index == last else 1
+                widget.versions.show_place(self.controller.version, count, not self.controller.busy)
             if widget.edit_button is not None:
                 widget.edit_button.setEnabled(not self.controller.busy)
 

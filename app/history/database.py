@@ -108,6 +108,17 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 3: where the person was (the chat open last, the folder a file dialog showed last), for the next launch
         "CREATE TABLE places (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ),
+    (  # 4: the other versions of a regenerated answer; the message row holds the one shown, at `version`
+        "ALTER TABLE messages ADD COLUMN version INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE answer_versions (
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            text TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL CHECK (status IN ('complete', 'stopped', 'interrupted', 'failed')),
+            stats TEXT NOT NULL DEFAULT '{}',
+            PRIMARY KEY (message_id, position)
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 # What quick_check says of a value that breaks a column's constraint, as opposed to a broken file.
@@ -397,10 +408,11 @@ class ChatStore:
                 messages.append(Message(role, self._pending.get(message_id, check.text("text", text)),
                                         tuple(images.get(message_id, ())), check.status(status, role),
                                         check.stats(stats), message_id))
+        versions = self._versions(db, check, messages[-1]) if messages and messages[-1].role == "assistant" else ()
         check.where = ""
         return Chat(chat_id, check.text("title", title), check.time("created", created),
                     check.time("updated", updated), check.text("model", model), check.json_object("settings", settings),
-                    check.flag("pinned", pinned), messages, tuple(check.problems))
+                    check.flag("pinned", pinned), messages, tuple(check.problems), versions)
 
     def rename_chat(self, chat_id: int, title: str) -> None:
         with self._write() as db:
@@ -469,6 +481,9 @@ class ChatStore:
         stored = [self.images.store(image) for image in images]
         with self._write() as db:
             title = self._require_chat(db, chat_id)
+            # The chat goes on from the answers shown: the other versions of its latest answer are left behind.
+            db.execute("DELETE FROM answer_versions WHERE message_id IN (SELECT id FROM messages WHERE chat_id = ?)",
+                       (chat_id,))
             message_id = self._insert_message(db, chat_id, "user", text, Status.COMPLETE, stored)
             if not title:
                 db.execute("UPDATE chats SET title = ? WHERE id = ?", (auto_title(text), chat_id))
@@ -551,6 +566,62 @@ class ChatStore:
                 "DELETE FROM messages WHERE chat_id = ? AND position > (SELECT position FROM messages WHERE id = ?)",
                 (chat_id, message_id),
             )
+
+    # --- versions of an answer ---------------------------------------------------------------------------------
+
+    def begin_version(self, message_id: int) -> None:
+        """Regenerate: the answer shown becomes one of its other versions (unless it has no text, which is nothing
+        to go back to), and the message an empty answer being written, its newest version."""
+        with self._write() as db:
+            self._require_message(db, message_id)
+            db.execute("""INSERT OR REPLACE INTO answer_versions (message_id, position, text, status, stats)
+                          SELECT id, version, text, status, stats FROM messages WHERE id = ? AND text != ''""",
+                       (message_id,))
+            db.execute(
+                """UPDATE messages SET text = '', status = 'streaming', stats = '{}',
+                   version = MAX(version, COALESCE((SELECT MAX(position) FROM answer_versions WHERE message_id = ?),
+                                                   0)) + 1
+                   WHERE id = ?""", (message_id, message_id))
+
+    def show_version(self, message_id: int, index: int) -> None:
+        """Show the answer's version at `index` (in the order `load_chat` gives them); the one shown so far becomes
+        one of the others. The chat continues from the version shown."""
+        with self._write() as db:
+            self._require_message(db, message_id)
+            others = [row[0] for row in db.execute(
+                "SELECT position FROM answer_versions WHERE message_id = ? ORDER BY position", (message_id,))]
+            shown = self._shown_version(db, message_id)
+            if not 0 <= index <= len(others):
+                raise ValueError(f"answer {message_id} has {len(others) + 1} versions, not {index + 1}")
+            if index == shown:
+                return
+            position = others[index if index < shown else index - 1]
+            db.execute("""INSERT OR REPLACE INTO answer_versions (message_id, position, text, status, stats)
+                          SELECT id, version, text, status, stats FROM messages WHERE id = ?""", (message_id,))
+            db.execute("""UPDATE messages SET (text, status, stats, version) =
+                          (SELECT text, status, stats, position FROM answer_versions
+                           WHERE message_id = ? AND position = ?) WHERE id = ?""", (message_id, position, message_id))
+            db.execute("DELETE FROM answer_versions WHERE message_id = ? AND position = ?", (message_id, position))
+
+    @staticmethod
+    def _shown_version(db: sqlite3.Connection, message_id: int) -> int:
+        """Where the version the message shows sits among its other versions."""
+        return db.execute("""SELECT COUNT(*) FROM answer_versions WHERE message_id = ?
+                             AND position < (SELECT version FROM messages WHERE id = ?)""",
+                          (message_id, message_id)).fetchone()[0]
+
+    def _versions(self, db: sqlite3.Connection, check: RowCheck, answer: Message) -> tuple[Message, ...]:
+        """Every version of `answer` in order, `answer` itself among them; () when it was written once."""
+        check.where = f"message {answer.id} version"
+        others = [Message("assistant", check.text("text", text), (), check.status(status, "assistant"),
+                          check.stats(stats), answer.id)
+                  for text, status, stats in db.execute(
+                      "SELECT text, status, stats FROM answer_versions WHERE message_id = ? ORDER BY position",
+                      (answer.id,))]
+        if not others:
+            return ()
+        shown = self._shown_version(db, answer.id)
+        return (*others[:shown], answer, *others[shown:])
 
     # --- search ------------------------------------------------------------------------------------------------
 

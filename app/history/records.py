@@ -53,6 +53,8 @@ class Chat:
     pinned: bool
     messages: list[Message]  # images: the history's own copies, in the order they were attached
     damage: tuple[str, ...] = ()  # values of its rows that were not what the app writes, and were replaced
+    # Every version Regenerate wrote of the last answer, in order, `messages[-1]` itself among them; () for one.
+    versions: tuple[Message, ...] = ()
 
 
 @dataclass(frozen=True)

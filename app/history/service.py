@@ -151,6 +151,12 @@ class History(QObject):
     def truncate_after(self, message_id: int) -> None:
         self._write(lambda store: store.truncate_after(message_id))
 
+    def begin_version(self, message_id: int) -> None:
+        self._write(lambda store: store.begin_version(message_id))
+
+    def show_version(self, message_id: int, index: int) -> None:
+        self._write(lambda store: store.show_version(message_id, index))
+
     def rename_chat(self, chat_id: int, title: str) -> None:
         self._write(lambda store: store.rename_chat(chat_id, title))
 

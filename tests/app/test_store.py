@@ -18,6 +18,7 @@ from app.history import image_files
 from app.history.database import ChatStore, default_store_path
 from app.history.records import ReadOnlyStoreError, StoreError, StoreInUseError, auto_title
 from xvlm_core.errors import ImageError
+from xvlm_core.messages import Status
 
 
 def png_bytes(color: str = "red", size: tuple[int, int] = (40, 30)) -> bytes:
@@ -58,7 +59,7 @@ def test_default_location_is_the_user_data_folder(isolated_user_dirs: Path) -> N
 
 def test_database_uses_wal_foreign_keys_and_the_current_schema(store: ChatStore, db_path: Path) -> None:
     assert raw_rows(db_path, "PRAGMA journal_mode") == [("wal",)]
-    assert raw_rows(db_path, "PRAGMA user_version") == [(3,)]
+    assert raw_rows(db_path, "PRAGMA user_version") == [(4,)]
     # The store's own connection enforces foreign keys: a message of a chat that does not exist is refused.
     with pytest.raises(sqlite3.IntegrityError):
         store._read().execute(
@@ -254,6 +255,30 @@ def test_truncate_after_for_regenerate(store: ChatStore) -> None:
     assert [(m.id, m.text) for m in store.load_chat(chat_id).messages] == [(first, "first"), (again, "a new answer")]
     with pytest.raises(StoreError, match="no message"):
         store.truncate_after(second)
+
+
+def test_regenerated_versions_are_kept_until_the_chat_goes_on(store: ChatStore, db_path: Path) -> None:
+    chat_id = store.create_chat()
+    store.add_user_message(chat_id, "Hi")
+    answer = store.begin_answer(chat_id)
+    store.finish_answer(answer, "one")
+    for text in ("", "three"):  # an answer with no text is nothing to go back to: not kept
+        store.begin_version(answer)
+        store.finish_answer(answer, text, Status.FAILED if not text else Status.COMPLETE)
+    assert [version.text for version in store.load_chat(chat_id).versions] == ["one", "three"]
+    store.show_version(answer, 0)
+    chat = store.load_chat(chat_id)
+    assert chat.messages[-1].text == "one" and chat.versions[0] is chat.messages[-1]
+    with sqlite3.connect(db_path) as db:  # as a tool or a damaged disk might leave them
+        db.execute("PRAGMA ignore_check_constraints = ON")
+        db.execute("UPDATE answer_versions SET status = 'odd', stats = 'not json'")
+    db.close()
+    chat = store.load_chat(chat_id)
+    assert (chat.versions[1].text, chat.versions[1].status, chat.versions[1].stats) == ("three", "interrupted", {})
+    assert len(chat.damage) == 2
+
+    store.add_user_message(chat_id, "And then?")
+    assert store.load_chat(chat_id).versions == () and raw_rows(db_path, "SELECT * FROM answer_versions") == []
 
 
 def test_streaming_writes_at_most_once_per_interval(db_path: Path) -> None:

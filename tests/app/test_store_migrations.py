@@ -106,9 +106,18 @@ def test_version_1_history_is_upgraded_and_keeps_everything(tmp_path: Path) -> N
         assert store.remembered("last open chat") == ""
         store.remember("last open chat", "1")
         assert store.remembered("last open chat") == "1"
-        # And the old chat goes on.
+        # What version 4 added: Regenerate keeps the answer it replaces as another version, to go back to.
+        store.begin_version(4)
+        store.finish_answer(4, "Written whole")
+        store.show_version(4, 0)
+        chat = store.load_chat(1)
+        assert [(version.text, version.status) for version in chat.versions] == [
+            ("Half writ", "interrupted"), ("Written whole", "complete")]
+        assert chat.versions[0] is chat.messages[-1]
+        # And the old chat goes on, from the version shown.
         store.add_user_message(1, "And the stem?")
         assert [hit.message_id for hit in store.search("stem")] == [5]
+        assert store.load_chat(1).messages[3].text == "Half writ"
 
     db = sqlite3.connect(path)
     try:
