@@ -420,6 +420,16 @@ class ContextNotice(QFrame):
         self.setVisible(bool(dropped))
 
 
+def _tool_button(icon_name: str, text: str, parent: QWidget) -> QToolButton:
+    button = QToolButton(parent)
+    button.setIcon(icon(icon_name))
+    button.setIconSize(QSize(16, 16))
+    button.setToolTip(text)
+    button.setAccessibleName(text)
+    button.setAutoRaise(True)
+    return button
+
+
 class VersionSwitch(QWidget):
     """"< 2/3 >" beside an answer Regenerate wrote more than once: which version is shown, with arrows to the others.
     Hidden for an answer written once."""
@@ -429,15 +439,11 @@ class VersionSwitch(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("versionSwitch")
-        self.previous_button = QToolButton(self)
-        self.previous_button.setArrowType(Qt.ArrowType.LeftArrow)
+        self.previous_button = _tool_button("previous", "", self)
         self.label = QLabel(self)
         self.label.setObjectName("footer")  # in the footer's muted colour
-        self.next_button = QToolButton(self)
-        self.next_button.setArrowType(Qt.ArrowType.RightArrow)
+        self.next_button = _tool_button("next", "", self)
         for button, step in ((self.previous_button, -1), (self.next_button, 1)):
-            button.setAutoRaise(True)
-            button.setIconSize(QSize(10, 10))
             button.clicked.connect(lambda _checked=False, step=step: self.chosen.emit(self.index + step))
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 6, 0)
@@ -470,16 +476,6 @@ class VersionSwitch(QWidget):
         super().changeEvent(event)
         if event.type() == QEvent.Type.LanguageChange:
             self._retranslate()
-
-
-def _tool_button(icon_name: str, text: str, parent: QWidget) -> QToolButton:
-    button = QToolButton(parent)
-    button.setIcon(icon(icon_name))
-    button.setIconSize(QSize(16, 16))
-    button.setToolTip(text)
-    button.setAccessibleName(text)
-    button.setAutoRaise(True)
-    return button
 
 
 class MessageWidget(QFrame):
