@@ -132,7 +132,7 @@ def plain_process_baseline(
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise XvlmError(f"The plain transformers baseline could not run ({reason}). Run the bench without --baseline.")
+        raise XvlmError(f"The plain transformers baseline could not run: {reason}")
     return {f"baseline_{key}": value for key, value in json.loads(lines[-1]).items()}
 
 

@@ -12,6 +12,7 @@ import argparse
 import gc
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from transformers.generation.streamers import BaseStreamer
 from xvlm_core import checkpoint
 from xvlm_core.bench import bench_image, bytes_read_per_token, conversation
 from xvlm_core.device import peak_resident_set_mb
+from xvlm_core.errors import XvlmError
 from xvlm_core.images import load_image
 from xvlm_core.model import LoadedModel, load_model
 from xvlm_core.prompt import SYSTEM_V1, Message, images_in_order, render_segments
@@ -118,7 +120,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()  # the checkpoint's tower and projector keys are expected extras
-    loaded = load_plain(args.model, args.vision_tower, args.device, args.dtype)
+    try:
+        loaded = load_plain(args.model, args.vision_tower, args.device, args.dtype)
+    except XvlmError as exc:
+        print(exc, file=sys.stderr)  # the bench quotes this last line
+        return 1
     print(json.dumps(measure(loaded, args.turns, args.new_tokens)))
     return 0
 
