@@ -119,14 +119,11 @@ class ChatList(QWidget):
         self.current_chat: int | None = None
         self.answering: set[int] = set()  # chats whose answer is being written while another is shown
         self._undo_chat: int | None = None
+        self._undo_title = ""
 
-        self.new_button = QPushButton(icon("new-chat"), " " + translate("ChatList", "New chat"))
-        self.new_button.setAccessibleName(translate("ChatList", "New chat"))
-        self.new_button.setToolTip(translate("ChatList", "New chat (Ctrl+N)"))
+        self.new_button = QPushButton(icon("new-chat"), "")
         self.new_button.clicked.connect(lambda: self.new_chat_requested.emit())
         self.search_edit = QLineEdit()
-        self.search_edit.setPlaceholderText(translate("ChatList", "Search chats"))
-        self.search_edit.setAccessibleName(translate("ChatList", "Search chats"))
         self.search_edit.setClearButtonEnabled(True)
         self.search_edit.addAction(icon("search"), QLineEdit.ActionPosition.LeadingPosition)
         self._search_timer = QTimer(self)
@@ -137,7 +134,6 @@ class ChatList(QWidget):
 
         self.list = QListWidget()
         self.list.setObjectName("chatList")
-        self.list.setAccessibleName(translate("ChatList", "Chats"))
         self.list.setIconSize(QSize(THUMBNAIL_SIDE, THUMBNAIL_SIDE))
         self.list.setUniformItemSizes(False)
         self.list.setWordWrap(True)
@@ -151,7 +147,7 @@ class ChatList(QWidget):
         self.list.itemActivated.connect(self._activated)
         self.list.itemClicked.connect(self._activated)
         self.list.installEventFilter(self)
-        self.empty_label = QLabel(translate("ChatList", "No chats yet."))
+        self.empty_label = QLabel()
         self.empty_label.setObjectName("footer")
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
 
@@ -159,8 +155,7 @@ class ChatList(QWidget):
         self.undo_bar.setObjectName("editBar")
         self.undo_label = QLabel()
         self.undo_label.setWordWrap(True)
-        self.undo_button = QPushButton(translate("ChatList", "Undo"))
-        self.undo_button.setAccessibleName(translate("ChatList", "Undo delete"))
+        self.undo_button = QPushButton()
         self.undo_button.clicked.connect(self.undo_delete)
         undo_layout = QHBoxLayout(self.undo_bar)
         undo_layout.setContentsMargins(8, 4, 4, 4)
@@ -171,10 +166,9 @@ class ChatList(QWidget):
         self._undo_timer.setSingleShot(True)
         self._undo_timer.timeout.connect(self.undo_bar.hide)
 
-        for text, shortcut, slot in ((translate("ChatList", "Rename…"), "F2", self.rename_selected),
-                                     (translate("ChatList", "Delete"), QKeySequence.StandardKey.Delete,
-                                      self.delete_selected)):
-            action = QAction(text, self.list)
+        self.rename_action, self.delete_action = QAction(self.list), QAction(self.list)
+        for action, shortcut, slot in ((self.rename_action, "F2", self.rename_selected),
+                                       (self.delete_action, QKeySequence.StandardKey.Delete, self.delete_selected)):
             action.setShortcut(shortcut)
             action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
             action.triggered.connect(slot)
@@ -188,7 +182,28 @@ class ChatList(QWidget):
         layout.addWidget(self.list, 1)
         layout.addWidget(self.empty_label)
         layout.addWidget(self.undo_bar)
+        self.retranslate()
+
+    def retranslate(self) -> None:
+        """The sidebar's texts in the language of the moment (from __init__ and on LanguageChange); the list is
+        made again, as its untitled chats, dates and tooltips are worded in it."""
+        self.new_button.setText(" " + translate("ChatList", "New chat"))
+        self.new_button.setAccessibleName(translate("ChatList", "New chat"))
+        self.new_button.setToolTip(translate("ChatList", "New chat (Ctrl+N)"))
+        self.search_edit.setPlaceholderText(translate("ChatList", "Search chats"))
+        self.search_edit.setAccessibleName(translate("ChatList", "Search chats"))
+        self.list.setAccessibleName(translate("ChatList", "Chats"))
+        self.undo_button.setText(translate("ChatList", "Undo"))
+        self.undo_button.setAccessibleName(translate("ChatList", "Undo delete"))
+        self.undo_label.setText(translate("ChatList", "Deleted “{title}”.").format(title=self._undo_title))
+        self.rename_action.setText(translate("ChatList", "Rename…"))
+        self.delete_action.setText(translate("ChatList", "Delete"))
         self.refresh()
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.LanguageChange:
+            self.retranslate()
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         """Choosing a chat leaves the focus here (F2 renames it, Delete deletes it); typing goes on in the
@@ -321,9 +336,8 @@ class ChatList(QWidget):
                       if self.list.item(row).data(CHAT_ID) == chat_id), translate("ChatList", "the chat"))
         if not self.history.delete_chat(chat_id):
             return
-        self._undo_chat = chat_id
+        self._undo_chat, self._undo_title = chat_id, title
         self.undo_label.setText(translate("ChatList", "Deleted “{title}”.").format(title=title))
-
         self.undo_bar.show()
         self._undo_timer.start(UNDO_SHOWN_MS)
         self.deleted.emit(chat_id)

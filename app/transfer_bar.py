@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 
+from PySide6.QtCore import QEvent
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
 
-from app.i18n import translate
+from app.i18n import Wording, translate
 
 
 class TransferBar(QFrame):
@@ -18,7 +19,7 @@ class TransferBar(QFrame):
         self.progress.setMaximumWidth(160)
         self.progress.setMaximumHeight(12)
         self.progress.setTextVisible(False)
-        self.cancel_button = QPushButton(translate("TransferBar", "Cancel"), self)
+        self.cancel_button = QPushButton(self)
         self.cancel_button.clicked.connect(self.cancel)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(10, 4, 6, 4)
@@ -27,17 +28,29 @@ class TransferBar(QFrame):
         layout.addWidget(self.cancel_button)
         self._cancel = threading.Event()
         self._running = False  # not isVisible(): the bar is out of sight while the first-run page shows
+        self._wording: Wording = str  # what the bar says it does
+        self.retranslate()
         self.hide()
+
+    def retranslate(self) -> None:
+        self.cancel_button.setText(translate("TransferBar", "Cancel"))
+        self.label.setText(self._wording())
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.LanguageChange:
+            self.retranslate()
 
     @property
     def running(self) -> bool:
         return self._running
 
-    def begin(self, text: str) -> threading.Event:
-        """Show the bar for a new job; the event it returns is set when the person cancels."""
+    def begin(self, text: str | Wording) -> threading.Event:
+        """Show the bar for a new job (`text` says what it does: a function that words it is worded again in a new
+        language); the event it returns is set when the person cancels."""
         self._cancel = threading.Event()
         self._running = True
-        self.label.setText(text)
+        self._say(text if callable(text) else lambda: text)
         self.progress.setRange(0, 0)  # busy until the first count arrives
         self.cancel_button.setEnabled(True)
         self.show()
@@ -49,8 +62,12 @@ class TransferBar(QFrame):
 
     def cancel(self) -> None:
         self._cancel.set()
-        self.label.setText(translate("TransferBar", "Cancelling…"))
+        self._say(lambda: translate("TransferBar", "Cancelling…"))
         self.cancel_button.setEnabled(False)
+
+    def _say(self, wording: Wording) -> None:
+        self._wording = wording
+        self.label.setText(wording())
 
     def finish(self) -> None:
         self._running = False
