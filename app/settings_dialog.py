@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -38,7 +39,8 @@ class SettingsDialog(QDialog):
     """Edits a copy of the settings; `result_settings()` gives the edited copy after exec()."""
 
     def __init__(self, settings: Settings, devices: list[tuple[str, str]], parent: QWidget | None = None,
-                 context_length: int = MAX_ANSWER_TOKENS):
+                 context_length: int = MAX_ANSWER_TOKENS, running_model: str = ""):
+        """`running_model`: the model loaded now when it is not the one the settings name (the command line's)."""
         super().__init__(parent)
         self.setWindowTitle(translate("SettingsDialog", "Settings"))
         self.setMinimumWidth(520)
@@ -53,6 +55,13 @@ class SettingsDialog(QDialog):
         model_row = QHBoxLayout()
         model_row.addWidget(self.model_edit, 1)
         model_row.addWidget(browse)
+        # The field keeps the saved setting; what runs instead for now is said below it, not written into it.
+        self.running_label = QLabel()
+        self.running_label.setWordWrap(True)
+        self.running_label.setEnabled(False)  # the muted colour of a note
+        self.running_label.setToolTip(running_model)
+        self.running_label.setVisible(bool(running_model))
+        self._running_model = running_model
 
         self.tower_edit = QLineEdit(settings.vision_tower)
         self.tower_edit.setPlaceholderText(translate("SettingsDialog", "Default: the one the model names"))
@@ -131,6 +140,7 @@ class SettingsDialog(QDialog):
         model_label = QLabel(translate("SettingsDialog", "&Model:"))
         model_label.setBuddy(self.model_edit)
         form.addRow(model_label, model_row)
+        form.addRow("", self.running_label)
         form.addRow(translate("SettingsDialog", "&Vision tower:"), self.tower_edit)
         form.addRow(translate("SettingsDialog", "&Device:"), self.device_combo)
         form.addRow(translate("SettingsDialog", "P&recision:"), self.precision_combo)
@@ -155,6 +165,19 @@ class SettingsDialog(QDialog):
         layout.addWidget(note)
         layout.addWidget(self.server_box)
         layout.addWidget(buttons)
+        self._say_running_model()
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self._say_running_model()
+
+    def _say_running_model(self) -> None:
+        """"Running now: …" with the folder cut in the middle to the field's width (a path has no place to wrap)."""
+        width = max(200, self.model_edit.width())
+        folder = self.running_label.fontMetrics().elidedText(self._running_model, Qt.TextElideMode.ElideMiddle, width)
+        self.running_label.setText(translate(
+            "SettingsDialog", "Running now: {model}, as the app was started with it. The model above is loaded when "
+                              "you change it, and at the next start.").format(model=folder))
 
     def _browse_model(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, translate("SettingsDialog", "Choose the model folder"),

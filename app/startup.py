@@ -46,6 +46,15 @@ class ModelStartup:
         self._starts = 0  # how many times start() began: a later one takes over from an earlier one still waiting
         self._tasks: set[asyncio.Task] = set()
 
+    @property
+    def model_of_this_run(self) -> str:
+        """The model loaded for this run only, as the command line or another launch named it instead of the
+        settings' model: "" when the settings' model (or a server's) is the one loaded."""
+        given, settings = self._overrides.model, self.settings.current
+        if settings.uses_server or not given or given == settings.model:
+            return ""
+        return self._current_model or ""
+
     def first_page(self, options: LoadOptions = NONE_GIVEN) -> Page:
         """The page to show before `start` runs, decided without waiting for anything: the chat when the model is
         on a server or in a folder here, else the neutral page until the hub's cache has been looked at."""

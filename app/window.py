@@ -808,7 +808,8 @@ class MainWindow(QMainWindow):
     def open_settings(self, field: str = "") -> None:
         """Model > Settings; `field` ("vision_tower", "model", ...) is the one to start in, selected."""
         context = int(self.controller.model_summary.get("context_length", MAX_ANSWER_TOKENS))
-        dialog = SettingsDialog(self.settings, self.devices, self, context_length=context)
+        running = self.startup.model_of_this_run if self.controller.phase is ModelPhase.READY else ""
+        dialog = SettingsDialog(self.settings, self.devices, self, context_length=context, running_model=running)
         start = {"model": dialog.model_edit, "vision_tower": dialog.tower_edit, "device": dialog.device_combo,
                  "dtype": dialog.dtype_combo}.get(field)
         if start is not None:

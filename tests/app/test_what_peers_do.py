@@ -188,3 +188,38 @@ def test_the_attach_dialog_starts_in_the_pictures_folder_then_where_the_last_pic
     again = relaunch(make_window, tmp_path)
     qtbot.mouseClick(again.composer.attach_button, Qt.MouseButton.LeftButton)
     assert opened_in == [str(pictures), str(images_dir)]
+
+
+def test_settings_name_the_model_running_when_the_command_line_or_another_launch_chose_it(
+        qtbot, make_window, app_settings, tmp_path, tiny_model_dir, monkeypatch):
+    from dataclasses import replace
+
+    from PySide6.QtWidgets import QDialog
+    from test_window import wait_ready
+
+    from app.settings_dialog import SettingsDialog
+    from xvlm_core.load_options import LoadOptions
+
+    seen = []
+
+    def look(dialog):  # what a person sees in Model > Settings; then OK, touching nothing
+        seen.append((dialog.model_edit.text(), dialog.running_label.isVisibleTo(dialog), dialog.running_label.text(),
+                     dialog.running_label.toolTip()))
+        return QDialog.DialogCode.Accepted
+
+    monkeypatch.setattr(SettingsDialog, "exec", look)
+    saved = tmp_path / "saved model"
+    saved.mkdir()
+    window = make_window(ModelWorker(load=fake_load(), session_factory=lambda _loaded: FakeSession()),
+                         settings=replace(app_settings, model=str(saved)))  # and launched with --model TINY
+    wait_ready(qtbot, window)
+    window.settings_action.trigger()
+    field, shown, line, tooltip = seen[-1]
+    assert field == str(saved) and shown and "Running now" in line and tooltip == str(tiny_model_dir)
+    assert window.settings.model == str(saved) and window.controller.phase.value == "ready"  # nothing changed
+
+    window.startup.start_again(LoadOptions(str(saved)))  # another launch named the saved model
+    qtbot.waitUntil(lambda: window.controller.phase.value == "loading", timeout=5_000)
+    wait_ready(qtbot, window)
+    window.settings_action.trigger()
+    assert seen[-1][:2] == (str(saved), False)  # it runs what the field says: nothing more to tell
