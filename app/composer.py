@@ -84,10 +84,11 @@ class PlacesInMemory:
         self._places[key] = value
 
 
-def dialog_folder(places: Places, key: str) -> str:
-    """Where a file dialog opens: the folder last used for `key` while it is there, else the pictures folder."""
-    for folder in (places.remembered(key),
-                   QStandardPaths.writableLocation(QStandardPaths.StandardLocation.PicturesLocation)):
+def dialog_folder(places: Places, key: str,
+                  first: QStandardPaths.StandardLocation = QStandardPaths.StandardLocation.PicturesLocation) -> str:
+    """Where a file dialog opens: the folder last used for `key` while it is there, else the `first` folder (the
+    pictures folder), else the home folder."""
+    for folder in (places.remembered(key), QStandardPaths.writableLocation(first)):
         if folder and Path(folder).is_dir():
             return folder
     return str(Path.home())

@@ -11,7 +11,18 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from PySide6.QtCore import QT_TRANSLATE_NOOP, QByteArray, QEvent, QSize, Qt, QTimer, QUrl, Signal, qVersion
+from PySide6.QtCore import (
+    QT_TRANSLATE_NOOP,
+    QByteArray,
+    QEvent,
+    QSize,
+    QStandardPaths,
+    Qt,
+    QTimer,
+    QUrl,
+    Signal,
+    qVersion,
+)
 from PySide6.QtGui import (
     QAction,
     QActionGroup,
@@ -48,7 +59,7 @@ from xvlm_core.messages import DEFAULT_CONTEXT, ImageRef, Status
 from app import APP_NAME
 from app.chat_controller import ChatController, ModelPhase
 from app.chat_list import ChatList
-from app.composer import Composer, mime_has_attachment
+from app.composer import Composer, dialog_folder, mime_has_attachment
 from app.conversation_view import ConversationView
 from app.error_text import error_text
 from app.first_run import FirstRunPage, HubDownloads
@@ -70,6 +81,8 @@ log = logging.getLogger(__name__)
 DEFAULT_SIZE = QSize(1100, 780)
 SIDEBAR_NARROW = 760  # a window narrower than this folds the sidebar away, so the chat keeps a line's room
 STATUS_SHOWN_MS = 8000  # a passing message in the status bar
+CHAT_FILES_FOLDER = "chat files folder"  # a place: the folder a chat was last exported to or imported from
+DOCUMENTS = QStandardPaths.StandardLocation.DocumentsLocation  # where the export and import dialogs first open
 # The banner's button for a failed load whose fix is one setting (see app/error_text.py).
 SETTING_BUTTONS = {"model": QT_TRANSLATE_NOOP("MainWindow", "Choose Model…"),
                    "vision_tower": QT_TRANSLATE_NOOP("MainWindow", "Choose Vision Tower…"),
@@ -605,8 +618,10 @@ class MainWindow(QMainWindow):
     def export_chat(self, kind: str) -> None:
         if self.controller.chat_id is None or self.transfer_bar.running:
             return
-        folder = QFileDialog.getExistingDirectory(self, translate("MainWindow", "Export the chat to which folder?"))
+        folder = QFileDialog.getExistingDirectory(self, translate("MainWindow", "Export the chat to which folder?"),
+                                                  dialog_folder(self.history, CHAT_FILES_FOLDER, DOCUMENTS))
         if folder:
+            self.history.remember(CHAT_FILES_FOLDER, folder)
             cancel = self.transfer_bar.begin(translate("MainWindow", "Exporting the chat…"))
             self._update_file_actions()
             self._spawn(self._export(self.controller.chat_id, Path(folder), kind, cancel))
@@ -623,9 +638,11 @@ class MainWindow(QMainWindow):
     def import_chat(self) -> None:
         if not self.history.writable or self.transfer_bar.running:
             return
-        path, _filter = QFileDialog.getOpenFileName(self, translate("MainWindow", "Import a chat"), "",
+        path, _filter = QFileDialog.getOpenFileName(self, translate("MainWindow", "Import a chat"),
+                                                    dialog_folder(self.history, CHAT_FILES_FOLDER, DOCUMENTS),
                                                     translate("MainWindow", "Chat files (*.json);;All files (*)"))
         if path:
+            self.history.remember(CHAT_FILES_FOLDER, str(Path(path).parent))
             cancel = self.transfer_bar.begin(translate("MainWindow", "Importing {name}…").format(name=Path(path).name))
             self._update_file_actions()
             self._spawn(self._import(Path(path), cancel))

@@ -223,3 +223,40 @@ def test_settings_name_the_model_running_when_the_command_line_or_another_launch
     wait_ready(qtbot, window)
     window.settings_action.trigger()
     assert seen[-1][:2] == (str(saved), False)  # it runs what the field says: nothing more to tell
+
+
+def test_the_export_and_import_dialogs_start_in_documents_then_in_the_folder_of_the_last_chat_file(
+        qtbot, make_window, tmp_path, monkeypatch):
+    from PySide6.QtCore import QStandardPaths
+
+    documents = tmp_path / "Documents"
+    documents.mkdir()
+    monkeypatch.setattr(QStandardPaths, "writableLocation", lambda location: str(
+        documents if location == QStandardPaths.StandardLocation.DocumentsLocation else tmp_path / "Pictures"))
+    folder = tmp_path / "chats"
+    folder.mkdir()
+    opened_in = []
+
+    def pick_folder(_parent, _caption, start="", *_options):
+        opened_in.append(("export", start))
+        return str(folder)
+
+    def pick_file(_parent, _caption, start="", *_filters):
+        opened_in.append(("import", start))
+        return str(next(folder.glob("*.json"))), ""
+
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", pick_folder)
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", pick_file)
+    window = relaunch(make_window, tmp_path)
+    ask(qtbot, window, "Keep this")
+    wait_answered(qtbot, window)
+    window.export_json_action.trigger()
+    qtbot.waitUntil(lambda: any(folder.glob("*.json")) and not window.transfer_bar.running, timeout=10_000)
+    window.close()
+
+    again = relaunch(make_window, tmp_path)
+    again.import_action.trigger()
+    qtbot.waitUntil(lambda: again.controller.chat_id != 1 and not again.transfer_bar.running, timeout=10_000)
+    again.export_json_action.trigger()
+    qtbot.waitUntil(lambda: len(list(folder.glob("*.json"))) == 2 and not again.transfer_bar.running, timeout=10_000)
+    assert opened_in == [("export", str(documents)), ("import", str(folder)), ("export", str(folder))]
