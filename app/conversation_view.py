@@ -278,6 +278,30 @@ class MarkdownView(QTextBrowser):
         for index in range(len(code_groups) - 1, -1, -1):  # from the end, so earlier positions stay valid
             self._add_copy_link(code_groups[index][0], index)
 
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.LanguageChange:
+            self._reword_copy_links()
+
+    def _reword_copy_links(self) -> None:
+        """Each code block's Copy link in the language of the moment; the rest of the document (the model's words)
+        is left as it is, not laid out again."""
+        if not self.code_blocks:
+            return
+        block = self.document().begin()
+        while block.isValid():
+            iterator = block.begin()
+            while not iterator.atEnd():
+                fragment = iterator.fragment()
+                if fragment.isValid() and fragment.charFormat().anchorHref().startswith(f"{COPY_CODE_SCHEME}:"):
+                    cursor = QTextCursor(self.document())
+                    cursor.setPosition(fragment.position())
+                    cursor.setPosition(fragment.position() + fragment.length(), QTextCursor.MoveMode.KeepAnchor)
+                    cursor.insertText(translate("ConversationView", "Copy code"), fragment.charFormat())
+                    break  # the link is its block's only text
+                iterator += 1
+            block = block.next()
+
     def _add_copy_link(self, position: int, index: int) -> None:
         """A right-aligned "Copy" link in a block of its own just above the code block starting at `position`."""
         cursor = QTextCursor(self.document())
@@ -315,8 +339,16 @@ class Reader(QPlainTextEdit):
         self.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setFixedHeight(self.fontMetrics().lineSpacing() * READER_LINES)
-        self.setAccessibleName(translate("ConversationView", "Whole message"))
         self.source = ""
+        self.retranslate()
+
+    def retranslate(self) -> None:
+        self.setAccessibleName(translate("ConversationView", "Whole message"))
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.LanguageChange:
+            self.retranslate()
 
     def show_text(self, text: str, follow_end: bool = False) -> None:
         """Show `text`, keeping the place being read; `follow_end`: stay at the end if it was there (an answer
@@ -339,16 +371,25 @@ class Thumbnail(QLabel):
         super().__init__(parent)
         self.path = path
         pixmap = load_pixmap(path, side)
-        if pixmap.isNull():
-            self.setText(translate("ConversationView", "(image missing)"))
-        else:
+        self.missing = pixmap.isNull()
+        if not self.missing:
             self.setPixmap(pixmap)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
         self.setObjectName("thumbnail")  # a label draws no focus mark of its own: the theme gives it one
         self.setFocusPolicy(Qt.FocusPolicy.TabFocus)
+        self.setAccessibleDescription(path)
+        self.retranslate()
+
+    def retranslate(self) -> None:
+        if self.missing:
+            self.setText(translate("ConversationView", "(image missing)"))
         self.setToolTip(translate("ConversationView", "Click to view the image large"))
         self.setAccessibleName(translate("ConversationView", "Attached image"))
-        self.setAccessibleDescription(path)
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.LanguageChange:
+            self.retranslate()
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
         if event.button() == Qt.MouseButton.LeftButton:
@@ -393,30 +434,39 @@ class ContextNotice(QFrame):
         self.icon_label.setPixmap(icon("warning").pixmap(QSize(18, 18)))
         self.label = QLabel(self)
         self.label.setWordWrap(True)
-        self.continue_button = QPushButton(translate("ConversationView", "Continue in a new chat"), self)
-        self.continue_button.setToolTip(translate("ConversationView", "Start a new chat with this chat's latest "
-                                                                      "images attached"))
+        self.dropped = 0
+        self.continue_button = QPushButton(self)
         self.continue_button.clicked.connect(self.continue_requested)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(10, 6, 6, 6)
         layout.addWidget(self.icon_label, 0, Qt.AlignmentFlag.AlignTop)
         layout.addWidget(self.label, 1)
         layout.addWidget(self.continue_button, 0, Qt.AlignmentFlag.AlignVCenter)
-        self.setAccessibleName(translate("ConversationView", "Left out"))
+        self.retranslate()
         self.hide()
 
     def text(self) -> str:
         return self.label.text()
 
+    def retranslate(self) -> None:
+        self.continue_button.setText(translate("ConversationView", "Continue in a new chat"))
+        self.continue_button.setToolTip(translate("ConversationView", "Start a new chat with this chat's latest "
+                                                                      "images attached"))
+        self.setAccessibleName(translate("ConversationView", "Left out"))
+        self.label.setText(dropped_notice(self.dropped) if self.dropped else "")
+        self.setAccessibleDescription(self.label.text())
+
     def changeEvent(self, event: QEvent) -> None:
         super().changeEvent(event)
         if event.type() == QEvent.Type.PaletteChange:  # the icon is drawn in the theme's text colour
             self.icon_label.setPixmap(icon("warning").pixmap(QSize(18, 18)))
+        elif event.type() == QEvent.Type.LanguageChange:
+            self.retranslate()
 
     def show_dropped(self, dropped: int) -> None:
         """Say that the first `dropped` messages were left out (nothing when none were)."""
-        self.label.setText(dropped_notice(dropped) if dropped else "")
-        self.setAccessibleDescription(self.label.text())
+        self.dropped = dropped
+        self.retranslate()
         self.setVisible(bool(dropped))
 
 
@@ -492,8 +542,6 @@ class MessageWidget(QFrame):
         self.message = message
         self.is_user = message.role == "user"
         self.setObjectName("userMessage" if self.is_user else "assistantMessage")
-        self.setAccessibleName(translate("ConversationView", "Your message") if self.is_user
-                               else translate("ConversationView", "Answer"))
         self.unseen = False  # the model no longer sees this message (set by the view)
         self._rendered: tuple[str, Status, bool] | None = None
         # A long message opens collapsed; one arriving while it is shown stays open, as the person reads it.
@@ -518,15 +566,14 @@ class MessageWidget(QFrame):
         self.more_button.clicked.connect(self.toggle_expanded)
         self.more_button.hide()
         self.versions = VersionSwitch(self) if not self.is_user else None  # "< 2/3 >" after Regenerate
-        self.copy_button = _tool_button("copy", translate("ConversationView", "Copy message"), self)
+        self.copy_button = _tool_button("copy", "", self)  # named in retranslate()
         self.copy_button.clicked.connect(lambda: self.copy_requested.emit(self))
         self.edit_button = self.regenerate_button = None
         if self.is_user:
-            self.edit_button = _tool_button("edit", translate("ConversationView", "Edit and resend"), self)
+            self.edit_button = _tool_button("edit", "", self)
             self.edit_button.clicked.connect(lambda: self.edit_requested.emit(self))
         else:
-            self.regenerate_button = _tool_button("regenerate", translate("ConversationView", "Regenerate answer"),
-                                                  self)
+            self.regenerate_button = _tool_button("regenerate", "", self)
             self.regenerate_button.clicked.connect(self.regenerate_requested)
         self.footer = QLabel(self)
         self.footer.setObjectName("footer")
@@ -574,9 +621,33 @@ class MessageWidget(QFrame):
             actions.addWidget(self.copy_button)
             actions.addWidget(self.regenerate_button)
         outer.addLayout(actions)
+        self.retranslate()
         if self.label is not None:
             self._show_question()
         self.refresh()
+
+    def retranslate(self) -> None:
+        """The message's own texts (its name, buttons, tooltips) in the language of the moment; the footer and the
+        words shown while an answer waits are the view's to word again (`refresh`)."""
+        self.setAccessibleName(translate("ConversationView", "Your message") if self.is_user
+                               else translate("ConversationView", "Answer"))
+        for button, text in ((self.copy_button, translate("ConversationView", "Copy message")),
+                             (self.edit_button, translate("ConversationView", "Edit and resend")),
+                             (self.regenerate_button, translate("ConversationView", "Regenerate answer"))):
+            if button is not None:
+                button.setToolTip(text)
+                button.setAccessibleName(text)
+        self._name_more_button()
+        self._say_unseen()
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.LanguageChange:
+            self.retranslate()
+
+    def _name_more_button(self) -> None:
+        self.more_button.setText(translate("ConversationView", "Show less") if self.expanded
+                                 else translate("ConversationView", "Show more"))
 
     def toggle_expanded(self) -> None:
         """Show the whole of a long message, or only its preview again."""
@@ -596,8 +667,7 @@ class MessageWidget(QFrame):
             self.reader.show_text("")  # its copy of a long message is not kept while hidden
         view.setVisible(not shown.in_reader and bool(shown.text))
         self.reader.setVisible(shown.in_reader)
-        self.more_button.setText(translate("ConversationView", "Show less") if self.expanded
-                                 else translate("ConversationView", "Show more"))
+        self._name_more_button()
         self.more_button.setVisible(shown.collapsible)
 
     def _show_question(self) -> None:
@@ -620,13 +690,16 @@ class MessageWidget(QFrame):
             return
         self.unseen = unseen
         self.setProperty("unseen", unseen)
-        self.setToolTip(translate("ConversationView", "The model no longer sees this message: the chat has outgrown "
-                                                      "what it can read at once.") if unseen else "")
+        self._say_unseen()
         for widget in (self, self.label, self.body):
             if widget is not None:
                 widget.style().unpolish(widget)
                 widget.style().polish(widget)
                 widget.update()
+
+    def _say_unseen(self) -> None:
+        self.setToolTip(translate("ConversationView", "The model no longer sees this message: the chat has outgrown "
+                                                      "what it can read at once.") if self.unseen else "")
 
     def refresh(self, stage: str = "") -> None:
         """Show the message's current text and status (cheap when nothing changed)."""
@@ -674,7 +747,6 @@ class ConversationView(QScrollArea):
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.setAccessibleName(translate("ConversationView", "Conversation"))
         self.setObjectName("conversationView")
         # Reached with Tab, to scroll with the keys (its focus mark is in the theme); a click goes to what it hit.
         self.setFocusPolicy(Qt.FocusPolicy.TabFocus)
@@ -683,10 +755,7 @@ class ConversationView(QScrollArea):
         self._layout = QVBoxLayout(self._canvas)
         self._layout.setContentsMargins(24, 16, 24, 16)
         self._layout.setSpacing(10)
-        self._empty = QLabel(translate(
-            "ConversationView", "<h2>Ask about an image</h2><p>Drop an image anywhere in this window, paste one, or "
-                                "use the picture button below. Then type a question and press Enter.</p>"))
-
+        self._empty = QLabel()
         self._empty.setObjectName("emptyState")
         self._empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self._empty.setWordWrap(True)
@@ -714,7 +783,23 @@ class ConversationView(QScrollArea):
         controller.message_changed.connect(self._on_changed)
         controller.load_stage_changed.connect(lambda _stage: self._on_changed(len(self.widgets) - 1))
         QShortcut(QKeySequence(Qt.Key.Key_End), self, self.scroll_to_bottom)
+        self.retranslate()
         self.rebuild()
+
+    def retranslate(self) -> None:
+        """The view's texts, and what each message shows that the app words (footers, notices, the words shown while
+        an answer waits), in the language of the moment; the answers themselves are not laid out again."""
+        self.setAccessibleName(translate("ConversationView", "Conversation"))
+        self._empty.setText(translate(
+            "ConversationView", "<h2>Ask about an image</h2><p>Drop an image anywhere in this window, paste one, or "
+                                "use the picture button below. Then type a question and press Enter.</p>"))
+        self._dirty.update(range(len(self.widgets)))
+        self._render_dirty()
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.LanguageChange:
+            self.retranslate()
 
     # -- building ------------------------------------------------------------------------------------------
 
