@@ -211,13 +211,18 @@ class ChatController(QObject):
         """Show the last answer's version at `index` instead of the one shown; the chat continues from it."""
         if self.busy or not 0 <= index < len(self.versions) or index == self.version:
             return False
-        answer = self.messages[-1]
-        self.versions[self.version] = replace(answer)
-        chosen = self.versions[index]
-        answer.text, answer.status, answer.stats = chosen.text, chosen.status, chosen.stats
-        self.versions[index], self.version = answer, index
+        answer, chosen = self.messages[-1], self.versions[index]
         if answer.id is not None:
             self.history.show_version(answer.id, index)
+        if answer.text:
+            self.versions[self.version] = replace(answer)
+        else:  # an answer with no text (one that failed at once) is nothing to come back to
+            del self.versions[self.version]
+            index -= index > self.version
+        answer.text, answer.status, answer.stats = chosen.text, chosen.status, chosen.stats
+        self.versions[index], self.version = answer, index
+        if len(self.versions) == 1:
+            self.versions, self.version = [], 0
         self.message_changed.emit(len(self.messages) - 1)
         return True
 

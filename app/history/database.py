@@ -585,7 +585,7 @@ class ChatStore:
 
     def show_version(self, message_id: int, index: int) -> None:
         """Show the answer's version at `index` (in the order `load_chat` gives them); the one shown so far becomes
-        one of the others. The chat continues from the version shown."""
+        one of the others, unless it has no text. The chat continues from the version shown."""
         with self._write() as db:
             self._require_message(db, message_id)
             others = [row[0] for row in db.execute(
@@ -597,7 +597,8 @@ class ChatStore:
                 return
             position = others[index if index < shown else index - 1]
             db.execute("""INSERT OR REPLACE INTO answer_versions (message_id, position, text, status, stats)
-                          SELECT id, version, text, status, stats FROM messages WHERE id = ?""", (message_id,))
+                          SELECT id, version, text, status, stats FROM messages WHERE id = ? AND text != ''""",
+                       (message_id,))
             db.execute("""UPDATE messages SET (text, status, stats, version) =
                           (SELECT text, status, stats, position FROM answer_versions
                            WHERE message_id = ? AND position = ?) WHERE id = ?""", (message_id, position, message_id))

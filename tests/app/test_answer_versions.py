@@ -12,13 +12,19 @@ from test_window import ask, wait_answered
 
 from app.history.service import open_history
 from app.worker import ModelWorker
+from xvlm_core.messages import Status
 
 
 class Answers(FakeSession):
-    """Says "answer 1", "answer 2"... one more each time it is asked."""
+    """Says "answer 1", "answer 2"... one more each time it is asked; fails at once while `fail` is set."""
+
+    fail = False
 
     def answer(self, messages, settings, system, cancel):
         self.deltas = [f"answer {len(self.calls) + 1}"]
+        if self.fail:
+            self.calls.append(list(messages))
+            raise RuntimeError("the model fell over")
         return super().answer(messages, settings, system, cancel)
 
 
@@ -90,14 +96,27 @@ def test_export_writes_the_answer_shown(qtbot, make_window, tmp_path, monkeypatc
 
 
 def test_an_answer_that_failed_before_any_text_is_not_kept_as_a_version(qtbot, make_window, tmp_path):
-    session = Answers()
-    window = make_window(ModelWorker(load=fake_load(), session_factory=lambda _loaded: session))
+    window, session = window_on_history(make_window, tmp_path)
     ask(qtbot, window, "Hi")
     wait_answered(qtbot, window)
+    session.fail = True
+    window.regenerate_action.trigger()
+    wait_answered(qtbot, window, Status.FAILED)
+    assert switch(window).label.text() == "2/2" and window.view.widgets[-1].footer.text()  # it says why
+    click(qtbot, switch(window).previous_button)  # back to the answer: the failed one is nothing to come back to
+    assert shown(window) == ["Hi", "answer 1"] and not switch(window).isVisible()
+
+    session.fail = False
     window.regenerate_action.trigger()
     wait_answered(qtbot, window)
-    window.controller.messages[-1].text = ""  # as an answer that failed before its first word leaves it
+    session.fail = True
+    window.regenerate_action.trigger()  # failed again: replaced by the next answer, it goes
+    wait_answered(qtbot, window, Status.FAILED)
+    session.fail = False
     window.regenerate_action.trigger()
     wait_answered(qtbot, window)
-    assert [version.text for version in window.controller.versions] == ["answer 1", "answer 3"]
-    assert switch(window).label.text() == "2/2"
+    assert [version.text for version in window.controller.versions] == ["answer 1", "answer 3", "answer 5"]
+    window.close()
+    again, _session = window_on_history(make_window, tmp_path)
+    assert switch(again).label.text() == "3/3"
+    assert [version.text for version in again.controller.versions] == ["answer 1", "answer 3", "answer 5"]
