@@ -33,10 +33,10 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from xvlm_core.errors import Remedy, problem_of  # torch-free
+from xvlm_core.errors import Problem, Remedy, problem_of  # torch-free
 
-from app.error_text import ErrorText, error_text
-from app.i18n import translate
+from app.error_text import error_text
+from app.i18n import Worded, Wording, translate
 from app.icons import icon
 from app.theme import error_colour
 from app.worker import import_core
@@ -137,7 +137,7 @@ class ErrorNote(QFrame):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.setAccessibleName(translate("FirstRunPage", "Problem"))
+        self.problem: Problem | None = None
         self.icon_label = QLabel()
         self.headline = QLabel()
         self.headline.setObjectName("errorText")
@@ -145,7 +145,6 @@ class ErrorNote(QFrame):
         self.headline.setTextFormat(Qt.TextFormat.PlainText)
         self.headline.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.details_button = QToolButton()
-        self.details_button.setText(translate("FirstRunPage", "Details"))
         self.details_button.setCheckable(True)
         self.details_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.details_button.setArrowType(Qt.ArrowType.RightArrow)
@@ -154,7 +153,6 @@ class ErrorNote(QFrame):
         self.details.setWordWrap(True)
         self.details.setTextFormat(Qt.TextFormat.PlainText)
         self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.details.setAccessibleName(translate("FirstRunPage", "Details"))
         self.details.hide()
         row = QHBoxLayout()
         row.setContentsMargins(0, 0, 0, 0)
@@ -165,15 +163,25 @@ class ErrorNote(QFrame):
         layout.addLayout(row)
         layout.addWidget(self.details_button, 0, Qt.AlignmentFlag.AlignLeft)
         layout.addWidget(self.details)
+        self.retranslate()
         self.hide()
 
-    def show_error(self, text: ErrorText) -> None:
+    def retranslate(self) -> None:
+        self.setAccessibleName(translate("FirstRunPage", "Problem"))
+        self.details_button.setText(translate("FirstRunPage", "Details"))
+        self.details.setAccessibleName(translate("FirstRunPage", "Details"))
+        if self.problem is not None:
+            text = error_text(self.problem)
+            self.headline.setText(text.headline or text.details)
+            self.details.setText(text.details)
+            self.details_button.setVisible(bool(text.headline and text.details))
+
+    def show_error(self, problem: Problem) -> None:
         """The headline (what to do), and the details (what happened) folded away; the details alone when the
         error has no headline of its own."""
-        self.headline.setText(text.headline or text.details)
-        self.details.setText(text.details)
+        self.problem = problem
+        self.retranslate()
         self.details_button.setChecked(False)
-        self.details_button.setVisible(bool(text.headline and text.details))
         self._paint_icon()
         self.show()
 
@@ -187,6 +195,8 @@ class ErrorNote(QFrame):
     def changeEvent(self, event: QEvent) -> None:
         if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
             self._paint_icon()  # the error colour of the theme now in use
+        elif event.type() == QEvent.Type.LanguageChange:
+            self.retranslate()
         super().changeEvent(event)
 
 
@@ -232,12 +242,12 @@ class FirstRunPage(QWidget):
         logging.getLogger("xvlm_core.hub").addHandler(self._hub_warnings)
         self.destroyed.connect(lambda: logging.getLogger("xvlm_core.hub").removeHandler(self._hub_warnings))
 
-        title = QLabel("<h1>{}</h1>".format(translate("FirstRunPage", "Welcome to XVLM Chat")))
-        title.setWordWrap(True)
-        intro = QLabel(translate("FirstRunPage", "To answer questions about images, the app needs the Xmodel-VLM "
-                                                 "model on this computer. It is downloaded once; after that "
-                                                 "everything runs offline, on this machine."))
-        intro.setWordWrap(True)
+        self.worded = Worded()  # the texts that follow the page's state: the model, its size, the status line
+        self._resumes = False  # the download button says Resume: part of the model is here
+        self.title_label = QLabel()
+        self.title_label.setWordWrap(True)
+        self.intro_label = QLabel()
+        self.intro_label.setWordWrap(True)
 
         self.what_label = QLabel("…")
         self.size_label = QLabel("…")
@@ -247,43 +257,33 @@ class FirstRunPage(QWidget):
             label.setWordWrap(True)
             label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.endpoint_edit = QLineEdit(endpoint)
-        default_endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-        self.endpoint_edit.setPlaceholderText(translate("FirstRunPage", "{address} (or a mirror such as "
-                                                                        "https://hf-mirror.com)")
-                                              .format(address=default_endpoint))
-        self.endpoint_edit.setAccessibleName(translate("FirstRunPage", "Model hub address or mirror"))
         self.endpoint_edit.editingFinished.connect(self._endpoint_edited)
 
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)  # a narrow window: labels above fields
-        form.addRow(translate("FirstRunPage", "Model:"), self.what_label)
-        form.addRow(translate("FirstRunPage", "From:"), self.endpoint_edit)
-        form.addRow(translate("FirstRunPage", "Size:"), self.size_label)
-        form.addRow(translate("FirstRunPage", "Saved to:"), self.destination_label)
-        form.addRow(translate("FirstRunPage", "Free space:"), self.free_label)
+        self._row_labels = [QLabel() for _row in range(5)]  # Model, From, Size, Saved to, Free space
+        for label, field in zip(self._row_labels, (self.what_label, self.endpoint_edit, self.size_label,
+                                                   self.destination_label, self.free_label), strict=True):
+            form.addRow(label, field)
 
         self.status_label = QLabel("")
         self.status_label.setObjectName("downloadStatus")
         self.status_label.setWordWrap(True)
-        self.status_label.setAccessibleName(translate("FirstRunPage", "Download status"))
         self.error_note = ErrorNote()
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.progress.setTextVisible(False)
-        self.progress.setAccessibleName(translate("FirstRunPage", "Download progress"))
         # Hidden without giving up its row (but on a short page), so the card keeps its height when the download
         # starts: see _fit_card.
         self.progress.hide()
 
-        self.download_button = QPushButton(translate("FirstRunPage", "&Download"))
+        self.download_button = QPushButton()
         self.download_button.setDefault(True)
-        self.cancel_button = QPushButton(translate("FirstRunPage", "&Cancel"))
-        self.retry_button = QPushButton(translate("FirstRunPage", "&Retry"))
-        self.folder_button = QPushButton(translate("FirstRunPage", "&Use a folder I already have…"))
-        self.server_button = QPushButton(translate("FirstRunPage", "Use a model &server…"))
-        self.server_button.setToolTip(translate("FirstRunPage", "Answer with the model on another computer (xvlm "
-                                                                "serve, vLLM, LM Studio…): nothing is downloaded"))
+        self.cancel_button = QPushButton()
+        self.retry_button = QPushButton()
+        self.folder_button = QPushButton()
+        self.server_button = QPushButton()
         self.download_button.clicked.connect(lambda: self._spawn(self._download()))
         self.cancel_button.clicked.connect(self.cancel)
         self.retry_button.clicked.connect(self._retry)
@@ -309,8 +309,8 @@ class FirstRunPage(QWidget):
         self.card.setObjectName("card")
         self.card.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Minimum)  # scroll, never squash
         card_layout = QVBoxLayout(self.card)
-        card_layout.addWidget(title)
-        card_layout.addWidget(intro)
+        card_layout.addWidget(self.title_label)
+        card_layout.addWidget(self.intro_label)
         card_layout.addLayout(form)
         card_layout.addWidget(self.progress)
         card_layout.addWidget(self.status_label)
@@ -339,8 +339,48 @@ class FirstRunPage(QWidget):
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(self.scroll_area)
-        self._fit_card()
+        self.retranslate()
         self._set_buttons(download=False, cancel=False, retry=False)
+
+    def retranslate(self) -> None:
+        """The page's texts in the language of the moment (from __init__ and on LanguageChange); what follows its
+        state (the model, the size, the status line) is worded again by `worded`."""
+        self.title_label.setText("<h1>{}</h1>".format(translate("FirstRunPage", "Welcome to XVLM Chat")))
+        self.intro_label.setText(translate("FirstRunPage", "To answer questions about images, the app needs the "
+                                                           "Xmodel-VLM model on this computer. It is downloaded once; "
+                                                           "after that everything runs offline, on this machine."))
+        for label, text in zip(self._row_labels, (translate("FirstRunPage", "Model:"),
+                                                  translate("FirstRunPage", "From:"),
+                                                  translate("FirstRunPage", "Size:"),
+                                                  translate("FirstRunPage", "Saved to:"),
+                                                  translate("FirstRunPage", "Free space:")), strict=True):
+            label.setText(text)
+        default_endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+        self.endpoint_edit.setPlaceholderText(translate("FirstRunPage", "{address} (or a mirror such as "
+                                                                        "https://hf-mirror.com)")
+                                              .format(address=default_endpoint))
+        self.endpoint_edit.setAccessibleName(translate("FirstRunPage", "Model hub address or mirror"))
+        self.status_label.setAccessibleName(translate("FirstRunPage", "Download status"))
+        self.progress.setAccessibleName(translate("FirstRunPage", "Download progress"))
+        self._name_download_button(self._resumes)
+        self.cancel_button.setText(translate("FirstRunPage", "&Cancel"))
+        self.retry_button.setText(translate("FirstRunPage", "&Retry"))
+        self.folder_button.setText(translate("FirstRunPage", "&Use a folder I already have…"))
+        self.server_button.setText(translate("FirstRunPage", "Use a model &server…"))
+        self.server_button.setToolTip(translate("FirstRunPage", "Answer with the model on another computer (xvlm "
+                                                                "serve, vLLM, LM Studio…): nothing is downloaded"))
+        self.worded.reword()
+        self._fit_card()  # the buttons' widths changed with their words
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.LanguageChange:
+            self.retranslate()
+
+    def _name_download_button(self, resume: bool) -> None:
+        self._resumes = resume
+        self.download_button.setText(translate("FirstRunPage", "&Resume") if resume
+                                     else translate("FirstRunPage", "&Download"))
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         if event.type() == QEvent.Type.Resize:
@@ -398,10 +438,10 @@ class FirstRunPage(QWidget):
         """What is known without the hub, shown at once: the model's name, where it goes, the space there."""
         from xvlm_core.hub import format_size  # imported already: the spec came from it
 
-        repos = translate("FirstRunPage", " and ").join(repo.repo_id for repo in spec.repos)
-        self.what_label.setText(translate("FirstRunPage", "{model}, from {repos}").format(model=spec.display_name,
-                                                                                          repos=repos))
-        self.size_label.setText(translate("FirstRunPage", "Asking the model hub…"))
+        repos = [repo.repo_id for repo in spec.repos]
+        self.worded.show(self.what_label.setText, lambda: translate("FirstRunPage", "{model}, from {repos}").format(
+            model=spec.display_name, repos=translate("FirstRunPage", " and ").join(repos)))
+        self._show_size(lambda: translate("FirstRunPage", "Asking the model hub…"))
         destination = self.downloads.destination()
         self.destination_label.setText(str(destination))
         self.free_label.setText(format_size(self.downloads.free_bytes(destination)))
@@ -410,8 +450,8 @@ class FirstRunPage(QWidget):
         self._stop_planning()
         self._plan = None
         self._set_buttons(download=False, cancel=True, retry=False)
-        self._say(translate("FirstRunPage", "Checking what to download…"))
-        self.size_label.setText(translate("FirstRunPage", "Asking the model hub…"))
+        self._say(lambda: translate("FirstRunPage", "Checking what to download…"))
+        self._show_size(lambda: translate("FirstRunPage", "Asking the model hub…"))
         self._planning_cancel = threading.Event()
         self._planning = asyncio.ensure_future(self._make_plan(self._planning_cancel, then_download))
         self._tasks.add(self._planning)
@@ -449,7 +489,7 @@ class FirstRunPage(QWidget):
         self._cancel = threading.Event()
         self._set_buttons(download=False, cancel=True, retry=False, folder=False)
         self.progress.show()
-        self._say(translate("FirstRunPage", "Starting the download…"))
+        self._say(lambda: translate("FirstRunPage", "Starting the download…"))
         self.download_started.emit()
         self._busy = True
         try:
@@ -458,9 +498,8 @@ class FirstRunPage(QWidget):
         except Exception as exc:
             self.download_stopped.emit()
             if getattr(exc, "kind", "") == "cancelled":
-                self._say(translate("FirstRunPage",
-                                                    "Paused. Press Resume to continue where it stopped."))
-                self.download_button.setText(translate("FirstRunPage", "&Resume"))
+                self._say(lambda: translate("FirstRunPage", "Paused. Press Resume to continue where it stopped."))
+                self._name_download_button(True)
                 self._set_buttons(download=True, cancel=False, retry=False)
             else:
                 self._failed(exc, during_download=True)
@@ -470,21 +509,21 @@ class FirstRunPage(QWidget):
             self._busy = False
             self._stop_retry_countdown()
         self.download_stopped.emit()
-        self._say(translate("FirstRunPage", "Downloaded."))
+        self._say(lambda: translate("FirstRunPage", "Downloaded."))
         self._resolve(str(folder))
 
     def cancel(self) -> None:
         """Stop the download (it resumes from here next time), or stop asking the hub what to download."""
         if self._cancel is not None:
             self._cancel.set()
-            self._say(translate("FirstRunPage", "Stopping…"))
+            self._say(lambda: translate("FirstRunPage", "Stopping…"))
         elif self._planning is not None and not self._planning.done():
             self._stop_planning()
             self._busy = False
             self._stop_retry_countdown()
-            self._say(translate("FirstRunPage", "Stopped asking the model hub. Press Retry to ask "
-                                                                "again, or use a folder that already holds the model."))
-            self.size_label.setText(translate("FirstRunPage", "Not known: the model hub has not said"))
+            self._say(lambda: translate("FirstRunPage", "Stopped asking the model hub. Press Retry to ask again, or "
+                                                        "use a folder that already holds the model."))
+            self._show_size(lambda: translate("FirstRunPage", "Not known: the model hub has not said"))
             self._retry_downloads = False
             self._set_buttons(download=False, cancel=False, retry=True)
 
@@ -504,7 +543,7 @@ class FirstRunPage(QWidget):
     async def use_folder(self, folder: str) -> None:
         self._busy = False  # what the folder check says matters more than a plan still retrying
         self._stop_retry_countdown()
-        self._say(translate("FirstRunPage", "Checking {folder}…").format(folder=folder))
+        self._say(lambda: translate("FirstRunPage", "Checking {folder}…").format(folder=folder))
         try:
             await self._off_thread(self.downloads.validate_folder, Path(folder), self.vision_tower)
         except Exception as exc:
@@ -530,29 +569,29 @@ class FirstRunPage(QWidget):
 
         spec = plan.spec
         repos = ", ".join(sorted({file.repo_id for file in plan.files}))
-        self.what_label.setText(translate("FirstRunPage", "{model}: {count} files from {repos}").format(
-            model=spec.display_name, count=len(plan.files), repos=repos))
+        self.worded.show(self.what_label.setText, lambda: translate(
+            "FirstRunPage", "{model}: {count} files from {repos}").format(model=spec.display_name,
+                                                                          count=len(plan.files), repos=repos))
         partly_here = 0 < plan.missing_bytes < plan.total_bytes
         if partly_here:
-            self.size_label.setText(translate("FirstRunPage", "{missing} left to download (of {total}; the rest is "
+            self._show_size(lambda: translate("FirstRunPage", "{missing} left to download (of {total}; the rest is "
                                                               "already here)").format(
                 missing=format_size(plan.missing_bytes), total=format_size(plan.total_bytes)))
         else:
-            self.size_label.setText(format_size(plan.total_bytes))
-        self.download_button.setText(translate("FirstRunPage", "&Resume") if partly_here
-                                     else translate("FirstRunPage", "&Download"))
+            self._show_size(lambda: format_size(plan.total_bytes))
+        self._name_download_button(partly_here)
         self.destination_label.setText(str(plan.destination))
         self.free_label.setText(format_size(plan.free_bytes))
         self.progress.setValue(self._permille(plan.total_bytes - plan.missing_bytes, plan.total_bytes))
         self.progress.setVisible(plan.missing_bytes < plan.total_bytes)
         if not plan.enough_space:
-            self._say(translate("FirstRunPage", "There is not enough free space there: {size} are "
-                                                                "needed. Free some space, then press Retry.")
-                                      .format(size=format_size(plan.needed_bytes)))
+            self._say(lambda: translate("FirstRunPage", "There is not enough free space there: {size} are needed. "
+                                                        "Free some space, then press Retry.")
+                      .format(size=format_size(plan.needed_bytes)))
             self._retry_downloads = False
             self._set_buttons(download=False, cancel=False, retry=True)
             return
-        self._say(translate("FirstRunPage", "Ready to download."))
+        self._say(lambda: translate("FirstRunPage", "Ready to download."))
         self._set_buttons(download=True, cancel=False, retry=False)
 
     def _show_progress(self, progress: Any) -> None:
@@ -562,16 +601,20 @@ class FirstRunPage(QWidget):
             return  # a late one, after the download ended
         self._stop_retry_countdown()  # bytes arrive again
         self.progress.setValue(self._permille(progress.done_bytes, progress.total_bytes))
-        parts = [translate("FirstRunPage", "{done} of {total}").format(done=format_size(progress.done_bytes),
-                                                                      total=format_size(progress.total_bytes))]
-        if progress.speed_bps:
-            parts.append(f"{format_size(progress.speed_bps)}/s")
-            if progress.eta_s is not None:
-                parts.append(translate("FirstRunPage", "about {time} left")
-                             .format(time=format_duration(progress.eta_s)))
-        if progress.current_file:
-            parts.append(Path(progress.current_file).name)
-        self._say(" · ".join(parts))
+
+        def said() -> str:
+            parts = [translate("FirstRunPage", "{done} of {total}").format(done=format_size(progress.done_bytes),
+                                                                          total=format_size(progress.total_bytes))]
+            if progress.speed_bps:
+                parts.append(f"{format_size(progress.speed_bps)}/s")
+                if progress.eta_s is not None:
+                    parts.append(translate("FirstRunPage", "about {time} left")
+                                 .format(time=format_duration(progress.eta_s)))
+            if progress.current_file:
+                parts.append(Path(progress.current_file).name)
+            return " · ".join(parts)
+
+        self._say(said)
 
     def _show_retry(self, delay_s: float) -> None:
         """The hub did not answer and will be asked again in `delay_s`: say so in words, with a countdown.
@@ -588,17 +631,20 @@ class FirstRunPage(QWidget):
         seconds = max(0, round(self._retry_at - time.monotonic()))
         if seconds == 0:
             self._retry_timer.stop()
-            self._say(translate("FirstRunPage", "Can't reach the model hub. Trying again now…"))
+            self._say(lambda: translate("FirstRunPage", "Can't reach the model hub. Trying again now…"))
             return
-        self._say(translate("FirstRunPage", "Can't reach the model hub. Trying again in {seconds} s… "
-                                                            "Press Cancel to stop, or use a folder that already holds "
-                                                            "the model.").format(seconds=seconds))
+        self._say(lambda: translate("FirstRunPage", "Can't reach the model hub. Trying again in {seconds} s… Press "
+                                                    "Cancel to stop, or use a folder that already holds the "
+                                                    "model.").format(seconds=seconds))
 
-    def _say(self, text: str) -> None:
+    def _say(self, wording: Wording) -> None:
         """What the page is doing now, in the status line; an error shown before is put away."""
         self.error_note.hide()
         self.status_label.show()
-        self.status_label.setText(text)
+        self.worded.show(self.status_label.setText, wording)
+
+    def _show_size(self, wording: Wording) -> None:
+        self.worded.show(self.size_label.setText, wording)
 
     def _stop_retry_countdown(self) -> None:
         self._retry_timer.stop()
@@ -610,10 +656,10 @@ class FirstRunPage(QWidget):
         if problem.code is Remedy.SEE_LOG:
             log.error("first-run step failed", exc_info=exc)
         self.status_label.hide()
-        self.status_label.clear()
-        self.error_note.show_error(error_text(problem))
+        self.worded.show(self.status_label.setText, str)
+        self.error_note.show_error(problem)
         if self._plan is None:
-            self.size_label.setText(translate("FirstRunPage", "Not known: the model hub has not said"))
+            self._show_size(lambda: translate("FirstRunPage", "Not known: the model hub has not said"))
 
         self._retry_downloads = during_download
         self._set_buttons(download=self._plan is not None and not during_download, cancel=False,
