@@ -17,6 +17,7 @@ from test_i18n_catalog import messages
 from test_window import ask, wait_answered, wait_ready
 
 from app import APP_NAME
+from app.conversation_view import MarkdownView
 from app.history.database import ChatStore
 from app.history.service import History
 from app.i18n import install_translators
@@ -196,3 +197,14 @@ def test_switching_replaces_the_translators_it_installed_before(qapp, restore_la
     assert all(not qapp.removeTranslator(translator) for translator in first)  # already taken out
     assert install_translators(qapp, "en") == []
     assert QApplication.translate("MainWindow", "&File") == "&File"
+
+
+def test_a_code_blocks_copy_link_follows_the_language_and_the_code_stays(qtbot, pseudo_later, qapp):
+    view = MarkdownView()
+    qtbot.addWidget(view)
+    view.show_markdown("Here it is:\n\n```\nprint('hi')\n```\n")
+    assert "Copy code" in view.toPlainText()
+    qapp.installTranslator(pseudo_later)
+    qtbot.waitUntil(lambda: "⟦Copy code⟧" in view.toPlainText(), timeout=5_000)
+    assert view.toPlainText().count("Copy code") == 1
+    assert "Here it is:" in view.toPlainText() and view.code_blocks == ["print('hi')"]
