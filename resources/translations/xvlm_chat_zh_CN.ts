@@ -382,6 +382,18 @@ Checking…</source>
         <translation>已省略</translation>
     </message>
     <message>
+        <source>Previous version of this answer</source>
+        <translation>这个回答的上一个版本</translation>
+    </message>
+    <message>
+        <source>Next version of this answer</source>
+        <translation>这个回答的下一个版本</translation>
+    </message>
+    <message>
+        <source>Version {number} of {count}</source>
+        <translation>第 {number} 个版本，共 {count} 个</translation>
+    </message>
+    <message>
         <source>Your message</source>
         <translation>你的消息</translation>
     </message>
@@ -1296,8 +1308,16 @@ Checking…</source>
         <translation>语言</translation>
     </message>
     <message>
-        <source>The language changes when the app starts again.</source>
-        <translation>语言将在应用下次启动时切换。</translation>
+        <source>The language changes at once, when you press OK.</source>
+        <translation>按“确定”后，语言立即切换。</translation>
+    </message>
+    <message>
+        <source>Changing the model, device, precision or number format reloads the model in the background; a new language applies at once.</source>
+        <translation>更改模型、设备、精度或数值格式会在后台重新加载模型；新的语言立即生效。</translation>
+    </message>
+    <message>
+        <source>Running now: {model}, as the app was started with it. The model above is loaded when you change it, and at the next start.</source>
+        <translation>正在运行：{model}（启动应用时指定的）。更改上面的模型时会立即加载它，下次启动时也会使用它。</translation>
     </message>
     <message>
         <source>&amp;Model:</source>
@@ -1342,10 +1362,6 @@ Checking…</source>
     <message>
         <source>L&amp;anguage:</source>
         <translation>语言(&amp;A)：</translation>
-    </message>
-    <message>
-        <source>Changing the model, device, precision or number format reloads the model in the background; a new language applies when the app starts again.</source>
-        <translation>更改模型、设备、精度或数值格式会在后台重新加载模型；新的语言将在下次启动应用时生效。</translation>
     </message>
     <message>
         <source>Choose the model folder</source>
