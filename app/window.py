@@ -833,9 +833,11 @@ class MainWindow(QMainWindow):
             start.setFocus(Qt.FocusReason.OtherFocusReason)
             if start is dialog.model_edit or start is dialog.tower_edit:
                 start.selectAll()
-        if dialog.exec() != SettingsDialog.DialogCode.Accepted:
-            return
-        self.apply_settings(dialog.result_settings())
+        try:
+            if dialog.exec() == SettingsDialog.DialogCode.Accepted:
+                self.apply_settings(dialog.result_settings())
+        finally:
+            dialog.deleteLater()  # else every Settings ever opened stays a child of the window
 
     def choose_server(self) -> None:
         """The first-run page's "Use a model server…": ask for the server; with one, the chat opens as it loads."""
