@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QApplication, QWidget
 from test_keyboard import answer, history_window
 from test_window import drop_files, wait_image_checked
 
+from app.theme import muted_colour, palette_for
 from app.worker import ModelWorker
 from xvlm_core.messages import ImageRef
 
@@ -104,3 +105,10 @@ def test_tab_reads_a_message_in_order_picture_text_then_its_buttons(qtbot, make_
         reached.append(QApplication.focusWidget())
     names = [f"{type(widget).__name__} '{widget.accessibleName()}'" for widget in reached]
     assert reached == expected, names
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_secondary_text_is_readable_at_its_small_size(theme):
+    palette = palette_for(theme)
+    base = palette.color(QPalette.ColorRole.Base)
+    assert contrast(muted_colour(palette), base) >= 4.5  # WCAG AA for small text (timings are 8.5 pt)
