@@ -1,4 +1,4 @@
-"""`xvlm serve` in a subprocess on 127.0.0.1, for the tests that talk to it over HTTP."""
+"""Servers on 127.0.0.1 for the tests that talk HTTP: `xvlm serve` in a subprocess, and a server of the test's own."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,21 @@ def xvlm_serve(folder: Path, model_dir: Path, tower_dir: Path, *options: str) ->
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
+
+
+class LoopbackServer:
+    """A test's own HTTP server on 127.0.0.1 (a free port unless given), answering with `handler` on threads of its
+    own from entering the `with` block to leaving it; `url` is its OpenAI-style base, http://127.0.0.1:PORT/v1."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], port: int = 0):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self):
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

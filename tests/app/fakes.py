@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from PySide6.QtCore import QElapsedTimer, QObject, QTimer
+from serving import LoopbackServer
 
 
 class SlowAnswer:
@@ -191,7 +192,7 @@ class FakeKeyring(types.ModuleType):
         del self.saved[service, name]
 
 
-class SilentServer:
+class SilentServer(LoopbackServer):
     """An OpenAI-compatible server on 127.0.0.1 that lists one model, then takes a chat request and says nothing.
 
     `requests` counts the chat requests it holds, `lists` the model lists asked for; with `hold_lists` a list
@@ -223,15 +224,8 @@ class SilentServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> SilentServer:
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
+        super().__init__(Handler)
 
     def __exit__(self, *exc) -> None:
         self.released.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__exit__(*exc)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 import pytest
+from serving import LoopbackServer
 from test_window import ask, wait_answered
 
 from app.remote_model import RemoteModel, RemoteSession, ServerError, list_models
@@ -29,7 +30,7 @@ def one_model(output: BinaryIO, server: StreamingServer) -> None:
     output.write(json.dumps({"object": "list", "data": [{"id": "odd-model", "object": "model"}]}).encode())
 
 
-class StreamingServer:
+class StreamingServer(LoopbackServer):
     """An OpenAI-compatible server on 127.0.0.1 that answers the model list with `models(output, self)` and each
     chat request with `answer(output, self)`; `sent` counts the bytes those got out, `hung_up` whether the app
     closed the connection first."""
@@ -62,17 +63,7 @@ class StreamingServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> StreamingServer:
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
 
 def endless(start: bytes) -> Send:

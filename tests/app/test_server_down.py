@@ -5,12 +5,12 @@ from __future__ import annotations
 import http.server
 import json
 import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QPushButton
+from serving import LoopbackServer
 from test_window import ask, wait_answered
 
 from app.settings import Settings
@@ -40,14 +40,8 @@ def model_list_server(port: int) -> Iterator[None]:
         def log_message(self, *args):
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
+    with LoopbackServer(Handler, port):
         yield
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def banner_button(window, text: str) -> QPushButton:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import pytest
+from serving import LoopbackServer
 
 from xvlm_core.messages import Message
 from xvlm_core.openai_compat.client import (
@@ -73,7 +74,7 @@ ONE_MODEL = Reply(lambda output, server: output.write(json.dumps(
     headers={"Content-Type": "application/json"})
 
 
-class ScriptedServer:
+class ScriptedServer(LoopbackServer):
     """An HTTP server on 127.0.0.1 that answers GET with `models` and POST with `answer` (headers before the body,
     except for a silent answer, which sends nothing). `requests` holds the chat requests' bodies; `hung_up` is set
     when the client closed the connection while the body was being sent."""
@@ -113,18 +114,11 @@ class ScriptedServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> ScriptedServer:
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
+        super().__init__(Handler)
 
     def __exit__(self, *exc) -> None:
         self.released.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__exit__(*exc)
 
 
 def session(server: ScriptedServer) -> ServerSession:
