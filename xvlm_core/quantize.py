@@ -45,6 +45,26 @@ class QuantizedLinear(nn.Module):
 
     in_features: int
     out_features: int
+    kernel_rows: int  # up to this many rows (tokens) the packed kernel multiplies; more go through a float copy
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features)  # [..., in] -> [N, in]
+        if rows.device.type == "cpu" and rows.shape[0] <= self.kernel_rows:
+            out = self._kernel(rows.contiguous())  # [N, out]
+        else:
+            # Prompts, and devices without these kernels (no compiler is used here): the memory is still saved.
+            out = F.linear(rows, self._float_weight(rows.dtype))
+        if self.bias is not None:
+            out = out + self.bias
+        return out.view(*x.shape[:-1], self.out_features)
+
+    def _kernel(self, rows: torch.Tensor) -> torch.Tensor:
+        """PyTorch's CPU kernel for these weights: rows [N, in] -> [N, out]."""
+        raise NotImplementedError
+
+    def _float_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        """The weights in `dtype` [out, in], for one call."""
+        raise NotImplementedError
 
     @classmethod
     def fits(cls, linear: nn.Linear) -> bool:
@@ -72,6 +92,8 @@ class QuantizedLinear(nn.Module):
 class Int8Linear(QuantizedLinear):
     """`nn.Linear` with int8 weights [out, in] and one float scale per output channel."""
 
+    kernel_rows = _KERNEL_ROWS
+
     def __init__(self, weight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
         self.in_features, self.out_features = weight.shape[1], weight.shape[0]
@@ -88,19 +110,10 @@ class Int8Linear(QuantizedLinear):
         int8, scales = quantize_weight(weight.detach())
         return cls(int8, scales.to(dtype), _copied_bias(bias, dtype))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features)  # [..., in] -> [N, in]
-        if rows.device.type == "cpu" and rows.shape[0] <= _KERNEL_ROWS:
-            out = torch._weight_int8pack_mm(rows.contiguous(), self.weight, self.scales)  # [N, out]
-        else:
-            # Prompts, and devices without this kernel (no compiler is used here): the memory is still halved.
-            out = F.linear(rows, self._float_weight(rows.dtype))
-        if self.bias is not None:
-            out = out + self.bias
-        return out.view(*x.shape[:-1], self.out_features)
+    def _kernel(self, rows: torch.Tensor) -> torch.Tensor:
+        return torch._weight_int8pack_mm(rows, self.weight, self.scales)
 
     def _float_weight(self, dtype: torch.dtype) -> torch.Tensor:
-        """The weights in `dtype` [out, in], for one call."""
         if self.weight.device.type != "cpu":
             # A GPU's caching allocator reuses memory by itself; and a buffer that could grow would break a
             # CUDA graph that captured it.
@@ -141,6 +154,8 @@ _INT4_KERNEL_ROWS = 64
 class Int4Linear(QuantizedLinear):
     """`nn.Linear` with 4-bit weights packed for `torch._weight_int4pack_mm_for_cpu`, grouped scales and zeros."""
 
+    kernel_rows = _INT4_KERNEL_ROWS
+
     def __init__(
         self, packed: torch.Tensor, scales_and_zeros: torch.Tensor, bias: torch.Tensor | None, in_features: int
     ):
@@ -161,18 +176,11 @@ class Int4Linear(QuantizedLinear):
         packed, scales_and_zeros = quantize_weight_int4(weight.detach())
         return cls(packed, scales_and_zeros.to(dtype), _copied_bias(bias, dtype), weight.shape[1])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features)  # [..., in] -> [N, in]
-        if rows.device.type == "cpu" and rows.shape[0] <= _INT4_KERNEL_ROWS:
-            out = torch._weight_int4pack_mm_for_cpu(rows.contiguous(), self.weight, INT4_GROUP, self.scales_and_zeros)
-        else:
-            out = F.linear(rows, self._float_weight(rows.dtype))
-        if self.bias is not None:
-            out = out + self.bias
-        return out.view(*x.shape[:-1], self.out_features)
+    def _kernel(self, rows: torch.Tensor) -> torch.Tensor:
+        return torch._weight_int4pack_mm_for_cpu(rows, self.weight, INT4_GROUP, self.scales_and_zeros)
 
     def _float_weight(self, dtype: torch.dtype) -> torch.Tensor:
-        """The weights in `dtype` [out, in], for one call (on the CPU in this thread's reused buffers)."""
+        # On the CPU in this thread's reused buffers.
         out_features, in_features = self.out_features, self.in_features
         on_cpu = self.weight.device.type == "cpu"
         size = out_features * in_features
