@@ -79,7 +79,8 @@ def test_a_second_launch_s_files_reach_the_running_window(qtbot, make_window, im
     first.close()
 
 
-def test_a_second_launch_naming_another_model_loads_it(qtbot, make_window, tiny_model_dir, tmp_path):
+def window_recording_loads(qtbot, make_window) -> tuple[object, list]:
+    """A window whose model thread notes each load it is asked for, once its first model is ready."""
     loads = []
 
     def load(request, on_stage):
@@ -88,6 +89,11 @@ def test_a_second_launch_naming_another_model_loads_it(qtbot, make_window, tiny_
 
     window = make_window(worker=ModelWorker(load=load, session_factory=lambda _loaded: FakeSession()))
     qtbot.waitUntil(lambda: len(loads) == 1 and window.controller.phase.value == "ready", timeout=20_000)
+    return window, loads
+
+
+def test_a_second_launch_naming_another_model_loads_it(qtbot, make_window, tiny_model_dir, tmp_path):
+    window, loads = window_recording_loads(qtbot, make_window)
     window.launched_again(Launch())  # only "come forward": nothing reloads
     window.launched_again(Launch(options=LoadOptions(str(tiny_model_dir), device="cpu")))
     qtbot.waitUntil(lambda: len(loads) == 2 and window.controller.phase.value == "ready", timeout=20_000)
@@ -96,14 +102,7 @@ def test_a_second_launch_naming_another_model_loads_it(qtbot, make_window, tiny_
 
 
 def test_a_second_launch_forwards_every_model_option_to_the_load(qtbot, make_window, tiny_model_dir, tmp_path):
-    loads = []
-
-    def load(request, on_stage):
-        loads.append(request)
-        return fake_load()(request, on_stage)
-
-    window = make_window(worker=ModelWorker(load=load, session_factory=lambda _loaded: FakeSession()))
-    qtbot.waitUntil(lambda: len(loads) == 1 and window.controller.phase.value == "ready", timeout=20_000)
+    window, loads = window_recording_loads(qtbot, make_window)
     args = parse_args(["--model", str(tiny_model_dir), "--vision-tower", "/towers/clip", "--device", "cpu",
                        "--dtype", "float32", "--quantize", "int8"])
     line = launch_from_args(args, cwd=tmp_path).encode()  # as the second process sends it
