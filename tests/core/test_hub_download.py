@@ -479,15 +479,14 @@ def test_local_dir_holds_the_model_and_validates(hub_server, tmp_path):
     assert plan.missing_bytes == 0 and plan.destination == target
 
 
-def test_two_downloads_at_once_fetch_each_byte_once(hub_server, tiny_model_dir):
-    plan = planned(hub_server)
-    hub_server.bytes_per_s = 40_000_000
+def download_twice_at_once(plan) -> list[object]:
+    """What two threads downloading `plan` at the same time each got: the folder, or the exception raised."""
     results: list[object] = []
 
     def download() -> None:
         try:
             results.append(hub.download_model(hub.DEFAULT_MODEL, plan=plan))
-        except Exception as exc:  # reported below, not lost in the thread
+        except Exception as exc:  # reported by the caller's assertion, not lost in the thread
             results.append(exc)
 
     threads = [threading.Thread(target=download) for _ in range(2)]
@@ -495,6 +494,13 @@ def test_two_downloads_at_once_fetch_each_byte_once(hub_server, tiny_model_dir):
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
+    return results
+
+
+def test_two_downloads_at_once_fetch_each_byte_once(hub_server, tiny_model_dir):
+    plan = planned(hub_server)
+    hub_server.bytes_per_s = 40_000_000
+    results = download_twice_at_once(plan)
     assert results == [hub.find_cached(MODEL)] * 2
     assert hub_server.served[WEIGHTS] == weights_size(tiny_model_dir)
 
@@ -525,18 +531,6 @@ def test_two_downloads_recording_the_same_revision_at_once_both_succeed(hub_serv
                 second_done.set()
 
     monkeypatch.setattr(os, "replace", replace)
-    results: list[object] = []
-
-    def download() -> None:
-        try:
-            results.append(hub.download_model(hub.DEFAULT_MODEL, plan=plan))
-        except Exception as exc:  # reported below, not lost in the thread
-            results.append(exc)
-
-    threads = [threading.Thread(target=download) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    results = download_twice_at_once(plan)
     assert held and second_done.is_set()  # the two really did record the revision at the same moment
     assert results == [hub.find_cached(MODEL)] * 2
