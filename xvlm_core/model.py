@@ -249,7 +249,7 @@ def load_model(
     # The rotary frequencies stay float32, as in the original, whatever the weights' dtype.
     network.language_model.model.rotary_emb = LlamaRotaryEmbedding(network.language_model.config).to(torch_device)
     _read_in(network)
-    log.info("loaded %s: %s", model, ", ".join(f"{stage} {seconds:.2f}" for stage, seconds in times.items()))
+    log.debug("loaded %s: %s", model, ", ".join(f"{stage} {seconds:.2f}" for stage, seconds in times.items()))
     preprocess = None
     if tower is not None:
         with _about_the_tower():
