@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     from app.icons import app_icon
     from app.settings import SettingsFile
     from app.single_instance import SingleInstance, server_name
-    from app.window import MainWindow
+    from app.ui.window import MainWindow
 
     QGuiApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
     app = QApplication.instance() or QApplication(sys.argv[:1])

@@ -42,7 +42,7 @@ from xvlm_core.sampling import SamplingSettings
 import app
 from app import APP_NAME
 from app.icons import app_icon, icon, resources_dir
-from app.worker import AnswerRequest, LoadRequest, ModelThread, ModelWorker
+from app.model.worker import AnswerRequest, LoadRequest, ModelThread, ModelWorker
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The one settings object: its fields, their checks, its JSON file under the user config folder, the live copy.
 
-The dialog that edits it is app/settings_dialog.py."""
+The dialog that edits it is app/ui/settings_dialog.py."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ class Settings:
     use_server: bool = False  # answer with a model on an OpenAI-compatible server instead of a local one
     server_url: str = ""
     server_model: str = ""  # "" = the server's first model
-    server_api_key: str = ""  # only when there is no system keyring (app/remote_model.py)
+    server_api_key: str = ""  # only when there is no system keyring (app/model/remote_model.py)
 
     @property
     def uses_server(self) -> bool:

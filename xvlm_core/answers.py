@@ -1,7 +1,8 @@
 """What every engine that answers gives back, torch-free: a stream of text deltas with a typed result at its end.
 
-The PyTorch session (xvlm_core.session), the model-server client (xvlm_core.openai_compat.client) and `xvlm serve`'s
-runner all answer through `AnsweringSession`, so the model thread and the server never know which one answers.
+The PyTorch session (xvlm_core.engines.pytorch.session), the model-server client (xvlm_core.openai_compat.client)
+and `xvlm serve`'s runner all answer through `AnsweringSession`, so the model thread and the server never know
+which one answers.
 """
 
 from __future__ import annotations

@@ -217,7 +217,7 @@ def _settings(args: argparse.Namespace):
 
 
 def _load(args: argparse.Namespace):
-    from xvlm_core.model import load_model
+    from xvlm_core.engines.pytorch.loading import load_model
 
     def on_stage(text: str) -> None:
         log.info(text)
@@ -233,9 +233,9 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
+    from xvlm_core.engines.pytorch.session import ChatSession
     from xvlm_core.messages import Message
-    from xvlm_core.prompt import SYSTEM_V1, read_conversation
-    from xvlm_core.session import ChatSession
+    from xvlm_core.model.prompt import SYSTEM_V1, read_conversation
 
     settings = _settings(args)
     history = []
@@ -270,8 +270,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 def _image_ref(path: Path):
     """An image from the command line, checked and hashed once here, at the edge."""
-    from xvlm_core.images import load_image
     from xvlm_core.messages import ImageRef
+    from xvlm_core.model.images import load_image
 
     load_image(path)
     return ImageRef.from_file(path)
@@ -285,9 +285,9 @@ def _stats_line(stats: dict) -> str:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
+    from xvlm_core.engines.pytorch.session import ChatSession
     from xvlm_core.messages import ImageRef, Message
-    from xvlm_core.prompt import SYSTEM_V1
-    from xvlm_core.session import ChatSession
+    from xvlm_core.model.prompt import SYSTEM_V1
 
     settings = _settings(args)
     pending: list[ImageRef] = [_image_ref(path) for path in args.image]
@@ -395,7 +395,7 @@ def _log_with_timestamps() -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.server:
         return cmd_bench_server(args)
-    from xvlm_core.bench import run_benchmark
+    from xvlm_core.bench.local import run_benchmark
 
     result = run_benchmark(
         model=None if args.synthetic else args.model,
@@ -416,7 +416,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_server(args: argparse.Namespace) -> int:
-    from xvlm_core.bench_serving import Server, run_server_benchmark
+    from xvlm_core.bench.serving import Server, run_server_benchmark
 
     server = Server(args.server, args.api_key, args.time_limit)
     result = run_server_benchmark(server, args.clients, args.new_tokens, args.server_model)

@@ -12,10 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from xvlm_core.errors import ImageError
+from xvlm_core.local_files import read_regular_file
+
 Role = Literal["user", "assistant"]
 # Positions one image takes in the model's context (its embeddings), when no model says otherwise.
 IMAGE_POSITIONS = 144
 DEFAULT_CONTEXT = 4096
+MAX_IMAGE_BYTES = 100 * 1024 * 1024
 
 
 class Status(enum.StrEnum):
@@ -43,9 +47,12 @@ class ImageRef:
     @classmethod
     def from_file(cls, path: str | Path) -> ImageRef:
         """Read and hash a file once (bounded in size; raises ImageError for a missing or huge file)."""
-        from xvlm_core.images import read_image_bytes  # Pillow and NumPy: not needed to show a window
-
         return cls(hashlib.sha256(read_image_bytes(Path(path))).hexdigest(), str(path))
+
+
+def read_image_bytes(path: Path) -> bytes:
+    """The bytes of an image file, refusing files too large to be a sensible image and anything not a file."""
+    return read_regular_file(path, MAX_IMAGE_BYTES, ImageError, "an image")
 
 
 # A message's image: a reference, or a plain path (hashed by the session the first time it sees the file).

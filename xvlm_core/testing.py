@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import save_file
 from transformers import CLIPVisionConfig
 
-from xvlm_core.checkpoint import EMBEDDED_TOWER_PREFIX, PROJECTOR_PREFIX
-from xvlm_core.config import parse_config
-from xvlm_core.images import CLIP_MEAN, CLIP_STD
-from xvlm_core.model import XmodelVLM
+from xvlm_core.model.checkpoint import EMBEDDED_TOWER_PREFIX, PROJECTOR_PREFIX
+from xvlm_core.model.config import parse_config
+from xvlm_core.model.images import CLIP_MEAN, CLIP_STD
+from xvlm_core.model.network import XmodelVLM
 
 
 @dataclass(frozen=True)

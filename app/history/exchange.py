@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from xvlm_core.errors import ConversationError, ImageError
-from xvlm_core.images import read_image_bytes
-from xvlm_core.messages import ImageRef, Message, image_limit
-from xvlm_core.prompt import clean_text, read_conversation
+from xvlm_core.messages import ImageRef, Message, image_limit, read_image_bytes
+from xvlm_core.model.prompt import clean_text, read_conversation
 from xvlm_core.safepath import UnsafePathError, path_inside
 
 from app.history.image_files import ImageFolder, write_atomic

@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 
 from PIL import Image
-from xvlm_core.images import FORMAT_SUFFIXES, open_image, read_image_bytes, to_rgb
-from xvlm_core.messages import ImageRef
+from xvlm_core.messages import ImageRef, read_image_bytes
+from xvlm_core.model.images import FORMAT_SUFFIXES, open_image, to_rgb
 from xvlm_core.safepath import UnsafePathError, path_inside
 
 THUMBNAIL_SIDE = 256

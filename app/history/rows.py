@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar, get_args
 
 from xvlm_core.messages import Role, Status
-from xvlm_core.prompt import clean_text
+from xvlm_core.model.prompt import clean_text
 
 T = TypeVar("T")
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import qasync
 
+from app.model.worker import ModelWorker
 from app.settings import Settings, SettingsFile
-from app.window import MainWindow
-from app.worker import ModelWorker
+from app.ui.window import MainWindow
 from xvlm_core.load_options import LoadOptions
 
 

@@ -39,7 +39,7 @@ class SlowSession:
     """Wraps a real ChatSession (same answers) but sleeps `delay_s` before each delta it yields."""
 
     def __init__(self, loaded, delay_s: float = 0.05, on_delta: Callable[[], None] | None = None):
-        from xvlm_core.session import ChatSession
+        from xvlm_core.engines.pytorch.session import ChatSession
 
         self.session = ChatSession(loaded)
         self.delay_s = delay_s

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from PySide6.QtWidgets import QDialog
 
-from app.settings_dialog import SettingsDialog
+from app.ui.settings_dialog import SettingsDialog
 
 
 def test_a_missing_vision_tower_offers_its_setting_on_the_banner(qtbot, make_window, app_settings, tmp_path,

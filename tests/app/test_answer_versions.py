@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QFileDialog
 from test_window import ask, wait_answered
 
 from app.history.service import open_history
-from app.worker import ModelWorker
+from app.model.worker import ModelWorker
 from xvlm_core.messages import Status
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QObject, Signal, Slot
 
-from app.chat_controller import ChatController, ModelPhase
+from app.chat.controller import ChatController, ModelPhase
+from app.model.worker import AnswerRequest, LoadRequest
 from app.settings import AppSettings, Settings, SettingsFile
-from app.worker import AnswerRequest, LoadRequest
 from xvlm_core.errors import Problem, Remedy
 from xvlm_core.load_options import LoadOptions
 from xvlm_core.messages import ImageRef, Status

@@ -7,7 +7,7 @@ from PySide6.QtCore import Qt
 
 from app.history.database import ChatStore
 from app.history.service import History
-from app.worker import ModelWorker
+from app.model.worker import ModelWorker
 from xvlm_core.messages import Status
 
 

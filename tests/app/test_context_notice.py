@@ -7,7 +7,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QPalette
 from test_window import ask, wait_answered
 
-from app.worker import ModelWorker
+from app.model.worker import ModelWorker
 
 
 class ForgetfulSession(FakeSession):

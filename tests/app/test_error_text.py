@@ -11,8 +11,8 @@ from test_i18n import CLOSE, OPEN, pseudo  # noqa: F401 (pseudo is a fixture)
 from test_window import ask, wait_ready
 
 from app.error_text import HEADLINES, SETTINGS, error_text
-from app.window import SETTING_BUTTONS
-from app.worker import ModelWorker
+from app.model.worker import ModelWorker
+from app.ui.window import SETTING_BUTTONS
 from xvlm_core.errors import Problem, Remedy
 from xvlm_core.hub import DownloadError
 

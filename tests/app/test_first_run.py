@@ -13,9 +13,9 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QFileDialog, QWidget
 from test_window import ask, wait_answered, wait_ready
 
-from app.first_run import HubDownloads
+from app.model.first_run import HubDownloads
+from app.model.worker import ModelWorker
 from app.settings import SettingsFile
-from app.worker import ModelWorker
 
 WEIGHTS = "XiaoduoAILab/Xmodel_VLM/model.safetensors"
 

@@ -11,8 +11,8 @@ from PySide6.QtWidgets import QApplication, QWidget
 from test_keyboard import answer, history_window
 from test_window import drop_files, wait_image_checked
 
+from app.model.worker import ModelWorker
 from app.theme import muted_colour, palette_for
-from app.worker import ModelWorker
 from xvlm_core.messages import ImageRef
 
 

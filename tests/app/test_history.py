@@ -16,11 +16,11 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog
 from test_window import ask, drop_files, wait_answered, wait_image_checked, wait_ready
 
-from app.chat_list import CHAT_ID
+from app.chat.chat_list import CHAT_ID
 from app.history import image_files
 from app.history.database import ChatStore
 from app.history.service import History, open_history
-from app.worker import ModelWorker
+from app.model.worker import ModelWorker
 from xvlm_core.messages import Status
 
 

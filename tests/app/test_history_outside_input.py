@@ -22,7 +22,7 @@ from PIL import Image
 from app.history.database import ChatStore
 from app.history.image_files import digest
 from app.history.service import History
-from app.worker import ModelWorker
+from app.model.worker import ModelWorker
 from xvlm_core.messages import Status, image_limit
 
 

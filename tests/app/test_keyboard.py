@@ -7,10 +7,10 @@ from fakes import FakeSession, fake_load
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QWidget
 
-from app.chat_list import RENAME_DIALOG_WIDTH, RenameDialog
+from app.chat.chat_list import RENAME_DIALOG_WIDTH, RenameDialog
 from app.history.database import ChatStore
 from app.history.service import History
-from app.worker import ModelWorker
+from app.model.worker import ModelWorker
 from xvlm_core.messages import ImageRef, Status
 
 

@@ -17,12 +17,12 @@ from test_i18n_catalog import messages
 from test_window import ask, wait_answered, wait_ready
 
 from app import APP_NAME
-from app.conversation_view import MarkdownView
+from app.chat.conversation_view import MarkdownView
 from app.history.database import ChatStore
 from app.history.service import History
 from app.i18n import install_translators
-from app.settings_dialog import SettingsDialog
-from app.worker import ModelWorker
+from app.model.worker import ModelWorker
+from app.ui.settings_dialog import SettingsDialog
 from xvlm_core.errors import Problem, Remedy
 
 _spec = importlib.util.spec_from_file_location(

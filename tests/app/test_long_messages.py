@@ -8,7 +8,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 
-from app.conversation_view import (
+from app.chat.conversation_view import (
     DISPLAY_LINE_CHARS,
     MARKDOWN_LIMIT,
     PREVIEW_CHARS,

@@ -7,7 +7,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication, QTextCursor, QTextFormat
 from test_window import ask, wait_answered
 
-from app.worker import ModelWorker
+from app.model.worker import ModelWorker
 
 LONG_LINE = "result = compute(" + ", ".join(f"argument_{i}" for i in range(40)) + ")"
 ANSWER = f"""Here are two snippets.

@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QFileDialog
 from test_history import fake_worker, history_at
 from test_window import ask, drop_mime, wait_answered, wait_image_checked, wait_ready
 
-from app.composer import Composer
+from app.chat.composer import Composer
 from xvlm_core.messages import IMAGE_POSITIONS, image_limit
 
 

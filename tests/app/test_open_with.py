@@ -13,11 +13,11 @@ from fakes import FakeSession, fake_load
 from fifo_guard import HANG_GUARD_S
 from PySide6.QtGui import QImageReader
 
-from app.composer import IMAGE_FILTER
+from app.chat.composer import IMAGE_FILTER
 from app.launch import Launch, launch_from_args
 from app.main import parse_args
+from app.model.worker import ModelWorker
 from app.single_instance import SingleInstance, server_name
-from app.worker import ModelWorker
 from xvlm_core.load_options import LoadOptions
 
 PROJECT = Path(__file__).resolve().parents[2]

@@ -8,9 +8,9 @@ from fakes import FakeSession, fake_load
 from PySide6.QtCore import Qt
 from test_window import ask, wait_answered
 
-from app.chat_controller import REGENERATE_TEMPERATURE, REGENERATE_TOP_P
-from app.conversation_view import regenerate_tooltip
-from app.worker import ModelWorker
+from app.chat.controller import REGENERATE_TEMPERATURE, REGENERATE_TOP_P
+from app.chat.conversation_view import regenerate_tooltip
+from app.model.worker import ModelWorker
 from xvlm_core.sampling import SamplingSettings
 
 

@@ -17,9 +17,9 @@ from PySide6.QtWidgets import QDialog
 from serving import ServedModel, wait_for, xvlm_serve
 from test_window import ask, core_answer, drop_files, wait_answered, wait_image_checked
 
-from app.remote_model import api_key
+from app.model.remote_model import api_key
 from app.settings import Settings
-from app.settings_dialog import SettingsDialog
+from app.ui.settings_dialog import SettingsDialog
 from xvlm_core.messages import Status
 
 API_KEY = "team-key-5678"

@@ -14,10 +14,10 @@ from fifo_guard import outcome_without_hanging
 from PySide6.QtWidgets import QDialog, QPushButton
 from test_window import ask, wait_answered, wait_ready
 
+from app.model.worker import ModelWorker
 from app.settings import Settings, SettingsFile
-from app.settings_dialog import SettingsDialog
-from app.window import MainWindow
-from app.worker import ModelWorker
+from app.ui.settings_dialog import SettingsDialog
+from app.ui.window import MainWindow
 
 
 def test_settings_round_trip_and_survive_a_damaged_file(tmp_path):

@@ -12,10 +12,10 @@ from PySide6.QtGui import QDesktopServices, QGuiApplication, QImage
 from PySide6.QtWidgets import QLabel, QPushButton, QWidget
 from test_window import drop_files, wait_image_checked, wait_ready
 
+from app.model.transfer_bar import TransferBar
+from app.model.worker import ModelWorker
 from app.settings import MAX_ANSWER_TOKENS, Settings
-from app.settings_dialog import SettingsDialog
-from app.transfer_bar import TransferBar
-from app.worker import ModelWorker
+from app.ui.settings_dialog import SettingsDialog
 
 
 def paste(qtbot, window, image: QImage, count: int = 1) -> None:

@@ -16,8 +16,8 @@ from PIL import Image
 from app.history import exchange, image_files
 from app.history.database import ChatStore
 from app.history.records import ConversationFileError, TransferCancelled
-from xvlm_core import prompt as prompt_module
 from xvlm_core.errors import ImageError
+from xvlm_core.model import prompt as prompt_module
 
 
 def png_bytes(color: str) -> bytes:

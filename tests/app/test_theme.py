@@ -10,8 +10,8 @@ from PySide6.QtGui import QGuiApplication, QPalette
 from PySide6.QtWidgets import QApplication
 from test_window import ask, wait_answered
 
+from app.model.worker import ModelWorker
 from app.settings import SettingsFile
-from app.worker import ModelWorker
 
 
 def icon_lightness(icon) -> int:

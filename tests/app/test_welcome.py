@@ -17,11 +17,11 @@ from test_first_run import ScriptedDownloads, click
 from test_window import wait_ready
 
 from app.error_text import error_text
+from app.model.worker import ModelWorker
 from app.settings import SettingsFile
-from app.settings_dialog import SettingsDialog
 from app.theme import error_colour
-from app.window import MainWindow
-from app.worker import ModelWorker
+from app.ui.settings_dialog import SettingsDialog
+from app.ui.window import MainWindow
 from xvlm_core.errors import Problem, Remedy
 from xvlm_core.load_options import LoadOptions
 

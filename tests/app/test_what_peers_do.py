@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QFileDialog
 from test_window import ask, wait_answered
 
 from app.history.service import open_history
-from app.worker import ModelWorker
+from app.model.worker import ModelWorker
 
 
 def relaunch(make_window, tmp_path, deltas: tuple[str, ...] = ("An answer.",)):
@@ -137,7 +137,7 @@ def all_within_width(chat_list) -> bool:
 def test_search_results_mark_the_match_and_never_scroll_sideways(qtbot, make_window, tmp_path):
     from PySide6.QtCore import Qt
 
-    from app.chat_list import MESSAGE_ID
+    from app.chat.chat_list import MESSAGE_ID
     from app.theme import match_colour
 
     window = relaunch(make_window, tmp_path)
@@ -197,7 +197,7 @@ def test_settings_name_the_model_running_when_the_command_line_or_another_launch
     from PySide6.QtWidgets import QDialog
     from test_window import wait_ready
 
-    from app.settings_dialog import SettingsDialog
+    from app.ui.settings_dialog import SettingsDialog
     from xvlm_core.load_options import LoadOptions
 
     seen = []

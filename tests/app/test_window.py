@@ -13,8 +13,8 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QImage
 from PySide6.QtWidgets import QApplication, QLabel
 
-from app.chat_controller import ModelPhase
-from app.worker import ModelWorker, import_core
+from app.chat.controller import ModelPhase
+from app.model.worker import ModelWorker, import_core
 from xvlm_core.load_options import LoadOptions
 from xvlm_core.messages import Status
 
@@ -67,10 +67,10 @@ def sent_bytes(message) -> list[bytes]:
 
 def core_answer(model_dir: Path, tower_dir: Path, conversation: list[tuple[str, str, list[str]]], max_new_tokens=24):
     """What xvlm_core answers for the same conversation, without the app."""
-    from xvlm_core.model import load_model
-    from xvlm_core.prompt import Message
+    from xvlm_core.engines.pytorch.loading import load_model
+    from xvlm_core.engines.pytorch.session import ChatSession
+    from xvlm_core.model.prompt import Message
     from xvlm_core.sampling import SamplingSettings
-    from xvlm_core.session import ChatSession
 
     session = ChatSession(load_model(str(model_dir), str(tower_dir), dtype="float32"))
     messages = [Message(role, text, images) for role, text, images in conversation]
@@ -285,7 +285,7 @@ def test_the_ui_thread_never_blocks_on_model_work(qtbot, make_window, images_dir
     done on the UI thread would hold the timer back until it ended)."""
     # Importing torch holds the interpreter lock for up to ~0.2 s at a time, whichever thread imports it;
     # that happens once per process, before the model loads, and is not what this test is about.
-    import_core("xvlm_core.model")
+    import_core("xvlm_core.engines.pytorch.loading")
     work: list[tuple[str, threading.Thread, int]] = []  # (what, thread, heartbeat ticks when it happened)
     heartbeat = Heartbeat()
 
@@ -377,7 +377,7 @@ def test_only_the_growing_answer_is_rendered_and_at_most_30_times_a_second(qtbot
 
 @pytest.mark.qt_log_ignore("does not support propagateSizeHints")  # the offscreen platform, showing a dialog
 def test_clicking_a_thumbnail_shows_the_image_large(qtbot, make_window, images_dir):
-    from app.conversation_view import ImageViewer
+    from app.chat.conversation_view import ImageViewer
 
     window = make_window(ModelWorker(load=fake_load(), session_factory=lambda loaded: FakeSession()))
     drop_files(window, images_dir / "shapes_wide.png")

@@ -9,7 +9,7 @@ from fakes import FakeSession, Recorder, SlowSession, fake_load
 from PySide6.QtCore import QObject, Signal
 
 from app.error_text import error_text
-from app.worker import AnswerRequest, LoadRequest, ModelThread, ModelWorker
+from app.model.worker import AnswerRequest, LoadRequest, ModelThread, ModelWorker
 from xvlm_core.errors import Problem, Remedy
 from xvlm_core.load_options import LoadOptions
 from xvlm_core.messages import ImageRef, Message
@@ -46,9 +46,9 @@ def run_worker():
 
 
 def test_streamed_chunks_join_to_what_the_core_answers(qtbot, run_worker, tiny_model_dir, tiny_tower_dir, images_dir):
-    from xvlm_core.model import load_model
+    from xvlm_core.engines.pytorch.loading import load_model
+    from xvlm_core.engines.pytorch.session import ChatSession
     from xvlm_core.sampling import SamplingSettings
-    from xvlm_core.session import ChatSession
 
     image = ImageRef.from_file(images_dir / "gradient_square.png")
     worker = ModelWorker(session_factory=lambda loaded: SlowSession(loaded, delay_s=0.04))

@@ -7,13 +7,13 @@ import os
 
 import pytest
 
-from xvlm_core.bench import plain_process_baseline
+from xvlm_core.bench.local import plain_process_baseline
+from xvlm_core.bench.quality import compare_to_exact
 from xvlm_core.cli import main
-from xvlm_core.device import processor
+from xvlm_core.engines.pytorch.device import processor
+from xvlm_core.engines.pytorch.loading import load_model
 from xvlm_core.errors import XvlmError
-from xvlm_core.model import load_model
-from xvlm_core.prompt import Message
-from xvlm_core.quality import compare_to_exact
+from xvlm_core.model.prompt import Message
 
 
 @pytest.mark.parametrize("quantize", ["int8", "int4"])

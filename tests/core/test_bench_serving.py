@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from xvlm_core.bench_serving import BenchError, Server, busy_time, run_server_benchmark
+from xvlm_core.bench.serving import BenchError, Server, busy_time, run_server_benchmark
 from xvlm_core.cli import main
 
 HOLD_S = 10.0  # how long the fake waits for a level's other clients; only a client that never sends them waits it out

@@ -9,11 +9,11 @@ import sys
 import pytest
 
 from xvlm_core.cli import main
-from xvlm_core.config import IMAGE_TOKEN_INDEX
+from xvlm_core.engines.pytorch.loading import load_model
+from xvlm_core.engines.pytorch.session import ChatSession
 from xvlm_core.messages import ImageRef, Message
-from xvlm_core.model import load_model
+from xvlm_core.model.config import IMAGE_TOKEN_INDEX
 from xvlm_core.sampling import SamplingSettings
-from xvlm_core.session import ChatSession
 
 
 def test_missing_model_is_one_line_error(capsys, tmp_path):

@@ -8,12 +8,12 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from xvlm_core.decode_step import FixedShapeStep, LeanStep, make_step
-from xvlm_core.kv_cache import PreallocatedCache
-from xvlm_core.model import load_model
-from xvlm_core.prompt import Message
+from xvlm_core.engines.pytorch.decode_step import FixedShapeStep, LeanStep, make_step
+from xvlm_core.engines.pytorch.kv_cache import PreallocatedCache
+from xvlm_core.engines.pytorch.loading import load_model
+from xvlm_core.engines.pytorch.session import ChatSession
+from xvlm_core.model.prompt import Message
 from xvlm_core.sampling import SamplingSettings
-from xvlm_core.session import ChatSession
 
 CASES = ["single_square", "multi_turn_square", "text_only", "chinese_wide"]
 
@@ -47,7 +47,7 @@ def test_fixed_shape_step_run_eagerly_gives_the_original_ids(loaded, golden, ima
 
 
 def test_failed_graph_capture_falls_back_with_one_log_line(loaded, golden, images_dir, caplog):
-    caplog.set_level(logging.WARNING, logger="xvlm_core.decode_step")
+    caplog.set_level(logging.WARNING, logger="xvlm_core.engines.pytorch.decode_step")
     session = ChatSession(loaded, decode_mode="graph")  # capturing needs CUDA: on this CPU it fails
     for name in ("text_only", "single_square"):
         case = golden["cases"][name]

@@ -12,6 +12,7 @@ import torch
 
 from xvlm_core import cli
 from xvlm_core.cli import main
+from xvlm_core.engines.pytorch.loading import load_model
 from xvlm_core.errors import (
     CheckpointError,
     DeviceError,
@@ -23,7 +24,6 @@ from xvlm_core.errors import (
     problem_of,
 )
 from xvlm_core.hub import DownloadError
-from xvlm_core.model import load_model
 
 PROJECT = Path(__file__).resolve().parents[2]
 TOWER_REPO = "openai/clip-vit-large-patch14-336"

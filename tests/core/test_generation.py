@@ -8,11 +8,11 @@ import threading
 
 import pytest
 
+from xvlm_core.engines.pytorch.loading import load_model
+from xvlm_core.engines.pytorch.session import ChatSession
 from xvlm_core.errors import XvlmError
-from xvlm_core.model import load_model
-from xvlm_core.prompt import Message
+from xvlm_core.model.prompt import Message
 from xvlm_core.sampling import SamplingSettings
-from xvlm_core.session import ChatSession
 
 
 @pytest.fixture(scope="module")

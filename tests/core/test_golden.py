@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from xvlm_core.cli import main
-from xvlm_core.model import load_model
-from xvlm_core.prompt import Message
+from xvlm_core.engines.pytorch.loading import load_model
+from xvlm_core.engines.pytorch.session import ChatSession
+from xvlm_core.model.prompt import Message
 from xvlm_core.sampling import SamplingSettings
-from xvlm_core.session import ChatSession
 
 CASES = ["single_square", "multi_turn_square", "text_only", "chinese_wide"]
 
@@ -51,7 +51,7 @@ def test_golden_case_matches_original_ids(loaded, golden, images_dir, name):
 def test_first_logits_rank_like_original(loaded, golden, images_dir):
     import torch
 
-    from xvlm_core.images import load_image
+    from xvlm_core.model.images import load_image
 
     case = golden["cases"]["single_square"]
     pixels = loaded.preprocess(load_image(images_dir / case["images"][0]))

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from xvlm_core.cli import main
+from xvlm_core.engines.generation import SamplingSettings
+from xvlm_core.engines.pytorch.loading import load_model
 from xvlm_core.errors import XvlmError
-from xvlm_core.generation import SamplingSettings
-from xvlm_core.model import load_model
 
 # (config.json change, what the message must name besides the file)
 CONFIG_CASES = {
@@ -266,9 +266,9 @@ def test_imported_conversation_with_image_text_still_answers(tmp_path, images_di
 
 
 def test_json_nested_too_deeply_is_refused_with_a_message(tmp_path):
-    from xvlm_core.config import read_json_object
     from xvlm_core.errors import ConfigError
     from xvlm_core.hub.installed import index_keys
+    from xvlm_core.model.config import read_json_object
 
     nested = "[" * 200_000
     assert index_keys(nested.encode()) == set()

@@ -14,13 +14,13 @@ import pytest
 from huggingface_hub import snapshot_download, try_to_load_from_cache
 
 from xvlm_core import hub
+from xvlm_core.engines.pytorch.loading import load_model
+from xvlm_core.engines.pytorch.session import ChatSession
 from xvlm_core.errors import Cancelled, CheckpointError
 from xvlm_core.hub import plan as plan_module
 from xvlm_core.hub.progress import Meter
-from xvlm_core.model import load_model
-from xvlm_core.prompt import Message
+from xvlm_core.model.prompt import Message
 from xvlm_core.sampling import SamplingSettings
-from xvlm_core.session import ChatSession
 
 MODEL = "XiaoduoAILab/Xmodel_VLM"
 TOWER = "openai/clip-vit-large-patch14-336"

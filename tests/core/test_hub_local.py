@@ -321,6 +321,6 @@ def test_a_small_file_on_disk_that_is_a_fifo_or_a_giant_is_read_from_the_hub_ins
 def test_importing_the_hub_module_loads_neither_torch_nor_qt_nor_the_loader():
     # The loader (checkpoint) uses the hub to find cached models; the hub never imports the loader back.
     code = ("import sys, xvlm_core.hub; "
-            "print(sorted({'torch', 'PySide6', 'transformers', 'xvlm_core.checkpoint'} & set(sys.modules)))")
+            "print(sorted({'torch', 'PySide6', 'transformers', 'xvlm_core.model.checkpoint'} & set(sys.modules)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "[]"

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from xvlm_core.errors import ImageError
-from xvlm_core.images import (
+from xvlm_core.model.images import (
     MAX_DECODED_BYTES,
     MAX_IMAGE_PIXELS,
     load_image,
@@ -21,7 +21,7 @@ from xvlm_core.images import (
     read_image_bytes,
     to_rgb,
 )
-from xvlm_core.vision import ImagePreprocessor
+from xvlm_core.model.vision import ImagePreprocessor
 
 
 def test_transparent_png_is_composited_on_white(tmp_path: Path):

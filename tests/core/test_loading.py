@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from xvlm_core.config import load_config
+from xvlm_core.engines.pytorch.loading import load_model
+from xvlm_core.engines.pytorch.session import ChatSession
 from xvlm_core.errors import CheckpointError, ConfigError, DeviceError, Remedy
-from xvlm_core.model import load_model
-from xvlm_core.projector import XDPProjector
-from xvlm_core.prompt import Message
+from xvlm_core.model.config import load_config
+from xvlm_core.model.projector import XDPProjector
+from xvlm_core.model.prompt import Message
 from xvlm_core.sampling import SamplingSettings
-from xvlm_core.session import ChatSession
 from xvlm_core.testing import (
     LanguageShape,
     TowerShape,

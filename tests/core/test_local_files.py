@@ -11,9 +11,9 @@ import pytest
 from fifo_guard import outcome_without_hanging
 
 from xvlm_core.cli import main
+from xvlm_core.engines.pytorch.loading import load_model
 from xvlm_core.errors import CheckpointError, ConfigError, XvlmError
 from xvlm_core.local_files import open_regular_file, read_regular_file
-from xvlm_core.model import load_model
 
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
 
@@ -90,7 +90,7 @@ def test_a_sparse_giant_is_refused_before_it_is_read(tmp_path, tiny_model_dir, t
 @needs_fifo
 def test_a_conversation_file_that_is_a_fifo_is_refused_without_waiting(tmp_path):
     from xvlm_core.errors import ConversationError
-    from xvlm_core.prompt import read_conversation
+    from xvlm_core.model.prompt import read_conversation
 
     fifo = tmp_path / "chat.json"
     os.mkfifo(fifo)

@@ -9,10 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from xvlm_core.errors import XvlmError
-from xvlm_core.model import load_model
-from xvlm_core.prompt import Message
-from xvlm_core.quantize import (
+from xvlm_core.engines.pytorch.loading import load_model
+from xvlm_core.engines.pytorch.quantize import (
     Int4Linear,
     Int8Linear,
     QuantizedLinear,
@@ -22,8 +20,10 @@ from xvlm_core.quantize import (
     unpack_int4,
     weight_bytes,
 )
+from xvlm_core.engines.pytorch.session import ChatSession
+from xvlm_core.errors import XvlmError
+from xvlm_core.model.prompt import Message
 from xvlm_core.sampling import SamplingSettings
-from xvlm_core.session import ChatSession
 
 
 def random_linear(out_features: int, in_features: int, dtype: torch.dtype, seed: int = 0) -> nn.Linear:
@@ -93,7 +93,7 @@ def test_every_linear_of_the_language_model_and_tower_is_int8_and_the_projector_
 
 
 def test_image_features_with_8_bit_weights_stay_close_to_the_exact_ones(exact_and_int8, images_dir):
-    from xvlm_core.images import load_image
+    from xvlm_core.model.images import load_image
 
     exact, int8 = exact_and_int8
     pixels = exact.preprocess(load_image(images_dir / "gradient_square.png"))

@@ -16,10 +16,10 @@ import openai
 import pytest
 from PIL import Image
 
-from xvlm_core import images as image_module
 from xvlm_core.answers import Answer, AnswerResult, GenerationStats
 from xvlm_core.cli import main
 from xvlm_core.errors import XvlmError
+from xvlm_core.model import images as image_module
 from xvlm_core.openai_compat import images as server_images
 from xvlm_core.openai_compat.images import ImageStore
 from xvlm_core.openai_compat.protocol import ApiError, ChatRequest

@@ -19,7 +19,7 @@ from PIL import Image
 from test_server_api import HELLO, HOLD_S, ScriptedModel, _wait_for, running
 
 from xvlm_core.cli import main
-from xvlm_core.generation import TokenPicker
+from xvlm_core.engines.generation import TokenPicker
 from xvlm_core.log_lines import LogFormatter, printable
 from xvlm_core.openai_compat import stops as stop_module
 from xvlm_core.openai_compat.protocol import MAX_STOP_CHARS, ApiError

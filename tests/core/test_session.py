@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from xvlm_core.config import IMAGE_TOKEN_INDEX
+from xvlm_core.engines.pytorch.loading import load_model
+from xvlm_core.engines.pytorch.session import ChatSession
 from xvlm_core.errors import XvlmError
 from xvlm_core.messages import ImageRef
-from xvlm_core.model import load_model
-from xvlm_core.prompt import Message, render_prompt, render_segments
+from xvlm_core.model.config import IMAGE_TOKEN_INDEX
+from xvlm_core.model.prompt import Message, render_prompt, render_segments
 from xvlm_core.sampling import SamplingSettings
-from xvlm_core.session import ChatSession
 
 
 @pytest.fixture(scope="module")
@@ -335,7 +335,7 @@ def test_cancel_while_fitting_the_context(loaded, images_dir, monkeypatch):
 
 
 def test_cancel_while_reading_the_image(loaded, images_dir, monkeypatch):
-    import xvlm_core.session as session_module
+    import xvlm_core.engines.pytorch.session as session_module
 
     cancel = threading.Event()
     real = session_module.read_image_bytes
@@ -374,7 +374,7 @@ def test_cancel_while_encoding_the_image(loaded, images_dir, monkeypatch):
 
 
 def test_cancel_during_prefill_stops_after_one_chunk(loaded, images_dir, monkeypatch):
-    import xvlm_core.session as session_module
+    import xvlm_core.engines.pytorch.session as session_module
 
     monkeypatch.setattr(session_module, "PREFILL_CHUNK", 32)
     cancel = threading.Event()
@@ -397,7 +397,7 @@ def test_cancel_during_prefill_stops_after_one_chunk(loaded, images_dir, monkeyp
 
 
 def test_chunked_prefill_gives_the_same_answer(loaded, images_dir, monkeypatch):
-    import xvlm_core.session as session_module
+    import xvlm_core.engines.pytorch.session as session_module
 
     whole, _ = run(ChatSession(loaded), image_question(images_dir))
     monkeypatch.setattr(session_module, "PREFILL_CHUNK", 50)
@@ -446,7 +446,7 @@ def test_images_carried_from_dropped_turns_give_way_when_they_no_longer_fit(load
 
 
 def test_a_session_keeps_the_embeddings_of_recent_images_only(loaded, images_dir, monkeypatch):
-    import xvlm_core.session as session_module
+    import xvlm_core.engines.pytorch.session as session_module
 
     monkeypatch.setattr(session_module, "KEPT_EMBEDDINGS", 1)
     square, wide = str(images_dir / "gradient_square.png"), str(images_dir / "shapes_wide.png")

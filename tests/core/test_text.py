@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from xvlm_core.config import IMAGE_TOKEN_INDEX
-from xvlm_core.generation import TextStream
-from xvlm_core.prompt import ImageSlot, Message, render_prompt, render_segments
-from xvlm_core.tokenizer import StreamDecoder, Tokenizer, find_tokenizer_file
+from xvlm_core.engines.generation import TextStream
+from xvlm_core.model.config import IMAGE_TOKEN_INDEX
+from xvlm_core.model.prompt import ImageSlot, Message, render_prompt, render_segments
+from xvlm_core.model.tokenizer import StreamDecoder, Tokenizer, find_tokenizer_file
 
 
 @pytest.fixture(scope="module")

@@ -151,16 +151,17 @@ def test_unused_qt_modules_are_left_out_and_used_ones_kept():
 RUNTIME_PROBE = """
 import json, sys
 from pathlib import Path
-from xvlm_core import prompt, sampling
-from xvlm_core.model import load_model
-from xvlm_core.session import ChatSession
+from xvlm_core.model import prompt
+from xvlm_core import sampling
+from xvlm_core.engines.pytorch.loading import load_model
+from xvlm_core.engines.pytorch.session import ChatSession
 loaded = load_model(sys.argv[1], sys.argv[2], "cpu", "float32")
 picture = str(Path(sys.argv[3]))
 for settings in (sampling.SamplingSettings(max_new_tokens=4),
                  sampling.SamplingSettings(max_new_tokens=4, temperature=0.8, top_p=0.9, top_k=20,
                                            repetition_penalty=1.1, seed=1)):
     "".join(ChatSession(loaded).answer([prompt.Message("user", "What is it?", [picture])], settings))
-import app.window, app.self_check, xvlm_core.cli, xvlm_core.hub  # noqa
+import app.ui.window, app.self_check, xvlm_core.cli, xvlm_core.hub  # noqa
 print(json.dumps(sorted(sys.modules)))
 """
 

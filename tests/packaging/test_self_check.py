@@ -82,7 +82,7 @@ def test_a_failure_the_worker_words_vaguely_keeps_its_exception():
     try:
         raise ImportError("No module named 'transformers.models.clip'")
     except ImportError:
-        handler.handle(logging.LogRecord("app.worker", logging.ERROR, __file__, 1, "loading failed", None,
+        handler.handle(logging.LogRecord("app.model.worker", logging.ERROR, __file__, 1, "loading failed", None,
                                          sys.exc_info()))
     vague = "ImportError"
     assert handler.add_to(vague) == f"{vague} [ImportError: No module named 'transformers.models.clip']"

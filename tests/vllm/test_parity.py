@@ -29,8 +29,8 @@ def test_image_embeddings_equal_xvlm_core(llm, tiny_vlm):
     """Tower, layer, CLS, fold and activation: the 144 embeddings of an image, compared number for number."""
     import torch
 
-    from xvlm_core.images import load_image
-    from xvlm_core.model import load_model
+    from xvlm_core.engines.pytorch.loading import load_model
+    from xvlm_core.model.images import load_image
 
     model, tower = tiny_vlm
     loaded = load_model(str(model), vision_tower=str(tower), device="cpu", dtype="float32")

@@ -10,10 +10,10 @@ import json
 import sys
 from pathlib import Path
 
+from xvlm_core.engines.pytorch.loading import load_model
+from xvlm_core.engines.pytorch.session import ChatSession
 from xvlm_core.messages import Message
-from xvlm_core.model import load_model
 from xvlm_core.sampling import SamplingSettings
-from xvlm_core.session import ChatSession
 
 
 def main(model: str, tower: str, conversations: str, max_tokens: str) -> None:

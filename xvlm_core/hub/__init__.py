@@ -42,6 +42,7 @@ from xvlm_core.hub.installed import (
     installed_model_folder,
     missing_description,
     offline_folder,
+    resolve_folder,
     validate_local_folder,
 )
 from xvlm_core.hub.plan import SPACE_MARGIN, DownloadPlan, offline_plan, plan_from_hub
@@ -64,7 +65,7 @@ __all__ = [
     "DEFAULT_MODEL", "MODEL_FILES", "TOWER_FILES", "DownloadCancelled", "DownloadError", "DownloadPlan",
     "DownloadProgress", "ModelSpec", "PlannedFile", "RepoSpec", "RetryPolicy", "default_cache_dir", "download_model",
     "find_cached", "format_duration", "format_size", "installed_model_folder", "looks_like_repo_id", "model_spec",
-    "plan_download", "tower_repo_id", "validate_local_folder",
+    "plan_download", "resolve_folder", "tower_repo_id", "validate_local_folder",
 ]
 
 log = logging.getLogger(__name__)

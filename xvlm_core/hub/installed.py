@@ -15,18 +15,18 @@ import pickletools
 import zipfile
 from pathlib import Path
 
-from xvlm_core.checkpoint_files import (
+from xvlm_core.errors import CheckpointError, Remedy, XvlmError
+from xvlm_core.hub.connection import DownloadError, default_cache_dir
+from xvlm_core.hub.registry import ModelSpec, looks_like_repo_id, tower_repo_id, tower_repos
+from xvlm_core.hub.stores import CacheStore, Stores
+from xvlm_core.local_files import MAX_CONFIG_BYTES, open_regular_file, read_regular_file
+from xvlm_core.model.checkpoint_files import (
     EMBEDDED_TOWER_PREFIX,
     find_index,
     find_single_weights,
     index_shards,
     require_weight_file,
 )
-from xvlm_core.errors import CheckpointError, XvlmError
-from xvlm_core.hub.connection import DownloadError, default_cache_dir
-from xvlm_core.hub.registry import ModelSpec, tower_repo_id, tower_repos
-from xvlm_core.hub.stores import CacheStore, Stores
-from xvlm_core.local_files import MAX_CONFIG_BYTES, open_regular_file, read_regular_file
 
 MAX_HEADER = 100 * 2**20  # a larger safetensors header is not a real one
 MAX_PICKLE = 64 * 2**20  # the pickle part of a .bin (names and shapes, not the tensors)
@@ -284,3 +284,21 @@ def _find_tower_folder(name: str) -> Path | None:
     if repo_id is None:
         return None
     return CacheStore(default_cache_dir()).snapshot(repo_id, "main")
+
+
+def resolve_folder(name_or_path: str, what: str = "model") -> Path:
+    """A local folder as given, or a hub repo id found complete in the local cache."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    if path.exists():
+        raise CheckpointError(f"{path}: is a file; give the folder that holds the {what}'s files.")
+    if looks_like_repo_id(name_or_path):
+        cached = find_cached(name_or_path)
+        if cached is not None:
+            return cached
+        raise CheckpointError(
+            f"The {what} '{name_or_path}' is not downloaded yet (or its download is incomplete).",
+            code=Remedy.DOWNLOAD_MODEL, repo_id=name_or_path,
+        )
+    raise CheckpointError(f"{name_or_path}: no such folder.")

@@ -16,7 +16,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import quote
 
-from xvlm_core.checkpoint_files import EMBEDDED_TOWER_PREFIX
 from xvlm_core.errors import XvlmError
 from xvlm_core.hub.connection import DownloadError, HubConnection
 from xvlm_core.hub.installed import MAX_HEADER, embeds_tower, file_keys, index_keys, offline_folder, read_local
@@ -25,6 +24,7 @@ from xvlm_core.hub.registry import WEIGHT_FORMATS, WEIGHT_PATTERNS, ModelSpec, R
 from xvlm_core.hub.stores import Store, Stores, free_bytes
 from xvlm_core.hub.transfer import SMALL_FILE_LIMIT, PlannedFile, read_prefix, read_whole
 from xvlm_core.local_files import read_regular_file
+from xvlm_core.model.checkpoint_files import EMBEDDED_TOWER_PREFIX
 from xvlm_core.safepath import UnsafePathError, path_inside
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from xvlm_core.hub.connection import DownloadError
-from xvlm_core.towers import DEFAULT_TOWER, KNOWN_TOWERS
+from xvlm_core.model.towers import DEFAULT_TOWER, KNOWN_TOWERS
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 

@@ -26,6 +26,7 @@ import httpx2
 from xvlm_core.answers import Answer, AnswerResult, GenerationStats
 from xvlm_core.errors import XvlmError
 from xvlm_core.messages import Image, Message, image_path
+from xvlm_core.model.prompt import SYSTEM_V1
 from xvlm_core.openai_compat.protocol import (
     ModelCard,
     StreamedChunk,
@@ -35,7 +36,6 @@ from xvlm_core.openai_compat.protocol import (
     read_model_list,
     request_body,
 )
-from xvlm_core.prompt import SYSTEM_V1
 from xvlm_core.sampling import SamplingSettings
 
 CONNECT_TIMEOUT_S = 10.0

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx2
 
 from xvlm_core.errors import ImageError
-from xvlm_core.images import FORMAT_SUFFIXES, MAX_IMAGE_BYTES, open_image
-from xvlm_core.messages import ImageRef
+from xvlm_core.messages import MAX_IMAGE_BYTES, ImageRef
+from xvlm_core.model.images import FORMAT_SUFFIXES, open_image
 from xvlm_core.openai_compat.protocol import ApiError
 
 MAX_REMOTE_IMAGE_BYTES = 20 * 1024 * 1024

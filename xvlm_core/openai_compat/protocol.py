@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xvlm_core.messages import Image, ImageRef, Message
-from xvlm_core.prompt import MAX_IMAGES_PER_MESSAGE, MAX_MESSAGE_CHARS, SYSTEM_V1
+from xvlm_core.model.prompt import MAX_IMAGES_PER_MESSAGE, MAX_MESSAGE_CHARS, SYSTEM_V1
 from xvlm_core.sampling import SamplingSettings
 
 MAX_MESSAGES = 5_000

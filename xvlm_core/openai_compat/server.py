@@ -28,10 +28,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from xvlm_core.engines.pytorch.loading import LoadedModel
 from xvlm_core.errors import XvlmError
 from xvlm_core.log_lines import printable
 from xvlm_core.messages import ImageRef
-from xvlm_core.model import LoadedModel
 from xvlm_core.openai_compat.images import ImageStore
 from xvlm_core.openai_compat.protocol import (
     SSE_DONE,

@@ -24,7 +24,7 @@ from xvlm_core.openai_compat.stops import StopMatcher
 from xvlm_core.sampling import SamplingSettings
 
 if TYPE_CHECKING:
-    from xvlm_core.model import LoadedModel
+    from xvlm_core.engines.pytorch.loading import LoadedModel
 
 log = logging.getLogger("xvlm.serve")
 
@@ -38,7 +38,7 @@ class ModelRunner:
     """One chat session on the loaded model, shared by every request so that common prefixes reuse the cache."""
 
     def __init__(self, loaded: LoadedModel):
-        from xvlm_core.session import ChatSession
+        from xvlm_core.engines.pytorch.session import ChatSession
 
         self.session = ChatSession(loaded)
 

@@ -1,0 +1,1 @@
+"""What runs the model: the PyTorch engine, and the plugin that lets vLLM serve it."""

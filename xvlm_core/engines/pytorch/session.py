@@ -1,0 +1,331 @@
+"""A chat session: renders the conversation the original way and reuses the KV cache for what is unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Generator, Hashable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from transformers import LlamaForCausalLM
+
+from xvlm_core.answers import Answer, AnswerResult, GenerationStats
+from xvlm_core.engines.generation import TextStream, TokenPicker, decode
+from xvlm_core.engines.pytorch.decode_step import make_step, needs_zeroed_cache
+from xvlm_core.engines.pytorch.kv_cache import PreallocatedCache
+from xvlm_core.engines.pytorch.loading import LoadedModel
+from xvlm_core.errors import Cancelled, Remedy, XvlmError
+from xvlm_core.messages import Image, ImageRef, Message, image_limit, image_path, read_image_bytes
+from xvlm_core.model.config import IMAGE_TOKEN_INDEX
+from xvlm_core.model.images import file_identity, load_image
+from xvlm_core.model.prompt import (
+    ANSWER_CUE,
+    SYSTEM_V1,
+    images_in_order,
+    message_segments,
+    render_prompt,
+    system_segments,
+)
+from xvlm_core.sampling import SamplingSettings
+
+# One cache position: a token id, or (image hash, index of the embedding within that image).
+Position = Hashable
+# transformers 5.24 renamed the forward's `past_key_values` to `cache`; the releases before take the old name and
+# drop an unknown keyword silently (every answer but its first token would then be wrong).
+CACHE_KEYWORD = "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
+# Positions per forward pass of the prefill: Stop is checked between passes, so it waits for one at most.
+PREFILL_CHUNK = 256
+# Images whose embeddings a session keeps (~0.6 MB each at full size): a long chat, or a server's many
+# clients, must not grow memory without end; one evicted is encoded again if it comes back.
+KEPT_EMBEDDINGS = 64
+
+
+class ChatSession:
+    """Multi-turn chat on one loaded model. Not thread-safe: use it from one thread.
+
+    `decode_mode` chooses the decode step (`decode_step.DECODE_MODES`); "auto" is right outside of tests.
+    """
+
+    def __init__(self, loaded: LoadedModel, decode_mode: str = "auto"):
+        self.loaded = loaded
+        self.step = make_step(loaded.model.language_model, decode_mode)
+        self.cache = self._new_cache()
+        self.cached: list[Position] = []  # what each position of `cache` holds
+        # image SHA-256 -> [144, hidden], the most recently used last; at most KEPT_EMBEDDINGS
+        self._embeddings: OrderedDict[str, torch.Tensor] = OrderedDict()
+        # Plain paths (not ImageRefs) are hashed here once per file version: (path, mtime, size) -> SHA-256.
+        self._hashes: dict[tuple[str, int, int], str] = {}
+
+    def answer(
+        self,
+        messages: list[Message],
+        settings: SamplingSettings | None = None,
+        system: str = SYSTEM_V1,
+        cancel: threading.Event | None = None,
+    ) -> Answer:
+        """Answer the last message (a user turn) of `messages`, the whole conversation so far."""
+        if not messages or messages[-1].role != "user":
+            raise XvlmError("The conversation must end with a question from the user.")
+        if any(message.images and message.role != "user" for message in messages):
+            raise XvlmError("Only user messages can carry images.")
+        if any(message.images for message in messages) and self.loaded.model.vision_tower is None:
+            raise XvlmError("This model has no vision tower, so it cannot look at images.")
+        limit = image_limit(self.loaded.context_length, self.loaded.model.image_tokens)
+        crowded = max((len(message.images) for message in messages), default=0)
+        if crowded > limit:
+            raise XvlmError(
+                f"A message has {crowded} images, and this model reads at most {limit} per message (each image "
+                f"takes {self.loaded.model.image_tokens} of its {self.loaded.context_length} positions). "
+                "Ask about the rest in another message."
+            )
+        job = _Job(list(messages), settings or SamplingSettings(), system, cancel or threading.Event())
+        return Answer(self._run(job))
+
+    def reset(self) -> None:
+        """Forget the cache (a new chat, or after an error left it in an unknown state)."""
+        self.cache = self._new_cache()
+        self.cached = []
+
+    def _new_cache(self) -> PreallocatedCache:
+        return PreallocatedCache(self.loaded.model.language_model.config, zeroed=needs_zeroed_cache(self.step))
+
+    def _run(self, job: _Job) -> Generator[str, None, AnswerResult]:
+        started = time.perf_counter()
+        try:
+            return (yield from self._generate(job, started))
+        except Exception:
+            self.reset()  # a failure mid-forward can leave layers of the cache at different lengths
+            raise
+
+    def _generate(self, job: _Job, started: float) -> Generator[str, None, AnswerResult]:
+        loaded, stats = self.loaded, job.stats
+        try:
+            messages, max_new = self._fit_context(job)
+            tick = time.perf_counter()
+            attached = images_in_order(messages)
+            hashes = [self._image_hash(image, job.cancel) for image in attached]
+            images = [
+                self._encode_image(key, image_path(image), stats, job.cancel)
+                for key, image in zip(hashes, attached, strict=True)
+            ]
+            stats.image_encode_s = time.perf_counter() - tick
+            sequence = self._positions(job.input_ids, hashes)
+            tick = time.perf_counter()
+            logits = self._prefill(job, sequence, images)
+            stats.prefill_s = time.perf_counter() - tick
+        except Cancelled:
+            stats.stop_reason = "cancelled"
+            return AnswerResult("", stats, job.prompt, job.input_ids, [])
+
+        stream = TextStream(loaded.tokenizer)
+        eos_id = loaded.tokenizer.eos_id
+
+        def stop(ids: list[int]) -> str | None:
+            if ids[-1] == eos_id:
+                return "eos"
+            if stream.stopped:
+                return "stop_string"
+            return "length" if len(ids) >= max_new else None
+
+        # Sized by what fits the context, not by what was asked for: a client may ask for billions of tokens.
+        picker = TokenPicker(replace(job.settings, max_new_tokens=max_new), job.input_ids, logits.device)
+        tokens = decode(lambda token: self.step(token, self.cache), logits, picker, stop, job.cancel)
+        output_ids: list[int] = []
+        try:
+            while True:
+                try:
+                    token = next(tokens)
+                except StopIteration as done:
+                    decoded = done.value
+                    break
+                output_ids.append(token)
+                if token != eos_id:
+                    delta = stream.push(token)
+                    if delta:
+                        yield delta
+        finally:
+            # Also when the consumer stops iterating: every generated token but the last is in the cache.
+            self.cached = sequence + output_ids[:-1]
+        tail = stream.finish()
+        if tail:
+            yield tail
+        stats.ttft_s = decoded.first_token_at - started
+        stats.decode_s = decoded.finished_at - decoded.first_token_at
+        stats.output_tokens = len(decoded.output_ids)
+        stats.stop_reason = decoded.stop_reason
+        return AnswerResult(stream.text, stats, job.prompt, job.input_ids, decoded.output_ids)
+
+    def _prefill(self, job: _Job, sequence: list[Position], images: list[torch.Tensor]) -> torch.Tensor:
+        """Run what the cache lacks of `sequence` through the model, in chunks; the last position's logits.
+
+        Between chunks the cancel flag is checked; a cancelled prefill leaves the chunks done in the cache.
+        """
+        stats = job.stats
+        reused = _common_prefix(self.cached, sequence)
+        reused = min(reused, len(sequence) - 1)  # at least one position to prefill: its logits start the answer
+        if self.cache.get_seq_length() > reused:
+            self.cache.crop(reused - self.cache.get_seq_length())
+        self.cached = sequence[:reused]
+        stats.prompt_tokens, stats.reused_tokens = len(sequence), reused
+        stats.prefilled_tokens = len(sequence) - reused
+        with torch.inference_mode():
+            embeds = self.loaded.model.embed(job.input_ids, images)[:, reused:]  # [1, T - reused, hidden]
+            for start in range(0, embeds.shape[1], PREFILL_CHUNK):
+                _check(job.cancel)
+                chunk = embeds[:, start : start + PREFILL_CHUNK]  # [1, <= PREFILL_CHUNK, hidden]
+                out = self.loaded.model.language_model(
+                    inputs_embeds=chunk, **{CACHE_KEYWORD: self.cache}, use_cache=True, logits_to_keep=1
+                )
+                self.cached = sequence[: reused + start + chunk.shape[1]]
+        return out.logits[:, -1].float()
+
+    def _fit_context(self, job: _Job) -> tuple[list[Message], int]:
+        """Keep the newest turns that fit with room for the answer; drop older ones whole, carrying their images.
+
+        A turn runs from a user message to the end of the assistant's answer (`</s>`), where the original
+        tokenization also starts afresh; so each turn is tokenized once, on its own, from the newest back,
+        and stops being tokenized once the kept ones fill the context. Only the first kept turn, which
+        shares its first stretch of text with the system prompt, is tokenized again with it.
+        Sets the answer's prompt and input ids; returns the kept messages and how many tokens the answer may have.
+        """
+        loaded, tokenizer, cancel = self.loaded, self.loaded.tokenizer, job.cancel
+        context = loaded.context_length
+        wanted_new = job.settings.max_new_tokens
+        budget = context - min(wanted_new, context // 4)
+        messages = job._messages
+        per_image = loaded.model.image_tokens
+        _check(cancel)
+        # Where each turn starts: at the first message, and at each user message that follows an answer.
+        starts = [0] + [
+            i for i in range(1, len(messages)) if messages[i].role == "user" and messages[i - 1].role != "user"
+        ]
+        last = len(starts) - 1
+        ends = [*starts[1:], len(messages)]
+        images_before = [0]  # images in the messages before each turn: they are carried into the first kept turn
+        for start, end in zip(starts, ends, strict=True):
+            images_before.append(images_before[-1] + sum(len(m.images) for m in messages[start:end]))
+        all_images = images_before[-1]
+        carried_cost = len(tokenizer.encode_text("\n"))  # a carried image's own `\n` after its slot
+        fixed = len(tokenizer.encode_segments(system_segments(job.system))) + all_images * per_image
+
+        turn_ids: dict[int, list[int]] = {}
+        text_tokens = 0
+        first = last
+        for turn in range(last, -1, -1):
+            _check(cancel)
+            segments = [seg for m in messages[starts[turn] : ends[turn]] for seg in message_segments(m)]
+            ids = tokenizer.encode_segments(segments + ([ANSWER_CUE] if turn == last else []), bos=False)
+            text_tokens += len(ids) - ids.count(IMAGE_TOKEN_INDEX)
+            if turn < last and fixed + text_tokens + images_before[turn] * carried_cost > budget:
+                break
+            turn_ids[turn], first = ids, turn
+
+        # The estimate counted the first kept turn apart from the system prompt; count it exactly, with
+        # the images carried into it, dropping one more turn while that does not fit, and once only the
+        # current turn is left, the oldest carried images.
+        left_out = 0
+        while True:
+            _check(cancel)
+            dropped = starts[first]
+            kept = messages[dropped:]
+            if dropped:
+                carried = tuple(image for message in messages[:dropped] for image in message.images)[left_out:]
+                kept = [replace(kept[0], images=carried + kept[0].images), *kept[1:]]
+            head = system_segments(job.system)
+            for message in kept[: ends[first] - dropped]:
+                head += message_segments(message)
+            if first == last:
+                head.append(ANSWER_CUE)
+            input_ids = tokenizer.encode_segments(head)
+            for turn in range(first + 1, last + 1):
+                input_ids += turn_ids[turn]
+            images = input_ids.count(IMAGE_TOKEN_INDEX)
+            length = len(input_ids) - images + images * per_image
+            if length <= budget:
+                break
+            if first < last:
+                first += 1
+            elif left_out < images_before[first]:
+                left_out = min(images_before[first], left_out + -(-(length - budget) // per_image))
+            else:
+                break
+        job.stats.dropped_messages = dropped
+        job.prompt = render_prompt(kept, job.system)
+        job.input_ids = input_ids
+        if length >= context:
+            raise XvlmError(
+                f"This message is too long for the model: {length} tokens, and it reads at most {context}.",
+                code=Remedy.SHORTEN_CONVERSATION,
+            )
+        return kept, min(wanted_new, context - length)
+
+    def _positions(self, input_ids: list[int], hashes: list[str]) -> list[Position]:
+        positions: list[Position] = []
+        image_hashes = iter(hashes)
+        for token in input_ids:
+            if token == IMAGE_TOKEN_INDEX:
+                key = next(image_hashes)
+                positions += [(key, index) for index in range(self.loaded.model.image_tokens)]
+            else:
+                positions.append(token)
+        return positions
+
+    def _image_hash(self, image: Image, cancel: threading.Event) -> str:
+        """The image's SHA-256: an ImageRef's own, or a plain path's, read once per version of the file."""
+        if isinstance(image, ImageRef):
+            return image.sha256
+        _check(cancel)
+        path = Path(image)
+        file_id = file_identity(path)
+        if file_id not in self._hashes:
+            self._hashes[file_id] = hashlib.sha256(read_image_bytes(path)).hexdigest()
+        return self._hashes[file_id]
+
+    def _encode_image(self, key: str, path: str, stats: GenerationStats, cancel: threading.Event) -> torch.Tensor:
+        """The image's embeddings, computed once per image content while it is among the recently used."""
+        if key in self._embeddings:
+            self._embeddings.move_to_end(key)
+            return self._embeddings[key]
+        _check(cancel)
+        loaded = self.loaded
+        assert loaded.preprocess is not None
+        pixels = loaded.preprocess(load_image(path))  # [1, 3, 336, 336]
+        _check(cancel)
+        embeddings = self._embeddings[key] = loaded.model.encode_images(pixels)[0]  # [144, hidden]
+        stats.images_encoded += 1
+        while len(self._embeddings) > KEPT_EMBEDDINGS:
+            self._embeddings.popitem(last=False)  # an answer holds its own images' tensors while it runs
+        return embeddings
+
+
+def _check(cancel: threading.Event) -> None:
+    """Stop an answer between its stages (fitting, images, prefill) once the user asked to."""
+    if cancel.is_set():
+        raise Cancelled("The answer was stopped.")
+
+
+@dataclass
+class _Job:
+    """One answer's request, and what is worked out for it before decoding (filled by `_fit_context`)."""
+
+    _messages: list[Message]
+    settings: SamplingSettings
+    system: str
+    cancel: threading.Event
+    prompt: str = ""
+    input_ids: list[int] = field(default_factory=list)
+    stats: GenerationStats = field(default_factory=GenerationStats)
+
+
+def _common_prefix(first: list[Position], second: list[Position]) -> int:
+    length = 0
+    for a, b in zip(first, second, strict=False):
+        if a != b:
+            break
+        length += 1
+    return length
