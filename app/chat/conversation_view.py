@@ -1,9 +1,10 @@
 """The conversation: user messages with their images, answers rendered as Markdown that grow while they stream.
 
-Only the growing answer is re-rendered (at most `RENDERS_PER_SECOND` times a second); finished messages are
-never laid out again except when the width changes. The view follows new text only while it is scrolled to
-the bottom, so reading further up is never interrupted. A long message opens collapsed to a preview, so what
-opening a chat costs follows what is shown, not how much text the chat holds (see `shown_text`).
+Only the growing answer is re-rendered, once per batch of text the model thread sends (at most
+`CHUNKS_PER_SECOND`), and less often when laying it out gets slow; finished messages are never laid out again
+except when the width changes. The view follows new text only while it is scrolled to the bottom, so reading
+further up is never interrupted. A long message opens collapsed to a preview, so what opening a chat costs
+follows what is shown, not how much text the chat holds (see `shown_text`).
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ from app.chat.controller import REGENERATE_TEMPERATURE, REGENERATE_TOP_P, ChatCo
 from app.i18n import translate
 from app.icons import icon
 
-RENDERS_PER_SECOND = 30
 RENDER_SHARE = 0.2  # of the UI thread's time, at most, spent re-rendering a streaming answer
 THUMBNAIL_SIDE = 220  # one image; several share a row at SMALL_THUMBNAIL_SIDE
 SMALL_THUMBNAIL_SIDE = 120
@@ -776,7 +776,6 @@ class ConversationView(QScrollArea):
         self._render_timer = QTimer(self)
         self._render_timer.setSingleShot(True)
         self._render_timer.timeout.connect(self._render_dirty)
-        self.render_count = 0  # re-renders of streaming messages, for tests and the curious
 
         controller.conversation_replaced.connect(self.rebuild)
         controller.message_added.connect(self._on_added)
@@ -854,13 +853,14 @@ class ConversationView(QScrollArea):
             self._render_timer.start(max(1, int(wait * 1000)))
 
     def _render_interval(self) -> float:
-        """Seconds between re-renders of a growing answer: at most RENDERS_PER_SECOND, and slower when a
-        long answer takes long to lay out, so rendering keeps to RENDER_SHARE of this thread's time.
+        """Seconds between re-renders of a growing answer, so that rendering keeps to RENDER_SHARE of this
+        thread's time however long the answer gets to lay out. How often text arrives is the model thread's
+        one throttle (app/model/worker.py); this one is about the cost of painting it.
 
         Re-rendering holds Python's lock, which the model thread needs between its torch operations: with a
         fast model (a GPU, a small checkpoint) and a long answer, unthrottled rendering cut decoding several-fold.
         """
-        return max(1.0 / RENDERS_PER_SECOND, self._render_cost / RENDER_SHARE)
+        return self._render_cost / RENDER_SHARE
 
     def _render_dirty(self) -> None:
         self._render_timer.stop()
@@ -869,7 +869,6 @@ class ConversationView(QScrollArea):
         for index in sorted(self._dirty):
             if index < len(self.widgets):
                 self.widgets[index].refresh(stage)
-                self.render_count += 1
         self._dirty.clear()
         self._update_regenerate_buttons()
         self._mark_unseen()
