@@ -109,13 +109,11 @@ class _ProgressRelay(QObject):
     def __init__(self) -> None:
         super().__init__()
         self._last = 0.0
-        self.emitted = 0
 
     def __call__(self, progress: Any) -> None:
         now = time.monotonic()
         if now - self._last >= 1.0 / PROGRESS_PER_SECOND or progress.done_bytes >= progress.total_bytes:
             self._last = now
-            self.emitted += 1
             self.progressed.emit(progress)
 
 

@@ -68,7 +68,7 @@ def test_progress_shows_bytes_speed_and_eta_at_most_20_times_a_second(qtbot, mak
     qtbot.waitUntil(lambda: window.chat_page.isVisible(), timeout=20_000)
     elapsed = time.monotonic() - started
     assert elapsed > 1.0
-    assert 5 <= page.relay.emitted <= 20 * elapsed + 2
+    assert 5 <= len(texts) <= 20 * elapsed + 2  # each progress signal, as the page received it
 
 
 def test_cancel_pauses_and_download_continues_where_it_stopped(qtbot, make_window, hub_server, app_settings):
