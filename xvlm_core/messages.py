@@ -1,4 +1,7 @@
-"""One chat message, as the store keeps it, the app shows it and the model reads it. Torch-free and Qt-free.
+"""One chat message as every engine reads it: who said it, what, and which images. Torch-free and Qt-free.
+
+A `Message` is frozen, so one list of them can be handed to the model thread while the window goes on; what the
+app keeps about a message besides (its id in the history, how far its answer got, what it cost) is the app's.
 
 Images are content-addressed: an `ImageRef` carries the SHA-256 of the file's bytes, worked out once where the
 image comes in (the app's history, the CLI, the server), so nothing downstream reads a file just to name it.
@@ -6,11 +9,10 @@ image comes in (the app's history, the CLI, the server), so nothing downstream r
 
 from __future__ import annotations
 
-import enum
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from xvlm_core.errors import ImageError
 from xvlm_core.local_files import read_regular_file
@@ -20,21 +22,6 @@ Role = Literal["user", "assistant"]
 IMAGE_POSITIONS = 144
 DEFAULT_CONTEXT = 4096
 MAX_IMAGE_BYTES = 100 * 1024 * 1024
-
-
-class Status(enum.StrEnum):
-    """How far a message has got. User messages are always complete."""
-
-    WAITING = "waiting"  # asked while the model loads; never stored
-    STREAMING = "streaming"
-    COMPLETE = "complete"
-    STOPPED = "stopped"
-    INTERRUPTED = "interrupted"  # the app stopped (a crash, a kill) while the answer streamed
-    FAILED = "failed"
-
-    @property
-    def in_flight(self) -> bool:
-        return self in (Status.WAITING, Status.STREAMING)
 
 
 @dataclass(frozen=True)
@@ -68,24 +55,13 @@ def image_limit(context_length: int = DEFAULT_CONTEXT, image_tokens: int = IMAGE
     return max(1, context_length // 2 // image_tokens)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Message:
     """One turn of a chat. `images` (user messages only) come before the text, in order."""
 
     role: Role
     text: str = ""
     images: tuple[Image, ...] = ()
-    status: Status = Status.COMPLETE
-    stats: dict[str, Any] = field(default_factory=dict)  # timing, stop reason; "error" for a failed answer
-    id: int | None = None  # the history's id, once saved
 
     def __post_init__(self) -> None:
-        self.images = tuple(self.images)
-
-    @property
-    def in_flight(self) -> bool:
-        return self.status.in_flight
-
-    @property
-    def error(self) -> str:
-        return self.stats.get("error", "")
+        object.__setattr__(self, "images", tuple(self.images))

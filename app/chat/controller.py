@@ -1,6 +1,6 @@
 """The conversation's state machine, without widgets: what is said, what the model is doing, what to ask it.
 
-The model: no model -> loading -> ready (or failed). The conversation: a list of xvlm_core's `Message`, idle, or
+The model: no model -> loading -> ready (or failed). The conversation: a list of the history's `ChatMessage`, idle, or
 one answer in flight, which is "waiting" while the model loads, then "streaming", then "complete", "stopped" or
 "failed" (`Status`).
 Opening another chat mid-answer leaves the answer running for its own chat, saved there as it streams; going
@@ -17,15 +17,15 @@ import enum
 import itertools
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 from PySide6.QtCore import QObject, Signal
 from xvlm_core.errors import Problem  # torch-free
-from xvlm_core.messages import ImageRef, Message, Status
+from xvlm_core.messages import ImageRef
 from xvlm_core.sampling import SamplingSettings
 
 from app.error_text import error_text
-from app.history.records import auto_title
+from app.history.records import AnswerStats, ChatMessage, Status, auto_title
 from app.history.service import LAST_OPEN_CHAT, History
 from app.i18n import translate
 from app.model.worker import AnswerRequest, LoadRequest, ModelWorker
@@ -60,7 +60,7 @@ class BackgroundAnswer:
     """An answer still being written for a chat that is no longer on screen."""
 
     request: AnswerRequest
-    message: Message
+    message: ChatMessage
     chat_id: int
     title: str
 
@@ -87,9 +87,9 @@ class ChatController(QObject):
         self.history = history if history is not None else History()
         self.chat_id: int | None = None  # in the store; None until the first question of a new chat
         self.chat_title = ""  # as the person renamed it; "" = made from the first question
-        self.messages: list[Message] = []
+        self.messages: list[ChatMessage] = []
         # Every version Regenerate wrote of the last answer, in order, `messages[-1]` itself at `version`; [] for one.
-        self.versions: list[Message] = []
+        self.versions: list[ChatMessage] = []
         self.version = 0
         self.phase = ModelPhase.NONE
         self.load_stage = ""
@@ -161,13 +161,12 @@ class ChatController(QObject):
         text = text.strip()
         if self.busy or not (text or images):
             return False
-        message = Message("user", text, tuple(images))
+        message = ChatMessage("user", text, tuple(images))
         self.versions, self.version = [], 0  # the chat goes on from the answer shown
         # Saved before anything is asked: a crash while answering loses no question.
         new_chat = self.chat_id is None
         if new_chat:
-            sampling = asdict(self.settings.sampling())
-            self.chat_id = self.history.create_chat(self.settings_model(), sampling)
+            self.chat_id = self.history.create_chat(self.settings_model())
         if self.chat_id is not None:
             message.id = self.history.add_user_message(self.chat_id, text, message.images)
         self.messages.append(message)
@@ -201,7 +200,7 @@ class ChatController(QObject):
                    if version is not answer or answer.text]
         if answer.id is not None:
             self.history.begin_version(answer.id)
-        answer.text, answer.status, answer.stats = "", Status.WAITING, {}
+        answer.text, answer.status, answer.stats = "", Status.WAITING, AnswerStats()
         self.versions, self.version = ([*earlier, answer] if earlier else []), len(earlier)
         self.message_changed.emit(len(self.messages) - 1)
         self._request_answer(regenerate_sampling(self.settings))
@@ -326,7 +325,7 @@ class ChatController(QObject):
         if index >= 0 and self.messages[index].id is not None:
             self.history.truncate_after(self.messages[index].id)
 
-    def _save_finished(self, message: Message) -> None:
+    def _save_finished(self, message: ChatMessage) -> None:
         if message.id is not None:
             self.history.finish_answer(message.id, message.text, message.status, message.stats)
 
@@ -334,7 +333,7 @@ class ChatController(QObject):
 
     def _begin_answer(self) -> None:
         """Ask for the next answer, with the chat's settings, once the model is ready."""
-        answer = Message("assistant", status=Status.WAITING)
+        answer = ChatMessage("assistant", status=Status.WAITING)
         if self.chat_id is not None:
             answer.id = self.history.begin_answer(self.chat_id)
         self.messages.append(answer)
@@ -352,9 +351,9 @@ class ChatController(QObject):
 
     def _ask(self) -> None:
         answer = self.messages[-1]
-        # Finished messages, which nothing changes any more: the worker's thread reads them as they are.
+        # The core's frozen messages: the worker's thread reads them while this one goes on changing its own.
         messages = tuple(
-            message for message in self.messages[:-1]
+            message.message for message in self.messages[:-1]
             if message.role == "user" or message.text  # an answer that failed before any text is left out
         )
         self._active = AnswerRequest(
@@ -365,7 +364,7 @@ class ChatController(QObject):
         self.message_changed.emit(len(self.messages) - 1)
         self.answer_requested.emit(self._active)
 
-    def _finish(self, message: Message, status: Status, error: str = "") -> None:
+    def _finish(self, message: ChatMessage, status: Status, error: str = "") -> None:
         _end(message, status, error)
         self._save_finished(message)
         self._active = None
@@ -373,7 +372,7 @@ class ChatController(QObject):
         self.message_changed.emit(next(index for index, other in enumerate(self.messages) if other is message))
         self.busy_changed.emit(False)
 
-    def _current(self, request_id: int) -> Message | None:
+    def _current(self, request_id: int) -> ChatMessage | None:
         """The message a worker signal is about, or None for an answer that was replaced meanwhile."""
         if self._active is None or self._active.request_id != request_id:
             return None
@@ -394,10 +393,10 @@ class ChatController(QObject):
         message = background.message if background is not None else self._current(request_id)
         if message is None:
             return
-        message.text, message.stats = text, stats
+        message.text, message.stats = text, AnswerStats.from_dict(stats)
         if "memory_mb" in stats and self.model_summary:
             self.model_summary["memory_mb"] = stats["memory_mb"]
-        status = Status.STOPPED if stats.get("stop_reason") == "cancelled" else Status.COMPLETE
+        status = Status.STOPPED if message.stats.stop_reason == "cancelled" else Status.COMPLETE
         if background is not None:
             self._finish_background(background, status)
         else:
@@ -450,8 +449,8 @@ class ChatController(QObject):
 
 
 
-def _end(message: Message, status: Status, error: str = "") -> None:
+def _end(message: ChatMessage, status: Status, error: str = "") -> None:
     """An answer's last status; a failed one keeps its reason, for a person, in its stats (as the history does)."""
     message.status = status
     if error:
-        message.stats = {**message.stats, "error": error}
+        message.stats = replace(message.stats, error=error)

@@ -47,10 +47,11 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from xvlm_core.messages import Message, Status, image_path
+from xvlm_core.messages import image_path
 from xvlm_core.sampling import SamplingSettings
 
 from app.chat.controller import REGENERATE_TEMPERATURE, REGENERATE_TOP_P, ChatController
+from app.history.records import AnswerStats, ChatMessage, Status
 from app.i18n import translate
 from app.icons import icon
 
@@ -83,7 +84,7 @@ def load_pixmap(path: str, max_side: int | None = None) -> QPixmap:
     return QPixmap.fromImage(image) if not image.isNull() else QPixmap()
 
 
-def answer_footer(message: Message) -> str:
+def answer_footer(message: ChatMessage) -> str:
     """ "0.21 s to first token · 18.3 tokens/s · 120 tokens", with "Stopped" in front when it was."""
     stats = message.stats
     parts = []
@@ -91,13 +92,13 @@ def answer_footer(message: Message) -> str:
         parts.append(translate("ConversationView", "Stopped"))
     elif message.status is Status.INTERRUPTED:
         parts.append(translate("ConversationView", "Interrupted: the app closed before the answer was finished"))
-    if stats.get("output_tokens"):
+    if stats.output_tokens:
         parts.append(translate("ConversationView", "{seconds} s to first token")
-                     .format(seconds=f"{stats.get('ttft_s', 0.0):.2f}"))
-        if stats.get("decode_tok_s"):
-            parts.append(translate("ConversationView", "{speed} tokens/s").format(speed=f"{stats['decode_tok_s']:.1f}"))
-        parts.append(translate("ConversationView", "{count} tokens").format(count=stats["output_tokens"]))
-        if stats.get("stop_reason") == "length":
+                     .format(seconds=f"{stats.ttft_s:.2f}"))
+        if stats.decode_tok_s:
+            parts.append(translate("ConversationView", "{speed} tokens/s").format(speed=f"{stats.decode_tok_s:.1f}"))
+        parts.append(translate("ConversationView", "{count} tokens").format(count=stats.output_tokens))
+        if stats.stop_reason == "length":
             parts.append(translate("ConversationView", "cut at the length limit"))
     return " · ".join(parts)
 
@@ -110,15 +111,15 @@ def dropped_notice(dropped: int) -> str:
         count=dropped)
 
 
-def unseen_count(messages: list[Message]) -> int:
+def unseen_count(messages: list[ChatMessage]) -> int:
     """How many messages, from the top, the model no longer sees: those its latest answer was written without.
 
     The stats count the turns the model was given (see ChatController._ask: answers that failed before any text
     are not given), so the count is mapped back onto the messages shown.
     """
     last = next((index for index in range(len(messages) - 1, -1, -1)
-                 if messages[index].role == "assistant" and messages[index].stats), None)
-    dropped = int(messages[last].stats.get("dropped_messages", 0)) if last is not None else 0
+                 if messages[index].role == "assistant" and messages[index].stats != AnswerStats()), None)
+    dropped = messages[last].stats.dropped_messages if last is not None else 0
     given = 0
     for index, message in enumerate(messages[:last] if dropped else []):
         if message.role == "user" or message.text:
@@ -537,7 +538,7 @@ class MessageWidget(QFrame):
     continue_requested = Signal()  # in a new chat: this one outgrew the model
     image_clicked = Signal(str)
 
-    def __init__(self, message: Message, parent: QWidget | None = None):
+    def __init__(self, message: ChatMessage, parent: QWidget | None = None):
         super().__init__(parent)
         self.message = message
         self.is_user = message.role == "user"
@@ -721,7 +722,7 @@ class MessageWidget(QFrame):
             self._show_text(shown, body, lambda text: body.show_markdown(text, shown.whole))
             body.setVisible(not shown.in_reader)
             self._rendered = (text, message.status, self.expanded)
-        self.context_notice.show_dropped(int(message.stats.get("dropped_messages", 0)))
+        self.context_notice.show_dropped(message.stats.dropped_messages)
         if message.status is Status.FAILED:
             self.footer.setText(message.error)
             self.footer.setProperty("error", True)

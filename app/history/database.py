@@ -21,22 +21,25 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 import filelock
 import platformdirs
-from xvlm_core.messages import ImageRef, Message, Role, Status
+from xvlm_core.messages import ImageRef, Role
 from xvlm_core.safepath import UnsafePathError
 
 from app import APP_NAME
 from app.history.image_files import ImageFolder, is_digest, names_image, thumbnail_name
 from app.history.records import (
+    AnswerStats,
     Chat,
+    ChatMessage,
     ChatSummary,
     FolderNotWritableError,
     NewerHistoryError,
     ReadOnlyStoreError,
     SearchHit,
+    Status,
     StoreError,
     StoreInUseError,
     auto_title,
@@ -60,7 +63,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             created REAL NOT NULL,
             updated REAL NOT NULL,
             model TEXT NOT NULL DEFAULT '',
-            settings TEXT NOT NULL DEFAULT '{}',
+            settings TEXT NOT NULL DEFAULT '{}',  -- written by schema 1 to 4 apps, never read; now '{}'
             pinned INTEGER NOT NULL DEFAULT 0
         )""",
         """CREATE TABLE messages (
@@ -345,14 +348,11 @@ class ChatStore:
 
     # --- chats -------------------------------------------------------------------------------------------------
 
-    def create_chat(self, model: str = "", settings: dict[str, Any] | None = None) -> int:
+    def create_chat(self, model: str = "") -> int:
         """A new, empty chat; returns its id."""
         now = time.time()
         with self._write() as db:
-            cursor = db.execute(
-                "INSERT INTO chats (created, updated, model, settings) VALUES (?, ?, ?, ?)",
-                (now, now, model, json.dumps(settings or {}, ensure_ascii=False)),
-            )
+            cursor = db.execute("INSERT INTO chats (created, updated, model) VALUES (?, ?, ?)", (now, now, model))
         return cursor.lastrowid
 
     @_translated
@@ -381,11 +381,11 @@ class ChatStore:
         """A chat with all its messages in order (a deleted chat too, until it is purged)."""
         db = self._read()
         row = db.execute(
-            "SELECT title, created, updated, model, settings, pinned FROM chats WHERE id = ?", (chat_id,)
+            "SELECT title, created, updated, model, pinned FROM chats WHERE id = ?", (chat_id,)
         ).fetchone()
         if row is None:
             raise StoreError(translate("ChatStore", "There is no chat {id} in the history.").format(id=chat_id))
-        title, created, updated, model, settings, pinned = row
+        title, created, updated, model, pinned = row
         check = RowCheck()
         images: dict[int, list[ImageRef]] = {}
         for message_id, sha256, file in db.execute(
@@ -405,13 +405,13 @@ class ChatStore:
             check.where = f"message {message_id}"
             role = check.role(role)
             if role is not None:
-                messages.append(Message(role, self._pending.get(message_id, check.text("text", text)),
+                messages.append(ChatMessage(role, self._pending.get(message_id, check.text("text", text)),
                                         tuple(images.get(message_id, ())), check.status(status, role),
                                         check.stats(stats), message_id))
         versions = self._versions(db, check, messages[-1]) if messages and messages[-1].role == "assistant" else ()
         check.where = ""
         return Chat(chat_id, check.text("title", title), check.time("created", created),
-                    check.time("updated", updated), check.text("model", model), check.json_object("settings", settings),
+                    check.time("updated", updated), check.text("model", model),
                     check.flag("pinned", pinned), messages, tuple(check.problems), versions)
 
     def rename_chat(self, chat_id: int, title: str) -> None:
@@ -518,20 +518,20 @@ class ChatStore:
         self._last_stream_write = time.monotonic()
 
     def finish_answer(self, message_id: int, text: str, status: Status = Status.COMPLETE,
-                      stats: dict[str, Any] | None = None) -> None:
-        """The final text of an answer, how it ended, and its timing stats (plain JSON values)."""
+                      stats: AnswerStats | None = None) -> None:
+        """The final text of an answer, how it ended, and what it cost."""
         if status not in FINISHED_STATUSES:
             raise ValueError(f"status must be one of {FINISHED_STATUSES}, not {status!r}")
         with self._write() as db:
             chat_id = self._require_message(db, message_id)
             db.execute(
                 "UPDATE messages SET text = ?, status = ?, stats = ? WHERE id = ?",
-                (text, status, json.dumps(stats or {}, ensure_ascii=False), message_id),
+                (text, status, _stats_json(stats), message_id),
             )
             db.execute("UPDATE chats SET updated = ? WHERE id = ?", (time.time(), chat_id))
         self._pending.pop(message_id, None)
 
-    def add_imported_chat(self, turns: Sequence[Message]) -> int:
+    def add_imported_chat(self, turns: Sequence[ChatMessage]) -> int:
         """A new chat of finished messages (with their stats) whose images are already in the images folder; returns
         its id. A title a listed chat has is numbered: "title (2)"."""
         now = time.time()
@@ -611,10 +611,10 @@ class ChatStore:
                              AND position < (SELECT version FROM messages WHERE id = ?)""",
                           (message_id, message_id)).fetchone()[0]
 
-    def _versions(self, db: sqlite3.Connection, check: RowCheck, answer: Message) -> tuple[Message, ...]:
+    def _versions(self, db: sqlite3.Connection, check: RowCheck, answer: ChatMessage) -> tuple[ChatMessage, ...]:
         """Every version of `answer` in order, `answer` itself among them; () when it was written once."""
         check.where = f"message {answer.id} version"
-        others = [Message("assistant", check.text("text", text), (), check.status(status, "assistant"),
+        others = [ChatMessage("assistant", check.text("text", text), (), check.status(status, "assistant"),
                           check.stats(stats), answer.id)
                   for text, status, stats in db.execute(
                       "SELECT text, status, stats FROM answer_versions WHERE message_id = ? ORDER BY position",
@@ -712,12 +712,12 @@ class ChatStore:
 
     @staticmethod
     def _insert_message(db: sqlite3.Connection, chat_id: int, role: Role, text: str, status: Status,
-                        images: Sequence[ImageRef], stats: dict[str, Any] | None = None) -> int:
+                        images: Sequence[ImageRef], stats: AnswerStats | None = None) -> int:
         now = time.time()
         message_id = db.execute(
             """INSERT INTO messages (chat_id, position, role, text, status, stats, created)
                VALUES (?, (SELECT COALESCE(MAX(position) + 1, 0) FROM messages WHERE chat_id = ?), ?, ?, ?, ?, ?)""",
-            (chat_id, chat_id, role, text, status, json.dumps(stats or {}, ensure_ascii=False), now),
+            (chat_id, chat_id, role, text, status, _stats_json(stats), now),
         ).lastrowid
         for position, image in enumerate(images):
             db.execute("INSERT OR IGNORE INTO images (sha256, file, thumbnail) VALUES (?, ?, ?)",
@@ -789,3 +789,7 @@ def _reason(error: Exception) -> str:
 
 def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
+
+
+def _stats_json(stats: AnswerStats | None) -> str:
+    return json.dumps(stats.as_dict() if stats is not None else {}, ensure_ascii=False)

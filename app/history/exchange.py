@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from xvlm_core.errors import ConversationError, ImageError
-from xvlm_core.messages import ImageRef, Message, image_limit, read_image_bytes
-from xvlm_core.model.prompt import clean_text, read_conversation
+from xvlm_core.messages import ImageRef, image_limit, read_image_bytes
+from xvlm_core.model.prompt import clean_text, read_conversation_stats
 from xvlm_core.safepath import UnsafePathError, path_inside
 
 from app.history.image_files import ImageFolder, write_atomic
-from app.history.records import Chat, ConversationFileError, StoreError, TransferCancelled
+from app.history.records import Chat, ChatMessage, ConversationFileError, StoreError, TransferCancelled
 from app.history.rows import known_stats
 from app.i18n import translate
 
@@ -72,7 +72,7 @@ def write_json(chat: Chat, folder: Path, progress: Progress | None = None,
         item: dict[str, Any] = {"role": message.role, "content": message.text}
         if message.images:
             item["images"] = [links[image] for image in message.images]
-        stats = known_stats(message.stats)
+        stats = message.stats.as_dict()
         if stats and message.role == "assistant":
             item["stats"] = stats
         items.append(item)
@@ -81,7 +81,7 @@ def write_json(chat: Chat, folder: Path, progress: Progress | None = None,
 
 
 def read_chat_file(path: Path, images: ImageFolder, progress: Progress | None = None,
-                   cancel: threading.Event | None = None) -> list[Message]:
+                   cancel: threading.Event | None = None) -> list[ChatMessage]:
     """Check an untrusted conversation file in the `write_json` shape and copy its images into `images`; of an
     answer's stats only those the app shows are kept, each checked.
 
@@ -91,9 +91,10 @@ def read_chat_file(path: Path, images: ImageFolder, progress: Progress | None = 
     """
     path = Path(path)
     try:
-        messages = read_conversation(path)
+        turns = read_conversation_stats(path)
     except ConversationError as exc:
         raise _not_an_export(path, str(exc).removeprefix(f"{path}: ")) from None
+    messages = [message for message, _stats in turns]
     limit = image_limit()
     for index, message in enumerate(messages, 1):
         # A JSON escape can make half a character, which no file name and no database can hold.
@@ -116,9 +117,9 @@ def read_chat_file(path: Path, images: ImageFolder, progress: Progress | None = 
         _check(cancel, progress, done, len(distinct))
         stored[file] = images.store(file)
     _check(cancel, progress, len(distinct), len(distinct))
-    return [Message(message.role, message.text, tuple(stored[file] for file in message_files),
-                    stats=known_stats(message.stats))
-            for message, message_files in zip(messages, files, strict=True)]
+    return [ChatMessage(message.role, message.text, tuple(stored[file] for file in message_files),
+                        stats=known_stats(stats))
+            for (message, stats), message_files in zip(turns, files, strict=True)]
 
 
 def file_stem(title: str, chat_id: int) -> str:

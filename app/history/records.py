@@ -1,15 +1,16 @@
-"""What the history holds and hands out: chats (of xvlm_core's Message), search hits; and the errors it raises."""
+"""What the history holds and hands out: chats of `ChatMessage`s, search hits; and the errors it raises."""
 
 from __future__ import annotations
 
+import enum
 import html
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from xvlm_core.errors import ConversationError, XvlmError
-from xvlm_core.messages import Message, Role
+from xvlm_core.messages import ImageRef, Message, Role
 
 TITLE_LENGTH = 60
 
@@ -42,6 +43,82 @@ class TransferCancelled(Exception):
     """An import or export was cancelled by the person; nothing of it was saved."""
 
 
+class Status(enum.StrEnum):
+    """How far a message has got. User messages are always complete."""
+
+    WAITING = "waiting"  # asked while the model loads; never stored
+    STREAMING = "streaming"
+    COMPLETE = "complete"
+    STOPPED = "stopped"
+    INTERRUPTED = "interrupted"  # the app stopped (a crash, a kill) while the answer streamed
+    FAILED = "failed"
+
+    @property
+    def in_flight(self) -> bool:
+        return self in (Status.WAITING, Status.STREAMING)
+
+
+@dataclass(frozen=True)
+class AnswerStats:
+    """What an answer cost and how it ended, as the window shows it and the history stores it (a JSON object).
+
+    The core's `GenerationStats` plus the memory in use after it, and the error's sentence for a failed answer.
+    Times in seconds; values read from a file are checked before they get here (`rows.py`).
+    """
+
+    image_encode_s: float = 0.0
+    prefill_s: float = 0.0
+    ttft_s: float = 0.0
+    decode_s: float = 0.0
+    decode_tok_s: float = 0.0
+    memory_mb: float = 0.0
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+    prefilled_tokens: int = 0
+    output_tokens: int = 0
+    images_encoded: int = 0
+    dropped_messages: int = 0
+    stop_reason: str = ""  # "eos", "stop_string", "length", "cancelled"
+    error: str = ""  # a failed answer's sentence, in the words of the window that showed it
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> AnswerStats:
+        """The known entries of `values`, which must already be of the right kinds (`rows.known_stats`)."""
+        return cls(**{item.name: values[item.name] for item in fields(cls) if item.name in values})
+
+    def as_dict(self) -> dict[str, Any]:
+        """The entries that say something: what is stored and exported."""
+        return {name: value for name, value in asdict(self).items() if value not in (0, 0.0, "")}
+
+
+@dataclass
+class ChatMessage:
+    """A message as the history keeps it and the window shows it: the core's fields, plus its id in the history,
+    how far it got and what it cost. It lives on the UI thread; the model thread is handed `.message`, frozen."""
+
+    role: Role
+    text: str = ""
+    images: tuple[ImageRef, ...] = ()
+    status: Status = Status.COMPLETE
+    stats: AnswerStats = field(default_factory=AnswerStats)
+    id: int | None = None  # the history's id, once saved
+
+    def __post_init__(self) -> None:
+        self.images = tuple(self.images)
+
+    @property
+    def message(self) -> Message:
+        return Message(self.role, self.text, self.images)
+
+    @property
+    def in_flight(self) -> bool:
+        return self.status.in_flight
+
+    @property
+    def error(self) -> str:
+        return self.stats.error
+
+
 @dataclass(frozen=True)
 class Chat:
     id: int
@@ -49,12 +126,11 @@ class Chat:
     created: datetime
     updated: datetime
     model: str
-    settings: dict[str, Any]
     pinned: bool
-    messages: list[Message]  # images: the history's own copies, in the order they were attached
+    messages: list[ChatMessage]  # images: the history's own copies, in the order they were attached
     damage: tuple[str, ...] = ()  # values of its rows that were not what the app writes, and were replaced
     # Every version Regenerate wrote of the last answer, in order, `messages[-1]` itself among them; () for one.
-    versions: tuple[Message, ...] = ()
+    versions: tuple[ChatMessage, ...] = ()
 
 
 @dataclass(frozen=True)

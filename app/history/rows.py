@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any, TypeVar, get_args
 
-from xvlm_core.messages import Role, Status
+from xvlm_core.messages import Role
 from xvlm_core.model.prompt import clean_text
+
+from app.history.records import AnswerStats, Status
 
 T = TypeVar("T")
 
@@ -25,12 +28,8 @@ LATEST_TIME = datetime(9999, 12, 31, tzinfo=UTC).timestamp()  # beyond it dateti
 ROLES: tuple[Role, ...] = get_args(Role)
 STORED_STATUSES = frozenset(Status) - {Status.WAITING}
 # The stats the app reads (to show under an answer, to count what the model left out), by what they must be.
-STAT_KINDS: dict[str, type] = {
-    **dict.fromkeys(("image_encode_s", "prefill_s", "ttft_s", "decode_s", "decode_tok_s", "memory_mb"), float),
-    **dict.fromkeys(("prompt_tokens", "reused_tokens", "prefilled_tokens", "output_tokens", "images_encoded",
-                     "dropped_messages"), int),
-    **dict.fromkeys(("stop_reason", "error"), str),
-}
+STAT_KINDS: dict[str, type] = {item.name: {"float": float, "int": int, "str": str}[item.type]
+                               for item in fields(AnswerStats)}
 SHOWN_CHARS = 40
 MAX_STAT_CHARS = 2_000  # a stop reason or an error's sentence; longer is not what the app wrote
 
@@ -71,13 +70,13 @@ class RowCheck:
                 return decoded
         return self.bad(column, value, {})
 
-    def stats(self, value: object) -> dict[str, Any]:
+    def stats(self, value: object) -> AnswerStats:
         """An answer's stats, without the entries the app reads that are not what they must be."""
         stats = self.json_object("stats", value)
         for key, kind in STAT_KINDS.items():
             if key in stats and not _is_kind(stats[key], kind):
                 self.bad(f"stats {key}", stats.pop(key), None)
-        return stats
+        return AnswerStats.from_dict(stats)
 
     def role(self, value: object) -> Role | None:
         """The message's role; None (leave the message out) for any other: what it says cannot be placed."""
@@ -90,11 +89,11 @@ class RowCheck:
         return self.bad("status", value, Status.INTERRUPTED if role == "assistant" else Status.COMPLETE)
 
 
-def known_stats(stats: dict[str, Any]) -> dict[str, Any]:
+def known_stats(stats: dict[str, Any]) -> AnswerStats:
     """Of an answer's stats from outside (an imported file), only those the app reads, each what it must be."""
-    return {key: value for key, value in stats.items()
-            if key in STAT_KINDS and _is_kind(value, STAT_KINDS[key])
-            and not (isinstance(value, str) and len(value) > MAX_STAT_CHARS)}
+    return AnswerStats.from_dict({key: value for key, value in stats.items()
+                                  if key in STAT_KINDS and _is_kind(value, STAT_KINDS[key])
+                                  and not (isinstance(value, str) and len(value) > MAX_STAT_CHARS)})
 
 
 def _is_kind(value: object, kind: type) -> bool:

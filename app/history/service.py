@@ -14,19 +14,21 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from PySide6.QtCore import QT_TRANSLATE_NOOP, QObject, Signal
 from xvlm_core.errors import XvlmError
-from xvlm_core.messages import ImageRef, Status
+from xvlm_core.messages import ImageRef
 
 from app.history import exchange
 from app.history.database import ChatStore, default_store_path
 from app.history.records import (
+    AnswerStats,
     Chat,
     ChatSummary,
     FolderNotWritableError,
     SearchHit,
+    Status,
     StoreError,
     StoreInUseError,
     TransferCancelled,
@@ -133,8 +135,8 @@ class History(QObject):
 
     # -- writing (nothing happens when the history is read-only or missing: the notice says so) ------------
 
-    def create_chat(self, model: str, settings: dict[str, Any]) -> int | None:
-        return self._write(lambda store: store.create_chat(model, settings))
+    def create_chat(self, model: str) -> int | None:
+        return self._write(lambda store: store.create_chat(model))
 
     def add_user_message(self, chat_id: int, text: str, images: Sequence[ImageRef | Path | bytes]) -> int | None:
         return self._write(lambda store: store.add_user_message(chat_id, text, images))
@@ -145,7 +147,7 @@ class History(QObject):
     def update_streaming(self, message_id: int, text: str) -> None:
         self._write(lambda store: store.update_streaming(message_id, text))
 
-    def finish_answer(self, message_id: int, text: str, status: Status, stats: dict[str, Any]) -> None:
+    def finish_answer(self, message_id: int, text: str, status: Status, stats: AnswerStats) -> None:
         self._write(lambda store: store.finish_answer(message_id, text, status, stats))
 
     def truncate_after(self, message_id: int) -> None:

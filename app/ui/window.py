@@ -54,7 +54,7 @@ from PySide6.QtWidgets import (
 from xvlm_core import __version__
 from xvlm_core.errors import Problem, Remedy  # torch-free
 from xvlm_core.load_options import NONE_GIVEN, LoadOptions
-from xvlm_core.messages import DEFAULT_CONTEXT, ImageRef, Status
+from xvlm_core.messages import DEFAULT_CONTEXT, ImageRef
 
 from app import APP_NAME
 from app.chat.chat_list import ChatList
@@ -62,6 +62,7 @@ from app.chat.composer import Composer, dialog_folder, mime_has_attachment
 from app.chat.controller import ChatController, ModelPhase
 from app.chat.conversation_view import ConversationView
 from app.error_text import error_text
+from app.history.records import Status
 from app.history.service import History
 from app.i18n import Worded, Wording, install_translators, translate
 from app.icons import app_icon, icon

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from app.history.database import ChatStore
+from app.history.records import AnswerStats
 
 STREAM_SECONDS_BEFORE_MARKER = 2.5
 
@@ -16,7 +17,7 @@ def main(db_path: str, image: str) -> None:
     chat_id = store.create_chat(model="tiny")
     store.add_user_message(chat_id, "What is in the picture?", [Path(image)])
     first = store.begin_answer(chat_id)
-    store.finish_answer(first, "Some shapes.", "complete", {"tokens": 2})
+    store.finish_answer(first, "Some shapes.", "complete", AnswerStats(output_tokens=2))
     store.add_user_message(chat_id, "Count them slowly.")
     answer = store.begin_answer(chat_id)
     # From here on only update_streaming writes: no flush, no finish, as when the app is killed mid-answer.

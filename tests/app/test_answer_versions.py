@@ -10,9 +10,9 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog
 from test_window import ask, wait_answered
 
+from app.history.records import Status
 from app.history.service import open_history
 from app.model.worker import ModelWorker
-from xvlm_core.messages import Status
 
 
 class Answers(FakeSession):

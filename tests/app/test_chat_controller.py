@@ -8,11 +8,12 @@ import pytest
 from PySide6.QtCore import QObject, Signal, Slot
 
 from app.chat.controller import ChatController, ModelPhase
+from app.history.records import Status
 from app.model.worker import AnswerRequest, LoadRequest
 from app.settings import AppSettings, Settings, SettingsFile
 from xvlm_core.errors import Problem, Remedy
 from xvlm_core.load_options import LoadOptions
-from xvlm_core.messages import ImageRef, Status
+from xvlm_core.messages import ImageRef
 from xvlm_core.sampling import SamplingSettings
 
 

@@ -6,9 +6,9 @@ from fakes import FakeSession, fake_load
 from PySide6.QtCore import Qt
 
 from app.history.database import ChatStore
+from app.history.records import Status
 from app.history.service import History
 from app.model.worker import ModelWorker
-from xvlm_core.messages import Status
 
 
 def test_a_new_chat_mid_answer_leaves_the_answer_running_and_saved(qtbot, make_window, tmp_path):

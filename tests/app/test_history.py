@@ -19,9 +19,9 @@ from test_window import ask, drop_files, wait_answered, wait_image_checked, wait
 from app.chat.chat_list import CHAT_ID
 from app.history import image_files
 from app.history.database import ChatStore
+from app.history.records import Status
 from app.history.service import History, open_history
 from app.model.worker import ModelWorker
-from xvlm_core.messages import Status
 
 
 def fake_worker(session: FakeSession | None = None) -> ModelWorker:
@@ -103,7 +103,7 @@ def test_a_failed_answer_is_saved_as_failed(qtbot, make_window, tmp_path):
     chat_id = window.controller.chat_id
     window.close()
     chat = store_at(tmp_path).load_chat(chat_id)
-    assert chat.messages[-1].status == "failed" and "No model is loaded" in chat.messages[-1].stats["error"]
+    assert chat.messages[-1].status == "failed" and "No model is loaded" in chat.messages[-1].stats.error
 
 
 def test_regenerate_and_edit_replace_what_is_saved(qtbot, make_window, tmp_path):

@@ -21,9 +21,10 @@ from PIL import Image
 
 from app.history.database import ChatStore
 from app.history.image_files import digest
+from app.history.records import AnswerStats, Status
 from app.history.service import History
 from app.model.worker import ModelWorker
-from xvlm_core.messages import Status, image_limit
+from xvlm_core.messages import image_limit
 
 
 def png_bytes(color: str) -> bytes:
@@ -63,9 +64,9 @@ def chats(db_path: Path) -> dict[str, int]:
     with ChatStore(db_path) as store:
         ids = {}
         for name, color in (("damaged", "red"), ("healthy", "blue")):
-            ids[name] = store.create_chat(model="Xmodel_VLM", settings={"temperature": 0.2})
+            ids[name] = store.create_chat(model="Xmodel_VLM")
             store.add_user_message(ids[name], f"What colour, {name}?", [png_bytes(color)])
-            store.finish_answer(store.begin_answer(ids[name]), f"It is {color}.", Status.COMPLETE, STATS)
+            store.finish_answer(store.begin_answer(ids[name]), f"It is {color}.", Status.COMPLETE, AnswerStats(**STATS))
             ids[f"{name} answer"] = store.load_chat(ids[name]).messages[1].id
     return ids
 
@@ -132,18 +133,11 @@ BAD_VALUES: dict[str, tuple[str, Callable]] = {
     "title as bytes": ("UPDATE chats SET title = x'00ff' WHERE id = :chat", lambda chat: chat.title == ""),
     "model as bytes": ("UPDATE chats SET model = x'00' WHERE id = :chat", lambda chat: chat.model == ""),
     "pinned as text": ("UPDATE chats SET pinned = 'yes' WHERE id = :chat", lambda chat: chat.pinned is False),
-    "settings not JSON": ("UPDATE chats SET settings = '{not json' WHERE id = :chat",
-                          lambda chat: chat.settings == {}),
-    "settings a list": ("UPDATE chats SET settings = '[1, 2]' WHERE id = :chat", lambda chat: chat.settings == {}),
-    "settings with an over-long number": (f"UPDATE chats SET settings = '{{\"seed\": {BIG_NUMBER}}}' WHERE id = :chat",
-                                          lambda chat: chat.settings == {}),
-    "settings nested too deep": (f"UPDATE chats SET settings = '{'[' * 30_000}' WHERE id = :chat",
-                                 lambda chat: chat.settings == {}),
     "stats not JSON": ("UPDATE messages SET stats = 'fast' WHERE id = :answer",
-                       lambda chat: chat.messages[1].stats == {}),
+                       lambda chat: chat.messages[1].stats == AnswerStats()),
     "stats of the wrong kinds": ("""UPDATE messages SET stats = '{"ttft_s": "fast", "output_tokens": -3,
                                     "dropped_messages": 1e999, "error": 5, "decode_tok_s": 2.5}' WHERE id = :answer""",
-                                 lambda chat: chat.messages[1].stats == {"decode_tok_s": 2.5}),
+                                 lambda chat: chat.messages[1].stats == AnswerStats(decode_tok_s=2.5)),
     "an unknown role": ("UPDATE messages SET role = 'system' WHERE id = :answer",
                         lambda chat: [message.role for message in chat.messages] == ["user"]),
     "an unknown status": ("UPDATE messages SET status = 'bogus' WHERE id = :answer",
@@ -173,8 +167,8 @@ def test_a_bad_value_degrades_its_own_chat_with_a_notice(db_path: Path, chats: d
     assert damaged is not None and shown_instead(damaged)
     assert f"chat {chats['damaged']}" in history.notice.text and history.notice.saving
     healthy = history.load_chat(chats["healthy"])
-    assert healthy.title == "What colour, healthy?" and healthy.settings == {"temperature": 0.2}
-    assert healthy.messages[1].stats == STATS and Path(healthy.messages[0].images[0].path).is_file()
+    assert healthy.title == "What colour, healthy?"
+    assert healthy.messages[1].stats == AnswerStats(**STATS) and Path(healthy.messages[0].images[0].path).is_file()
     assert f"chat {chats['healthy']}" not in history.notice.text
     assert history.search("colour") and failures == []
     history.close()
@@ -223,7 +217,7 @@ def test_the_app_starts_and_opens_every_chat_with_a_damaged_row(qtbot, make_wind
     assert "5 tokens" in window.view.widgets[-1].footer.text()
     assert "stats ttft_s" in window.notice.text.text()  # found when the chat was opened, and added
     window.open_chat(chats["healthy"])
-    assert window.controller.messages[-1].stats == STATS
+    assert window.controller.messages[-1].stats == AnswerStats(**STATS)
     assert not window.banner.isVisible()
 
 
@@ -284,3 +278,13 @@ def test_import_of_as_many_images_as_the_model_reads(qtbot, event_loop, db_path:
     chat_id, failures = import_through_history(qtbot, history, path)
     assert failures == [] and len(history.load_chat(chat_id).messages[0].images) == image_limit()
     history.close()
+
+
+def test_the_settings_column_of_older_apps_is_never_read(db_path: Path, chats: dict[str, int]) -> None:
+    """Apps of schema 1 to 4 wrote each chat's sampling there; nothing reads it, so nothing in it can hurt."""
+    tamper(db_path, f"UPDATE chats SET settings = '{'[' * 30_000}' WHERE id = :chat", {"chat": chats["damaged"]})
+    history = History(ChatStore(db_path))
+
+    damaged = history.load_chat(chats["damaged"])
+    assert damaged is not None and damaged.damage == () and len(damaged.messages) == 2
+    assert history.notice is None

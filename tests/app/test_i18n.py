@@ -29,14 +29,13 @@ from app.chat.chat_list import RenameDialog
 from app.chat.conversation_view import answer_footer, dropped_notice, regenerate_tooltip
 from app.history.database import ChatStore
 from app.history.exchange import read_chat_file
-from app.history.records import StoreError
+from app.history.records import Status, StoreError
 from app.history.service import History
 from app.i18n import install_translators
 from app.model.worker import ModelWorker
 from app.settings import Settings, SettingsFile
 from app.ui.settings_dialog import SettingsDialog
 from xvlm_core.errors import Problem, Remedy
-from xvlm_core.messages import Status
 from xvlm_core.sampling import SamplingSettings
 
 OPEN, CLOSE = "⟦", "⟧"

@@ -9,9 +9,10 @@ from PySide6.QtWidgets import QApplication, QWidget
 
 from app.chat.chat_list import RENAME_DIALOG_WIDTH, RenameDialog
 from app.history.database import ChatStore
+from app.history.records import Status
 from app.history.service import History
 from app.model.worker import ModelWorker
-from xvlm_core.messages import ImageRef, Status
+from xvlm_core.messages import ImageRef
 
 
 def history_window(make_window, tmp_path, deltas: list[str] | None = None):

@@ -108,7 +108,7 @@ def visible_texts(window) -> dict[str, str]:
 def test_a_language_chosen_in_settings_applies_at_once_and_back(qtbot, make_window, tmp_path, catalog,
                                                                 restore_language):
     window = chat_with_an_answer(qtbot, make_window, tmp_path)
-    tokens = window.controller.messages[-1].stats["output_tokens"]
+    tokens = window.controller.messages[-1].stats.output_tokens
     english = visible_texts(window)
     assert f"{tokens} tokens" in english["footer"] and english["placeholder"].startswith("Ask about")
 

@@ -16,7 +16,8 @@ from app.chat.conversation_view import (
     MarkdownView,
     Reader,
 )
-from xvlm_core.messages import Message, Status
+from app.history.records import ChatMessage as Message
+from app.history.records import Status
 
 MESSAGE_CHARS = 250_000
 MESSAGES = 12

@@ -17,10 +17,10 @@ from PySide6.QtWidgets import QDialog
 from serving import ServedModel, wait_for, xvlm_serve
 from test_window import ask, core_answer, drop_files, wait_answered, wait_image_checked
 
+from app.history.records import Status
 from app.model.remote_model import api_key
 from app.settings import Settings
 from app.ui.settings_dialog import SettingsDialog
-from xvlm_core.messages import Status
 
 API_KEY = "team-key-5678"
 

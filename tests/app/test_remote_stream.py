@@ -13,9 +13,10 @@ import pytest
 from serving import LoopbackServer
 from test_window import ask, wait_answered
 
+from app.history.records import Status
 from app.model.remote_model import RemoteModel, RemoteSession, ServerError, list_models
 from app.settings import Settings
-from xvlm_core.messages import Message, Status
+from xvlm_core.messages import Message
 from xvlm_core.openai_compat.client import MAX_EVENT_BYTES
 from xvlm_core.sampling import SamplingSettings
 

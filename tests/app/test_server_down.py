@@ -13,8 +13,8 @@ from PySide6.QtWidgets import QPushButton
 from serving import LoopbackServer
 from test_window import ask, wait_answered
 
+from app.history.records import Status
 from app.settings import Settings
-from xvlm_core.messages import Status
 
 
 def free_port() -> int:

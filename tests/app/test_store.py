@@ -16,9 +16,8 @@ from PIL import Image
 
 from app.history import image_files
 from app.history.database import ChatStore, default_store_path
-from app.history.records import ReadOnlyStoreError, StoreError, StoreInUseError, auto_title
+from app.history.records import AnswerStats, ReadOnlyStoreError, Status, StoreError, StoreInUseError, auto_title
 from xvlm_core.errors import ImageError
-from xvlm_core.messages import Status
 
 
 def png_bytes(color: str = "red", size: tuple[int, int] = (40, 30)) -> bytes:
@@ -70,12 +69,13 @@ def test_database_uses_wal_foreign_keys_and_the_current_schema(store: ChatStore,
 def test_chat_round_trip_with_images_and_stats(store: ChatStore, images_dir: Path, tmp_path: Path) -> None:
     original = tmp_path / "holiday.png"
     original.write_bytes((images_dir / "shapes_wide.png").read_bytes())
-    chat_id = store.create_chat(model="Xmodel_VLM", settings={"temperature": 0.2, "max_new_tokens": 256})
+    chat_id = store.create_chat(model="Xmodel_VLM")
     question = store.add_user_message(chat_id, "What is in these pictures?", [original, png_bytes("blue")])
     answer = store.begin_answer(chat_id)
-    store.finish_answer(answer, "Shapes, and a blue square.", "complete", {"tokens": 7, "tokens_per_s": 41.5})
+    store.finish_answer(answer, "Shapes, and a blue square.", "complete",
+                        AnswerStats(output_tokens=7, decode_tok_s=41.5))
     stopped = store.begin_answer(chat_id)
-    store.finish_answer(stopped, "Half an ans", "stopped", {"tokens": 3})
+    store.finish_answer(stopped, "Half an ans", "stopped", AnswerStats(output_tokens=3))
     original.unlink()  # the chat keeps its own copy
 
     store.close()
@@ -83,14 +83,13 @@ def test_chat_round_trip_with_images_and_stats(store: ChatStore, images_dir: Pat
         chat = reopened.load_chat(chat_id)
 
     assert (chat.id, chat.title, chat.model) == (chat_id, "What is in these pictures?", "Xmodel_VLM")
-    assert chat.settings == {"temperature": 0.2, "max_new_tokens": 256}
     assert not chat.pinned
     assert [(m.id, m.role, m.text, m.status) for m in chat.messages] == [
         (question, "user", "What is in these pictures?", "complete"),
         (answer, "assistant", "Shapes, and a blue square.", "complete"),
         (stopped, "assistant", "Half an ans", "stopped"),
     ]
-    assert chat.messages[1].stats == {"tokens": 7, "tokens_per_s": 41.5}
+    assert chat.messages[1].stats == AnswerStats(output_tokens=7, decode_tok_s=41.5)
     first, second = (Path(image.path) for image in chat.messages[0].images)
     assert first.read_bytes() == (images_dir / "shapes_wide.png").read_bytes()
     assert second.read_bytes() == png_bytes("blue")
@@ -274,7 +273,8 @@ def test_regenerated_versions_are_kept_until_the_chat_goes_on(store: ChatStore, 
         db.execute("UPDATE answer_versions SET status = 'odd', stats = 'not json'")
     db.close()
     chat = store.load_chat(chat_id)
-    assert (chat.versions[1].text, chat.versions[1].status, chat.versions[1].stats) == ("three", "interrupted", {})
+    assert (chat.versions[1].text, chat.versions[1].status) == ("three", "interrupted")
+    assert chat.versions[1].stats == AnswerStats()
     assert len(chat.damage) == 2
 
     store.add_user_message(chat_id, "And then?")
@@ -302,7 +302,7 @@ def test_streaming_writes_when_the_interval_has_passed(db_path: Path) -> None:
         for text in ("a", "a b", "a b c"):
             store.update_streaming(answer, text)
             assert raw_rows(db_path, "SELECT text FROM messages WHERE id = ?", (answer,)) == [(text,)]
-        store.finish_answer(answer, "a b c d", "complete", {"tokens": 4})
+        store.finish_answer(answer, "a b c d", "complete", AnswerStats(output_tokens=4))
         store.update_streaming(answer, "late chunk")  # a finished answer is never overwritten
         assert raw_rows(db_path, "SELECT text, status FROM messages WHERE id = ?", (answer,)) == [
             ("a b c d", "complete")
@@ -421,12 +421,12 @@ def test_closed_store_says_so(store: ChatStore) -> None:
         store.list_chats()
 
 
-def test_settings_and_stats_are_json(store: ChatStore) -> None:
-    chat_id = store.create_chat(settings={"system": "你好", "top_p": 0.9})
+def test_stats_are_json(store: ChatStore) -> None:
+    chat_id = store.create_chat()
     answer = store.begin_answer(chat_id)
-    store.finish_answer(answer, "x", "failed", {"error": "out of memory"})
-    settings = raw_rows(store.path, "SELECT settings FROM chats WHERE id = ?", (chat_id,))[0][0]
-    assert json.loads(settings) == {"system": "你好", "top_p": 0.9}
+    store.finish_answer(answer, "x", "failed", AnswerStats(error="内存不足", output_tokens=3))
+    stats = raw_rows(store.path, "SELECT stats FROM messages WHERE id = ?", (answer,))[0][0]
+    assert json.loads(stats) == {"error": "内存不足", "output_tokens": 3}
     with pytest.raises(ValueError, match="status"):
         store.finish_answer(answer, "x", "streaming")
 

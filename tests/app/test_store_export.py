@@ -15,7 +15,7 @@ from PIL import Image
 
 from app.history import exchange, image_files
 from app.history.database import ChatStore
-from app.history.records import ConversationFileError, TransferCancelled
+from app.history.records import AnswerStats, ConversationFileError, TransferCancelled
 from xvlm_core.errors import ImageError
 from xvlm_core.model import prompt as prompt_module
 
@@ -54,7 +54,7 @@ def chat_id(store: ChatStore, images_dir: Path) -> int:
     store.add_user_message(chat_id, "是红色的吗？", [png_bytes("red")])
     store.finish_answer(store.begin_answer(chat_id), "是的", "stopped")
     store.add_user_message(chat_id, "And now?")
-    store.finish_answer(store.begin_answer(chat_id), "", "failed", {"error": "out of memory"})
+    store.finish_answer(store.begin_answer(chat_id), "", "failed", AnswerStats(error="out of memory"))
     return chat_id
 
 

@@ -8,6 +8,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog
 from test_window import ask, wait_answered
 
+from app.history.records import AnswerStats
 from app.history.service import open_history
 from app.model.worker import ModelWorker
 
@@ -120,7 +121,7 @@ def test_timings_in_an_imported_file_are_checked(tmp_path):
     path.write_text(json.dumps([{"role": "user", "content": "Hi"},
                                 {"role": "assistant", "content": "Hello", "stats": stats}]))
     messages = read_chat_file(path, ImageFolder(tmp_path / "images"))
-    assert messages[1].stats == {"ttft_s": 0.5, "stop_reason": "eos"}  # only what the app reads, as it must be
+    assert messages[1].stats == AnswerStats(ttft_s=0.5, stop_reason="eos")  # only what the app reads, as it must be
 
     path.write_text(json.dumps([{"role": "user", "content": "Hi", "stats": {"ttft_s": 1.0}}]))
     with pytest.raises(ConversationFileError, match="answers"):

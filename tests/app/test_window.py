@@ -14,9 +14,9 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QImage
 from PySide6.QtWidgets import QApplication, QLabel
 
 from app.chat.controller import ModelPhase
+from app.history.records import Status
 from app.model.worker import CHUNKS_PER_SECOND, ModelWorker, import_core
 from xvlm_core.load_options import LoadOptions
-from xvlm_core.messages import Status
 
 
 def drop_files(window, *paths: Path) -> bool:

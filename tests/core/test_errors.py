@@ -115,8 +115,9 @@ def test_a_hub_address_that_is_not_a_hub_asks_to_check_the_mirror(monkeypatch):
 
 
 # Their messages reach a terminal or an HTTP client, never the window.
-NOT_SHOWN_IN_THE_WINDOW = ("cli.py", "bench.py", "bench_baseline.py", "bench_serving.py", "__main__.py")
-SERVED = ("openai_compat", "vllm_plugin")  # messages for an HTTP client; vLLM's plugin runs in vLLM
+NOT_SHOWN_IN_THE_WINDOW = ("cli.py", "__main__.py")
+# Messages for an HTTP client; vLLM's plugin runs in vLLM; the benchmarks run from the command line.
+SERVED = ("openai_compat", "vllm", "bench")
 
 
 def _options_named_in_messages() -> set[str]:

@@ -14,11 +14,11 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 from vllm_support import CONVERSATIONS, MAX_TOKENS, xvlm_answers
 
+from app.history.records import Status
 from app.model.worker import ModelWorker
 from app.settings import Settings, SettingsFile
 from app.ui.settings_dialog import SettingsDialog
 from app.ui.window import MainWindow
-from xvlm_core.messages import Status
 
 WAIT_MS = 120_000  # a reply from vLLM on a busy two-core machine
 

@@ -7,6 +7,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from xvlm_core.errors import ConversationError
 from xvlm_core.local_files import read_regular_file
@@ -80,10 +81,16 @@ def images_in_order(messages: list[Message]) -> list[Image]:
 
 
 def read_conversation(path: Path) -> list[Message]:
-    """Turns from an untrusted JSON file: `[{"role", "content", "images"?, "stats"?}, ...]`.
+    """Turns from an untrusted JSON file: `[{"role", "content", "images"?, "stats"?}, ...]`; "stats" passed over."""
+    return [message for message, _stats in read_conversation_stats(path)]
+
+
+def read_conversation_stats(path: Path) -> list[tuple[Message, dict[str, Any]]]:
+    """Turns from an untrusted JSON file, each with its "stats" object (an answer's, as the app exports them).
 
     Image names are returned as written in the file (relative to it, in files the app exports), as plain
-    paths; the caller resolves them (into ImageRefs). Sizes are bounded so a hostile file cannot fill memory.
+    paths; the caller resolves them (into ImageRefs). The stats' values are as written: whoever shows them
+    checks the ones it reads. Sizes are bounded so a hostile file cannot fill memory.
     """
     data = read_regular_file(path, MAX_CONVERSATION_BYTES, ConversationError, "a conversation")
     try:
@@ -118,7 +125,7 @@ def _max_json_values() -> int:
     return MAX_CONVERSATION_MESSAGES * (10 + MAX_IMAGES_PER_MESSAGE + 2 * MAX_STATS_FIELDS)
 
 
-def _parse_message(item: object, where: str) -> Message:
+def _parse_message(item: object, where: str) -> tuple[Message, dict[str, Any]]:
     if not isinstance(item, dict) or item.get("role") not in ("user", "assistant"):
         raise ConversationError(f'{where}: needs "role": "user" or "assistant".')
     unknown = set(item) - {"role", "content", "images", "stats"}
@@ -141,5 +148,4 @@ def _parse_message(item: object, where: str) -> Message:
         raise ConversationError(f'{where}: "stats" must be an object of at most {MAX_STATS_FIELDS} fields.')
     if stats and item["role"] != "assistant":
         raise ConversationError(f"{where}: only answers carry stats.")
-    # Handed on as written: whoever shows them checks the values it reads.
-    return Message(item["role"], text, tuple(names), stats=stats)
+    return Message(item["role"], text, tuple(names)), stats
