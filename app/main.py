@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     from app.icons import app_icon
     from app.settings import SettingsFile
     from app.single_instance import SingleInstance, server_name
+    from app.ui.parts import build_parts
     from app.ui.window import MainWindow
 
     QGuiApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
@@ -149,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     loop.set_default_executor(ThreadPoolExecutor(max_workers=4, thread_name_prefix="io"))
     loop.set_exception_handler(asyncio_exception_handler(reporter.problem.emit))
 
-    window = MainWindow(settings_file, log_dir=logs.parent, history=open_history())
+    window = MainWindow(build_parts(settings_file, history=open_history(), log_dir=logs.parent))
 
     reporter.problem.connect(window.show_error)
     instance.launched_again.connect(window.launched_again)

@@ -59,21 +59,20 @@ from xvlm_core.messages import DEFAULT_CONTEXT, ImageRef
 from app import APP_NAME
 from app.chat.chat_list import ChatList
 from app.chat.composer import Composer, dialog_folder, mime_has_attachment
-from app.chat.controller import ChatController, ModelPhase
+from app.chat.controller import ModelPhase
 from app.chat.conversation_view import ConversationView
 from app.error_text import error_text
 from app.history.records import Status
-from app.history.service import History
 from app.i18n import Worded, Wording, install_translators, translate
 from app.icons import app_icon, icon
 from app.launch import Launch
-from app.model.first_run import FirstRunPage, HubDownloads
+from app.model.first_run import FirstRunPage
 from app.model.remote_model import api_key, api_url, keep_api_key
 from app.model.server_settings import ServerDialog
 from app.model.transfer_bar import TransferBar
-from app.model.worker import ModelThread, ModelWorker
-from app.settings import MAX_ANSWER_TOKENS, AppSettings, Settings, SettingsFile
+from app.settings import MAX_ANSWER_TOKENS, Settings
 from app.theme import THEMES, style_sheet, use_theme
+from app.ui.parts import Parts
 from app.ui.settings_dialog import SettingsDialog
 from app.ui.startup import ModelStartup, Page
 
@@ -172,20 +171,16 @@ class Banner(QFrame):
 class MainWindow(QMainWindow):
     list_devices_requested = Signal()
 
-    def __init__(
-        self,
-        settings_file: SettingsFile,
-        settings: Settings | None = None,
-        worker: ModelWorker | None = None,
-        downloads: HubDownloads | None = None,
-        log_dir: Path | None = None,
-        history: History | None = None,
-    ):
+    def __init__(self, parts: Parts):
         super().__init__()
-        self.history = history if history is not None else History()
-        self.app_settings = AppSettings(settings_file, settings)
-        self.downloads = downloads or HubDownloads()
-        self.log_dir = log_dir
+        self.parts = parts
+        self.history = parts.history
+        self.app_settings = parts.app_settings
+        self.downloads = parts.downloads
+        self.controller = parts.controller
+        self.worker = parts.worker
+        self.model_thread = parts.model_thread
+        self.log_dir = parts.log_dir
         self.devices: list[tuple[str, str]] = []
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
@@ -201,10 +196,6 @@ class MainWindow(QMainWindow):
         self.resize(DEFAULT_SIZE)
         self.setMinimumSize(QSize(520, 400))  # the first-run page and the chat both work at 600x400
 
-        self.controller = ChatController(self.app_settings, self.history)
-        self.worker = worker or ModelWorker()
-        self.model_thread = ModelThread(self.worker)
-        self.controller.connect_worker(self.worker)
         self.list_devices_requested.connect(self.worker.list_devices)
         self.worker.devices_found.connect(self._on_devices)
         self.worker.answer_failed.connect(self._on_answer_failed)  # after the controller's: the last word is ours

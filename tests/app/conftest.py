@@ -12,6 +12,7 @@ import qasync
 
 from app.model.worker import ModelWorker
 from app.settings import Settings, SettingsFile
+from app.ui.parts import build_parts
 from app.ui.window import MainWindow
 from xvlm_core.load_options import LoadOptions
 
@@ -48,9 +49,9 @@ def make_window(qtbot, event_loop, tmp_path: Path, tiny_model_dir: Path, app_set
 
     def make(worker: ModelWorker | None = None, settings: Settings | None = None, model: str | None = None,
              downloads=None, start: bool = True, settings_path: Path | None = None, history=None) -> MainWindow:
-        window = MainWindow(SettingsFile(settings_path or tmp_path / "settings.json"), settings or app_settings,
-                            worker=worker or ModelWorker(), downloads=downloads, log_dir=tmp_path / "logs",
-                            history=history)
+        window = MainWindow(build_parts(SettingsFile(settings_path or tmp_path / "settings.json"),
+                                        settings or app_settings, worker=worker, downloads=downloads,
+                                        history=history, log_dir=tmp_path / "logs"))
         windows.append(window)
         window.show()
         qtbot.waitExposed(window)

@@ -16,6 +16,7 @@ from test_window import ask, wait_answered, wait_ready
 
 from app.model.worker import ModelWorker
 from app.settings import Settings, SettingsFile
+from app.ui.parts import build_parts
 from app.ui.settings_dialog import SettingsDialog
 from app.ui.window import MainWindow
 
@@ -222,7 +223,8 @@ def test_an_unusable_value_falls_back_to_its_default_and_says_so(qtbot, tmp_path
 def test_the_window_tells_which_settings_were_reset_and_opens_the_dialog(qtbot, event_loop, tmp_path, monkeypatch):
     path = tmp_path / "settings.json"
     path.write_text(json.dumps({"temperature": float("nan"), "max_new_tokens": 10**30, "top_p": 0.5}))
-    window = MainWindow(SettingsFile(path), worker=ModelWorker(load=fake_load()), log_dir=tmp_path / "logs")
+    window = MainWindow(build_parts(SettingsFile(path), worker=ModelWorker(load=fake_load()),
+                                    log_dir=tmp_path / "logs"))
     try:
         window.show()
         qtbot.waitExposed(window)

@@ -17,9 +17,9 @@ from test_first_run import ScriptedDownloads, click
 from test_window import wait_ready
 
 from app.error_text import error_text
-from app.model.worker import ModelWorker
 from app.settings import SettingsFile
 from app.theme import error_colour
+from app.ui.parts import build_parts
 from app.ui.settings_dialog import SettingsDialog
 from app.ui.window import MainWindow
 from xvlm_core.errors import Problem, Remedy
@@ -54,8 +54,9 @@ def launch(qtbot, event_loop, tmp_path: Path, app_settings) -> Iterator:
     windows: list[MainWindow] = []
 
     def make(downloads, settings=None, model: str = "") -> MainWindow:
-        window = MainWindow(SettingsFile(tmp_path / "settings.json"), settings or replace(app_settings, model=""),
-                            worker=ModelWorker(), downloads=downloads, log_dir=tmp_path / "logs")
+        window = MainWindow(build_parts(SettingsFile(tmp_path / "settings.json"),
+                                        settings or replace(app_settings, model=""), downloads=downloads,
+                                        log_dir=tmp_path / "logs"))
         windows.append(window)
         window.start_task = window.start(LoadOptions(model))
         window.show()

@@ -15,8 +15,8 @@ from PySide6.QtWidgets import QApplication
 from vllm_support import CONVERSATIONS, MAX_TOKENS, xvlm_answers
 
 from app.history.records import Status
-from app.model.worker import ModelWorker
 from app.settings import Settings, SettingsFile
+from app.ui.parts import build_parts
 from app.ui.settings_dialog import SettingsDialog
 from app.ui.window import MainWindow
 
@@ -39,8 +39,8 @@ def event_loop(qapp) -> Iterator[asyncio.AbstractEventLoop]:
 @pytest.fixture
 def window(qtbot, event_loop, tmp_path: Path) -> Iterator[MainWindow]:
     """The app's first start with no model here (the welcome page), answers MAX_TOKENS long as the reference's."""
-    shown = MainWindow(SettingsFile(tmp_path / "settings.json"), Settings(max_new_tokens=MAX_TOKENS),
-                       worker=ModelWorker(), log_dir=tmp_path / "logs")
+    shown = MainWindow(build_parts(SettingsFile(tmp_path / "settings.json"), Settings(max_new_tokens=MAX_TOKENS),
+                                   log_dir=tmp_path / "logs"))
     shown.start()
     shown.show()
     qtbot.waitExposed(shown)
