@@ -295,6 +295,15 @@ class Composer(QFrame):
         self._pasted = 0  # images pasted (or dragged in as data) so far: they are numbered
         self._notice_wording: Wording = str
 
+        self._build_edit_bar()
+        self._build_chip_bar()
+        self._build_notice()
+        self._build_controls()
+        self.retranslate()
+        self._build_layout()
+
+    def _build_edit_bar(self) -> None:
+        """Above the rest while an earlier message is edited: what sending does, and Cancel."""
         self.edit_bar = QFrame(self)
         self.edit_bar.setObjectName("editBar")
         self.edit_label = QLabel()
@@ -307,7 +316,8 @@ class Composer(QFrame):
         bar_layout.addWidget(self.cancel_edit_button)
         self.edit_bar.hide()
 
-        # The chips in one row that scrolls sideways when they outgrow the window.
+    def _build_chip_bar(self) -> None:
+        """The chips in one row that scrolls sideways when they outgrow the window."""
         self.chip_bar = QScrollArea(self)
         self.chip_bar.setObjectName("chipBar")
         self.chip_bar.setFrameShape(QFrame.Shape.NoFrame)
@@ -321,6 +331,9 @@ class Composer(QFrame):
         scrollbar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)
         self.chip_bar.setFixedHeight(CHIP_SIDE + 12 + scrollbar)
         self.chip_bar.hide()
+
+    def _build_notice(self) -> None:
+        """A passing line about what could not be attached."""
         self.notice = QLabel(self)
         self.notice.setObjectName("notice")
         self.notice.setWordWrap(True)
@@ -329,6 +342,8 @@ class Composer(QFrame):
         self._notice_timer.setSingleShot(True)
         self._notice_timer.timeout.connect(self.notice.hide)
 
+    def _build_controls(self) -> None:
+        """The attach button, the message box and the Send/Stop button."""
         self.attach_button = QToolButton(self)
         self.attach_button.setIcon(icon("attach"))
         self.attach_button.setIconSize(QSize(22, 22))
@@ -344,8 +359,9 @@ class Composer(QFrame):
         self.send_button.setIconSize(QSize(20, 20))
         self.send_button.setFixedSize(36, 36)
         self.send_button.clicked.connect(self._send_or_stop)
-        self.retranslate()
 
+    def _build_layout(self) -> None:
+        """The edit bar, chips and notice above a row of attach, message box, send; Tab goes in that row's order."""
         row = QHBoxLayout()
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(self.attach_button, 0, Qt.AlignmentFlag.AlignBottom)

@@ -242,6 +242,15 @@ class FirstRunPage(QWidget):
 
         self.worded = Worded()  # the texts that follow the page's state: the model, its size, the status line
         self._resumes = False  # the download button says Resume: part of the model is here
+        self._build_summary(endpoint)
+        self._build_status()
+        self._build_buttons()
+        self._build_card()
+        self.retranslate()
+        self._set_buttons(download=False, cancel=False, retry=False)
+
+    def _build_summary(self, endpoint: str) -> None:
+        """The welcome, and what would be downloaded: the model, from where, its size, where to, the free space."""
         self.title_label = QLabel()
         self.title_label.setWordWrap(True)
         self.intro_label = QLabel()
@@ -264,7 +273,10 @@ class FirstRunPage(QWidget):
         for label, field in zip(self._row_labels, (self.what_label, self.endpoint_edit, self.size_label,
                                                    self.destination_label, self.free_label), strict=True):
             form.addRow(label, field)
+        self._form = form
 
+    def _build_status(self) -> None:
+        """The status line, the error note and the progress bar under the form."""
         self.status_label = QLabel("")
         self.status_label.setObjectName("downloadStatus")
         self.status_label.setWordWrap(True)
@@ -276,6 +288,8 @@ class FirstRunPage(QWidget):
         # starts: see _fit_card.
         self.progress.hide()
 
+    def _build_buttons(self) -> None:
+        """Download, Cancel and Retry; beside them (or below) the other ways to a model: a folder, a server."""
         self.download_button = QPushButton()
         self.download_button.setDefault(True)
         self.cancel_button = QPushButton()
@@ -303,17 +317,19 @@ class FirstRunPage(QWidget):
         self._second_row = QHBoxLayout()
         self._second_row.addStretch(1)
 
+    def _build_card(self) -> None:
+        """The card holding it all, centred on a canvas that scrolls when the window is too small for it."""
         self.card = QFrame()
         self.card.setObjectName("card")
         self.card.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Minimum)  # scroll, never squash
         card_layout = QVBoxLayout(self.card)
         card_layout.addWidget(self.title_label)
         card_layout.addWidget(self.intro_label)
-        card_layout.addLayout(form)
+        card_layout.addLayout(self._form)
         card_layout.addWidget(self.progress)
         card_layout.addWidget(self.status_label)
         card_layout.addWidget(self.error_note)
-        card_layout.addLayout(buttons)
+        card_layout.addLayout(self._buttons_row)
         card_layout.addLayout(self._second_row)
 
         # The card scrolls when the window is too small for it, rather than squashing its rows.
@@ -337,8 +353,6 @@ class FirstRunPage(QWidget):
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(self.scroll_area)
-        self.retranslate()
-        self._set_buttons(download=False, cancel=False, retry=False)
 
     def retranslate(self) -> None:
         """The page's texts in the language of the moment (from __init__ and on LanguageChange); what follows its

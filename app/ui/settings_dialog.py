@@ -45,34 +45,43 @@ class SettingsDialog(QDialog):
         self.setWindowTitle(translate("SettingsDialog", "Settings"))
         self.setMinimumWidth(520)
         self._settings = settings
+        self._running_model = running_model
+        self._build_model_fields(settings)
+        self._build_device_fields(settings, devices)
+        self._build_answer_fields(settings, context_length)
+        self._build_hub_and_language_fields(settings)
+        self._build_layout(settings)
+        self._say_running_model()
 
+    def _build_model_fields(self, settings: Settings) -> None:
+        """The model (a field and Browse…, with what runs instead for now below it) and its vision tower."""
         self.model_edit = QLineEdit(settings.model)
         self.model_edit.setPlaceholderText(translate("SettingsDialog", "Default: Xmodel-VLM from the model hub"))
         self.model_edit.setAccessibleName(translate("SettingsDialog", "Model folder or hub repository"))
         browse = QPushButton(translate("SettingsDialog", "Browse…"))
         browse.setAccessibleName(translate("SettingsDialog", "Choose a model folder"))
         browse.clicked.connect(self._browse_model)
-        model_row = QHBoxLayout()
-        model_row.addWidget(self.model_edit, 1)
-        model_row.addWidget(browse)
+        self._model_row = QHBoxLayout()
+        self._model_row.addWidget(self.model_edit, 1)
+        self._model_row.addWidget(browse)
         # The field keeps the saved setting; what runs instead for now is said below it, not written into it.
         self.running_label = QLabel()
         self.running_label.setWordWrap(True)
         self.running_label.setEnabled(False)  # the muted colour of a note
-        self.running_label.setToolTip(running_model)
-        self.running_label.setVisible(bool(running_model))
-        self._running_model = running_model
+        self.running_label.setToolTip(self._running_model)
+        self.running_label.setVisible(bool(self._running_model))
 
         self.tower_edit = QLineEdit(settings.vision_tower)
         self.tower_edit.setPlaceholderText(translate("SettingsDialog", "Default: the one the model names"))
         self.tower_edit.setAccessibleName(translate("SettingsDialog", "Vision tower folder or hub repository"))
 
+    def _build_device_fields(self, settings: Settings, devices: list[tuple[str, str]]) -> None:
+        """Where the model runs and how its weights are held: device, precision, number format."""
         self.device_combo = QComboBox()
         self.device_combo.setAccessibleName(translate("SettingsDialog", "Device"))
         known = devices or [("auto", "Automatic"), ("cpu", "CPU")]
         for value, label in known:  # the model stack names devices in English; "Automatic" is the app's word
             self.device_combo.addItem(translate("SettingsDialog", "Automatic") if value == "auto" else label, value)
-
         if self.device_combo.findData(settings.device) < 0:
             self.device_combo.addItem(translate("SettingsDialog", "{device} (not found on this machine)")
                                       .format(device=settings.device), settings.device)
@@ -94,6 +103,8 @@ class SettingsDialog(QDialog):
             self.dtype_combo.addItem(translate("SettingsDialog", label), value)
         self.dtype_combo.setCurrentIndex(max(0, self.dtype_combo.findData(settings.dtype)))
 
+    def _build_answer_fields(self, settings: Settings, context_length: int) -> None:
+        """How answers are written: temperature, top-p, the longest answer, the system prompt."""
         self.temperature_spin = QDoubleSpinBox()
         self.temperature_spin.setRange(*TEMPERATURE_RANGE)
         self.temperature_spin.setSingleStep(0.1)
@@ -122,6 +133,7 @@ class SettingsDialog(QDialog):
         self.system_edit.setTabChangesFocus(True)
         self.system_edit.setFixedHeight(90)
 
+    def _build_hub_and_language_fields(self, settings: Settings) -> None:
         self.endpoint_edit = QLineEdit(settings.hub_endpoint)
         self.endpoint_edit.setPlaceholderText(translate("SettingsDialog",
                                                         "Default: https://huggingface.co (or HF_ENDPOINT)"))
@@ -134,12 +146,14 @@ class SettingsDialog(QDialog):
         self.language_combo.setCurrentIndex(max(0, self.language_combo.findData(settings.language)))
         self.language_combo.setToolTip(translate("SettingsDialog", "The language changes at once, when you press OK."))
 
+    def _build_layout(self, settings: Settings) -> None:
+        """The fields in a form with their labels, a note on what applies when, the server's box, OK and Cancel."""
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         # a row of two widgets has no buddy of its own: Alt+M goes to the field
         model_label = QLabel(translate("SettingsDialog", "&Model:"))
         model_label.setBuddy(self.model_edit)
-        form.addRow(model_label, model_row)
+        form.addRow(model_label, self._model_row)
         form.addRow("", self.running_label)
         form.addRow(translate("SettingsDialog", "&Vision tower:"), self.tower_edit)
         form.addRow(translate("SettingsDialog", "&Device:"), self.device_combo)
@@ -165,7 +179,6 @@ class SettingsDialog(QDialog):
         layout.addWidget(note)
         layout.addWidget(self.server_box)
         layout.addWidget(buttons)
-        self._say_running_model()
 
     def showEvent(self, event) -> None:
         super().showEvent(event)

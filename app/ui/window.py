@@ -190,26 +190,31 @@ class MainWindow(QMainWindow):
         self._narrow = False
         self.worded = Worded()  # the status bar's labels
         self._told: tuple[Wording, str, float] | None = None  # the status bar's passing message: see _tell
+        self.server_dialog: ServerDialog | None = None
 
         self.setWindowIcon(app_icon())
         self.setAcceptDrops(True)
         self.resize(DEFAULT_SIZE)
         self.setMinimumSize(QSize(520, 400))  # the first-run page and the chat both work at 600x400
+        self._build_first_run()
+        self._build_chat_page()
+        self._build_pages()
+        self._build_status_bar()
+        self._build_menus()
+        self.retranslate()
+        self._connect()
+        self._restore()
 
-        self.list_devices_requested.connect(self.worker.list_devices)
-        self.worker.devices_found.connect(self._on_devices)
-        self.worker.answer_failed.connect(self._on_answer_failed)  # after the controller's: the last word is ours
+    # -- building ------------------------------------------------------------------------------------------
 
+    def _build_first_run(self) -> None:
+        """The first-run page, and the start-up flow that shows it or the chat."""
         self.first_run = FirstRunPage(self.downloads, self.settings.hub_endpoint, self.settings.vision_tower)
-        self.first_run.endpoint_changed.connect(lambda endpoint: self._update_settings(hub_endpoint=endpoint))
-        self.first_run.server_requested.connect(self.choose_server)
-        self.server_dialog: ServerDialog | None = None
-        self.first_run.download_started.connect(lambda: self._update_settings(download_started=True))
-        self.first_run.download_stopped.connect(lambda: self._update_settings(download_started=False))
-
         self.startup = ModelStartup(self.app_settings, self.controller, self.downloads, self.first_run,
                                     self._show_page)
 
+    def _build_chat_page(self) -> None:
+        """The chat: the notices and banner above the conversation, the composer below it."""
         self.banner = Banner()
         # Conditions of the history (not saved, read-only, set aside): apart from the banner, so that nothing
         # else that happens (a model loading, another error) hides them.
@@ -221,8 +226,8 @@ class MainWindow(QMainWindow):
         self.composer = Composer()
         self.composer.prepare_image = self.history.prepare_image
         self.composer.places = self.history  # the folder of the last pictures attached, kept for the next launch
-        chat_page = QWidget()
-        chat_layout = QVBoxLayout(chat_page)
+        self.chat_page = QWidget()
+        chat_layout = QVBoxLayout(self.chat_page)
         chat_layout.setContentsMargins(0, 0, 0, 0)
         chat_layout.setSpacing(0)
         banner_holder = QVBoxLayout()
@@ -234,34 +239,33 @@ class MainWindow(QMainWindow):
         chat_layout.addLayout(banner_holder)
         chat_layout.addWidget(self.view, 1)
         chat_layout.addWidget(self.composer)
-        self.chat_page = chat_page
 
+    def _build_pages(self) -> None:
+        """The pages (chat, first run, starting) one above the other, beside the sidebar when there is a history."""
         # Shown from start() until start-up knows whether the chat or the first-run page comes first: neither
         # flashes by, and keys typed meanwhile land nowhere.
         self.starting_page = QWidget()
         self.starting_page.setObjectName("startingPage")
         self.pages = QStackedWidget()
-        self.pages.addWidget(chat_page)
+        self.pages.addWidget(self.chat_page)
         self.pages.addWidget(self.first_run)
         self.pages.addWidget(self.starting_page)
         self.chat_list: ChatList | None = None
-        if self.history.available:
-            self.chat_list = ChatList(self.history)
-            self.splitter = QSplitter()
-            self.splitter.addWidget(self.chat_list)
-            self.splitter.addWidget(self.pages)
-            self.splitter.setStretchFactor(1, 1)
-            self.splitter.setSizes([250, DEFAULT_SIZE.width() - 250])
-            self.splitter.setCollapsible(1, False)
-            self.setCentralWidget(self.splitter)
-        else:
+        if not self.history.available:
             self.setCentralWidget(self.pages)
+            return
+        self.chat_list = ChatList(self.history)
+        self.splitter = QSplitter()
+        self.splitter.addWidget(self.chat_list)
+        self.splitter.addWidget(self.pages)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([250, DEFAULT_SIZE.width() - 250])
+        self.splitter.setCollapsible(1, False)
+        self.setCentralWidget(self.splitter)
 
-        self._build_status_bar()
-        self._build_menus()
-        self.retranslate()
-        self._connect()
-        self.controller.reopen_last_chat()  # where the person was when the app last closed
+    def _restore(self) -> None:
+        """As the person left it: the last chat, the theme, the window's place; then what to tell them at once."""
+        self.controller.reopen_last_chat()
         use_theme(self.settings.theme)
         self.apply_theme()
         # The palette follows the scheme a moment later; restyle once it has.
@@ -275,8 +279,6 @@ class MainWindow(QMainWindow):
             problems = html.escape(" ".join(self.app_settings.problems))  # worded once, as the file was read
             self.settings_notice.show_message(lambda: (problems, [(translate("MainWindow", "Settings…"),
                                                                    self.open_settings)]))
-
-    # -- building ------------------------------------------------------------------------------------------
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
@@ -416,6 +418,13 @@ class MainWindow(QMainWindow):
         return action
 
     def _connect(self) -> None:
+        self.list_devices_requested.connect(self.worker.list_devices)
+        self.worker.devices_found.connect(self._on_devices)
+        self.worker.answer_failed.connect(self._on_answer_failed)  # after the controller's: the last word is ours
+        self.first_run.endpoint_changed.connect(lambda endpoint: self._update_settings(hub_endpoint=endpoint))
+        self.first_run.server_requested.connect(self.choose_server)
+        self.first_run.download_started.connect(lambda: self._update_settings(download_started=True))
+        self.first_run.download_stopped.connect(lambda: self._update_settings(download_started=False))
         controller = self.controller
         self.composer.send_requested.connect(self._send)
         self.composer.edit_submitted.connect(self._edit)
