@@ -248,7 +248,7 @@ def test_edit_an_earlier_message_and_resend_replaces_what_followed(qtbot, make_w
     assert [(message.role, message.text) for message in window.controller.messages] == [
         ("user", "Which colours are in it?"), ("assistant", "an answer")]
     (sent,) = session.calls[-1]
-    assert sent is window.controller.messages[0]  # the message itself goes to the core
+    assert sent == window.controller.messages[0].message  # the core gets the edited message, frozen
     assert (sent.text, sent_bytes(sent)) == ("Which colours are in it?", [Path(image).read_bytes()])
     assert len(window.view.widgets) == 2 and not window.composer.edit_bar.isVisible()
 
