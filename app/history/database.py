@@ -36,6 +36,7 @@ from app.history.records import (
     ChatMessage,
     ChatSummary,
     FolderNotWritableError,
+    ImportedChat,
     NewerHistoryError,
     ReadOnlyStoreError,
     SearchHit,
@@ -49,6 +50,7 @@ from app.i18n import translate
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 STREAM_WRITE_INTERVAL_S = 1.0
+LIKE = "LIKE ? ESCAPE '\\'"  # with _like_pattern: the term, literally
 SNIPPET_CHARS = 160
 MAX_PLACE_CHARS = 4096  # a remembered folder or chat id; longer is not what the app wrote
 FINISHED_STATUSES = (Status.COMPLETE, Status.STOPPED, Status.INTERRUPTED, Status.FAILED)
@@ -531,18 +533,28 @@ class ChatStore:
             db.execute("UPDATE chats SET updated = ? WHERE id = ?", (time.time(), chat_id))
         self._pending.pop(message_id, None)
 
-    def add_imported_chat(self, turns: Sequence[ChatMessage]) -> int:
-        """A new chat of finished messages (with their stats) whose images are already in the images folder; returns
-        its id. A title a listed chat has is numbered: "title (2)"."""
+    def add_imported_chat(self, chat: ImportedChat) -> int:
+        """A new chat of finished messages (with their stats, and the last answer's other versions) whose images are
+        already in the images folder; returns its id. A title a listed chat has is numbered: "title (2)"."""
         now = time.time()
-        first_question = next((turn.text for turn in turns if turn.role == "user" and turn.text.strip()), "")
+        first_question = next((turn.text for turn in chat.messages if turn.role == "user" and turn.text.strip()), "")
         with self._write() as db:
             title = self._free_title(db, auto_title(first_question))
             chat_id = db.execute(
                 "INSERT INTO chats (title, created, updated) VALUES (?, ?, ?)", (title, now, now)
             ).lastrowid
-            for turn in turns:
-                self._insert_message(db, chat_id, turn.role, turn.text, Status.COMPLETE, turn.images, turn.stats)
+            message_id = 0
+            for turn in chat.messages:
+                message_id = self._insert_message(db, chat_id, turn.role, turn.text, Status.COMPLETE, turn.images,
+                                                  turn.stats)
+            if chat.versions:
+                # Version i at position i; the message row holds the one shown.
+                shown = next(index for index, version in enumerate(chat.versions) if version is chat.messages[-1])
+                db.executemany("INSERT INTO answer_versions (message_id, position, text, status, stats) "
+                               "VALUES (?, ?, ?, 'complete', ?)",
+                               [(message_id, position, version.text, _stats_json(version.stats))
+                                for position, version in enumerate(chat.versions) if position != shown])
+                db.execute("UPDATE messages SET version = ? WHERE id = ?", (shown, message_id))
         return chat_id
 
     @staticmethod
@@ -643,22 +655,45 @@ class ChatStore:
             parameters.append(" ".join('"' + term.replace('"', '""') + '"' for term in indexed))
         for term in terms:
             if len(term) < 3:
-                conditions.append("m.text LIKE ? ESCAPE '\\'")
-                parameters.append("%" + re.sub(r"([\\%_])", r"\\\1", term) + "%")
-        rows = self._read().execute(
-            f"""SELECT c.id, m.id, c.title, m.role, m.text FROM messages m JOIN chats c ON c.id = m.chat_id
+                conditions.append(f"m.text {LIKE}")
+                parameters.append(_like_pattern(term))
+        db = self._read()
+        rows = db.execute(
+            f"""SELECT m.created, c.id, m.id, c.title, m.role, m.text, NULL FROM messages m
+                JOIN chats c ON c.id = m.chat_id
                 WHERE {" AND ".join(conditions)} ORDER BY m.created DESC, m.id DESC LIMIT ?""",
             (*parameters, max(0, limit)),
-        )
+        ).fetchall()
+        # The other versions of regenerated answers: few (one answer per chat has them), so not indexed.
+        rows += db.execute(
+            f"""SELECT m.created, c.id, m.id, c.title, m.role, v.text, v.position FROM answer_versions v
+                JOIN messages m ON m.id = v.message_id JOIN chats c ON c.id = m.chat_id
+                WHERE c.deleted_at IS NULL AND {" AND ".join([f"v.text {LIKE}"] * len(terms))}
+                ORDER BY m.created DESC, m.id DESC LIMIT ?""",
+            (*map(_like_pattern, terms), max(0, limit)),
+        ).fetchall()
+        # Newest message first, as each query gave them; a message's own text before its other versions.
+        rows.sort(key=lambda row: (row[0] if isinstance(row[0], int | float) else 0, row[2],
+                                   1 if row[6] is None else -row[6]), reverse=True)
         pattern = re.compile("|".join(re.escape(term) for term in sorted(terms, key=len, reverse=True)), re.I)
         hits = []
-        for chat_id, message_id, title, role, text in rows:
+        for _created, chat_id, message_id, title, role, text, position in rows[: max(0, limit)]:
             check = RowCheck()  # what is damaged shows where the chat is listed and opened
             role = check.role(role)
             if role is not None:
-                snippet, highlights = _snippet(self._pending.get(message_id, check.text("text", text)), pattern)
-                hits.append(SearchHit(chat_id, message_id, check.text("title", title), role, snippet, highlights))
+                shown = self._pending.get(message_id, check.text("text", text)) if position is None else \
+                    check.text("text", text)
+                snippet, highlights = _snippet(shown, pattern)
+                version = None if position is None else self._version_index(db, message_id, position)
+                hits.append(SearchHit(chat_id, message_id, check.text("title", title), role, snippet, highlights,
+                                      version))
         return hits
+
+    def _version_index(self, db: sqlite3.Connection, message_id: int, position: int) -> int:
+        """Where the other version at `position` sits in the order `load_chat` gives the answer's versions."""
+        before = db.execute("SELECT COUNT(*) FROM answer_versions WHERE message_id = ? AND position < ?",
+                            (message_id, position)).fetchone()[0]
+        return before if before < self._shown_version(db, message_id) else before + 1
 
     # --- internals ---------------------------------------------------------------------------------------------
 
@@ -793,3 +828,8 @@ def _text(data: bytes) -> str:
 
 def _stats_json(stats: AnswerStats | None) -> str:
     return json.dumps(stats.as_dict() if stats is not None else {}, ensure_ascii=False)
+
+
+def _like_pattern(term: str) -> str:
+    """A LIKE pattern that matches `term` literally, anywhere in the text."""
+    return "%" + re.sub(r"([\\%_])", r"\\\1", term) + "%"

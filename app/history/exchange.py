@@ -18,11 +18,11 @@ from typing import Any
 
 from xvlm_core.errors import ConversationError, ImageError
 from xvlm_core.messages import ImageRef, image_limit, read_image_bytes
-from xvlm_core.model.prompt import clean_text, read_conversation_stats
+from xvlm_core.model.prompt import clean_text, read_turns
 from xvlm_core.safepath import UnsafePathError, path_inside
 
 from app.history.image_files import ImageFolder, write_atomic
-from app.history.records import Chat, ChatMessage, ConversationFileError, StoreError, TransferCancelled
+from app.history.records import Chat, ChatMessage, ConversationFileError, ImportedChat, StoreError, TransferCancelled
 from app.history.rows import known_stats
 from app.i18n import translate
 
@@ -52,6 +52,7 @@ def write_markdown(chat: Chat, folder: Path, progress: Progress | None = None,
             lines += [message.text, ""]
         if message.status != "complete":
             lines += [f"*(answer {message.status})*", ""]
+    lines += _other_versions_markdown(chat)
     write_atomic(target, "\n".join(lines).encode("utf-8"), shared=True)
     return target
 
@@ -60,8 +61,9 @@ def write_json(chat: Chat, folder: Path, progress: Progress | None = None,
                cancel: threading.Event | None = None) -> Path:
     """Write the chat as `TITLE.json` for `xvlm ask --conversation`, images copied to `TITLE_images/`.
 
-    The shape is `[{"role", "content", "images"?, "stats"?}]`, "stats" being an answer's timing line (which
-    `xvlm ask` passes over); answers without any text are left out.
+    The shape is `[{"role", "content", "images"?, "stats"?}]`, "stats" being an answer's timing line; the last
+    answer adds the other versions Regenerate wrote ("other_versions": [{"content", "stats"?}], "version": where it
+    sits among them), which `xvlm ask` passes over. Answers without any text are left out.
     """
     target = _free_path(Path(folder), file_stem(chat.title, chat.id), ".json")
     links = _export_images(chat, target, progress, cancel)
@@ -75,15 +77,36 @@ def write_json(chat: Chat, folder: Path, progress: Progress | None = None,
         stats = message.stats.as_dict()
         if stats and message.role == "assistant":
             item["stats"] = stats
+        if message is chat.messages[-1] and len(chat.versions) > 1:
+            others = [version for version in chat.versions if version is not message]
+            item["other_versions"] = [_version_item(version) for version in others]
+            item["version"] = chat.versions.index(message)
         items.append(item)
     write_atomic(target, json.dumps(items, ensure_ascii=False, indent=2).encode("utf-8"), shared=True)
     return target
 
 
+def _other_versions_markdown(chat: Chat) -> list[str]:
+    """The other versions Regenerate wrote of the last answer, after it, each under its number."""
+    if len(chat.versions) < 2:
+        return []
+    shown, count = chat.versions.index(chat.messages[-1]), len(chat.versions)
+    lines = [f"*This was version {shown + 1} of {count} of the answer; the others follow.*", ""]
+    for number, version in enumerate(chat.versions, 1):
+        if version is not chat.messages[-1]:
+            lines += [f"### Answer, version {number} of {count}", "", version.text, ""]
+    return lines
+
+
+def _version_item(version: ChatMessage) -> dict[str, Any]:
+    stats = version.stats.as_dict()
+    return {"content": version.text, **({"stats": stats} if stats else {})}
+
+
 def read_chat_file(path: Path, images: ImageFolder, progress: Progress | None = None,
-                   cancel: threading.Event | None = None) -> list[ChatMessage]:
+                   cancel: threading.Event | None = None) -> ImportedChat:
     """Check an untrusted conversation file in the `write_json` shape and copy its images into `images`; of an
-    answer's stats only those the app shows are kept, each checked.
+    answer's stats only those the app shows are kept, each checked; the last answer keeps its other versions.
 
     Each distinct image file is read, checked and hashed once, however often the file refers to it. Anything
     unexpected raises ConversationFileError (or ImageError); nothing goes into the database here. A chat the model
@@ -91,14 +114,17 @@ def read_chat_file(path: Path, images: ImageFolder, progress: Progress | None = 
     """
     path = Path(path)
     try:
-        turns = read_conversation_stats(path)
+        turns = read_turns(path)
     except ConversationError as exc:
         raise _not_an_export(path, str(exc).removeprefix(f"{path}: ")) from None
-    messages = [message for message, _stats in turns]
+    messages = [turn.message for turn in turns]
+    if any(turn.other_versions for turn in turns[:-1]):
+        raise _not_an_export(path, translate("ChatStore", "only the last answer can have other versions."))
     limit = image_limit()
     for index, message in enumerate(messages, 1):
         # A JSON escape can make half a character, which no file name and no database can hold.
-        if any(clean_text(text) != text for text in (message.text, *message.images)):
+        if any(clean_text(text) != text for text in (message.text, *message.images,
+                                                     *(other for other, _stats in turns[index - 1].other_versions))):
             raise _not_an_export(path, translate("ChatStore", "message {index} holds a broken character (a lone "
                                                               "surrogate such as {example}).")
                                  .format(index=index, example="\\ud800"))
@@ -117,9 +143,14 @@ def read_chat_file(path: Path, images: ImageFolder, progress: Progress | None = 
         _check(cancel, progress, done, len(distinct))
         stored[file] = images.store(file)
     _check(cancel, progress, len(distinct), len(distinct))
-    return [ChatMessage(message.role, message.text, tuple(stored[file] for file in message_files),
-                        stats=known_stats(stats))
-            for (message, stats), message_files in zip(turns, files, strict=True)]
+    chat = [ChatMessage(turn.message.role, turn.message.text, tuple(stored[file] for file in message_files),
+                        stats=known_stats(turn.stats))
+            for turn, message_files in zip(turns, files, strict=True)]
+    last = turns[-1]
+    if not last.other_versions:
+        return ImportedChat(chat)
+    others = [ChatMessage("assistant", text, stats=known_stats(stats)) for text, stats in last.other_versions]
+    return ImportedChat(chat, (*others[:last.version], chat[-1], *others[last.version:]))
 
 
 def file_stem(title: str, chat_id: int) -> str:

@@ -134,6 +134,14 @@ class Chat:
 
 
 @dataclass(frozen=True)
+class ImportedChat:
+    """A chat read from a file, its images already in the history's folder: what `add_imported_chat` writes."""
+
+    messages: list[ChatMessage]
+    versions: tuple[ChatMessage, ...] = ()  # as Chat.versions: of the last answer, in order, itself among them
+
+
+@dataclass(frozen=True)
 class ChatSummary:
     id: int
     title: str
@@ -153,6 +161,7 @@ class SearchHit:
     role: Role
     snippet: str  # plain text, one line
     highlights: tuple[tuple[int, int], ...]  # [start, end) ranges of `snippet` that match the query
+    version: int | None = None  # an answer's other version that matched: its index in `Chat.versions`
 
     def snippet_html(self, before: str = "<b>", after: str = "</b>") -> str:
         """The snippet as HTML with each match between `before` and `after`, everything else escaped."""

@@ -224,11 +224,11 @@ class History(QObject):
                                                   "saved in this window."))
             return None
         images = self.store.images
-        turns = await self._off_thread(QT_TRANSLATE_NOOP("History", "The chat could not be imported"),
-                                       lambda report: exchange.read_chat_file(path, images, report, cancel), progress)
-        if turns is None or not self.writable:
+        chat = await self._off_thread(QT_TRANSLATE_NOOP("History", "The chat could not be imported"),
+                                      lambda report: exchange.read_chat_file(path, images, report, cancel), progress)
+        if chat is None or not self.writable:
             return None
-        return self._write(lambda store: store.add_imported_chat(turns))
+        return self._write(lambda store: store.add_imported_chat(chat))
 
     async def _off_thread(self, failure: str, work: Callable[[exchange.Progress], T],
                           progress: exchange.Progress) -> T | None:

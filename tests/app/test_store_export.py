@@ -337,3 +337,59 @@ def test_export_refuses_a_stored_image_that_is_a_fifo_or_a_giant_without_waiting
     with pytest.raises(StoreError, match=r"cannot be exported: .*: the file is larger than 100 MB\.$"):
         export_markdown(store, chat_id, tmp_path / "out")
     assert sum(path.stat().st_size for path in (tmp_path / "out").rglob("*")) < 2**20
+
+
+@pytest.fixture
+def regenerated(store: ChatStore) -> int:
+    """A chat whose last answer was regenerated twice; the person went back to the second of three versions."""
+    chat_id = store.create_chat()
+    store.add_user_message(chat_id, "Name a colour")
+    answer = store.begin_answer(chat_id)
+    store.finish_answer(answer, "Red.", "complete", AnswerStats(output_tokens=2))
+    for text in ("Teal, the colour of a duck's wing.", "Ochre."):
+        store.begin_version(answer)
+        store.finish_answer(answer, text, "complete")
+    store.show_version(answer, 1)
+    return chat_id
+
+
+def test_the_other_versions_of_an_answer_travel_through_export_and_import(store, regenerated, tmp_path):
+    before = store.load_chat(regenerated)
+    assert [version.text for version in before.versions] == ["Red.", "Teal, the colour of a duck's wing.", "Ochre."]
+    assert before.messages[-1].text.startswith("Teal")
+
+    items = json.loads(export_json(store, regenerated, tmp_path / "out").read_text())
+    assert items[-1]["version"] == 1
+    assert [other["content"] for other in items[-1]["other_versions"]] == ["Red.", "Ochre."]
+    assert items[-1]["other_versions"][0]["stats"] == {"output_tokens": 2}
+    markdown = export_markdown(store, regenerated, tmp_path / "out").read_text()
+    assert "version 2 of 3" in markdown and "Red." in markdown and "Ochre." in markdown
+
+    after = store.load_chat(import_json(store, tmp_path / "out" / f"{items[0]['content']}.json"))
+    assert [version.text for version in after.versions] == [version.text for version in before.versions]
+    assert after.messages[-1].text == before.messages[-1].text
+    assert after.versions[0].stats == AnswerStats(output_tokens=2)
+
+
+@pytest.mark.parametrize(("field", "value", "refusal"), [
+    ("version", 3, "version"),
+    ("version", True, "version"),
+    ("other_versions", [{"content": "x", "colour": "red"}], "other version 1"),
+    ("other_versions", [{"content": 5}], "content"),
+    ("other_versions", [{"content": "x"}] * 101, "at most 100"),
+])
+def test_other_versions_from_outside_are_checked(store, tmp_path, field, value, refusal):
+    path = tmp_path / "odd.json"
+    answer = {"role": "assistant", "content": "A", "other_versions": [{"content": "B"}], field: value}
+    path.write_text(json.dumps([{"role": "user", "content": "Q"}, answer]))
+    with pytest.raises(ConversationFileError, match=refusal):
+        exchange.read_chat_file(path, store.images)
+
+
+def test_only_the_last_answer_has_other_versions(store, tmp_path):
+    path = tmp_path / "odd.json"
+    path.write_text(json.dumps([{"role": "user", "content": "Q"},
+                                {"role": "assistant", "content": "A", "other_versions": [{"content": "B"}]},
+                                {"role": "user", "content": "Q2"}, {"role": "assistant", "content": "A2"}]))
+    with pytest.raises(ConversationFileError, match="only the last answer"):
+        exchange.read_chat_file(path, store.images)

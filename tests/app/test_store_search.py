@@ -153,3 +153,20 @@ def test_limit(store: ChatStore) -> None:
     assert len(store.search("note", limit=5)) == 5
     assert len(store.search("note")) == 30
     assert store.search("note", limit=0) == []
+
+
+def test_an_answer_s_other_versions_are_found_and_say_which_version(store: ChatStore) -> None:
+    chat_id = store.create_chat()
+    store.add_user_message(chat_id, "Name a colour")
+    answer = store.begin_answer(chat_id)
+    store.finish_answer(answer, "Vermilion red.", "complete")
+    store.begin_version(answer)
+    store.finish_answer(answer, "Teal.", "complete")
+
+    (hit,) = store.search("vermilion")
+    assert (hit.message_id, hit.version, highlighted(hit)) == (answer, 0, ["Vermilion"])
+    (hit,) = store.search("teal")
+    assert hit.version is None  # the version shown is the message's own text
+    store.show_version(answer, 0)
+    (hit,) = store.search("teal")
+    assert (hit.message_id, hit.version) == (answer, 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ MAX_CONVERSATION_MESSAGES = 5_000
 MAX_MESSAGE_CHARS = 1_000_000
 MAX_IMAGES_PER_MESSAGE = 32
 MAX_STATS_FIELDS = 32  # an answer's timing line, as the app exports it; the core reads none of it
+MAX_OTHER_VERSIONS = 100  # answers Regenerate wrote before or after the one shown
 # A JSON string, to leave out when counting what is outside strings.
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 
@@ -81,16 +82,28 @@ def images_in_order(messages: list[Message]) -> list[Image]:
 
 
 def read_conversation(path: Path) -> list[Message]:
-    """Turns from an untrusted JSON file: `[{"role", "content", "images"?, "stats"?}, ...]`; "stats" passed over."""
-    return [message for message, _stats in read_conversation_stats(path)]
+    """Turns from an untrusted JSON file: `[{"role", "content", "images"?, ...}, ...]`; what the app exports beside
+    each message (an answer's stats and other versions) is passed over."""
+    return [turn.message for turn in read_turns(path)]
 
 
-def read_conversation_stats(path: Path) -> list[tuple[Message, dict[str, Any]]]:
-    """Turns from an untrusted JSON file, each with its "stats" object (an answer's, as the app exports them).
+@dataclass(frozen=True)
+class Turn:
+    """A message of a conversation file and what the app exports beside it, which the core checks only in shape."""
+
+    message: Message
+    stats: dict[str, Any] = field(default_factory=dict)  # an answer's, as written: whoever shows them checks them
+    # An answer's other versions (text, stats), in order, and where the message itself sits among them.
+    other_versions: tuple[tuple[str, dict[str, Any]], ...] = ()
+    version: int = 0
+
+
+def read_turns(path: Path) -> list[Turn]:
+    """Turns from an untrusted JSON file, each with what the app exports beside its message:
+    `[{"role", "content", "images"?, "stats"?, "other_versions"?: [{"content", "stats"?}], "version"?}, ...]`.
 
     Image names are returned as written in the file (relative to it, in files the app exports), as plain
-    paths; the caller resolves them (into ImageRefs). The stats' values are as written: whoever shows them
-    checks the ones it reads. Sizes are bounded so a hostile file cannot fill memory.
+    paths; the caller resolves them (into ImageRefs). Sizes are bounded so a hostile file cannot fill memory.
     """
     data = read_regular_file(path, MAX_CONVERSATION_BYTES, ConversationError, "a conversation")
     try:
@@ -111,7 +124,7 @@ def read_conversation_stats(path: Path) -> list[tuple[Message, dict[str, Any]]]:
         raise ConversationError(f"{path}: expected a JSON list of messages, with at least one message.")
     if len(raw) > MAX_CONVERSATION_MESSAGES:
         raise ConversationError(f"{path}: more than {MAX_CONVERSATION_MESSAGES} messages.")
-    return [_parse_message(item, f"{path}: message {index}") for index, item in enumerate(raw, 1)]
+    return [_parse_turn(item, f"{path}: message {index}") for index, item in enumerate(raw, 1)]
 
 
 def _json_values(data: bytes) -> int:
@@ -125,17 +138,13 @@ def _max_json_values() -> int:
     return MAX_CONVERSATION_MESSAGES * (10 + MAX_IMAGES_PER_MESSAGE + 2 * MAX_STATS_FIELDS)
 
 
-def _parse_message(item: object, where: str) -> tuple[Message, dict[str, Any]]:
+def _parse_turn(item: object, where: str) -> Turn:
     if not isinstance(item, dict) or item.get("role") not in ("user", "assistant"):
         raise ConversationError(f'{where}: needs "role": "user" or "assistant".')
-    unknown = set(item) - {"role", "content", "images", "stats"}
+    unknown = set(item) - {"role", "content", "images", "stats", "other_versions", "version"}
     if unknown:
         raise ConversationError(f"{where}: unknown fields {', '.join(sorted(map(repr, unknown)))}.")
-    text = item.get("content")
-    if not isinstance(text, str):
-        raise ConversationError(f'{where}: "content" must be a string.')
-    if len(text) > MAX_MESSAGE_CHARS:
-        raise ConversationError(f"{where}: the text is longer than {MAX_MESSAGE_CHARS} characters.")
+    text = _text(item, where)
     names = item.get("images", [])
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
         raise ConversationError(f'{where}: "images" must be a list of file names.')
@@ -143,9 +152,34 @@ def _parse_message(item: object, where: str) -> tuple[Message, dict[str, Any]]:
         raise ConversationError(f"{where}: only user messages can carry images.")
     if len(names) > MAX_IMAGES_PER_MESSAGE:
         raise ConversationError(f"{where}: more than {MAX_IMAGES_PER_MESSAGE} images.")
+    others = item.get("other_versions", [])
+    if not isinstance(others, list) or len(others) > MAX_OTHER_VERSIONS:
+        raise ConversationError(f'{where}: "other_versions" must be a list of at most {MAX_OTHER_VERSIONS} answers.')
+    version = item.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= len(others):
+        raise ConversationError(f'{where}: "version" must be a number from 0 to {len(others)}.')
+    other_versions = []
+    for number, other in enumerate(others, 1):
+        if not isinstance(other, dict) or set(other) - {"content", "stats"}:
+            raise ConversationError(f'{where}: other version {number} must have "content" and "stats" only.')
+        other_versions.append((_text(other, f"{where}, other version {number}"), _stats(other, where)))
+    stats = _stats(item, where)
+    if item["role"] != "assistant" and (stats or other_versions or version):
+        raise ConversationError(f"{where}: only answers carry stats and versions.")
+    return Turn(Message(item["role"], text, tuple(names)), stats, tuple(other_versions), version)
+
+
+def _text(item: dict[str, Any], where: str) -> str:
+    text = item.get("content")
+    if not isinstance(text, str):
+        raise ConversationError(f'{where}: "content" must be a string.')
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise ConversationError(f"{where}: the text is longer than {MAX_MESSAGE_CHARS} characters.")
+    return text
+
+
+def _stats(item: dict[str, Any], where: str) -> dict[str, Any]:
     stats = item.get("stats", {})
     if not isinstance(stats, dict) or len(stats) > MAX_STATS_FIELDS:
         raise ConversationError(f'{where}: "stats" must be an object of at most {MAX_STATS_FIELDS} fields.')
-    if stats and item["role"] != "assistant":
-        raise ConversationError(f"{where}: only answers carry stats.")
-    return Message(item["role"], text, tuple(names)), stats
+    return stats
