@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from xvlm_core.errors import ImageError
+from xvlm_core import model
 from xvlm_core.model.images import (
     MAX_DECODED_BYTES,
     MAX_IMAGE_PIXELS,
@@ -180,3 +181,41 @@ def test_folder_and_nul_in_the_name_are_clear_errors(tmp_path: Path):
 def test_panorama_is_shrunk_before_padding_so_the_square_stays_bounded():
     padded = pad_to_square(Image.new("RGB", (20_000, 100), (0, 0, 0)), (122, 116, 104))
     assert padded.width == padded.height and padded.width ** 2 <= MAX_IMAGE_PIXELS
+
+
+def test_transparency_is_composited_in_bands_with_the_same_result(monkeypatch):
+    pixels = np.random.default_rng(0).integers(0, 256, (37, 23, 4), dtype=np.uint8)
+    whole = to_rgb(Image.fromarray(pixels, "RGBA"))
+    monkeypatch.setattr(model.images, "BAND_PIXELS", 50)  # two rows a band, the last one short
+    assert np.array_equal(np.asarray(to_rgb(Image.fromarray(pixels, "RGBA"))), np.asarray(whole))
+    palette = Image.fromarray(pixels[..., 0]).convert("P")
+    palette.info["transparency"] = 7
+    over_white = Image.alpha_composite(Image.new("RGBA", palette.size, "white"), palette.convert("RGBA"))
+    assert np.array_equal(np.asarray(to_rgb(palette)), np.asarray(over_white.convert("RGB")))
+
+
+def test_a_palette_image_is_bounded_by_its_rgb_copy(tmp_path: Path):
+    path = tmp_path / "palette.png"
+    path.write_bytes(png_header_only(8000, 7000, 8, 3))  # 56 MB of palette indexes, 168 MB as RGB
+    with pytest.raises(ImageError, match="8000x7000 pixels in mode P would take 161 MB"):
+        load_image(path)
+
+
+def test_a_large_transparent_palette_png_converts_within_a_little_more_than_its_rgb_copy(tmp_path: Path):
+    import subprocess
+    import sys
+
+    side = 7000  # 49 megapixels: 147 MB as RGB, within the budget
+    image = Image.new("P", (side, side), 0)
+    image.putpalette([255, 0, 0] * 256)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", transparency=0)
+    path = tmp_path / "clear.png"
+    path.write_bytes(buffer.getvalue())
+    assert path.stat().st_size < 200_000
+    probe = ("import resource, sys; from xvlm_core.model.images import load_image; "
+             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; load_image(sys.argv[1]); "
+             "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)")
+    grown_mb = int(subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True,
+                                  check=True, timeout=120).stdout)
+    assert grown_mb < 2.2 * 147  # the indexes, the RGB result and bands; it was five times the result
