@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from xvlm_core.errors import ImageError
 from xvlm_core import model
+from xvlm_core.errors import ImageError
 from xvlm_core.model.images import (
     MAX_DECODED_BYTES,
     MAX_IMAGE_PIXELS,
