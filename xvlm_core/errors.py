@@ -101,18 +101,23 @@ class OutOfMemory(XvlmError):
     default_code = Remedy.FREE_MEMORY
 
 
+MPS_OUT_OF_MEMORY = "MPS backend out of memory"
+
+
 def known_error(exc: BaseException) -> XvlmError | None:
     """`exc` as a core error, if the core knows what it means: itself, or running out of memory; else None.
 
     The one place where the core recognises running out of memory, by the exception's type: Python's
-    MemoryError, or torch's OutOfMemoryError (CUDA, ROCm). torch is looked up, never imported: an exception
-    of torch's means it is loaded, and the app must not import it.
+    MemoryError, or torch's OutOfMemoryError (CUDA, ROCm). Apple's GPU has no type of its own: torch raises a
+    RuntimeError that starts with MPS_OUT_OF_MEMORY. torch is looked up, never imported: an exception of
+    torch's means it is loaded, and the app must not import it.
     """
     if isinstance(exc, XvlmError):
         return exc
     torch = sys.modules.get("torch")
     torch_oom = getattr(torch, "OutOfMemoryError", None)
-    if isinstance(exc, MemoryError) or (isinstance(torch_oom, type) and isinstance(exc, torch_oom)):
+    mps_oom = type(exc) is RuntimeError and str(exc).startswith(MPS_OUT_OF_MEMORY)
+    if isinstance(exc, MemoryError) or (isinstance(torch_oom, type) and isinstance(exc, torch_oom)) or mps_oom:
         first_line = (str(exc).strip().splitlines() or [""])[0][:300]
         reason = f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
         return OutOfMemory(f"The model ran out of memory ({reason.rstrip('.')}).")

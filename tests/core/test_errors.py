@@ -72,8 +72,13 @@ def test_a_model_not_downloaded_is_a_download_problem_with_its_repo_id():
         "XiaoduoAILab/Xmodel_VLM")
 
 
-@pytest.mark.parametrize("exc", [MemoryError(), torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB\n"
-                                                                       "See the documentation for memory management.")])
+@pytest.mark.parametrize("exc", [
+    MemoryError(),
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB\nSee the documentation for memory management."),
+    # Apple's GPU: torch has no type for it, only this RuntimeError
+    RuntimeError("MPS backend out of memory (MPS allocated: 17.5 GB, other allocations: 1.2 GB). Tried to allocate "
+                 "256 MB on private pool.\nSee the documentation for memory management."),
+])
 def test_running_out_of_memory_is_known_by_its_type(exc):
     error = known_error(exc)
     assert error is not None and error.code is Remedy.FREE_MEMORY
@@ -83,6 +88,7 @@ def test_running_out_of_memory_is_known_by_its_type(exc):
 
 def test_words_alone_do_not_make_an_error_out_of_memory():
     assert known_error(RuntimeError("out of memory")) is None
+    assert known_error(ValueError("MPS backend out of memory")) is None  # torch's own words, and its type
     assert problem_of(RuntimeError("out of memory")) == Problem(
         Remedy.SEE_LOG, "RuntimeError")
 
