@@ -17,6 +17,7 @@ from transformers import CLIPVisionConfig
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from xvlm_core import hub
+from xvlm_core.engines.language import LanguageModel
 from xvlm_core.engines.pytorch.device import dtype_name, memory_in_use_mb, pick_device, pick_dtype, release_freed_memory
 from xvlm_core.engines.pytorch.quantize import QuantizedLinear, quantizable_linears, quantized_linear
 from xvlm_core.errors import CheckpointError, Remedy, XvlmError
@@ -44,6 +45,9 @@ class LoadedModel:
     dtype: torch.dtype
     quantize: str = "none"  # "int8", "int4": the language model's linear layers hold 8- or 4-bit weights
     load_s: float = 0.0
+    engine: str = "pytorch"  # what runs the language model: "pytorch" (the network's own) or "llama.cpp"
+    # A new cache on the engine that runs the language model, for each session; None: the network's own, in PyTorch.
+    open_language: Callable[[], LanguageModel] | None = None
 
     @property
     def config(self) -> XvlmConfig:
@@ -64,6 +68,7 @@ class LoadedModel:
             "device": str(self.device),
             "dtype": dtype_name(self.dtype),
             "quantize": self.quantize,
+            "engine": self.engine,
             "memory_mb": memory_in_use_mb(self.device),
             "load_s": self.load_s,
             "can_see_images": self.can_see_images,
@@ -151,12 +156,14 @@ def load_model(
     dtype: str = "auto",
     on_stage: Callable[[str], None] = lambda stage: None,
     quantize: str = "none",
+    language_weights: bool = True,
 ) -> LoadedModel:
     """Load a checkpoint folder or cached hub repo, ready to answer on `device` in `dtype`.
 
     `quantize="int8"` converts the language model's linear layers to int8 weights as they are read, and
     `"int4"` to 4-bit ones; in both the vision tower's are int8 (its hundreds of rows a call gain nothing
     from 4 bits: they multiply through a float copy either way).
+    Without `language_weights` the language model stays on the meta device, weightless: another engine runs it.
     """
     if quantize not in QUANTIZE_CHOICES:
         raise XvlmError(f"'{quantize}' is not a weight precision (use {' or '.join(QUANTIZE_CHOICES)}).")
@@ -189,18 +196,24 @@ def load_model(
             _load_tower(network, tower, int8)
         times["vision_tower_s"] = time.perf_counter() - tick
     quantized: set[str] = set()
-    if int8 is not None:
+    if int8 is not None and language_weights:
         tick = time.perf_counter()
         on_stage(f"Loading the language model with {WEIGHTS_LABELS[quantize]}…")
         quantized = _load_quantized_linears(network.language_model, files, int8, kind=quantize)
         times["quantize_s"] = time.perf_counter() - tick
     tick = time.perf_counter()
     on_stage("Loading the language model…")
-    _load_language_and_projector(network, files, tower is not None, quantized)
+    _load_language_and_projector(network, files, tower is not None, quantized, language_weights)
     times["language_model_s"] = time.perf_counter() - tick
 
     _rebuild_buffers(network)
-    network = network.to(device=torch_device, dtype=torch_dtype).eval()
+    if language_weights:
+        network = network.to(device=torch_device, dtype=torch_dtype).eval()
+    else:
+        for part in (network.vision_tower, network.projector):
+            if part is not None:
+                part.to(device=torch_device, dtype=torch_dtype)
+        network.eval()
     # The rotary frequencies stay float32, as in the original, whatever the weights' dtype.
     network.language_model.model.rotary_emb = LlamaRotaryEmbedding(network.language_model.config).to(torch_device)
     _read_in(network)
@@ -296,10 +309,10 @@ def _load_quantized_linears(
 
 
 def _load_language_and_projector(
-    network: XmodelVLM, files: list[Path], with_vision: bool, already_loaded: set[str]
+    network: XmodelVLM, files: list[Path], with_vision: bool, already_loaded: set[str], language_weights: bool = True
 ) -> None:
     def wanted(key: str) -> bool:
-        if key in already_loaded:
+        if key in already_loaded or (not language_weights and not key.startswith(PROJECTOR_PREFIX)):
             return False
         return not key.startswith(EMBEDDED_TOWER_PREFIX) and not key.endswith("rotary_emb.inv_freq")
 
@@ -317,7 +330,8 @@ def _load_language_and_projector(
         raise CheckpointError(
             f"{where}: {len(unexpected)} weights do not belong to an Xmodel-VLM model (first: {unexpected[0]})."
         )
-    _assign(network.language_model, language, where, skip=QuantizedLinear)
+    if language_weights:
+        _assign(network.language_model, language, where, skip=QuantizedLinear)
     if with_vision:
         assert network.projector is not None
         _assign(network.projector, projector, f"{where} (projector)")

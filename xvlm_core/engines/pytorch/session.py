@@ -1,4 +1,8 @@
-"""A chat session: renders the conversation the original way and reuses the KV cache for what is unchanged."""
+"""A chat session: renders the conversation the original way and reuses the KV cache for what is unchanged.
+
+The session is the same whichever engine runs the language model: PyTorch's (`TorchLanguageModel`, here), or
+the one a loader names in `LoadedModel.open_language` (llama.cpp's).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import inspect
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Generator, Hashable
+from collections.abc import Generator, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -16,6 +20,7 @@ from transformers import LlamaForCausalLM
 
 from xvlm_core.answers import Answer, AnswerResult, GenerationStats
 from xvlm_core.engines.generation import TextStream, TokenPicker, decode
+from xvlm_core.engines.language import BeforeChunk, LanguageModel, Run
 from xvlm_core.engines.pytorch.decode_step import make_step, needs_zeroed_cache
 from xvlm_core.engines.pytorch.kv_cache import PreallocatedCache
 from xvlm_core.engines.pytorch.loading import LoadedModel
@@ -48,14 +53,15 @@ KEPT_EMBEDDINGS = 64
 class ChatSession:
     """Multi-turn chat on one loaded model. Not thread-safe: use it from one thread.
 
-    `decode_mode` chooses the decode step (`decode_step.DECODE_MODES`); "auto" is right outside of tests.
+    `decode_mode` chooses PyTorch's decode step (`decode_step.DECODE_MODES`); "auto" is right outside of tests.
     """
 
     def __init__(self, loaded: LoadedModel, decode_mode: str = "auto"):
         self.loaded = loaded
-        self.step = make_step(loaded.model.language_model, decode_mode)
-        self.cache = self._new_cache()
-        self.cached: list[Position] = []  # what each position of `cache` holds
+        self.language: LanguageModel = (
+            loaded.open_language() if loaded.open_language else TorchLanguageModel(loaded, decode_mode)
+        )
+        self.cached: list[Position] = []  # what each position of the language model's cache holds
         # image SHA-256 -> [144, hidden], the most recently used last; at most KEPT_EMBEDDINGS
         self._embeddings: OrderedDict[str, torch.Tensor] = OrderedDict()
         # Plain paths (not ImageRefs) are hashed here once per file version: (path, mtime, size) -> SHA-256.
@@ -88,11 +94,15 @@ class ChatSession:
 
     def reset(self) -> None:
         """Forget the cache (a new chat, or after an error left it in an unknown state)."""
-        self.cache = self._new_cache()
+        self.language.reset()
         self.cached = []
 
-    def _new_cache(self) -> PreallocatedCache:
-        return PreallocatedCache(self.loaded.model.language_model.config, zeroed=needs_zeroed_cache(self.step))
+    @property
+    def cache(self) -> PreallocatedCache:
+        """PyTorch's KV cache, for tests that look into it."""
+        if not isinstance(self.language, TorchLanguageModel):
+            raise TypeError("only the PyTorch engine keeps a PreallocatedCache")
+        return self.language.cache
 
     def _run(self, job: _Job) -> Generator[str, None, AnswerResult]:
         started = time.perf_counter()
@@ -109,10 +119,10 @@ class ChatSession:
             tick = time.perf_counter()
             attached = images_in_order(messages)
             hashes = [self._image_hash(image, job.cancel) for image in attached]
-            images = [
-                self._encode_image(key, image_path(image), stats, job.cancel)
+            images = {
+                key: self._encode_image(key, image_path(image), stats, job.cancel)
                 for key, image in zip(hashes, attached, strict=True)
-            ]
+            }
             stats.image_encode_s = time.perf_counter() - tick
             sequence = self._positions(job.input_ids, hashes)
             tick = time.perf_counter()
@@ -134,7 +144,7 @@ class ChatSession:
 
         # Sized by what fits the context, not by what was asked for: a client may ask for billions of tokens.
         picker = TokenPicker(replace(job.settings, max_new_tokens=max_new), job.input_ids, logits.device)
-        tokens = decode(lambda token: self.step(token, self.cache), logits, picker, stop, job.cancel)
+        tokens = decode(self.language.step, logits, picker, stop, job.cancel)
         output_ids: list[int] = []
         try:
             while True:
@@ -160,7 +170,7 @@ class ChatSession:
         stats.stop_reason = decoded.stop_reason
         return AnswerResult(stream.text, stats, job.prompt, job.input_ids, decoded.output_ids)
 
-    def _prefill(self, job: _Job, sequence: list[Position], images: list[torch.Tensor]) -> torch.Tensor:
+    def _prefill(self, job: _Job, sequence: list[Position], images: dict[str, torch.Tensor]) -> torch.Tensor:
         """Run what the cache lacks of `sequence` through the model, in chunks; the last position's logits.
 
         Between chunks the cancel flag is checked; a cancelled prefill leaves the chunks done in the cache.
@@ -168,21 +178,20 @@ class ChatSession:
         stats = job.stats
         reused = _common_prefix(self.cached, sequence)
         reused = min(reused, len(sequence) - 1)  # at least one position to prefill: its logits start the answer
-        if self.cache.get_seq_length() > reused:
-            self.cache.crop(reused - self.cache.get_seq_length())
+        if self.language.length > reused:
+            self.language.crop(reused)
         self.cached = sequence[:reused]
         stats.prompt_tokens, stats.reused_tokens = len(sequence), reused
         stats.prefilled_tokens = len(sequence) - reused
+
+        def before_chunk(done: int) -> None:
+            self.cached = sequence[: reused + done]
+            _check(job.cancel)
+
         with torch.inference_mode():
-            embeds = self.loaded.model.embed(job.input_ids, images)[:, reused:]  # [1, T - reused, hidden]
-            for start in range(0, embeds.shape[1], PREFILL_CHUNK):
-                _check(job.cancel)
-                chunk = embeds[:, start : start + PREFILL_CHUNK]  # [1, <= PREFILL_CHUNK, hidden]
-                out = self.loaded.model.language_model(
-                    inputs_embeds=chunk, **{CACHE_KEYWORD: self.cache}, use_cache=True, logits_to_keep=1
-                )
-                self.cached = sequence[: reused + start + chunk.shape[1]]
-        return out.logits[:, -1].float()
+            logits = self.language.prefill(_runs(sequence[reused:], images), before_chunk)
+        self.cached = list(sequence)
+        return logits
 
     def _fit_context(self, job: _Job) -> tuple[list[Message], int]:
         """Keep the newest turns that fit with room for the answer; drop older ones whole, carrying their images.
@@ -301,6 +310,66 @@ class ChatSession:
         while len(self._embeddings) > KEPT_EMBEDDINGS:
             self._embeddings.popitem(last=False)  # an answer holds its own images' tensors while it runs
         return embeddings
+
+
+class TorchLanguageModel:
+    """PyTorch's engine: the network's LlamaForCausalLM over a `PreallocatedCache`, one token at a time through
+    `decode_step`'s step."""
+
+    def __init__(self, loaded: LoadedModel, decode_mode: str = "auto"):
+        self.language_model = loaded.model.language_model
+        self.decode_step = make_step(self.language_model, decode_mode)
+        self.cache = self._new_cache()
+
+    @property
+    def length(self) -> int:
+        return self.cache.get_seq_length()
+
+    def crop(self, length: int) -> None:
+        self.cache.crop(length - self.cache.get_seq_length())
+
+    def reset(self) -> None:
+        self.cache = self._new_cache()
+
+    def prefill(self, runs: Sequence[Run], before_chunk: BeforeChunk) -> torch.Tensor:
+        embed_tokens = self.language_model.get_input_embeddings()
+        weight = embed_tokens.weight
+        pieces = [
+            embed_tokens(torch.tensor(run, device=weight.device)) if isinstance(run, list)
+            else run.to(weight.device, weight.dtype)
+            for run in runs
+        ]  # each [n, hidden]
+        embeds = torch.cat(pieces).unsqueeze(0)  # [1, positions, hidden]
+        for start in range(0, embeds.shape[1], PREFILL_CHUNK):
+            before_chunk(start)
+            chunk = embeds[:, start : start + PREFILL_CHUNK]  # [1, <= PREFILL_CHUNK, hidden]
+            out = self.language_model(
+                inputs_embeds=chunk, **{CACHE_KEYWORD: self.cache}, use_cache=True, logits_to_keep=1
+            )
+        return out.logits[:, -1].float()
+
+    def step(self, token: int) -> torch.Tensor:
+        return self.decode_step(token, self.cache)
+
+    def _new_cache(self) -> PreallocatedCache:
+        return PreallocatedCache(self.language_model.config, zeroed=needs_zeroed_cache(self.decode_step))
+
+
+def _runs(positions: list[Position], images: dict[str, torch.Tensor]) -> list[Run]:
+    """Positions as runs of token ids and runs of one image's consecutive embeddings ([n, hidden] each)."""
+    groups: list[list[Position]] = []
+    for position in positions:
+        last = groups[-1][-1] if groups else None
+        if (isinstance(last, int) and isinstance(position, int)) or (
+            isinstance(last, tuple) and isinstance(position, tuple) and position == (last[0], last[1] + 1)
+        ):
+            groups[-1].append(position)
+        else:
+            groups.append([position])
+    return [
+        group if isinstance(group[0], int) else images[group[0][0]][group[0][1] : group[-1][1] + 1]
+        for group in groups
+    ]
 
 
 def _check(cancel: threading.Event) -> None:
