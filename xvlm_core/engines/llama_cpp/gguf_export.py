@@ -1,0 +1,247 @@
+"""The language model of a checkpoint as a GGUF file llama.cpp reads (arch "llama"), made once and cached.
+
+The exact file keeps the weights in the number format the PyTorch engine would compute in (float32,
+bfloat16 or float16), with the checkpoint's SentencePiece vocabulary; the 8- and 4-bit files are made from it
+by llama.cpp's own quantizer (Q8_0 and Q4_K_M). Files are written beside their final name and renamed into
+place, so a quit or a full disk never leaves a file that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import platformdirs
+import torch
+
+from xvlm_core.errors import CheckpointError, Remedy, XvlmError
+from xvlm_core.model import checkpoint
+from xvlm_core.model.config import LanguageConfig
+from xvlm_core.model.tokenizer import Tokenizer
+
+# Part of every cache key: a change to what the files hold makes new ones instead of reusing old ones.
+CONVERTER_VERSION = 1
+# --quantize -> llama.cpp's file type (llama.h: LLAMA_FTYPE_MOSTLY_Q8_0, LLAMA_FTYPE_MOSTLY_Q4_K_M).
+QUANTIZED_FTYPES = {"int8": 7, "int4": 15}
+QUANTIZED_NAMES = {"int8": "Q8_0", "int4": "Q4_K_M"}
+# The exact file's weights, by the dtype the PyTorch engine would use: (GGML type, llama.cpp file type).
+EXACT_TYPES = {torch.float32: (0, 0), torch.float16: (1, 1), torch.bfloat16: (30, 32)}
+# SentencePiece piece kinds as GGUF token types (gguf.TokenType).
+NORMAL, UNKNOWN, CONTROL, UNUSED, BYTE = 1, 2, 3, 5, 6
+
+
+def cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir("xvlm-chat", appauthor=False)) / "gguf"
+
+
+def cache_key(weight_files: list[Path], dtype: torch.dtype, quantize: str) -> str:
+    """Which weights (names, sizes, modification times), in which number format, by which converter."""
+    hasher = hashlib.sha256(f"v{CONVERTER_VERSION} {dtype} {quantize}".encode())
+    for path in weight_files:
+        stat = path.stat()
+        hasher.update(f"\n{path.resolve()} {stat.st_size} {stat.st_mtime_ns}".encode())
+    return hasher.hexdigest()[:32]
+
+
+def gguf_file(
+    weight_files: list[Path],
+    language: LanguageConfig,
+    tokenizer: Tokenizer,
+    dtype: torch.dtype,
+    quantize: str,
+    on_stage: Callable[[str], None] = lambda stage: None,
+) -> Path:
+    """The cached GGUF of the checkpoint's language model for `dtype` and `quantize`, made first if missing."""
+    if dtype not in EXACT_TYPES:
+        raise XvlmError(f"llama.cpp cannot hold the weights in {dtype}.", code=Remedy.CHOOSE_PRECISION)
+    folder = cache_dir()
+    path = folder / f"{cache_key(weight_files, dtype, quantize)}.gguf"
+    if path.is_file():
+        return path
+    if quantize == "none":
+        on_stage("Converting the language model for llama.cpp (once)…")
+        with _written(path) as partial:
+            write_gguf(partial, weight_files, language, tokenizer, dtype)
+        return path
+    exact = gguf_file(weight_files, language, tokenizer, dtype, "none", on_stage)
+    on_stage(f"Quantizing the language model to {QUANTIZED_NAMES[quantize]} for llama.cpp (once)…")
+    with _written(path) as partial:
+        quantize_gguf(exact, partial, quantize)
+    return path
+
+
+@contextlib.contextmanager
+def _written(path: Path) -> Iterator[Path]:
+    """A temporary name in `path`'s folder to write to; renamed to `path` only once written whole."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial", dir=path.parent)
+        os.close(handle)
+    except OSError as exc:
+        raise _disk_error(path.parent, exc) from None
+    partial = Path(name)
+    try:
+        yield partial
+        os.replace(partial, path)
+    except OSError as exc:
+        raise _disk_error(path.parent, exc) from None
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _disk_error(folder: Path, exc: OSError) -> XvlmError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return XvlmError(
+            f"The disk is full: the language model converted for llama.cpp does not fit in {folder}.",
+            code=Remedy.FREE_DISK,
+        )
+    return XvlmError(f"The language model converted for llama.cpp cannot be written to {folder} ({exc.strerror}).",
+                     code=Remedy.CHOOSE_FOLDER)
+
+
+def write_gguf(
+    path: Path, weight_files: list[Path], language: LanguageConfig, tokenizer: Tokenizer, dtype: torch.dtype
+) -> None:
+    """Write the language model's weights, shape and vocabulary to `path`, one tensor at a time."""
+    import gguf
+
+    ggml_type, file_type = EXACT_TYPES[dtype]
+    keys = checkpoint.weight_keys(weight_files)
+    names = gguf_names(language)
+    missing = sorted(set(names) - keys)
+    if missing:
+        raise CheckpointError(f"{weight_files[0].parent}: the checkpoint has no language model weights "
+                              f"for llama.cpp ({len(missing)} missing, first: {missing[0]}).")
+    writer = gguf.GGUFWriter(path, "llama")
+    _write_metadata(writer, language, tokenizer, file_type)
+    shapes = _shapes(weight_files, set(names))
+    for key, name in names.items():
+        is_matrix = len(shapes[key]) == 2
+        element = torch.tensor([], dtype=dtype).element_size() if is_matrix else 4
+        raw_type = gguf.GGMLQuantizationType(ggml_type if is_matrix else 0)
+        numel = int(np.prod(shapes[key]))
+        writer.add_tensor_info(name, shapes[key], np.dtype(np.uint16 if element == 2 else np.float32),
+                               numel * element, raw_dtype=raw_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for key in names:
+        tensor = checkpoint.read_weights(weight_files, key.__eq__)[key]
+        writer.write_tensor_data(_as_stored(_for_llama(key, tensor, language), dtype))
+    writer.close()
+
+
+def gguf_names(language: LanguageConfig) -> dict[str, str]:
+    """Checkpoint key -> GGUF tensor name, in the order the file holds them."""
+    names = {"model.embed_tokens.weight": "token_embd.weight"}
+    per_layer = {
+        "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
+        "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+    }
+    for layer in range(language.num_hidden_layers):
+        for ours, theirs in per_layer.items():
+            names[f"model.layers.{layer}.{ours}.weight"] = f"blk.{layer}.{theirs}.weight"
+    names["model.norm.weight"] = "output_norm.weight"
+    names["lm_head.weight"] = "output.weight"
+    return names
+
+
+def _shapes(weight_files: list[Path], keys: set[str]) -> dict[str, tuple[int, ...]]:
+    state = checkpoint.read_weights(weight_files, keys.__contains__)  # memory-mapped: only shapes are read
+    return {key: tuple(tensor.shape) for key, tensor in state.items()}
+
+
+def _for_llama(key: str, tensor: torch.Tensor, language: LanguageConfig) -> torch.Tensor:
+    """HF LLaMA's query and key rows pair each rotary dimension with the one half a head away; llama.cpp's
+    with its neighbour: reorder the rows of each head from halves to interleaved pairs."""
+    if key.endswith("q_proj.weight"):
+        return _interleave_heads(tensor, language.num_attention_heads)
+    if key.endswith("k_proj.weight"):
+        return _interleave_heads(tensor, language.num_key_value_heads)
+    return tensor
+
+
+def _interleave_heads(weight: torch.Tensor, heads: int) -> torch.Tensor:
+    rows, columns = weight.shape  # [heads * head_dim, hidden]
+    halves = weight.reshape(heads, 2, rows // heads // 2, columns)  # [heads, 2, head_dim / 2, hidden]
+    return halves.transpose(1, 2).reshape(rows, columns)
+
+
+def _as_stored(tensor: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
+    """Matrices in `dtype` (bfloat16 as its raw 16 bits, which numpy lacks); norms in float32."""
+    if tensor.dim() == 1:
+        return tensor.float().contiguous().numpy()
+    converted = tensor.to(dtype).contiguous()
+    return converted.view(torch.int16).numpy().view(np.uint16) if converted.element_size() == 2 else converted.numpy()
+
+
+def _write_metadata(writer, language: LanguageConfig, tokenizer: Tokenizer, file_type: int) -> None:
+    head_dim = language.hidden_size // language.num_attention_heads
+    writer.add_name("Xmodel-LM")
+    writer.add_file_type(file_type)
+    writer.add_context_length(language.max_position_embeddings)
+    writer.add_embedding_length(language.hidden_size)
+    writer.add_block_count(language.num_hidden_layers)
+    writer.add_feed_forward_length(language.intermediate_size)
+    writer.add_head_count(language.num_attention_heads)
+    writer.add_head_count_kv(language.num_key_value_heads)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_freq_base(float(language.rope_theta))
+    writer.add_layer_norm_rms_eps(float(language.rms_norm_eps))
+    writer.add_vocab_size(language.vocab_size)
+    tokens, scores, types = _vocabulary(tokenizer, language.vocab_size)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_bos_token_id(tokenizer.bos_id)
+    writer.add_eos_token_id(tokenizer.eos_id)
+    unknown = tokenizer.sp.unk_id()
+    if unknown >= 0:
+        writer.add_unk_token_id(unknown)
+
+
+def _vocabulary(tokenizer: Tokenizer, size: int) -> tuple[list[str], list[float], list[int]]:
+    """Pieces, scores and kinds for `size` rows; rows past the tokenizer's pieces are named unused padding."""
+    sp = tokenizer.sp
+    tokens, scores, types = [], [], []
+    for index in range(size):
+        if index >= tokenizer.vocab_size:
+            tokens.append(f"[PAD{index}]")
+            scores.append(-1000.0)
+            types.append(UNUSED)
+            continue
+        tokens.append(sp.id_to_piece(index))
+        scores.append(sp.get_score(index))
+        kind = NORMAL
+        if sp.is_unknown(index):
+            kind = UNKNOWN
+        elif sp.is_control(index):
+            kind = CONTROL
+        elif sp.is_byte(index):
+            kind = BYTE
+        elif sp.is_unused(index):
+            kind = UNUSED
+        types.append(kind)
+    return tokens, scores, types
+
+
+def quantize_gguf(source: Path, target: Path, quantize: str) -> None:
+    """llama.cpp's own quantizer: `source` (exact) to `target` in Q8_0 or Q4_K_M."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = QUANTIZED_FTYPES[quantize]
+    params.nthread = torch.get_num_threads()
+    status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
+    if status != 0:
+        raise XvlmError(f"llama.cpp could not quantize the language model to {QUANTIZED_NAMES[quantize]} "
+                        f"(status {status}); see the log.")

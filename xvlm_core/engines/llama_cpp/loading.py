@@ -1,0 +1,48 @@
+"""Loading a checkpoint for the llama.cpp engine: the tower and projector in PyTorch, the language model as GGUF."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import torch
+
+from xvlm_core import hub
+from xvlm_core.engines.llama_cpp.gguf_export import gguf_file
+from xvlm_core.engines.llama_cpp.runner import LlamaLanguageModel, LlamaModel, llama_cpp_module
+from xvlm_core.engines.pytorch import loading
+from xvlm_core.errors import DeviceError
+from xvlm_core.model import checkpoint
+
+
+def load_model(
+    model: str,
+    vision_tower: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    on_stage: Callable[[str], None] = lambda stage: None,
+    quantize: str = "none",
+) -> loading.LoadedModel:
+    """`loading.load_model`'s model with llama.cpp running the language model, on the CPU.
+
+    The exact weights stay in the number format PyTorch would compute in; `quantize` "int8" runs llama.cpp's
+    Q8_0 and "int4" its Q4_K_M, both made from the exact file by llama.cpp's quantizer.
+    """
+    started = time.perf_counter()
+    llama_cpp_module()  # not installed: say so before anything is read
+    if device not in ("auto", "cpu"):
+        raise DeviceError(f"The llama.cpp engine runs on the CPU only, not on {device}.")
+    loaded = loading.load_model(model, vision_tower, "cpu", dtype, on_stage, language_weights=False)
+    files = checkpoint.find_weight_files(hub.resolve_folder(model))
+    path = gguf_file(files, loaded.config.language, loaded.tokenizer, loaded.dtype, quantize, on_stage)
+    on_stage("Loading the language model into llama.cpp…")
+    language = LlamaModel(path, float32_cache=loaded.dtype == torch.float32)
+    context_length = loaded.context_length
+    return replace(
+        loaded,
+        quantize=quantize,
+        engine="llama.cpp",
+        open_language=lambda: LlamaLanguageModel(language, context_length),
+        load_s=time.perf_counter() - started,
+    )
