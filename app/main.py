@@ -52,8 +52,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_intermixed_args(argv)  # images may come before, between or after the options
 
 
-def install_exception_hooks(report: Callable[[str], None]) -> None:
-    """Log any uncaught exception (UI thread, other threads, asyncio tasks) and tell the person, kindly.
+def friendly_error() -> str:
+    """What the window says of an exception the app has no message for, in the language of the moment."""
+    return QCoreApplication.translate("main", FRIENDLY_ERROR)
+
+
+def install_exception_hooks(report: Callable[[], None]) -> None:
+    """Log any uncaught exception (UI thread, other threads, asyncio tasks) and have the person told, kindly
+    (`friendly_error`).
 
     `report` is called on whichever thread failed; pass something that is safe to call from any thread
     (a Qt signal's emit).
@@ -64,25 +70,25 @@ def install_exception_hooks(report: Callable[[str], None]) -> None:
             sys.__excepthook__(kind, value, traceback)
             return
         log.critical("uncaught exception", exc_info=(kind, value, traceback))
-        report(QCoreApplication.translate("main", FRIENDLY_ERROR))
+        report()
 
     def on_thread_exception(args: threading.ExceptHookArgs) -> None:
         if args.exc_type is SystemExit:
             return
         log.critical("uncaught exception in thread %s", getattr(args.thread, "name", "?"),
                      exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
-        report(QCoreApplication.translate("main", FRIENDLY_ERROR))
+        report()
 
     sys.excepthook = on_exception
     threading.excepthook = on_thread_exception
 
 
-def asyncio_exception_handler(report: Callable[[str], None]) -> Callable[[asyncio.AbstractEventLoop, dict], None]:
+def asyncio_exception_handler(report: Callable[[], None]) -> Callable[[asyncio.AbstractEventLoop, dict], None]:
     def handle(_loop: asyncio.AbstractEventLoop, context: dict) -> None:
         exception = context.get("exception")
         log.critical("uncaught exception in the event loop: %s", context.get("message"),
                      exc_info=(type(exception), exception, exception.__traceback__) if exception else None)
-        report(QCoreApplication.translate("main", FRIENDLY_ERROR))
+        report()
 
     return handle
 
@@ -137,9 +143,9 @@ def run(args: argparse.Namespace) -> int:
     instance.listen()
 
     class Reporter(QObject):
-        """Carries a message from any thread to the window."""
+        """Carries word of an unexpected problem from any thread to the window."""
 
-        problem = Signal(str)
+        problem = Signal()
 
     reporter = Reporter()
     install_exception_hooks(reporter.problem.emit)
@@ -152,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
 
     window = MainWindow(build_parts(settings_file, history=open_history(), log_dir=logs.parent))
 
-    reporter.problem.connect(window.show_error)
+    reporter.problem.connect(lambda: window.show_error(friendly_error))
     instance.launched_again.connect(window.launched_again)
     start = window.start(launch.options)  # first: the window opens on the page start-up knows comes first
     window.show()

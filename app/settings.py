@@ -20,7 +20,7 @@ from xvlm_core.local_files import MAX_CONFIG_BYTES, read_regular_file
 from xvlm_core.sampling import SamplingSettings
 
 from app import APP_NAME
-from app.i18n import LANGUAGES, translate
+from app.i18n import LANGUAGES, Wording, translate
 from app.theme import THEMES
 
 log = logging.getLogger(__name__)
@@ -94,11 +94,13 @@ class Settings:
         return SamplingSettings(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p)
 
     @classmethod
-    def from_dict(cls, raw: dict) -> tuple[Settings, list[str]]:
+    def from_dict(cls, raw: dict) -> tuple[Settings, list[Wording]]:
         """The settings in `raw`, each field checked on its own: one of the wrong type or out of range falls back
-        to its default, and the list returned says which, in sentences for people. Unknown keys are ignored."""
+        to its default, and the list returned says which, as sentences for people (worded again in a new
+        language). Unknown keys are ignored."""
         defaults = cls()
-        values, problems = {}, []
+        values: dict[str, object] = {}
+        problems: list[Wording] = []
         for field in fields(cls):
             if field.name not in raw:
                 continue
@@ -108,10 +110,13 @@ class Settings:
             if type(value) is type(default) and _usable(field.name, value):
                 values[field.name] = value
             else:
-                problems.append(translate(
-                    "Settings", "The setting “{name}” was {value}, which cannot be used; it is back to its default, "
-                                "{default}.").format(name=field.name, value=_shown(value), default=_shown(default)))
+                problems.append(_unusable(field.name, _shown(value), _shown(default)))
         return replace(defaults, **values), problems
+
+
+def _unusable(name: str, value: str, default: str) -> Wording:
+    return lambda: translate("Settings", "The setting “{name}” was {value}, which cannot be used; it is back to its "
+                                         "default, {default}.").format(name=name, value=value, default=default)
 
 
 def _usable(name: str, value: object) -> bool:
@@ -148,7 +153,7 @@ class SettingsFile:
         """The settings, with the default for whatever could not be used (`load_checked` also says what)."""
         return self.load_checked()[0]
 
-    def load_checked(self) -> tuple[Settings, list[str]]:
+    def load_checked(self) -> tuple[Settings, list[Wording]]:
         """The settings and, for each part that could not be used and is at its default, a sentence saying so."""
         if not self.path.exists() and not self.path.is_symlink():
             return Settings(), []
@@ -156,17 +161,19 @@ class SettingsFile:
             raw = json.loads(read_regular_file(self.path, MAX_CONFIG_BYTES, what="a settings file").decode("utf-8"))
         except XvlmError as exc:
             log.warning("using the default settings: %s", exc)
-            return Settings(), [translate("Settings", "The settings could not be read, so all of them are at their "
-                                                      "defaults: {reason}").format(reason=exc)]
+            reason = str(exc)
+            return Settings(), [lambda: translate("Settings", "The settings could not be read, so all of them are at "
+                                                              "their defaults: {reason}").format(reason=reason)]
         except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, or nested beyond any real settings file
             log.warning("settings file %s damaged (%s); using the defaults", self.path, type(exc).__name__)
             raw = None
         if not isinstance(raw, dict):
-            return Settings(), [translate("Settings", "The settings file {path} is damaged, so all settings are at "
-                                                      "their defaults.").format(path=self.path)]
+            path = self.path
+            return Settings(), [lambda: translate("Settings", "The settings file {path} is damaged, so all settings "
+                                                              "are at their defaults.").format(path=path)]
         settings, problems = Settings.from_dict(raw)
         for problem in problems:
-            log.warning("%s: %s", self.path, problem)
+            log.warning("%s: %s", self.path, problem())
         return settings, problems
 
     def save(self, settings: Settings) -> None:
@@ -193,7 +200,7 @@ class AppSettings:
     def __init__(self, file: SettingsFile, initial: Settings | None = None):
         self.file = file
         # What the file held that could not be used (now at its default): the window says so once.
-        self.problems: list[str] = []
+        self.problems: list[Wording] = []
         if initial is None:
             initial, self.problems = file.load_checked()
         self.current = initial

@@ -45,9 +45,11 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from xvlm_core.errors import ImageError, XvlmError, problem_of  # torch-free; XvlmError covers the history's StoreError
 from xvlm_core.messages import DEFAULT_CONTEXT, IMAGE_POSITIONS, ImageRef, image_limit, image_path
 
 from app import APP_NAME
+from app.error_text import error_text
 from app.i18n import Wording, translate
 from app.icons import icon
 
@@ -100,7 +102,6 @@ def unreadable_file(path: str) -> Wording | None:
     Only a regular file reaches Qt's reader, which runs here on the UI thread: on a FIFO it would wait for a writer
     forever.
     """
-    from xvlm_core.errors import ImageError
     from xvlm_core.model.images import file_identity  # Pillow only (no torch)
 
     name = Path(path).name
@@ -109,8 +110,8 @@ def unreadable_file(path: str) -> Wording | None:
     try:
         file_identity(Path(path))
     except ImageError as exc:
-        said = str(exc)
-        return lambda: said
+        problem = problem_of(exc)
+        return lambda: error_text(problem).sentence()
     if not QImageReader(path).canRead():
         return lambda: translate("Composer", "{name}: not an image this app can read.").format(name=name)
     return None
@@ -553,8 +554,6 @@ class Composer(QFrame):
                                                                 context=context)
 
     async def _check_in_background(self, chip: ImageChip) -> None:
-        from xvlm_core.errors import XvlmError  # ImageError, or the history's StoreError
-
         try:
             thumbnail, image = await asyncio.get_running_loop().run_in_executor(None, self._check_and_prepare,
                                                                                 chip.path)
@@ -572,14 +571,15 @@ class Composer(QFrame):
 
     @staticmethod
     def _not_kept(path: str, exc: Exception) -> Wording:
-        """Why an image could not be checked or kept: the core's (or the history's) words, or the system's reason."""
-        said = str(exc)
+        """Why an image could not be checked or kept: the core's (or the history's) problem as the window words it,
+        or the system's reason."""
         if isinstance(exc, OSError):
-            name, reason = Path(path).name, exc.strerror or said
+            name, reason = Path(path).name, exc.strerror or str(exc)
             return lambda: translate("Composer", "{name} cannot be kept with the chat ({reason}). Check the free disk "
                                                  "space and that the data folder can be written.").format(
                 name=name, reason=reason)
-        return lambda: said
+        problem = problem_of(exc)
+        return lambda: error_text(problem).sentence()
 
     def _check_and_prepare(self, path: str) -> tuple[QImage, ImageRef]:
         thumbnail = self._check(path)

@@ -275,10 +275,7 @@ class MainWindow(QMainWindow):
         self._update_title()
         self.composer.setFocus()
         self._show_history_notice()
-        if self.app_settings.problems:
-            problems = html.escape(" ".join(self.app_settings.problems))  # worded once, as the file was read
-            self.settings_notice.show_message(lambda: (problems, [(translate("MainWindow", "Settings…"),
-                                                                   self.open_settings)]))
+        self._show_settings_notice()
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
@@ -442,7 +439,7 @@ class MainWindow(QMainWindow):
         controller.chat_changed.connect(self._on_chat_changed)
         controller.answer_left_running.connect(self._on_answer_left_running)
         controller.background_answer_finished.connect(self._on_background_answer_finished)
-        self.history.failed.connect(self.show_error)
+        self.history.failed.connect(lambda text: self.show_error(lambda: text))  # worded by the history, once
         self.history.notice_changed.connect(self._show_history_notice)
         if self.chat_list is not None:
             self.chat_list.chat_chosen.connect(self.show_chat)
@@ -634,7 +631,7 @@ class MainWindow(QMainWindow):
             self.transfer_bar.finish()
             self._update_file_actions()
         if path is not None:
-            self.statusBar().showMessage(translate("MainWindow", "Exported to {path}").format(path=path), 8000)
+            self._tell(lambda: translate("MainWindow", "Exported to {path}").format(path=path))
 
     def import_chat(self) -> None:
         if not self.history.writable or self.transfer_bar.running:
@@ -813,10 +810,10 @@ class MainWindow(QMainWindow):
         self.composer.attach_paths(paths)
         self.composer.setFocus()
 
-    def show_error(self, text: str) -> None:
-        """An unexpected problem, told without a traceback (the log has it)."""
-        self.banner.show_message(lambda: (html.escape(text), [(translate("MainWindow", "Open Log Folder"),
-                                                                self.open_log_folder)]))
+    def show_error(self, wording: Wording) -> None:
+        """An unexpected problem, told without a traceback (the log has it); worded again in a new language."""
+        self.banner.show_message(lambda: (html.escape(wording()), [(translate("MainWindow", "Open Log Folder"),
+                                                                     self.open_log_folder)]))
 
     # -- settings and help ---------------------------------------------------------------------------------
 
@@ -865,9 +862,20 @@ class MainWindow(QMainWindow):
     def _show_history_notice(self) -> None:
         notice = self.history.notice
         if notice is not None:
-            self.notice.show_message(lambda: (html.escape(notice.text), [(translate("MainWindow", "Show Folder"),
-                                                                          self._show_history_folder)]),
-                                     closable=notice.saving)
+            self.notice.show_message(self._word_history_notice, closable=notice.saving)
+
+    def _word_history_notice(self) -> tuple[str, Actions]:
+        """The history's notice as it words it now: asked again on each language change."""
+        notice = self.history.notice
+        return (html.escape(notice.text) if notice is not None else "",
+                [(translate("MainWindow", "Show Folder"), self._show_history_folder)])
+
+    def _show_settings_notice(self) -> None:
+        """What settings.json held that could not be used, said once at start (as long as the person keeps it)."""
+        problems = self.app_settings.problems
+        if problems:
+            self.settings_notice.show_message(lambda: (html.escape(" ".join(problem() for problem in problems)),
+                                                       [(translate("MainWindow", "Settings…"), self.open_settings)]))
 
     def _show_history_folder(self) -> None:
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.history.notice.folder)))

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from app.logs import setup_logging
-from app.main import FRIENDLY_ERROR, install_exception_hooks, parse_args
+from app.main import FRIENDLY_ERROR, friendly_error, install_exception_hooks, parse_args
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -106,7 +106,7 @@ def test_uncaught_exceptions_are_logged_and_reported_kindly(tmp_path, monkeypatc
     handlers, level = list(root.handlers), root.level
     try:
         log_file = setup_logging("INFO", tmp_path / "logs")
-        install_exception_hooks(reports.append)
+        install_exception_hooks(lambda: reports.append(friendly_error()))
         try:
             raise ValueError("on the UI thread")
         except ValueError:

@@ -140,5 +140,6 @@ def test_a_fifo_given_as_an_image_is_named_without_freezing_the_window(qtbot, ma
         unblocker.kill()
         unblocker.wait()
     wait_chips(qtbot, window, images_dir / "gradient_square.png")
-    assert window.composer.notice.text() == (f"{fifo}: not a regular file (a device, pipe or socket); only ordinary "
-                                             "files are read.")
+    assert window.composer.notice.text() == ("This picture cannot be used. Choose another one. "  # the window's
+                                             f"{fifo}: not a regular file (a device, pipe or socket); only ordinary "
+                                             "files are read.")  # the core's

@@ -185,7 +185,7 @@ def test_a_settings_file_that_is_a_fifo_gives_the_defaults_without_waiting(tmp_p
     loaded, error = outcome_without_hanging(SettingsFile(path).load, [path])
     assert error is None and loaded == Settings()
     settings, problems = SettingsFile(path).load_checked()
-    assert settings == Settings() and len(problems) == 1 and "not a regular file" in problems[0]
+    assert settings == Settings() and len(problems) == 1 and "not a regular file" in problems[0]()
 
 
 def test_settings_nested_too_deeply_give_the_defaults_with_a_notice(tmp_path):
@@ -193,7 +193,7 @@ def test_settings_nested_too_deeply_give_the_defaults_with_a_notice(tmp_path):
     path.write_text("[" * 100_000)
     assert SettingsFile(path).load() == Settings()
     settings, problems = SettingsFile(path).load_checked()
-    assert settings == Settings() and len(problems) == 1 and str(path) in problems[0]
+    assert settings == Settings() and len(problems) == 1 and str(path) in problems[0]()
 
 
 # (field, a value that type-checks but cannot be used)
@@ -217,7 +217,7 @@ def test_an_unusable_value_falls_back_to_its_default_and_says_so(qtbot, tmp_path
     assert dialog.result_settings() == settings
     checked, problems = SettingsFile(path).load_checked()
     assert checked == settings
-    assert len(problems) == 1 and f"“{field}”" in problems[0] and str(getattr(Settings(), field)) in problems[0]
+    assert len(problems) == 1 and f"“{field}”" in problems[0]() and str(getattr(Settings(), field)) in problems[0]()
 
 
 def test_the_window_tells_which_settings_were_reset_and_opens_the_dialog(qtbot, event_loop, tmp_path, monkeypatch):
