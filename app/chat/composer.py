@@ -24,6 +24,7 @@ from PySide6.QtCore import (
     QEvent,
     QIODevice,
     QMimeData,
+    QRect,
     QSize,
     QStandardPaths,
     Qt,
@@ -175,11 +176,14 @@ class PromptEdit(QPlainTextEdit):
         self.setPlaceholderText(translate("Composer", "Ask about the image…  (Enter to send, Shift+Enter for a new "
                                                       "line)"))
         self.setAccessibleName(translate("Composer", "Message"))
+        self._fit_height()  # the placeholder's lines changed with its words
 
     def changeEvent(self, event: QEvent) -> None:
         super().changeEvent(event)
         if event.type() == QEvent.Type.LanguageChange:
             self.retranslate()
+        elif event.type() in (QEvent.Type.StyleChange, QEvent.Type.FontChange):
+            QTimer.singleShot(0, self._fit_height)  # once the viewport has its new padding
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not (
@@ -202,10 +206,21 @@ class PromptEdit(QPlainTextEdit):
             super().insertFromMimeData(source)
 
     def _fit_height(self) -> None:
+        """As tall as the text (up to MAX_INPUT_LINES lines), or as the placeholder where it wraps in a narrow box."""
         lines = max(1, min(MAX_INPUT_LINES, int(self.document().size().height())))
-        margins = self.contentsMargins()
-        height = lines * self.fontMetrics().lineSpacing() + 2 * self.document().documentMargin()
-        self.setFixedHeight(int(height + margins.top() + margins.bottom() + 4))
+        text_height = lines * self.fontMetrics().lineSpacing()
+        if self.document().isEmpty():
+            text_height = max(text_height, self.placeholder_rect().height())
+        # The frame, and the padding the style sheet puts around the viewport, are what the box has beyond it.
+        chrome = max(self.height() - self.viewport().height(), self.contentsMargins().top() * 2)
+        self.setFixedHeight(int(text_height + 2 * self.document().documentMargin() + chrome))
+
+    def placeholder_rect(self) -> QRect:
+        """Where Qt draws the placeholder in the viewport: from the document's margin, wrapped at the right edge."""
+        margin = int(self.document().documentMargin())
+        room = QRect(margin, margin, max(1, self.viewport().width() - margin), 10_000)
+        flags = Qt.AlignmentFlag.AlignTop | Qt.TextFlag.TextWordWrap
+        return self.fontMetrics().boundingRect(room, int(flags), self.placeholderText())
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)

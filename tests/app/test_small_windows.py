@@ -50,6 +50,7 @@ def test_at_600x400_the_message_box_shows_its_whole_placeholder(qtbot, make_wind
     assert in_sight(box, window.centralWidget())
     room = box.viewport().width() - 2 * box.document().documentMargin()
     assert box.fontMetrics().horizontalAdvance(box.placeholderText()) <= room
+    assert box.viewport().rect().contains(box.placeholder_rect())
     assert window.chat_list is not None and not window.chat_list.isVisible()  # folded away by itself
 
 
@@ -73,3 +74,17 @@ def test_the_sidebar_folds_away_with_its_button_and_ctrl_b(qtbot, make_window, t
     assert sidebar.isVisible()
     resize(qtbot, window, (1100, 780))  # wide again: as the person left it there
     assert sidebar.isVisible()
+
+
+def test_at_600x400_with_the_sidebar_opened_the_placeholder_wraps_and_shows_whole(qtbot, make_window, tmp_path):
+    window = with_history(make_window, tmp_path)
+    resize(qtbot, window, SMALL)
+    qtbot.keyClick(window.composer.input, Qt.Key.Key_B, Qt.KeyboardModifier.ControlModifier)  # by hand
+    assert window.chat_list is not None and window.chat_list.isVisible()
+    QApplication.processEvents()
+    box = window.composer.input
+    text = box.placeholder_rect()
+    line = box.fontMetrics().lineSpacing()
+    assert text.height() >= 2 * line  # too narrow for one line: it wraps
+    assert box.viewport().rect().contains(text), (text, box.viewport().rect())
+    assert in_sight(box, window.centralWidget())
