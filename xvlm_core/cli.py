@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from xvlm_core.errors import Problem, Remedy, XvlmError, known_error
-from xvlm_core.precisions import QUANTIZE_CHOICES, WEIGHTS_LABELS
+from xvlm_core.precisions import ENGINE_CHOICES, QUANTIZE_CHOICES, WEIGHTS_LABELS
 
 if TYPE_CHECKING:
     from xvlm_core.hub import DownloadProgress
@@ -56,6 +56,13 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         default="none",
         help="int8: 8-bit weights for the language model, faster and half the memory; int4: 4-bit weights, "
         "faster still and about a third of the memory; answers may differ (default: none, the exact weights)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINE_CHOICES,
+        default="pytorch",
+        help="what runs the language model: pytorch, or llama.cpp (CPU only, faster decode; needs the 'llamacpp' "
+        "extra; its 8- and 4-bit weights are llama.cpp's Q8_0 and Q4_K_M) (default: %(default)s)",
     )
 
 
@@ -217,18 +224,19 @@ def _settings(args: argparse.Namespace):
 
 
 def _load(args: argparse.Namespace):
-    from xvlm_core.engines.pytorch.loading import load_model
+    from xvlm_core.engines.choice import load_on_engine
 
     def on_stage(text: str) -> None:
         log.info(text)
 
-    return load_model(
+    return load_on_engine(
         args.model,
         vision_tower=args.vision_tower,
         device=args.device,
         dtype=args.dtype,
         on_stage=on_stage,
         quantize=args.quantize,
+        engine=args.engine,
     )
 
 
@@ -406,6 +414,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         new_tokens=args.new_tokens,
         baseline=args.baseline,
         quantize=args.quantize,
+        engine=args.engine,
     )
     if args.json:
         print(json.dumps(result))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-from xvlm_core.precisions import QUANTIZE_CHOICES
+from xvlm_core.precisions import ENGINE_CHOICES, QUANTIZE_CHOICES
 
 DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
 
@@ -19,6 +19,7 @@ class LoadOptions:
     device: str = ""  # auto, cpu, cuda, cuda:N or mps
     dtype: str = ""  # one of DTYPE_CHOICES
     quantize: str = ""  # one of QUANTIZE_CHOICES
+    engine: str = ""  # one of ENGINE_CHOICES: what runs the language model
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -28,6 +29,8 @@ class LoadOptions:
             raise ValueError(f"'{self.dtype}' is not a number format (use {', '.join(DTYPE_CHOICES)})")
         if self.quantize and self.quantize not in QUANTIZE_CHOICES:
             raise ValueError(f"'{self.quantize}' is not a weight precision (use {', '.join(QUANTIZE_CHOICES)})")
+        if self.engine and self.engine not in ENGINE_CHOICES:
+            raise ValueError(f"'{self.engine}' is not an engine (use {', '.join(ENGINE_CHOICES)})")
 
     @property
     def given(self) -> bool:
@@ -40,8 +43,8 @@ class LoadOptions:
                                     if getattr(self, item.name)})
 
     def with_defaults(self) -> LoadOptions:
-        """Device and number format chosen automatically and exact weights, where not given."""
-        return self.over(LoadOptions(device="auto", dtype="auto", quantize="none"))
+        """Device and number format chosen automatically, exact weights and PyTorch, where not given."""
+        return self.over(LoadOptions(device="auto", dtype="auto", quantize="none", engine="pytorch"))
 
     def as_dict(self) -> dict[str, str]:
         return {item.name: getattr(self, item.name) for item in fields(self)}

@@ -23,6 +23,7 @@ from PIL import Image
 
 from xvlm_core.answers import AnswerResult
 from xvlm_core.bench.quality import compare_to_exact
+from xvlm_core.engines.choice import load_on_engine
 from xvlm_core.engines.pytorch.device import dtype_name, peak_resident_set_mb, processor
 from xvlm_core.engines.pytorch.loading import LoadedModel, load_model
 from xvlm_core.engines.pytorch.quantize import kernel_paths, weight_bytes
@@ -79,6 +80,7 @@ def run_benchmark(
     new_tokens: int = 32,
     baseline: bool = False,
     quantize: str = "none",
+    engine: str = "pytorch",
 ) -> dict[str, float | int | str]:
     """Measure one image + question, then follow-ups; `model=None` uses the synthetic full-size checkpoint.
 
@@ -86,10 +88,12 @@ def run_benchmark(
     some machines costs seconds, and would otherwise be charged to whichever side runs first. With
     `baseline`, a separate plain transformers process (exact weights) answers the same conversation
     afterwards: a model inside this process would share its memory, allocator and threads.
+    On llama.cpp (`engine`), quantized weights are not compared with exact ones here: its logits come one
+    position at a time.
     """
     synthetic = model is None
     model = model or str(synthetic_checkpoint())
-    loaded = load_model(model, vision_tower=vision_tower, device=device, dtype=dtype, quantize=quantize)
+    loaded = load_on_engine(model, vision_tower, device, dtype, quantize=quantize, engine=engine)
     read_per_token = bytes_read_per_token(loaded)
     result: dict[str, float | int | str] = {
         "model": "synthetic full-size Xmodel-VLM" if synthetic else model,
@@ -97,7 +101,8 @@ def run_benchmark(
         **processor(),
         "dtype": dtype_name(loaded.dtype),
         "quantize": quantize,
-        "kernels": kernel_paths(loaded.model.language_model),
+        "engine": engine,
+        "kernels": _kernels(loaded),
         "threads": torch.get_num_threads(),
         "load_s": loaded.load_s,
         "weights_read_per_token_gb": read_per_token / 1e9,
@@ -107,7 +112,7 @@ def run_benchmark(
         _answer(ChatSession(loaded), conversation(1, image, [])[-1], new_tokens)
         result["peak_rss_mb"] = peak_resident_set_mb()  # loading and one whole answer
         result.update(_run_turns(loaded, image, turns, new_tokens))
-        if quantize != "none":
+        if quantize != "none" and engine == "pytorch":
             # After the timed turns and the peak above: the exact model is loaded only to compare with.
             exact = load_model(model, vision_tower, device, dtype)
             result.update(compare_to_exact(loaded, exact, conversation(1, image, [])[-1]))
@@ -136,8 +141,20 @@ def plain_process_baseline(
     return {f"baseline_{key}": value for key, value in json.loads(lines[-1]).items()}
 
 
+def _kernels(loaded: LoadedModel) -> str:
+    if loaded.language_file is not None:
+        from xvlm_core.engines.llama_cpp.gguf_export import weight_types
+
+        return f"llama.cpp: {weight_types(loaded.language_file)}"
+    return kernel_paths(loaded.model.language_model)
+
+
 def bytes_read_per_token(loaded: LoadedModel) -> int:
     """Bytes of language-model weights one decoded token reads: all but the embedding table (one row of it)."""
+    if loaded.language_file is not None:
+        from xvlm_core.engines.llama_cpp.gguf_export import decode_bytes
+
+        return decode_bytes(loaded.language_file)
     language = loaded.model.language_model
     table = language.get_input_embeddings().weight
     shared_with_head = getattr(language.lm_head, "weight", None) is table

@@ -245,3 +245,20 @@ def quantize_gguf(source: Path, target: Path, quantize: str) -> None:
     if status != 0:
         raise XvlmError(f"llama.cpp could not quantize the language model to {QUANTIZED_NAMES[quantize]} "
                         f"(status {status}); see the log.")
+
+
+def weight_types(path: Path) -> str:
+    """The GGUF file's tensor types, with how many tensors hold each: "Q4_K x155; Q6_K x24; F32 x49"."""
+    import gguf
+
+    counts: dict[str, int] = {}
+    for tensor in gguf.GGUFReader(path).tensors:
+        counts[tensor.tensor_type.name] = counts.get(tensor.tensor_type.name, 0) + 1
+    return "; ".join(f"{name} x{count}" for name, count in counts.items())
+
+
+def decode_bytes(path: Path) -> int:
+    """Bytes of weights one decoded token reads from the GGUF file: all but the embedding table's."""
+    import gguf
+
+    return sum(int(t.n_bytes) for t in gguf.GGUFReader(path).tensors if t.name != "token_embd.weight")

@@ -44,5 +44,6 @@ def load_model(
         quantize=quantize,
         engine="llama.cpp",
         open_language=lambda: LlamaLanguageModel(language, context_length),
+        language_file=path,
         load_s=time.perf_counter() - started,
     )

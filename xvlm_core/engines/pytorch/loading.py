@@ -48,6 +48,7 @@ class LoadedModel:
     engine: str = "pytorch"  # what runs the language model: "pytorch" (the network's own) or "llama.cpp"
     # A new cache on the engine that runs the language model, for each session; None: the network's own, in PyTorch.
     open_language: Callable[[], LanguageModel] | None = None
+    language_file: Path | None = None  # the file that other engine runs the language model from
 
     @property
     def config(self) -> XvlmConfig:

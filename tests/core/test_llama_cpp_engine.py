@@ -1,0 +1,163 @@
+"""The llama.cpp engine: the same logits as PyTorch's, the same conversation rules, a safe file cache."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+import pytest
+import torch
+
+from xvlm_core.engines.llama_cpp import gguf_export
+from xvlm_core.engines.llama_cpp.loading import load_model as load_llama_cpp
+from xvlm_core.engines.pytorch.loading import load_model
+from xvlm_core.engines.pytorch.session import ChatSession
+from xvlm_core.errors import DeviceError, XvlmError
+from xvlm_core.load_options import LoadOptions
+from xvlm_core.model.images import load_image
+from xvlm_core.model.prompt import Message
+from xvlm_core.sampling import SamplingSettings
+
+QUESTION = "What is in this image?"
+
+
+@pytest.fixture(scope="module")
+def exact(tiny_model_dir, tiny_tower_dir):
+    return load_model(str(tiny_model_dir), str(tiny_tower_dir), dtype="float32")
+
+
+@pytest.fixture
+def load(tiny_model_dir, tiny_tower_dir):
+    def loader(quantize: str = "none"):
+        return load_llama_cpp(str(tiny_model_dir), str(tiny_tower_dir), dtype="float32", quantize=quantize)
+
+    return loader
+
+
+def teacher_forced(exact, loaded, images_dir) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token logits at every position of text, an image's 144 embeddings, then text: PyTorch's and
+    llama.cpp's (fed one position at a time, so each position's logits come out), [positions, vocab] each."""
+    pixels = exact.preprocess(load_image(images_dir / "gradient_square.png"))
+    image = exact.model.encode_images(pixels)[0]  # [144, hidden]
+    before = exact.tokenizer.encode_text("A chat about a picture. USER:")
+    after = exact.tokenizer.encode_text(" Describe the colours you see in it. ASSISTANT: It is a square")
+    embed = exact.model.language_model.get_input_embeddings()
+    with torch.inference_mode():
+        embeds = torch.cat([embed(torch.tensor(before)), image, embed(torch.tensor(after))]).unsqueeze(0)
+        reference = exact.model.language_model(inputs_embeds=embeds).logits[0].float()
+    language = loaded.open_language()
+    rows = [language.prefill([[token]], lambda done: None) for token in before]
+    rows += [language.prefill([image[index : index + 1]], lambda done: None) for index in range(image.shape[0])]
+    rows += [language.step(token) for token in after]
+    return reference, torch.cat(rows)
+
+
+def relative_error(got: torch.Tensor, reference: torch.Tensor) -> float:
+    """The mean over positions of |got - reference| / |reference| (Euclidean norms of each logits row)."""
+    return float(((got - reference).norm(dim=-1) / reference.norm(dim=-1)).mean())
+
+
+def test_exact_logits_match_pytorch_on_text_and_image_positions(exact, load, images_dir):
+    reference, got = teacher_forced(exact, load(), images_dir)
+    assert got.shape == reference.shape
+    # float32 weights and cache on both sides: the difference is float32 rounding in another order.
+    assert float((got - reference).abs().max()) <= 1e-4 * float(reference.abs().max())
+    assert torch.equal(got.argmax(-1), reference.argmax(-1))
+
+
+@pytest.mark.parametrize(("quantize", "bound", "agreement"), [("int8", 0.1, 0.8), ("int4", 0.5, 0.4)])
+def test_quantized_files_answer_within_a_bounded_error(exact, load, images_dir, quantize, bound, agreement):
+    # Random tiny weights are far harder on quantization than trained ones: these bounds only catch a broken
+    # file (wrong layout, wrong scales), whose error is near 1 and agreement near chance.
+    loaded = load(quantize)
+    assert loaded.quantize == quantize and loaded.engine == "llama.cpp"
+    # The tiny model's rows (64, 176 wide) are too short for Q4_K's blocks of 256: llama.cpp falls back to
+    # Q5_0 and Q8_0 there, as its quantizer does for any such tensor; the full-size model gets Q4_K.
+    assert "Q" in gguf_export.weight_types(loaded.language_file)
+    reference, got = teacher_forced(exact, loaded, images_dir)
+    assert relative_error(got, reference) < bound
+    assert float((got.argmax(-1) == reference.argmax(-1)).float().mean()) >= agreement
+    answer = ChatSession(loaded).answer([Message("user", QUESTION)], SamplingSettings(max_new_tokens=8))
+    assert list(answer) and answer.result.stats.output_tokens == 8
+
+
+def test_greedy_chat_reuses_the_cache_and_answers_as_pytorch_and_a_fresh_session(exact, load, images_dir):
+    loaded = load()
+    square = str(images_dir / "gradient_square.png")
+    settings = SamplingSettings(max_new_tokens=16)
+    session = ChatSession(loaded)
+    first = session.answer([Message("user", QUESTION, [square])], settings)
+    first_text = "".join(first)
+    on_pytorch = ChatSession(exact).answer([Message("user", QUESTION, [square])], settings)
+    assert first_text == "".join(on_pytorch)
+    follow_up = [Message("user", QUESTION, [square]), Message("assistant", first_text), Message("user", "Sure?")]
+    second = session.answer(follow_up, settings)
+    second_text = "".join(second)
+    assert second.result.stats.reused_tokens > 144
+    assert second.result.stats.prefilled_tokens < second.result.stats.prompt_tokens - 144
+    fresh = ChatSession(loaded).answer(follow_up, settings)
+    assert second_text == "".join(fresh) and fresh.result.stats.reused_tokens == 0
+
+
+def test_cancel_mid_answer_stops_and_leaves_the_session_usable(load):
+    loaded = load()
+    cancel = threading.Event()
+    session = ChatSession(loaded)
+    messages = [Message("user", QUESTION)]
+    answer = session.answer(messages, SamplingSettings(max_new_tokens=40), cancel=cancel)
+    for _ in answer:
+        cancel.set()
+    assert answer.result.stats.stop_reason == "cancelled"
+    assert answer.result.stats.output_tokens < 40
+    settings = SamplingSettings(max_new_tokens=12)
+    assert "".join(session.answer(messages, settings)) == "".join(ChatSession(loaded).answer(messages, settings))
+
+
+def test_the_converted_file_is_reused_and_a_partial_one_never_is(load, monkeypatch):
+    load()
+    folder, write_gguf = gguf_export.cache_dir(), gguf_export.write_gguf
+    (converted,) = folder.glob("*.gguf")
+    written = converted.stat().st_mtime_ns
+
+    def must_not_convert(*args, **kwargs):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(gguf_export, "write_gguf", must_not_convert)
+    assert load().language_file == converted
+    assert converted.stat().st_mtime_ns == written
+
+    # A conversion stopped halfway (a quit, a full disk) leaves neither a file under the final name nor its part.
+    converted.unlink()
+
+    def stopped_halfway(path, *args):
+        path.write_bytes(b"GGUF" + bytes(100))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gguf_export, "write_gguf", stopped_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        load()
+    assert list(folder.iterdir()) == []
+    monkeypatch.setattr(gguf_export, "write_gguf", write_gguf)
+    assert load().language_file == converted and converted.stat().st_size > 1_000_000
+
+
+def test_a_full_disk_is_a_clear_error(load, monkeypatch):
+    def disk_full(path, *args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(gguf_export, "write_gguf", disk_full)
+    with pytest.raises(XvlmError, match="disk is full") as raised:
+        load()
+    assert raised.value.code.value == "free_disk"
+    assert list(gguf_export.cache_dir().iterdir()) == []
+
+
+def test_the_engine_says_what_it_cannot_do(tiny_model_dir, tiny_tower_dir, monkeypatch):
+    with pytest.raises(DeviceError, match="CPU only"):
+        load_llama_cpp(str(tiny_model_dir), str(tiny_tower_dir), device="cuda")
+    with pytest.raises(ValueError, match="not an engine"):
+        LoadOptions(engine="onnx")
+    assert LoadOptions().with_defaults().engine == "pytorch"
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    with pytest.raises(XvlmError, match="'llamacpp' extra"):
+        load_llama_cpp(str(tiny_model_dir), str(tiny_tower_dir))
