@@ -75,9 +75,9 @@ def _default_load(request: LoadRequest, on_stage: Callable[[str], None]) -> Load
 
         return connect(request.server, request.api_key, request.options.model, on_stage)
     options = request.options.with_defaults()
-    load_model = import_core("xvlm_core.engines.pytorch.loading").load_model
-    return load_model(options.model, options.vision_tower or None, options.device, options.dtype, on_stage=on_stage,
-                      quantize=options.quantize)
+    load_on_engine = import_core("xvlm_core.engines.choice").load_on_engine
+    return load_on_engine(options.model, options.vision_tower or None, options.device, options.dtype, on_stage=on_stage,
+                          quantize=options.quantize, engine=options.engine)
 
 
 def _default_session(loaded: LoadedEngine) -> AnsweringSession:
