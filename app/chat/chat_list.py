@@ -36,7 +36,8 @@ SEARCH_DELAY_MS = 200
 RENAME_DIALOG_WIDTH = 400  # the name field: room for a long title
 UNDO_SHOWN_MS = 10_000
 THUMBNAIL_SIDE = 32
-CHAT_ID, MESSAGE_ID, PINNED, HIT_HTML = (Qt.ItemDataRole.UserRole + offset for offset in range(4))
+# VERSION: a hit in another version of a regenerated answer, its index among the answer's versions (else None)
+CHAT_ID, MESSAGE_ID, PINNED, HIT_HTML, VERSION = (Qt.ItemDataRole.UserRole + offset for offset in range(5))
 HIT_PADDING = 6  # around a search hit's text, as the list's items have
 
 
@@ -105,7 +106,7 @@ class RenameDialog(QDialog):
 
 class ChatList(QWidget):
     chat_chosen = Signal(int)
-    message_chosen = Signal(int, int)  # chat id, message id (a search result)
+    message_chosen = Signal(int, int, object)  # chat id, message id, the answer's version or None (a search hit)
     new_chat_requested = Signal()
     renamed = Signal(int, str)  # chat id, new title
     deleted = Signal(int)
@@ -230,10 +231,13 @@ class ChatList(QWidget):
             mark = f'<span style="background-color: {match_colour(self.palette()).name()}">', "</span>"
             for hit in hits:
                 title = hit.chat_title or translate("ChatList", "Untitled")
-                item = QListWidgetItem(f"{title}\n{hit.snippet}")
-                item.setData(HIT_HTML, f"<b>{html.escape(title)}</b><br>{hit.snippet_html(*mark)}")
+                where = "" if hit.version is None else " · " + translate(
+                    "ChatList", "answer version {number}").format(number=hit.version + 1)
+                item = QListWidgetItem(f"{title}{where}\n{hit.snippet}")
+                item.setData(HIT_HTML, f"<b>{html.escape(title)}</b>{html.escape(where)}<br>{hit.snippet_html(*mark)}")
                 item.setData(CHAT_ID, hit.chat_id)
                 item.setData(MESSAGE_ID, hit.message_id)
+                item.setData(VERSION, hit.version)
                 item.setToolTip(hit.snippet)
                 self.list.addItem(item)
             self.empty_label.setText(translate("ChatList", "Nothing found.") if not hits else "")
@@ -281,7 +285,7 @@ class ChatList(QWidget):
     def _activated(self, item: QListWidgetItem) -> None:
         message_id = item.data(MESSAGE_ID)
         if message_id is not None:
-            self.message_chosen.emit(item.data(CHAT_ID), message_id)
+            self.message_chosen.emit(item.data(CHAT_ID), message_id, item.data(VERSION))
         elif item.data(CHAT_ID) != self.current_chat:
             self.chat_chosen.emit(item.data(CHAT_ID))
 

@@ -551,10 +551,13 @@ class MainWindow(QMainWindow):
         self.composer.setFocus()
         self.composer.input.insertPlainText(text)
 
-    def open_message(self, chat_id: int, message_id: int) -> None:
-        """Show a search hit: its chat, scrolled to the message."""
+    def open_message(self, chat_id: int, message_id: int, version: int | None = None) -> None:
+        """Show a search hit: its chat, scrolled to the message; a hit in another version of a regenerated answer
+        shows that version (as its < 1/2 > would)."""
         if chat_id != self.controller.chat_id:
             self.show_chat(chat_id)
+        if version is not None:
+            self.controller.show_version(version)
         self.view.reveal_message(message_id)
 
     def _rename_chat(self, chat_id: int, title: str) -> None:

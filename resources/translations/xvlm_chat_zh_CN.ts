@@ -43,6 +43,10 @@
         <translation>对话</translation>
     </message>
     <message>
+        <source>answer version {number}</source>
+        <translation>回答的第 {number} 版</translation>
+    </message>
+    <message>
         <source>No chats yet.</source>
         <translation>还没有对话。</translation>
     </message>
@@ -172,6 +176,10 @@
     <message>
         <source>There is no message {id} in the history.</source>
         <translation>聊天记录中没有消息 {id}。</translation>
+    </message>
+    <message>
+        <source>only the last answer can have other versions.</source>
+        <translation>只有最后一条回答可以有其他版本。</translation>
     </message>
     <message>
         <source>message {index} holds a broken character (a lone surrogate such as {example}).</source>

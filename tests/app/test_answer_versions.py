@@ -10,6 +10,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog
 from test_window import ask, wait_answered
 
+from app.chat.chat_list import VERSION
 from app.history.records import Status
 from app.history.service import open_history
 from app.model.worker import ModelWorker
@@ -120,3 +121,45 @@ def test_an_answer_that_failed_before_any_text_is_not_kept_as_a_version(qtbot, m
     again, _session = window_on_history(make_window, tmp_path)
     assert switch(again).label.text() == "3/3"
     assert [version.text for version in again.controller.versions] == ["answer 1", "answer 3", "answer 5"]
+
+
+def test_export_from_the_window_keeps_the_other_versions(qtbot, make_window, tmp_path, monkeypatch):
+    window, _session = window_on_history(make_window, tmp_path)
+    ask(qtbot, window, "Hello")
+    wait_answered(qtbot, window)
+    window.regenerate_action.trigger()
+    wait_answered(qtbot, window)
+
+    folder = tmp_path / "exported"
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *args, **kwargs: str(folder))
+    for action, pattern in ((window.export_markdown_action, "*.md"), (window.export_json_action, "*.json")):
+        action.trigger()
+        qtbot.waitUntil(lambda pattern=pattern: any(folder.glob(pattern)) and not window.transfer_bar.running,
+                        timeout=10_000)
+    markdown = next(folder.glob("*.md")).read_text(encoding="utf-8")
+    assert "answer 1" in markdown and "answer 2" in markdown
+    exported = json.loads(next(folder.glob("*.json")).read_text(encoding="utf-8"))
+    assert exported[-1]["content"] == "answer 2"
+    assert [version["content"] for version in exported[-1]["other_versions"]] == ["answer 1"]
+
+
+def test_search_finds_an_earlier_answer_and_choosing_it_shows_that_version(qtbot, make_window, tmp_path):
+    window, _session = window_on_history(make_window, tmp_path)
+    ask(qtbot, window, "Hello")
+    wait_answered(qtbot, window)
+    window.regenerate_action.trigger()
+    wait_answered(qtbot, window)
+    assert shown(window) == ["Hello", "answer 2"]
+    chat_list = window.chat_list
+
+    qtbot.keyClicks(chat_list.search_edit, "answer 1")
+    qtbot.waitUntil(lambda: chat_list.list.count() == 1 and chat_list.list.item(0).data(VERSION) == 0,
+                    timeout=5_000)
+    hit = chat_list.list.item(0)
+    assert "answer version 1" in hit.text()
+    qtbot.mouseClick(chat_list.list.viewport(), Qt.MouseButton.LeftButton,
+                     pos=chat_list.list.visualItemRect(hit).center())
+
+    qtbot.waitUntil(lambda: shown(window) == ["Hello", "answer 1"], timeout=5_000)
+    assert switch(window).isVisible() and switch(window).label.text() == "1/2"
+    assert window.view.revealed is window.view.widgets[-1]
