@@ -182,8 +182,6 @@ class PromptEdit(QPlainTextEdit):
         super().changeEvent(event)
         if event.type() == QEvent.Type.LanguageChange:
             self.retranslate()
-        elif event.type() in (QEvent.Type.StyleChange, QEvent.Type.FontChange):
-            QTimer.singleShot(0, self._fit_height)  # once the viewport has its new padding
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not (
@@ -213,7 +211,8 @@ class PromptEdit(QPlainTextEdit):
             text_height = max(text_height, self.placeholder_rect().height())
         # The frame, and the padding the style sheet puts around the viewport, are what the box has beyond it.
         chrome = max(self.height() - self.viewport().height(), self.contentsMargins().top() * 2)
-        self.setFixedHeight(int(text_height + 2 * self.document().documentMargin() + chrome))
+        # Qt shows a scroll bar unless the viewport holds one pixel more than the text and its margins.
+        self.setFixedHeight(int(text_height + 2 * self.document().documentMargin() + 1 + chrome))
 
     def placeholder_rect(self) -> QRect:
         """Where Qt draws the placeholder in the viewport: from the document's margin, wrapped at the right edge."""
@@ -225,6 +224,13 @@ class PromptEdit(QPlainTextEdit):
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         self._fit_height()
+
+    def viewportEvent(self, event: QEvent) -> bool:
+        # The style sheet's padding changes the viewport without resizing the box: fit once that is done (not
+        # from inside it: resizing the box there would lay the viewport out again underneath).
+        if event.type() == QEvent.Type.Resize:
+            QTimer.singleShot(0, self, self._fit_height)
+        return super().viewportEvent(event)
 
 
 class ImageChip(QFrame):

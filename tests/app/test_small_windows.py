@@ -51,6 +51,7 @@ def test_at_600x400_the_message_box_shows_its_whole_placeholder(qtbot, make_wind
     room = box.viewport().width() - 2 * box.document().documentMargin()
     assert box.fontMetrics().horizontalAdvance(box.placeholderText()) <= room
     assert box.viewport().rect().contains(box.placeholder_rect())
+    assert box.verticalScrollBar().maximum() == 0  # nothing to scroll: the box holds its line
     assert window.chat_list is not None and not window.chat_list.isVisible()  # folded away by itself
 
 
@@ -88,3 +89,4 @@ def test_at_600x400_with_the_sidebar_opened_the_placeholder_wraps_and_shows_whol
     assert text.height() >= 2 * line  # too narrow for one line: it wraps
     assert box.viewport().rect().contains(text), (text, box.viewport().rect())
     assert in_sight(box, window.centralWidget())
+    assert box.verticalScrollBar().maximum() == 0
