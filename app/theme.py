@@ -107,6 +107,7 @@ def style_sheet(palette: QPalette | None = None) -> str:
     accent_text = palette.color(QPalette.ColorRole.HighlightedText)
     muted = muted_colour(palette).name()
     border = _mix(base, text, 0.18)
+    field_border = _mix(base, text, 0.5)  # a field to type in shows its edge (3:1) on a card of the base colour too
     error = error_colour(palette).name()
     banner, banner_border = (colour.name() for colour in warning_colours(palette))
     return f"""
@@ -122,6 +123,9 @@ def style_sheet(palette: QPalette | None = None) -> str:
     QFrame#composer {{ background: {base.name()}; border-top: 1px solid {border}; }}
     QPlainTextEdit {{ background: {_mix(base, text, 0.04)}; border: 1px solid {border}; border-radius: 10px; }}
     QPlainTextEdit:focus {{ border: 1px solid {accent.name()}; }}
+    QLineEdit {{ background: {_mix(base, text, 0.04)}; border: 1px solid {field_border}; border-radius: 4px;
+                 padding: 2px 4px; }}
+    QLineEdit:focus {{ border: 1px solid {accent.name()}; }}
     QToolButton {{ border: 2px solid transparent; border-radius: 6px; padding: 2px; }}
     QToolButton:hover {{ background: {_mix(base, text, 0.08)}; }}
     QToolButton:pressed {{ background: {_mix(base, text, 0.16)}; }}

@@ -59,3 +59,38 @@ def test_the_chosen_theme_is_used_from_the_start(qtbot, make_window, app_setting
         assert window.theme_actions["dark"].isChecked()
     finally:
         window.set_theme("system")
+
+
+def contrast(first, second) -> float:
+    """WCAG's contrast ratio of two colours."""
+
+    def luminance(colour) -> float:
+        channels = [value / 255 for value in (colour.red(), colour.green(), colour.blue())]
+        linear = [value / 12.92 if value <= 0.03928 else ((value + 0.055) / 1.055) ** 2.4 for value in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    lighter, darker = sorted((luminance(first), luminance(second)), reverse=True)
+    return (lighter + 0.05) / (darker + 0.05)
+
+
+def test_a_field_to_type_in_shows_its_edge_on_the_welcome_card_in_both_themes(qtbot, make_window, app_settings):
+    from dataclasses import replace
+
+    from test_first_run import ScriptedDownloads
+
+    for theme in ("light", "dark"):
+        window = make_window(settings=replace(app_settings, model="", theme=theme), model="",
+                             downloads=ScriptedDownloads())
+        try:
+            field = window.first_run.endpoint_edit
+            qtbot.waitUntil(field.isVisible, timeout=5_000)
+            image = window.first_run.card.grab().toImage()
+            left = field.mapTo(window.first_run.card, field.rect().topLeft())
+            middle = left.y() + field.height() // 2
+            card = image.pixelColor(left.x() - 3, middle)
+            edge = max((image.pixelColor(left.x() + offset, middle) for offset in range(3)),
+                       key=lambda colour: contrast(colour, card))
+            assert contrast(edge, card) >= 3.0, (theme, edge.name(), card.name())
+        finally:
+            window.set_theme("system")
+            window.close()
