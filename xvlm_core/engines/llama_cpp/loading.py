@@ -33,7 +33,8 @@ def load_model(
     llama_cpp_module()  # not installed: say so before anything is read
     if device not in ("auto", "cpu"):
         raise DeviceError(f"The llama.cpp engine runs on the CPU only, not on {device}.")
-    loaded = loading.load_model(model, vision_tower, "cpu", dtype, on_stage, language_weights=False)
+    # The tower's linear layers go 8-bit in the quantized modes, as on the PyTorch engine.
+    loaded = loading.load_model(model, vision_tower, "cpu", dtype, on_stage, quantize, language_weights=False)
     files = checkpoint.find_weight_files(hub.resolve_folder(model))
     path = gguf_file(files, loaded.config.language, loaded.tokenizer, loaded.dtype, quantize, on_stage)
     on_stage("Loading the language model into llama.cpp…")
