@@ -161,3 +161,12 @@ def test_the_engine_says_what_it_cannot_do(tiny_model_dir, tiny_tower_dir, monke
     monkeypatch.setitem(sys.modules, "llama_cpp", None)
     with pytest.raises(XvlmError, match="'llamacpp' extra"):
         load_llama_cpp(str(tiny_model_dir), str(tiny_tower_dir))
+
+
+def test_a_pytorch_bin_checkpoint_converts_to_the_same_answers(load, tiny_model_bin_dir, tiny_tower_dir):
+    from_bin = load_llama_cpp(str(tiny_model_bin_dir), str(tiny_tower_dir), dtype="float32")
+    settings = SamplingSettings(max_new_tokens=12)
+    messages = [Message("user", QUESTION)]
+    assert "".join(ChatSession(from_bin).answer(messages, settings)) == "".join(
+        ChatSession(load()).answer(messages, settings)
+    )

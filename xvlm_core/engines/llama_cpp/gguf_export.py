@@ -113,29 +113,52 @@ def write_gguf(
     import gguf
 
     ggml_type, file_type = EXACT_TYPES[dtype]
-    keys = checkpoint.weight_keys(weight_files)
     names = gguf_names(language)
-    missing = sorted(set(names) - keys)
+    state = checkpoint.read_weights(weight_files, names.__contains__)  # memory-mapped: read as written
+    where = weight_files[0].parent
+    missing = sorted(set(names) - set(state))
     if missing:
-        raise CheckpointError(f"{weight_files[0].parent}: the checkpoint has no language model weights "
-                              f"for llama.cpp ({len(missing)} missing, first: {missing[0]}).")
+        raise CheckpointError(f"{where}: the checkpoint has no language model weights for llama.cpp "
+                              f"({len(missing)} missing, first: {missing[0]}).")
+    expected = expected_shapes(language)
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != expected[key]:
+            raise CheckpointError(f"{where}: '{key}' has shape {tuple(tensor.shape)} but the config implies "
+                                  f"{expected[key]}.")
     writer = gguf.GGUFWriter(path, "llama")
     _write_metadata(writer, language, tokenizer, file_type)
-    shapes = _shapes(weight_files, set(names))
     for key, name in names.items():
-        is_matrix = len(shapes[key]) == 2
+        shape = expected[key]
+        is_matrix = len(shape) == 2
         element = torch.tensor([], dtype=dtype).element_size() if is_matrix else 4
         raw_type = gguf.GGMLQuantizationType(ggml_type if is_matrix else 0)
-        numel = int(np.prod(shapes[key]))
-        writer.add_tensor_info(name, shapes[key], np.dtype(np.uint16 if element == 2 else np.float32),
-                               numel * element, raw_dtype=raw_type)
+        writer.add_tensor_info(name, shape, np.dtype(np.uint16 if element == 2 else np.float32),
+                               int(np.prod(shape)) * element, raw_dtype=raw_type)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     for key in names:
-        tensor = checkpoint.read_weights(weight_files, key.__eq__)[key]
-        writer.write_tensor_data(_as_stored(_for_llama(key, tensor, language), dtype))
+        writer.write_tensor_data(_as_stored(_for_llama(key, state[key], language), dtype))
     writer.close()
+
+
+def expected_shapes(language: LanguageConfig) -> dict[str, tuple[int, ...]]:
+    """Each language-model weight's shape, as the config implies it."""
+    hidden, head_dim = language.hidden_size, language.hidden_size // language.num_attention_heads
+    kv_rows, ffn = language.num_key_value_heads * head_dim, language.intermediate_size
+    per_layer = {
+        "input_layernorm": (hidden,), "self_attn.q_proj": (hidden, hidden), "self_attn.k_proj": (kv_rows, hidden),
+        "self_attn.v_proj": (kv_rows, hidden), "self_attn.o_proj": (hidden, hidden),
+        "post_attention_layernorm": (hidden,), "mlp.gate_proj": (ffn, hidden), "mlp.up_proj": (ffn, hidden),
+        "mlp.down_proj": (hidden, ffn),
+    }
+    shapes = {"model.embed_tokens.weight": (language.vocab_size, hidden)}
+    for layer in range(language.num_hidden_layers):
+        for part, shape in per_layer.items():
+            shapes[f"model.layers.{layer}.{part}.weight"] = shape
+    shapes["model.norm.weight"] = (hidden,)
+    shapes["lm_head.weight"] = (language.vocab_size, hidden)
+    return shapes
 
 
 def gguf_names(language: LanguageConfig) -> dict[str, str]:
@@ -152,11 +175,6 @@ def gguf_names(language: LanguageConfig) -> dict[str, str]:
     names["model.norm.weight"] = "output_norm.weight"
     names["lm_head.weight"] = "output.weight"
     return names
-
-
-def _shapes(weight_files: list[Path], keys: set[str]) -> dict[str, tuple[int, ...]]:
-    state = checkpoint.read_weights(weight_files, keys.__contains__)  # memory-mapped: only shapes are read
-    return {key: tuple(tensor.shape) for key, tensor in state.items()}
 
 
 def _for_llama(key: str, tensor: torch.Tensor, language: LanguageConfig) -> torch.Tensor:
