@@ -170,3 +170,20 @@ def test_a_pytorch_bin_checkpoint_converts_to_the_same_answers(load, tiny_model_
     assert "".join(ChatSession(from_bin).answer(messages, settings)) == "".join(
         ChatSession(load()).answer(messages, settings)
     )
+
+
+def test_bench_names_the_engine_and_compares_its_quantized_distributions(capsys, tiny_model_dir, tiny_tower_dir):
+    import json
+
+    from xvlm_core.cli import main
+
+    args = ["bench", "--model", str(tiny_model_dir), "--vision-tower", str(tiny_tower_dir), "--dtype", "float32"]
+    assert main([*args, "--engine", "llama.cpp", "--quantize", "int8", "--turns", "2", "--new-tokens", "2",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["engine"] == "llama.cpp" and result["kernels"].startswith("llama.cpp: ")
+    assert 0 < result["weights_read_per_token_gb"] < 0.01 and result["decode_tok_s"] > 0
+    assert result["turn2_prefilled_tokens"] < result["turn2_prompt_tokens"] - 144
+    # Teacher-forced against the exact PyTorch model over the whole first prompt.
+    assert result["quality_positions"] == result["prompt_tokens"] > 200
+    assert 0.8 <= result["quality_top1_agreement"] <= 1 and result["quality_mean_kl"] > 0

@@ -88,8 +88,7 @@ def run_benchmark(
     some machines costs seconds, and would otherwise be charged to whichever side runs first. With
     `baseline`, a separate plain transformers process (exact weights) answers the same conversation
     afterwards: a model inside this process would share its memory, allocator and threads.
-    On llama.cpp (`engine`), quantized weights are not compared with exact ones here: its logits come one
-    position at a time.
+    On llama.cpp (`engine`), quantized weights are compared with exact ones on next-token distributions only.
     """
     synthetic = model is None
     model = model or str(synthetic_checkpoint())
@@ -112,7 +111,7 @@ def run_benchmark(
         _answer(ChatSession(loaded), conversation(1, image, [])[-1], new_tokens)
         result["peak_rss_mb"] = peak_resident_set_mb()  # loading and one whole answer
         result.update(_run_turns(loaded, image, turns, new_tokens))
-        if quantize != "none" and engine == "pytorch":
+        if quantize != "none":
             # After the timed turns and the peak above: the exact model is loaded only to compare with.
             exact = load_model(model, vision_tower, device, dtype)
             result.update(compare_to_exact(loaded, exact, conversation(1, image, [])[-1]))

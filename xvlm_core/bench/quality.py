@@ -3,6 +3,8 @@
 Random weights cannot show whether answers stay good, but they show how much each quantized product and
 each next-token distribution differs from the exact model's on the same input, which is what quantization
 alone changes. Both models read the same tokens (teacher forcing), each with its own image features.
+A model whose language model runs on another engine (llama.cpp) is compared on next-token distributions
+only: its layers are not PyTorch modules to hook.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from torch import nn
 
 from xvlm_core.engines.pytorch.loading import LoadedModel
 from xvlm_core.engines.pytorch.quantize import QuantizedLinear
+from xvlm_core.model.config import IMAGE_TOKEN_INDEX
 from xvlm_core.model.images import load_image
 from xvlm_core.model.prompt import SYSTEM_V1, Message, images_in_order, render_segments
 
@@ -26,6 +29,8 @@ def compare_to_exact(
 ) -> dict[str, float | int | str]:
     """Teacher-forced top-1 agreement and mean KL(exact || quantized) over every position of `messages`'
     prompt, and each quantized layer's relative error on the inputs the exact model gave that layer."""
+    if quantized.open_language is not None:
+        return _distributions_only(quantized, exact, messages)
     layers = {
         name: module
         for name, module in quantized.model.language_model.named_modules()
@@ -54,6 +59,37 @@ def compare_to_exact(
         "quality_layer_error_max": errors.get(worst, 0.0),
         "quality_layer_error_worst": worst,
     }
+
+
+def _distributions_only(
+    quantized: LoadedModel, exact: LoadedModel, messages: list[Message]
+) -> dict[str, float | int | str]:
+    exact_logprobs = _next_token_logprobs(exact, messages)  # [T, vocab]
+    logprobs = _one_position_at_a_time(quantized, messages)
+    kl = (exact_logprobs.exp() * (exact_logprobs - logprobs)).sum(dim=-1)
+    agreement = (exact_logprobs.argmax(dim=-1) == logprobs.argmax(dim=-1)).float()
+    return {
+        "quality_positions": int(kl.numel()),
+        "quality_top1_agreement": agreement.mean().item(),
+        "quality_mean_kl": kl.mean().item(),
+    }
+
+
+def _one_position_at_a_time(loaded: LoadedModel, messages: list[Message]) -> torch.Tensor:
+    """`_next_token_logprobs` through the engine's own language model, which gives the last position's logits:
+    each position is fed on its own. float32 [T, vocab]."""
+    assert loaded.open_language is not None and loaded.preprocess is not None
+    images = iter(loaded.model.encode_images(torch.cat([loaded.preprocess(load_image(path))
+                                                        for path in images_in_order(messages)])))
+    language = loaded.open_language()
+    rows = []
+    for token in loaded.tokenizer.encode_segments(render_segments(messages, SYSTEM_V1)):
+        if token != IMAGE_TOKEN_INDEX:
+            rows.append(language.prefill([[token]], lambda done: None))
+            continue
+        image = next(images)  # [144, hidden]
+        rows += [language.prefill([image[index : index + 1]], lambda done: None) for index in range(image.shape[0])]
+    return torch.cat(rows).log_softmax(dim=-1)
 
 
 def _next_token_logprobs(loaded: LoadedModel, messages: list[Message]) -> torch.Tensor:
