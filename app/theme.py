@@ -9,6 +9,8 @@ from __future__ import annotations
 from PySide6.QtCore import QT_TRANSLATE_NOOP
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 
+from app.icons import resources_dir
+
 # setting value -> View > Theme menu text (translated where the menu is built)
 THEMES = {"system": QT_TRANSLATE_NOOP("MainWindow", "&System"), "light": QT_TRANSLATE_NOOP("MainWindow", "&Light"),
           "dark": QT_TRANSLATE_NOOP("MainWindow", "&Dark")}
@@ -107,9 +109,10 @@ def style_sheet(palette: QPalette | None = None) -> str:
     accent_text = palette.color(QPalette.ColorRole.HighlightedText)
     muted = muted_colour(palette).name()
     border = _mix(base, text, 0.18)
-    field_border = _mix(base, text, 0.5)  # a field to type in shows its edge (3:1) on a card of the base colour too
+    field_border = _mix(base, text, 0.55)  # what takes input shows its edge (3:1) on the base and window colours
     error = error_colour(palette).name()
     banner, banner_border = (colour.name() for colour in warning_colours(palette))
+    check_mark = (resources_dir() / "icons" / "check-mark.svg").as_posix()  # white: drawn on the highlight colour
     return f"""
     QWidget#conversation, QScrollArea {{ background: {base.name()}; }}
     QFrame#bubble {{ background: {_mix(base, accent, 0.16)}; border-radius: 14px; }}
@@ -126,6 +129,11 @@ def style_sheet(palette: QPalette | None = None) -> str:
     QLineEdit {{ background: {_mix(base, text, 0.04)}; border: 1px solid {field_border}; border-radius: 4px;
                  padding: 2px 4px; }}
     QLineEdit:focus {{ border: 1px solid {accent.name()}; }}
+    QGroupBox::indicator {{ width: 12px; height: 12px; border: 1px solid {field_border}; border-radius: 3px;
+                            background: {base.name()}; }}
+    QGroupBox::indicator:checked {{ background: {accent.name()}; border-color: {accent.name()};
+                                    image: url("{check_mark}"); }}
+    QGroupBox::indicator:focus {{ border-color: {accent.name()}; }}
     QToolButton {{ border: 2px solid transparent; border-radius: 6px; padding: 2px; }}
     QToolButton:hover {{ background: {_mix(base, text, 0.08)}; }}
     QToolButton:pressed {{ background: {_mix(base, text, 0.16)}; }}

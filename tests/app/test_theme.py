@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from fakes import FakeSession, fake_load
 from PySide6.QtCore import QSize
 from PySide6.QtGui import QGuiApplication, QPalette
@@ -94,3 +95,41 @@ def test_a_field_to_type_in_shows_its_edge_on_the_welcome_card_in_both_themes(qt
         finally:
             window.set_theme("system")
             window.close()
+
+
+@pytest.mark.qt_log_ignore("does not support propagateSizeHints")  # the offscreen platform, a new window
+def test_the_model_server_switch_shows_its_box_and_its_tick_in_both_themes(qtbot):
+    from PySide6.QtWidgets import QGroupBox, QVBoxLayout, QWidget
+
+    from app.theme import style_sheet, use_theme
+
+    try:
+        for theme in ("light", "dark"):
+            use_theme(theme)
+            accent = QGuiApplication.palette().color(QPalette.ColorRole.Highlight)
+            holder = QWidget()
+            qtbot.addWidget(holder)
+            holder.setStyleSheet(style_sheet())
+            layout = QVBoxLayout(holder)
+            boxes = []
+            for checked in (False, True):
+                box = QGroupBox("Use a model server")
+                box.setCheckable(True)
+                box.setChecked(checked)
+                layout.addWidget(box)
+                boxes.append(box)
+            holder.show()
+            qtbot.waitExposed(holder)
+            for box in boxes:
+                image = box.grab().toImage()
+                background = image.pixelColor(image.width() - 3, 3)  # the title's row, right of its text
+                title = box.fontMetrics().height() + 2
+                corner = [image.pixelColor(x, y) for x in range(20) for y in range(title)]  # the indicator
+                assert max(contrast(colour, background) for colour in corner) >= 3.0, (theme, box.isChecked())
+                if box.isChecked():  # a white tick on the highlight colour
+                    assert any(colour == accent for colour in corner), theme
+                    assert max(contrast(colour, accent) for colour in corner) >= 3.0, theme
+                else:
+                    assert not any(colour == accent for colour in corner), theme
+    finally:
+        use_theme("system")
