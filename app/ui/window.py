@@ -42,6 +42,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMainWindow,
+    QMenuBar,
     QMessageBox,
     QProgressBar,
     QPushButton,
@@ -294,8 +295,18 @@ class MainWindow(QMainWindow):
         bar.addPermanentWidget(self.memory_label)
 
     def _build_menus(self) -> None:
-        """The menus and their actions; their texts are set in retranslate()."""
+        """The menus and their actions (their texts are set in retranslate()), and the window's own shortcuts."""
         menu = self.menuBar()
+        self._build_file_menu(menu)
+        self._build_chat_menu(menu)
+        self._build_view_menu(menu)
+        self._build_model_menu(menu)
+        self._build_help_menu(menu)
+        # Esc stops the answer, or leaves editing; it works wherever the focus is in this window.
+        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self._escape)
+        QShortcut(QKeySequence("Ctrl+L"), self, self.composer.setFocus)
+
+    def _build_file_menu(self, menu: QMenuBar) -> None:
         self.file_menu = file_menu = menu.addMenu("")
         self.new_chat_action = self._action(self.new_chat, QKeySequence.StandardKey.New, "new-chat")
         self.attach_action = self._action(self.composer.choose_image, QKeySequence.StandardKey.Open, "attach")
@@ -313,8 +324,9 @@ class MainWindow(QMainWindow):
         self.quit_action = self._action(self.close, QKeySequence.StandardKey.Quit)
         file_menu.addAction(self.quit_action)
 
+    def _build_chat_menu(self, menu: QMenuBar) -> None:
         self.chat_menu = chat_menu = menu.addMenu("")
-        # Esc itself is a window shortcut (below), as it also leaves editing; the menu only names it.
+        # Esc itself is a window shortcut (see _build_menus), as it also leaves editing; the menu only names it.
         self.stop_action = self._action(self.controller.stop, None, "stop")
         self.regenerate_action = self._action(self.controller.regenerate, QKeySequence("Ctrl+Shift+R"), "regenerate")
         self.copy_answer_action = self._action(self.copy_last_answer, QKeySequence("Ctrl+Shift+C"), "copy")
@@ -322,6 +334,8 @@ class MainWindow(QMainWindow):
         chat_menu.addAction(self.regenerate_action)
         chat_menu.addAction(self.copy_answer_action)
 
+    def _build_view_menu(self, menu: QMenuBar) -> None:
+        """The sidebar's switch (also a button at the menu bar's left) and the themes."""
         self.view_menu = view_menu = menu.addMenu("")
         self.sidebar_action = self._action(self.toggle_sidebar, QKeySequence("Ctrl+B"), "sidebar")
         self.sidebar_action.setCheckable(True)
@@ -343,6 +357,7 @@ class MainWindow(QMainWindow):
             self.theme_menu.addAction(action)
             self.theme_actions[theme] = action
 
+    def _build_model_menu(self, menu: QMenuBar) -> None:
         self.model_menu = model_menu = menu.addMenu("")
         self.settings_action = self._action(self.open_settings, QKeySequence("Ctrl+,"), "settings")
         self.settings_action.setMenuRole(QAction.MenuRole.PreferencesRole)
@@ -350,16 +365,13 @@ class MainWindow(QMainWindow):
         self.reload_action = self._action(self.reload_model)
         model_menu.addAction(self.reload_action)
 
+    def _build_help_menu(self, menu: QMenuBar) -> None:
         self.help_menu = help_menu = menu.addMenu("")
         self.log_folder_action = self._action(self.open_log_folder)
         help_menu.addAction(self.log_folder_action)
         self.about_action = self._action(self.show_about)
         self.about_action.setMenuRole(QAction.MenuRole.AboutRole)
         help_menu.addAction(self.about_action)
-
-        # Esc stops the answer, or leaves editing; it works wherever the focus is in this window.
-        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self._escape)
-        QShortcut(QKeySequence("Ctrl+L"), self, self.composer.setFocus)
 
     def retranslate(self) -> None:
         """Every text the window sets on its own widgets and actions, in the language of the moment: from __init__,
