@@ -120,7 +120,7 @@ def test_timings_in_an_imported_file_are_checked(tmp_path):
     stats = {"ttft_s": 0.5, "decode_tok_s": "fast", "output_tokens": -3, "stop_reason": "eos", "ours": [1, 2]}
     path.write_text(json.dumps([{"role": "user", "content": "Hi"},
                                 {"role": "assistant", "content": "Hello", "stats": stats}]))
-    messages = read_chat_file(path, ImageFolder(tmp_path / "images"))
+    messages = read_chat_file(path, ImageFolder(tmp_path / "images")).messages
     assert messages[1].stats == AnswerStats(ttft_s=0.5, stop_reason="eos")  # only what the app reads, as it must be
 
     path.write_text(json.dumps([{"role": "user", "content": "Hi", "stats": {"ttft_s": 1.0}}]))

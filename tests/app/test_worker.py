@@ -135,7 +135,7 @@ def test_out_of_memory_is_known_by_its_type_and_says_what_to_do(qtbot, run_worke
 
 
 def test_words_alone_are_not_out_of_memory(qtbot, run_worker):
-    caller, seen = run_worker(ModelWorker(load=fake_load(error=RuntimeError("MPS backend out of memory"))))
+    caller, seen = run_worker(ModelWorker(load=fake_load(error=RuntimeError("the cache ran out of memory"))))
     caller.load.emit(LoadRequest(LoadOptions("fake")))
     qtbot.waitUntil(lambda: bool(seen["load_failed"]))
     assert seen["load_failed"][0][0].code is Remedy.SEE_LOG
