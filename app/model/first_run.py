@@ -67,9 +67,10 @@ class HubDownloads:
         hub = import_core("xvlm_core.hub")
         return hub.installed_model_folder(spec)
 
-    def plan(self, spec: Any, endpoint: str, cancel: threading.Event) -> Any:
+    def plan(self, spec: Any, endpoint: str, cancel: threading.Event, on_progress: Callable[[Any], None]) -> Any:
+        """The download's plan; `on_progress` hears of the waits before the hub is asked again."""
         hub = import_core("xvlm_core.hub")
-        return hub.plan_download(spec, endpoint=endpoint or None, cancel=cancel)
+        return hub.plan_download(spec, endpoint=endpoint or None, cancel=cancel, on_progress=on_progress)
 
     def download(self, plan: Any, on_progress: Callable[[Any], None], cancel: threading.Event, endpoint: str) -> Path:
         hub = import_core("xvlm_core.hub")
@@ -101,10 +102,10 @@ def locate_model(name: str, downloads: HubDownloads) -> tuple[str | None, Any]:
 
 
 class _ProgressRelay(QObject):
-    """Called on the download thread; hands progress to the UI thread at most `PROGRESS_PER_SECOND` times a second."""
+    """Called on the hub's thread; hands progress to the UI thread at most `PROGRESS_PER_SECOND` times a second,
+    and every wait before the hub is asked again (an event with `retry_in_s`) at once."""
 
-    progressed = Signal(object)
-    retrying = Signal(float)  # the hub did not answer and is asked again in this many seconds
+    progressed = Signal(object)  # xvlm_core.hub.DownloadProgress
 
     def __init__(self) -> None:
         super().__init__()
@@ -112,22 +113,10 @@ class _ProgressRelay(QObject):
 
     def __call__(self, progress: Any) -> None:
         now = time.monotonic()
-        if now - self._last >= 1.0 / PROGRESS_PER_SECOND or progress.done_bytes >= progress.total_bytes:
+        if (progress.retry_in_s is not None or now - self._last >= 1.0 / PROGRESS_PER_SECOND
+                or progress.done_bytes >= progress.total_bytes):
             self._last = now
             self.progressed.emit(progress)
-
-
-class _HubWarnings(logging.Handler):
-    """The hub's retry warnings (their `retry_in_s`), relayed to the page so a wait is explained."""
-
-    def __init__(self, relay: _ProgressRelay):
-        super().__init__(logging.WARNING)
-        self.relay = relay
-
-    def emit(self, record: logging.LogRecord) -> None:
-        delay = getattr(record, "retry_in_s", None)
-        if delay is not None:  # other warnings are not about a wait: the log has them
-            self.relay.retrying.emit(float(delay))
 
 
 class ErrorNote(QFrame):
@@ -228,17 +217,13 @@ class FirstRunPage(QWidget):
         self._threads: set[threading.Thread] = set()
         self._retry_downloads = False
         self.picked_folder = False  # the model came from a folder the person chose, not a download
-        self._busy = False  # planning or downloading, and nothing else to say: hub warnings are shown
+        self._busy = False  # planning or downloading, and nothing else to say: waits to retry are shown
         self._retry_at = 0.0  # when the hub is asked again (time.monotonic()), while waiting to retry
         self._retry_timer = QTimer(self)
         self._retry_timer.setInterval(1000)
         self._retry_timer.timeout.connect(self._show_retry_countdown)
         self.relay = _ProgressRelay()
         self.relay.progressed.connect(self._show_progress)
-        self.relay.retrying.connect(self._show_retry)
-        self._hub_warnings = _HubWarnings(self.relay)
-        logging.getLogger("xvlm_core.hub").addHandler(self._hub_warnings)
-        self.destroyed.connect(lambda: logging.getLogger("xvlm_core.hub").removeHandler(self._hub_warnings))
 
         self.worded = Worded()  # the texts that follow the page's state: the model, its size, the status line
         self._resumes = False  # the download button says Resume: part of the model is here
@@ -483,7 +468,7 @@ class FirstRunPage(QWidget):
     async def _make_plan(self, cancel: threading.Event, then_download: bool = False) -> None:
         self._busy = True
         try:
-            plan = await self._off_thread(self.downloads.plan, self._spec, self.endpoint, cancel)
+            plan = await self._off_thread(self.downloads.plan, self._spec, self.endpoint, cancel, self.relay)
         except asyncio.CancelledError:
             raise  # Cancel was pressed: `cancel` has said so; the planning thread's answer is dropped
         except Exception as exc:  # hub errors carry a message for people; anything else is logged
@@ -609,6 +594,9 @@ class FirstRunPage(QWidget):
     def _show_progress(self, progress: Any) -> None:
         from xvlm_core.hub import format_duration, format_size
 
+        if progress.retry_in_s is not None:
+            self._show_retry(progress.retry_in_s)
+            return
         if self._cancel is None:
             return  # a late one, after the download ended
         self._stop_retry_countdown()  # bytes arrive again

@@ -258,7 +258,7 @@ class ScriptedDownloads(HubDownloads):
     def installed_folder(self, spec):
         return None
 
-    def plan(self, spec, endpoint, cancel):
+    def plan(self, spec, endpoint, cancel, on_progress):
         self.plan_released.wait(30)
         if self.plan_error is not None:
             raise self.plan_error
@@ -270,8 +270,7 @@ class ScriptedDownloads(HubDownloads):
     def download(self, plan, on_progress, cancel, endpoint):
         from xvlm_core import hub
 
-        on_progress(SimpleNamespace(done_bytes=700_000_000, total_bytes=plan.total_bytes, speed_bps=12_500_000,
-                                    eta_s=107.0, current_file="model.safetensors"))
+        on_progress(hub.DownloadProgress(700_000_000, plan.total_bytes, "model.safetensors", 12_500_000, 107.0))
         self.downloading.set()
         cancel.wait(30)
         raise hub.DownloadCancelled()
@@ -337,3 +336,25 @@ def test_the_page_is_not_squashed_in_any_state_at_the_default_size_or_at_600x400
     qtbot.waitUntil(lambda: page.retry_button.isVisible(), timeout=5_000)
     check("failed")
     assert len(widths) == 1  # the card keeps its width from state to state
+
+
+def test_a_wait_to_retry_mid_download_is_a_progress_event_with_a_countdown(qtbot, make_window, app_settings):
+    from xvlm_core import hub
+
+    downloads = ScriptedDownloads()
+    downloads.plan_released.set()
+    window = make_window(settings=replace(app_settings, model=""), model="", downloads=downloads)
+    page = window.first_run
+    wait_plan(qtbot, window)
+    click(qtbot, page.download_button)
+    qtbot.waitUntil(lambda: downloads.downloading.is_set() and page.progress.value() > 0, timeout=5_000)
+    total = 2_043_000_000
+
+    # as the hub calls it, from its thread: the connection dropped, the next try in 3 s
+    page.relay(hub.DownloadProgress(700_000_000, total, "model.safetensors", 0.0, None, retry_in_s=3.0))
+    qtbot.waitUntil(lambda: page.status_label.text().startswith("Can't reach the model hub. Trying again in 3 s"),
+                    timeout=5_000)
+    assert page.cancel_button.isEnabled()
+    page.relay(hub.DownloadProgress(total, total, "model.safetensors", 12_500_000, 0.0))  # bytes arrive again
+    qtbot.waitUntil(lambda: page.status_label.text().startswith("2.0 GB of 2.0 GB"), timeout=5_000)
+    click(qtbot, page.cancel_button)

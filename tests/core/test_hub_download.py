@@ -227,6 +227,26 @@ def test_bursts_of_503_are_retried(hub_server):
     assert sum(1 for request in hub_server.requests if request[0] == "GET") > 3
 
 
+def test_each_wait_to_retry_is_a_progress_event_while_planning_and_downloading(hub_server, tiny_model_dir):
+    waits: list[hub.DownloadProgress] = []
+
+    def on_progress(progress: hub.DownloadProgress) -> None:
+        if progress.retry_in_s is not None:
+            waits.append(progress)
+
+    hub_server.fail_next(2)
+    plan = hub.plan_download(hub.DEFAULT_MODEL, on_progress=on_progress)
+    assert [wait.retry_in_s for wait in waits] == [hub.RETRY.delay(1), hub.RETRY.delay(2)]
+    assert all(wait.total_bytes == 0 for wait in waits)  # nothing is known of the bytes yet
+
+    waits.clear()
+    hub_server.cut_at(WEIGHTS, 5_000_000)
+    hub.download_model(hub.DEFAULT_MODEL, on_progress=on_progress, plan=plan)
+    (wait,) = waits  # the cut, continued where it stopped
+    assert wait.retry_in_s == hub.RETRY.delay(1) and wait.total_bytes == plan.total_bytes
+    assert wait.current_file == WEIGHTS and wait.done_bytes >= 5_000_000
+
+
 def test_a_hub_that_keeps_failing_gives_up_with_a_clear_error(hub_server):
     hub_server.fail_next(100)
     with pytest.raises(hub.DownloadError) as error:

@@ -46,7 +46,14 @@ from xvlm_core.hub.installed import (
     validate_local_folder,
 )
 from xvlm_core.hub.plan import SPACE_MARGIN, DownloadPlan, offline_plan, plan_from_hub
-from xvlm_core.hub.progress import DownloadProgress, Meter, format_duration, format_size, ignore_progress
+from xvlm_core.hub.progress import (
+    DownloadProgress,
+    Meter,
+    format_duration,
+    format_size,
+    ignore_progress,
+    waiting_to_retry,
+)
 from xvlm_core.hub.registry import (
     DEFAULT_MODEL,
     MODEL_FILES,
@@ -74,15 +81,19 @@ RETRY = RetryPolicy()  # what downloads use; tests swap it for one that waits mi
 
 
 def plan_download(spec: ModelSpec, endpoint: str | None = None, cache_dir: Path | None = None,
-                  local_dir: Path | None = None, cancel: threading.Event | None = None) -> DownloadPlan:
+                  local_dir: Path | None = None, cancel: threading.Event | None = None,
+                  on_progress: Callable[[DownloadProgress], None] = ignore_progress) -> DownloadPlan:
     """What `download_model` would fetch: files and sizes from the hub's listing, and what is already here.
 
-    Blocking; setting `cancel` stops it within a second with DownloadError(kind="cancelled").
+    Blocking; setting `cancel` stops it within a second with DownloadError(kind="cancelled"). `on_progress` hears
+    of each wait before the hub is asked again (events with `retry_in_s`), from this thread.
     """
     stores = Stores(cache_dir, local_dir)
     if offline():
         return offline_plan(spec, stores)
-    return plan_from_hub(HubConnection(endpoint, cancel or threading.Event(), RETRY), spec, stores)
+    hub = HubConnection(endpoint, cancel or threading.Event(), RETRY,
+                        on_retry=lambda delay_s: on_progress(waiting_to_retry(delay_s)))
+    return plan_from_hub(hub, spec, stores)
 
 
 def download_model(
@@ -102,7 +113,8 @@ def download_model(
     stores = Stores(cache_dir, local_dir)
     if offline():
         return offline_folder(spec, stores)
-    hub = HubConnection(endpoint, cancel or threading.Event(), RETRY)
+    hub = HubConnection(endpoint, cancel or threading.Event(), RETRY,
+                        on_retry=lambda delay_s: on_progress(waiting_to_retry(delay_s)))
     try:
         plan = plan or plan_from_hub(hub, spec, stores)
     except DownloadError as error:
@@ -117,6 +129,7 @@ def download_model(
             f"{plan.destination} ({format_size(plan.free_bytes)} free). Free up space or choose another folder.",
             "disk_full")
     meter = Meter(plan.total_bytes, plan.total_bytes - plan.missing_bytes, on_progress)
+    hub.on_retry = meter.retrying  # waits now come with the bytes so far
     try:
         _fetch_all(hub, plan, stores, meter)
     except OSError as exc:

@@ -161,7 +161,9 @@ class JsonAnswer:
 class HubConnection:
     """Endpoint, token and huggingface_hub's headers, the cancel flag, retries and error wording."""
 
-    def __init__(self, endpoint: str | None, cancel: threading.Event, retry: RetryPolicy):
+    def __init__(self, endpoint: str | None, cancel: threading.Event, retry: RetryPolicy,
+                 on_retry: Callable[[float], None] = lambda _delay_s: None):
+        """`on_retry(delay_s)` hears of each wait before the hub is asked again (a progress event, see progress.py)."""
         self.endpoint = _endpoint(endpoint)
         self.host = urlparse(self.endpoint).netloc
         token = _token()
@@ -171,6 +173,7 @@ class HubConnection:
         self.headers = {**build_hf_headers(**identity), "Accept-Encoding": "identity"}
         self.cancel = cancel
         self.retry = retry
+        self.on_retry = on_retry
 
     def headers_for(self, url: str) -> dict[str, str]:
         """The headers of a request to `url`: the token goes to the hub's own address only.
@@ -201,8 +204,8 @@ class HubConnection:
                 if failures >= self.retry.attempts:
                     raise self.gave_up(exc, failures) from None
                 delay = self.retry.delay(failures)
-                # `retry_in_s` is for whoever shows the wait (the first-run page): a fact, not the wording.
-                log.warning("%s; trying again in %.1f s", exc, delay, extra={"retry_in_s": delay})
+                log.warning("%s; trying again in %.1f s", exc, delay)
+                self.on_retry(delay)
                 self.pause(delay)
 
     def get_json(self, url: str, repo_id: str, revision: str | None = None) -> JsonAnswer:

@@ -10,13 +10,20 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class DownloadProgress:
-    """Over all files: bytes on disk of the total, the file being fetched, speed (smoothed) and time left."""
+    """Over all files: bytes on disk of the total, the file being fetched, speed (smoothed) and time left; or, with
+    `retry_in_s`, a wait: the hub did not answer and is asked again in that many seconds."""
 
     done_bytes: int
     total_bytes: int
     current_file: str
     speed_bps: float
     eta_s: float | None
+    retry_in_s: float | None = None
+
+
+def waiting_to_retry(delay_s: float) -> DownloadProgress:
+    """The event of a wait before the hub is asked again, while nothing is known of the bytes (the planning)."""
+    return DownloadProgress(0, 0, "", 0.0, None, retry_in_s=delay_s)
 
 
 def format_size(size: float) -> str:
@@ -75,6 +82,10 @@ class Meter:
 
     def finish(self) -> None:
         self._emit()
+
+    def retrying(self, delay_s: float) -> None:
+        """The hub did not answer: the bytes so far, and the wait before it is asked again."""
+        self._on_progress(DownloadProgress(self.done, self.total, self.current, 0.0, None, retry_in_s=delay_s))
 
     def _emit(self) -> None:
         now = self._clock()

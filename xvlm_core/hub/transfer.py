@@ -327,6 +327,7 @@ def _transfer(hub: HubConnection, file: PlannedFile, partial: PartialFile, meter
             log.warning("%s at %s of %s; continuing in %.1f s", exc, format_size(partial.size),
                         format_size(file.size), hub.retry.delay(failures))
             partial.sync()
+            hub.on_retry(hub.retry.delay(failures))
             hub.pause(hub.retry.delay(failures))
 
 
