@@ -54,6 +54,7 @@ from app.chat.controller import REGENERATE_TEMPERATURE, REGENERATE_TOP_P, ChatCo
 from app.history.records import AnswerStats, ChatMessage, Status
 from app.i18n import translate
 from app.icons import icon
+from app.model.load_stages import stage_text
 
 RENDER_SHARE = 0.2  # of the UI thread's time, at most, spent re-rendering a streaming answer
 THUMBNAIL_SIDE = 220  # one image; several share a row at SMALL_THUMBNAIL_SIDE
@@ -713,7 +714,7 @@ class MessageWidget(QFrame):
             self.expanded = True  # an answer arriving is read as it comes (Regenerate writes into this widget)
         if message.status is Status.WAITING:
             text = "*{}*".format(translate("ConversationView", "Waiting for the model to load…")) + (
-                f" *{stage}*" if stage else "")
+                f" *{stage_text(stage)}*" if stage else "")
         elif message.status is Status.STREAMING and not text:
             text = "*{}*".format(translate("ConversationView", "Reading…"))
         if self._rendered != (text, message.status, self.expanded):

@@ -68,6 +68,7 @@ from app.i18n import Worded, Wording, install_translators, translate
 from app.icons import app_icon, icon
 from app.launch import Launch
 from app.model.first_run import FirstRunPage
+from app.model.load_stages import stage_text
 from app.model.remote_model import api_key, api_url, keep_api_key
 from app.model.server_settings import ServerDialog
 from app.model.transfer_bar import TransferBar
@@ -728,7 +729,7 @@ class MainWindow(QMainWindow):
 
     def _on_stage(self, stage: str) -> None:
         if stage:
-            self.worded.show(self.model_label.setText, lambda: stage)  # the model stack's words, as it said them
+            self.worded.show(self.model_label.setText, lambda: stage_text(stage))
 
     def _show_model_status(self, model: Wording, device: Wording = str, memory: Wording = str) -> None:
         """The status bar's model, device and memory labels (`str`: empty); each worded again in a new language."""
@@ -754,7 +755,8 @@ class MainWindow(QMainWindow):
         def device() -> str:
             weights = {"int8": translate("MainWindow", " · 8-bit weights"),
                        "int4": translate("MainWindow", " · 4-bit weights")}.get(str(summary.get("quantize")), "")
-            return f"{summary.get('device', '')} · {summary.get('dtype', '')}{weights}"
+            engine = " · llama.cpp" if summary.get("engine") == "llama.cpp" else ""  # PyTorch is the default's
+            return f"{summary.get('device', '')} · {summary.get('dtype', '')}{weights}{engine}"
 
         self._show_model_status(model, device, lambda: human_megabytes(float(summary.get("memory_mb", 0.0))))
 

@@ -111,3 +111,15 @@ def test_the_export_message_follows_the_language(qtbot, make_window, tmp_path, i
 
     chinese = catalog[("MainWindow", "Exported to {path}")].format(path=exported)
     qtbot.waitUntil(lambda: window.statusBar().currentMessage() == chinese, timeout=5_000)
+
+
+def test_every_stage_of_a_model_load_is_worded_in_the_windows_language(qapp, catalog, restore_language):
+    from app.i18n import install_translators
+    from app.model import load_stages
+    from xvlm_core.stages import Stage
+
+    assert set(load_stages._WORDS) == set(Stage)
+    assert load_stages.stage_text("Connecting to http://gpu-box:8000/v1…") == "Connecting to http://gpu-box:8000/v1…"
+    install_translators(qapp, "zh_CN")
+    for stage, words in load_stages._WORDS.items():
+        assert load_stages.stage_text(stage.value) == catalog[("LoadStage", words)] != words

@@ -25,6 +25,7 @@ from xvlm_core.errors import CheckpointError, Remedy, XvlmError
 from xvlm_core.model import checkpoint
 from xvlm_core.model.config import LanguageConfig
 from xvlm_core.model.tokenizer import Tokenizer
+from xvlm_core.stages import QUANTIZING_FOR_LLAMA_CPP, Stage
 
 # Part of every cache key: a change to what the files hold makes new ones instead of reusing old ones.
 CONVERTER_VERSION = 1
@@ -66,12 +67,12 @@ def gguf_file(
     if path.is_file():
         return path
     if quantize == "none":
-        on_stage("Converting the language model for llama.cpp (once)…")
+        on_stage(Stage.CONVERTING_FOR_LLAMA_CPP)
         with _written(path) as partial:
             write_gguf(partial, weight_files, language, tokenizer, dtype)
         return path
     exact = gguf_file(weight_files, language, tokenizer, dtype, "none", on_stage)
-    on_stage(f"Quantizing the language model to {QUANTIZED_NAMES[quantize]} for llama.cpp (once)…")
+    on_stage(QUANTIZING_FOR_LLAMA_CPP[quantize])
     with _written(path) as partial:
         quantize_gguf(exact, partial, quantize)
     return path

@@ -28,7 +28,8 @@ from xvlm_core.model.network import XmodelVLM
 from xvlm_core.model.tokenizer import Tokenizer, find_tokenizer_file
 from xvlm_core.model.towers import KNOWN_TOWERS
 from xvlm_core.model.vision import ImagePreprocessor
-from xvlm_core.precisions import QUANTIZE_CHOICES, WEIGHTS_LABELS
+from xvlm_core.precisions import QUANTIZE_CHOICES
+from xvlm_core.stages import LOADING_LANGUAGE_QUANTIZED, Stage
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ def load_model(
         raise XvlmError(f"'{quantize}' is not a weight precision (use {' or '.join(QUANTIZE_CHOICES)}).")
     started = time.perf_counter()
     times: dict[str, float] = {}
-    on_stage("Reading the checkpoint…")
+    on_stage(Stage.READING_CHECKPOINT)
     folder = hub.resolve_folder(model)
     config = load_config(folder)
     torch_device = pick_device(device)
@@ -192,18 +193,18 @@ def load_model(
     int8 = torch_dtype if quantize != "none" else None
     if tower is not None:
         tick = time.perf_counter()
-        on_stage("Loading the vision tower…")
+        on_stage(Stage.LOADING_TOWER)
         with _about_the_tower():
             _load_tower(network, tower, int8)
         times["vision_tower_s"] = time.perf_counter() - tick
     quantized: set[str] = set()
     if int8 is not None and language_weights:
         tick = time.perf_counter()
-        on_stage(f"Loading the language model with {WEIGHTS_LABELS[quantize]}…")
+        on_stage(LOADING_LANGUAGE_QUANTIZED[quantize])
         quantized = _load_quantized_linears(network.language_model, files, int8, kind=quantize)
         times["quantize_s"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    on_stage("Loading the language model…")
+    on_stage(Stage.LOADING_LANGUAGE if language_weights else Stage.LOADING_PROJECTOR)
     _load_language_and_projector(network, files, tower is not None, quantized, language_weights)
     times["language_model_s"] = time.perf_counter() - tick
 
