@@ -53,4 +53,5 @@ def launch_from_args(args: argparse.Namespace, cwd: Path | None = None) -> Launc
     cwd = cwd or Path.cwd()
     files = tuple(str(cwd / Path(unquote(urlparse(name).path) if name.startswith("file://") else name).expanduser())
                   for name in args.images)
-    return Launch(files, LoadOptions(args.model, args.vision_tower, args.device, args.dtype, args.quantize))
+    return Launch(files, LoadOptions(args.model, args.vision_tower, args.device, args.dtype, args.quantize,
+                                       args.engine))

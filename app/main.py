@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from PySide6.QtCore import QT_TRANSLATE_NOOP, QCoreApplication
-from xvlm_core.precisions import QUANTIZE_CHOICES
+from xvlm_core.precisions import ENGINE_CHOICES, QUANTIZE_CHOICES
 
 from app import APP_NAME
 from app.launch import launch_from_args
@@ -44,6 +44,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quantize", default="", choices=QUANTIZE_CHOICES,
                         help="int8: 8-bit weights, faster, answers may differ slightly; int4: 4-bit weights, "
                              "faster still, answers may differ more; none: exact (default: from Settings)")
+    parser.add_argument("--engine", default="", choices=ENGINE_CHOICES,
+                        help="what runs the language model: pytorch, llama.cpp (CPU only, faster answers) or auto, "
+                             "llama.cpp on the CPU where it is installed (default: from Settings)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         type=str.upper, help="how much to write to the log file (default: INFO)")
     parser.add_argument("--self-check", metavar="MODEL_DIR", default="",

@@ -9,7 +9,7 @@ failure named on a `FAIL` line.
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import logging
 import os
 import pkgutil
@@ -103,7 +103,11 @@ def run_self_check(model: str, vision_tower: str | None, image: Path | None = No
     check("TLS for downloads", _check_tls)
     check("log", _check_log)
     check("user folders", _user_folders)
-    check("model", lambda: _answer_one_question(model, vision_tower, image))
+    answered = check("model on PyTorch", lambda: _answer_one_question(model, vision_tower, image, "pytorch"))
+    if importlib.util.find_spec("llama_cpp") is None:
+        _say("skip  model on llama.cpp: this build has no llama.cpp engine")
+    elif answered:  # built with the llama.cpp engine: it must answer too (a model PyTorch cannot read, it cannot)
+        check("model on llama.cpp", lambda: _answer_one_question(model, vision_tower, image, "llama.cpp"))
     check("lazily loaded modules", _check_modules)
     _say("self-check passed" if not failures else f"self-check FAILED: {failures} problem(s)")
     return 0 if not failures else 1
@@ -337,16 +341,16 @@ class _LastError(logging.Handler):
         return f"{message} [{type(self.error).__name__}: {self.error}]"
 
 
-def _answer_one_question(model: str, vision_tower: str | None, image: Path) -> str:
+def _answer_one_question(model: str, vision_tower: str | None, image: Path, engine: str) -> str:
     last_error = _LastError()
     logging.getLogger(ModelWorker.__module__).addHandler(last_error)
     try:
-        return _ask_the_worker(model, vision_tower, image, last_error)
+        return _ask_the_worker(LoadOptions(model, vision_tower or "", engine=engine), image, last_error)
     finally:
         logging.getLogger(ModelWorker.__module__).removeHandler(last_error)
 
 
-def _ask_the_worker(model: str, vision_tower: str | None, image: Path, last_error: _LastError) -> str:
+def _ask_the_worker(options: LoadOptions, image: Path, last_error: _LastError) -> str:
     worker = ModelWorker()
     model_thread = ModelThread(worker)
     loop = QEventLoop()
@@ -359,7 +363,7 @@ def _ask_the_worker(model: str, vision_tower: str | None, image: Path, last_erro
 
     started = time.perf_counter()
     model_thread.start()
-    driver.load_requested.emit(LoadRequest(LoadOptions(model, vision_tower or "")))
+    driver.load_requested.emit(LoadRequest(options))
     timer.start()
     loop.exec()
     timer.stop()
@@ -372,7 +376,9 @@ def _ask_the_worker(model: str, vision_tower: str | None, image: Path, last_erro
     streamed = "".join(driver.chunks)
     if not text.strip() or streamed != text:
         raise CheckFailed(f"the streamed answer {streamed!r} does not add up to the answer {text!r}")
-    return (f"{summary['name']} on {summary['device']} ({summary['dtype']})\n"
+    if summary.get("engine") != options.engine:
+        raise CheckFailed(f"the model loaded on {summary.get('engine')}, not on {options.engine}")
+    return (f"{summary['name']} on {summary['device']} ({summary['dtype']}, {summary['engine']})\n"
             f"      Q: {QUESTION} [{image.name}]\n"
             f"      A: {text.strip()}\n"
             f"      load {summary['load_s']:.2f} s, image {stats['image_encode_s']:.2f} s, "

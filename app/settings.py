@@ -32,7 +32,10 @@ DTYPES = [("auto", QT_TRANSLATE_NOOP("SettingsDialog", "Automatic")),
 PRECISIONS = [("none", QT_TRANSLATE_NOOP("SettingsDialog", "Exact (bf16/fp16/fp32 weights)")),
               ("int8", QT_TRANSLATE_NOOP("SettingsDialog", "Faster: 8-bit weights (answers may differ slightly)")),
               ("int4", QT_TRANSLATE_NOOP("SettingsDialog", "Fastest: 4-bit weights (answers may differ more)"))]
-
+# What runs the language model (xvlm_core's `engine`): llama.cpp decodes several times faster on a CPU.
+ENGINES = [("auto", QT_TRANSLATE_NOOP("SettingsDialog", "Automatic (llama.cpp on the CPU where installed)")),
+           ("pytorch", QT_TRANSLATE_NOOP("SettingsDialog", "PyTorch (every device)")),
+           ("llama.cpp", QT_TRANSLATE_NOOP("SettingsDialog", "llama.cpp (CPU only, faster answers)"))]
 
 MAX_ANSWER_TOKENS = 4096  # Xmodel-VLM's context: no answer can be longer than what the model reads at once
 # What the dialog's spin boxes take, so a loaded value always fits them. A server's model may read more than
@@ -42,6 +45,7 @@ TOP_P_RANGE = (0.05, 1.0)
 ANSWER_TOKENS_RANGE = (1, 1 << 20)
 _RANGES = {"temperature": TEMPERATURE_RANGE, "top_p": TOP_P_RANGE, "max_new_tokens": ANSWER_TOKENS_RANGE}
 _CHOICES = {"dtype": {value for value, _ in DTYPES}, "quantize": {value for value, _ in PRECISIONS},
+            "engine": {value for value, _ in ENGINES},
             "theme": set(THEMES), "language": {value for value, _ in LANGUAGES}}
 
 
@@ -58,6 +62,7 @@ class Settings:
     device: str = "auto"
     dtype: str = "auto"
     quantize: str = "none"  # "int8": 8-bit weights, faster and half the memory; "int4": 4-bit, a third
+    engine: str = "auto"  # what runs the language model: "auto", "pytorch" or "llama.cpp"
     temperature: float = 0.0
     top_p: float = 1.0
     max_new_tokens: int = 512
@@ -80,7 +85,7 @@ class Settings:
     @property
     def load_options(self) -> LoadOptions:
         """The model these settings load here, and how."""
-        return LoadOptions(self.model, self.vision_tower, self.device, self.dtype, self.quantize)
+        return LoadOptions(self.model, self.vision_tower, self.device, self.dtype, self.quantize, self.engine)
 
     def model_changed(self, other: Settings) -> bool:
         """Whether going from `self` to `other` needs the model loaded again."""

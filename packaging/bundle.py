@@ -118,6 +118,16 @@ def hidden_imports() -> list[str]:
     return _submodules("app") + _submodules("xvlm_core") + list(SERVER_MODULES)
 
 
+def engine_binaries() -> list[tuple[str, str]]:
+    """(file, folder in the bundle) for the llama.cpp engine's library, where llama-cpp-python loads it from (its
+    package's lib/): it opens it with ctypes, which no import shows. The libraries it links, beside it, follow by
+    PyInstaller's own analysis. None where the engine is not installed: the build then answers on PyTorch only."""
+    folder = _installed_folder("llama_cpp")
+    name = {"win32": "llama.dll", "darwin": "libllama.dylib"}.get(sys.platform, "libllama.so")
+    library = folder / "lib" / name if folder is not None else None
+    return [(str(library), "llama_cpp/lib")] if library is not None and library.is_file() else []
+
+
 def qt_modules_used() -> set[str]:
     """The Qt modules (`QtCore`, ...) that the app's code imports; the build leaves the binding's others out."""
     used = set()
@@ -236,6 +246,7 @@ COMPONENTS = (
     ("CUDA libraries", ("nvidia", "libcuda", "libcudnn", "libcublas", "libnccl", "libnv", "triton")),
     ("Qt", ("PySide6", "shiboken6", "libQt6", "libpyside6", "libshiboken6", "Qt6", "pyside6")),
     ("transformers", ("transformers", "tokenizers", "sentencepiece", "safetensors", "huggingface_hub", "hf_xet")),
+    ("llama.cpp engine", ("llama_cpp", "gguf", "libllama", "libggml")),
     ("python stdlib", ("base_library.zip", "python3", "libpython", "lib-dynload", "Python")),
 )
 

@@ -60,9 +60,10 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--engine",
         choices=ENGINE_CHOICES,
-        default="pytorch",
+        default="auto",
         help="what runs the language model: pytorch, or llama.cpp (CPU only, faster decode; needs the 'llamacpp' "
-        "extra; its 8- and 4-bit weights are llama.cpp's Q8_0 and Q4_K_M) (default: %(default)s)",
+        "extra; its 8- and 4-bit weights are llama.cpp's Q8_0 and Q4_K_M); auto: llama.cpp on the CPU where it is "
+        "installed, else pytorch (default: %(default)s)",
     )
 
 

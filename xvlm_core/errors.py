@@ -91,6 +91,10 @@ class DeviceError(XvlmError):
     default_code = Remedy.CHOOSE_DEVICE
 
 
+class EngineUnavailable(XvlmError):
+    """An engine other than PyTorch cannot run this model here: it cannot convert or load it, or has no room."""
+
+
 class Cancelled(XvlmError):
     """The operation was cancelled by the user."""
 

@@ -43,8 +43,8 @@ class LoadOptions:
                                     if getattr(self, item.name)})
 
     def with_defaults(self) -> LoadOptions:
-        """Device and number format chosen automatically, exact weights and PyTorch, where not given."""
-        return self.over(LoadOptions(device="auto", dtype="auto", quantize="none", engine="pytorch"))
+        """Device, number format and engine chosen automatically, and exact weights, where not given."""
+        return self.over(LoadOptions(device="auto", dtype="auto", quantize="none", engine="auto"))
 
     def as_dict(self) -> dict[str, str]:
         return {item.name: getattr(self, item.name) for item in fields(self)}

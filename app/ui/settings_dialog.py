@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSize, Qt
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -12,11 +12,13 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -27,6 +29,7 @@ from app.model.server_settings import ServerSettingsBox
 from app.settings import (
     ANSWER_TOKENS_RANGE,
     DTYPES,
+    ENGINES,
     MAX_ANSWER_TOKENS,
     PRECISIONS,
     TEMPERATURE_RANGE,
@@ -97,6 +100,15 @@ class SettingsDialog(QDialog):
                               "faster still in about a third; the answers are close to the exact model's but not "
                               "the same."))
 
+        self.engine_combo = QComboBox()
+        self.engine_combo.setAccessibleName(translate("SettingsDialog", "Engine"))
+        for value, label in ENGINES:
+            self.engine_combo.addItem(translate("SettingsDialog", label), value)
+        self.engine_combo.setCurrentIndex(max(0, self.engine_combo.findData(settings.engine)))
+        self.engine_combo.setToolTip(translate(
+            "SettingsDialog", "What runs the language model. llama.cpp answers several times faster on a CPU; "
+                              "PyTorch also runs on a GPU. Both run the weights the precision above names."))
+
         self.dtype_combo = QComboBox()
         self.dtype_combo.setAccessibleName(translate("SettingsDialog", "Number format"))
         for value, label in DTYPES:
@@ -159,14 +171,16 @@ class SettingsDialog(QDialog):
         form.addRow(translate("SettingsDialog", "&Device:"), self.device_combo)
         form.addRow(translate("SettingsDialog", "P&recision:"), self.precision_combo)
         form.addRow(translate("SettingsDialog", "&Number format:"), self.dtype_combo)
+        form.addRow(translate("SettingsDialog", "&Engine:"), self.engine_combo)
         form.addRow(translate("SettingsDialog", "&Temperature:"), self.temperature_spin)
         form.addRow(translate("SettingsDialog", "Top-&p:"), self.top_p_spin)
         form.addRow(translate("SettingsDialog", "&Longest answer:"), self.max_tokens_spin)
         form.addRow(translate("SettingsDialog", "&System prompt:"), self.system_edit)
         form.addRow(translate("SettingsDialog", "Model &hub:"), self.endpoint_edit)
         form.addRow(translate("SettingsDialog", "L&anguage:"), self.language_combo)
-        note = QLabel(translate("SettingsDialog", "Changing the model, device, precision or number format reloads "
-                                                  "the model in the background; a new language applies at once."))
+        note = QLabel(translate("SettingsDialog", "Changing the model, device, precision, number format or engine "
+                                                  "reloads the model in the background; a new language applies at "
+                                                  "once."))
         note.setWordWrap(True)
         note.setEnabled(False)
 
@@ -174,11 +188,32 @@ class SettingsDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         self.server_box = ServerSettingsBox(settings)
+        # The fields scroll and OK and Cancel stay below them: on a short screen the buttons are always in sight.
+        fields = QWidget()
+        fields_layout = QVBoxLayout(fields)
+        fields_layout.setContentsMargins(0, 0, 0, 0)
+        fields_layout.addLayout(form)
+        fields_layout.addWidget(note)
+        fields_layout.addWidget(self.server_box)
+        self.fields_area = QScrollArea()
+        self.fields_area.setWidget(fields)
+        self.fields_area.setWidgetResizable(True)
+        self.fields_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.fields_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.fields_area.setMinimumHeight(120)
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(note)
-        layout.addWidget(self.server_box)
+        layout.addWidget(self.fields_area, 1)
         layout.addWidget(buttons)
+
+    def sizeHint(self) -> QSize:
+        """Tall enough for every field without scrolling, where the screen has the room."""
+        hint = super().sizeHint()
+        content = self.fields_area.widget().sizeHint().height()
+        height = max(hint.height(), content + self.layout().sizeHint().height() - self.fields_area.sizeHint().height())
+        screen = (self.parentWidget() or self).screen()
+        if screen is not None:
+            height = min(height, screen.availableGeometry().height() - 40)  # the title bar's room
+        return QSize(hint.width(), height)
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
@@ -206,6 +241,7 @@ class SettingsDialog(QDialog):
             device=self.device_combo.currentData(),
             dtype=self.dtype_combo.currentData(),
             quantize=self.precision_combo.currentData(),
+            engine=self.engine_combo.currentData(),
             temperature=round(self.temperature_spin.value(), 2),
             top_p=round(self.top_p_spin.value(), 2),
             max_new_tokens=self.max_tokens_spin.value(),

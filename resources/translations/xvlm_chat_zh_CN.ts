@@ -743,6 +743,49 @@ Checking…</source>
     </message>
 </context>
 <context>
+    <name>LoadStage</name>
+    <message>
+        <source>Reading the checkpoint…</source>
+        <translation>正在读取检查点…</translation>
+    </message>
+    <message>
+        <source>Loading the vision tower…</source>
+        <translation>正在加载视觉编码器…</translation>
+    </message>
+    <message>
+        <source>Loading the language model…</source>
+        <translation>正在加载语言模型…</translation>
+    </message>
+    <message>
+        <source>Loading the language model with 8-bit weights…</source>
+        <translation>正在以 8 位权重加载语言模型…</translation>
+    </message>
+    <message>
+        <source>Loading the language model with 4-bit weights…</source>
+        <translation>正在以 4 位权重加载语言模型…</translation>
+    </message>
+    <message>
+        <source>Loading the projector…</source>
+        <translation>正在加载投影器…</translation>
+    </message>
+    <message>
+        <source>Converting the language model for llama.cpp (once)…</source>
+        <translation>正在为 llama.cpp 转换语言模型（仅此一次）…</translation>
+    </message>
+    <message>
+        <source>Quantizing the language model to 8 bits for llama.cpp (once)…</source>
+        <translation>正在为 llama.cpp 将语言模型量化为 8 位（仅此一次）…</translation>
+    </message>
+    <message>
+        <source>Quantizing the language model to 4 bits for llama.cpp (once)…</source>
+        <translation>正在为 llama.cpp 将语言模型量化为 4 位（仅此一次）…</translation>
+    </message>
+    <message>
+        <source>Loading the language model into llama.cpp…</source>
+        <translation>正在将语言模型载入 llama.cpp…</translation>
+    </message>
+</context>
+<context>
     <name>MainWindow</name>
     <message>
         <source>&amp;System</source>
@@ -1228,6 +1271,18 @@ Checking…</source>
         <translation>最快：4 位权重（回答可能差异更大）</translation>
     </message>
     <message>
+        <source>Automatic (llama.cpp on the CPU where installed)</source>
+        <translation>自动（已安装时在 CPU 上使用 llama.cpp）</translation>
+    </message>
+    <message>
+        <source>PyTorch (every device)</source>
+        <translation>PyTorch（所有设备）</translation>
+    </message>
+    <message>
+        <source>llama.cpp (CPU only, faster answers)</source>
+        <translation>llama.cpp（仅 CPU，回答更快）</translation>
+    </message>
+    <message>
         <source>Settings</source>
         <translation>设置</translation>
     </message>
@@ -1270,6 +1325,10 @@ Checking…</source>
     <message>
         <source>8-bit weights decode faster on a CPU and take about half the memory, 4-bit weights faster still in about a third; the answers are close to the exact model&apos;s but not the same.</source>
         <translation>8 位权重在 CPU 上生成更快，内存占用约减半；4 位权重更快，内存约为三分之一；回答与精确模型接近，但不完全相同。</translation>
+    </message>
+    <message>
+        <source>Engine</source>
+        <translation>推理引擎</translation>
     </message>
     <message>
         <source>Number format</source>
@@ -1320,16 +1379,16 @@ Checking…</source>
         <translation>按“确定”后，语言立即切换。</translation>
     </message>
     <message>
-        <source>Changing the model, device, precision or number format reloads the model in the background; a new language applies at once.</source>
-        <translation>更改模型、设备、精度或数值格式会在后台重新加载模型；新的语言立即生效。</translation>
-    </message>
-    <message>
         <source>Running now: {model}, as the app was started with it. The model above is loaded when you change it, and at the next start.</source>
         <translation>正在运行：{model}（启动应用时指定的）。更改上面的模型时会立即加载它，下次启动时也会使用它。</translation>
     </message>
     <message>
         <source>&amp;Model:</source>
         <translation>模型(&amp;M)：</translation>
+    </message>
+    <message>
+        <source>What runs the language model. llama.cpp answers several times faster on a CPU; PyTorch also runs on a GPU. Both run the weights the precision above names.</source>
+        <translation>运行语言模型的引擎。llama.cpp 在 CPU 上回答快数倍；PyTorch 也能在 GPU 上运行。两者运行的都是上方“精度”所选的权重。</translation>
     </message>
     <message>
         <source>&amp;Vision tower:</source>
@@ -1346,6 +1405,10 @@ Checking…</source>
     <message>
         <source>&amp;Number format:</source>
         <translation>数值格式(&amp;N)：</translation>
+    </message>
+    <message>
+        <source>&amp;Engine:</source>
+        <translation>推理引擎(&amp;E)：</translation>
     </message>
     <message>
         <source>&amp;Temperature:</source>
@@ -1370,6 +1433,10 @@ Checking…</source>
     <message>
         <source>L&amp;anguage:</source>
         <translation>语言(&amp;A)：</translation>
+    </message>
+    <message>
+        <source>Changing the model, device, precision, number format or engine reloads the model in the background; a new language applies at once.</source>
+        <translation>更改模型、设备、精度、数值格式或推理引擎会在后台重新加载模型；新的语言立即生效。</translation>
     </message>
     <message>
         <source>Choose the model folder</source>

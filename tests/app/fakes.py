@@ -99,11 +99,12 @@ class FakeSession:
 
 
 class FakeLoaded:
-    def __init__(self, name: str = "fake-model", quantize: str = "none"):
-        self.name, self.quantize = name, quantize
+    def __init__(self, name: str = "fake-model", quantize: str = "none", engine: str = "pytorch"):
+        self.name, self.quantize, self.engine = name, quantize, engine
 
     def summary(self) -> dict:
-        return {"name": self.name, "device": "cpu", "dtype": "float32", "quantize": self.quantize, "memory_mb": 12.0,
+        return {"name": self.name, "device": "cpu", "dtype": "float32", "quantize": self.quantize,
+                "engine": self.engine, "memory_mb": 12.0,
                 "load_s": 0.0, "can_see_images": True, "context_length": 4096}
 
 
@@ -114,7 +115,8 @@ def fake_load(delay_s: float = 0.0, error: Exception | None = None) -> Callable:
         on_stage("Loading the language model…")
         if error is not None:
             raise error
-        return FakeLoaded(request.options.model, request.options.quantize)
+        engine = "llama.cpp" if request.options.engine == "llama.cpp" else "pytorch"  # "auto" too: no llama.cpp
+        return FakeLoaded(request.options.model, request.options.quantize, engine)
 
     return load
 

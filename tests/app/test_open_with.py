@@ -104,11 +104,11 @@ def test_a_second_launch_naming_another_model_loads_it(qtbot, make_window, tiny_
 def test_a_second_launch_forwards_every_model_option_to_the_load(qtbot, make_window, tiny_model_dir, tmp_path):
     window, loads = window_recording_loads(qtbot, make_window)
     args = parse_args(["--model", str(tiny_model_dir), "--vision-tower", "/towers/clip", "--device", "cpu",
-                       "--dtype", "float32", "--quantize", "int8"])
+                       "--dtype", "float32", "--quantize", "int8", "--engine", "pytorch"])
     line = launch_from_args(args, cwd=tmp_path).encode()  # as the second process sends it
     window.launched_again(Launch.decode(line))
     qtbot.waitUntil(lambda: len(loads) == 2, timeout=20_000)
-    assert loads[-1].options == LoadOptions(str(tiny_model_dir), "/towers/clip", "cpu", "float32", "int8")
+    assert loads[-1].options == LoadOptions(str(tiny_model_dir), "/towers/clip", "cpu", "float32", "int8", "pytorch")
 
 
 def test_the_desktop_entry_opens_the_images_the_app_reads():

@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 from fakes import FakeKeyring, FakeSession, fake_load
 from fifo_guard import outcome_without_hanging
-from PySide6.QtWidgets import QDialog, QPushButton
+from PySide6.QtWidgets import QDialog, QDialogButtonBox, QPushButton
 from test_window import ask, wait_answered, wait_ready
 
 from app.model.worker import ModelWorker
@@ -142,6 +142,46 @@ def test_the_precision_choice_is_labelled_for_people(qtbot):
     assert Settings().model_changed(Settings(quantize="int8"))
 
 
+def test_the_engine_is_chosen_in_settings_and_reloads_on_it(qtbot, make_window, tmp_path, monkeypatch):
+    loads = []
+
+    def load(request, on_stage):
+        loads.append(request)
+        return fake_load()(request, on_stage)
+
+    window = make_window(ModelWorker(load=load, session_factory=lambda loaded: FakeSession(["ok"])))
+    wait_ready(qtbot, window)
+    assert "llama.cpp" not in window.device_label.text()
+
+    def edit(dialog):
+        assert dialog.engine_combo.currentData() == "auto"
+        assert [dialog.engine_combo.itemData(i) for i in range(dialog.engine_combo.count())] == [
+            "auto", "pytorch", "llama.cpp"]
+        dialog.engine_combo.setCurrentIndex(dialog.engine_combo.findData("llama.cpp"))
+        return QDialog.DialogCode.Accepted
+
+    monkeypatch.setattr(SettingsDialog, "exec", edit)
+    window.settings_action.trigger()
+    wait_ready(qtbot, window)
+    assert [request.options.engine for request in loads] == ["auto", "llama.cpp"]
+    assert json.loads((tmp_path / "settings.json").read_text())["engine"] == "llama.cpp"
+    assert window.device_label.text().endswith("· llama.cpp")
+
+
+@pytest.mark.qt_log_ignore("does not support propagateSizeHints")  # the offscreen platform, showing a dialog
+def test_on_a_short_screen_the_settings_fields_scroll_and_ok_stays_in_sight(qtbot):
+    dialog = SettingsDialog(Settings(), [])
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.resize(560, 380)
+    qtbot.waitUntil(lambda: dialog.height() == 380)
+    ok = dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok)
+    bottom = ok.mapTo(dialog, ok.rect().bottomLeft()).y()
+    assert ok.isVisible() and bottom < dialog.height()
+    assert dialog.fields_area.verticalScrollBar().maximum() > 0  # the rest of the fields scroll
+    dialog.close()
+
+
 def server_window_with_key_in_keyring(qtbot, make_window, monkeypatch) -> tuple:
     """A window answering through a server whose key is in the (fake) keyring; the load requests it made."""
     keyring = FakeKeyring()
@@ -200,7 +240,8 @@ def test_settings_nested_too_deeply_give_the_defaults_with_a_notice(tmp_path):
 UNUSABLE_VALUES = [("temperature", float("nan")), ("temperature", float("inf")), ("temperature", -0.5),
                    ("temperature", 7.0), ("top_p", 0.0), ("top_p", 1.5), ("max_new_tokens", -3),
                    ("max_new_tokens", 0), ("max_new_tokens", 10**30), ("dtype", "float8"), ("quantize", "int3"),
-                   ("theme", "neon"), ("language", "tlh"), ("model", "a\0b"), ("system_prompt", "lone \ud800")]
+                   ("engine", "onnx"), ("theme", "neon"), ("language", "tlh"), ("model", "a\0b"),
+                   ("system_prompt", "lone \ud800")]
 
 
 @pytest.mark.parametrize(("field", "value"), UNUSABLE_VALUES)

@@ -19,6 +19,7 @@ from xvlm_core.model.prompt import Message
 @pytest.mark.parametrize("quantize", ["int8", "int4"])
 def test_bench_reports_how_far_quantized_weights_move_the_model(capsys, tiny_model_dir, tiny_tower_dir, quantize):
     args = ["bench", "--model", str(tiny_model_dir), "--vision-tower", str(tiny_tower_dir), "--dtype", "float32"]
+    args += ["--engine", "pytorch"]  # the per-layer errors are of PyTorch's quantized layers
     assert main([*args, "--turns", "1", "--new-tokens", "2", "--quantize", quantize, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["quantize"] == quantize
@@ -54,7 +55,8 @@ def test_bench_of_exact_weights_has_no_quality_fields(capsys, tiny_model_dir, ti
 def test_bench_names_the_processor_the_kernels_and_a_baseline_from_another_process(capsys, tiny_model_dir,
                                                                                     tiny_tower_dir):
     args = ["bench", "--model", str(tiny_model_dir), "--vision-tower", str(tiny_tower_dir), "--dtype", "float32"]
-    assert main([*args, "--turns", "2", "--new-tokens", "3", "--quantize", "int4", "--baseline", "--json"]) == 0
+    assert main([*args, "--turns", "2", "--new-tokens", "3", "--quantize", "int4", "--engine", "pytorch", "--baseline",
+                 "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["processor"] and isinstance(result["processor_flags"], str)
     # The tiny model: 2 q and 2 o projections in 4 bits, lm_head in 8, the other 10 layers exact.

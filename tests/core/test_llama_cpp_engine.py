@@ -8,11 +8,13 @@ import threading
 import pytest
 import torch
 
+from xvlm_core.engines import choice
+from xvlm_core.engines.choice import chosen_engine
 from xvlm_core.engines.llama_cpp import gguf_export
 from xvlm_core.engines.llama_cpp.loading import load_model as load_llama_cpp
 from xvlm_core.engines.pytorch.loading import load_model
 from xvlm_core.engines.pytorch.session import ChatSession
-from xvlm_core.errors import DeviceError, XvlmError
+from xvlm_core.errors import Cancelled, EngineUnavailable, Remedy, XvlmError
 from xvlm_core.load_options import LoadOptions
 from xvlm_core.model.images import load_image
 from xvlm_core.model.prompt import Message
@@ -153,14 +155,49 @@ def test_a_full_disk_is_a_clear_error(load, monkeypatch):
 
 
 def test_the_engine_says_what_it_cannot_do(tiny_model_dir, tiny_tower_dir, monkeypatch):
-    with pytest.raises(DeviceError, match="CPU only"):
+    with pytest.raises(EngineUnavailable, match="CPU only") as raised:
         load_llama_cpp(str(tiny_model_dir), str(tiny_tower_dir), device="cuda")
+    assert raised.value.code is Remedy.CHOOSE_DEVICE
     with pytest.raises(ValueError, match="not an engine"):
         LoadOptions(engine="onnx")
-    assert LoadOptions().with_defaults().engine == "pytorch"
     monkeypatch.setitem(sys.modules, "llama_cpp", None)
-    with pytest.raises(XvlmError, match="'llamacpp' extra"):
+    with pytest.raises(EngineUnavailable, match="'llamacpp' extra"):
         load_llama_cpp(str(tiny_model_dir), str(tiny_tower_dir))
+
+
+def test_automatic_is_llama_cpp_on_the_cpu_where_it_is_installed(monkeypatch):
+    assert LoadOptions().with_defaults().engine == "auto"
+    assert chosen_engine("auto", "cpu") == chosen_engine("auto", "auto") == "llama.cpp"  # no GPU here
+    assert chosen_engine("auto", "cuda") == chosen_engine("auto", "mps") == "pytorch"
+    assert chosen_engine("pytorch", "cpu") == "pytorch"
+    monkeypatch.setattr(choice.importlib.util, "find_spec", lambda name: None)
+    assert chosen_engine("auto", "cpu") == "pytorch"
+    assert chosen_engine("llama.cpp", "cpu") == "llama.cpp"  # named: its own error says it is not installed
+
+
+def test_automatic_gives_way_to_pytorch_where_llama_cpp_cannot_take_the_model(
+    tiny_model_dir, tiny_tower_dir, monkeypatch
+):
+    def disk_full(path, *args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(gguf_export, "write_gguf", disk_full)
+    loaded = choice.load_on_engine(str(tiny_model_dir), str(tiny_tower_dir), dtype="float32")
+    assert loaded.engine == "pytorch" and loaded.language_file is None
+    answer = "".join(ChatSession(loaded).answer([Message("user", QUESTION)], SamplingSettings(max_new_tokens=4)))
+    assert answer
+    with pytest.raises(EngineUnavailable, match="disk is full") as raised:  # named, its error is the answer
+        choice.load_on_engine(str(tiny_model_dir), str(tiny_tower_dir), dtype="float32", engine="llama.cpp")
+    assert raised.value.code is Remedy.FREE_DISK
+
+
+def test_cancelling_the_conversion_is_not_a_reason_to_fall_back(tiny_model_dir, tiny_tower_dir):
+    def on_stage(stage: str) -> None:
+        if "llama.cpp" in stage:
+            raise Cancelled("cancelled")
+
+    with pytest.raises(Cancelled):
+        choice.load_on_engine(str(tiny_model_dir), str(tiny_tower_dir), dtype="float32", on_stage=on_stage)
 
 
 def test_a_pytorch_bin_checkpoint_converts_to_the_same_answers(load, tiny_model_bin_dir, tiny_tower_dir):

@@ -307,6 +307,14 @@ def run_spec(workpath: Path, platform: str, monkeypatch: pytest.MonkeyPatch) -> 
     return made
 
 
+def test_the_spec_bundles_the_llama_cpp_engines_library_where_llama_cpp_python_loads_it(tmp_path, monkeypatch):
+    made = run_spec(tmp_path, "linux", monkeypatch)
+    [(_args, kwargs)] = made["Analysis"]
+    [(library, folder)] = kwargs["binaries"]
+    assert folder == "llama_cpp/lib" and Path(library).name == "libllama.so" and Path(library).is_file()
+    assert bundle.component("llama_cpp/lib/libllama.so") == bundle.component("libggml-cpu.so.0") == "llama.cpp engine"
+
+
 def test_the_spec_bundles_every_resource_and_the_icon_theme(tmp_path, monkeypatch):
     made = run_spec(tmp_path, "linux", monkeypatch)
     [(args, kwargs)] = made["Analysis"]

@@ -31,8 +31,9 @@ def test_self_check_answers_about_the_test_picture_and_exits_0(tiny_model_dir, t
     answer = next(line for line in lines if line.strip().startswith("A: "))
     assert len(answer.strip()) > len("A: ")
     assert any("first token" in line and "tokens/s" in line for line in lines)
-    for check in ("Qt platform plugins", "image formats", "icons", "translations", "TLS for downloads", "log", "model",
-                  "lazily loaded modules"):
+    assert any(line.endswith(", llama.cpp)") for line in lines)  # the test environment has the llama.cpp engine
+    for check in ("Qt platform plugins", "image formats", "icons", "translations", "TLS for downloads", "log",
+                  "model on PyTorch", "model on llama.cpp", "lazily loaded modules"):
         assert any(line.startswith(f"ok    {check}:") for line in lines), check
 
 
@@ -43,7 +44,7 @@ def test_self_check_on_a_broken_model_folder_exits_1_naming_the_problem(tiny_mod
     done = run_main("--self-check", str(broken), "--vision-tower", str(tiny_tower_dir))
     assert done.returncode == 1
     [failure] = [line for line in done.stdout.splitlines() if line.startswith("FAIL")]
-    assert failure.startswith("FAIL  model: ") and "config.json" in failure
+    assert failure.startswith("FAIL  model on PyTorch: ") and "config.json" in failure  # llama.cpp not tried
     assert done.stdout.splitlines()[-1] == "self-check FAILED: 1 problem(s)"
 
 

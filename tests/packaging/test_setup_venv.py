@@ -52,9 +52,21 @@ def test_an_unreachable_pytorch_index_is_one_line_and_no_pip_error(project: Path
     assert "ERROR" not in output
     assert "torch 2.13.0 comes from the package index instead." in output
     calls = (project / ".venv" / "bin" / "calls").read_text().splitlines()
-    assert calls[-3:] == ["-m pip install torch==2.13.0",
+    assert calls[-4:] == ["-m pip install torch==2.13.0",
                           "-m pip install --constraint requirements/lock.txt torch==2.13.0 -e .",
+                          "-m pip install --constraint requirements/lock.txt torch==2.13.0 -e .[llamacpp]",
                           "-m app.qt_platform"]
+
+
+def test_an_engine_that_cannot_be_compiled_leaves_the_app_installed(project: Path):
+    python = project / ".venv" / "bin" / "python"
+    no_compiler = '  *llamacpp*) echo "error: no CMAKE_CXX_COMPILER could be found"; exit 1 ;;\n'
+    python.write_text(FAKE_PYTHON.replace('  *) echo', no_compiler + '  *) echo'))
+    done = run(project, "up")
+    assert done.returncode == 0, done.stderr
+    assert "the llama.cpp engine could not be built" in done.stdout and "The app answers with PyTorch." in done.stdout
+    assert "CMAKE_CXX_COMPILER" not in done.stdout + done.stderr  # pip's answer is in a file that the line names
+    assert (project / ".venv" / "bin" / "calls").read_text().splitlines()[-1] == "-m app.qt_platform"
 
 
 def test_the_pytorch_index_is_named_when_it_was_used(project: Path):

@@ -80,7 +80,7 @@ def run_benchmark(
     new_tokens: int = 32,
     baseline: bool = False,
     quantize: str = "none",
-    engine: str = "pytorch",
+    engine: str = "auto",
 ) -> dict[str, float | int | str]:
     """Measure one image + question, then follow-ups; `model=None` uses the synthetic full-size checkpoint.
 
@@ -100,7 +100,7 @@ def run_benchmark(
         **processor(),
         "dtype": dtype_name(loaded.dtype),
         "quantize": quantize,
-        "engine": engine,
+        "engine": loaded.engine,
         "kernels": _kernels(loaded),
         "threads": torch.get_num_threads(),
         "load_s": loaded.load_s,

@@ -12,8 +12,9 @@ from xvlm_core import hub
 from xvlm_core.engines.llama_cpp.gguf_export import gguf_file
 from xvlm_core.engines.llama_cpp.runner import LlamaLanguageModel, LlamaModel, llama_cpp_module
 from xvlm_core.engines.pytorch import loading
-from xvlm_core.errors import DeviceError
+from xvlm_core.errors import Cancelled, EngineUnavailable, OutOfMemory, Remedy, XvlmError
 from xvlm_core.model import checkpoint
+from xvlm_core.stages import Stage
 
 
 def load_model(
@@ -32,13 +33,19 @@ def load_model(
     started = time.perf_counter()
     llama_cpp_module()  # not installed: say so before anything is read
     if device not in ("auto", "cpu"):
-        raise DeviceError(f"The llama.cpp engine runs on the CPU only, not on {device}.")
+        raise EngineUnavailable(f"The llama.cpp engine runs on the CPU only, not on {device}.",
+                                code=Remedy.CHOOSE_DEVICE)
     # The tower's linear layers go 8-bit in the quantized modes, as on the PyTorch engine.
     loaded = loading.load_model(model, vision_tower, "cpu", dtype, on_stage, quantize, language_weights=False)
     files = checkpoint.find_weight_files(hub.resolve_folder(model))
-    path = gguf_file(files, loaded.config.language, loaded.tokenizer, loaded.dtype, quantize, on_stage)
-    on_stage("Loading the language model into llama.cpp…")
-    language = LlamaModel(path, float32_cache=loaded.dtype == torch.float32)
+    try:
+        path = gguf_file(files, loaded.config.language, loaded.tokenizer, loaded.dtype, quantize, on_stage)
+        on_stage(Stage.LOADING_INTO_LLAMA_CPP)
+        language = LlamaModel(path, float32_cache=loaded.dtype == torch.float32)
+    except (Cancelled, OutOfMemory):
+        raise
+    except XvlmError as exc:  # PyTorch may still run the model: `engines.choice` decides
+        raise EngineUnavailable(exc.details, code=exc.code, repo_id=exc.repo_id) from exc
     context_length = loaded.context_length
     return replace(
         loaded,

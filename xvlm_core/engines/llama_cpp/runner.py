@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from xvlm_core.engines.language import BeforeChunk, Run
-from xvlm_core.errors import XvlmError
+from xvlm_core.errors import EngineUnavailable, XvlmError
 
 log = logging.getLogger(__name__)
 # Positions per llama_decode call: Stop is checked between calls, as the PyTorch engine does between chunks.
@@ -31,10 +31,12 @@ def llama_cpp_module():
     try:
         import llama_cpp
     except ImportError:
-        raise XvlmError(
+        raise EngineUnavailable(
             "The llama.cpp engine is not installed: install the project with its 'llamacpp' extra "
             "(pip install 'xvlm-chat[llamacpp]'), or use the PyTorch engine."
         ) from None
+    except (OSError, RuntimeError) as exc:  # llama-cpp-python is there, but its compiled library cannot be loaded
+        raise EngineUnavailable(f"The llama.cpp engine cannot start: {exc}") from None
     if _llama_log_callback is None:
         @llama_cpp.llama_log_callback
         def to_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
