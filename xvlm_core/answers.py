@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from xvlm_core.errors import XvlmError
-from xvlm_core.messages import Message
+from xvlm_core.messages import Image, Message
 from xvlm_core.sampling import SamplingSettings
 
 
@@ -79,6 +79,10 @@ class AnsweringSession(Protocol):
 
     def answer(self, messages: Sequence[Message], settings: SamplingSettings, system: str = ...,
                cancel: threading.Event | None = None) -> Answer: ...
+
+    def look_at(self, images: Sequence[Image], cancel: threading.Event | None = None) -> int:
+        """Read images ahead of the question that will carry them; how many were read now (0: nothing to do)."""
+        ...
 
 
 class LoadedEngine(Protocol):

@@ -299,6 +299,7 @@ class Composer(QFrame):
     send_requested = Signal(str, object)  # text, [ImageRef] in order
     edit_submitted = Signal(int, str, object)  # index of the edited message, text, [ImageRef]
     stop_requested = Signal()
+    images_ready = Signal(object)  # [ImageRef]: another image was checked; all those ready to send, in order
 
     def __init__(self, parent: QWidget | None = None, check: Callable[[str], QImage] = check_image):
         super().__init__(parent)
@@ -586,6 +587,7 @@ class Composer(QFrame):
         if chip not in self.chips:  # taken off (or sent away with a cleared composer) meanwhile
             return
         chip.show_ready(image, thumbnail)
+        self.images_ready.emit(self.images)
         if self._send_when_checked and not any(other.checking for other in self.chips):
             self._send_when_checked = False
             self.submit()

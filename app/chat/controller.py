@@ -28,7 +28,7 @@ from app.error_text import error_text
 from app.history.records import AnswerStats, ChatMessage, Status, auto_title
 from app.history.service import LAST_OPEN_CHAT, History
 from app.i18n import translate
-from app.model.worker import AnswerRequest, LoadRequest, ModelWorker
+from app.model.worker import AnswerRequest, LoadRequest, LookRequest, ModelWorker
 from app.settings import AppSettings, Settings
 
 
@@ -80,6 +80,7 @@ class ChatController(QObject):
 
     load_requested = Signal(object)  # LoadRequest, to the worker's thread
     answer_requested = Signal(object)  # AnswerRequest, to the worker's thread
+    look_requested = Signal(object)  # LookRequest, to the worker's thread
 
     def __init__(self, settings: AppSettings, history: History | None = None):
         super().__init__()
@@ -100,11 +101,13 @@ class ChatController(QObject):
         # Answers going on for chats no longer shown, by request id: they are saved as they stream and when done.
         self._background: dict[int, BackgroundAnswer] = {}
         self._sampling: SamplingSettings | None = None  # the answer's own sampling (Regenerate), else the settings'
+        self._look: LookRequest | None = None  # the images attached now, being read ahead of their question
 
     def connect_worker(self, worker: ModelWorker) -> None:
         """Requests go out as queued signals; the cancel event is set directly (see app/model/worker.py)."""
         self.load_requested.connect(worker.load)
         self.answer_requested.connect(worker.generate)
+        self.look_requested.connect(worker.look_at)
         worker.stage_changed.connect(self._on_stage)
         worker.loaded.connect(self._on_loaded)
         worker.load_failed.connect(self.fail_load)
@@ -154,6 +157,16 @@ class ChatController(QObject):
         self.model_summary, self.model_error = {}, ""
         self._set_phase(ModelPhase.LOADING)
         self.load_requested.emit(request)
+
+    def look_ahead(self, images: Sequence[ImageRef]) -> None:
+        """Another image is ready in the message being written: the model reads them all now, while the question
+        is typed, so that its answer starts with the prompt (the model thread skips those it has read). A model
+        still loading reads them with the answer."""
+        if self._look is not None:
+            self._look.cancel.set()  # what it had not read yet is in the new request
+        self._look = LookRequest(tuple(images)) if images and self.phase is ModelPhase.READY else None
+        if self._look is not None:
+            self.look_requested.emit(self._look)
 
     def send(self, text: str, images: Sequence[ImageRef] = ()) -> bool:
         """Ask a question about `images` (in order); False (and nothing happens) while another answer is in

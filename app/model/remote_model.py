@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from xvlm_core.answers import Answer, AnswerResult
 from xvlm_core.errors import Remedy, XvlmError
-from xvlm_core.messages import Message
+from xvlm_core.messages import Image, Message
 from xvlm_core.model.prompt import SYSTEM_V1
 from xvlm_core.openai_compat import client
 from xvlm_core.openai_compat.client import Fault, RemoteModel, ServerSession, api_url
@@ -171,6 +171,9 @@ class RemoteSession:
     def answer(self, messages: Sequence[Message], settings: SamplingSettings, system: str = SYSTEM_V1,
                cancel: threading.Event | None = None) -> Answer:
         return Answer(_worded_steps(self._session.answer(messages, settings, system, cancel)))
+
+    def look_at(self, images: Sequence[Image], cancel: threading.Event | None = None) -> int:
+        return self._session.look_at(images, cancel)
 
 
 def _worded_steps(answer: Answer) -> Generator[str, None, AnswerResult]:

@@ -26,9 +26,9 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 from xvlm_core.answers import AnsweringSession, LoadedEngine  # torch-free
-from xvlm_core.errors import Problem, Remedy, problem_of  # torch-free
+from xvlm_core.errors import Cancelled, Problem, Remedy, problem_of  # torch-free
 from xvlm_core.load_options import LoadOptions  # torch-free
-from xvlm_core.messages import Message  # torch-free
+from xvlm_core.messages import ImageRef, Message  # torch-free
 from xvlm_core.sampling import SamplingSettings  # torch-free
 
 from app.i18n import translate
@@ -56,6 +56,14 @@ class AnswerRequest:
     messages: tuple[Message, ...]
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     system: str = ""  # "" = the prompt the model was trained with
+    cancel: threading.Event = field(default_factory=threading.Event, compare=False)
+
+
+@dataclass(frozen=True)
+class LookRequest:
+    """Read these images ahead of the question that will carry them. Set `cancel` when they are no longer wanted."""
+
+    images: tuple[ImageRef, ...]
     cancel: threading.Event = field(default_factory=threading.Event, compare=False)
 
 
@@ -175,6 +183,22 @@ class ModelWorker(QObject):
             self.chunk_ready.emit(request.request_id, "".join(pending))
         result = answer.result
         return result.text, dict(result.stats.as_dict())
+
+    @Slot(object)
+    def look_at(self, request: LookRequest) -> None:
+        """Encode images while their question is typed: its answer then starts with the prompt. Queued like every
+        job, so an answer asked for meanwhile waits for it, which costs nothing when it carries these images."""
+        if self._session is None or request.cancel.is_set():
+            return
+        try:
+            count = self._session.look_at(request.images, request.cancel)
+        except Cancelled:  # taken off, or another image came: a newer request reads what is attached now
+            return
+        except Exception:  # the worker's edge: the answer that carries them meets the same problem and says it
+            log.warning("reading attached images ahead failed", exc_info=True)
+            return
+        if count:
+            log.info("read %d attached image(s) ahead of the question", count)
 
     @Slot()
     def list_devices(self) -> None:

@@ -437,6 +437,7 @@ class MainWindow(QMainWindow):
         self.first_run.download_stopped.connect(lambda: self._update_settings(download_started=False))
         controller = self.controller
         self.composer.send_requested.connect(self._send)
+        self.composer.images_ready.connect(controller.look_ahead)
         self.composer.edit_submitted.connect(self._edit)
         self.composer.stop_requested.connect(controller.stop)
         self.view.edit_requested.connect(self._begin_edit)

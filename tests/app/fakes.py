@@ -51,6 +51,9 @@ class SlowSession:
         return SlowAnswer(self.session.answer(messages, settings, system=system, cancel=cancel), self.delay_s,
                           self.on_delta)
 
+    def look_at(self, images, cancel=None):
+        return self.session.look_at(images, cancel)
+
 
 @dataclass
 class FakeStats:
@@ -92,10 +95,15 @@ class FakeSession:
         self.deltas = deltas or [f"word{i} " for i in range(20)]
         self.delay_s = delay_s
         self.calls: list[list] = []
+        self.looked_at: list[tuple] = []  # the images read ahead of their question
 
     def answer(self, messages, settings, system, cancel):
         self.calls.append(list(messages))
         return FakeAnswer(self.deltas, self.delay_s, cancel)
+
+    def look_at(self, images, cancel=None):
+        self.looked_at.append(tuple(images))
+        return len(images)
 
 
 class FakeLoaded:

@@ -10,7 +10,7 @@ import pytest
 
 from xvlm_core.engines.pytorch.loading import load_model
 from xvlm_core.engines.pytorch.session import ChatSession
-from xvlm_core.errors import XvlmError
+from xvlm_core.errors import Cancelled, XvlmError
 from xvlm_core.messages import ImageRef
 from xvlm_core.model.config import IMAGE_TOKEN_INDEX
 from xvlm_core.model.prompt import Message, render_prompt, render_segments
@@ -457,3 +457,20 @@ def test_a_session_keeps_the_embeddings_of_recent_images_only(loaded, images_dir
         counts.append(answer.stats.images_encoded)
     assert counts == [1, 0, 1, 1]  # the square was evicted by the wide picture, then encoded again
     assert len(session._embeddings) == 1
+
+
+def test_images_looked_at_before_the_question_give_the_same_answer_without_encoding_them(loaded, golden, images_dir):
+    square, wide = ImageRef.from_file(images_dir / "gradient_square.png"), str(images_dir / "shapes_wide.png")
+    question = [Message("user", "What is in this image?", [square, wide])]
+    expected, _ = run(ChatSession(loaded), question)
+    session = ChatSession(loaded)
+    assert session.look_at([square]) == 1
+    assert session.look_at([square, wide]) == 1  # the square is kept from the first look
+    assert session.look_at([square, wide]) == 0
+    answer, _ = run(session, question)
+    assert answer.output_ids == expected.output_ids
+    assert answer.stats.images_encoded == 0
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        ChatSession(loaded).look_at([square], cancel)

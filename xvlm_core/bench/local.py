@@ -111,6 +111,7 @@ def run_benchmark(
         _answer(ChatSession(loaded), conversation(1, image, [])[-1], new_tokens)
         result["peak_rss_mb"] = peak_resident_set_mb()  # loading and one whole answer
         result.update(_run_turns(loaded, image, turns, new_tokens))
+        result["ttft_image_read_ahead_s"] = _ttft_with_image_read_ahead(loaded, image)
         if quantize != "none":
             # After the timed turns and the peak above: the exact model is loaded only to compare with.
             exact = load_model(model, vision_tower, device, dtype)
@@ -175,6 +176,14 @@ def _answer(session: ChatSession, messages: list[Message], new_tokens: int) -> A
     for _ in answer:
         pass
     return answer.result
+
+
+def _ttft_with_image_read_ahead(loaded: LoadedModel, image: str) -> float:
+    """Turn 1's time to first token in a new session that read the image before the question came, as the app
+    does while a question is typed about a picture just attached: the prompt alone."""
+    session = ChatSession(loaded)
+    session.look_at([image])
+    return _answer(session, conversation(1, image, [])[-1], 1).stats.ttft_s
 
 
 def _run_turns(loaded: LoadedModel, image: str, turns: int, new_tokens: int) -> dict[str, float | int]:

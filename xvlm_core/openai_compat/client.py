@@ -159,6 +159,10 @@ class ServerSession:
         answer is iterated. Setting `cancel` closes the connection, which stops the server generating."""
         return Answer(_stream(self.remote, messages, settings, system, cancel or threading.Event()))
 
+    def look_at(self, images: Sequence[Image], cancel: threading.Event | None = None) -> int:
+        """Nothing: the images travel with the question, and the server reads them then."""
+        return 0
+
 
 def _stream(remote: RemoteModel, messages: Sequence[Message], settings: SamplingSettings, system: str,
             cancel: threading.Event) -> Generator[str, None, AnswerResult]:

@@ -92,6 +92,18 @@ class ChatSession:
         job = _Job(list(messages), settings or SamplingSettings(), system, cancel or threading.Event())
         return Answer(self._run(job))
 
+    def look_at(self, images: Sequence[Image], cancel: threading.Event | None = None) -> int:
+        """Encode images before the question about them is sent (the window does it when they are attached), so
+        that its answer starts with the prompt; the embeddings are kept as an answer's are. Returns how many
+        were encoded now: those already kept, or beyond what a session keeps, are not."""
+        if self.loaded.model.vision_tower is None:
+            return 0
+        cancel = cancel or threading.Event()
+        stats = GenerationStats()
+        for image in images[:KEPT_EMBEDDINGS]:
+            self._encode_image(self._image_hash(image, cancel), image_path(image), stats, cancel)
+        return stats.images_encoded
+
     def reset(self) -> None:
         """Forget the cache (a new chat, or after an error left it in an unknown state)."""
         self.language.reset()
