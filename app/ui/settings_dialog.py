@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import QCoreApplication, Qt
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -49,6 +49,7 @@ class SettingsDialog(QDialog):
         self.setMinimumWidth(520)
         self._settings = settings
         self._running_model = running_model
+        self._fitted = False  # sized to the screen when first shown
         self._build_model_fields(settings)
         self._build_device_fields(settings, devices)
         self._build_answer_fields(settings, context_length)
@@ -205,19 +206,32 @@ class SettingsDialog(QDialog):
         layout.addWidget(self.fields_area, 1)
         layout.addWidget(buttons)
 
-    def sizeHint(self) -> QSize:
-        """Tall enough for every field without scrolling, where the screen has the room."""
-        hint = super().sizeHint()
-        content = self.fields_area.widget().sizeHint().height()
-        height = max(hint.height(), content + self.layout().sizeHint().height() - self.fields_area.sizeHint().height())
-        screen = (self.parentWidget() or self).screen()
-        if screen is not None:
-            height = min(height, screen.availableGeometry().height() - 40)  # the title bar's room
-        return QSize(hint.width(), height)
-
     def showEvent(self, event) -> None:
         super().showEvent(event)
         self._say_running_model()
+        if not self._fitted:
+            self._fitted = True
+            self._fit_to_screen()
+
+    def _fit_to_screen(self) -> None:
+        """Tall enough for every field without scrolling, where the screen has the room: the wrapped notes'
+        heights are known only once the dialog has its width, so it grows by what still scrolls."""
+        screen = self.screen()
+        if screen is None:
+            return
+        available = screen.availableGeometry().adjusted(0, 40, 0, 0)  # room for the title bar
+        for _ in range(3):  # a taller dialog can wrap no worse: this settles at once, or at the screen's height
+            self.layout().activate()
+            QCoreApplication.sendPostedEvents(self.fields_area)  # the scroll bar's range follows the resize
+            overflow = self.fields_area.verticalScrollBar().maximum()
+            height = min(self.height() + overflow, available.height())
+            if overflow == 0 or height <= self.height():
+                break
+            self.resize(self.width(), height)
+        place = self.frameGeometry()  # what move() places: the frame, title bar included
+        place.moveCenter((self.parentWidget() or self).frameGeometry().center())
+        place.moveTop(max(available.top(), min(place.top(), available.bottom() + 1 - place.height())))
+        self.move(place.topLeft())
 
     def _say_running_model(self) -> None:
         """"Running now: …" with the folder cut in the middle to the field's width (a path has no place to wrap)."""

@@ -182,6 +182,19 @@ def test_on_a_short_screen_the_settings_fields_scroll_and_ok_stays_in_sight(qtbo
     dialog.close()
 
 
+@pytest.mark.qt_log_ignore("does not support propagateSizeHints")  # the offscreen platform, showing a dialog
+def test_the_settings_dialog_opens_tall_enough_to_show_every_field_where_the_screen_allows(qtbot):
+    dialog = SettingsDialog(Settings(), [])
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    available = dialog.screen().availableGeometry()
+    assert available.contains(dialog.geometry())
+    scrolls = dialog.fields_area.verticalScrollBar().maximum() > 0
+    assert not scrolls or dialog.height() >= available.height() - 40  # it scrolls only on a screen too short
+    dialog.close()
+
+
 def server_window_with_key_in_keyring(qtbot, make_window, monkeypatch) -> tuple:
     """A window answering through a server whose key is in the (fake) keyring; the load requests it made."""
     keyring = FakeKeyring()
