@@ -9,7 +9,7 @@ from PySide6.QtCore import QObject, Signal, Slot
 
 from app.chat.controller import ChatController, ModelPhase
 from app.history.records import Status
-from app.model.worker import AnswerRequest, LoadRequest
+from app.model.worker import AnswerRequest, LoadRequest, LookRequest
 from app.settings import AppSettings, Settings, SettingsFile
 from xvlm_core.errors import Problem, Remedy
 from xvlm_core.load_options import LoadOptions
@@ -36,6 +36,7 @@ class ScriptedWorker(QObject):
         super().__init__()
         self.loads: list[LoadRequest] = []
         self.requests: list[AnswerRequest] = []
+        self.looks: list[LookRequest] = []
 
     @Slot(object)
     def load(self, request: LoadRequest) -> None:
@@ -44,6 +45,10 @@ class ScriptedWorker(QObject):
     @Slot(object)
     def generate(self, request: AnswerRequest) -> None:
         self.requests.append(request)
+
+    @Slot(object)
+    def look_at(self, request: LookRequest) -> None:
+        self.looks.append(request)
 
 
 def make(settings: Settings | None = None) -> tuple[ChatController, ScriptedWorker]:
@@ -268,3 +273,15 @@ def test_closing_stops_and_saves_every_answer_being_written(tmp_path):
         last = controller.history.load_chat(chat_id).messages[-1]
         assert (last.text, last.status) == (text, "stopped")
     controller.history.close()
+
+
+def test_images_attached_are_handed_to_the_model_once_it_is_ready_and_a_newer_set_cancels_the_older(qtbot):
+    controller, worker = make()
+    first, second = ImageRef("a" * 64, "/images/a.png"), ImageRef("b" * 64, "/images/b.png")
+    controller.look_ahead([first])  # still loading: read with the answer
+    assert worker.looks == []
+    worker.loaded.emit({"name": "tiny"})
+    controller.look_ahead([first])
+    controller.look_ahead([first, second])
+    assert [look.images for look in worker.looks] == [(first,), (first, second)]
+    assert worker.looks[0].cancel.is_set() and not worker.looks[1].cancel.is_set()
