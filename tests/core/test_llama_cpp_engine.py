@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 import torch
 
 from xvlm_core.engines import choice
 from xvlm_core.engines.choice import chosen_engine
-from xvlm_core.engines.llama_cpp import gguf_export
+from xvlm_core.engines.llama_cpp import gguf_export, runner
 from xvlm_core.engines.llama_cpp.loading import load_model as load_llama_cpp
 from xvlm_core.engines.pytorch.loading import load_model
 from xvlm_core.engines.pytorch.session import ChatSession
@@ -224,3 +225,20 @@ def test_bench_names_the_engine_and_compares_its_quantized_distributions(capsys,
     # Teacher-forced against the exact PyTorch model over the whole first prompt.
     assert result["quality_positions"] == result["prompt_tokens"] > 200
     assert 0.8 <= result["quality_top1_agreement"] <= 1 and result["quality_mean_kl"] > 0
+
+
+def test_a_llama_cpp_compiled_for_another_processor_is_never_run_and_automatic_gives_way(
+    tiny_model_dir, tiny_tower_dir, monkeypatch
+):
+    import llama_cpp
+
+    folder = Path(llama_cpp.__file__).parent / "lib"
+    assert runner.instructions_missing(folder) == []  # compiled here, for this processor
+    baseline = {"pni", "ssse3", "avx", "avx2", "fma", "f16c", "bmi2"}  # an older desktop, without AVX-512
+    missing = runner.instructions_missing(folder, baseline)
+    assert all(flag.startswith(("avx512", "amx", "avx_vnni")) for flag in missing)
+    assert runner.instructions_missing(folder, set()) != []  # no processor runs every instruction set
+    monkeypatch.setattr(runner, "cpu_flags", lambda: set())
+    with pytest.raises(EngineUnavailable, match="compiled for a processor with"):
+        runner.llama_cpp_module()
+    assert choice.load_on_engine(str(tiny_model_dir), str(tiny_tower_dir), dtype="float32").engine == "pytorch"

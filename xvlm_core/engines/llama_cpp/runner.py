@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from xvlm_core.engines.language import BeforeChunk, Run
+from xvlm_core.engines.pytorch.device import cpu_flags
 from xvlm_core.errors import EngineUnavailable, XvlmError
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,13 @@ def llama_cpp_module():
         ) from None
     except (OSError, RuntimeError) as exc:  # llama-cpp-python is there, but its compiled library cannot be loaded
         raise EngineUnavailable(f"The llama.cpp engine cannot start: {exc}") from None
+    missing = instructions_missing(Path(llama_cpp.__file__).parent / "lib")
+    if missing:
+        raise EngineUnavailable(
+            f"This llama.cpp was compiled for a processor with {', '.join(missing)}, which this one lacks; "
+            "compile it here (pip install --force-reinstall --no-cache-dir llama-cpp-python), or use the PyTorch "
+            "engine."
+        )
     if _llama_log_callback is None:
         @llama_cpp.llama_log_callback
         def to_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
@@ -46,6 +54,26 @@ def llama_cpp_module():
         llama_cpp.llama_log_set(to_log, ctypes.c_void_p(0))
         llama_cpp.llama_backend_init()
     return llama_cpp
+
+
+# ggml's instruction sets, as its CPU library was compiled (ggml_cpu_has_<name>), by the flag Linux reports for each.
+COMPILED_FOR = {"sse3": "pni", "ssse3": "ssse3", "avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c",
+                "bmi2": "bmi2", "avx_vnni": "avx_vnni", "avx512": "avx512f", "avx512_vbmi": "avx512vbmi",
+                "avx512_vnni": "avx512_vnni", "avx512_bf16": "avx512_bf16", "amx_int8": "amx_int8"}
+
+
+def instructions_missing(library_folder: Path, flags: set[str] | None = None) -> list[str]:
+    """The instruction sets ggml was compiled to use that this processor lacks (a build made for another machine,
+    as a bundle is): llama.cpp would stop the whole process with an illegal instruction at its first product, so
+    this is asked before anything runs. Only what its constant-returning `ggml_cpu_has_*` say is called; [] where
+    the processor's sets cannot be read (not Linux) or the library is not where llama-cpp-python keeps it."""
+    flags = cpu_flags() if flags is None else flags
+    library = next(iter(sorted(library_folder.glob("libggml-cpu.so*"))), None)
+    if flags is None or library is None:
+        return []
+    ggml_cpu = ctypes.CDLL(str(library))  # already loaded by llama_cpp: the same handle
+    compiled = [name for name in COMPILED_FOR if getattr(ggml_cpu, f"ggml_cpu_has_{name}", lambda: 0)()]
+    return [COMPILED_FOR[name] for name in compiled if COMPILED_FOR[name] not in flags]
 
 
 class LlamaModel:

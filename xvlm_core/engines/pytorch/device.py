@@ -42,10 +42,8 @@ def cpu_supports_bf16() -> bool:
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
 
 
-def processor(cpuinfo_file: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
-    """The processor's model name and which of SPEED_FLAGS it has (on Linux; elsewhere what `platform` says)."""
-    import platform
-
+def _cpuinfo(cpuinfo_file: Path) -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo (the others are alike); empty where there is none."""
     try:
         cpuinfo = cpuinfo_file.read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -53,8 +51,23 @@ def processor(cpuinfo_file: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
     fields: dict[str, str] = {}
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())  # the first processor's; the others are alike
-    flags = set(fields.get("flags", fields.get("Features", "")).split())
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_flags(cpuinfo_file: Path = Path("/proc/cpuinfo")) -> set[str] | None:
+    """The instruction sets the processor reports (Linux's names: avx2, avx512f, ...); None where it cannot be told."""
+    fields = _cpuinfo(cpuinfo_file)
+    flags = fields.get("flags", fields.get("Features"))
+    return set(flags.split()) if flags is not None else None
+
+
+def processor(cpuinfo_file: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
+    """The processor's model name and which of SPEED_FLAGS it has (on Linux; elsewhere what `platform` says)."""
+    import platform
+
+    fields = _cpuinfo(cpuinfo_file)
+    flags = cpu_flags(cpuinfo_file) or set()
     return {
         "processor": fields.get("model name") or platform.processor() or platform.machine() or "unknown",
         "processor_flags": " ".join(flag for flag in SPEED_FLAGS if flag in flags),
