@@ -39,6 +39,8 @@ def test_frozen_self_check_passes_on_the_tiny_model(frozen_app, tiny_model_dir, 
     assert "(frozen build," in lines[0]
     assert lines[-1] == "self-check passed"
     assert any(line.strip().startswith("A: ") and len(line.strip()) > 3 for line in lines)
+    # built from an environment with the llama.cpp engine (the test environment has it): the bundle answers on it
+    assert any(line.startswith("ok    model on llama.cpp: ") for line in lines), done.stdout
 
 
 def test_frozen_app_keeps_chats_settings_logs_and_models_where_the_source_does(frozen_app, tiny_model_dir,
@@ -60,7 +62,7 @@ def test_frozen_self_check_fails_on_a_broken_model_naming_it(frozen_app, tiny_mo
     weights.write_bytes(weights.read_bytes()[:100_000])
     done = run(frozen_app, bundle.GUI_NAME, "--self-check", str(broken), "--vision-tower", str(tiny_tower_dir))
     assert done.returncode == 1
-    assert any(line.startswith("FAIL  model: ") for line in done.stdout.splitlines()), done.stdout
+    assert any(line.startswith("FAIL  model on PyTorch: ") for line in done.stdout.splitlines()), done.stdout
 
 
 def test_frozen_folder_holds_every_resource_and_the_icon_theme(frozen_app):
