@@ -24,7 +24,14 @@ def chosen_engine(engine: str, device: str) -> str:
         return engine
     if device not in ("auto", "cpu") or pick_device(device).type != "cpu":
         return "pytorch"
-    return "llama.cpp" if importlib.util.find_spec("llama_cpp") is not None else "pytorch"
+    return "llama.cpp" if _installed("llama_cpp") else "pytorch"
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # a module set to None in sys.modules: taken away on purpose
+        return False
 
 
 def load_on_engine(

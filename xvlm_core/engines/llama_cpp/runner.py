@@ -42,7 +42,7 @@ def llama_cpp_module():
     if missing:
         raise EngineUnavailable(
             f"This llama.cpp was compiled for a processor with {', '.join(missing)}, which this one lacks; "
-            "compile it here (pip install --force-reinstall --no-cache-dir llama-cpp-python), or use the PyTorch "
+            "reinstall llama-cpp-python on this machine to compile it for this processor, or use the PyTorch "
             "engine."
         )
     if _llama_log_callback is None:
@@ -77,7 +77,7 @@ def instructions_missing(library_folder: Path, flags: set[str] | None = None) ->
 
 
 class LlamaModel:
-    """A GGUF language model loaded by llama.cpp (memory-mapped), shared by every session on it."""
+    """A GGUF language model read into memory by llama.cpp, shared by every session on it."""
 
     def __init__(self, path: Path, float32_cache: bool = False):
         self.lib = llama_cpp_module()
@@ -85,7 +85,7 @@ class LlamaModel:
         params = self.lib.llama_model_default_params()
         params.n_gpu_layers = 0
         # Read, not memory-mapped: llama.cpp repacks most 4- and 8-bit weights into a layout of its own, and a
-        # mapped file keeps the pages it repacked from resident beside the copy (4-bit: 1.55 GB peak, not 2.08).
+        # mapped file keeps the pages it repacked from resident beside the copy (4-bit: about 1.6 GB peak, not 2.1).
         params.load_mode = self.lib.LLAMA_LOAD_MODE_NONE
         self.handle = self.lib.llama_model_load_from_file(str(path).encode(), params)
         if not self.handle:
