@@ -66,6 +66,16 @@ class ErrorText:
         return separator.join(part for part in (self.headline, self.details) if part)
 
 
+def failure_text(details: str, code: str) -> str:
+    """A failed answer's line from what the history keeps of its problem, in the language of the moment; without
+    a code it knows, `details` is already the sentence to show."""
+    try:
+        remedy = Remedy(code)
+    except ValueError:
+        return details
+    return error_text(Problem(remedy, details)).sentence()
+
+
 def error_text(problem: Problem) -> ErrorText:
     headline = HEADLINES.get(problem.code, "")
     return ErrorText(translate("ErrorText", headline) if headline else "", problem.details,

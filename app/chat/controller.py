@@ -377,8 +377,8 @@ class ChatController(QObject):
         self.message_changed.emit(len(self.messages) - 1)
         self.answer_requested.emit(self._active)
 
-    def _finish(self, message: ChatMessage, status: Status, error: str = "") -> None:
-        _end(message, status, error)
+    def _finish(self, message: ChatMessage, status: Status, error: str = "", code: str = "") -> None:
+        _end(message, status, error, code)
         self._save_finished(message)
         self._active = None
         # by identity: unsaved messages (id None) with the same text and stats compare equal
@@ -416,17 +416,18 @@ class ChatController(QObject):
             self._finish(message, status)
 
     def _on_failed(self, request_id: int, problem: Problem) -> None:
-        error = error_text(problem).sentence()
+        """The answer failed: it keeps the problem's code and details, worded when shown (app/error_text.py)."""
+        error, code = problem.details, problem.code.value
         background = self._background.pop(request_id, None)
         if background is not None:
-            self._finish_background(background, Status.FAILED, error)
+            self._finish_background(background, Status.FAILED, error, code)
             return
         message = self._current(request_id)
         if message is not None:
-            self._finish(message, Status.FAILED, error)
+            self._finish(message, Status.FAILED, error, code)
 
-    def _finish_background(self, answer: BackgroundAnswer, status: Status, error: str = "") -> None:
-        _end(answer.message, status, error)
+    def _finish_background(self, answer: BackgroundAnswer, status: Status, error: str = "", code: str = "") -> None:
+        _end(answer.message, status, error, code)
         self._save_finished(answer.message)
         self.background_answer_finished.emit(answer.chat_id, answer.title, status)
 
@@ -462,8 +463,9 @@ class ChatController(QObject):
 
 
 
-def _end(message: ChatMessage, status: Status, error: str = "") -> None:
-    """An answer's last status; a failed one keeps its reason, for a person, in its stats (as the history does)."""
+def _end(message: ChatMessage, status: Status, error: str = "", code: str = "") -> None:
+    """An answer's last status; a failed one keeps its reason in its stats, as the history does: a problem's
+    details with its code, or (no code) a sentence for a person."""
     message.status = status
     if error:
-        message.stats = replace(message.stats, error=error)
+        message.stats = replace(message.stats, error=error, error_code=code)

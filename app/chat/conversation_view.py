@@ -51,6 +51,7 @@ from xvlm_core.messages import image_path
 from xvlm_core.sampling import SamplingSettings
 
 from app.chat.controller import REGENERATE_TEMPERATURE, REGENERATE_TOP_P, ChatController
+from app.error_text import failure_text
 from app.history.records import AnswerStats, ChatMessage, Status
 from app.i18n import translate
 from app.icons import icon
@@ -725,7 +726,7 @@ class MessageWidget(QFrame):
             self._rendered = (text, message.status, self.expanded)
         self.context_notice.show_dropped(message.stats.dropped_messages)
         if message.status is Status.FAILED:
-            self.footer.setText(message.error)
+            self.footer.setText(failure_text(message.stats.error, message.stats.error_code))
             self.footer.setProperty("error", True)
         else:
             self.footer.setText(answer_footer(message))

@@ -79,7 +79,11 @@ class AnswerStats:
     images_encoded: int = 0
     dropped_messages: int = 0
     stop_reason: str = ""  # "eos", "stop_string", "length", "cancelled"
-    error: str = ""  # a failed answer's sentence, in the words of the window that showed it
+    # A failed answer's problem: its code (a Remedy value) and the model stack's details, worded when shown, in the
+    # language of the moment (app/error_text.failure_text). Without a code, `error` is a sentence as it was shown
+    # (no model loaded; chats saved before codes were kept).
+    error: str = ""
+    error_code: str = ""
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> AnswerStats:
@@ -113,10 +117,6 @@ class ChatMessage:
     @property
     def in_flight(self) -> bool:
         return self.status.in_flight
-
-    @property
-    def error(self) -> str:
-        return self.stats.error
 
 
 @dataclass(frozen=True)

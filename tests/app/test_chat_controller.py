@@ -136,7 +136,7 @@ def test_a_failed_load_fails_the_waiting_answer_with_the_reason():
     worker.load_failed.emit(Problem(Remedy.NONE, "The checkpoint file is incomplete."))
     assert controller.phase is ModelPhase.FAILED
     assert controller.messages[-1].status == Status.FAILED
-    assert "The checkpoint file is incomplete." in controller.messages[-1].error
+    assert "The checkpoint file is incomplete." in controller.messages[-1].stats.error
 
 
 def test_no_second_question_while_one_is_answered():

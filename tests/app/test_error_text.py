@@ -58,9 +58,10 @@ def test_an_answer_out_of_memory_says_what_to_do_under_it(qtbot, make_window):
     wait_ready(qtbot, window)
     ask(qtbot, window, "Describe it")
     qtbot.waitUntil(lambda: not window.controller.busy, timeout=5_000)
-    error = window.controller.messages[-1].error
+    error = window.view.widgets[-1].footer.text()  # the line under the failed answer, as a person reads it
     assert error == (f"{error_text(Problem(Remedy.FREE_MEMORY, '')).headline} The model ran out of memory "
                      "(OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB).")
+    assert window.controller.messages[-1].stats.error_code == Remedy.FREE_MEMORY.value
     assert "8-bit weights" in error
 
 

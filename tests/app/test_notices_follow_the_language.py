@@ -123,3 +123,27 @@ def test_every_stage_of_a_model_load_is_worded_in_the_windows_language(qapp, cat
     install_translators(qapp, "zh_CN")
     for stage, words in load_stages._WORDS.items():
         assert load_stages.stage_text(stage.value) == catalog[("LoadStage", words)] != words
+
+
+def test_a_failed_answers_line_follows_the_language_and_is_kept_with_its_code(
+        qtbot, make_window, tmp_path, catalog, restore_language):
+    from test_error_text import _OutOfMemorySession
+    from test_window import ask
+
+    from app.error_text import HEADLINES
+    from xvlm_core.errors import Remedy
+
+    window = make_window(fake_worker(_OutOfMemorySession()), history=history_at(tmp_path))
+    qtbot.waitUntil(lambda: window.controller.phase.value == "ready", timeout=10_000)
+    ask(qtbot, window, "Describe it")
+    qtbot.waitUntil(lambda: not window.controller.busy, timeout=5_000)
+    footer = window.view.widgets[-1].footer
+    english = HEADLINES[Remedy.FREE_MEMORY]
+    assert footer.text().startswith(english)
+
+    choose_language_in_settings(qtbot, window, "zh_CN")
+
+    details = "The model ran out of memory (OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB)."
+    qtbot.waitUntil(lambda: footer.text() == f"{catalog[('ErrorText', english)]} {details}", timeout=5_000)
+    kept = window.controller.messages[-1].stats  # what the history stores: worded again when reopened
+    assert (kept.error, kept.error_code) == (details, Remedy.FREE_MEMORY.value)
