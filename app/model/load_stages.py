@@ -27,5 +27,5 @@ _WORDS = {
 def stage_text(stage: str) -> str:
     """`stage` translated where it is one of the core's; anything else (a remote model's, already translated)
     as it is."""
-    words = _WORDS.get(stage)  # type: ignore[call-overload]  # a StrEnum is looked up by its text
+    words = _WORDS.get(stage)  # a StrEnum member is found by its text
     return translate("LoadStage", words) if words else stage

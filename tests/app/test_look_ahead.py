@@ -33,14 +33,6 @@ def test_each_image_dropped_is_handed_to_the_model_as_it_is_ready(qtbot, make_wi
     assert session.calls[-1][-1].images == (first, second)
 
 
-def test_an_image_attached_while_the_model_loads_is_read_with_the_answer(qtbot, make_window, images_dir):
-    session = FakeSession()
-    window = make_window(fake_worker(session), start=False)
-    drop_files(qtbot, window, images_dir / "gradient_square.png")
-    qtbot.wait(200)
-    assert session.looked_at == []
-
-
 def test_the_answer_to_an_image_read_ahead_does_not_encode_it_again(qtbot, make_window, images_dir, app_settings):
     sessions = []
 

@@ -12,6 +12,7 @@ import pytest
 from fakes import FakeKeyring, FakeSession, fake_load
 from fifo_guard import outcome_without_hanging
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QPushButton
+from test_open_with import window_recording_loads
 from test_window import ask, wait_answered, wait_ready
 
 from app.model.worker import ModelWorker
@@ -143,14 +144,7 @@ def test_the_precision_choice_is_labelled_for_people(qtbot):
 
 
 def test_the_engine_is_chosen_in_settings_and_reloads_on_it(qtbot, make_window, tmp_path, monkeypatch):
-    loads = []
-
-    def load(request, on_stage):
-        loads.append(request)
-        return fake_load()(request, on_stage)
-
-    window = make_window(ModelWorker(load=load, session_factory=lambda loaded: FakeSession(["ok"])))
-    wait_ready(qtbot, window)
+    window, loads = window_recording_loads(qtbot, make_window)
     assert "llama.cpp" not in window.device_label.text()
 
     def edit(dialog):

@@ -239,6 +239,7 @@ def test_a_llama_cpp_compiled_for_another_processor_is_never_run_and_automatic_g
     assert all(flag.startswith(("avx512", "amx", "avx_vnni")) for flag in missing)
     assert runner.instructions_missing(folder, set()) != []  # no processor runs every instruction set
     monkeypatch.setattr(runner, "cpu_flags", lambda: set())
+    monkeypatch.setattr(runner, "_llama_log_callback", None)  # as in a process that has not started llama.cpp yet
     with pytest.raises(EngineUnavailable, match="compiled for a processor with"):
         runner.llama_cpp_module()
     assert choice.load_on_engine(str(tiny_model_dir), str(tiny_tower_dir), dtype="float32").engine == "pytorch"

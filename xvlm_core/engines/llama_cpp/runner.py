@@ -38,14 +38,15 @@ def llama_cpp_module():
         ) from None
     except (OSError, RuntimeError) as exc:  # llama-cpp-python is there, but its compiled library cannot be loaded
         raise EngineUnavailable(f"The llama.cpp engine cannot start: {exc}") from None
-    missing = instructions_missing(Path(llama_cpp.__file__).parent / "lib")
-    if missing:
-        raise EngineUnavailable(
-            f"This llama.cpp was compiled for a processor with {', '.join(missing)}, which this one lacks; "
-            "reinstall llama-cpp-python on this machine to compile it for this processor, or use the PyTorch "
-            "engine."
-        )
-    if _llama_log_callback is None:
+    if _llama_log_callback is None:  # once a process: it was checked, then started
+        missing = instructions_missing(Path(llama_cpp.__file__).parent / "lib")
+        if missing:
+            raise EngineUnavailable(
+                f"This llama.cpp was compiled for a processor with {', '.join(missing)}, which this one lacks; "
+                "reinstall llama-cpp-python on this machine to compile it for this processor, or use the PyTorch "
+                "engine."
+            )
+
         @llama_cpp.llama_log_callback
         def to_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
             log.debug("%s", text.decode("utf-8", "replace").rstrip())

@@ -55,11 +55,14 @@ def _cpuinfo(cpuinfo_file: Path) -> dict[str, str]:
     return fields
 
 
-def cpu_flags(cpuinfo_file: Path = Path("/proc/cpuinfo")) -> set[str] | None:
-    """The instruction sets the processor reports (Linux's names: avx2, avx512f, ...); None where it cannot be told."""
-    fields = _cpuinfo(cpuinfo_file)
+def _flags(fields: dict[str, str]) -> set[str] | None:
     flags = fields.get("flags", fields.get("Features"))
     return set(flags.split()) if flags is not None else None
+
+
+def cpu_flags(cpuinfo_file: Path = Path("/proc/cpuinfo")) -> set[str] | None:
+    """The instruction sets the processor reports (Linux's names: avx2, avx512f, ...); None where it cannot be told."""
+    return _flags(_cpuinfo(cpuinfo_file))
 
 
 def processor(cpuinfo_file: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
@@ -67,7 +70,7 @@ def processor(cpuinfo_file: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
     import platform
 
     fields = _cpuinfo(cpuinfo_file)
-    flags = cpu_flags(cpuinfo_file) or set()
+    flags = _flags(fields) or set()
     return {
         "processor": fields.get("model name") or platform.processor() or platform.machine() or "unknown",
         "processor_flags": " ".join(flag for flag in SPEED_FLAGS if flag in flags),
