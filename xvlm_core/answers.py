@@ -80,8 +80,10 @@ class AnsweringSession(Protocol):
     def answer(self, messages: Sequence[Message], settings: SamplingSettings, system: str = ...,
                cancel: threading.Event | None = None) -> Answer: ...
 
-    def look_at(self, images: Sequence[Image], cancel: threading.Event | None = None) -> int:
-        """Read images ahead of the question that will carry them; how many were read now (0: nothing to do)."""
+    def look_at(self, images: Sequence[Image], cancel: threading.Event | None = None,
+                before: Sequence[Message] = (), system: str = ...) -> int:
+        """Read images ahead of the question that will carry them, after the conversation `before`; how many
+        images were read now (0: nothing to do)."""
         ...
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 from PySide6.QtCore import QObject, Signal
 from xvlm_core.errors import Problem  # torch-free
-from xvlm_core.messages import ImageRef
+from xvlm_core.messages import ImageRef, Message
 from xvlm_core.sampling import SamplingSettings
 
 from app.error_text import error_text
@@ -164,7 +164,12 @@ class ChatController(QObject):
         still loading reads them with the answer."""
         if self._look is not None:
             self._look.cancel.set()  # what it had not read yet is in the new request
-        self._look = LookRequest(tuple(images)) if images and self.phase is ModelPhase.READY else None
+        # While an answer streams, the chat it would follow is not known yet: only the images are read.
+        before = () if self.busy else self._model_messages(self.messages)
+        self._look = (
+            LookRequest(tuple(images), before, self.settings.system_prompt)
+            if images and self.phase is ModelPhase.READY else None
+        )
         if self._look is not None:
             self.look_requested.emit(self._look)
 
@@ -362,15 +367,18 @@ class ChatController(QObject):
         elif self.phase is ModelPhase.FAILED:
             self._finish(self.messages[-1], Status.FAILED, self._no_model_message())
 
-    def _ask(self) -> None:
-        answer = self.messages[-1]
-        # The core's frozen messages: the worker's thread reads them while this one goes on changing its own.
-        messages = tuple(
-            message.message for message in self.messages[:-1]
+    @staticmethod
+    def _model_messages(messages: Sequence[ChatMessage]) -> tuple[Message, ...]:
+        """The core's frozen messages, which the worker's thread reads while this one goes on changing its own."""
+        return tuple(
+            message.message for message in messages
             if message.role == "user" or message.text  # an answer that failed before any text is left out
         )
+
+    def _ask(self) -> None:
+        answer = self.messages[-1]
         self._active = AnswerRequest(
-            request_id=next(self._request_ids), messages=messages,
+            request_id=next(self._request_ids), messages=self._model_messages(self.messages[:-1]),
             sampling=self._sampling or self.settings.sampling(), system=self.settings.system_prompt,
         )
         answer.status = Status.STREAMING

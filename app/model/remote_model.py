@@ -172,8 +172,9 @@ class RemoteSession:
                cancel: threading.Event | None = None) -> Answer:
         return Answer(_worded_steps(self._session.answer(messages, settings, system, cancel)))
 
-    def look_at(self, images: Sequence[Image], cancel: threading.Event | None = None) -> int:
-        return self._session.look_at(images, cancel)
+    def look_at(self, images: Sequence[Image], cancel: threading.Event | None = None,
+                before: Sequence[Message] = (), system: str = SYSTEM_V1) -> int:
+        return self._session.look_at(images, cancel, before, system)
 
 
 def _worded_steps(answer: Answer) -> Generator[str, None, AnswerResult]:

@@ -61,9 +61,12 @@ class AnswerRequest:
 
 @dataclass(frozen=True)
 class LookRequest:
-    """Read these images ahead of the question that will carry them. Set `cancel` when they are no longer wanted."""
+    """Read these images ahead of the question that will carry them, after `before` (the chat so far, as an
+    AnswerRequest's messages; empty while an answer is in flight). Set `cancel` when they are no longer wanted."""
 
     images: tuple[ImageRef, ...]
+    before: tuple[Message, ...] = ()
+    system: str = ""  # "" = the prompt the model was trained with
     cancel: threading.Event = field(default_factory=threading.Event, compare=False)
 
 
@@ -186,12 +189,15 @@ class ModelWorker(QObject):
 
     @Slot(object)
     def look_at(self, request: LookRequest) -> None:
-        """Encode images while their question is typed: its answer then starts with the prompt. Queued like every
-        job, so an answer asked for meanwhile waits for it, which costs nothing when it carries these images."""
+        """Read images while their question is typed (encoded, and the chat up to them prefilled): its answer then
+        starts with the question's own words. Queued like every job, so an answer asked for meanwhile waits for
+        it, which costs nothing when it carries these images."""
         if self._session is None or request.cancel.is_set():
             return
+        prompt = import_core("xvlm_core.model.prompt")
         try:
-            count = self._session.look_at(request.images, request.cancel)
+            count = self._session.look_at(request.images, request.cancel, request.before,
+                                          request.system or prompt.SYSTEM_V1)
         except Cancelled:  # taken off, or another image came: a newer request reads what is attached now
             return
         except Exception:  # the worker's edge: the answer that carries them meets the same problem and says it

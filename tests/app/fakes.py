@@ -51,8 +51,8 @@ class SlowSession:
         return SlowAnswer(self.session.answer(messages, settings, system=system, cancel=cancel), self.delay_s,
                           self.on_delta)
 
-    def look_at(self, images, cancel=None):
-        return self.session.look_at(images, cancel)
+    def look_at(self, images, cancel=None, before=(), system=""):
+        return self.session.look_at(images, cancel, before, system)
 
 
 @dataclass
@@ -96,13 +96,15 @@ class FakeSession:
         self.delay_s = delay_s
         self.calls: list[list] = []
         self.looked_at: list[tuple] = []  # the images read ahead of their question
+        self.looked_after: list[tuple] = []  # the chat before each of them
 
     def answer(self, messages, settings, system, cancel):
         self.calls.append(list(messages))
         return FakeAnswer(self.deltas, self.delay_s, cancel)
 
-    def look_at(self, images, cancel=None):
+    def look_at(self, images, cancel=None, before=(), system=""):
         self.looked_at.append(tuple(images))
+        self.looked_after.append(tuple(before))
         return len(images)
 
 

@@ -13,7 +13,7 @@ from app.model.worker import AnswerRequest, LoadRequest, LookRequest
 from app.settings import AppSettings, Settings, SettingsFile
 from xvlm_core.errors import Problem, Remedy
 from xvlm_core.load_options import LoadOptions
-from xvlm_core.messages import ImageRef
+from xvlm_core.messages import ImageRef, Message
 from xvlm_core.sampling import SamplingSettings
 
 
@@ -285,3 +285,17 @@ def test_images_attached_are_handed_to_the_model_once_it_is_ready_and_a_newer_se
     controller.look_ahead([first, second])
     assert [look.images for look in worker.looks] == [(first,), (first, second)]
     assert worker.looks[0].cancel.is_set() and not worker.looks[1].cancel.is_set()
+
+
+def test_images_attached_are_read_after_the_chat_so_far_and_during_an_answer_alone():
+    controller, worker = make()
+    loaded(controller, worker)
+    cat, dog = ImageRef("c" * 64, "/pictures/cat.png"), ImageRef("d" * 64, "/pictures/dog.png")
+    controller.look_ahead([cat])
+    assert worker.looks[-1].before == () and worker.looks[-1].system == "Be brief."
+    controller.send("What is this?", [cat])
+    controller.look_ahead([dog])  # the answer streams: what it will say is not known yet
+    assert worker.looks[-1].before == ()
+    worker.answer_finished.emit(worker.requests[-1].request_id, "A cat.", {})
+    controller.look_ahead([dog])
+    assert worker.looks[-1].before == (Message("user", "What is this?", (cat,)), Message("assistant", "A cat."))

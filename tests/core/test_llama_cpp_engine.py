@@ -102,6 +102,18 @@ def test_greedy_chat_reuses_the_cache_and_answers_as_pytorch_and_a_fresh_session
     assert second_text == "".join(fresh) and fresh.result.stats.reused_tokens == 0
 
 
+def test_a_picture_read_ahead_is_prefilled_in_llama_cpp_and_answered_as_a_fresh_session(load, images_dir):
+    loaded = load()
+    square = str(images_dir / "gradient_square.png")
+    settings = SamplingSettings(max_new_tokens=16)
+    session = ChatSession(loaded)
+    assert session.look_at([square]) == 1
+    ahead = session.answer([Message("user", QUESTION, [square])], settings)
+    text = "".join(ahead)
+    assert ahead.result.stats.prefilled_tokens == len(loaded.tokenizer.encode_text(f"\n{QUESTION} ASSISTANT:"))
+    assert text == "".join(ChatSession(loaded).answer([Message("user", QUESTION, [square])], settings))
+
+
 def test_cancel_mid_answer_stops_and_leaves_the_session_usable(load):
     loaded = load()
     cancel = threading.Event()

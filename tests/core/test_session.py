@@ -474,3 +474,44 @@ def test_images_looked_at_before_the_question_give_the_same_answer_without_encod
     cancel.set()
     with pytest.raises(Cancelled):
         ChatSession(loaded).look_at([square], cancel)
+
+
+def test_images_looked_at_are_prefilled_with_the_chat_before_them(loaded, images_dir):
+    """Reading ahead runs the prompt up to the last image: the question then prefills only its own words."""
+    square, wide = str(images_dir / "gradient_square.png"), str(images_dir / "shapes_wide.png")
+    first = [Message("user", "What is in this image?", [square])]
+    session = ChatSession(loaded)
+    session.look_at([square])
+    answer, _ = run(session, first)
+    question_ids = loaded.tokenizer.encode_text("\nWhat is in this image? ASSISTANT:")
+    assert answer.stats.prefilled_tokens == len(question_ids)
+    assert answer.stats.reused_tokens == answer.stats.prompt_tokens - len(question_ids)
+
+    chat = [*first, Message("assistant", answer.text), Message("user", "And this one?", [wide])]
+    assert session.look_at([wide], before=chat[:-1]) == 1
+    follow_up, _ = run(session, chat)
+    expected, _ = run(ChatSession(loaded), chat)
+    assert follow_up.output_ids == expected.output_ids
+    assert follow_up.stats.prefilled_tokens == len(loaded.tokenizer.encode_text("\nAnd this one? ASSISTANT:"))
+
+
+def test_a_look_after_another_chat_costs_a_prefill_but_never_a_wrong_answer(loaded, images_dir):
+    square, wide = str(images_dir / "gradient_square.png"), str(images_dir / "shapes_wide.png")
+    chat = [Message("user", "Describe it.", [square]), Message("assistant", "A square."), Message("user", "Why?")]
+    expected, _ = run(ChatSession(loaded), chat)
+    session = ChatSession(loaded)
+    run(session, chat[:1])
+    session.look_at([wide], before=[Message("user", "Something else entirely.")])  # the person switched chats
+    answer, _ = run(session, chat)
+    assert answer.output_ids == expected.output_ids
+    assert answer.stats.reused_tokens < answer.stats.prompt_tokens // 2
+
+
+def test_a_look_the_conversation_cannot_hold_reads_nothing_and_the_question_says_why(loaded, images_dir, monkeypatch):
+    context = 2 * loaded.model.image_tokens  # room for one image per message
+    monkeypatch.setattr(type(loaded), "context_length", property(lambda self: context))
+    session = ChatSession(loaded)
+    square, wide = str(images_dir / "gradient_square.png"), str(images_dir / "shapes_wide.png")
+    assert session.look_at([square, wide]) == 0 and session.cached == []
+    with pytest.raises(XvlmError, match="2 images, and this model reads at most 1 per message"):
+        run(session, [Message("user", "Compare them.", [square, wide])])

@@ -159,7 +159,8 @@ class ServerSession:
         answer is iterated. Setting `cancel` closes the connection, which stops the server generating."""
         return Answer(_stream(self.remote, messages, settings, system, cancel or threading.Event()))
 
-    def look_at(self, images: Sequence[Image], cancel: threading.Event | None = None) -> int:
+    def look_at(self, images: Sequence[Image], cancel: threading.Event | None = None,
+                before: Sequence[Message] = (), system: str = SYSTEM_V1) -> int:
         """Nothing: the images travel with the question, and the server reads them then."""
         return 0
 

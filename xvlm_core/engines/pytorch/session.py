@@ -11,7 +11,8 @@ import inspect
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Generator, Hashable, Sequence
+from collections.abc import Generator, Hashable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -75,6 +76,58 @@ class ChatSession:
         cancel: threading.Event | None = None,
     ) -> Answer:
         """Answer the last message (a user turn) of `messages`, the whole conversation so far."""
+        self._check_conversation(messages)
+        job = _Job(list(messages), settings or SamplingSettings(), system, cancel or threading.Event())
+        return Answer(self._run(job))
+
+    def look_at(
+        self,
+        images: Sequence[Image],
+        cancel: threading.Event | None = None,
+        before: Sequence[Message] = (),
+        system: str = SYSTEM_V1,
+    ) -> int:
+        """Read images ahead of the question that will carry them, as the window does while it is typed, so that
+        its answer starts with the question's own words: the images are encoded, and the prompt up to the last of
+        them (`before`, the conversation so far, then the new message's images) is run through the language model.
+        Returns how many images were encoded now: those already kept are not. What the question then asks
+        differently (a longer conversation cut shorter, other images) is prefilled again, as for any answer."""
+        if self.loaded.model.vision_tower is None or not images:
+            return 0
+        job = _Job([*before, Message("user", "", tuple(images))], SamplingSettings(), system,
+                   cancel or threading.Event())
+        try:
+            self._check_conversation(job._messages)
+            messages, _ = self._fit_context(job)
+        except Cancelled:
+            raise
+        except XvlmError:  # too many images or too long: the question meets the same problem and says it
+            return 0
+        with self._reset_on_failure():
+            hashes = [self._image_hash(image, job.cancel) for image in images_in_order(messages)]
+            embeddings = {
+                key: self._encode_image(key, image_path(image), job.stats, job.cancel)
+                for key, image in zip(hashes, images_in_order(messages), strict=True)
+            }
+            sequence = self._positions(job.input_ids, hashes)
+            ahead = sequence[: max(i for i, position in enumerate(sequence) if isinstance(position, tuple)) + 1]
+            if _common_prefix(self.cached, ahead) < len(ahead):
+                self._prefill(job, ahead, embeddings)
+        return job.stats.images_encoded
+
+    def reset(self) -> None:
+        """Forget the cache (a new chat, or after an error left it in an unknown state)."""
+        self.language.reset()
+        self.cached = []
+
+    @property
+    def cache(self) -> PreallocatedCache:
+        """PyTorch's KV cache, for tests that look into it."""
+        if not isinstance(self.language, TorchLanguageModel):
+            raise TypeError("only the PyTorch engine keeps a PreallocatedCache")
+        return self.language.cache
+
+    def _check_conversation(self, messages: Sequence[Message]) -> None:
         if not messages or messages[-1].role != "user":
             raise XvlmError("The conversation must end with a question from the user.")
         if any(message.images and message.role != "user" for message in messages):
@@ -89,40 +142,22 @@ class ChatSession:
                 f"takes {self.loaded.model.image_tokens} of its {self.loaded.context_length} positions). "
                 "Ask about the rest in another message."
             )
-        job = _Job(list(messages), settings or SamplingSettings(), system, cancel or threading.Event())
-        return Answer(self._run(job))
 
-    def look_at(self, images: Sequence[Image], cancel: threading.Event | None = None) -> int:
-        """Encode images before the question about them is sent (the window does it when they are attached), so
-        that its answer starts with the prompt; the embeddings are kept as an answer's are. Returns how many
-        were encoded now: those already kept, or beyond what a session keeps, are not."""
-        if self.loaded.model.vision_tower is None:
-            return 0
-        cancel = cancel or threading.Event()
-        stats = GenerationStats()
-        for image in images[:KEPT_EMBEDDINGS]:
-            self._encode_image(self._image_hash(image, cancel), image_path(image), stats, cancel)
-        return stats.images_encoded
-
-    def reset(self) -> None:
-        """Forget the cache (a new chat, or after an error left it in an unknown state)."""
-        self.language.reset()
-        self.cached = []
-
-    @property
-    def cache(self) -> PreallocatedCache:
-        """PyTorch's KV cache, for tests that look into it."""
-        if not isinstance(self.language, TorchLanguageModel):
-            raise TypeError("only the PyTorch engine keeps a PreallocatedCache")
-        return self.language.cache
+    @contextmanager
+    def _reset_on_failure(self) -> Iterator[None]:
+        """A failure mid-forward can leave layers of the cache at different lengths; a stop between chunks cannot."""
+        try:
+            yield
+        except Cancelled:
+            raise
+        except Exception:
+            self.reset()
+            raise
 
     def _run(self, job: _Job) -> Generator[str, None, AnswerResult]:
         started = time.perf_counter()
-        try:
+        with self._reset_on_failure():
             return (yield from self._generate(job, started))
-        except Exception:
-            self.reset()  # a failure mid-forward can leave layers of the cache at different lengths
-            raise
 
     def _generate(self, job: _Job, started: float) -> Generator[str, None, AnswerResult]:
         loaded, stats = self.loaded, job.stats
