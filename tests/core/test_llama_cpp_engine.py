@@ -12,6 +12,7 @@ import torch
 from xvlm_core.engines import choice
 from xvlm_core.engines.choice import chosen_engine
 from xvlm_core.engines.llama_cpp import gguf_export, runner
+from xvlm_core.engines.llama_cpp import loading as llama_cpp_loading
 from xvlm_core.engines.llama_cpp.loading import load_model as load_llama_cpp
 from xvlm_core.engines.pytorch.loading import load_model
 from xvlm_core.engines.pytorch.session import ChatSession
@@ -255,3 +256,21 @@ def test_a_llama_cpp_compiled_for_another_processor_is_never_run_and_automatic_g
     with pytest.raises(EngineUnavailable, match="compiled for a processor with"):
         runner.llama_cpp_module()
     assert choice.load_on_engine(str(tiny_model_dir), str(tiny_tower_dir), dtype="float32").engine == "pytorch"
+
+
+@pytest.mark.parametrize(("bf16_instructions", "expected"), [(True, torch.bfloat16), (False, torch.float16)])
+def test_the_exact_file_is_16_bit_unless_a_precision_is_asked_for(monkeypatch, bf16_instructions, expected):
+    """PyTorch's float32 on a processor without bf16 instructions would have llama.cpp read twice the bytes a token."""
+    monkeypatch.setattr(llama_cpp_loading, "cpu_supports_bf16", lambda: bf16_instructions)
+    assert llama_cpp_loading.language_dtype("auto", torch.float32) == expected
+    assert llama_cpp_loading.language_dtype("float32", torch.float32) == torch.float32
+    assert llama_cpp_loading.language_dtype("bfloat16", torch.bfloat16) == torch.bfloat16
+
+
+def test_the_summary_names_the_language_models_number_format(tiny_model_dir, tiny_tower_dir, monkeypatch):
+    monkeypatch.setattr(llama_cpp_loading, "cpu_supports_bf16", lambda: False)
+    loaded = load_llama_cpp(str(tiny_model_dir), str(tiny_tower_dir))
+    assert loaded.summary()["dtype"] == "float16" and gguf_export.weight_types(loaded.language_file).startswith("F")
+    answer = ChatSession(loaded).answer([Message("user", QUESTION)], SamplingSettings(max_new_tokens=4))
+    list(answer)
+    assert 1 <= len(answer.result.output_ids) <= 4

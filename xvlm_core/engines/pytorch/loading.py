@@ -50,6 +50,7 @@ class LoadedModel:
     # A new cache on the engine that runs the language model, for each session; None: the network's own, in PyTorch.
     open_language: Callable[[], LanguageModel] | None = None
     language_file: Path | None = None  # the file that other engine runs the language model from
+    language_dtype: torch.dtype | None = None  # that file's exact number format where it is not `dtype`
 
     @property
     def config(self) -> XvlmConfig:
@@ -68,7 +69,7 @@ class LoadedModel:
         return {
             "name": self.name,
             "device": str(self.device),
-            "dtype": dtype_name(self.dtype),
+            "dtype": dtype_name(self.language_dtype or self.dtype),
             "quantize": self.quantize,
             "engine": self.engine,
             "memory_mb": memory_in_use_mb(self.device),
