@@ -81,9 +81,9 @@ class AnsweringSession(Protocol):
                cancel: threading.Event | None = None) -> Answer: ...
 
     def look_at(self, images: Sequence[Image], cancel: threading.Event | None = None,
-                before: Sequence[Message] = (), system: str = ...) -> int:
-        """Read images ahead of the question that will carry them, after the conversation `before`; how many
-        images were read now (0: nothing to do)."""
+                before: Sequence[Message] | None = (), system: str = ...) -> int:
+        """Read images ahead of the question that will carry them, after the conversation `before` (None: not
+        known yet); how many images were read now (0: nothing to do)."""
         ...
 
 

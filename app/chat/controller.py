@@ -164,8 +164,8 @@ class ChatController(QObject):
         still loading reads them with the answer."""
         if self._look is not None:
             self._look.cancel.set()  # what it had not read yet is in the new request
-        # While an answer streams, the chat it would follow is not known yet: only the images are read.
-        before = () if self.busy else self._model_messages(self.messages)
+        # While an answer streams, the chat it would follow is not known yet: the images are only encoded.
+        before = None if self.busy else self._model_messages(self.messages)
         self._look = (
             LookRequest(tuple(images), before, self.settings.system_prompt)
             if images and self.phase is ModelPhase.READY else None

@@ -173,7 +173,7 @@ class RemoteSession:
         return Answer(_worded_steps(self._session.answer(messages, settings, system, cancel)))
 
     def look_at(self, images: Sequence[Image], cancel: threading.Event | None = None,
-                before: Sequence[Message] = (), system: str = SYSTEM_V1) -> int:
+                before: Sequence[Message] | None = (), system: str = SYSTEM_V1) -> int:
         return self._session.look_at(images, cancel, before, system)
 
 

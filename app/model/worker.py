@@ -62,10 +62,10 @@ class AnswerRequest:
 @dataclass(frozen=True)
 class LookRequest:
     """Read these images ahead of the question that will carry them, after `before` (the chat so far, as an
-    AnswerRequest's messages; empty while an answer is in flight). Set `cancel` when they are no longer wanted."""
+    AnswerRequest's messages; None while an answer is in flight). Set `cancel` when they are no longer wanted."""
 
     images: tuple[ImageRef, ...]
-    before: tuple[Message, ...] = ()
+    before: tuple[Message, ...] | None = ()
     system: str = ""  # "" = the prompt the model was trained with
     cancel: threading.Event = field(default_factory=threading.Event, compare=False)
 

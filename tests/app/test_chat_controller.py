@@ -295,7 +295,7 @@ def test_images_attached_are_read_after_the_chat_so_far_and_during_an_answer_alo
     assert worker.looks[-1].before == () and worker.looks[-1].system == "Be brief."
     controller.send("What is this?", [cat])
     controller.look_ahead([dog])  # the answer streams: what it will say is not known yet
-    assert worker.looks[-1].before == ()
+    assert worker.looks[-1].before is None
     worker.answer_finished.emit(worker.requests[-1].request_id, "A cat.", {})
     controller.look_ahead([dog])
     assert worker.looks[-1].before == (Message("user", "What is this?", (cat,)), Message("assistant", "A cat."))

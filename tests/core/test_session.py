@@ -507,6 +507,15 @@ def test_a_look_after_another_chat_costs_a_prefill_but_never_a_wrong_answer(load
     assert answer.stats.reused_tokens < answer.stats.prompt_tokens // 2
 
 
+def test_a_look_while_the_chat_is_not_known_encodes_and_leaves_the_cache(loaded, images_dir):
+    square, wide = str(images_dir / "gradient_square.png"), str(images_dir / "shapes_wide.png")
+    session = ChatSession(loaded)
+    run(session, [Message("user", "Describe it.", [square])])
+    cached = list(session.cached)
+    assert session.look_at([wide], before=None) == 1
+    assert session.cached == cached and session.language.length == len(cached)
+
+
 def test_a_look_the_conversation_cannot_hold_reads_nothing_and_the_question_says_why(loaded, images_dir, monkeypatch):
     context = 2 * loaded.model.image_tokens  # room for one image per message
     monkeypatch.setattr(type(loaded), "context_length", property(lambda self: context))

@@ -160,7 +160,7 @@ class ServerSession:
         return Answer(_stream(self.remote, messages, settings, system, cancel or threading.Event()))
 
     def look_at(self, images: Sequence[Image], cancel: threading.Event | None = None,
-                before: Sequence[Message] = (), system: str = SYSTEM_V1) -> int:
+                before: Sequence[Message] | None = (), system: str = SYSTEM_V1) -> int:
         """Nothing: the images travel with the question, and the server reads them then."""
         return 0
 

@@ -84,18 +84,25 @@ class ChatSession:
         self,
         images: Sequence[Image],
         cancel: threading.Event | None = None,
-        before: Sequence[Message] = (),
+        before: Sequence[Message] | None = (),
         system: str = SYSTEM_V1,
     ) -> int:
         """Read images ahead of the question that will carry them, as the window does while it is typed, so that
         its answer starts with the question's own words: the images are encoded, and the prompt up to the last of
         them (`before`, the conversation so far, then the new message's images) is run through the language model.
         Returns how many images were encoded now: those already kept are not. What the question then asks
-        differently (a longer conversation cut shorter, other images) is prefilled again, as for any answer."""
+        differently (a longer conversation cut shorter, other images) is prefilled again, as for any answer.
+        With `before=None` (the conversation is not known yet: an answer is still being written) the images are
+        only encoded, and the cache is left as it is."""
         if self.loaded.model.vision_tower is None or not images:
             return 0
-        job = _Job([*before, Message("user", "", tuple(images))], SamplingSettings(), system,
-                   cancel or threading.Event())
+        cancel = cancel or threading.Event()
+        if before is None:
+            stats = GenerationStats()
+            for image in images[:KEPT_EMBEDDINGS]:
+                self._encode_image(self._image_hash(image, cancel), image_path(image), stats, cancel)
+            return stats.images_encoded
+        job = _Job([*before, Message("user", "", tuple(images))], SamplingSettings(), system, cancel)
         try:
             self._check_conversation(job._messages)
             messages, _ = self._fit_context(job)
@@ -103,15 +110,16 @@ class ChatSession:
             raise
         except XvlmError:  # too many images or too long: the question meets the same problem and says it
             return 0
-        with self._reset_on_failure():
-            hashes = [self._image_hash(image, job.cancel) for image in images_in_order(messages)]
-            embeddings = {
-                key: self._encode_image(key, image_path(image), job.stats, job.cancel)
-                for key, image in zip(hashes, images_in_order(messages), strict=True)
-            }
-            sequence = self._positions(job.input_ids, hashes)
-            ahead = sequence[: max(i for i, position in enumerate(sequence) if isinstance(position, tuple)) + 1]
-            if _common_prefix(self.cached, ahead) < len(ahead):
+        attached = images_in_order(messages)
+        hashes = [self._image_hash(image, job.cancel) for image in attached]
+        embeddings = {
+            key: self._encode_image(key, image_path(image), job.stats, job.cancel)
+            for key, image in zip(hashes, attached, strict=True)
+        }
+        sequence = self._positions(job.input_ids, hashes)
+        ahead = sequence[: max(i for i, position in enumerate(sequence) if isinstance(position, tuple)) + 1]
+        if _common_prefix(self.cached, ahead) < len(ahead):
+            with self._reset_on_failure():
                 self._prefill(job, ahead, embeddings)
         return job.stats.images_encoded
 
