@@ -311,7 +311,7 @@ def _kernel_path(layer: nn.Module) -> str:
     if isinstance(layer, Int4Linear):
         if not on_cpu:
             return f"int4 group {INT4_GROUP}: a dequantized copy and F.linear"
-        return f"int4: _weight_int4pack_mm_for_cpu, group {INT4_GROUP} (above {_INT4_KERNEL_ROWS} rows a bf16 copy)"
+        return f"int4: _weight_int4pack_mm_for_cpu, group {INT4_GROUP} (above {_INT4_KERNEL_ROWS} rows a float copy)"
     if isinstance(layer, Int8Linear):
         if not on_cpu:
             return "int8: a dequantized copy and F.linear"
