@@ -34,7 +34,7 @@ def test_each_image_dropped_is_handed_to_the_model_as_it_is_ready(qtbot, make_wi
     assert session.calls[-1][-1].images == (first, second)
     drop_files(qtbot, window, images_dir / "gradient_square.png")
     qtbot.waitUntil(lambda: len(session.looked_at) == 3, timeout=5_000)
-    assert session.looked_after[-1] == tuple(session.calls[-1]) + (window.controller.messages[-1].message,)
+    assert session.looked_after[-1] == (*session.calls[-1], window.controller.messages[-1].message)
 
 
 def test_the_answer_to_an_image_read_ahead_does_not_encode_it_again(qtbot, make_window, images_dir, app_settings):

@@ -28,7 +28,7 @@ def load_model(
 ) -> loading.LoadedModel:
     """`loading.load_model`'s model with llama.cpp running the language model, on the CPU.
 
-    The exact weights are held in `dtype`, bfloat16 for "auto" (`language_dtype`); `quantize` "int8" runs
+    The exact weights are held in `dtype`, in 16 bits for "auto" (`language_dtype`); `quantize` "int8" runs
     llama.cpp's Q8_0 and "int4" its Q4_K_M, both made from the exact file by llama.cpp's quantizer.
     """
     started = time.perf_counter()
@@ -63,10 +63,11 @@ def load_model(
 def language_dtype(requested: str, tower_dtype: torch.dtype) -> torch.dtype:
     """The number format of llama.cpp's exact file: the one asked for, else 16 bits.
 
-    PyTorch's "auto" is float32 on a processor without bf16 instructions (most desktop CPUs: AVX2 only), where its
-    own bf16 products are slow. llama.cpp widens 16-bit weights as it reads them, and float16 is its fastest format
-    there (F16C): on an AMD Zen 3 (AVX2), 2 threads, float32 decoded 6.4 tokens/s and float16 8.5, and float16 read
-    a prompt 1.5x as fast as bfloat16. Where the processor has bf16 instructions, "auto" is bfloat16, as PyTorch's.
+    PyTorch's "auto" is float32 on a processor without bf16 instructions (AVX2 only, as many desktop CPUs are),
+    where its own bf16 products are slow. llama.cpp widens 16-bit weights as it reads them, and float16 is its
+    fastest format there (F16C): on an AMD Zen 3 (AVX2), 2 threads, float32 decoded 6.4 tokens/s and float16 8.5,
+    and float16 read a prompt 1.5x as fast as bfloat16. Where the processor has bf16 instructions, "auto" is
+    bfloat16, as PyTorch's is.
     """
     if requested != "auto":
         return tower_dtype

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections import Counter
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -188,7 +189,7 @@ class Int4Linear(QuantizedLinear):
         packed, scales_and_zeros = quantize_weight_int4(weight.detach())
         return cls(packed, scales_and_zeros.to(kernel_dtype(dtype)), _copied_bias(bias, dtype), weight.shape[1])
 
-    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 (nn.Module's signature)
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Int4Linear:
         # A model's .to(float32) casts every float buffer: the scales go back to the kernel's dtype (exactly:
         # they were made in it), or each call would take the kernel's slow path or convert them.
         module = super()._apply(fn, recurse)
