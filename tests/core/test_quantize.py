@@ -34,13 +34,13 @@ def random_linear(out_features: int, in_features: int, dtype: torch.dtype, seed:
 
 
 @pytest.mark.parametrize(("out_features", "in_features"), [(32, 64), (33, 176), (256, 2048), (64, 5632)])
-@pytest.mark.parametrize("rows", [1, 7, 40])  # 40: a prompt's rows take the dequantized float path
+@pytest.mark.parametrize("rows", [1, 7, 40, 129])  # 129: a prompt's rows take the dequantized float path
 def test_kernel_equals_the_dequantized_weights_in_float32(out_features, in_features, rows):
     layer = Int8Linear.from_linear(random_linear(out_features, in_features, torch.float32))
     x = torch.randn(1, rows, in_features, generator=torch.Generator().manual_seed(1))
     got = layer(x)
     assert got.dtype == torch.float32
-    if rows > layer.kernel_rows:
+    if rows > layer.rows_in_kernel(torch.float32):
         # The float copy: the same products and sums as what the int8 weights and scales stand for.
         torch.testing.assert_close(got, x @ layer.dequantized().T, rtol=1e-5, atol=1e-5)
     else:
@@ -214,7 +214,7 @@ def test_int4_kernel_and_float_path_equal_the_dequantized_weights_in_float32(out
     x = torch.randn(2, rows, in_features, generator=torch.Generator().manual_seed(9))
     got = layer(x)
     assert got.dtype == torch.float32 and layer.to(torch.float32).scales_and_zeros.dtype == torch.bfloat16
-    if rows > layer.kernel_rows:
+    if 2 * rows > layer.rows_in_kernel(torch.float32):  # both of x's sequences go through at once
         reference = x @ layer.dequantized().T  # what the 4-bit levels, scales and zeros stand for
         torch.testing.assert_close(got, reference, rtol=1e-4, atol=1e-4)
     else:  # the kernel's fast path: bfloat16 rows, its result rounded to bfloat16 once
