@@ -169,9 +169,8 @@ class ModelWorker(QObject):
 
     def _stream(self, request: AnswerRequest) -> tuple[str, dict]:
         """Drive the core's generator, batching its deltas into at most CHUNKS_PER_SECOND signals."""
-        prompt = import_core("xvlm_core.model.prompt")
         answer = self._session.answer(
-            list(request.messages), request.sampling, system=request.system or prompt.SYSTEM_V1, cancel=request.cancel
+            list(request.messages), request.sampling, system=_system_prompt(request.system), cancel=request.cancel
         )
         pending: list[str] = []
         last_emit = 0.0
@@ -194,10 +193,9 @@ class ModelWorker(QObject):
         it, which costs nothing when it carries these images."""
         if self._session is None or request.cancel.is_set():
             return
-        prompt = import_core("xvlm_core.model.prompt")
         try:
             count = self._session.look_at(request.images, request.cancel, request.before,
-                                          request.system or prompt.SYSTEM_V1)
+                                          _system_prompt(request.system))
         except Cancelled:  # taken off, or another image came: a newer request reads what is attached now
             return
         except Exception:  # the worker's edge: the answer that carries them meets the same problem and says it
@@ -242,3 +240,8 @@ class ModelThread:
         if not stopped:
             log.warning("the model thread did not stop within %d ms", timeout_ms)
         return stopped
+
+
+def _system_prompt(text: str) -> str:
+    """A request's system prompt: "" is the one the model was trained with."""
+    return text or import_core("xvlm_core.model.prompt").SYSTEM_V1

@@ -99,8 +99,7 @@ class ChatSession:
         cancel = cancel or threading.Event()
         if before is None:
             stats = GenerationStats()
-            for image in images[:KEPT_EMBEDDINGS]:
-                self._encode_image(self._image_hash(image, cancel), image_path(image), stats, cancel)
+            self._read_images(images[:KEPT_EMBEDDINGS], stats, cancel)
             return stats.images_encoded
         job = _Job([*before, Message("user", "", tuple(images))], SamplingSettings(), system, cancel)
         try:
@@ -110,12 +109,7 @@ class ChatSession:
             raise
         except XvlmError:  # too many images or too long: the question meets the same problem and says it
             return 0
-        attached = images_in_order(messages)
-        hashes = [self._image_hash(image, job.cancel) for image in attached]
-        embeddings = {
-            key: self._encode_image(key, image_path(image), job.stats, job.cancel)
-            for key, image in zip(hashes, attached, strict=True)
-        }
+        hashes, embeddings = self._read_images(images_in_order(messages), job.stats, job.cancel)
         sequence = self._positions(job.input_ids, hashes)
         ahead = sequence[: max(i for i, position in enumerate(sequence) if isinstance(position, tuple)) + 1]
         if _common_prefix(self.cached, ahead) < len(ahead):
@@ -172,12 +166,7 @@ class ChatSession:
         try:
             messages, max_new = self._fit_context(job)
             tick = time.perf_counter()
-            attached = images_in_order(messages)
-            hashes = [self._image_hash(image, job.cancel) for image in attached]
-            images = {
-                key: self._encode_image(key, image_path(image), stats, job.cancel)
-                for key, image in zip(hashes, attached, strict=True)
-            }
+            hashes, images = self._read_images(images_in_order(messages), stats, job.cancel)
             stats.image_encode_s = time.perf_counter() - tick
             sequence = self._positions(job.input_ids, hashes)
             tick = time.perf_counter()
@@ -338,6 +327,17 @@ class ChatSession:
             else:
                 positions.append(token)
         return positions
+
+    def _read_images(
+        self, images: Sequence[Image], stats: GenerationStats, cancel: threading.Event
+    ) -> tuple[list[str], dict[str, torch.Tensor]]:
+        """Each image's SHA-256, in order, and the embeddings by SHA-256 (encoded where not kept)."""
+        hashes = [self._image_hash(image, cancel) for image in images]
+        embeddings = {
+            key: self._encode_image(key, image_path(image), stats, cancel)
+            for key, image in zip(hashes, images, strict=True)
+        }
+        return hashes, embeddings
 
     def _image_hash(self, image: Image, cancel: threading.Event) -> str:
         """The image's SHA-256: an ImageRef's own, or a plain path's, read once per version of the file."""
