@@ -326,3 +326,22 @@ def test_prompt_rows_work_outside_inference_mode_after_a_call_inside_it(kind):
     thread.join(timeout=30)
     assert len(results) == 2, results
     torch.testing.assert_close(results[1], results[0])
+
+
+@pytest.mark.parametrize("kind", [Int8Linear, Int4Linear])
+def test_a_float32_models_rows_reach_the_packed_kernel_in_bfloat16_up_to_128(monkeypatch, kind):
+    """With float32 rows the kernels take a path ten times slower (AVX2); a float32 model's float copy costs more than
+    the kernel up to about 128 rows."""
+    layer = kind.from_linear(random_linear(64, 64, torch.float32)).to(torch.float32)
+    name = "_weight_int8pack_mm" if kind is Int8Linear else "_weight_int4pack_mm_for_cpu"
+    kernel = getattr(torch, name)
+    seen: list[tuple[int, torch.dtype]] = []
+
+    def recording(rows, *args):
+        seen.append((rows.shape[0], rows.dtype))
+        return kernel(rows, *args)
+
+    monkeypatch.setattr(torch, name, recording)
+    for rows in (1, 128, 129):
+        assert layer(torch.randn(rows, 64)).dtype == torch.float32
+    assert seen == [(1, torch.bfloat16), (128, torch.bfloat16)]
