@@ -138,8 +138,10 @@ class Int8Linear(QuantizedLinear):
             # A GPU's caching allocator reuses memory by itself; and a buffer that could grow would break a
             # CUDA graph that captured it.
             return torch.mul(self.weight, self.scales[:, None])
-        buffer = _scratch_buffer("float", self.weight.numel(), dtype)
-        return torch.mul(self.weight, self.scales[:, None], out=buffer.view(self.weight.shape))
+        # Cast, then scaled in place: `torch.mul` of int8 by float takes a mixed-dtype path about six times slower
+        # (AMD Zen 3, 2 cores, one 5632x2048 layer: 35 ms against 5.6).
+        buffer = _scratch_buffer("float", self.weight.numel(), dtype).view(self.weight.shape)
+        return buffer.copy_(self.weight).mul_(self.scales[:, None].to(dtype))
 
     def dequantized(self) -> torch.Tensor:
         return self.weight.float() * self.scales.float()[:, None]
@@ -220,8 +222,11 @@ class Int4Linear(QuantizedLinear):
         low = zero - 8 * scale  # the weight of level 0
         grouped = (out_features, in_features // INT4_GROUP, INT4_GROUP)
         buffer = _scratch_buffer("float", size, dtype) if on_cpu else scale.new_empty(size)
-        # [out, in / group, group] = low + q * scale, each group's pair broadcast over its 32 weights
-        torch.addcmul(low.T[..., None], nibbles.view(grouped), scale.T[..., None], out=buffer.view(grouped))
+        # [out, in / group, group] = q * scale + low, each group's pair broadcast over its 32 weights. The levels are
+        # cast first: arithmetic mixing uint8 and float takes a path about three times slower (one 5632x2048 layer
+        # on 2 cores: 51 ms against 16).
+        levels = buffer.view(grouped).copy_(nibbles.view(grouped))
+        levels.mul_(scale.T[..., None]).add_(low.T[..., None])
         return buffer.view(out_features, in_features)
 
     def dequantized(self) -> torch.Tensor:
