@@ -405,6 +405,25 @@ def test_chunked_prefill_gives_the_same_answer(loaded, images_dir, monkeypatch):
     assert chunked.output_ids == whole.output_ids
 
 
+@pytest.mark.parametrize(
+    ("count", "passes"),
+    [
+        (1, [(0, 1)]),
+        (256, [(0, 256)]),
+        (331, [(0, 331)]),  # one image and a question: one float copy of each quantized layer, not two
+        (383, [(0, 383)]),
+        (384, [(0, 256), (256, 384)]),
+        (700, [(0, 256), (256, 512), (512, 700)]),
+        (1000, [(0, 256), (256, 512), (512, 768), (768, 1000)]),
+    ],
+)
+def test_a_short_last_stretch_of_the_prefill_joins_the_pass_before(count, passes):
+    from xvlm_core.engines.pytorch.session import PREFILL_CHUNK, prefill_chunks
+
+    assert PREFILL_CHUNK == 256
+    assert list(prefill_chunks(count)) == passes
+
+
 def test_two_images_are_read_in_order_and_reused_by_content(loaded, images_dir, tmp_path: Path):
     square, wide = (ImageRef.from_file(images_dir / name) for name in ("gradient_square.png", "shapes_wide.png"))
     session = ChatSession(loaded)

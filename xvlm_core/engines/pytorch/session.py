@@ -395,9 +395,9 @@ class TorchLanguageModel:
             for run in runs
         ]  # each [n, hidden]
         embeds = torch.cat(pieces).unsqueeze(0)  # [1, positions, hidden]
-        for start in range(0, embeds.shape[1], PREFILL_CHUNK):
+        for start, end in prefill_chunks(embeds.shape[1]):
             before_chunk(start)
-            chunk = embeds[:, start : start + PREFILL_CHUNK]  # [1, <= PREFILL_CHUNK, hidden]
+            chunk = embeds[:, start:end]  # [1, < 1.5 * PREFILL_CHUNK, hidden]
             out = self.language_model(
                 inputs_embeds=chunk, **{CACHE_KEYWORD: self.cache}, use_cache=True, logits_to_keep=1
             )
@@ -408,6 +408,21 @@ class TorchLanguageModel:
 
     def _new_cache(self) -> PreallocatedCache:
         return PreallocatedCache(self.language_model.config, zeroed=needs_zeroed_cache(self.decode_step))
+
+
+def prefill_chunks(count: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of each forward pass over `count` positions: PREFILL_CHUNK each, and a last stretch shorter than
+    half of one joins the pass before. Each pass makes a float copy of every 8- or 4-bit layer, and a short pass
+    takes the packed kernel, which costs about as much as another copy. An image and a question, 331 positions, in
+    one pass rather than 256 and 75 (AMD Zen 3, 2 cores, two runs each): 4-bit 7.7 s rather than 11.6, 8-bit 7.2
+    rather than 8.3, exact 7.3 rather than 7.8. Stop then waits for up to 383 positions."""
+    start = 0
+    while start < count:
+        end = start + PREFILL_CHUNK
+        if count - end < PREFILL_CHUNK // 2:
+            end = count
+        yield start, end
+        start = end
 
 
 def _runs(positions: list[Position], images: dict[str, torch.Tensor]) -> list[Run]:
