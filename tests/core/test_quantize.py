@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from xvlm_core.engines.pytorch.loading import load_model
+from xvlm_core.engines.pytorch.onednn import OneDnnLinear
 from xvlm_core.engines.pytorch.quantize import (
     Int4Linear,
     Int8Linear,
@@ -24,6 +25,9 @@ from xvlm_core.engines.pytorch.session import ChatSession
 from xvlm_core.errors import XvlmError
 from xvlm_core.model.prompt import Message
 from xvlm_core.sampling import SamplingSettings
+
+# An exact layer: as loaded on a CPU in float32, its weights are laid out for oneDNN.
+EXACT = (nn.Linear, OneDnnLinear)
 
 
 def random_linear(out_features: int, in_features: int, dtype: torch.dtype, seed: int = 0) -> nn.Linear:
@@ -90,11 +94,11 @@ def test_every_linear_of_the_language_model_and_tower_is_int8_and_the_projector_
     language, tower = int8.model.language_model, int8.model.vision_tower
     layers = language.config.num_hidden_layers
     assert sum(isinstance(module, Int8Linear) for module in language.modules()) == 7 * layers + 1  # + lm_head
-    assert not any(isinstance(module, nn.Linear) for module in [*language.modules(), *tower.modules()])
+    assert not any(isinstance(module, EXACT) for module in [*language.modules(), *tower.modules()])
     assert sum(isinstance(module, Int8Linear) for module in tower.modules()) == 6 * tower.kept_layers
     assert not any(isinstance(module, Int8Linear) for module in int8.model.projector.modules())
     assert int8.summary()["quantize"] == "int8" and exact.summary()["quantize"] == "none"
-    linear_bytes = sum(weight_bytes(m) for m in exact.model.language_model.modules() if isinstance(m, nn.Linear))
+    linear_bytes = sum(weight_bytes(m) for m in exact.model.language_model.modules() if isinstance(m, EXACT))
     int8_bytes = sum(weight_bytes(m) for m in language.modules() if isinstance(m, Int8Linear))
     assert int8_bytes < 0.3 * linear_bytes  # float32 -> int8, plus one scale per row
 
@@ -259,7 +263,7 @@ def test_int4_converts_the_layers_that_fit_and_leaves_the_rest_exact(exact_and_i
     # The tiny model: q and o projections 64x64 fit; k and v (32 rows), gate and up (176 rows) and down
     # (176 inputs) do not, and stay exact. The output layer keeps 8 bits.
     converted = {name.split(".")[-1] for name, m in language.named_modules() if isinstance(m, Int4Linear)}
-    kept = {name.split(".")[-1] for name, m in language.named_modules() if isinstance(m, nn.Linear)}
+    kept = {name.split(".")[-1] for name, m in language.named_modules() if isinstance(m, EXACT)}
     assert converted == {"q_proj", "o_proj"}
     assert kept == {"k_proj", "v_proj", "gate_proj", "up_proj", "down_proj"}
     assert isinstance(language.lm_head, Int8Linear)

@@ -18,6 +18,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from xvlm_core import hub
 from xvlm_core.engines.language import LanguageModel
+from xvlm_core.engines.pytorch import onednn
 from xvlm_core.engines.pytorch.device import dtype_name, memory_in_use_mb, pick_device, pick_dtype, release_freed_memory
 from xvlm_core.engines.pytorch.quantize import QuantizedLinear, quantizable_linears, quantized_linear
 from xvlm_core.errors import CheckpointError, Remedy, XvlmError
@@ -219,6 +220,8 @@ def load_model(
         network.eval()
     # The rotary frequencies stay float32, as in the original, whatever the weights' dtype.
     network.language_model.model.rotary_emb = LlamaRotaryEmbedding(network.language_model.config).to(torch_device)
+    # Last: the layers laid out for oneDNN could not be moved or cast again.
+    onednn.lay_out_linears(network.language_model)
     _read_in(network)
     log.debug("loaded %s: %s", model, ", ".join(f"{stage} {seconds:.2f}" for stage, seconds in times.items()))
     preprocess = None
@@ -368,7 +371,9 @@ def _read_in(network: nn.Module) -> None:
     Otherwise the disk is read during the first answer, page by page, and loading only looks fast.
     """
     for parameter in network.parameters():
-        if parameter.device.type == "cpu" and parameter.is_contiguous() and parameter.numel():
+        # oneDNN's layers were read as they were laid out.
+        readable = parameter.device.type == "cpu" and not parameter.is_mkldnn and parameter.is_contiguous()
+        if readable and parameter.numel():
             step = max(1, 4096 // parameter.element_size())  # one element per 4 KiB page
             parameter.view(-1)[::step].sum()
 

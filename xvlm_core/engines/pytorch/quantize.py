@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xvlm_core.engines.pytorch.onednn import OneDnnLinear
+
 # The CPU kernel reads its inner dimension in blocks of 16: other widths read past the row (wrong results,
 # or a crash), so such layers stay exact.
 _KERNEL_BLOCK = 16
@@ -314,12 +316,14 @@ def quantizable_linears(module: nn.Module, kind: str = "int8") -> dict[str, nn.L
 
 def kernel_paths(module: nn.Module) -> str:
     """Which product each linear layer inside `module` runs, with how many layers run it."""
-    layers = (layer for layer in module.modules() if isinstance(layer, (nn.Linear, QuantizedLinear)))
+    layers = (layer for layer in module.modules() if isinstance(layer, (nn.Linear, QuantizedLinear, OneDnnLinear)))
     paths = Counter(_kernel_path(layer) for layer in layers)
     return "; ".join(f"{path} x{count}" for path, count in paths.items())
 
 
 def _kernel_path(layer: nn.Module) -> str:
+    if isinstance(layer, OneDnnLinear):
+        return layer.kernel_path()
     on_cpu = layer.weight.device.type == "cpu"
     if isinstance(layer, Int4Linear):
         if not on_cpu:
