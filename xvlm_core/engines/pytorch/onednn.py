@@ -55,10 +55,12 @@ class OneDnnLinear(nn.Module):
 def lay_out_linears(module: nn.Module, rows: int | None = DECODE_ROWS) -> int:
     """Every float32 `nn.Linear` inside `module` on the CPU replaced by a `OneDnnLinear` laid out for `rows` rows;
     how many were replaced."""
-    linears = [(name, child) for name, child in module.named_modules() if isinstance(child, nn.Linear)]
+    # By name, not module: a list of the layers would keep every float32 weight alive beside its copy until the end.
+    names = [name for name, child in module.named_modules() if isinstance(child, nn.Linear)]
     replaced = 0
-    for name, linear in linears:
-        if available(linear.weight.device, linear.weight.dtype):
-            module.set_submodule(name, OneDnnLinear(linear, rows))
+    for name in names:
+        weight = module.get_submodule(name).weight
+        if available(weight.device, weight.dtype):
+            module.set_submodule(name, OneDnnLinear(module.get_submodule(name), rows))
             replaced += 1
     return replaced
