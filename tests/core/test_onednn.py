@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xvlm_core.engines.pytorch.loading import load_model
-from xvlm_core.engines.pytorch.onednn import DECODE_ROWS, OneDnnLinear, available, lay_out_linears
+from xvlm_core.engines.pytorch.onednn import OneDnnLinear, available, lay_out_linears
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this PyTorch has no oneDNN")
 
@@ -19,14 +19,13 @@ def random_linear(out_features: int, in_features: int, bias: bool, dtype: torch.
 
 
 @pytest.mark.parametrize("rows", [1, 7, 331])
-@pytest.mark.parametrize("laid_out_for", [DECODE_ROWS, None])
 @pytest.mark.parametrize("bias", [False, True])
-def test_products_equal_f_linear_within_float32_rounding(rows, laid_out_for, bias):
+def test_products_equal_f_linear_within_float32_rounding(rows, bias):
     linear = random_linear(176, 64, bias)
     x = torch.randn(2, rows, 64)
     expected = F.linear(x, linear.weight, linear.bias)  # [2, rows, 176]
     with torch.inference_mode():
-        got = OneDnnLinear(linear, laid_out_for)(x)
+        got = OneDnnLinear(linear)(x)
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
@@ -38,7 +37,7 @@ def test_only_float32_layers_on_the_cpu_are_laid_out():
         network.append(nn.Linear(16, 16))  # weightless: another engine runs it
     assert lay_out_linears(network) == 2
     assert [type(layer) for layer in network] == [OneDnnLinear, OneDnnLinear, nn.Linear, nn.Linear]
-    assert network[0].rows == DECODE_ROWS
+    assert network[0].kernel_path() == "float32: oneDNN, laid out for 1 row"
     assert not available(torch.device("cpu"), torch.bfloat16)
 
 

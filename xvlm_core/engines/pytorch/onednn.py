@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from xvlm_core.engines.pytorch.device import dtype_name
+
 # The rows the language model's layers are laid out for: one, a decoded token, where its time is spent. The tower
 # keeps `F.linear`: its calls are an image's 577 rows, where oneDNN was no faster (the whole tower took 4.5-5.6 s
 # against 2.8-3.7).
@@ -27,13 +29,13 @@ def available(device: torch.device, dtype: torch.dtype) -> bool:
 
 
 class OneDnnLinear(nn.Module):
-    """`nn.Linear` with its weights [out, in] in oneDNN's layout for `rows` rows a call (None: any)."""
+    """`nn.Linear` with its weights [out, in] in oneDNN's layout for DECODE_ROWS rows a call."""
 
-    def __init__(self, linear: nn.Linear, rows: int | None):
+    def __init__(self, linear: nn.Linear):
         super().__init__()
-        self.in_features, self.out_features, self.rows = linear.in_features, linear.out_features, rows
+        self.in_features, self.out_features = linear.in_features, linear.out_features
         # Parameters, as nn.Linear's are: code that asks a module for its first parameter's dtype still finds it.
-        weight = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), rows)  # [out, in], opaque layout
+        weight = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), DECODE_ROWS)  # [out, in], opaque
         self.weight = nn.Parameter(weight, requires_grad=False)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
 
@@ -47,20 +49,18 @@ class OneDnnLinear(nn.Module):
 
     def kernel_path(self) -> str:
         """What `quantize.kernel_paths` reports for this layer."""
-        laid_out = "any number of rows" if self.rows is None else f"{self.rows} row{'s' * (self.rows != 1)}"
-        return f"{str(self.weight.dtype).removeprefix('torch.')}: oneDNN, laid out for {laid_out}"
+        return f"{dtype_name(self.weight.dtype)}: oneDNN, laid out for {DECODE_ROWS} row{'s' * (DECODE_ROWS != 1)}"
 
 
 @torch.no_grad()
-def lay_out_linears(module: nn.Module, rows: int | None = DECODE_ROWS) -> int:
-    """Every float32 `nn.Linear` inside `module` on the CPU replaced by a `OneDnnLinear` laid out for `rows` rows;
-    how many were replaced."""
+def lay_out_linears(module: nn.Module) -> int:
+    """Every float32 `nn.Linear` inside `module` on the CPU replaced by a `OneDnnLinear`; how many were replaced."""
     # By name, not module: a list of the layers would keep every float32 weight alive beside its copy until the end.
     names = [name for name, child in module.named_modules() if isinstance(child, nn.Linear)]
     replaced = 0
     for name in names:
         weight = module.get_submodule(name).weight
         if available(weight.device, weight.dtype):
-            module.set_submodule(name, OneDnnLinear(module.get_submodule(name), rows))
+            module.set_submodule(name, OneDnnLinear(module.get_submodule(name)))
             replaced += 1
     return replaced

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xvlm_core.engines.pytorch.device import dtype_name
 from xvlm_core.engines.pytorch.onednn import OneDnnLinear
 
 # The CPU kernel reads its inner dimension in blocks of 16: other widths read past the row (wrong results,
@@ -333,7 +334,7 @@ def _kernel_path(layer: nn.Module) -> str:
         if not on_cpu:
             return "int8: a dequantized copy and F.linear"
         return f"int8: _weight_int8pack_mm ({_copy_above(layer)})"
-    return f"{str(layer.weight.dtype).removeprefix('torch.')}: F.linear"
+    return f"{dtype_name(layer.weight.dtype)}: F.linear"
 
 
 def _copy_above(layer: QuantizedLinear) -> str:
