@@ -29,6 +29,9 @@ _KERNEL_ROWS = 32
 _QUANTIZE_ROWS = 1024
 # A float32 model's float copy is float32, twice the bytes of a bf16 one, so the kernel wins up to more rows (AMD
 # Zen 3, AVX2, one 5632x2048 layer at 128 rows: int8 kernel 51 ms, int4 57, against 61 and 90 for copy and product).
+# Measured before the copy was cast rather than mixed-type multiplied; since then the copy and product cost about
+# as much as the kernel from 64 rows (int8 46 ms against 39 at 64 rows, int4 47 against 54), so this bound may now
+# be higher than it needs to be.
 _FLOAT32_KERNEL_ROWS = 128
 # Where those bf16 copies are made on the CPU, one buffer per thread reused by every layer: fresh tens of MB
 # for each call paid their page faults every time (a 331-row prompt took 1.6 s instead of 1.15 s).
