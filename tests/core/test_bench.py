@@ -13,6 +13,7 @@ from xvlm_core.bench.quality import compare_to_exact
 from xvlm_core.cli import main
 from xvlm_core.engines.pytorch.device import processor
 from xvlm_core.engines.pytorch.loading import load_model
+from xvlm_core.engines.pytorch.quantize import fbgemm_weight_levels
 from xvlm_core.errors import XvlmError
 from xvlm_core.model.prompt import Message
 
@@ -28,12 +29,13 @@ def test_bench_reports_how_far_quantized_weights_move_the_model(capsys, tiny_mod
     assert result["quality_positions"] == result["prompt_tokens"] > 200
     assert 0.5 < result["quality_top1_agreement"] <= 1
     # The tiny model's next-token distributions are sharp (entropy ~0.04 nats): small changes to its
-    # products move them far, 4 bits (KL ~4.3) much more than 8 (~0.13).
-    assert 0 < result["quality_mean_kl"] < {"int8": 0.5, "int4": 10}[quantize]
+    # products move them far, 4 bits (KL ~4.3) much more than 8 (~0.13 with float rows; ~0.45 with FBGEMM's
+    # 8-bit rows and, on a processor without VNNI, 7-bit weights).
+    assert 0 < result["quality_mean_kl"] < {"int8": 1, "int4": 10}[quantize]
     # int8: all 7 linear layers of each of the 2 decoder layers and lm_head; int4: the q and o projections,
     # and lm_head in 8 bits.
     assert result["quality_layers"] == {"int8": 2 * 7 + 1, "int4": 2 * 2 + 1}[quantize]
-    bound = {"int8": 0.01, "int4": 0.1}[quantize]
+    bound = {"int8": 0.025, "int4": 0.1}[quantize]
     assert 0 < result["quality_layer_error_mean"] <= result["quality_layer_error_max"] < bound
     assert result["quality_layer_error_worst"].startswith(("model.layers.", "lm_head"))
 
@@ -63,7 +65,8 @@ def test_bench_names_the_processor_the_kernels_and_a_baseline_from_another_proce
     # The tiny model: 2 q and 2 o projections in 4 bits, lm_head in 8, the other 10 layers exact.
     kernels = result["kernels"].split("; ")
     assert any(k.startswith("int4: _weight_int4pack_mm_for_cpu, group 32") and k.endswith(" x4") for k in kernels)
-    assert any(k.startswith("int8: _weight_int8pack_mm") and k.endswith(" x1") for k in kernels)
+    int8 = "int8 weights" if fbgemm_weight_levels() is not None else "int8: _weight_int8pack_mm"  # x86: FBGEMM
+    assert any(k.startswith(int8) and k.endswith(" x1") for k in kernels)
     exact = "float32: oneDNN, laid out for 1 row" if torch.backends.mkldnn.is_available() else "float32: F.linear"
     assert f"{exact} x10" in kernels
     assert result["baseline_pid"] != os.getpid()

@@ -12,6 +12,7 @@ from torch import nn
 from xvlm_core.engines.pytorch.loading import load_model
 from xvlm_core.engines.pytorch.onednn import OneDnnLinear
 from xvlm_core.engines.pytorch.quantize import (
+    DynamicInt8Linear,
     Int4Linear,
     Int8Linear,
     QuantizedLinear,
@@ -28,6 +29,8 @@ from xvlm_core.sampling import SamplingSettings
 
 # An exact layer: as loaded on a CPU in float32, its weights are laid out for oneDNN.
 EXACT = (nn.Linear, OneDnnLinear)
+# An 8-bit layer: on an x86 CPU its rows are quantized too, for FBGEMM.
+INT8 = (Int8Linear, DynamicInt8Linear)
 
 
 def random_linear(out_features: int, in_features: int, dtype: torch.dtype, seed: int = 0) -> nn.Linear:
@@ -93,13 +96,13 @@ def test_every_linear_of_the_language_model_and_tower_is_int8_and_the_projector_
     exact, int8 = exact_and_int8
     language, tower = int8.model.language_model, int8.model.vision_tower
     layers = language.config.num_hidden_layers
-    assert sum(isinstance(module, Int8Linear) for module in language.modules()) == 7 * layers + 1  # + lm_head
+    assert sum(isinstance(module, INT8) for module in language.modules()) == 7 * layers + 1  # + lm_head
     assert not any(isinstance(module, EXACT) for module in [*language.modules(), *tower.modules()])
-    assert sum(isinstance(module, Int8Linear) for module in tower.modules()) == 6 * tower.kept_layers
-    assert not any(isinstance(module, Int8Linear) for module in int8.model.projector.modules())
+    assert sum(isinstance(module, INT8) for module in tower.modules()) == 6 * tower.kept_layers
+    assert not any(isinstance(module, INT8) for module in int8.model.projector.modules())
     assert int8.summary()["quantize"] == "int8" and exact.summary()["quantize"] == "none"
     linear_bytes = sum(weight_bytes(m) for m in exact.model.language_model.modules() if isinstance(m, EXACT))
-    int8_bytes = sum(weight_bytes(m) for m in language.modules() if isinstance(m, Int8Linear))
+    int8_bytes = sum(weight_bytes(m) for m in language.modules() if isinstance(m, INT8))
     assert int8_bytes < 0.3 * linear_bytes  # float32 -> int8, plus one scale per row
 
 
@@ -113,16 +116,20 @@ def test_image_features_with_8_bit_weights_stay_close_to_the_exact_ones(exact_an
     assert (features - reference).norm() / reference.norm() < 0.02
 
 
-def test_each_quantized_layer_of_the_tiny_model_is_within_one_percent(exact_and_int8):
+def test_each_quantized_layer_of_the_tiny_model_is_within_its_bound(exact_and_int8):
+    """Within 1 % with float rows; with 8-bit rows, 2.5 % (7-bit weights where FBGEMM's products would saturate)."""
     exact, int8 = exact_and_int8
     exact_layers = dict(exact.model.language_model.named_modules())
+    checked = 0
     for name, module in int8.model.language_model.named_modules():
-        if isinstance(module, Int8Linear):
+        if isinstance(module, INT8):
             x = torch.randn(4, module.in_features, generator=torch.Generator().manual_seed(5))
             with torch.inference_mode():
                 reference = exact_layers[name](x)
                 error = (module(x) - reference).norm() / reference.norm()
-            assert error < 0.01, name
+            assert error < (0.025 if isinstance(module, DynamicInt8Linear) else 0.01), name
+            checked += 1
+    assert checked == 7 * int8.model.language_model.config.num_hidden_layers + 1
 
 
 @pytest.mark.parametrize("decode_mode", ["lean", "fixed"])
@@ -141,7 +148,7 @@ def test_int8_answers_on_the_tiny_model_are_sensible(exact_and_int8, images_dir,
 
 def test_layers_the_kernel_cannot_take_stay_exact():
     model = nn.Sequential(random_linear(32, 64, torch.float32), random_linear(32, 72, torch.float32))
-    assert list(quantizable_linears(model)) == ["0"]
+    assert list(quantizable_linears(model, "int8", torch.device("cpu"))) == ["0"]
 
 
 def test_unknown_weight_precision_is_a_clear_error(tiny_model_dir):
@@ -249,7 +256,7 @@ def test_int4_takes_only_shapes_its_kernel_can():
         random_linear(64, 48, torch.float32),  # 48 inputs: not whole groups of 32
         random_linear(128, 96, torch.float32),  # fits
     )
-    assert list(quantizable_linears(model, "int4")) == ["0", "3"]
+    assert list(quantizable_linears(model, "int4", torch.device("cpu"))) == ["0", "3"]
 
 
 @pytest.fixture(scope="module")
@@ -266,10 +273,10 @@ def test_int4_converts_the_layers_that_fit_and_leaves_the_rest_exact(exact_and_i
     kept = {name.split(".")[-1] for name, m in language.named_modules() if isinstance(m, EXACT)}
     assert converted == {"q_proj", "o_proj"}
     assert kept == {"k_proj", "v_proj", "gate_proj", "up_proj", "down_proj"}
-    assert isinstance(language.lm_head, Int8Linear)
+    assert isinstance(language.lm_head, INT8)
     # The tower holds 8-bit weights; the projector stays exact.
     tower = int4.model.vision_tower
-    assert sum(isinstance(m, Int8Linear) for m in tower.modules()) == 6 * tower.kept_layers
+    assert sum(isinstance(m, INT8) for m in tower.modules()) == 6 * tower.kept_layers
     assert not any(isinstance(m, QuantizedLinear) for m in int4.model.projector.modules())
     assert int4.summary()["quantize"] == "int4"
     exact_query = weight_bytes(exact.model.language_model.model.layers[0].self_attn.q_proj)

@@ -149,7 +149,7 @@ def make_step(language_model: LlamaForCausalLM, mode: str = "auto") -> LeanStep 
     if mode not in DECODE_MODES:
         raise ValueError(f"decode mode must be one of {', '.join(DECODE_MODES)}, not {mode!r}")
     if mode == "auto":
-        mode = "graph" if language_model.lm_head.weight.device.type == "cuda" else "lean"
+        mode = "graph" if language_model.get_input_embeddings().weight.device.type == "cuda" else "lean"
     return {"lean": LeanStep, "fixed": FixedShapeStep, "graph": GraphedStep}[mode](language_model)
 
 

@@ -165,8 +165,8 @@ def load_model(
     """Load a checkpoint folder or cached hub repo, ready to answer on `device` in `dtype`.
 
     `quantize="int8"` converts the language model's linear layers to int8 weights as they are read, and
-    `"int4"` to 4-bit ones; in both the vision tower's are int8 (its hundreds of rows a call gain nothing
-    from 4 bits: they multiply through a float copy either way).
+    `"int4"` to 4-bit ones; in both the vision tower's are int8 (its hundreds of rows a call are compute-bound,
+    and on an x86 CPU 8-bit rows multiply by them in integers, `quantize.DynamicInt8Linear`).
     Without `language_weights` the language model stays on the meta device, weightless: another engine runs it.
     """
     if quantize not in QUANTIZE_CHOICES:
@@ -197,13 +197,13 @@ def load_model(
         tick = time.perf_counter()
         on_stage(Stage.LOADING_TOWER)
         with _about_the_tower():
-            _load_tower(network, tower, int8)
+            _load_tower(network, tower, int8, torch_device)
         times["vision_tower_s"] = time.perf_counter() - tick
     quantized: set[str] = set()
     if int8 is not None and language_weights:
         tick = time.perf_counter()
         on_stage(LOADING_LANGUAGE_QUANTIZED[quantize])
-        quantized = _load_quantized_linears(network.language_model, files, int8, kind=quantize)
+        quantized = _load_quantized_linears(network.language_model, files, int8, torch_device, kind=quantize)
         times["quantize_s"] = time.perf_counter() - tick
     tick = time.perf_counter()
     on_stage(Stage.LOADING_LANGUAGE if language_weights else Stage.LOADING_PROJECTOR)
@@ -242,13 +242,13 @@ def load_model(
     )
 
 
-def _load_tower(network: XmodelVLM, tower: TowerSource, int8: torch.dtype | None) -> None:
-    """The tower's weights; with `int8` (the activations' dtype) its linear layers as 8-bit weights."""
+def _load_tower(network: XmodelVLM, tower: TowerSource, int8: torch.dtype | None, device: torch.device) -> None:
+    """The tower's weights; with `int8` (the activations' dtype) its linear layers as 8-bit weights for `device`."""
     assert network.vision_tower is not None
     kept = network.vision_tower.kept_layers
     where = f"vision tower ({tower.weight_files[0].parent})"
     try:
-        _read_tower(network.vision_tower.clip, tower, kept, int8, where)
+        _read_tower(network.vision_tower.clip, tower, kept, int8, device, where)
     except CheckpointError as exc:
         if tower.folder is not None:
             raise
@@ -258,8 +258,12 @@ def _load_tower(network: XmodelVLM, tower: TowerSource, int8: torch.dtype | None
         ) from None
 
 
-def _read_tower(clip: nn.Module, tower: TowerSource, kept: int, int8: torch.dtype | None, where: str) -> None:
-    quantized = set() if int8 is None else _load_quantized_linears(clip, tower.weight_files, int8, tower.prefix)
+def _read_tower(
+    clip: nn.Module, tower: TowerSource, kept: int, int8: torch.dtype | None, device: torch.device, where: str
+) -> None:
+    quantized = set()
+    if int8 is not None:
+        quantized = _load_quantized_linears(clip, tower.weight_files, int8, device, tower.prefix)
 
     def wanted(key: str) -> bool:
         return key.startswith(tower.prefix) and key not in quantized
@@ -279,14 +283,15 @@ def _read_tower(clip: nn.Module, tower: TowerSource, kept: int, int8: torch.dtyp
 
 
 def _load_quantized_linears(
-    module: nn.Module, files: list[Path], dtype: torch.dtype, prefix: str = "", kind: str = "int8"
+    module: nn.Module, files: list[Path], dtype: torch.dtype, device: torch.device, prefix: str = "", kind: str = "int8"
 ) -> set[str]:
-    """Read `module`'s linear weights (keys `prefix` + name) one layer at a time, each straight into `kind`.
+    """Read `module`'s linear weights (keys `prefix` + name) one layer at a time, each straight into `kind` for
+    `device`.
 
     Each read maps the file anew and drops it before the next, so the float weights are never all in
     memory: only the layer being converted. Returns the checkpoint keys read.
     """
-    linears = quantizable_linears(module, kind)
+    linears = quantizable_linears(module, kind, device)
     layers: dict[str, list[str]] = {}
     for name in linears:
         layer = re.match(r".*\blayers\.\d+\.", name)
@@ -306,7 +311,7 @@ def _load_quantized_linears(
                     f"{where}: '{name}.weight' has shape {tuple(weight.shape)} but the config implies "
                     f"{tuple(meta.weight.shape)}."
                 )
-            module.set_submodule(name, quantized_linear(name, kind).from_weight(weight, bias, dtype))
+            module.set_submodule(name, quantized_linear(name, kind, device).from_weight(weight, bias, dtype))
         read |= set(raw)
         del raw
         gc.collect(1)  # the reader's objects hold the file's mapping in reference cycles: free it now
