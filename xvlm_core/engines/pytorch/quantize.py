@@ -218,7 +218,7 @@ class DynamicInt8Linear(QuantizedLinear):
     @classmethod
     def from_weight(cls, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> DynamicInt8Linear:
         levels = fbgemm_weight_levels()
-        assert levels is not None, "fits() keeps layers off this class where FBGEMM cannot run"
+        assert levels is not None, "quantized_linear picks Int8Linear where FBGEMM cannot run"
         rotation = hadamard(rotation_block(weight.shape[1]))
         int8, scales = quantize_weight(weight.detach(), levels, rotation)
         return cls(int8, scales, bias, rotation)
@@ -307,7 +307,7 @@ def fbgemm_weight_levels() -> int | None:
             with _fbgemm_warnings_hidden():
                 packed = torch.fbgemm_pack_quantized_matrix(weight)
                 got = torch.fbgemm_linear_int8_weight_fp32_activation(
-                    rows, weight, packed, weight.sum(dim=1, dtype=torch.int32), 1.0, 0, torch.zeros(16)
+                    rows, weight, packed, _level_sums(weight), 1.0, 0, torch.zeros(16)
                 )
         except RuntimeError:  # built without FBGEMM, or a processor it does not support
             return None
