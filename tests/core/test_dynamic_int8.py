@@ -116,7 +116,7 @@ def test_a_model_loaded_on_the_cpu_in_8_bits_has_fbgemm_layers_in_the_language_m
     layers = [m for m in network.modules() if isinstance(m, (Int8Linear, DynamicInt8Linear))]
     assert layers and all(isinstance(m, DynamicInt8Linear) for m in layers)
     assert {isinstance(m, DynamicInt8Linear) for m in network.vision_tower.modules()} == {True, False}
-    assert kernel_paths(network.language_model) == f"int8 weights (±{fbgemm_weight_levels()}) × int8 rows: FBGEMM x15"
+    assert kernel_paths(network.language_model) == f"int8 weights (±{fbgemm_weight_levels()}) × int8 rows: FBGEMM x9"
 
     monkeypatch.setattr(quantize, "fbgemm_weight_levels", lambda: None)
     fallback = load_model(str(tiny_model_dir), vision_tower=str(tiny_tower_dir), dtype="float32", quantize="int8")

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from xvlm_core.engines.pytorch.fused import ProductPart, named_products
 from xvlm_core.engines.pytorch.loading import load_model
 from xvlm_core.engines.pytorch.onednn import OneDnnLinear
 from xvlm_core.engines.pytorch.quantize import (
@@ -31,6 +32,11 @@ from xvlm_core.sampling import SamplingSettings
 EXACT = (nn.Linear, OneDnnLinear)
 # An 8-bit layer: on an x86 CPU its rows are quantized too, for FBGEMM.
 INT8 = (Int8Linear, DynamicInt8Linear)
+
+
+def quantized_layer(product: nn.Module) -> nn.Module:
+    """The layer that multiplies for `product`: itself, or the fused layer it is a part of."""
+    return product.product.layer if isinstance(product, ProductPart) else product
 
 
 def random_linear(out_features: int, in_features: int, dtype: torch.dtype, seed: int = 0) -> nn.Linear:
@@ -96,9 +102,12 @@ def test_every_linear_of_the_language_model_and_tower_is_int8_and_the_projector_
     exact, int8 = exact_and_int8
     language, tower = int8.model.language_model, int8.model.vision_tower
     layers = language.config.num_hidden_layers
-    assert sum(isinstance(module, INT8) for module in language.modules()) == 7 * layers + 1  # + lm_head
+    products = named_products(language)
+    assert len(products) == 7 * layers + 1  # + lm_head
+    assert all(isinstance(quantized_layer(product), INT8) for product in products.values())
     assert not any(isinstance(module, EXACT) for module in [*language.modules(), *tower.modules()])
-    assert sum(isinstance(module, INT8) for module in tower.modules()) == 6 * tower.kept_layers
+    assert len(named_products(tower)) == 6 * tower.kept_layers
+    assert all(isinstance(quantized_layer(product), INT8) for product in named_products(tower).values())
     assert not any(isinstance(module, INT8) for module in int8.model.projector.modules())
     assert int8.summary()["quantize"] == "int8" and exact.summary()["quantize"] == "none"
     linear_bytes = sum(weight_bytes(m) for m in exact.model.language_model.modules() if isinstance(m, EXACT))
@@ -121,14 +130,13 @@ def test_each_quantized_layer_of_the_tiny_model_is_within_its_bound(exact_and_in
     exact, int8 = exact_and_int8
     exact_layers = dict(exact.model.language_model.named_modules())
     checked = 0
-    for name, module in int8.model.language_model.named_modules():
-        if isinstance(module, INT8):
-            x = torch.randn(4, module.in_features, generator=torch.Generator().manual_seed(5))
-            with torch.inference_mode():
-                reference = exact_layers[name](x)
-                error = (module(x) - reference).norm() / reference.norm()
-            assert error < (0.025 if isinstance(module, DynamicInt8Linear) else 0.01), name
-            checked += 1
+    for name, module in named_products(int8.model.language_model).items():
+        x = torch.randn(4, module.in_features, generator=torch.Generator().manual_seed(5))
+        with torch.inference_mode():
+            reference = exact_layers[name](x)
+            error = (module(x) - reference).norm() / reference.norm()
+        assert error < (0.025 if isinstance(quantized_layer(module), DynamicInt8Linear) else 0.01), name
+        checked += 1
     assert checked == 7 * int8.model.language_model.config.num_hidden_layers + 1
 
 
@@ -276,7 +284,7 @@ def test_int4_converts_the_layers_that_fit_and_leaves_the_rest_exact(exact_and_i
     assert isinstance(language.lm_head, INT8)
     # The tower holds 8-bit weights; the projector stays exact.
     tower = int4.model.vision_tower
-    assert sum(isinstance(m, INT8) for m in tower.modules()) == 6 * tower.kept_layers
+    assert len(named_products(tower)) == 6 * tower.kept_layers
     assert not any(isinstance(m, QuantizedLinear) for m in int4.model.projector.modules())
     assert int4.summary()["quantize"] == "int4"
     exact_query = weight_bytes(exact.model.language_model.model.layers[0].self_attn.q_proj)

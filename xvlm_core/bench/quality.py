@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from xvlm_core.engines.pytorch.fused import named_products
 from xvlm_core.engines.pytorch.loading import LoadedModel
-from xvlm_core.engines.pytorch.quantize import QuantizedLinear
 from xvlm_core.model.config import IMAGE_TOKEN_INDEX
 from xvlm_core.model.images import load_image
 from xvlm_core.model.prompt import SYSTEM_V1, Message, images_in_order, render_segments
@@ -31,11 +31,7 @@ def compare_to_exact(
     prompt, and each quantized layer's relative error on the inputs the exact model gave that layer."""
     if quantized.open_language is not None:
         return _distributions_only(quantized, exact, messages)
-    layers = {
-        name: module
-        for name, module in quantized.model.language_model.named_modules()
-        if isinstance(module, QuantizedLinear)
-    }
+    layers = named_products(quantized.model.language_model)
     exact_layers = dict(exact.model.language_model.named_modules())
     inputs: dict[str, torch.Tensor] = {}
     hooks = [exact_layers[name].register_forward_hook(_keep_rows(inputs, name)) for name in layers]

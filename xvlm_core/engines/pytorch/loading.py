@@ -18,7 +18,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from xvlm_core import hub
 from xvlm_core.engines.language import LanguageModel
-from xvlm_core.engines.pytorch import onednn
+from xvlm_core.engines.pytorch import fused, onednn
 from xvlm_core.engines.pytorch.device import dtype_name, memory_in_use_mb, pick_device, pick_dtype, release_freed_memory
 from xvlm_core.engines.pytorch.quantize import QuantizedLinear, quantizable_linears, quantized_linear
 from xvlm_core.errors import CheckpointError, Remedy, XvlmError
@@ -289,7 +289,8 @@ def _load_quantized_linears(
     `device`.
 
     Each read maps the file anew and drops it before the next, so the float weights are never all in
-    memory: only the layer being converted. Returns the checkpoint keys read.
+    memory: only the layer being converted. Layers that read the same input (`fused.FUSED_GROUPS`) and take the
+    same precision become one. Returns the checkpoint keys read.
     """
     linears = quantizable_linears(module, kind, device)
     layers: dict[str, list[str]] = {}
@@ -301,22 +302,41 @@ def _load_quantized_linears(
     for names in layers.values():
         keys = {f"{prefix}{name}.{part}" for name in names for part in ("weight", "bias")}
         raw = checkpoint.read_weights(files, keys.__contains__)
-        for name in names:
-            meta = linears[name]
-            weight, bias = raw.get(f"{prefix}{name}.weight"), raw.get(f"{prefix}{name}.bias")
-            if weight is None:
-                raise CheckpointError(f"{where}: the weight '{name}.weight' is missing.")
-            if tuple(weight.shape) != tuple(meta.weight.shape) or (bias is None) != (meta.bias is None):
-                raise CheckpointError(
-                    f"{where}: '{name}.weight' has shape {tuple(weight.shape)} but the config implies "
-                    f"{tuple(meta.weight.shape)}."
-                )
+        weights = {name: _linear_weights(raw, prefix, name, linears[name], where) for name in names}
+        for fused_name, members in fused.fused_groups(names).items():
+            layer_class = quantized_linear(members[0], kind, device)
+            biases = [weights[name][1] for name in members]
+            if any(quantized_linear(name, kind, device) is not layer_class for name in members) or (
+                len({bias is None for bias in biases}) > 1
+            ):
+                continue
+            weight = torch.cat([weights.pop(name)[0] for name in members])  # [sum of outs, in]
+            bias = None if biases[0] is None else torch.cat(biases)
+            fused.install(module, fused_name, members, layer_class.from_weight(weight, bias, dtype))
+            del weight
+        for name, (weight, bias) in weights.items():
             module.set_submodule(name, quantized_linear(name, kind, device).from_weight(weight, bias, dtype))
+        del weights
         read |= set(raw)
         del raw
         gc.collect(1)  # the reader's objects hold the file's mapping in reference cycles: free it now
         release_freed_memory()  # and the float temporaries of this layer's conversion
     return read
+
+
+def _linear_weights(
+    raw: dict[str, torch.Tensor], prefix: str, name: str, meta: nn.Linear, where: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Layer `name`'s weight and bias from `raw`, checked against the shapes of its unloaded module `meta`."""
+    weight, bias = raw.get(f"{prefix}{name}.weight"), raw.get(f"{prefix}{name}.bias")
+    if weight is None:
+        raise CheckpointError(f"{where}: the weight '{name}.weight' is missing.")
+    if tuple(weight.shape) != tuple(meta.weight.shape) or (bias is None) != (meta.bias is None):
+        raise CheckpointError(
+            f"{where}: '{name}.weight' has shape {tuple(weight.shape)} but the config implies "
+            f"{tuple(meta.weight.shape)}."
+        )
+    return weight, bias
 
 
 def _load_language_and_projector(
