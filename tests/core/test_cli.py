@@ -162,6 +162,8 @@ def test_bench_json_has_the_figures(capsys, tiny_model_dir, tiny_tower_dir):
         assert key in result
     assert result["turn3_prefilled_tokens"] < result["turn3_prompt_tokens"] / 2
     assert result["decode_tok_s"] > 0 and result["baseline_decode_tok_s"] > 0
+    # Every decode step runs after at least turn 1's prompt, and before the last turn's prompt and its new tokens.
+    assert result["prompt_tokens"] <= result["decode_mean_depth"] < result["turn3_prompt_tokens"] + 4
 
 
 def test_bench_with_8_bit_weights_reports_them_against_an_exact_baseline(capsys, tiny_model_dir, tiny_tower_dir):

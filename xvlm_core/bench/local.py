@@ -197,6 +197,11 @@ def _run_turns(loaded: LoadedModel, image: str, turns: int, new_tokens: int) -> 
         stats.append(result.stats)
     first, last = stats[0], stats[-1]
     decoded = sum(s.output_tokens - 1 for s in stats)
+    # Step k of a turn feeds its token k after prompt + k cached positions; attention over them makes deeper steps
+    # slower, so a rate is compared with another engine's at the same mean depth (`llama-bench -d D -n N` decodes
+    # at D + (N - 1) / 2).
+    depths = sum((s.output_tokens - 1) * s.prompt_tokens + (s.output_tokens - 1) * (s.output_tokens - 2) / 2
+                 for s in stats)
     return {
         "prompt_tokens": first.prompt_tokens,
         "image_encode_s": first.image_encode_s,
@@ -205,6 +210,7 @@ def _run_turns(loaded: LoadedModel, image: str, turns: int, new_tokens: int) -> 
         # All tokens after each turn's first over all the time they took: a mean of per-turn rates would weigh
         # a turn that ran while the machine was quiet more than one that ran while it was busy.
         "decode_tok_s": decoded / sum(s.decode_s for s in stats),
+        "decode_mean_depth": depths / max(1, decoded),
         "output_tokens": first.output_tokens,
         f"turn{turns}_ttft_s": last.ttft_s,
         f"turn{turns}_prompt_tokens": last.prompt_tokens,
