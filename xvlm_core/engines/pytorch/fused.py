@@ -48,11 +48,15 @@ class FusedProduct(nn.Module):
             self._input, self._output = x, self.layer(x)  # [..., in] -> [..., sum of widths]
             self._waiting = set(range(len(self.starts) - 1))
         assert self._output is not None
-        output = self._output[..., self.starts[index] : self.starts[index + 1]]
+        output = self._output[..., self.columns(index)]
         self._waiting.discard(index)
         if not self._waiting:  # every member has its part: hold no prompt-sized tensors until the next call
             self._input = self._output = None
         return output
+
+    def columns(self, index: int) -> slice:
+        """Where member `index`'s outputs are among the fused layer's."""
+        return slice(self.starts[index], self.starts[index + 1])
 
 
 class ProductPart(nn.Module):
@@ -63,14 +67,15 @@ class ProductPart(nn.Module):
         self.__dict__["product"] = product  # not a submodule: the fused layer is registered once, beside its members
         self.index = index
         self.in_features = product.layer.in_features
-        self.out_features = product.starts[index + 1] - product.starts[index]
+        self.columns = product.columns(index)
+        self.out_features = self.columns.stop - self.columns.start
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.product.part(x, self.index)
 
     def dequantized(self) -> torch.Tensor:
         """This member's rows of the fused weights, float32 [out, in]."""
-        return self.product.layer.dequantized()[self.product.starts[self.index] : self.product.starts[self.index + 1]]
+        return self.product.layer.dequantized()[self.columns]
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, part {self.index} of a fused layer"
