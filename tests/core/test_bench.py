@@ -71,6 +71,7 @@ def test_bench_names_the_processor_the_kernels_and_a_baseline_from_another_proce
     assert f"{exact} x10" in kernels
     assert result["baseline_pid"] != os.getpid()
     assert result["baseline_decode_tok_s"] > 0 and result["baseline_turn2_ttft_s"] > 0
+    assert 0 < result["baseline_image_encode_s"] < result["baseline_ttft_s"]  # the image is part of turn 1's wait
     assert result["ttft_image_read_ahead_s"] > 0  # turn 1 again, its image read before the question
     assert result["baseline_weights_read_per_token_gb"] > result["weights_read_per_token_gb"]
 
