@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -133,14 +135,16 @@ def test_the_converted_file_is_reused_and_a_partial_one_never_is(load, monkeypat
     load()
     folder, write_gguf = gguf_export.cache_dir(), gguf_export.write_gguf
     (converted,) = folder.glob("*.gguf")
-    written = converted.stat().st_mtime_ns
+    written = converted.stat().st_ino
+    os.utime(converted, (1, 1))
 
     def must_not_convert(*args, **kwargs):
         raise AssertionError("converted again")
 
     monkeypatch.setattr(gguf_export, "write_gguf", must_not_convert)
     assert load().language_file == converted
-    assert converted.stat().st_mtime_ns == written
+    assert converted.stat().st_ino == written  # the same file, not one written again
+    assert converted.stat().st_mtime > time.time() - 60  # marked as used, for the cache's pruning
 
     # A conversion stopped halfway (a quit, a full disk) leaves neither a file under the final name nor its part.
     converted.unlink()
@@ -155,6 +159,54 @@ def test_the_converted_file_is_reused_and_a_partial_one_never_is(load, monkeypat
     assert list(folder.iterdir()) == []
     monkeypatch.setattr(gguf_export, "write_gguf", write_gguf)
     assert load().language_file == converted and converted.stat().st_size > 1_000_000
+
+
+def test_the_cache_keeps_the_most_recently_used_files_and_removes_what_a_killed_process_left(tmp_path, monkeypatch):
+    now = time.time()
+
+    def cached(name: str, hours_ago: float) -> Path:
+        path = tmp_path / name
+        path.write_bytes(b"GGUF")
+        os.utime(path, (now - hours_ago * 3600, now - hours_ago * 3600))
+        return path
+
+    names = [f"{digit}" * 32 + ".gguf" for digit in "0123456"]
+    loading = cached(names[0], 30)  # the file being loaded, last used long ago: kept whatever its age
+    recent = [cached(names[1], 0.1), cached(names[2], 0.2)]  # the two most recently used besides it
+    in_use = cached(names[3], 0.3)  # one more, used within the hour: maybe by another process loading it now
+    old = [cached(names[4], 2), cached(names[5], 48)]
+    partial_left = cached("." + "a" * 32 + ".x1y2.partial", 5)  # a conversion a killed process left
+    partial_now = cached("." + "b" * 32 + ".x3y4.partial", 0)  # another process is writing this one
+    others = [cached("notes.txt", 100), cached("ABC.gguf", 100)]  # not the cache's names: never touched
+    (tmp_path / ("6" * 32 + ".gguf")).mkdir()
+
+    removed = gguf_export.prune(tmp_path, keep=[loading])
+    assert sorted(removed) == sorted([*old, partial_left])
+    assert all(path.exists() for path in [loading, *recent, in_use, partial_now, *others])
+    assert gguf_export.prune(tmp_path, keep=[loading]) == []
+
+    # A file another program holds (Windows refuses to remove it) stays until the next time; the load goes on.
+    stubborn = cached(names[4], 72)
+
+    def refused(self, missing_ok=False):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "unlink", refused)
+    assert gguf_export.prune(tmp_path, keep=[loading]) == []
+    assert stubborn.exists()
+    assert gguf_export.prune(tmp_path / "missing") == []
+
+
+def test_a_load_prunes_the_cache(load):
+    folder = gguf_export.cache_dir()
+    folder.mkdir(parents=True)
+    old = [folder / (f"{digit}" * 32 + ".gguf") for digit in "123"]
+    for age, path in enumerate(old, start=2):
+        path.write_bytes(b"GGUF")
+        os.utime(path, (time.time() - age * 3600, time.time() - age * 3600))
+    converted = load().language_file
+    # The new file and the two most recently used before it are kept; the third is not.
+    assert sorted(folder.iterdir()) == sorted([converted, *old[:2]])
 
 
 def test_a_full_disk_is_a_clear_error(load, monkeypatch):

@@ -3,7 +3,9 @@
 The exact file keeps the weights in the number format the PyTorch engine would compute in (float32,
 bfloat16 or float16), with the checkpoint's SentencePiece vocabulary; the 8- and 4-bit files are made from it
 by llama.cpp's own quantizer (Q8_0 and Q4_K_M). Files are written beside their final name and renamed into
-place, so a quit or a full disk never leaves a file that looks finished.
+place, so a quit or a full disk never leaves a file that looks finished. Each use marks a file as used; the cache
+keeps the KEPT_FILES most recently used (a model's exact, 8-bit and 4-bit files), so a checkpoint downloaded again
+or a precision not used any more does not leave gigabytes behind.
 """
 
 from __future__ import annotations
@@ -12,10 +14,14 @@ import contextlib
 import ctypes
 import errno
 import hashlib
+import logging
 import os
+import re
 import tempfile
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
+from stat import S_ISREG
 
 import numpy as np
 import platformdirs
@@ -27,6 +33,8 @@ from xvlm_core.model.config import LanguageConfig
 from xvlm_core.model.tokenizer import Tokenizer
 from xvlm_core.stages import QUANTIZING_FOR_LLAMA_CPP, Stage
 
+log = logging.getLogger(__name__)
+
 # Part of every cache key: a change to what the files hold makes new ones instead of reusing old ones.
 CONVERTER_VERSION = 1
 # --quantize -> llama.cpp's file type (llama.h: LLAMA_FTYPE_MOSTLY_Q8_0, LLAMA_FTYPE_MOSTLY_Q4_K_M).
@@ -36,6 +44,14 @@ QUANTIZED_NAMES = {"int8": "Q8_0", "int4": "Q4_K_M"}
 EXACT_TYPES = {torch.float32: (0, 0), torch.float16: (1, 1), torch.bfloat16: (30, 32)}
 # SentencePiece piece kinds as GGUF token types (gguf.TokenType).
 NORMAL, UNKNOWN, CONTROL, UNUSED, BYTE = 1, 2, 3, 5, 6
+# Converted files the cache keeps, the most recently used (those of the model being loaded among them): one model's
+# three precisions, so switching between them never converts again.
+KEPT_FILES = 3
+# A file used, or a partial one written, this recently may be part of another process's load: it stays.
+IN_USE_S = 3600.0
+# The cache's own names (`cache_key`), and those of the files being written (`_written`); nothing else is touched.
+_CACHED_NAME = re.compile(r"[0-9a-f]{32}\.gguf")
+_PARTIAL_NAME = re.compile(r"\.[0-9a-f]{32}\..+\.partial")
 
 
 def cache_dir() -> Path:
@@ -65,17 +81,55 @@ def gguf_file(
     folder = cache_dir()
     path = folder / f"{cache_key(weight_files, dtype, quantize)}.gguf"
     if path.is_file():
-        return path
-    if quantize == "none":
+        _mark_used(path)
+    elif quantize == "none":
         on_stage(Stage.CONVERTING_FOR_LLAMA_CPP)
         with _written(path) as partial:
             write_gguf(partial, weight_files, language, tokenizer, dtype)
-        return path
-    exact = gguf_file(weight_files, language, tokenizer, dtype, "none", on_stage)
-    on_stage(QUANTIZING_FOR_LLAMA_CPP[quantize])
-    with _written(path) as partial:
-        quantize_gguf(exact, partial, quantize)
+    else:
+        exact = gguf_file(weight_files, language, tokenizer, dtype, "none", on_stage)
+        on_stage(QUANTIZING_FOR_LLAMA_CPP[quantize])
+        with _written(path) as partial:
+            quantize_gguf(exact, partial, quantize)
+    prune(folder, keep=[path])
     return path
+
+
+def prune(folder: Path, keep: Collection[Path] = ()) -> list[Path]:
+    """Remove the cache's converted files beyond the KEPT_FILES most recently used, and partial ones a killed
+    process left; never those in `keep` or used within IN_USE_S. Returns what was removed. A file that cannot be
+    removed (another program holds it open) is left for the next time: pruning never stops a load."""
+    now = time.time()
+    try:
+        entries = [(entry, entry.lstat()) for entry in folder.iterdir()]
+    except OSError:
+        return []
+    cached = sorted(((entry, stat) for entry, stat in entries
+                     if _CACHED_NAME.fullmatch(entry.name) and S_ISREG(stat.st_mode)),
+                    key=lambda item: item[1].st_mtime, reverse=True)  # the most recently used first
+    kept = {Path(path).name for path in keep}
+    others = [entry.name for entry, _ in cached if entry.name not in kept]
+    kept.update(others[: max(0, KEPT_FILES - len(kept))])
+    doomed = [entry for entry, stat in cached if entry.name not in kept and now - stat.st_mtime > IN_USE_S]
+    doomed += [entry for entry, stat in entries
+               if _PARTIAL_NAME.fullmatch(entry.name) and now - stat.st_mtime > IN_USE_S]
+    removed = []
+    for entry in doomed:
+        try:
+            entry.unlink()
+        except OSError as exc:
+            log.info("could not remove %s from the llama.cpp cache (%s); it stays for now", entry, exc.strerror)
+        else:
+            removed.append(entry)
+    if removed:
+        log.info("removed %d file(s) no longer used from the llama.cpp cache", len(removed))
+    return removed
+
+
+def _mark_used(path: Path) -> None:
+    """The file's modification time becomes now: `prune` keeps the most recently used."""
+    with contextlib.suppress(OSError):  # a read-only cache: the file is still good to read
+        os.utime(path)
 
 
 @contextlib.contextmanager
