@@ -75,23 +75,35 @@ def gguf_file(
     quantize: str,
     on_stage: Callable[[str], None] = lambda stage: None,
 ) -> Path:
-    """The cached GGUF of the checkpoint's language model for `dtype` and `quantize`, made first if missing."""
+    """The cached GGUF of the checkpoint's language model for `dtype` and `quantize`, made first if missing; the
+    cache is pruned once it is there."""
     if dtype not in EXACT_TYPES:
         raise XvlmError(f"llama.cpp cannot hold the weights in {dtype}.", code=Remedy.CHOOSE_PRECISION)
-    folder = cache_dir()
-    path = folder / f"{cache_key(weight_files, dtype, quantize)}.gguf"
+    path = _cached_file(weight_files, language, tokenizer, dtype, quantize, on_stage)
+    prune(path.parent, keep=[path])
+    return path
+
+
+def _cached_file(
+    weight_files: list[Path],
+    language: LanguageConfig,
+    tokenizer: Tokenizer,
+    dtype: torch.dtype,
+    quantize: str,
+    on_stage: Callable[[str], None],
+) -> Path:
+    path = cache_dir() / f"{cache_key(weight_files, dtype, quantize)}.gguf"
     if path.is_file():
         _mark_used(path)
     elif quantize == "none":
         on_stage(Stage.CONVERTING_FOR_LLAMA_CPP)
         with _written(path) as partial:
             write_gguf(partial, weight_files, language, tokenizer, dtype)
-    else:
-        exact = gguf_file(weight_files, language, tokenizer, dtype, "none", on_stage)
+    else:  # made from the exact file, which is then the most recently used after this one: `prune` keeps it
+        exact = _cached_file(weight_files, language, tokenizer, dtype, "none", on_stage)
         on_stage(QUANTIZING_FOR_LLAMA_CPP[quantize])
         with _written(path) as partial:
             quantize_gguf(exact, partial, quantize)
-    prune(folder, keep=[path])
     return path
 
 
